@@ -1,0 +1,72 @@
+"""The small interface every backend implements, and the engine-set file (``engines.json``).
+
+A backend has a *builder* (plan -> engine directory) and a *runner* (engine directory -> run a
+(level, segment) on numpy arrays). Runners load engines lazily and keep them resident, so
+switching level per request costs no reload once an engine has been used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from janus_deploy import JanusError
+from janus_deploy.plan.manifest import Manifest
+
+ENGINES_FILE = "engines.json"
+ENGINES_KIND = "janus-deploy/engines"
+ENGINES_VERSION = 1
+
+
+class EngineError(JanusError):
+    """Engines are missing, stale, or were built for another plan, library or GPU."""
+
+
+class Runner(Protocol):
+    manifest: Manifest
+
+    def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run one segment; ``inputs`` are (image,) or (tokens, size)."""
+        ...
+
+    def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
+        ...
+
+    def loaded(self) -> int:
+        ...
+
+
+def run_segments(runner: Runner, level: int, first: int, last: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run segments ``first .. last - 1`` of a level in sequence."""
+    out = list(inputs)
+    for seg in range(first, last):
+        out = runner.run_segment(level, seg, out)
+    return out
+
+
+def write_engines_file(engine_dir: Path, data: dict[str, Any]) -> None:
+    engine_dir.mkdir(parents=True, exist_ok=True)
+    data = {"kind": ENGINES_KIND, "format_version": ENGINES_VERSION, **data}
+    (engine_dir / ENGINES_FILE).write_text(json.dumps(data, indent=1))
+
+
+def read_engines_file(engine_dir: str | Path, manifest: Manifest | None = None) -> dict[str, Any]:
+    path = Path(engine_dir) / ENGINES_FILE
+    if not path.is_file():
+        raise EngineError(f"{engine_dir} holds no engines ({ENGINES_FILE} missing); run `janus-deploy build-engines`")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise EngineError(f"{path} is not valid JSON: {exc}") from exc
+    if data.get("kind") != ENGINES_KIND or data.get("format_version") != ENGINES_VERSION:
+        raise EngineError(f"{path} is not a janus-deploy engines file of version {ENGINES_VERSION}")
+    if manifest is not None and data.get("plan_hash") != manifest.hash:
+        raise EngineError(
+            f"engines in {engine_dir} were built for plan {str(data.get('plan_hash'))[:12]}, not for this plan "
+            f"({manifest.hash[:12]}); rebuild them with `janus-deploy build-engines`"
+        )
+    return data

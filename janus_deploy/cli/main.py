@@ -1,0 +1,81 @@
+"""The ``janus-deploy`` command. Each sub-module registers its commands on ``app``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from janus_deploy import JanusError, __version__
+
+app = typer.Typer(
+    name="janus-deploy",
+    help="Deploy Vision Transformers across an edge device and a cloud server (Janus: token "
+    "pruning + split computing over a fluctuating uplink).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"janus-deploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+# Command modules, in pipeline order. Each defines ``register(app)``.
+_COMMAND_MODULES = [
+    "janus_deploy.cli.plan_cmds",
+    "janus_deploy.cli.profile_cmds",
+    "janus_deploy.cli.schedule_cmds",
+    "janus_deploy.cli.runtime_cmds",
+]
+for _name in _COMMAND_MODULES:
+    try:
+        _mod = importlib.import_module(_name)
+    except ModuleNotFoundError as exc:  # a command module not written yet
+        if exc.name != _name:
+            raise
+        continue
+    _mod.register(app)
+
+
+def main() -> None:
+    """Entry point with user-facing errors printed without a traceback (unless --debug)."""
+    try:
+        app(standalone_mode=False)
+    except JanusError as exc:
+        if _state["debug"]:
+            raise
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""`export`, `build-engines`, `verify`, `inspect`: thin wrappers over janus_deploy.plan/backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from janus_deploy.cli.common import console, parse_overrides, print_json, progress_bar
+
+
+def export(
+    model: str = typer.Option(..., "--model", "-m", help="timm model name (vit_*/deit_*), e.g. vit_tiny_patch16_224."),
+    out: Path = typer.Option(..., "--out", "-o", help="Plan directory to write (created; re-running resumes)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Local checkpoint (.safetensors/.pth/.pt). Never downloads; without one the model is randomly initialised with a fixed seed."),
+    img_size: Optional[int] = typer.Option(None, help="Input resolution (e.g. 224 or 384); default: the model's."),
+    k: int = typer.Option(3, help="Split-point density k of Eq. 3 (paper: 5 for 24 blocks)."),
+    levels: Optional[int] = typer.Option(None, help="Number of pruning levels, evenly spaced in [0, alpha_max]."),
+    alpha_step: Optional[float] = typer.Option(None, help="Pruning level step t (paper: 0.01); alternative to --levels."),
+    policy: str = typer.Option("exponential", help="Pruning policy: exponential (Janus), linear, or constant (ToMe r)."),
+    baseline_r: Optional[int] = typer.Option(None, help="Also export ToMe's constant-r level for the baselines (paper: 23 for ViT-L@384)."),
+    opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
+    override: Optional[list[str]] = typer.Option(None, "--set", help="Extra timm constructor argument key=value (repeatable), e.g. --set num_classes=10."),
+) -> None:
+    """Export a timm ViT pruned at a grid of levels and sliced at every candidate split point."""
+    from janus_deploy import JanusError
+    from janus_deploy.model import ModelSpec
+    from janus_deploy.plan import ExportConfig, export_plan
+
+    if opset < 17:
+        raise JanusError(f"opset {opset} is too old; use 17 or newer")
+    if levels is None and alpha_step is None:
+        levels = 8
+    overrides = parse_overrides(override)
+    if img_size is not None:
+        overrides["img_size"] = img_size
+    spec = ModelSpec(model, overrides, str(checkpoint) if checkpoint else None)
+    config = ExportConfig(k=k, policy=policy, levels=levels, step=alpha_step, baseline_r=baseline_r, opset=opset)
+    with progress_bar("exporting") as update:
+        manifest, stats = export_plan(spec, out, config, progress=lambda f, d, t: update(d, t, f))
+    secs = stats["seconds_per_graph"]
+    console.print(
+        f"[green]plan written[/] to {out}: {len(manifest.levels)} levels x {len(manifest.data['segments'])} "
+        f"segments; {stats['exported']} graphs exported"
+        + (f" ({sum(secs) / len(secs):.2f} s each)" if secs else "")
+        + f", {stats['reused']} unchanged; plan hash {manifest.hash[:12]}"
+    )
+
+
+def build_engines(
+    plan: Path = typer.Argument(..., help="Plan directory written by `janus-deploy export`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Engine directory to write."),
+    backend: str = typer.Option("ort", help="ort (ONNX Runtime, embedded default) or trt (TensorRT 10, NVIDIA GPUs)."),
+    precision: Optional[str] = typer.Option(None, help="fp32 | fp16 | int8 (default: fp32 for ort, fp16 for trt)."),
+    device: str = typer.Option("cpu", help="ort only: cpu or cuda execution provider."),
+    device_name: Optional[str] = typer.Option(None, help="A name for this device, recorded with the engines (e.g. jetson-orin-nano)."),
+) -> None:
+    """Build engines for every (level, segment) of a plan on this device."""
+    from janus_deploy.backends import build_engines as build
+    from janus_deploy.plan import Manifest
+
+    manifest = Manifest.load(plan)
+    kwargs = {"precision": precision or ("fp16" if backend == "trt" else "fp32"), "device_name": device_name}
+    if backend == "ort":
+        kwargs["device"] = device
+    with progress_bar(f"building {backend} engines") as update:
+        data = build(manifest, out, backend, progress=lambda d, t: update(d, t), **kwargs)
+    console.print(f"[green]{len(data['engines'])} {backend} engines[/] in {out} ({data['build_seconds']:.1f} s)")
+
+
+def inspect(
+    plan: Path = typer.Argument(..., help="Plan directory."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
+) -> None:
+    """Summarise a plan: levels, token schedules, candidates, payload per split, files and sizes."""
+    from janus_deploy.plan import Manifest
+    from janus_deploy.plan.inspect import summarize
+
+    info = summarize(Manifest.load(plan))
+    if as_json:
+        print_json(info)
+        return
+    m = info["model"]
+    console.print(f"[bold]{m['name']}[/] N={m['num_blocks']} D={m['embed_dim']} x0={m['num_tokens']} "
+                  f"prefix={m['num_prefix_tokens']} img={m['img_size']}  plan {info['plan_hash'][:12]}")
+    console.print(f"candidates C = {info['candidates']}   segments = {info['segments']}")
+    table = Table("level", "policy", "alpha", "tokens x0..xN", title="pruning levels")
+    for lv in info["levels"]:
+        table.add_row(str(lv["index"]), lv["policy"], f"{lv['alpha']:.4g}", " ".join(map(str, lv["tokens"])))
+    console.print(table)
+    pay = Table("level", *[f"s={s}" for s in info["candidates"]], title="payload KiB per split (fp32 tokens + size; s=0 uint8 frame)")
+    for lv in info["levels"]:
+        pay.add_row(str(lv["index"]), *[f"{lv['payload_bytes_fp32'][str(s)] / 1024:.1f}" for s in info["candidates"]])
+    console.print(pay)
+    f = info["files"]
+    console.print(f"{f['graphs']} graphs, {f['graph_bytes'] / 1e6:.2f} MB; weights {f['weights_bytes'] / 1e6:.2f} MB; "
+                  f"total {f['total_bytes'] / 1e6:.2f} MB = {f['size_vs_weights']:.3f} x model weights")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(export)
+    app.command("build-engines")(build_engines)
+    app.command()(inspect)

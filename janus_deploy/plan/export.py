@@ -1,0 +1,278 @@
+"""Export a pruned, sliced timm ViT into a plan: per-level segment graphs + unsplit graph, one
+shared weight file, and ``manifest.json``. Resumable: graphs whose inputs did not change are kept.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from janus_deploy import __version__, policy
+from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256, model_info
+from janus_deploy.model.pruned import Segment, build_segments
+from janus_deploy.plan.manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, Manifest, PlanError
+from janus_deploy.plan.weights import SharedWeights
+
+DEFAULT_OPSET = 17
+INIT_SEED = 0  # models without a checkpoint are initialised deterministically
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    k: int = 3
+    policy: str = "exponential"
+    levels: int | None = None
+    step: float | None = None
+    baseline_r: int | None = None  # extra constant-policy level (ToMe's r) for the baselines
+    opset: int = DEFAULT_OPSET
+
+    def level_list(self, x0: int, n: int, num_prefix: int) -> list[tuple[str, float]]:
+        grid = policy.level_grid(x0, n, self.policy, step=self.step, levels=self.levels)
+        out = [(self.policy, a) for a in grid]
+        if self.baseline_r is not None:
+            policy.check_level(self.baseline_r, x0, n, "constant")
+            out.append(("constant", float(self.baseline_r)))
+        return out
+
+
+def _io(name: str, shape: Sequence[int | str], dtype: str = "float32") -> dict[str, Any]:
+    return {"name": name, "shape": list(shape), "dtype": dtype}
+
+
+def segment_io(seg: Segment, info, tokens_in: int, tokens_out: int) -> tuple[list, list]:
+    d = info.embed_dim
+    if seg.first:
+        ins = [_io("image", ["batch", 3, info.img_size, info.img_size])]
+    else:
+        ins = [_io("tokens", ["batch", tokens_in, d]), _io("size", ["batch", tokens_in, 1])]
+    if seg.last:
+        outs = [_io("logits", ["batch", info.num_classes])]
+    else:
+        outs = [_io("tokens_out", ["batch", tokens_out, d]), _io("size_out", ["batch", tokens_out, 1])]
+    return ins, outs
+
+
+def _set_shapes(model: onnx.ModelProto, ios: list[dict[str, Any]], values) -> None:
+    by_name = {io_["name"]: io_ for io_ in ios}
+    for vi in values:
+        spec = by_name.get(vi.name)
+        if spec is None:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        del dims[:]
+        for d in spec["shape"]:
+            dim = dims.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = d
+
+
+def _compact_names(graph: onnx.GraphProto) -> None:
+    """Short names for intermediate values and nodes: the exporter's scope paths are most of a
+    small graph's bytes, and every level repeats them."""
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {i.name for i in graph.initializer}
+    rename: dict[str, str] = {}
+    for node in graph.node:
+        node.name = ""
+        for i, name in enumerate(node.output):
+            if name and name not in keep:
+                rename.setdefault(name, f"v{len(rename)}")
+                node.output[i] = rename[name]
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    del graph.value_info[:]
+
+
+def export_graph(module: torch.nn.Module, args: tuple[torch.Tensor, ...], ins, outs, opset: int) -> onnx.ModelProto:
+    """Trace one segment with the TorchScript exporter (fast, static shapes; batch dynamic)."""
+    buf = io.BytesIO()
+    in_names = [i["name"] for i in ins]
+    out_names = [o["name"] for o in outs]
+    dynamic = {n: {0: "batch"} for n in in_names + out_names}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, buf, dynamo=False, opset_version=opset, input_names=in_names,
+            output_names=out_names, dynamic_axes=dynamic, do_constant_folding=True,
+        )
+    model = onnx.load_from_string(buf.getvalue())
+    _compact_names(model.graph)
+    _set_shapes(model, ins, model.graph.input)
+    _set_shapes(model, outs, model.graph.output)
+    return model
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def payloads(info, tokens: Sequence[int], candidates: Sequence[int]) -> dict[str, Any]:
+    """What crosses the network at every split point (shapes and bytes per dtype)."""
+    n, d = info.num_blocks, info.embed_dim
+    out: dict[str, Any] = {}
+    for s in candidates:
+        if s == 0:
+            frame = 3 * info.img_size * info.img_size
+            out["0"] = {"tensors": [_io("frame", [info.img_size, info.img_size, 3], "uint8")],
+                        "elements": frame, "bytes": {"uint8": frame}}
+        elif s == n + 1:
+            out[str(s)] = {"tensors": [], "elements": 0, "bytes": {"float32": 0, "float16": 0}}
+        else:
+            x = tokens[s]
+            elems = x * (d + 1)
+            out[str(s)] = {
+                "tensors": [_io("tokens", [x, d]), _io("size", [x, 1])],
+                "elements": elems,
+                "bytes": {"float32": 4 * elems, "float16": 2 * elems},
+            }
+    return out
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def export_plan(
+    spec: ModelSpec,
+    out_dir: str | Path,
+    config: ExportConfig,
+    *,
+    progress: ProgressFn | None = None,
+) -> tuple[Manifest, dict[str, Any]]:
+    """Export ``spec`` pruned at the configured levels and sliced at the candidate split points.
+
+    Returns the manifest and export statistics (graphs exported/reused, seconds per graph).
+    ``progress(description, done, total)`` is called after every graph.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(INIT_SEED)
+    model = create_from_spec(spec)
+    info = model_info(model)
+    ckpt_sha = file_sha256(spec.checkpoint) if spec.checkpoint else None
+    candidates = policy.candidate_splits(info.num_blocks, config.k)
+    ranges = policy.segment_ranges(info.num_blocks, candidates)
+    level_list = config.level_list(info.num_tokens, info.num_blocks, info.num_prefix_tokens)
+
+    old: dict[str, dict[str, Any]] = {}
+    try:
+        prev = Manifest.load(out_dir)
+        for lv in prev.levels:
+            for entry in [*lv["segments"], lv["unsplit"]]:
+                old[entry["key"]] = entry
+    except PlanError:
+        pass
+
+    weights = SharedWeights(out_dir)
+    can_reuse = bool(weights.index)  # offsets of kept graphs are only valid in the old weight file
+    image = torch.randn(1, 3, info.img_size, info.img_size, generator=torch.Generator().manual_seed(1))
+    total = len(level_list) * (len(ranges) + 1)
+    done, exported, reused, seconds = 0, 0, 0, []
+    levels = []
+    model_key = (spec.to_dict(), ckpt_sha, INIT_SEED, config.opset, __version__)
+
+    def emit(module, args, ins, outs, fname, key) -> dict[str, Any]:
+        nonlocal done, exported, reused
+        path = out_dir / fname
+        prior = old.get(key)
+        if can_reuse and prior and path.is_file() and file_sha256(path) == prior["sha256"]:
+            reused += 1
+            entry = prior
+        else:
+            t0 = time.perf_counter()
+            graph = weights.externalize(export_graph(module, args, ins, outs, config.opset))
+            onnx.save(graph, str(path))
+            seconds.append(time.perf_counter() - t0)
+            exported += 1
+            entry = {"file": fname, "key": key, "sha256": file_sha256(path), "bytes": path.stat().st_size,
+                     "inputs": ins, "outputs": outs}
+        done += 1
+        if progress:
+            progress(fname, done, total)
+        return entry
+
+    for li, (pol, alpha) in enumerate(level_list):
+        sched = policy.schedule(pol, alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
+        segs = build_segments(model, sched, candidates)
+        seg_entries = []
+        args: tuple[torch.Tensor, ...] = (image,)
+        for si, seg in enumerate(segs):
+            t_in, t_out = sched.tokens[seg.start - 1], sched.tokens[max(seg.end, seg.start - 1)]
+            ins, outs = segment_io(seg, info, t_in, t_out)
+            key = _key(model_key, pol, alpha, seg.start, seg.end, seg.first, seg.last)
+            entry = emit(seg, args, ins, outs, f"L{li:02d}_S{si:02d}.onnx", key)
+            seg_entries.append({"index": si, "blocks": [seg.start, seg.end], **entry})
+            with torch.no_grad():
+                res = seg(*args)
+            args = res if isinstance(res, tuple) else (res,)
+        full = Segment(model, sched, 1, info.num_blocks, first=True, last=True)
+        ins, outs = segment_io(full, info, info.num_tokens, 0)
+        unsplit = emit(full, (image,), ins, outs, f"L{li:02d}_full.onnx",
+                       _key(model_key, pol, alpha, "full"))
+        levels.append({
+            "index": li, "policy": pol, "alpha": alpha, "tokens": list(sched.tokens),
+            "reductions": list(sched.reductions), "capped_blocks": list(sched.capped),
+            "segments": seg_entries, "unsplit": unsplit,
+            "payload": payloads(info, sched.tokens, candidates),
+        })
+    weights.save_index()
+
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    data = {
+        "format_version": FORMAT_VERSION,
+        "kind": KIND,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "janus_deploy_version": __version__,
+        "model": {
+            "name": spec.name, "overrides": spec.overrides,
+            "checkpoint": str(spec.checkpoint) if spec.checkpoint else None,
+            "checkpoint_sha256": ckpt_sha, "init_seed": None if spec.checkpoint else INIT_SEED,
+            "num_blocks": info.num_blocks, "embed_dim": info.embed_dim, "num_tokens": info.num_tokens,
+            "num_prefix_tokens": info.num_prefix_tokens, "img_size": info.img_size,
+            "num_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std),
+            "weight_bytes": weight_bytes,
+        },
+        "policy": {"name": config.policy, "k": config.k, "step": config.step, "levels": config.levels,
+                   "alpha_max": policy.alpha_max(info.num_tokens, info.num_blocks, config.policy),
+                   "baseline_r": config.baseline_r},
+        "opset": config.opset,
+        "candidates": candidates,
+        "segments": [list(r) for r in ranges],
+        "weights": {"file": weights.bin.name, "bytes": weights.bin.stat().st_size,
+                    "sha256": file_sha256(weights.bin)},
+        "levels": levels,
+    }
+    _remove_stale(out_dir, data)
+    manifest = Manifest(data, out_dir)
+    manifest.save(out_dir)
+    stats = {"exported": exported, "reused": reused, "seconds_per_graph": seconds}
+    return manifest, stats
+
+
+def _remove_stale(out_dir: Path, data: dict[str, Any]) -> None:
+    """Delete graphs of an earlier export that the new manifest no longer lists."""
+    live = {e["file"] for lv in data["levels"] for e in [*lv["segments"], lv["unsplit"]]}
+    for path in out_dir.glob("L*_*.onnx"):
+        if path.name not in live:
+            path.unlink()
+
+
+def plan_size_bytes(plan_dir: str | Path) -> int:
+    """Bytes on disk of everything the manifest references plus the manifest itself."""
+    plan_dir = Path(plan_dir)
+    return sum(p.stat().st_size for p in plan_dir.iterdir() if p.is_file())
+
+
+__all__ = ["ExportConfig", "export_plan", "plan_size_bytes", "payloads", "MANIFEST_FILE"]

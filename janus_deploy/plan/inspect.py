@@ -1,0 +1,33 @@
+"""A readable summary of a plan (what `janus-deploy inspect` shows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from janus_deploy.plan.manifest import Manifest
+
+
+def summarize(manifest: Manifest) -> dict[str, Any]:
+    """Levels, token schedules, candidates, payload sizes per split, files and sizes."""
+    d = manifest.data
+    files = [e for lv in manifest.levels for e in [*lv["segments"], lv["unsplit"]]]
+    graph_bytes = sum(e["bytes"] for e in files)
+    return {
+        "plan_hash": manifest.hash,
+        "model": d["model"],
+        "policy": d["policy"],
+        "candidates": d["candidates"],
+        "segments": d["segments"],
+        "levels": [
+            {
+                "index": lv["index"], "policy": lv["policy"], "alpha": lv["alpha"], "tokens": lv["tokens"],
+                "capped_blocks": lv.get("capped_blocks", []),
+                "payload_bytes_fp32": {s: p["bytes"].get("float32", p["bytes"].get("uint8"))
+                                       for s, p in lv["payload"].items()},
+            }
+            for lv in manifest.levels
+        ],
+        "files": {"graphs": len(files), "graph_bytes": graph_bytes, "weights_bytes": d["weights"]["bytes"],
+                  "total_bytes": graph_bytes + d["weights"]["bytes"],
+                  "size_vs_weights": round((graph_bytes + d["weights"]["bytes"]) / d["model"]["weight_bytes"], 4)},
+    }

@@ -1,0 +1,136 @@
+"""The plan manifest: the single source of truth for every stage after export.
+
+The schema is documented in ``docs/manifest.md``. The manifest is plain JSON so apps in other
+languages can read it; :class:`Manifest` wraps the dict with accessors and validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from janus_deploy import JanusError
+from janus_deploy.policy import edge_segment_count
+
+FORMAT_VERSION = 1
+KIND = "janus-deploy/plan"
+MANIFEST_FILE = "manifest.json"
+DTYPE_BYTES = {"float32": 4, "float16": 2, "uint8": 1, "int8": 1}
+
+
+class PlanError(JanusError):
+    """A plan directory or manifest is missing, malformed or inconsistent."""
+
+
+def plan_hash(data: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON, excluding the hash itself and the timestamp."""
+    body = {k: v for k, v in data.items() if k not in ("plan_hash", "created")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+_REQUIRED = ("format_version", "kind", "model", "policy", "candidates", "segments", "levels", "weights")
+_MODEL_KEYS = ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")
+
+
+class Manifest:
+    """A loaded, validated plan manifest."""
+
+    def __init__(self, data: dict[str, Any], plan_dir: Path | None = None) -> None:
+        self.data = data
+        self.dir = Path(plan_dir) if plan_dir is not None else None
+        self.validate()
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, plan_dir: str | Path) -> "Manifest":
+        plan_dir = Path(plan_dir)
+        path = plan_dir / MANIFEST_FILE
+        if not path.is_file():
+            raise PlanError(f"{plan_dir} is not a plan: {MANIFEST_FILE} is missing (run `janus-deploy export`)")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"{path} is not valid JSON ({exc}); re-run `janus-deploy export`") from exc
+        if not isinstance(data, dict):
+            raise PlanError(f"{path} must hold a JSON object")
+        return cls(data, plan_dir)
+
+    def save(self, plan_dir: str | Path) -> None:
+        self.data["plan_hash"] = plan_hash(self.data)
+        Path(plan_dir, MANIFEST_FILE).write_text(json.dumps(self.data, indent=1))
+
+    def validate(self) -> None:
+        d = self.data
+        missing = [k for k in _REQUIRED if k not in d]
+        if missing:
+            raise PlanError(f"manifest is malformed: missing keys {', '.join(missing)}")
+        if d["kind"] != KIND:
+            raise PlanError(f"manifest kind is {d['kind']!r}, expected {KIND!r}")
+        if d["format_version"] != FORMAT_VERSION:
+            raise PlanError(
+                f"manifest format_version {d['format_version']} is not supported (this janus-deploy "
+                f"reads {FORMAT_VERSION}); re-export the plan"
+            )
+        bad = [k for k in _MODEL_KEYS if k not in d["model"]]
+        if bad:
+            raise PlanError(f"manifest is malformed: model lacks {', '.join(bad)}")
+        n = d["model"]["num_blocks"]
+        if not d["levels"]:
+            raise PlanError("manifest is malformed: no levels")
+        for lv in d["levels"]:
+            for key in ("alpha", "policy", "tokens", "segments"):
+                if key not in lv:
+                    raise PlanError(f"manifest is malformed: a level lacks {key!r}")
+            if len(lv["tokens"]) != n + 1:
+                raise PlanError(f"manifest is malformed: level {lv['alpha']} has {len(lv['tokens'])} token counts, expected {n + 1}")
+            if len(lv["segments"]) != len(d["segments"]):
+                raise PlanError(f"manifest is malformed: level {lv['alpha']} has {len(lv['segments'])} segments, expected {len(d['segments'])}")
+        if "plan_hash" in d and d["plan_hash"] != plan_hash(d):
+            raise PlanError("manifest was edited after export (plan_hash does not match); re-export the plan")
+
+    # -- accessors ---------------------------------------------------------------------------
+    @property
+    def hash(self) -> str:
+        return self.data.get("plan_hash") or plan_hash(self.data)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.data["model"]
+
+    @property
+    def num_blocks(self) -> int:
+        return self.model["num_blocks"]
+
+    @property
+    def candidates(self) -> list[int]:
+        return list(self.data["candidates"])
+
+    @property
+    def levels(self) -> list[dict[str, Any]]:
+        return self.data["levels"]
+
+    def level(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self.levels):
+            raise PlanError(f"level index {index} out of range (plan has {len(self.levels)} levels)")
+        return self.levels[index]
+
+    def find_level(self, alpha: float, policy: str = "exponential") -> int:
+        for i, lv in enumerate(self.levels):
+            if lv["policy"] == policy and abs(lv["alpha"] - alpha) < 1e-9:
+                return i
+        have = ", ".join(f"{lv['policy']}:{lv['alpha']}" for lv in self.levels)
+        raise PlanError(f"plan has no {policy} level {alpha}; it has {have}")
+
+    def path(self, rel: str) -> Path:
+        if self.dir is None:
+            raise PlanError("manifest was not loaded from a directory")
+        return self.dir / rel
+
+    def edge_segments(self, split: int) -> int:
+        """Number of segments the edge runs at ``split`` (the cloud runs the rest)."""
+        return edge_segment_count(split, self.num_blocks, self.candidates)
+
+    def payload(self, level_index: int, split: int) -> dict[str, Any]:
+        return self.level(level_index)["payload"][str(split)]

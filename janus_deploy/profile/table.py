@@ -1,0 +1,699 @@
+"""The profile data model (``docs/profile-format.md``): load, validate, save, synthesise, presets.
+
+A profile says how fast every (level, split) of one plan runs on one device and what crosses the
+network at every split point. An *edge* profile and a *cloud* profile of the same plan combine into
+a full latency table: the edge pays ``head_ms[s]``, the cloud ``tail_ms[s]``.
+
+Everything here is plain Python (json + dataclasses); token counts always come from
+:mod:`janus_deploy.policy`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from janus_deploy import JanusError
+from janus_deploy import policy as P
+
+KIND = "janus-deploy/profile"
+FORMAT_VERSION = 1
+SOURCES = ("measured", "linear", "preset")
+#: codecs that :func:`profile_from_linear` can size analytically
+ANALYTIC_CODECS = ("fp32", "fp16", "int8")
+PRESET_PACKAGE = "janus_deploy.profile"
+PRESET_DIR = "presets"
+
+
+class ProfileError(JanusError):
+    """A profile file or profile parameter is malformed or inconsistent."""
+
+
+# --------------------------------------------------------------------------- data model
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the plan's model looks like (enough to recompute token schedules and frame sizes)."""
+
+    name: str
+    num_blocks: int
+    embed_dim: int
+    num_tokens: int
+    num_prefix_tokens: int
+    img_size: tuple[int, int]  # (H, W)
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one uint8 RGB frame (what cloud-only sends uncompressed)."""
+        return 3 * self.img_size[0] * self.img_size[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        h, w = self.img_size
+        return {
+            "name": self.name,
+            "num_blocks": self.num_blocks,
+            "embed_dim": self.embed_dim,
+            "num_tokens": self.num_tokens,
+            "num_prefix_tokens": self.num_prefix_tokens,
+            "img_size": h if h == w else [h, w],
+        }
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What crosses the uplink at one split point with one codec."""
+
+    bytes: int
+    encode_ms: float = 0.0
+    decode_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bytes": self.bytes, "encode_ms": self.encode_ms, "decode_ms": self.decode_ms}
+
+
+@dataclass(frozen=True)
+class SegmentStat:
+    """Latency statistics of one measured segment (ms)."""
+
+    median: float
+    p95: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    runs: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"median": self.median, "p95": self.p95, "mean": self.mean, "std": self.std,
+                "runs": self.runs}
+
+
+@dataclass
+class Level:
+    """One pruning level: its token schedule, head/tail latencies and payloads per split."""
+
+    policy: str
+    alpha: float
+    tokens: list[int]
+    head_ms: dict[int, float]
+    tail_ms: dict[int, float]
+    payload: dict[str, dict[int, Payload]]
+    segment_ms: list[SegmentStat] | None = None
+
+    @property
+    def label(self) -> str:
+        """Short human label: ``a=0.12`` for α levels, ``r=23`` for ToMe's constant policy."""
+        if self.policy == "constant":
+            return f"r={int(self.alpha)}"
+        prefix = "a" if self.policy == "exponential" else "lin"
+        return f"{prefix}={self.alpha:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"policy": self.policy, "alpha": self.alpha, "tokens": list(self.tokens)}
+        if self.segment_ms is not None:
+            out["segment_ms"] = [s.to_dict() for s in self.segment_ms]
+        out["head_ms"] = {str(k): v for k, v in sorted(self.head_ms.items())}
+        out["tail_ms"] = {str(k): v for k, v in sorted(self.tail_ms.items())}
+        out["payload"] = {
+            codec: {str(k): p.to_dict() for k, p in sorted(entries.items())}
+            for codec, entries in self.payload.items()
+        }
+        return out
+
+
+@dataclass
+class Profile:
+    """A validated profile (see ``docs/profile-format.md``). Build it with :func:`load_profile`,
+    :func:`profile_from_dict` or :func:`profile_from_linear`, never field by field."""
+
+    source: str
+    provenance: str
+    plan_hash: str | None
+    device: dict[str, Any]
+    model: ModelInfo
+    candidates: list[int]
+    segments: list[tuple[int, int]]
+    levels: list[Level]
+    codecs: dict[str, dict[str, Any]]
+    default_codec: str | None
+    linear_model: dict[str, Any] | None = None
+    format_version: int = FORMAT_VERSION
+    kind: str = KIND
+    _index: dict[tuple[str, float], int] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._index = {(lv.policy, _akey(lv.alpha)): i for i, lv in enumerate(self.levels)}
+
+    # ---- shape
+    @property
+    def num_blocks(self) -> int:
+        return self.model.num_blocks
+
+    @property
+    def device_name(self) -> str:
+        return str(self.device.get("name", "?"))
+
+    @property
+    def codec_names(self) -> list[str]:
+        """Codecs present in every level (what a scheduler may use)."""
+        names = [set(lv.payload) for lv in self.levels]
+        common = set.intersection(*names) if names else set()
+        return sorted(common)
+
+    # ---- levels
+    def level_index(self, policy: str, alpha: float) -> int:
+        """Index of the level ``(policy, alpha)``; :class:`ProfileError` if absent."""
+        try:
+            return self._index[(policy, _akey(alpha))]
+        except KeyError:
+            have = ", ".join(lv.label for lv in self.levels[:8])
+            raise ProfileError(
+                f"profile has no {policy} level {alpha:g} (levels: {have}"
+                f"{', ...' if len(self.levels) > 8 else ''})"
+            ) from None
+
+    def levels_of(self, policy: str) -> list[int]:
+        """Indices of the levels of one policy, by increasing level value."""
+        idx = [i for i, lv in enumerate(self.levels) if lv.policy == policy]
+        return sorted(idx, key=lambda i: self.levels[i].alpha)
+
+    # ---- accessors the scheduler needs
+    def head_ms(self, level_idx: int, split: int) -> float:
+        """Edge latency at ``split`` (blocks 1..split plus embedding; all of it at N+1)."""
+        return self._level(level_idx).head_ms[self._split(split)]
+
+    def tail_ms(self, level_idx: int, split: int) -> float:
+        """Cloud latency at ``split`` (blocks split+1..N plus the head)."""
+        return self._level(level_idx).tail_ms[self._split(split)]
+
+    def payload(self, level_idx: int, split: int, codec: str | None = None) -> Payload:
+        """What crosses the uplink at ``split`` with ``codec`` (default: ``default_codec``)."""
+        lv = self._level(level_idx)
+        name = self.resolve_codec(codec)
+        if name not in lv.payload:
+            raise ProfileError(
+                f"level {lv.label} has no payload for codec {name!r} "
+                f"(has: {', '.join(sorted(lv.payload)) or 'none'})"
+            )
+        return lv.payload[name][self._split(split)]
+
+    def payload_bytes(self, level_idx: int, split: int, codec: str | None = None) -> int:
+        return self.payload(level_idx, split, codec).bytes
+
+    def encode_ms(self, level_idx: int, split: int, codec: str | None = None) -> float:
+        return self.payload(level_idx, split, codec).encode_ms
+
+    def decode_ms(self, level_idx: int, split: int, codec: str | None = None) -> float:
+        return self.payload(level_idx, split, codec).decode_ms
+
+    def resolve_codec(self, codec: str | None) -> str:
+        """``codec`` or the profile's default; :class:`ProfileError` naming the choices."""
+        name = codec or self.default_codec
+        if name is None:
+            have = self.codec_names
+            if len(have) == 1:
+                return have[0]
+            raise ProfileError(
+                f"the profile has no default_codec; pick one with --codec ({', '.join(have)})"
+            )
+        if name not in self.codec_names:
+            raise ProfileError(
+                f"codec {name!r} is not in the profile (available in every level: "
+                f"{', '.join(self.codec_names) or 'none'})"
+            )
+        return name
+
+    def total_ms(self, level_idx: int) -> float:
+        """Device-only latency of a level (``head_ms[N+1]``)."""
+        return self.head_ms(level_idx, self.num_blocks + 1)
+
+    def _level(self, level_idx: int) -> Level:
+        if not 0 <= level_idx < len(self.levels):
+            raise ProfileError(f"level index {level_idx} out of range (0..{len(self.levels) - 1})")
+        return self.levels[level_idx]
+
+    def _split(self, split: int) -> int:
+        if split not in self.candidates:
+            raise ProfileError(f"split {split} is not a candidate split point {self.candidates}")
+        return split
+
+    # ---- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format_version": self.format_version,
+            "kind": self.kind,
+            "source": self.source,
+            "provenance": self.provenance,
+            "plan_hash": self.plan_hash,
+            "device": dict(self.device),
+            "model": self.model.to_dict(),
+            "candidates": list(self.candidates),
+            "segments": [list(s) for s in self.segments],
+            "levels": [lv.to_dict() for lv in self.levels],
+            "codecs": {k: dict(v) for k, v in self.codecs.items()},
+            "default_codec": self.default_codec,
+        }
+        if self.linear_model is not None:
+            out["linear_model"] = dict(self.linear_model)
+        return out
+
+
+def _akey(alpha: float) -> float:
+    """Level values compare at 1e-6 (JSON round trips and grid arithmetic)."""
+    return round(float(alpha), 6)
+
+
+# --------------------------------------------------------------------------- parsing + validation
+
+
+def _req(d: Mapping[str, Any], key: str, where: str) -> Any:
+    if not isinstance(d, Mapping):
+        raise ProfileError(f"{where} must be a JSON object, got {type(d).__name__}")
+    if key not in d:
+        raise ProfileError(f"{where} is missing the key {key!r}")
+    return d[key]
+
+
+def _int(v: Any, where: str, minimum: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+        raise ProfileError(f"{where} must be an integer, got {v!r}")
+    v = int(v)
+    if minimum is not None and v < minimum:
+        raise ProfileError(f"{where} must be >= {minimum}, got {v}")
+    return v
+
+
+def _ms(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ProfileError(f"{where} must be a finite number of ms >= 0, got {v!r}")
+    return float(v)
+
+
+def _opt_float(v: Any, where: str) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ProfileError(f"{where} must be a finite number or null, got {v!r}")
+    return float(v)
+
+
+def _split_keyed(d: Any, candidates: list[int], where: str) -> dict[int, Any]:
+    """A ``{"<split>": value}`` object whose keys are exactly the candidate split points."""
+    if not isinstance(d, Mapping):
+        raise ProfileError(f"{where} must be an object keyed by split point")
+    out: dict[int, Any] = {}
+    for k, v in d.items():
+        try:
+            out[int(k)] = v
+        except (TypeError, ValueError):
+            raise ProfileError(f"{where} has a non-integer split key {k!r}") from None
+    missing = [s for s in candidates if s not in out]
+    extra = sorted(set(out) - set(candidates))
+    if missing or extra:
+        raise ProfileError(
+            f"{where} keys must be exactly the candidate split points {candidates}"
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unexpected {extra}" if extra else "")
+        )
+    return out
+
+
+def _parse_model(d: Any) -> ModelInfo:
+    where = "model"
+    img = _req(d, "img_size", where)
+    if isinstance(img, (list, tuple)):
+        if len(img) != 2:
+            raise ProfileError(f"model.img_size must be an integer or [H, W], got {img!r}")
+        hw = (_int(img[0], "model.img_size[0]", 1), _int(img[1], "model.img_size[1]", 1))
+    else:
+        s = _int(img, "model.img_size", 1)
+        hw = (s, s)
+    info = ModelInfo(
+        name=str(_req(d, "name", where)),
+        num_blocks=_int(_req(d, "num_blocks", where), "model.num_blocks", 1),
+        embed_dim=_int(_req(d, "embed_dim", where), "model.embed_dim", 1),
+        num_tokens=_int(_req(d, "num_tokens", where), "model.num_tokens", 1),
+        num_prefix_tokens=_int(_req(d, "num_prefix_tokens", where), "model.num_prefix_tokens", 0),
+        img_size=hw,
+    )
+    if info.num_tokens <= info.num_prefix_tokens:
+        raise ProfileError(
+            f"model.num_tokens ({info.num_tokens}) must exceed num_prefix_tokens "
+            f"({info.num_prefix_tokens})"
+        )
+    return info
+
+
+def _parse_payload(d: Any, candidates: list[int], n: int, where: str) -> dict[str, dict[int, Payload]]:
+    if not isinstance(d, Mapping) or not d:
+        raise ProfileError(f"{where} must be a non-empty object keyed by codec name")
+    out: dict[str, dict[int, Payload]] = {}
+    for codec, entries in d.items():
+        w = f"{where}.{codec}"
+        per = _split_keyed(entries, candidates, w)
+        parsed: dict[int, Payload] = {}
+        for s, e in per.items():
+            ws = f"{w}[{s}]"
+            parsed[s] = Payload(
+                bytes=_int(_req(e, "bytes", ws), f"{ws}.bytes", 0),
+                encode_ms=_ms(e.get("encode_ms", 0.0), f"{ws}.encode_ms"),
+                decode_ms=_ms(e.get("decode_ms", 0.0), f"{ws}.decode_ms"),
+            )
+        if parsed[n + 1].bytes != 0:
+            raise ProfileError(f"{w}[{n + 1}] (device only) must send 0 bytes, "
+                               f"got {parsed[n + 1].bytes}")
+        out[str(codec)] = parsed
+    return out
+
+
+def _check_tokens(tokens: list[int], policy: str, alpha: float, model: ModelInfo, where: str) -> None:
+    n = model.num_blocks
+    if len(tokens) != n + 1:
+        raise ProfileError(f"{where}.tokens must list x_0..x_N ({n + 1} counts), got {len(tokens)}")
+    if tokens[0] != model.num_tokens:
+        raise ProfileError(f"{where}.tokens[0] = {tokens[0]} but model.num_tokens = {model.num_tokens}")
+    for i in range(1, len(tokens)):
+        if tokens[i] > tokens[i - 1]:
+            raise ProfileError(
+                f"{where}.tokens is not non-increasing: x_{i} = {tokens[i]} > x_{i - 1} = "
+                f"{tokens[i - 1]} (token counts can only shrink)"
+            )
+    if tokens[-1] < 1:
+        raise ProfileError(f"{where}.tokens ends with {tokens[-1]} tokens; at least 1 must remain")
+    try:
+        want = P.schedule(policy, alpha, model.num_tokens, n, model.num_prefix_tokens).tokens
+    except P.PolicyError as exc:
+        raise ProfileError(f"{where}: {exc}") from None
+    if tuple(tokens) != tuple(want):
+        raise ProfileError(
+            f"{where}.tokens {list(tokens)[:6]}... disagree with janus_deploy.policy.schedule"
+            f"({policy!r}, {alpha:g}) = {list(want)[:6]}...; the profile was made for another "
+            "schedule; re-profile the plan"
+        )
+
+
+def _check_monotone(head: dict[int, float], tail: dict[int, float], candidates: list[int],
+                    n: int, where: str) -> None:
+    if head[0] != 0.0:
+        raise ProfileError(f"{where}.head_ms['0'] must be 0 (cloud only runs nothing on the edge), "
+                           f"got {head[0]}")
+    if tail[n + 1] != 0.0:
+        raise ProfileError(f"{where}.tail_ms['{n + 1}'] must be 0 (device only), got {tail[n + 1]}")
+    tol = 1e-6
+    for a, b in zip(candidates, candidates[1:]):
+        if head[b] < head[a] - tol:
+            raise ProfileError(f"{where}.head_ms decreases from split {a} ({head[a]}) to {b} "
+                               f"({head[b]}); the edge runs more blocks at later splits")
+        if tail[b] > tail[a] + tol:
+            raise ProfileError(f"{where}.tail_ms increases from split {a} ({tail[a]}) to {b} "
+                               f"({tail[b]}); the cloud runs fewer blocks at later splits")
+
+
+def _parse_level(d: Any, i: int, model: ModelInfo, candidates: list[int],
+                 segments: list[tuple[int, int]]) -> Level:
+    where = f"levels[{i}]"
+    n = model.num_blocks
+    pol = _req(d, "policy", where)
+    if pol not in P.POLICIES:
+        raise ProfileError(f"{where}.policy is {pol!r}; expected one of {', '.join(P.POLICIES)}")
+    alpha = _req(d, "alpha", where)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
+        raise ProfileError(f"{where}.alpha must be a number >= 0, got {alpha!r}")
+    tokens = [_int(t, f"{where}.tokens[]", 0) for t in _req(d, "tokens", where)]
+    _check_tokens(tokens, pol, float(alpha), model, where)
+    head = {s: _ms(v, f"{where}.head_ms[{s}]")
+            for s, v in _split_keyed(_req(d, "head_ms", where), candidates, f"{where}.head_ms").items()}
+    tail = {s: _ms(v, f"{where}.tail_ms[{s}]")
+            for s, v in _split_keyed(_req(d, "tail_ms", where), candidates, f"{where}.tail_ms").items()}
+    _check_monotone(head, tail, candidates, n, where)
+    seg = None
+    if d.get("segment_ms") is not None:
+        raw = d["segment_ms"]
+        if not isinstance(raw, list) or len(raw) != len(segments):
+            raise ProfileError(f"{where}.segment_ms must have one entry per segment "
+                               f"({len(segments)}), got {len(raw) if isinstance(raw, list) else raw!r}")
+        seg = [
+            SegmentStat(
+                median=_ms(_req(e, "median", f"{where}.segment_ms[{j}]"), f"{where}.segment_ms[{j}].median"),
+                p95=_opt_float(e.get("p95"), f"{where}.segment_ms[{j}].p95"),
+                mean=_opt_float(e.get("mean"), f"{where}.segment_ms[{j}].mean"),
+                std=_opt_float(e.get("std"), f"{where}.segment_ms[{j}].std"),
+                runs=None if e.get("runs") is None else _int(e["runs"], f"{where}.segment_ms[{j}].runs", 0),
+            )
+            for j, e in enumerate(raw)
+        ]
+    payload = _parse_payload(_req(d, "payload", where), candidates, n, f"{where}.payload")
+    return Level(pol, float(alpha), tokens, head, tail, payload, seg)
+
+
+def profile_from_dict(d: Any, *, where: str = "profile") -> Profile:
+    """Validate a parsed profile JSON object and build a :class:`Profile`."""
+    if not isinstance(d, Mapping):
+        raise ProfileError(f"{where} must be a JSON object, got {type(d).__name__}")
+    kind = d.get("kind")
+    if kind != KIND:
+        raise ProfileError(f"{where} has kind {kind!r}, expected {KIND!r} (is this an accuracy "
+                           "table or a manifest?)")
+    ver = d.get("format_version")
+    if ver != FORMAT_VERSION:
+        raise ProfileError(f"{where} has format_version {ver!r}; this janus-deploy reads version "
+                           f"{FORMAT_VERSION} (re-create the profile with this version)")
+    source = _req(d, "source", where)
+    if source not in SOURCES:
+        raise ProfileError(f"{where}.source is {source!r}; expected one of {', '.join(SOURCES)}")
+    model = _parse_model(_req(d, "model", where))
+    n = model.num_blocks
+    cands = [_int(c, "candidates[]", 0) for c in _req(d, "candidates", where)]
+    if cands != sorted(set(cands)):
+        raise ProfileError(f"candidates must be strictly increasing, got {cands}")
+    if not cands or cands[0] != 0 or cands[-1] != n + 1 or any(c > n + 1 for c in cands):
+        raise ProfileError(f"candidates must start with 0 (cloud only), end with N+1 = {n + 1} "
+                           f"(device only) and stay within 0..{n + 1}; got {cands}")
+    segs_raw = _req(d, "segments", where)
+    try:
+        segs = [(int(a), int(b)) for a, b in segs_raw]
+    except (TypeError, ValueError):
+        raise ProfileError(f"segments must be a list of [first, last] block pairs, got {segs_raw!r}") from None
+    want = P.segment_ranges(n, cands)
+    if segs != want:
+        raise ProfileError(f"segments {segs} do not match the candidate split points "
+                           f"(expected {[list(s) for s in want]})")
+    levels_raw = _req(d, "levels", where)
+    if not isinstance(levels_raw, list) or not levels_raw:
+        raise ProfileError(f"{where}.levels must be a non-empty list")
+    levels = [_parse_level(lv, i, model, cands, segs) for i, lv in enumerate(levels_raw)]
+    seen: dict[tuple[str, float], int] = {}
+    for i, lv in enumerate(levels):
+        key = (lv.policy, _akey(lv.alpha))
+        if key in seen:
+            raise ProfileError(f"levels[{i}] repeats levels[{seen[key]}] ({lv.policy} {lv.alpha:g})")
+        seen[key] = i
+    codecs = d.get("codecs") or {}
+    if not isinstance(codecs, Mapping):
+        raise ProfileError("codecs must be an object keyed by codec name")
+    default_codec = d.get("default_codec")
+    prof = Profile(
+        source=source,
+        provenance=str(d.get("provenance", "")),
+        plan_hash=d.get("plan_hash"),
+        device=dict(_req(d, "device", where)),
+        model=model,
+        candidates=cands,
+        segments=segs,
+        levels=levels,
+        codecs={str(k): dict(v) for k, v in codecs.items()},
+        default_codec=default_codec,
+        linear_model=d.get("linear_model"),
+    )
+    if default_codec is not None and default_codec not in prof.codec_names:
+        raise ProfileError(f"default_codec {default_codec!r} has no payload in every level "
+                           f"(codecs present everywhere: {', '.join(prof.codec_names) or 'none'})")
+    return prof
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile JSON file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ProfileError(f"profile file {p} does not exist")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{p} is not valid JSON ({exc})") from None
+    try:
+        return profile_from_dict(data, where=p.name)
+    except ProfileError as exc:
+        raise ProfileError(f"{p}: {exc}") from None
+
+
+def save_profile(profile: Profile, path: str | Path) -> Path:
+    """Write ``profile`` as JSON (validated by a round trip first, so a bad one never lands)."""
+    data = profile.to_dict()
+    profile_from_dict(json.loads(json.dumps(data)))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(data, indent=1) + "\n")
+    return p
+
+
+# --------------------------------------------------------------------------- linear model
+
+
+def parse_linear(text: str) -> tuple[float, float]:
+    """Parse ``"a,b"`` (per-block ms = a + b·tokens), e.g. ``"0.41,0.0235"``."""
+    parts = [t.strip() for t in str(text).split(",")]
+    if len(parts) != 2:
+        raise ProfileError(f"expected the linear model as 'a,b' (ms, ms per token), got {text!r}")
+    try:
+        a, b = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ProfileError(f"the linear model 'a,b' must be two numbers, got {text!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ProfileError(f"the linear model 'a,b' must be finite numbers, got {text!r}")
+    return a, b
+
+
+def block_costs(tokens: Sequence[int], a_ms: float, b_ms_per_token: float,
+                min_block_ms: float = 0.0) -> list[float]:
+    """Per-block latency ``a + b·x_{l-1}`` (input tokens of block l), floored at ``min_block_ms``.
+
+    The floor matters for fits with a negative intercept (read off a plot over the measured
+    range): extrapolated to a handful of tokens they would predict a negative block latency.
+    """
+    return [max(a_ms + b_ms_per_token * x, min_block_ms) for x in tokens[:-1]]
+
+
+def token_payload_bytes(tokens: int, dim: int, codec: str) -> int:
+    """Bytes of the token tensor ``[x, D]`` plus the ``size`` vector ``[x, 1]``.
+
+    fp32: 4 B/element (size fp32); fp16: 2 B/element (size fp16); int8: 1 B/element plus a 4-byte
+    per-token scale, and the size vector as fp16.
+    """
+    if codec == "fp32":
+        return tokens * dim * 4 + tokens * 4
+    if codec == "fp16":
+        return tokens * dim * 2 + tokens * 2
+    if codec == "int8":
+        return tokens * dim + tokens * 4 + tokens * 2
+    raise ProfileError(f"no analytic payload size for codec {codec!r} "
+                       f"(analytic codecs: {', '.join(ANALYTIC_CODECS)})")
+
+
+def _model_info(d: Mapping[str, Any] | ModelInfo) -> ModelInfo:
+    return d if isinstance(d, ModelInfo) else _parse_model(d)
+
+
+def profile_from_linear(
+    model_info: Mapping[str, Any] | ModelInfo,
+    candidates: Sequence[int],
+    levels: Iterable[tuple[str, float]],
+    a_ms: float,
+    b_ms_per_token: float,
+    *,
+    device: Mapping[str, Any] | None = None,
+    codecs: Sequence[str] = ANALYTIC_CODECS,
+    default_codec: str | None = "fp16",
+    source: str = "linear",
+    provenance: str = "",
+    plan_hash: str | None = None,
+    min_block_ms: float = 0.0,
+    linear_fit: Mapping[str, Any] | None = None,
+) -> Profile:
+    """Synthesise a profile where block l costs ``a + b·x_{l-1}`` ms (tokens from ``policy``).
+
+    ``head_ms[s]`` sums blocks 1..s (all N at s = N+1), ``tail_ms[s]`` the rest. Embedding and
+    classifier head are not modelled (the paper's fits are per block). Payloads are analytic for
+    ``codecs`` (see :func:`token_payload_bytes`); s = 0 sends the uint8 frame, s = N+1 nothing;
+    encode/decode cost 0.
+    """
+    model = _model_info(model_info)
+    n, x0, prefix = model.num_blocks, model.num_tokens, model.num_prefix_tokens
+    cands = sorted(set(int(c) for c in candidates))
+    if not cands or cands[0] != 0 or cands[-1] != n + 1:
+        raise ProfileError(f"candidates must include 0 and N+1 = {n + 1}, got {cands}")
+    out_levels: list[Level] = []
+    for pol, alpha in levels:
+        try:
+            sched = P.schedule(pol, alpha, x0, n, prefix)
+        except P.PolicyError as exc:
+            raise ProfileError(str(exc)) from None
+        costs = block_costs(sched.tokens, a_ms, b_ms_per_token, min_block_ms)
+        total = sum(costs)
+        head: dict[int, float] = {}
+        tail: dict[int, float] = {}
+        payload: dict[str, dict[int, Payload]] = {c: {} for c in codecs}
+        for s in cands:
+            edge_blocks = min(s, n)
+            h = sum(costs[:edge_blocks])
+            head[s] = round(h, 6)
+            tail[s] = round(max(total - h, 0.0), 6) if s <= n else 0.0
+            for c in codecs:
+                if s == 0:
+                    nbytes = model.frame_bytes
+                elif s == n + 1:
+                    nbytes = 0
+                else:
+                    nbytes = token_payload_bytes(sched.tokens[s], model.embed_dim, c)
+                payload[c][s] = Payload(nbytes, 0.0, 0.0)
+        out_levels.append(Level(pol, float(alpha), list(sched.tokens), head, tail, payload))
+    lm = {"a_ms": a_ms, "b_ms_per_token": b_ms_per_token, "r": None, "max_rel_err": None}
+    if linear_fit:
+        lm.update(linear_fit)
+    prof = Profile(
+        source=source,
+        provenance=provenance,
+        plan_hash=plan_hash,
+        device=dict(device or {"name": "synthetic"}),
+        model=model,
+        candidates=cands,
+        segments=P.segment_ranges(n, cands),
+        levels=out_levels,
+        codecs={c: {"lossless": c == "fp32", "top1_agreement": 1.0 if c == "fp32" else None}
+                for c in codecs},
+        default_codec=default_codec if default_codec in codecs else (codecs[0] if codecs else None),
+        linear_model=lm,
+    )
+    return profile_from_dict(json.loads(json.dumps(prof.to_dict())))
+
+
+# --------------------------------------------------------------------------- presets
+
+_PRESET_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def preset_names() -> list[str]:
+    """Names of the profiles shipped in ``janus_deploy/profile/presets/`` (without ``.json``)."""
+    root = resources.files(PRESET_PACKAGE) / PRESET_DIR
+    try:
+        entries = list(root.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(e.name[:-5] for e in entries if e.name.endswith(".json"))
+
+
+def load_preset(name: str) -> Profile:
+    """Load a shipped preset profile by name (e.g. ``vit_large_patch16_384-jetson-orin-nano``)."""
+    names = preset_names()
+    if name not in names or not _PRESET_NAME.match(name):
+        raise ProfileError(f"unknown preset profile {name!r}; available presets: "
+                           f"{', '.join(names) or 'none installed'}")
+    res = resources.files(PRESET_PACKAGE) / PRESET_DIR / f"{name}.json"
+    try:
+        return profile_from_dict(json.loads(res.read_text()), where=f"preset {name}")
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"preset {name} is not valid JSON ({exc}); reinstall janus-deploy") from None
+
+
+def resolve_profile(spec: str | Path) -> Profile:
+    """A profile from a file path, or a preset name when no such file exists."""
+    p = Path(spec)
+    if p.is_file():
+        return load_profile(p)
+    s = str(spec)
+    if s.endswith(".json") or "/" in s or "\\" in s:
+        raise ProfileError(f"profile file {p} does not exist (presets: {', '.join(preset_names())})")
+    return load_preset(s)

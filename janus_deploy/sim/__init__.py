@@ -1,0 +1,1 @@
+"""Trace-driven simulation: network trace readers, the time-driven simulator, baselines, plots."""

@@ -1,0 +1,363 @@
+"""Trace-driven simulation of Janus and its baselines.
+
+Systems (one :class:`~janus_deploy.schedule.scheduler.Scheduler` behind each, so what is
+simulated is what the runtime runs):
+
+* ``device-only``: ToMe constant level, whole model on the edge (s = N+1).
+* ``cloud-only``: ToMe constant level, the frame is sent (s = 0).
+* ``mixed``: per request, whichever of those two is predicted faster under the current estimate.
+* ``janus-paper``: Algorithm 1 (``mode="paper"``): no RTT in the model, fp32 tokens.
+* ``janus-deploy``: ``mode="janus-deploy"``: RTT, the codec's real payload, and a safety margin
+  from the estimator's recent error (bandwidth deflated by ``1 + error``).
+
+Two clocks:
+
+**Time-driven** (default). Requests run back to back (the next starts when the previous one
+finishes; throughput = completed / elapsed), or at a fixed ``fps`` (a request starts at the first
+frame tick at or after the previous one finished; frames arriving meanwhile are skipped, as a live
+video pipeline does). Per request: the system's estimator gives a bandwidth, the scheduler decides,
+the edge computes ``head_ms`` (+ encode), the payload crosses the link with
+:meth:`Trace.transfer_time` (integrating the bandwidth over time, waiting out outages), one RTT is
+added (the ping trace's sample at send time, else ``rtt_ms``) whenever anything is sent, then
+decode + ``tail_ms``. The estimator is fed the real transfer (bytes, seconds). A request that sends
+nothing cannot measure the uplink; with ``probe_idle`` (default) the estimator is then fed the
+link's average rate over that request and the RTT tracker the ping sample, as a light background
+probe would see them (otherwise an estimate that once drove a system to device-only, e.g. after
+one 900 ms RTT spike, would never recover).
+
+**Paper mode** (``paper_mode=True``): as in the paper, one trace sample is one request and the
+bandwidth is constant within it (= that sample). The estimator sees every sample after its request.
+An outage sample (0 Mbit/s) makes a sending request wait for the next nonzero sample: it pays
+``interval_s`` per zero sample and then sends at that sample's rate (so it nearly always violates
+the SLA). RTT (ping sample of the same index, or ``rtt_ms``) is charged when something is sent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from janus_deploy import JanusError
+from janus_deploy.profile.table import Profile
+from janus_deploy.schedule.estimators import ESTIMATORS, Estimator, make_estimator
+from janus_deploy.schedule.scheduler import Decision, Scheduler
+from janus_deploy.sim.traces import Trace
+
+SYSTEMS = ("device-only", "cloud-only", "mixed", "janus-paper", "janus-deploy")
+
+
+class SimulationError(JanusError):
+    """Bad simulation parameters."""
+
+
+@dataclass
+class SimConfig:
+    """Simulation parameters (see the module docstring for the semantics)."""
+
+    sla_ms: float = 300.0
+    systems: Sequence[str] = SYSTEMS
+    requests: int | None = None  # default: one pass through the trace
+    fps: float | None = None  # None: back to back
+    paper_mode: bool = False
+    estimator: str = "harmonic"
+    window: int = 5
+    cold_start_mbps: float | None = None  # default: the trace's mean ("seen offline")
+    rtt_ms: float = 0.0  # used when no ping trace is given
+    margin: float = 0.0  # janus-deploy: fraction of the SLA held back
+    deflate: bool = True  # janus-deploy: bandwidth / (1 + recent error)
+    codec: str | None = None  # janus-deploy payload codec (default: profile's default_codec)
+    frame_bytes: int | None = None  # override the s = 0 payload (see Scheduler)
+    probe_idle: bool = True
+    rtt_window: int = 5  # RTT estimate = median of the last rtt_window observed RTTs
+
+    def validate(self) -> None:
+        unknown = [s for s in self.systems if s not in SYSTEMS]
+        if unknown or not self.systems:
+            raise SimulationError(f"unknown system(s) {', '.join(unknown) or '(none given)'}; "
+                                  f"choose from {', '.join(SYSTEMS)}")
+        if self.sla_ms <= 0:
+            raise SimulationError(f"the SLA must be > 0 ms, got {self.sla_ms}")
+        if self.requests is not None and self.requests < 1:
+            raise SimulationError(f"--requests must be >= 1, got {self.requests}")
+        if self.fps is not None and self.fps <= 0:
+            raise SimulationError(f"--fps must be > 0, got {self.fps}")
+        if self.fps is not None and self.paper_mode:
+            raise SimulationError("--fps has no meaning in paper mode (one sample = one request)")
+        if self.estimator not in ESTIMATORS:
+            raise SimulationError(f"unknown estimator {self.estimator!r}; choose one of "
+                                  f"{', '.join(ESTIMATORS)}")
+        if self.rtt_ms < 0:
+            raise SimulationError(f"--rtt must be >= 0 ms, got {self.rtt_ms}")
+        if not 0 <= self.margin < 1:
+            raise SimulationError(f"--margin must be in [0, 1), got {self.margin}")
+
+
+@dataclass
+class RequestLog:
+    """Per-request records of one system (for metrics and plots)."""
+
+    start_s: list[float] = field(default_factory=list)
+    bw_mbps: list[float] = field(default_factory=list)  # link at send time (paper: the sample)
+    est_mbps: list[float] = field(default_factory=list)  # bandwidth the scheduler was given
+    alpha: list[float] = field(default_factory=list)  # NaN for the constant policy
+    split: list[int] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    predicted_ms: list[float] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    accuracy: list[float | None] = field(default_factory=list)
+    elapsed_s: float = 0.0  # simulated time from the first start to the last completion
+
+    def __len__(self) -> int:
+        return len(self.latency_ms)
+
+
+@dataclass
+class SystemResult:
+    name: str
+    metrics: dict[str, Any]
+    log: RequestLog
+
+
+class _RttTracker:
+    """RTT estimate: median of the last ``window`` observed RTTs (cold start until one is seen)."""
+
+    def __init__(self, cold_ms: float, window: int) -> None:
+        self.cold = cold_ms
+        self.buf: deque[float] = deque(maxlen=max(1, window))
+
+    def add(self, v: float) -> None:
+        self.buf.append(v)
+
+    def estimate(self) -> float:
+        if not self.buf:
+            return self.cold
+        s = sorted(self.buf)
+        m = len(s) // 2
+        return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
+
+
+# --------------------------------------------------------------------------- system policies
+
+
+def _chooser(system: str, deploy: Scheduler, paper: Scheduler | None, cfg: SimConfig
+             ) -> Callable[[Estimator, float], tuple[Decision, float]]:
+    """``f(estimator, rtt_estimate) -> (decision, bandwidth handed to the scheduler)``."""
+    if system in ("device-only", "cloud-only", "mixed"):
+        def f(est: Estimator, rtt: float) -> tuple[Decision, float]:
+            bw = est.estimate()
+            return deploy.baseline(system, bw, rtt), bw
+    elif system == "janus-paper":
+        assert paper is not None
+
+        def f(est: Estimator, rtt: float) -> tuple[Decision, float]:
+            bw = est.estimate()
+            return paper.decide(bw), bw
+    else:
+        deflate = cfg.deflate
+
+        def f(est: Estimator, rtt: float) -> tuple[Decision, float]:
+            bw = est.estimate()
+            if deflate and not est.discounts_error:
+                bw = bw / (1.0 + est.recent_error())
+            return deploy.decide(bw, rtt, cfg.margin), bw
+    return f
+
+
+# --------------------------------------------------------------------------- simulation loops
+
+
+def _log(log: RequestLog, start: float, bw: float, est: float, d: Decision, lat: float) -> None:
+    log.start_s.append(start)
+    log.bw_mbps.append(bw)
+    log.est_mbps.append(est)
+    log.alpha.append(d.alpha if d.policy != "constant" else math.nan)
+    log.split.append(d.split)
+    log.latency_ms.append(lat)
+    log.predicted_ms.append(d.predicted_ms)
+    log.labels.append(d.label)
+    log.accuracy.append(d.accuracy)
+
+
+def _run_time_driven(choose, trace: Trace, ping: Trace | None, cfg: SimConfig, est: Estimator,
+                     tick: Callable[[int], None]) -> RequestLog:
+    log = RequestLog()
+    rtt_est = _RttTracker(ping.median() if ping is not None else cfg.rtt_ms, cfg.rtt_window)
+    t, i = 0.0, 0
+    limit, end = cfg.requests, trace.duration_s
+    fps = cfg.fps
+    while (i < limit) if limit is not None else (t < end):
+        if fps is not None:
+            t = math.ceil(t * fps - 1e-9) / fps
+        d, bw_given = choose(est, rtt_est.estimate())
+        bd = d.breakdown
+        compute_edge = bd["edge_ms"] + bd["encode_ms"]
+        send_t = t + compute_edge / 1e3
+        if d.bytes > 0:
+            tx = trace.transfer_time(send_t, d.bytes)
+            est.observe(d.bytes, tx)
+            rtt = ping.value_at(send_t) if ping is not None else cfg.rtt_ms
+            rtt_est.add(rtt)
+            lat = compute_edge + tx * 1e3 + rtt + bd["decode_ms"] + bd["cloud_ms"]
+        else:
+            lat = compute_edge + bd["decode_ms"] + bd["cloud_ms"]
+            if cfg.probe_idle:
+                est.observe_rate(trace.mean_rate(t, t + lat / 1e3))
+                if ping is not None:
+                    rtt_est.add(ping.value_at(send_t))
+        _log(log, t, trace.value_at(send_t), bw_given, d, lat)
+        t += lat / 1e3
+        i += 1
+        tick(i)
+    log.elapsed_s = t
+    return log
+
+
+def _next_nonzero(samples: Sequence[float]) -> list[int]:
+    """For each index, the index of the next sample > 0 at or after it (looping)."""
+    n = len(samples)
+    nxt = [-1] * n
+    nearest = -1
+    for k in range(2 * n - 1, -1, -1):
+        if samples[k % n] > 0:
+            nearest = k
+        if k < n:
+            nxt[k] = nearest
+    return nxt
+
+
+def _run_paper(choose, trace: Trace, ping: Trace | None, cfg: SimConfig, est: Estimator,
+               tick: Callable[[int], None]) -> RequestLog:
+    log = RequestLog()
+    samples = trace.samples
+    n = len(samples)
+    count = cfg.requests if cfg.requests is not None else n
+    nxt = _next_nonzero(samples)
+    rtt_est = _RttTracker(ping.median() if ping is not None else cfg.rtt_ms, cfg.rtt_window)
+    dt = trace.interval_s
+    elapsed = 0.0
+    for i in range(count):
+        k = i % n
+        b = samples[k]
+        d, bw_given = choose(est, rtt_est.estimate())
+        bd = d.breakdown
+        lat = bd["edge_ms"] + bd["encode_ms"] + bd["decode_ms"] + bd["cloud_ms"]
+        if d.bytes > 0:
+            bits = d.bytes * 8.0
+            if b > 0:
+                tx_ms = bits / (b * 1e6) * 1e3
+            else:
+                j = nxt[k]
+                if j < 0:
+                    raise SimulationError(f"trace {trace.name} has no nonzero sample; nothing can be sent")
+                tx_ms = (j - k) * dt * 1e3 + bits / (samples[j % n] * 1e6) * 1e3
+            rtt = ping.samples[i % len(ping)] if ping is not None else cfg.rtt_ms
+            rtt_est.add(rtt)
+            lat += tx_ms + rtt
+        _log(log, elapsed, b, bw_given, d, lat)
+        elapsed += lat / 1e3
+        est.observe_rate(b)
+        tick(i + 1)
+    log.elapsed_s = elapsed
+    return log
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def metrics(log: RequestLog, sla_ms: float) -> dict[str, Any]:
+    """Violation ratio, throughput, accuracy, α, latency percentiles, deviation, choices."""
+    lat = np.asarray(log.latency_ms, dtype=float)
+    n = len(lat)
+    elapsed = log.elapsed_s
+    alphas = np.asarray(log.alpha, dtype=float)
+    alphas = alphas[~np.isnan(alphas)]
+    accs = log.accuracy
+    acc = float(np.mean(accs)) if accs and all(a is not None for a in accs) else None
+    choices = Counter(log.labels)
+    return {
+        "requests": n,
+        "violation_ratio": float(np.mean(lat > sla_ms + 1e-9)) if n else None,
+        "throughput_rps": n / elapsed if elapsed > 0 else None,
+        "accuracy": acc,
+        "mean_alpha": float(alphas.mean()) if alphas.size else None,
+        "latency_ms_mean": float(lat.mean()) if n else None,
+        "latency_ms_p50": float(np.percentile(lat, 50)) if n else None,
+        "latency_ms_p95": float(np.percentile(lat, 95)) if n else None,
+        "latency_ms_p99": float(np.percentile(lat, 99)) if n else None,
+        "deviation_rate": float(np.mean(np.maximum(0.0, (lat - sla_ms) / sla_ms))) if n else None,
+        "choices": dict(choices.most_common()),
+    }
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
+             accuracy: Any = None, ping: Trace | None = None, progress: bool = False
+             ) -> dict[str, SystemResult]:
+    """Run every system of ``config`` over ``trace``; results keyed by system name."""
+    config.validate()
+    if ping is not None and ping.unit != "ms":
+        raise SimulationError(f"the ping trace {ping.name} must hold RTTs in ms")
+    if trace.unit != "Mbit/s":
+        raise SimulationError(f"the bandwidth trace {trace.name} must be in Mbit/s")
+    if max(trace.samples) <= 0:
+        raise SimulationError(f"trace {trace.name} has no nonzero bandwidth sample")
+    deploy = Scheduler(edge, cloud, accuracy, mode="janus-deploy", codec=config.codec,
+                       sla_ms=config.sla_ms, frame_bytes=config.frame_bytes)
+    paper = (Scheduler(edge, cloud, accuracy, mode="paper", codec=config.codec,
+                       sla_ms=config.sla_ms, frame_bytes=config.frame_bytes)
+             if "janus-paper" in config.systems else None)
+    cold = config.cold_start_mbps if config.cold_start_mbps is not None else trace.mean()
+    if config.paper_mode:
+        total = config.requests if config.requests is not None else len(trace)
+    else:
+        total = config.requests
+    runner = _run_paper if config.paper_mode else _run_time_driven
+    results: dict[str, SystemResult] = {}
+    with _Progress(progress) as bar:
+        for system in config.systems:
+            task = bar.add(system, total)
+            est = make_estimator(config.estimator, cold, window=config.window)
+            choose = _chooser(system, deploy, paper, config)
+            log = runner(choose, trace, ping, config, est, lambda i, t=task: bar.tick(t, i))
+            bar.done(task, len(log))
+            results[system] = SystemResult(system, metrics(log, config.sla_ms), log)
+    return results
+
+
+class _Progress:
+    """rich progress bars per system, updated every 2000 requests (no-op when disabled)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._p = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+
+            self._p = Progress(TextColumn("{task.description:>13}"), BarColumn(),
+                               MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+            self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def add(self, name: str, total: int | None) -> Any:
+        return self._p.add_task(name, total=total) if self._p is not None else None
+
+    def tick(self, task: Any, i: int) -> None:
+        if self._p is not None and i % 2000 == 0:
+            self._p.update(task, completed=i)
+
+    def done(self, task: Any, n: int) -> None:
+        if self._p is not None:
+            self._p.update(task, completed=n, total=n)

@@ -1,0 +1,382 @@
+"""Network traces: one :class:`Trace` type and readers for the formats in use.
+
+A trace is a sequence of samples, each holding for ``interval_s`` seconds, looping at the end.
+Throughput traces are in Mbit/s; ping traces (RTT) in ms. Samples of 0 (outages) are allowed and
+never divided by.
+
+Formats:
+
+* ``5g-lte``: the shipped 5G-MeMU uplink traces (``shared/traces/uplink-5g-lte``): runs started by
+  an optional line of 31 ``#`` and a line ``Run <n>``, then comma-separated numbers (possibly over
+  several lines, possibly with a trailing comma). Throughput and ping files share the format.
+* ``pensieve``: Pensieve "cooked" traces, one ``<seconds> <Mbit/s>`` pair per line.
+* ``mahimahi``: packet-delivery traces, one integer ms timestamp per line at which one 1500-byte
+  packet can be delivered; binned into ``interval_s`` samples of Mbit/s (the trace loops at the
+  last timestamp, as mahimahi does).
+
+A path can be a file, a directory (its ``*.list`` files, recursively) or a glob; several files
+are pooled (concatenated in sorted path order).
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import math
+import re
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from janus_deploy import JanusError
+
+FORMATS = ("auto", "5g-lte", "pensieve", "mahimahi")
+MBPS = "Mbit/s"
+MS = "ms"
+MAHIMAHI_PACKET_BYTES = 1500
+_RUN = re.compile(r"^run\s+(\d+)\s*$", re.IGNORECASE)
+
+
+class TraceError(JanusError):
+    """A trace file is missing, malformed or unusable."""
+
+
+@dataclass
+class Trace:
+    """Piecewise-constant samples (``unit`` per ``interval_s`` seconds), looping at the end."""
+
+    samples: list[float]
+    interval_s: float
+    name: str = "trace"
+    unit: str = MBPS
+    _cum: list[float] = field(init=False, repr=False)  # bits delivered by the start of sample i
+
+    def __post_init__(self) -> None:
+        self.samples = [float(v) for v in self.samples]
+        if not self.samples:
+            raise TraceError(f"trace {self.name} has no samples")
+        if not (math.isfinite(self.interval_s) and self.interval_s > 0):
+            raise TraceError(f"trace {self.name}: the sample interval must be > 0 s, got {self.interval_s}")
+        bad = next((v for v in self.samples if not math.isfinite(v) or v < 0), None)
+        if bad is not None:
+            raise TraceError(f"trace {self.name} has an invalid sample {bad!r} (samples must be >= 0)")
+        cum, acc = [0.0], 0.0
+        if self.unit == MBPS:
+            for v in self.samples:
+                acc += v * 1e6 * self.interval_s
+                cum.append(acc)
+        self._cum = cum
+
+    # ---- basics
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def duration_s(self) -> float:
+        """Length of one pass through the trace."""
+        return len(self.samples) * self.interval_s
+
+    def index_at(self, t: float) -> int:
+        """Sample index in force at time ``t`` (seconds; the trace loops)."""
+        return int(math.floor(t / self.interval_s)) % len(self.samples)
+
+    def value_at(self, t: float) -> float:
+        """The sample in force at time ``t`` (Mbit/s or ms)."""
+        return self.samples[self.index_at(t)]
+
+    def mean(self) -> float:
+        return sum(self.samples) / len(self.samples)
+
+    def median(self) -> float:
+        s = sorted(self.samples)
+        m = len(s) // 2
+        return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
+
+    # ---- bandwidth integration
+    def _need_mbps(self, what: str) -> None:
+        if self.unit != MBPS:
+            raise TraceError(f"{what} needs a throughput trace (Mbit/s); {self.name} is in {self.unit}")
+        if self._cum[-1] <= 0:
+            raise TraceError(f"trace {self.name} has no nonzero bandwidth sample: nothing can ever "
+                             "be sent over it")
+
+    def delivered_bits(self, t: float) -> float:
+        """Bits the link can deliver from time 0 to ``t`` (looping)."""
+        n, dt = len(self.samples), self.interval_s
+        period = n * dt
+        k = math.floor(t / period)
+        rem = t - k * period
+        i = min(int(rem / dt), n - 1)
+        return k * self._cum[-1] + self._cum[i] + self.samples[i] * 1e6 * (rem - i * dt)
+
+    def _time_reaching(self, bits: float) -> float:
+        """Earliest time by which ``bits`` have been delivered since time 0."""
+        total, dt = self._cum[-1], self.interval_s
+        k = math.floor(bits / total)
+        r = bits - k * total
+        if r <= 0 and k > 0:  # exactly at a period boundary: finishes inside the previous period
+            k, r = k - 1, total
+        j = bisect_left(self._cum, r)
+        if j == 0:
+            return k * len(self.samples) * dt
+        seg = j - 1  # cum[seg] < r <= cum[seg + 1], so samples[seg] > 0
+        return k * len(self.samples) * dt + seg * dt + (r - self._cum[seg]) / (self.samples[seg] * 1e6)
+
+    def transfer_time(self, start_s: float, nbytes: float) -> float:
+        """Seconds to push ``nbytes`` starting at ``start_s``, integrating the bandwidth piecewise.
+
+        A payload on a dropping link takes as long as the link needs; during an outage it waits
+        until bandwidth returns (looping the trace if the outage runs to its end).
+        """
+        if nbytes <= 0:
+            return 0.0
+        self._need_mbps("transfer_time")
+        if start_s < 0:
+            raise TraceError(f"transfer start must be >= 0 s, got {start_s}")
+        end = self._time_reaching(self.delivered_bits(start_s) + nbytes * 8.0)
+        return max(end - start_s, 1e-12)
+
+    def mean_rate(self, t0: float, t1: float) -> float:
+        """Average bandwidth over ``[t0, t1]`` (Mbit/s); the sample at ``t0`` when t1 <= t0."""
+        self._need_mbps("mean_rate")
+        if t1 <= t0:
+            return self.value_at(t0)
+        return (self.delivered_bits(t1) - self.delivered_bits(t0)) / (t1 - t0) / 1e6
+
+    # ---- helpers
+    def with_interval(self, interval_s: float) -> "Trace":
+        return Trace(list(self.samples), interval_s, self.name, self.unit)
+
+    def head(self, count: int) -> "Trace":
+        """The first ``count`` samples."""
+        return Trace(self.samples[: max(int(count), 1)], self.interval_s, self.name, self.unit)
+
+
+def pool(traces: Sequence[Trace], name: str | None = None) -> Trace:
+    """Concatenate traces of the same unit and interval."""
+    if not traces:
+        raise TraceError("nothing to pool: no traces")
+    first = traces[0]
+    for t in traces[1:]:
+        if t.unit != first.unit or not math.isclose(t.interval_s, first.interval_s):
+            raise TraceError(f"cannot pool {t.name} ({t.unit}, {t.interval_s} s) with {first.name} "
+                             f"({first.unit}, {first.interval_s} s)")
+    if len(traces) == 1:
+        return traces[0]
+    samples = [v for t in traces for v in t.samples]
+    return Trace(samples, first.interval_s, name or f"pooled({len(traces)} traces)", first.unit)
+
+
+# --------------------------------------------------------------------------- shipped 5G/LTE format
+
+
+def _numbers(text: str, path: Path, lineno: int) -> list[float]:
+    out = []
+    for tok in text.replace(";", ",").split(","):
+        tok = tok.strip()
+        if not tok:
+            continue
+        try:
+            out.append(float(tok))
+        except ValueError:
+            raise TraceError(f"{path}:{lineno}: {tok[:30]!r} is not a number") from None
+    return out
+
+
+def read_runs(path: str | Path) -> list[tuple[int, list[float]]]:
+    """``[(run number, samples), ...]`` of a 5G/LTE-format file. Numbers before any ``Run`` line
+    form run 0."""
+    p = Path(path)
+    runs: list[tuple[int, list[float]]] = []
+    for lineno, line in enumerate(_read_text(p).splitlines(), start=1):
+        s = line.strip()
+        if not s or set(s) == {"#"}:
+            continue
+        m = _RUN.match(s)
+        if m:
+            runs.append((int(m.group(1)), []))
+            continue
+        if not runs:
+            runs.append((0, []))
+        runs[-1][1].extend(_numbers(s, p, lineno))
+    runs = [(n, v) for n, v in runs if v]
+    if not runs:
+        raise TraceError(f"{p} holds no samples")
+    return runs
+
+
+def load_5g_lte(path: str | Path, *, run: int | None = None, interval_s: float = 1.0,
+                unit: str = MBPS) -> Trace:
+    """One run (``run``: its number as written in ``Run <n>``) or all runs concatenated."""
+    p = Path(path)
+    runs = read_runs(p)
+    if run is not None:
+        pick = [v for n, v in runs if n == run]
+        if not pick:
+            raise TraceError(f"{p} has no run {run} (runs: {', '.join(str(n) for n, _ in runs)})")
+        return Trace(pick[0], interval_s, f"{_short(p)}#run{run}", unit)
+    return Trace([x for _, v in runs for x in v], interval_s, _short(p), unit)
+
+
+# --------------------------------------------------------------------------- pensieve / mahimahi
+
+
+def load_pensieve(path: str | Path) -> Trace:
+    """Pensieve cooked trace (``<seconds> <Mbit/s>`` per line). The interval is the median time
+    step; an irregular trace is resampled onto that grid (piecewise constant)."""
+    p = Path(path)
+    times, rates = [], []
+    for lineno, line in enumerate(_read_text(p).splitlines(), start=1):
+        s = line.strip()
+        if not s:
+            continue
+        parts = s.split()
+        if len(parts) < 2:
+            raise TraceError(f"{p}:{lineno}: expected '<seconds> <Mbit/s>', got {s[:40]!r}")
+        try:
+            times.append(float(parts[0]))
+            rates.append(float(parts[1]))
+        except ValueError:
+            raise TraceError(f"{p}:{lineno}: expected two numbers, got {s[:40]!r}") from None
+    if len(times) < 2:
+        raise TraceError(f"{p} needs at least two samples to know the sample interval")
+    steps = [b - a for a, b in zip(times, times[1:])]
+    if any(d <= 0 for d in steps):
+        raise TraceError(f"{p}: timestamps must increase")
+    dt = sorted(steps)[len(steps) // 2]
+    if max(steps) - min(steps) <= 0.1 * dt:
+        return Trace(rates, dt, _short(p), MBPS)
+    grid, j = [], 0
+    count = int(round((times[-1] - times[0]) / dt)) + 1
+    for i in range(count):
+        t = times[0] + i * dt
+        while j + 1 < len(times) and times[j + 1] <= t + 1e-9:
+            j += 1
+        grid.append(rates[j])
+    return Trace(grid, dt, _short(p), MBPS)
+
+
+def load_mahimahi(path: str | Path, *, interval_s: float = 1.0) -> Trace:
+    """mahimahi packet-delivery trace → Mbit/s per ``interval_s`` bin."""
+    p = Path(path)
+    stamps: list[int] = []
+    for lineno, line in enumerate(_read_text(p).splitlines(), start=1):
+        s = line.strip()
+        if not s:
+            continue
+        try:
+            v = int(s)
+        except ValueError:
+            raise TraceError(f"{p}:{lineno}: expected an integer ms timestamp, got {s[:30]!r}") from None
+        if v < 0 or (stamps and v < stamps[-1]):
+            raise TraceError(f"{p}:{lineno}: timestamps must be >= 0 and non-decreasing")
+        stamps.append(v)
+    if not stamps:
+        raise TraceError(f"{p} holds no timestamps")
+    if interval_s <= 0:
+        raise TraceError(f"the mahimahi bin interval must be > 0 s, got {interval_s}")
+    bin_ms = interval_s * 1000.0
+    nbins = max(1, math.ceil(max(stamps[-1], 1) / bin_ms))
+    counts = [0] * nbins
+    for v in stamps:
+        counts[min(int(v // bin_ms), nbins - 1)] += 1
+    bits = MAHIMAHI_PACKET_BYTES * 8
+    return Trace([c * bits / interval_s / 1e6 for c in counts], interval_s, _short(p), MBPS)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess a file's format from its first data lines."""
+    p = Path(path)
+    lines = [l.strip() for l in _read_text(p).splitlines() if l.strip()][:20]
+    if not lines:
+        raise TraceError(f"{p} is empty")
+    if any(l.startswith("#") or _RUN.match(l) or "," in l for l in lines):
+        return "5g-lte"
+    if all(len(l.split()) == 2 for l in lines):
+        return "pensieve"
+    if all(re.fullmatch(r"\d+", l) for l in lines):
+        vals = [int(l) for l in lines]
+        if vals == sorted(vals):
+            return "mahimahi"
+    return "5g-lte"  # one number per line: plain samples
+
+
+def expand_paths(spec: str | Path) -> list[Path]:
+    """A file, a directory (its ``*.list`` files, else all visible files, recursively) or a glob."""
+    p = Path(spec)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*.list") if f.is_file())
+        if not files:
+            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                           and f.suffix.lower() not in (".md", ".png", ".json"))
+        if not files:
+            raise TraceError(f"directory {p} holds no trace files")
+        return files
+    matches = []
+    for m in sorted(_glob.glob(str(spec), recursive=True)):
+        mp = Path(m)
+        if mp.is_file():
+            matches.append(mp)
+        elif mp.is_dir():
+            matches.extend(expand_paths(mp))
+    if not matches:
+        raise TraceError(f"no trace file matches {spec!s} (give a file, a directory or a glob)")
+    return matches
+
+
+def load_trace(specs: str | Path | Iterable[str | Path], *, fmt: str = "auto",
+               run: int | None = None, interval_s: float = 1.0, unit: str = MBPS) -> Trace:
+    """Load and pool every file named by ``specs`` (files, directories, globs)."""
+    if fmt not in FORMATS:
+        raise TraceError(f"unknown trace format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    spec_list = [specs] if isinstance(specs, (str, Path)) else list(specs)
+    if not spec_list:
+        raise TraceError("no trace given")
+    files = [f for s in spec_list for f in expand_paths(s)]
+    traces = []
+    for f in files:
+        kind = detect_format(f) if fmt == "auto" else fmt
+        if kind == "5g-lte":
+            traces.append(load_5g_lte(f, run=run, interval_s=interval_s, unit=unit))
+        elif unit != MBPS:
+            raise TraceError(f"{f}: {kind} traces hold throughput, not {unit}")
+        elif kind == "pensieve":
+            traces.append(load_pensieve(f))
+        else:
+            traces.append(load_mahimahi(f, interval_s=interval_s))
+    name = traces[0].name if len(traces) == 1 else f"{_common_name(files)} ({len(files)} files)"
+    return pool(traces, name)
+
+
+def load_ping(specs: str | Path | Iterable[str | Path], *, run: int | None = None,
+              interval_s: float = 1.0) -> Trace:
+    """RTT samples (ms) in the shipped 5G/LTE format."""
+    return load_trace(specs, fmt="5g-lte", run=run, interval_s=interval_s, unit=MS)
+
+
+def _read_text(p: Path) -> str:
+    if not p.is_file():
+        raise TraceError(f"trace file {p} does not exist")
+    try:
+        return p.read_text()
+    except UnicodeDecodeError:
+        raise TraceError(f"{p} is not a text trace file") from None
+
+
+def _short(p: Path) -> str:
+    return "/".join(p.resolve().parts[-3:])
+
+
+def _common_name(files: Sequence[Path]) -> str:
+    parts = [f.resolve().parts for f in files]
+    common = []
+    for group in zip(*parts):
+        if len(set(group)) != 1:
+            break
+        common.append(group[0])
+    return "/".join(common[-3:]) or "pooled"
