@@ -72,8 +72,12 @@ class Schedule:
 
 
 def schedule(policy: str, level: float, x0: int, num_blocks: int, num_prefix: int = 1) -> Schedule:
-    """Effective per-block schedule: requested reductions capped at :func:`merge_cap`."""
+    """Effective per-block schedule: requested reductions capped at :func:`merge_cap`.
+
+    Raises :class:`PolicyError` for a level outside ``[0, alpha_max]``.
+    """
     _check_model(x0, num_blocks, num_prefix)
+    check_level(level, x0, num_blocks, policy)
     wanted = raw_reductions(policy, level, num_blocks)
     tokens = [x0]
     eff: list[int] = []
@@ -147,6 +151,8 @@ def level_grid(
 
 def check_level(level: float, x0: int, num_blocks: int, policy: str = "exponential") -> None:
     """Raise :class:`PolicyError` unless ``0 <= level <= alpha_max``."""
+    if policy not in POLICIES:
+        raise PolicyError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
     amax = alpha_max(x0, num_blocks, policy)
     if not (0.0 <= level <= amax + 1e-9):
         raise PolicyError(

@@ -339,11 +339,13 @@ class _Progress:
 
     def __enter__(self) -> "_Progress":
         if self.enabled:
+            from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn)
 
             self._p = Progress(TextColumn("{task.description:>13}"), BarColumn(),
-                               MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+                               MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
+                               console=Console(stderr=True))
             self._p.__enter__()
         return self
 

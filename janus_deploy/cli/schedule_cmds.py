@@ -1,0 +1,188 @@
+"""``janus-deploy schedule`` (one decision) and ``janus-deploy simulate`` (trace-driven runs)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Optional
+
+import typer
+
+from janus_deploy import JanusError
+from janus_deploy.profile.table import Profile, resolve_profile
+from janus_deploy.schedule.accuracy_view import load_accuracy
+from janus_deploy.schedule.estimators import ESTIMATORS
+from janus_deploy.schedule.scheduler import MODES, Scheduler
+from janus_deploy.sim.simulator import SYSTEMS, SimConfig, simulate
+from janus_deploy.sim.traces import FORMATS, load_ping, load_trace
+
+
+class CliError(JanusError):
+    """A command-line value is invalid."""
+
+
+_PROFILE_HELP = "Edge profile JSON, or a preset name (e.g. vit_large_patch16_384-jetson-orin-nano)."
+_CLOUD_HELP = "Cloud profile JSON, or a preset name (e.g. vit_large_patch16_384-v100)."
+
+
+def _profiles(edge: str, cloud: str) -> tuple[Profile, Profile]:
+    return resolve_profile(edge), resolve_profile(cloud)
+
+
+def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise CliError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+    return value
+
+
+def _console():
+    from rich.console import Console
+
+    con = Console()
+    return con if con.is_terminal else Console(width=140)  # pipes and logs: don't squeeze tables
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def schedule_cmd(
+    profile: str = typer.Option(..., "--profile", help=_PROFILE_HELP),
+    cloud_profile: str = typer.Option(..., "--cloud-profile", help=_CLOUD_HELP),
+    accuracy: Optional[str] = typer.Option(None, "--accuracy", help="Accuracy table JSON."),
+    bandwidth: float = typer.Option(..., "--bandwidth", help="Estimated uplink bandwidth, Mbit/s."),
+    rtt: float = typer.Option(0.0, "--rtt", help="Round-trip time, ms (janus-deploy mode)."),
+    sla: float = typer.Option(..., "--sla", help="Latency SLA, ms."),
+    mode: str = typer.Option("janus-deploy", "--mode", help="paper | janus-deploy"),
+    codec: Optional[str] = typer.Option(None, "--codec", help="Payload codec (default: the profile's)."),
+    margin: float = typer.Option(0.0, "--margin", help="Fraction of the SLA held back (janus-deploy)."),
+    frame_bytes: Optional[int] = typer.Option(None, "--frame-bytes",
+                                              help="Override the bytes sent at s=0 (cloud only)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Choose the pruning level α and split point for one request."""
+    _choice(mode, MODES, "mode")
+    if bandwidth < 0:
+        raise CliError(f"--bandwidth must be >= 0 Mbit/s, got {bandwidth}")
+    if rtt < 0:
+        raise CliError(f"--rtt must be >= 0 ms, got {rtt}")
+    edge, cloud = _profiles(profile, cloud_profile)
+    acc = load_accuracy(accuracy) if accuracy else None
+    sched = Scheduler(edge, cloud, acc, mode=mode, codec=codec, sla_ms=sla, frame_bytes=frame_bytes)
+    d = sched.decide(bandwidth, rtt_ms=rtt, margin=margin)
+    out = {"mode": mode, "sla_ms": sla, "bandwidth_mbps": bandwidth, "rtt_ms": rtt,
+           "codec": sched.codec if mode == "janus-deploy" else None, **d.to_dict()}
+    if as_json:
+        typer.echo(json.dumps(out, indent=1))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{mode} decision at {bandwidth:g} Mbit/s, SLA {sla:g} ms")
+    t.add_column("field")
+    t.add_column("value", justify="right")
+    t.add_row("level", f"{d.policy} {d.alpha:g}")
+    t.add_row("split", f"{d.split}" + (" (cloud only)" if d.split == 0 else
+                                       " (device only)" if d.split == sched.n + 1 else ""))
+    t.add_row("bytes sent", f"{d.bytes:,}")
+    for k, v in d.breakdown.items():
+        t.add_row(k, f"{v:.2f}")
+    t.add_row("predicted_ms", f"{d.predicted_ms:.2f}")
+    t.add_row("meets_sla", "[green]yes[/]" if d.meets_sla else "[red]no[/]")
+    if d.accuracy is not None:
+        t.add_row(sched.accuracy_metric, f"{d.accuracy:.4f}")
+    _console().print(t)
+
+
+def simulate_cmd(
+    trace: list[str] = typer.Option(..., "--trace", help="Throughput trace: file, directory or "
+                                    "glob (repeatable; several are pooled)."),
+    ping: Optional[list[str]] = typer.Option(None, "--ping", help="Ping trace(s) (RTT ms) in the "
+                                             "5G/LTE format; else --rtt is used."),
+    rtt: float = typer.Option(0.0, "--rtt", help="Fixed RTT, ms, when no --ping is given."),
+    profile: str = typer.Option(..., "--profile", help=_PROFILE_HELP),
+    cloud_profile: str = typer.Option(..., "--cloud-profile", help=_CLOUD_HELP),
+    accuracy: Optional[str] = typer.Option(None, "--accuracy", help="Accuracy table JSON."),
+    sla: float = typer.Option(..., "--sla", help="Latency SLA, ms."),
+    systems: str = typer.Option(",".join(SYSTEMS), "--systems", help="Comma-separated systems."),
+    requests: Optional[int] = typer.Option(None, "--requests",
+                                           help="Number of requests (default: one pass of the trace)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Fixed frame rate (default: back to back)."),
+    sample_interval: float = typer.Option(1.0, "--sample-interval",
+                                          help="Seconds per trace sample (not in the files)."),
+    paper_mode: bool = typer.Option(False, "--paper-mode", help="One trace sample = one request."),
+    estimator: str = typer.Option("harmonic", "--estimator", help="harmonic | ewma | robustmpc"),
+    window: int = typer.Option(5, "--window", help="Estimator window (samples)."),
+    margin: float = typer.Option(0.0, "--margin", help="janus-deploy: fraction of the SLA held back."),
+    no_deflate: bool = typer.Option(False, "--no-deflate", help="janus-deploy: do not deflate the "
+                                    "bandwidth estimate by its recent error."),
+    codec: Optional[str] = typer.Option(None, "--codec", help="janus-deploy payload codec."),
+    frame_bytes: Optional[int] = typer.Option(None, "--frame-bytes",
+                                              help="Override the bytes sent at s=0 (cloud only)."),
+    trace_format: str = typer.Option("auto", "--trace-format", help="auto | 5g-lte | pensieve | mahimahi"),
+    run: Optional[int] = typer.Option(None, "--run", help="Use only 'Run <n>' of each 5G/LTE file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Write Fig. 7/8-style PNGs (OUT.png, "
+                                       "OUT-timeseries.png)."),
+) -> None:
+    """Trace-driven simulation of Janus and the baselines."""
+    names = [s.strip() for s in systems.split(",") if s.strip()]
+    for s in names:
+        _choice(s, SYSTEMS, "system")
+    _choice(estimator, ESTIMATORS, "estimator")
+    _choice(trace_format, FORMATS, "trace format")
+    if sample_interval <= 0:
+        raise CliError(f"--sample-interval must be > 0 s, got {sample_interval}")
+    edge, cloud = _profiles(profile, cloud_profile)
+    acc = load_accuracy(accuracy) if accuracy else None
+    bw = load_trace(trace, fmt=trace_format, run=run, interval_s=sample_interval)
+    rtt_trace = load_ping(ping, interval_s=sample_interval) if ping else None
+    cfg = SimConfig(sla_ms=sla, systems=names, requests=requests, fps=fps, paper_mode=paper_mode,
+                    estimator=estimator, window=window, rtt_ms=rtt, margin=margin,
+                    deflate=not no_deflate, codec=codec, frame_bytes=frame_bytes)
+    show_progress = not as_json and sys.stderr.isatty()
+    results = simulate(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace, progress=show_progress)
+    plots = []
+    if plot:
+        from janus_deploy.sim.plots import plot_all
+
+        plots = [str(p) for p in plot_all(results, plot, sla, title=f"{bw.name}, SLA {sla:g} ms")]
+    if as_json:
+        out = {
+            "trace": bw.name, "samples": len(bw), "sample_interval_s": sample_interval,
+            "paper_mode": paper_mode, "sla_ms": sla, "estimator": estimator,
+            "ping": rtt_trace.name if rtt_trace else None, "rtt_ms": None if rtt_trace else rtt,
+            "systems": {n: r.metrics for n, r in results.items()},
+        }
+        if plots:
+            out["plots"] = plots
+        typer.echo(json.dumps(out, indent=1))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{bw.name} ({len(bw)} samples × {sample_interval:g} s"
+              f"{', paper mode' if paper_mode else ''}), SLA {sla:g} ms")
+    t.caption = "latencies in ms; top = most frequent choice (α@split, r = ToMe constant level)"
+    for col in ("system", "reqs", "viol", "rps", "acc", "mean α", "p50", "p95", "p99", "dev",
+                "top"):
+        t.add_column(col, justify="left" if col in ("system", "top") else "right", no_wrap=True)
+    for n, r in results.items():
+        m = r.metrics
+        top = next(iter(m["choices"].items()), ("-", 0))
+        t.add_row(n, str(m["requests"]), f"{100 * m['violation_ratio']:.1f}%",
+                  _fmt(m["throughput_rps"], 2), _fmt(m["accuracy"], 4), _fmt(m["mean_alpha"], 3),
+                  _fmt(m["latency_ms_p50"], 0), _fmt(m["latency_ms_p95"], 0),
+                  _fmt(m["latency_ms_p99"], 0), _fmt(m["deviation_rate"]),
+                  f"{top[0]} {100 * top[1] / max(m['requests'], 1):.0f}%")
+    con = _console()
+    con.print(t)
+    for p in plots:
+        con.print(f"wrote {p}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("schedule")(schedule_cmd)
+    app.command("simulate")(simulate_cmd)

@@ -1,0 +1,148 @@
+"""Payload codecs: what crosses the uplink at a split point, as named tensors plus an optional
+lossless byte compressor.
+
+A codec turns the boundary tensors ``(tokens [B, x, D] float32, size [B, x, 1] float32)`` into
+named wire tensors (KServe V2 inputs) and back:
+
+* ``fp32``: tokens FP32, size FP32 (lossless).
+* ``fp16``: tokens FP16, size FP16 (sizes are small integers: exact; tokens lose precision).
+* ``fp16-zstd``: fp16 tensors, the request body compressed with zstd (``Content-Encoding: zstd``).
+* ``int8``: tokens INT8 with one symmetric FP32 scale per token (``token_scale [B, x, 1]``),
+  size FP16.
+
+At split 0 the payload is the uint8 frame ``[B, H, W, 3]`` (compressed with zstd by the
+compressing codecs), never the embedded tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from janus_deploy import JanusError
+
+
+class CodecError(JanusError):
+    """Unknown codec, or wire tensors that do not decode."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str
+    token_dtype: str
+    size_dtype: str
+    compress: str | None  # "zstd" or None
+    lossless: bool
+
+
+CODECS = {
+    "fp32": Codec("fp32", "float32", "float32", None, True),
+    "fp16": Codec("fp16", "float16", "float16", None, False),
+    "fp16-zstd": Codec("fp16-zstd", "float16", "float16", "zstd", False),
+    "int8": Codec("int8", "int8", "float16", None, False),
+}
+DEFAULT_CODEC = "fp16"
+
+
+def get_codec(name: str) -> Codec:
+    try:
+        return CODECS[name]
+    except KeyError:
+        raise CodecError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}") from None
+
+
+def encode_tokens(tokens: np.ndarray, size: np.ndarray, codec: str | Codec) -> dict[str, np.ndarray]:
+    """Boundary tensors -> named wire tensors."""
+    c = codec if isinstance(codec, Codec) else get_codec(codec)
+    if c.token_dtype == "int8":
+        scale = np.abs(tokens).max(axis=-1, keepdims=True) / 127.0
+        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+        q = np.clip(np.rint(tokens / scale), -127, 127).astype(np.int8)
+        return {"tokens": q, "token_scale": scale, "size": size.astype(np.float16)}
+    return {"tokens": tokens.astype(c.token_dtype), "size": size.astype(c.size_dtype)}
+
+
+def decode_tokens(tensors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Named wire tensors -> float32 ``(tokens, size)``; the codec is read off the dtypes."""
+    try:
+        tokens, size = tensors["tokens"], tensors["size"]
+    except KeyError as exc:
+        raise CodecError(f"payload lacks tensor {exc.args[0]!r} (expected tokens and size)") from None
+    if tokens.dtype == np.int8:
+        if "token_scale" not in tensors:
+            raise CodecError("INT8 tokens need a token_scale tensor (one FP32 scale per token)")
+        tokens = tokens.astype(np.float32) * tensors["token_scale"].astype(np.float32)
+    return tokens.astype(np.float32, copy=False), size.astype(np.float32, copy=False)
+
+
+def compress(body: bytes, codec: str | Codec) -> bytes:
+    c = codec if isinstance(codec, Codec) else get_codec(codec)
+    if c.compress is None:
+        return body
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=1).compress(body)
+
+
+def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    """Undo ``Content-Encoding``; refuses outputs over ``max_bytes`` (decompression bombs)."""
+    if not encoding or encoding == "identity":
+        return body
+    if encoding != "zstd":
+        raise CodecError(f"unsupported Content-Encoding {encoding!r} (use zstd or none)")
+    import zstandard
+
+    try:
+        return zstandard.ZstdDecompressor().decompress(body, max_output_size=max_bytes)
+    except zstandard.ZstdError as exc:
+        raise CodecError(f"zstd body does not decompress: {exc}") from exc
+
+
+def wire_bytes(tensors: dict[str, np.ndarray]) -> int:
+    return sum(a.nbytes for a in tensors.values())
+
+
+def measure_codec(tokens: np.ndarray, size: np.ndarray, codec: str, repeats: int = 5) -> dict[str, float]:
+    """Bytes on the wire and median encode/decode time (ms) of one payload."""
+    c = get_codec(codec)
+    enc_t, dec_t, nbytes = [], [], 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        wire = encode_tokens(tokens, size, c)
+        body = compress(b"".join(a.tobytes() for a in wire.values()), c)
+        t1 = time.perf_counter()
+        raw = decompress(body, c.compress, 1 << 31)
+        decoded = _split_body(raw, wire)
+        decode_tokens(decoded)
+        t2 = time.perf_counter()
+        enc_t.append((t1 - t0) * 1e3)
+        dec_t.append((t2 - t1) * 1e3)
+        nbytes = len(body)
+    return {"bytes": nbytes, "encode_ms": float(np.median(enc_t)), "decode_ms": float(np.median(dec_t))}
+
+
+def measure_frame(frame: np.ndarray, codec: str, repeats: int = 5) -> dict[str, float]:
+    """Bytes and time to send the uint8 frame (split 0) with a codec's compressor."""
+    c = get_codec(codec)
+    enc_t, dec_t, nbytes = [], [], 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        body = compress(frame.tobytes(), c)
+        t1 = time.perf_counter()
+        decompress(body, c.compress, 1 << 31)
+        t2 = time.perf_counter()
+        enc_t.append((t1 - t0) * 1e3)
+        dec_t.append((t2 - t1) * 1e3)
+        nbytes = len(body)
+    return {"bytes": nbytes, "encode_ms": float(np.median(enc_t)), "decode_ms": float(np.median(dec_t))}
+
+
+def _split_body(raw: bytes, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out, offset = {}, 0
+    for name, arr in like.items():
+        n = arr.nbytes
+        out[name] = np.frombuffer(raw[offset: offset + n], dtype=arr.dtype).reshape(arr.shape)
+        offset += n
+    return out
