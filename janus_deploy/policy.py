@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from janus_deploy import JanusError
+
 POLICIES = ("exponential", "linear", "constant")
 
 
-class PolicyError(ValueError):
+class PolicyError(JanusError, ValueError):
     """A pruning-policy or split-point parameter is out of range."""
 
 

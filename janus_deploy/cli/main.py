@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
-import sys
 
 import typer
 
@@ -53,28 +53,30 @@ for _name in _COMMAND_MODULES:
     _mod.register(app)
 
 
+def _friendly(fn):
+    """Print user errors (JanusError) in one red line and exit 2; --debug shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except JanusError as exc:
+            if _state["debug"]:
+                raise
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+for _cmd in app.registered_commands:
+    _cmd.callback = _friendly(_cmd.callback)
+
+
 def main() -> None:
-    """Entry point with user-facing errors printed without a traceback (unless --debug)."""
-    try:
-        app(standalone_mode=False)
-    except JanusError as exc:
-        if _state["debug"]:
-            raise
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}")
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    app()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from janus_deploy.cli.common import console, parse_overrides, print_json, progress_bar
+import numpy as np
+
+from janus_deploy.cli.common import console, err_console, parse_overrides, print_json, progress_bar
 
 
 def export(
@@ -70,6 +72,56 @@ def build_engines(
     console.print(f"[green]{len(data['engines'])} {backend} engines[/] in {out} ({data['build_seconds']:.1f} s)")
 
 
+def verify(
+    plan: Path = typer.Argument(..., help="Plan directory."),
+    engines: Optional[Path] = typer.Option(None, help="Engine directory to check (default: the plan's graphs in ONNX Runtime on the CPU)."),
+    images: Optional[Path] = typer.Option(None, help="Folder of images to check with (default: synthetic frames)."),
+    num_images: int = typer.Option(4, help="How many images (synthetic, or the first N of --images)."),
+    save_references: Optional[Path] = typer.Option(None, help="Write per-segment reference inputs/outputs as Polygraphy JSON here."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
+) -> None:
+    """Check every level's segment chain against PyTorch and the unsplit graph; non-zero exit beyond tolerance."""
+    from janus_deploy.backends import load_runner, read_engines_file
+    from janus_deploy.backends.ort import OrtRunner
+    from janus_deploy.images import list_images, load_frame, normalize, synthetic_frames
+    from janus_deploy.plan import Manifest
+    from janus_deploy.plan.verify import Tolerance, reports_to_dicts, verify_plan
+
+    manifest = Manifest.load(plan)
+    size = manifest.model["img_size"]
+    if engines is not None:
+        runner = load_runner(manifest, engines)
+        tol = Tolerance.for_precision(read_engines_file(engines, manifest).get("precision", "fp32"))
+    else:
+        runner, tol = OrtRunner(manifest), Tolerance()
+    if images is not None:
+        frames = np.stack([load_frame(p, size) for p, _ in list_images(images)[:num_images]])
+    else:
+        frames = synthetic_frames(num_images, size)
+    x = normalize(frames, manifest.model["mean"], manifest.model["std"])
+    with progress_bar("verifying levels", len(manifest.levels)) as update:
+        reports = verify_plan(manifest, runner, x, tolerance=tol, save_dir=save_references,
+                              progress=lambda d, t: update(d, t))
+    ok = all(r.ok for r in reports)
+    if as_json:
+        print_json({"ok": ok, "tolerance": tol.__dict__, "levels": reports_to_dicts(reports)})
+    else:
+        table = Table("level", "policy", "alpha", "max|d| torch", "cosine", "top-1 torch", "max|d| unsplit",
+                      "top-1 unsplit", "ok", title=f"verify {plan} ({len(frames)} images)")
+        for r in reports:
+            table.add_row(str(r.index), r.policy, f"{r.alpha:.4g}", f"{r.max_abs_vs_torch:.2e}",
+                          f"{r.cosine_vs_torch:.6f}", f"{r.top1_vs_torch:.2f}", f"{r.max_abs_vs_unsplit:.2e}",
+                          f"{r.top1_vs_unsplit:.2f}", "[green]yes" if r.ok else "[red]NO")
+        console.print(table)
+        if save_references:
+            console.print(f"Polygraphy references in {save_references}: polygraphy run {plan}/L00_S00.onnx --onnxrt "
+                          f"--load-inputs {save_references}/L00_S00.inputs.json --load-outputs {save_references}/L00_S00.outputs.json")
+    if not ok:
+        bad = [str(r.index) for r in reports if not r.ok]
+        err_console.print(f"[bold red]verify failed[/] for level(s) {', '.join(bad)}: beyond tolerance {tol}")
+        raise typer.Exit(1)
+
+
 def inspect(
     plan: Path = typer.Argument(..., help="Plan directory."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
@@ -102,4 +154,5 @@ def inspect(
 def register(app: typer.Typer) -> None:
     app.command()(export)
     app.command("build-engines")(build_engines)
+    app.command()(verify)
     app.command()(inspect)

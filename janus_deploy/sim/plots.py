@@ -6,6 +6,7 @@ matplotlib is optional (``pip install 'janus-deploy[plot]'``) and imported only 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -56,10 +57,11 @@ def plot_bars(results: Mapping[str, SystemResult], path: str | Path, title: str 
 
 
 def plot_timeseries(results: Mapping[str, SystemResult], path: str | Path, sla_ms: float,
-                    systems: Sequence[str] | None = None, max_requests: int = 600,
+                    systems: Sequence[str] | None = None, window_s: float = 180.0,
                     title: str = "") -> Path:
     """Fig. 8 style, per system: link bandwidth (and the estimate), chosen α, chosen split and
-    latency against the SLA, over the first ``max_requests`` requests."""
+    latency against the SLA, over the first ``window_s`` simulated seconds (paper mode: the
+    cumulative latency is the time axis)."""
     plt = _pyplot()
     names = [s for s in (systems or [n for n in results if n.startswith("janus")] or list(results))
              if s in results]
@@ -69,7 +71,7 @@ def plot_timeseries(results: Mapping[str, SystemResult], path: str | Path, sla_m
                              squeeze=False)
     for col, name in enumerate(names):
         log = results[name].log
-        k = min(len(log), max_requests)
+        k = max(1, bisect_right(log.start_s, window_s))
         x = log.start_s[:k]
         ax_bw, ax_a, ax_s, ax_l = axes[:, col]
         ax_bw.step(x, log.bw_mbps[:k], where="post", label="link", lw=0.9)

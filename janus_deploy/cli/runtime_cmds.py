@@ -1,0 +1,149 @@
+"""``janus-deploy serve`` (cloud V2 server) and ``janus-deploy run`` (edge runtime)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from janus_deploy import JanusError
+from janus_deploy.cli.common import console, err_console, print_json
+
+
+def _require(module: str, extra: str = "serve") -> None:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise JanusError(f"this command needs {module}: pip install 'janus-deploy[{extra}]'") from None
+
+
+def serve(
+    plan: Path = typer.Argument(..., help="Plan directory written by `janus-deploy export`."),
+    engines: Path = typer.Option(..., "--engines", help="Engine directory (`janus-deploy build-engines`)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (default: loopback only)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    max_loaded: int = typer.Option(128, "--max-loaded", help="Most (level, segment) engine sessions kept resident (LRU)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="JANUS_TOKEN",
+                                        help="Require 'Authorization: Bearer TOKEN' (health endpoints stay open)."),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Larger request bodies (also after decompression) get 413."),
+    concurrency: Optional[int] = typer.Option(None, help="Inferences running at once (default: CPU count)."),
+    threads: int = typer.Option(0, help="Intra-op threads per engine session (0 = runtime default)."),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+    access_log: bool = typer.Option(False, help="Log every HTTP request."),
+) -> None:
+    """Serve a plan's tail models over KServe V2 / Open Inference Protocol (REST, binary tensors)."""
+    _require("fastapi")
+    _require("uvicorn")
+    from janus_deploy.runtime.server import create_app
+
+    try:
+        public = not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        public = host not in ("localhost",)
+    if public and not token:
+        err_console.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach "
+                          "this port can run inference")
+    app = create_app(plan, engines, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
+                     concurrency=concurrency, threads=threads)
+    import uvicorn
+
+    st = app.state.janus
+    err_console.print(f"[green]serving[/] {len(st.models)} tail models of {st.manifest.model['name']} "
+                      f"(plan {st.manifest.hash[:12]}) on http://{host}:{port}/v2"
+                      + (" [bold](token required)[/]" if token else ""))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+
+
+def run(
+    plan: Path = typer.Argument(..., help="Plan directory."),
+    engines: Path = typer.Option(..., "--engines", help="Engine directory of this (edge) device."),
+    profile: str = typer.Option(..., "--profile", help="Edge profile (file or preset name)."),
+    cloud_profile: str = typer.Option(..., "--cloud-profile", help="Cloud profile (file or preset name)."),
+    accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="Accuracy table (default: prefer the lowest α)."),
+    server: str = typer.Option(..., "--server", help="URL of `janus-deploy serve`, e.g. http://10.0.0.2:8000."),
+    sla: float = typer.Option(..., "--sla", help="Latency SLA in ms."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images."),
+    video: Optional[Path] = typer.Option(None, "--video", help="Video file (needs imageio or OpenCV)."),
+    synthetic: Optional[int] = typer.Option(None, "--synthetic", help="N synthetic frames."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many frames of --images/--video."),
+    trace: Optional[list[str]] = typer.Option(None, "--trace", help="Bandwidth trace replayed on the upload (file, directory or glob)."),
+    trace_format: str = typer.Option("auto", "--trace-format", help="auto | 5g-lte | pensieve | mahimahi"),
+    sample_interval: float = typer.Option(1.0, "--sample-interval", help="Seconds per trace sample."),
+    codec: Optional[str] = typer.Option(None, "--codec", help="fp32 | fp16 | fp16-zstd | int8 (default: the profile's)."),
+    estimator: str = typer.Option("harmonic", "--estimator", help="harmonic | ewma | robustmpc"),
+    cold_start: Optional[float] = typer.Option(None, "--cold-start-mbps", help="Bandwidth assumed before the first transfer (default: trace mean, else 100)."),
+    rtt: Optional[float] = typer.Option(None, "--rtt", help="Fixed RTT (ms) for the scheduler (default: measured)."),
+    margin: float = typer.Option(0.0, "--margin", help="Fraction of the SLA held back when deciding."),
+    timeout_factor: float = typer.Option(1.0, "--timeout-factor", help="Cancel the server exchange at SLA x this (then finish locally)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="JANUS_TOKEN", help="Bearer token of the server."),
+    threads: int = typer.Option(0, help="Intra-op threads per local engine session (0 = default)."),
+    log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per request here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Run frames through the edge runtime: decide (α, split), run the head here, the tail on the server."""
+    _require("httpx")
+    from janus_deploy.plan.manifest import Manifest
+    from janus_deploy.runtime.edge import (EdgeRuntime, frames_from_images, frames_from_video,
+                                           frames_synthetic, render_summary)
+    from janus_deploy.sim.traces import load_trace
+
+    sources = [s for s in (images, video, synthetic) if s is not None]
+    if len(sources) != 1:
+        raise JanusError("give exactly one of --images DIR, --video FILE or --synthetic N")
+    manifest = Manifest.load(plan)
+    img = manifest.model["img_size"]
+    if images is not None:
+        frames = frames_from_images(images, img, limit)
+    elif video is not None:
+        frames = frames_from_video(video, img, limit)
+    else:
+        frames = frames_synthetic(int(synthetic), img)
+    bw = load_trace(trace, fmt=trace_format, interval_s=sample_interval) if trace else None
+    rt = EdgeRuntime(manifest, engines, profile_path(profile), profile_path(cloud_profile), server_url=server,
+                     sla_ms=sla, accuracy=accuracy, codec=codec, estimator=estimator, cold_start_mbps=cold_start,
+                     rtt_ms=rtt, margin=margin, token=token, trace=bw, log=log, timeout_factor=timeout_factor,
+                     threads=threads)
+    with rt:
+        if as_json:
+            rt.run(frames)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            total = int(synthetic) if synthetic is not None else None
+            with Progress(TextColumn("[bold]requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TextColumn("{task.fields[text]}"), console=err_console) as prog:
+                task = prog.add_task("run", total=total, text="")
+
+                def show(res) -> None:
+                    d = res.record.get("decision") or {}
+                    fb = res.record.get("fallback")
+                    text = (f"{d.get('alpha', '?')}@{d.get('split', '?')} "
+                            f"{res.record['measured']['total_ms']:.0f} ms"
+                            + (f" [yellow]fallback: {fb['kind']}[/]" if fb else "")
+                            + (f" [red]error[/]" if res.error else ""))
+                    prog.update(task, advance=1, text=text)
+
+                rt.run(frames, progress=show)
+        summary = rt.summary()
+    if as_json:
+        print_json(summary)
+    else:
+        render_summary(summary, console)
+        if log:
+            console.print(f"per-request log: {log}")
+
+
+def profile_path(spec: str):
+    """A profile from a file path or a preset name."""
+    from janus_deploy.profile.table import resolve_profile
+
+    return resolve_profile(spec)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(run)

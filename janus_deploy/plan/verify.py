@@ -1,0 +1,180 @@
+"""`verify`: a plan's files are intact, and every level's segment chain (in a backend) equals the
+PyTorch pruned model and the level's unsplit graph.
+
+Reference inputs/outputs per segment can be saved as Polygraphy JSON, so
+``polygraphy run L00_S01.onnx --onnxrt --load-inputs L00_S01.inputs.json --load-outputs
+L00_S01.outputs.json`` reproduces a check outside janus-deploy.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from janus_deploy import policy
+from janus_deploy.backends.base import Runner, run_segments
+from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256
+from janus_deploy.model.pruned import PrunedViT, build_segments
+from janus_deploy.plan.manifest import Manifest, PlanError
+
+
+@dataclass
+class LevelReport:
+    index: int
+    policy: str
+    alpha: float
+    max_abs_vs_torch: float
+    cosine_vs_torch: float
+    top1_vs_torch: float
+    max_abs_vs_unsplit: float
+    top1_vs_unsplit: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_abs: float = 1e-3
+    min_cosine: float = 0.9999
+    min_top1: float = 1.0
+
+    @classmethod
+    def for_precision(cls, precision: str) -> "Tolerance":
+        if precision == "fp16":
+            return cls(max_abs=float("inf"), min_cosine=0.999, min_top1=0.9)
+        if precision == "int8":
+            return cls(max_abs=float("inf"), min_cosine=0.99, min_top1=0.8)
+        return cls()
+
+
+def check_files(manifest: Manifest) -> list[str]:
+    """Problems with the plan's files: missing, or changed since export (sha256)."""
+    problems = []
+    entries = [e for lv in manifest.levels for e in [*lv["segments"], lv["unsplit"]]]
+    entries.append(manifest.data["weights"])
+    for e in entries:
+        path = manifest.path(e["file"])
+        if not path.is_file():
+            problems.append(f"{e['file']} is missing")
+        elif file_sha256(path) != e["sha256"]:
+            problems.append(f"{e['file']} was modified after export (sha256 mismatch)")
+    return problems
+
+
+def model_for(manifest: Manifest) -> torch.nn.Module:
+    """The PyTorch model a plan was exported from (same weights, also without a checkpoint)."""
+    m = manifest.model
+    spec = ModelSpec(m["name"], m.get("overrides") or {}, m.get("checkpoint"))
+    if spec.checkpoint:
+        if not Path(spec.checkpoint).is_file():
+            raise PlanError(f"the plan's checkpoint {spec.checkpoint} is missing; verify needs it for the PyTorch reference")
+        if m.get("checkpoint_sha256") and file_sha256(spec.checkpoint) != m["checkpoint_sha256"]:
+            raise PlanError(f"checkpoint {spec.checkpoint} changed since export (sha256 mismatch)")
+    elif m.get("init_seed") is not None:
+        torch.manual_seed(m["init_seed"])
+    return create_from_spec(spec)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
+    return float(cos.min())
+
+
+def verify_plan(
+    manifest: Manifest,
+    runner: Runner,
+    images: np.ndarray,
+    *,
+    tolerance: Tolerance = Tolerance(),
+    save_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[LevelReport]:
+    """Compare every level's chain in ``runner`` with PyTorch and with the unsplit graph.
+
+    ``images`` are normalised float32 [B, 3, H, W]. Raises :class:`PlanError` if files changed.
+    """
+    problems = check_files(manifest)
+    if problems:
+        raise PlanError("plan failed its integrity check: " + "; ".join(problems) + ". Re-run `janus-deploy export`")
+    model = model_for(manifest)
+    info = manifest.model
+    reports = []
+    x = torch.from_numpy(images)
+    for li, lv in enumerate(manifest.levels):
+        sched = policy.schedule(lv["policy"], lv["alpha"], info["num_tokens"], info["num_blocks"], info["num_prefix_tokens"])
+        with torch.no_grad():
+            ref = PrunedViT(model, sched)(x).numpy()
+        nseg = len(lv["segments"])
+        chain = run_segments(runner, li, 0, nseg, [images])[0]
+        unsplit = runner.run_unsplit(li, images)
+        rep = LevelReport(
+            index=li, policy=lv["policy"], alpha=lv["alpha"],
+            max_abs_vs_torch=float(np.abs(chain - ref).max()),
+            cosine_vs_torch=_cosine(chain, ref),
+            top1_vs_torch=float((chain.argmax(1) == ref.argmax(1)).mean()),
+            max_abs_vs_unsplit=float(np.abs(chain - unsplit).max()),
+            top1_vs_unsplit=float((chain.argmax(1) == unsplit.argmax(1)).mean()),
+            ok=False,
+        )
+        rep.ok = (rep.max_abs_vs_torch <= tolerance.max_abs and rep.cosine_vs_torch >= tolerance.min_cosine
+                  and rep.top1_vs_torch >= tolerance.min_top1 and rep.top1_vs_unsplit >= tolerance.min_top1)
+        reports.append(rep)
+        if save_dir is not None:
+            save_polygraphy_references(manifest, model, sched, li, x[:1], save_dir)
+        if progress:
+            progress(li + 1, len(manifest.levels))
+    return reports
+
+
+def reports_to_dicts(reports: list[LevelReport]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in reports]
+
+
+# -- Polygraphy JSON ---------------------------------------------------------------------------
+def _pg_array(a: np.ndarray) -> dict[str, str]:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return {"array": base64.b64encode(buf.getvalue()).decode(), "polygraphy_class": "ndarray"}
+
+
+def write_polygraphy_inputs(path: Path, feed: dict[str, np.ndarray]) -> None:
+    """A Polygraphy ``--load-inputs`` file: a list of feed dicts."""
+    path.write_text(json.dumps([{k: _pg_array(v) for k, v in feed.items()}], indent=1))
+
+
+def write_polygraphy_outputs(path: Path, outputs: dict[str, np.ndarray], runner_name: str = "pytorch") -> None:
+    """A Polygraphy ``--load-outputs`` file (RunResults with one iteration)."""
+    iteration = {
+        "outputs": {k: {"values": _pg_array(v), "polygraphy_class": "LazyArray"} for k, v in outputs.items()},
+        "runtime": None, "runner_name": runner_name, "polygraphy_class": "IterationResult",
+    }
+    data = {"lst": [[runner_name, [iteration]]], "polygraphy_class": "RunResults"}
+    path.write_text(json.dumps(data, indent=1))
+
+
+def save_polygraphy_references(manifest: Manifest, model, sched, level: int, image: torch.Tensor, out_dir: Path) -> None:
+    """PyTorch reference inputs/outputs of every segment of a level (batch 1)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lv = manifest.level(level)
+    args: tuple[torch.Tensor, ...] = (image,)
+    for seg, entry in zip(build_segments(model, sched, manifest.candidates), lv["segments"]):
+        with torch.no_grad():
+            res = seg(*args)
+        res = res if isinstance(res, tuple) else (res,)
+        stem = Path(entry["file"]).stem
+        feed = {spec["name"]: a.numpy() for spec, a in zip(entry["inputs"], args)}
+        import onnx
+
+        used = {i.name for i in onnx.load(str(manifest.path(entry["file"])), load_external_data=False).graph.input}
+        write_polygraphy_inputs(out_dir / f"{stem}.inputs.json", {k: v for k, v in feed.items() if k in used})
+        write_polygraphy_outputs(out_dir / f"{stem}.outputs.json",
+                                 {spec["name"]: a.numpy() for spec, a in zip(entry["outputs"], res)})
+        args = res

@@ -1,0 +1,350 @@
+"""The edge runtime end to end over loopback: parity with local runs, fallbacks, link shaping."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from janus_deploy.backends import build_engines, load_runner, run_segments
+from janus_deploy.images import normalize, synthetic_frames
+from janus_deploy.model.load import ModelSpec
+from janus_deploy.plan.export import ExportConfig, export_plan
+from janus_deploy.profile.table import profile_from_dict, profile_from_linear
+from janus_deploy.runtime.edge import EdgeRuntime, summarize
+from janus_deploy.runtime.link import TraceShaper
+from janus_deploy.runtime.server import BackgroundServer, create_app
+from janus_deploy.sim.traces import Trace
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    # shared with test_server.py: the second export of the same directory reuses every graph
+    root = tmp_path_factory.getbasetemp() / "runtime-plan"
+    manifest, _ = export_plan(ModelSpec("vit_tiny_patch16_224"), root / "plan", ExportConfig(k=3, levels=3))
+    build_engines(manifest, root / "engines", "ort")
+    return manifest, root / "plan", root / "engines"
+
+
+@pytest.fixture(scope="module")
+def local(plan):
+    return load_runner(plan[0], plan[2], threads=1)
+
+
+@pytest.fixture(scope="module")
+def server(plan, local):
+    _, plan_dir, engines = plan
+    app = create_app(plan_dir, engines, threads=1, concurrency=2)
+    with BackgroundServer(app) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return synthetic_frames(3, 224, seed=11)
+
+
+def profiles(manifest, edge_ms=(2.0, 0.05), cloud_ms=(0.2, 0.005)):
+    """Linear edge/cloud profiles of the plan, plus an fp16-zstd payload (sized like fp16)."""
+    mi = {k: manifest.model[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
+    levels = [(lv["policy"], lv["alpha"]) for lv in manifest.levels]
+    out = []
+    for a, b in (edge_ms, cloud_ms):
+        d = profile_from_linear(mi, manifest.candidates, levels, a, b, plan_hash=manifest.hash).to_dict()
+        for lv in d["levels"]:
+            lv["payload"]["fp16-zstd"] = json.loads(json.dumps(lv["payload"]["fp16"]))
+        out.append(profile_from_dict(d))
+    return out
+
+
+def reference(manifest, runner, frame, level):
+    x = normalize(frame[None], manifest.model["mean"], manifest.model["std"])
+    return run_segments(runner, level, 0, len(manifest.level(level)["segments"]), [x])[0][0]
+
+
+def make_edge(plan, local, url, **kw):
+    manifest = plan[0]
+    edge, cloud = profiles(manifest, *kw.pop("profile_ms", ()))
+    kw.setdefault("sla_ms", 2000)
+    kw.setdefault("codec", "fp32")
+    return EdgeRuntime(manifest, local, edge, cloud, server_url=url, **kw)
+
+
+# ---------------------------------------------------------------------------------- (a) parity
+
+
+def test_end_to_end_matches_local(plan, local, server, frames, tmp_path):
+    manifest = plan[0]
+    refs = {(li, fi): reference(manifest, local, frames[fi], li) for li in range(3) for fi in range(len(frames))}
+    log = tmp_path / "run.jsonl"
+    combos = [(li, s) for li in range(3) for s in manifest.candidates]
+    with make_edge(plan, local, server.url, log=log) as rt:
+        results = []
+        for i, (li, s) in enumerate(combos):
+            fi = i % len(frames)
+            results.append((li, fi, rt.infer(frames[fi], force=(li, s))))
+        for fi in range(len(frames)):  # scheduler-driven decisions too
+            res = rt.infer(frames[fi])
+            results.append((res.record["decision"]["level"], fi, res))
+        summary = rt.summary()
+    assert len(results) == len(combos) + len(frames)
+    for li, fi, res in results:
+        assert res.error is None and res.fallback is None, res.record
+        np.testing.assert_allclose(res.logits, refs[(li, fi)], atol=1e-4)
+        assert res.top1 == int(np.argmax(refs[(li, fi)]))
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["id"] for x in lines] == list(range(len(results)))
+    rec = next(x for x in lines if x["decision"]["split"] == 5)
+    assert rec["decision"]["model"] == f"janus_L{rec['decision']['level']}_S5"
+    for key in ("edge_ms", "encode_ms", "transfer_ms", "cloud_ms", "total_ms"):
+        assert rec["measured"][key] >= 0
+    for key in ("edge_ms", "comm_ms", "rtt_ms", "cloud_ms", "total_ms"):
+        assert key in rec["predicted"]
+    assert rec["bytes"] > 0 and rec["estimator"]["sample_mbps"] > 0 and rec["server"]["janus_compute_ms"] > 0
+    device_only = next(x for x in lines if x["decision"]["split"] == manifest.num_blocks + 1)
+    assert device_only["bytes"] == 0 and device_only["decision"]["model"] is None
+    assert summary["answered"] == len(results) and summary["fallbacks"] == 0
+    assert summary["median_abs_pred_err_pct"] is not None and summary["configurations"]
+
+
+@pytest.mark.parametrize("codec", ["fp16-zstd", "int8"])
+def test_lossy_codecs_close_to_local(plan, local, server, frames, codec):
+    manifest = plan[0]
+    with make_edge(plan, local, server.url, codec=codec) as rt:
+        for s in (0, 2, 9):
+            res = rt.infer(frames[0], force=(1, s))
+            assert res.fallback is None and res.error is None, res.record
+            np.testing.assert_allclose(res.logits, reference(manifest, local, frames[0], 1), atol=0.05)
+            if codec == "fp16-zstd":
+                assert res.record["bytes"] != res.record["raw_bytes"]  # the body went out zstd-compressed
+
+
+# ---------------------------------------------------------------------------------- (c) faults
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_server_killed_mid_run(plan, local, frames, tmp_path):
+    """Kill -9 the server between requests: every request is still answered, the affected ones
+    locally (logged as fallbacks), and the outage steers the scheduler to device-only."""
+    manifest, plan_dir, engines = plan
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "janus_deploy.cli.main", "serve", str(plan_dir), "--engines", str(engines),
+         "--port", str(port), "--threads", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        # slow edge, fast cloud: the scheduler sends everything to the cloud while it is up
+        with make_edge(plan, local, url, profile_ms=((30.0, 0.5), (0.1, 0.001)), sla_ms=3000, timeout_factor=5,
+                       log=tmp_path / "kill.jsonl") as rt:
+            before = [rt.infer(frames[i % 3]) for i in range(3)]
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            after = [rt.infer(frames[i % 3]) for i in range(4)]
+            forced = rt.infer(frames[0], force=(2, 3))  # explicitly a cloud split while down
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+    for res in before:
+        assert res.fallback is None and res.record["decision"]["split"] <= manifest.num_blocks, res.record
+    assert all(r.error is None and r.logits is not None for r in [*before, *after, forced])
+    first = after[0]
+    assert first.fallback is not None and first.fallback["kind"] in ("unreachable", "dropped"), first.record
+    lv = first.record["decision"]["level"]
+    np.testing.assert_allclose(first.logits, reference(manifest, local, frames[0], lv), atol=1e-4)
+    # the outage sample (0 Mbit/s) makes the harmonic-mean estimate 0: device-only until it ages out
+    for res in after[1:]:
+        assert res.record["decision"]["split"] == manifest.num_blocks + 1 and res.fallback is None
+    assert forced.fallback["kind"] in ("unreachable", "dropped")
+    np.testing.assert_allclose(forced.logits, reference(manifest, local, frames[0], 2), atol=1e-4)
+    lines = (tmp_path / "kill.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and sum(1 for x in lines if json.loads(x)["fallback"]) == 2
+
+
+class CuttingProxy:
+    """TCP proxy that forwards to ``target`` and cuts a connection once it has carried more than
+    ``limit`` request bytes (a link dropping mid-transfer)."""
+
+    def __init__(self, target_port: int, limit: int) -> None:
+        self.target_port, self.limit = target_port, limit
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.cuts = 0
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, count: bool) -> None:
+        carried = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                carried += len(data) if count else 0
+                if count and carried > self.limit:
+                    dst.sendall(data[: len(data) - (carried - self.limit)])
+                    self.cuts += 1
+                    src.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+def test_connection_cut_mid_transfer(plan, local, server, frames):
+    manifest = plan[0]
+    proxy = CuttingProxy(server.port, limit=40_000)
+    try:
+        with make_edge(plan, local, f"http://127.0.0.1:{proxy.port}") as rt:
+            small = rt.infer(frames[0], force=(2, 12))  # ~2 KB: goes through
+            cut = [rt.infer(frames[i], force=(0, 0)) for i in range(2)]  # 150 KB frames: cut at 40 KB
+            cut.append(rt.infer(frames[2], force=(1, 1)))  # 152 KB of tokens: cut
+    finally:
+        proxy.close()
+    assert small.fallback is None and small.error is None, small.record
+    assert proxy.cuts >= 3
+    for i, res in enumerate(cut):
+        assert res.error is None and res.fallback is not None, res.record
+        assert res.fallback["kind"] in ("dropped", "unreachable"), res.fallback
+        lv = res.record["decision"]["level"]
+        np.testing.assert_allclose(res.logits, reference(manifest, local, frames[i], lv), atol=1e-4)
+
+
+def test_timeout_falls_back_within_sla(plan, local, server, frames):
+    """A link too slow for the SLA: the exchange is cancelled at the deadline, the rest runs locally."""
+    manifest = plan[0]
+    slow = Trace([0.2], 1.0, name="slow")  # 150 KB would take 6 s
+    with make_edge(plan, local, server.url, sla_ms=300, trace=slow) as rt:
+        res = rt.infer(frames[1], force=(0, 0))
+        est = rt.estimator.estimate()
+    assert res.fallback["kind"] == "timeout", res.record
+    assert res.record["measured"]["transfer_ms"] < 300 + 150
+    assert est < 1.0  # the partial transfer was observed at the trace's rate
+    np.testing.assert_allclose(res.logits, reference(manifest, local, frames[1], 0), atol=1e-4)
+
+
+def test_server_error_falls_back(plan, local, frames):
+    manifest, plan_dir, engines = plan
+    app = create_app(plan_dir, engines, token="right", runner=local)
+    with BackgroundServer(app) as srv:
+        with make_edge(plan, local, srv.url, token="wrong") as rt:
+            res = rt.infer(frames[0], force=(1, 3))
+        with make_edge(plan, local, srv.url, token="right") as rt:
+            ok = rt.infer(frames[0], force=(1, 3))
+    assert res.fallback["kind"] == "server-error" and "401" in res.fallback["reason"]
+    assert ok.fallback is None
+    np.testing.assert_allclose(res.logits, ok.logits, atol=1e-4)
+
+
+def test_bad_frame_is_a_per_request_error(plan, local, server, frames):
+    with make_edge(plan, local, server.url) as rt:
+        bad = rt.infer(np.zeros((10, 10, 3), np.uint8))
+        good = rt.infer(frames[0], force=(0, 3))
+    assert bad.error and "uint8 [224, 224, 3]" in bad.error and bad.logits is None
+    assert good.error is None and good.id == bad.id + 1
+    s = summarize([bad.record, good.record], 2000, 1.0)
+    assert s["errors"] == 1 and s["answered"] == 1
+
+
+# ---------------------------------------------------------------------------------- (e) link shaping
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_token_bucket_math():
+    clock = FakeClock()
+    sh = TraceShaper(Trace([8.0, 0.0, 16.0], 1.0), chunk_bytes=1000, clock=clock)  # 1 MB/s, outage, 2 MB/s
+    sh.start()
+    assert sh.reserve(500_000) == pytest.approx(0.5)  # 4 Mbit at 8 Mbit/s
+    assert sh.reserve(500_000) == pytest.approx(1.0)  # queued behind the first half
+    assert sh.reserve(1_000_000) == pytest.approx(2.5)  # outage in [1, 2), then 2 MB/s
+    clock.t = 10.0  # idle: at most one chunk (1000 B) of credit accumulates
+    assert sh.reserve(1000) == pytest.approx(10.0)
+    done = sh.reserve(1000)
+    assert done > 10.0
+
+
+def _fidelity(plan, local, server, frames, trace, count, split=0):
+    """Send ``count`` payloads over ``trace``; per request: (receiver-side Mbit/s, trace mean Mbit/s)."""
+    pairs = []
+    with make_edge(plan, local, server.url, trace=trace, sla_ms=60_000, codec="fp32") as rt:
+        for i in range(count):
+            res = rt.infer(frames[i % 3], force=(0, split))
+            assert res.fallback is None and res.error is None, res.record
+            rec = res.record
+            receive_s = rec["server"]["janus_receive_ms"] / 1e3
+            pairs.append((rec["bytes"] * 8 / receive_s / 1e6, rec["link"]["trace_mean_mbps"],
+                          rec["link"]["achieved_mbps"]))
+    return pairs
+
+
+def test_link_fidelity_constant(plan, local, server, frames):
+    pairs = _fidelity(plan, local, server, frames, Trace([20.0], 1.0, name="const20"), 5)
+    recv = [p[0] for p in pairs]
+    sys.stderr.write(f"\nconstant 20 Mbit/s: receiver {['%.2f' % r for r in recv]}\n")
+    for got, want, sender in pairs:
+        assert want == pytest.approx(20.0)
+        assert got == pytest.approx(want, rel=0.10)
+        assert sender == pytest.approx(want, rel=0.05)
+
+
+def test_link_fidelity_step(plan, local, server, frames):
+    """A 40 -> 10 Mbit/s step every 0.5 s: each transfer tracks the trace's mean over its window."""
+    pairs = _fidelity(plan, local, server, frames, Trace([40.0, 10.0], 0.5, name="step"), 8)
+    sys.stderr.write(f"\nstep 40/10 Mbit/s: " + ", ".join(f"{g:.1f}/{w:.1f}" for g, w, _ in pairs) + "\n")
+    assert {round(w) for _, w, _ in pairs if w > 38} and {round(w) for _, w, _ in pairs if w < 12}
+    for got, want, _ in pairs:
+        assert got == pytest.approx(want, rel=0.15)
