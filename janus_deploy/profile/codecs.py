@@ -94,10 +94,16 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         raise CodecError(f"unsupported Content-Encoding {encoding!r} (use zstd or none)")
     import zstandard
 
+    import io
+
     try:
-        return zstandard.ZstdDecompressor().decompress(body, max_output_size=max_bytes)
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)) as reader:
+            out = reader.read(max_bytes + 1)
     except zstandard.ZstdError as exc:
         raise CodecError(f"zstd body does not decompress: {exc}") from exc
+    if len(out) > max_bytes:
+        raise CodecError(f"zstd body decompresses to more than {max_bytes} bytes")
+    return out
 
 
 def wire_bytes(tensors: dict[str, np.ndarray]) -> int:

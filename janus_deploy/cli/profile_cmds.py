@@ -1,0 +1,85 @@
+"""`profile`: measure a plan's engines on this device (or synthesise a profile from a linear model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from janus_deploy.cli.common import console, print_json, progress_bar
+
+
+def profile(
+    plan: Path = typer.Argument(..., help="Plan directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="Profile JSON to write."),
+    engines: Optional[Path] = typer.Option(None, help="Engine directory (from build-engines); required unless --from-linear."),
+    device_name: str = typer.Option(..., help="Name of this device, e.g. jetson-orin-nano or cloud-v100."),
+    warmup: int = typer.Option(5, min=0, help="Untimed runs before measuring each engine."),
+    runs: int = typer.Option(30, min=1, help="Timed runs per engine."),
+    threads: int = typer.Option(0, min=0, help="Intra-op threads (0 = the runtime's default)."),
+    images: Optional[Path] = typer.Option(None, help="Folder of images for the codec measurements (default: synthetic frames)."),
+    num_images: int = typer.Option(8, min=1, help="Images used for codec agreement."),
+    from_linear: Optional[str] = typer.Option(None, help="Synthesise instead of measuring: per-block latency 'a,b' = a + b*tokens ms (e.g. 0.41,0.0235)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the consistency report as JSON."),
+) -> None:
+    """Measure every (level, segment) engine into a latency profile, with payload codecs and a linear fit."""
+    from janus_deploy import JanusError
+    from janus_deploy.images import list_images, load_frame, synthetic_frames
+    from janus_deploy.plan import Manifest
+    from janus_deploy.profile.measure import linear_profile, measure_profile
+    from janus_deploy.profile.table import parse_linear, save_profile
+
+    manifest = Manifest.load(plan)
+    if from_linear is not None:
+        a, b = parse_linear(from_linear)
+        prof = linear_profile(manifest, a, b, device_name)
+        save_profile(prof, out)
+        console.print(f"[green]linear profile[/] ({a} + {b}·tokens ms per block) written to {out}")
+        return
+    if engines is None:
+        raise JanusError("give --engines ENGINE_DIR (from `janus-deploy build-engines`) or --from-linear a,b")
+    from janus_deploy.backends import load_runner, read_engines_file
+
+    meta = read_engines_file(engines, manifest)
+    runner = load_runner(manifest, engines, threads=threads)
+    size = manifest.model["img_size"]
+    if images is not None:
+        frames = np.stack([load_frame(p, size) for p, _ in list_images(images)[:num_images]])
+    else:
+        frames = synthetic_frames(num_images, size)
+    with progress_bar("profiling engines") as update:
+        prof, report = measure_profile(
+            manifest, runner, frames, device_name=device_name, backend=meta["backend"],
+            precision=meta.get("precision", "fp32"), threads=threads, warmup=warmup, runs=runs,
+            progress=lambda d, t, text: update(d, t, text),
+        )
+    save_profile(prof, out)
+    data = json.loads(Path(out).read_text())
+    data["consistency"] = report["levels"]
+    Path(out).write_text(json.dumps(data, indent=1))
+    if as_json:
+        print_json(report)
+        return
+    table = Table("level", "policy", "alpha", "sum of segments ms", "unsplit ms", "ratio", title=f"profile of {plan} on {device_name}")
+    for r in report["levels"]:
+        table.add_row(str(r["index"]), r["policy"], f"{r['alpha']:.4g}", f"{r['sum_segments_ms']:.2f}",
+                      f"{r['unsplit_ms']:.2f}", f"{r['ratio']:.3f}")
+    console.print(table)
+    fit = report["linear_model"]
+    if fit["a_ms"] is not None:
+        console.print(f"per-block linear model: {fit['a_ms']:.4f} + {fit['b_ms_per_token']:.6f}·tokens ms "
+                      f"(r = {fit['r']:.3f}, max relative error {fit['max_rel_err']:.1%} over {fit['points']} segments)")
+    codecs = Table("codec", "lossless", "top-1 agreement vs fp32", title="payload codecs")
+    for name, c in report["codecs"].items():
+        agree = "n/a" if c["top1_agreement"] is None else f"{c['top1_agreement']:.3f}"
+        codecs.add_row(name, str(c["lossless"]), agree)
+    console.print(codecs)
+    console.print(f"[green]profile written[/] to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(profile)

@@ -1,0 +1,219 @@
+"""`janus-deploy profile`: measure every (level, segment) engine on this machine, the payload
+codecs on real boundary tensors, and fit the paper's per-block linear latency model.
+
+The result is a profile (``docs/profile-format.md``): head/tail latency per (level, split) derived
+from the segment medians, so a profile taken on the edge and one taken on the cloud combine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from janus_deploy import __version__
+from janus_deploy.backends.base import Runner
+from janus_deploy.plan.manifest import Manifest
+from janus_deploy.profile import codecs as C
+from janus_deploy.profile.table import Profile, ProfileError, profile_from_dict, profile_from_linear
+
+PROFILE_CODECS = ("fp32", "fp16", "fp16-zstd", "int8")
+
+
+def device_info(name: str, backend: str, precision: str, threads: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the measurements were taken on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import onnxruntime
+
+    info = {
+        "name": name, "backend": backend, "precision": precision, "cpu": cpu,
+        "cpu_count": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+        "python": platform.python_version(), "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__, "janus_deploy": __version__,
+    }
+    info.update(extra or {})
+    return info
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    a = np.asarray(samples)
+    return {"median": float(np.median(a)), "p95": float(np.percentile(a, 95)), "mean": float(a.mean()),
+            "std": float(a.std()), "runs": len(samples)}
+
+
+def time_calls(fns: Sequence[Callable[[], Any]], warmup: int, runs: int) -> list[dict[str, float]]:
+    """Latency statistics (ms) of each of ``fns``, timed round-robin (one call of each per round)
+    so that a change in machine load affects all of them alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            samples[i].append((time.perf_counter() - t0) * 1e3)
+    return [_stats(s) for s in samples]
+
+
+def _boundaries(runner: Runner, level: int, nseg: int, image: np.ndarray) -> list[list[np.ndarray]]:
+    """Inputs of every segment of a level (index j = input of segment j; index nseg = logits)."""
+    ins = [[image]]
+    for j in range(nseg):
+        ins.append(runner.run_segment(level, j, ins[-1]))
+    return ins
+
+
+def measure_profile(
+    manifest: Manifest,
+    runner: Runner,
+    frames: np.ndarray,
+    *,
+    device_name: str,
+    backend: str = "ort",
+    precision: str = "fp32",
+    threads: int = 0,
+    warmup: int = 5,
+    runs: int = 30,
+    codecs: Sequence[str] = PROFILE_CODECS,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> tuple[Profile, dict[str, Any]]:
+    """Measure every segment of every level (batch 1) and the payload codecs.
+
+    ``frames`` are uint8 [B, H, W, 3]; the first is timed, all are used for the codecs' top-1
+    agreement. Returns the profile and a report (unsplit latency per level, codec agreement).
+    """
+    from janus_deploy.images import normalize
+
+    m = manifest.model
+    x = normalize(frames, m["mean"], m["std"])
+    n, cands = manifest.num_blocks, manifest.candidates
+    levels_out, report_levels = [], []
+    agree: dict[str, list[float]] = {c: [] for c in codecs}
+    total = sum(len(lv["segments"]) + 1 for lv in manifest.levels)
+    done = 0
+    for li, lv in enumerate(manifest.levels):
+        nseg = len(lv["segments"])
+        bounds = _boundaries(runner, li, nseg, x[:1])
+        fns = [lambda j=j: runner.run_segment(li, j, bounds[j]) for j in range(nseg)]
+        fns.append(lambda: runner.run_unsplit(li, x[:1]))
+        *seg_stats, unsplit = time_calls(fns, warmup, runs)
+        done += nseg + 1
+        if progress:
+            progress(done, total, f"level {li}")
+        medians = [s["median"] for s in seg_stats]
+        head, tail = {}, {}
+        for s in cands:
+            e = manifest.edge_segments(s)
+            head[str(s)] = sum(medians[:e])
+            tail[str(s)] = sum(medians[e:])
+        # payloads on real boundary tensors (all frames), and codec agreement with fp32
+        all_bounds = _boundaries(runner, li, nseg, x)
+        ref_top1 = all_bounds[-1][0].argmax(1)
+        payload: dict[str, dict[str, Any]] = {c: {} for c in codecs}
+        for s in cands:
+            e = manifest.edge_segments(s)
+            for c in codecs:
+                if s == 0:
+                    payload[c]["0"] = C.measure_frame(frames[0], c)
+                elif s == n + 1:
+                    payload[c][str(s)] = {"bytes": 0, "encode_ms": 0.0, "decode_ms": 0.0}
+                else:
+                    tokens, size = all_bounds[e]
+                    payload[c][str(s)] = C.measure_codec(tokens[:1], size[:1], c)
+                    if c != "fp32":
+                        wire = C.encode_tokens(tokens, size, c)
+                        dec = list(C.decode_tokens(wire))
+                        logits = _run_from(runner, li, e, nseg, dec)
+                        agree[c].append(float((logits.argmax(1) == ref_top1).mean()))
+        levels_out.append({
+            "policy": lv["policy"], "alpha": lv["alpha"], "tokens": lv["tokens"],
+            "segment_ms": seg_stats, "head_ms": head, "tail_ms": tail, "payload": payload,
+        })
+        report_levels.append({"index": li, "alpha": lv["alpha"], "policy": lv["policy"],
+                              "sum_segments_ms": sum(medians), "unsplit_ms": unsplit["median"],
+                              "ratio": sum(medians) / unsplit["median"]})
+    codec_info = {c: {"lossless": C.get_codec(c).lossless,
+                      "top1_agreement": 1.0 if c == "fp32" else (float(np.mean(agree[c])) if agree[c] else None)}
+                  for c in codecs}
+    data = {
+        "format_version": 1, "kind": "janus-deploy/profile", "source": "measured",
+        "provenance": f"janus-deploy {__version__} profile: {warmup} warm-up + {runs} timed runs per "
+                      f"segment, batch 1, {len(frames)} image(s) for codecs",
+        "plan_hash": manifest.hash,
+        "device": device_info(device_name, backend, precision, threads),
+        "model": {k: m[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")},
+        "candidates": cands, "segments": manifest.data["segments"],
+        "levels": levels_out, "codecs": codec_info,
+        "default_codec": C.DEFAULT_CODEC if C.DEFAULT_CODEC in codecs else codecs[0],
+    }
+    fit = fit_linear(manifest, data)
+    data["linear_model"] = fit
+    profile = profile_from_dict(data)
+    return profile, {"levels": report_levels, "linear_model": fit, "codecs": codec_info}
+
+
+def _run_from(runner: Runner, level: int, first: int, nseg: int, inputs: list[np.ndarray]) -> np.ndarray:
+    out = inputs
+    for j in range(first, nseg):
+        out = runner.run_segment(level, j, out)
+    return out[0]
+
+
+def fit_linear(manifest: Manifest, data: dict[str, Any]) -> dict[str, Any]:
+    """Fit the paper's per-block model ``a + b·tokens`` to measured segment latencies.
+
+    A segment of blocks l..m costs ``(m - l + 1)·a + b·Σ x_{j-1}``; segments with the embedding or
+    the head are left out (they hold more than blocks). Reports the correlation r between predicted
+    and measured segment latency and the largest relative error.
+    """
+    rows, ys = [], []
+    nseg = len(manifest.data["segments"])
+    for lv in data["levels"]:
+        for j, (a, b) in enumerate(manifest.data["segments"]):
+            if j == 0 or j == nseg - 1 or b < a:
+                continue
+            rows.append([b - a + 1, sum(lv["tokens"][l - 1] for l in range(a, b + 1))])
+            ys.append(lv["segment_ms"][j]["median"])
+    if len(rows) < 2:
+        return {"a_ms": None, "b_ms_per_token": None, "r": None, "max_rel_err": None, "points": len(rows)}
+    A, y = np.asarray(rows, float), np.asarray(ys)
+    (a_ms, b_ms), *_ = np.linalg.lstsq(A, y, rcond=None)
+    pred = A @ np.array([a_ms, b_ms])
+    r = float(np.corrcoef(pred, y)[0, 1]) if np.std(pred) > 0 else None
+    return {"a_ms": float(a_ms), "b_ms_per_token": float(b_ms), "r": r,
+            "max_rel_err": float(np.max(np.abs(pred - y) / y)), "points": len(rows)}
+
+
+def linear_profile(manifest: Manifest, a_ms: float, b_ms: float, device_name: str) -> Profile:
+    """A profile for a plan synthesised from a per-block linear model (``--from-linear a,b``)."""
+    levels = [(lv["policy"], lv["alpha"]) for lv in manifest.levels]
+    model = {k: manifest.model[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
+    return profile_from_linear(
+        model, manifest.candidates, levels, a_ms, b_ms, device={"name": device_name, "backend": "linear-model"},
+        provenance=f"synthesised from the per-block linear model {a_ms} + {b_ms}·tokens ms",
+        plan_hash=manifest.hash,
+    )
+
+
+def check_profile_for_plan(profile: Profile, manifest: Manifest, role: str = "profile") -> None:
+    """A measured or synthesised profile must belong to this plan (presets carry no plan hash)."""
+    if profile.plan_hash is not None and profile.plan_hash != manifest.hash:
+        raise ProfileError(
+            f"the {role} was made for plan {profile.plan_hash[:12]}, not for this plan ({manifest.hash[:12]}); "
+            "re-run `janus-deploy profile` on this plan"
+        )
+    if profile.model.num_blocks != manifest.num_blocks or profile.candidates != manifest.candidates:
+        raise ProfileError(f"the {role} describes another model or split set than this plan")
