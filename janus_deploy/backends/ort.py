@@ -65,6 +65,7 @@ class OrtRunner:
         self.disable_prepacking = disable_prepacking
         self._sessions: dict[tuple[int, int | str], Any] = {}
         self._values: dict[str, Any] = {}  # shared OrtValues by initializer name
+        self._feed_positions: dict[tuple[int, int], list[tuple[int, str]]] = {}
         self._weights: np.ndarray | None = None
         self.load_seconds: dict[tuple[int, int | str], float] = {}
 
@@ -130,21 +131,26 @@ class OrtRunner:
                 progress(i, len(keys))
 
     # -- running -------------------------------------------------------------------------------
-    @staticmethod
-    def _feed(sess, inputs: Sequence[np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
-        wanted = {i.name for i in sess.get_inputs()}  # a head segment may not consume `size`
-        return {n: np.ascontiguousarray(a) for n, a in zip(names, inputs) if n in wanted}
+    def _positions(self, key: tuple[int, int], sess, entry: dict[str, Any]) -> list[tuple[int, str]]:
+        """(input position, name) of the inputs a graph really consumes (a head-only segment may
+        not read ``size``); cached, since this runs on every request."""
+        pos = self._feed_positions.get(key)
+        if pos is None:
+            wanted = {i.name for i in sess.get_inputs()}
+            pos = [(i, spec["name"]) for i, spec in enumerate(entry["inputs"]) if spec["name"] in wanted]
+            self._feed_positions[key] = pos
+        return pos
 
     def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         entry = self.manifest.level(level)["segments"][segment]
         sess = self.session(level, segment)
-        names = [i["name"] for i in entry["inputs"]]
-        return sess.run(None, self._feed(sess, inputs, names))
+        feed = {name: inputs[i] for i, name in self._positions((level, segment), sess, entry)}
+        return sess.run(None, feed)
 
     def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
         entry = self.manifest.level(level)["unsplit"]
         sess = self._session((level, "full"), entry["file"])
-        return sess.run(None, {"image": np.ascontiguousarray(image)})[0]
+        return sess.run(None, {"image": image})[0]
 
 
 def build(
