@@ -70,3 +70,35 @@ def read_engines_file(engine_dir: str | Path, manifest: Manifest | None = None) 
             f"({manifest.hash[:12]}); rebuild them with `janus-deploy build-engines`"
         )
     return data
+
+
+class SlowedRunner:
+    """Wraps a runner so every segment takes ``factor`` times as long (it sleeps the difference).
+
+    Emulates an edge device slower than the machine at hand, e.g. a Jetson-class edge on a
+    loopback run where edge and "cloud" share one machine. Profile the edge through the same
+    wrapper so that what is profiled is what runs.
+    """
+
+    def __init__(self, runner: Runner, factor: float) -> None:
+        if factor < 1:
+            raise EngineError(f"a slowdown factor must be >= 1, got {factor}")
+        self.inner, self.factor = runner, float(factor)
+        self.manifest = runner.manifest
+
+    def _slow(self, fn, *args):
+        import time
+
+        t0 = time.perf_counter()
+        out = fn(*args)
+        time.sleep((self.factor - 1) * (time.perf_counter() - t0))
+        return out
+
+    def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self._slow(self.inner.run_segment, level, segment, inputs)
+
+    def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
+        return self._slow(self.inner.run_unsplit, level, image)
+
+    def loaded(self) -> int:
+        return self.inner.loaded()

@@ -40,8 +40,10 @@ def _root(
 _COMMAND_MODULES = [
     "janus_deploy.cli.plan_cmds",
     "janus_deploy.cli.profile_cmds",
+    "janus_deploy.cli.calibrate_cmds",
     "janus_deploy.cli.schedule_cmds",
     "janus_deploy.cli.runtime_cmds",
+    "janus_deploy.cli.demo_cmds",
 ]
 for _name in _COMMAND_MODULES:
     try:

@@ -1,0 +1,36 @@
+"""`demo`: the main job end to end on the embedded default (CPU, ONNX Runtime, loopback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from janus_deploy.cli.common import console
+
+
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for every artefact (plan, engines, profiles, accuracy, images, request log, summary)."),
+    requests: int = typer.Option(60, min=1, help="Number of requests (images of the digits task)."),
+    sla: float = typer.Option(40.0, help="Latency SLA in ms."),
+    levels: int = typer.Option(8, min=1, help="Pruning levels to export."),
+    k: int = typer.Option(2, min=1, help="Split-point density k (Eq. 3)."),
+    trace: Optional[str] = typer.Option(None, help="Uplink trace to replay (default: the shipped LTE driving trace)."),
+    sample_interval: float = typer.Option(0.05, help="Seconds per trace sample."),
+    runs: int = typer.Option(20, min=1, help="Timed runs per engine when profiling."),
+    edge_slowdown: float = typer.Option(8.0, min=1.0, help="Emulate an edge device this many times slower than this machine (edge and cloud share it on loopback)."),
+) -> None:
+    """Export the small digits ViT, build ORT engines, calibrate, profile, serve on loopback and run the edge client over an LTE trace."""
+    from janus_deploy.demo import run_demo
+    from janus_deploy.runtime.edge import render_summary
+
+    summary = run_demo(out, requests=requests, sla_ms=sla, levels=levels, k=k, trace=trace,
+                       sample_interval_s=sample_interval, runs=runs, edge_slowdown=edge_slowdown, say=lambda s: console.print(f"[bold cyan]{s}"))
+    render_summary(summary, console)
+    console.print(f"[green]artefacts in {out}[/]: plan/ engines/ accuracy.json edge-profile.json cloud-profile.json "
+                  "images/ requests.jsonl summary.json")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)
