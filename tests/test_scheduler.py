@@ -140,6 +140,10 @@ def test_errors(tiny):
         Scheduler(*tiny, mode="fast")
     with pytest.raises(SchedulerError, match="SLA"):
         Scheduler(*tiny, sla_ms=0)
+    with pytest.raises(SchedulerError, match="bandwidth"):
+        Scheduler(*tiny).decide(float("nan"))
+    with pytest.raises(SchedulerError, match="bandwidth"):
+        Scheduler(*tiny).baseline("mixed", -1.0)
     with pytest.raises(SchedulerError, match="margin"):
         Scheduler(*tiny).decide(1.0, margin=1.5)
     with pytest.raises(SchedulerError, match="codec"):

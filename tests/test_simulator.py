@@ -84,7 +84,8 @@ def test_paper_mode_outage_waits_for_next_nonzero_sample(tiny):
     # 480+38 = 518; 2·1000 + 384/1600 s (240) + 38 = 2278; 1000 + 240 + 38 = 1278; 240 + 38 = 278
     assert m["requests"] == 4
     assert m["violation_ratio"] == 0.75
-    assert m["throughput_rps"] == pytest.approx(4 / (0.518 + 2.278 + 1.278 + 0.278))
+    # paper mode has no time axis: throughput is the mean per-request rate
+    assert m["throughput_rps"] == pytest.approx((1 / 0.518 + 1 / 2.278 + 1 / 1.278 + 1 / 0.278) / 4)
     assert m["latency_ms_p50"] == pytest.approx((518 + 1278) / 2)
 
 
@@ -180,3 +181,34 @@ def test_cli_simulate_rejects_unknown_system(cli, tmp_path):
     res = CliRunner().invoke(cli, ["simulate", "--trace", str(tmp_path), *PRESETS, "--sla", "300",
                                    "--systems", "edge-only"])
     assert isinstance(res.exception, CliError) and "edge-only" in str(res.exception)
+
+
+def test_idle_probe_lets_mixed_return_to_the_cloud(tiny):
+    # 3 s at 0.0004 Mbit/s, then 1000 Mbit/s. Cold start 0.0004 → cloud predicted 960 + 38 ms >
+    # device 280 → device (requests start every 0.28 s). Each device request feeds a probe: the
+    # link's mean rate over it. Request 10 (2.80–3.08 s) sees (0.2·0.0004 + 0.08·1000)/0.28
+    # ≈ 285.7 Mbit/s, requests 11–13 see 1000. Request 14 estimates
+    # HM(0.0004, 285.7, 1000, 1000, 1000) ≈ 5 / 2500 = 0.002 Mbit/s: the 48-byte frame takes
+    # 384 / 2000 s = 192 ms, + 38 = 230 < 280 → mixed offloads again (and stays: the link is
+    # fast). Without probes it would stay on the device forever.
+    samples = [0.0004] * 3 + [1000.0] * 10
+    res = run(tiny, samples, ["mixed"], requests=20, cold_start_mbps=0.0004)["mixed"]
+    assert res.log.split == [4] * 14 + [0] * 6
+    assert res.log.est_mbps[14] == pytest.approx(5 / (1 / 0.0004 + 0.28 / 80.00008 + 3 / 1000),
+                                                 rel=1e-6)
+    stuck = run(tiny, samples, ["mixed"], requests=20, cold_start_mbps=0.0004,
+                probe_idle=False)["mixed"]
+    assert stuck.log.split == [4] * 20
+
+
+def test_rtt_tracker_max_or_median(tiny):
+    from janus_deploy.sim.simulator import _RttTracker
+
+    for stat, want in (("max", 90.0), ("median", 20.0)):
+        tr = _RttTracker(cold_ms=55.0, window=3, stat=stat)
+        assert tr.estimate() == 55.0
+        for v in (500.0, 10.0, 20.0, 90.0):  # 500 has left the window of 3
+            tr.add(v)
+        assert tr.estimate() == want
+    with pytest.raises(SimulationError, match="RTT estimate"):
+        simulate(Trace([1.0], 1.0), *tiny, SimConfig(rtt_estimate="mean"))

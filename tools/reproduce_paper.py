@@ -56,7 +56,7 @@ def run(cmd: list[str]) -> dict:
 
 
 def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
+    return "-" if v is None else f"{100 * v:.2f}%"
 
 
 def _num(v, nd=2) -> str:

@@ -116,7 +116,9 @@ def simulate_cmd(
     paper_mode: bool = typer.Option(False, "--paper-mode", help="One trace sample = one request."),
     estimator: str = typer.Option("harmonic", "--estimator", help="harmonic | ewma | robustmpc"),
     window: int = typer.Option(5, "--window", help="Estimator window (samples)."),
-    margin: float = typer.Option(0.0, "--margin", help="janus-deploy: fraction of the SLA held back."),
+    margin: float = typer.Option(0.1, "--margin", help="janus-deploy: fraction of the SLA held back."),
+    rtt_estimate: str = typer.Option("max", "--rtt-estimate", help="RTT estimate over the last 5 "
+                                     "RTTs: max | median."),
     no_deflate: bool = typer.Option(False, "--no-deflate", help="janus-deploy: do not deflate the "
                                     "bandwidth estimate by its recent error."),
     codec: Optional[str] = typer.Option(None, "--codec", help="janus-deploy payload codec."),
@@ -142,7 +144,8 @@ def simulate_cmd(
     rtt_trace = load_ping(ping, interval_s=sample_interval) if ping else None
     cfg = SimConfig(sla_ms=sla, systems=names, requests=requests, fps=fps, paper_mode=paper_mode,
                     estimator=estimator, window=window, rtt_ms=rtt, margin=margin,
-                    deflate=not no_deflate, codec=codec, frame_bytes=frame_bytes)
+                    deflate=not no_deflate, codec=codec, frame_bytes=frame_bytes,
+                    rtt_estimate=rtt_estimate)
     show_progress = not as_json and sys.stderr.isatty()
     results = simulate(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace, progress=show_progress)
     plots = []
@@ -153,7 +156,8 @@ def simulate_cmd(
     if as_json:
         out = {
             "trace": bw.name, "samples": len(bw), "sample_interval_s": sample_interval,
-            "paper_mode": paper_mode, "sla_ms": sla, "estimator": estimator,
+            "paper_mode": paper_mode, "sla_ms": sla, "estimator": estimator, "margin": margin,
+            "rtt_estimate": rtt_estimate,
             "ping": rtt_trace.name if rtt_trace else None, "rtt_ms": None if rtt_trace else rtt,
             "systems": {n: r.metrics for n, r in results.items()},
         }

@@ -1,8 +1,8 @@
 """Read-only view of an accuracy table, as the scheduler and simulator need it.
 
 The accuracy-table file (``docs/profile-format.md``, ``kind: "janus-deploy/accuracy"``) is owned
-by :mod:`janus_deploy.profile.accuracy`; when that module provides ``load_accuracy`` it is used,
-otherwise the JSON is read and checked here. Either way the scheduler only needs one number per
+by the calibration stage (:mod:`janus_deploy.calibrate.accuracy`); its ``load_accuracy`` is used
+when importable, otherwise the JSON is read and checked here. Either way the scheduler only needs one number per
 level: :func:`accuracy_by_level` maps ``(policy, level)`` to top-1 accuracy, or to top-1
 agreement with the unpruned model when the table has no labels (``accuracy`` null).
 """
@@ -57,7 +57,7 @@ def load_accuracy(path: str | Path) -> Any:
     if not p.is_file():
         raise AccuracyError(f"accuracy table {p} does not exist")
     try:
-        from janus_deploy.profile import accuracy as _acc  # owned by the profile stage
+        from janus_deploy.calibrate import accuracy as _acc  # owned by the calibration stage
     except ImportError:
         _acc = None
     if _acc is not None and hasattr(_acc, "load_accuracy"):

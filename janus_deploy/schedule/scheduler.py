@@ -222,6 +222,8 @@ class Scheduler:
         ``rtt_ms`` and ``margin`` (fraction of the SLA held back, 0 ≤ margin < 1) are used in
         janus-deploy mode only; paper mode is Algorithm 1, which has neither.
         """
+        if not bandwidth_mbps >= 0:  # also catches NaN
+            raise SchedulerError(f"bandwidth must be >= 0 Mbit/s, got {bandwidth_mbps!r}")
         t = self._janus
         comm = self._comm(t, bandwidth_mbps)
         if self.mode == "paper":
@@ -254,6 +256,8 @@ class Scheduler:
                    "; none found (add one when making the plan, e.g. r=23 for ViT-L@384)"))
         if system not in BASELINES:
             raise SchedulerError(f"unknown baseline {system!r}; choose one of {', '.join(BASELINES)}")
+        if not bandwidth_mbps >= 0:
+            raise SchedulerError(f"bandwidth must be >= 0 Mbit/s, got {bandwidth_mbps!r}")
         t = self._const
         comm = self._comm(t, bandwidth_mbps)
         dev_j, cloud_j = self._ncand - 1, 0

@@ -75,7 +75,7 @@ def plot_timeseries(results: Mapping[str, SystemResult], path: str | Path, sla_m
         x = log.start_s[:k]
         ax_bw, ax_a, ax_s, ax_l = axes[:, col]
         ax_bw.step(x, log.bw_mbps[:k], where="post", label="link", lw=0.9)
-        ax_bw.plot(x, log.est_mbps[:k], label="estimate", lw=0.9, alpha=0.8)
+        ax_bw.plot(x, log.est_mbps[:k], label="scheduler input", lw=0.9, alpha=0.8)
         ax_bw.set_ylabel("Mbit/s")
         ax_bw.legend(fontsize=7, loc="upper right")
         ax_bw.set_title(name)

@@ -7,8 +7,9 @@ simulated is what the runtime runs):
 * ``cloud-only``: ToMe constant level, the frame is sent (s = 0).
 * ``mixed``: per request, whichever of those two is predicted faster under the current estimate.
 * ``janus-paper``: Algorithm 1 (``mode="paper"``): no RTT in the model, fp32 tokens.
-* ``janus-deploy``: ``mode="janus-deploy"``: RTT, the codec's real payload, and a safety margin
-  from the estimator's recent error (bandwidth deflated by ``1 + error``).
+* ``janus-deploy``: ``mode="janus-deploy"``: RTT, the codec's real payload, and safety margins:
+  the bandwidth estimate deflated by ``1 + recent error``, the RTT estimate the max of the last
+  few RTTs, and ``margin`` (10 %) of the SLA held back for what neither predicts (RTT spikes).
 
 Two clocks:
 
@@ -30,6 +31,7 @@ bandwidth is constant within it (= that sample). The estimator sees every sample
 An outage sample (0 Mbit/s) makes a sending request wait for the next nonzero sample: it pays
 ``interval_s`` per zero sample and then sends at that sample's rate (so it nearly always violates
 the SLA). RTT (ping sample of the same index, or ``rtt_ms``) is charged when something is sent.
+Throughput in paper mode is the mean per-request rate (see :func:`metrics`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from janus_deploy.schedule.scheduler import Decision, Scheduler
 from janus_deploy.sim.traces import Trace
 
 SYSTEMS = ("device-only", "cloud-only", "mixed", "janus-paper", "janus-deploy")
+RTT_ESTIMATES = ("max", "median")
 
 
 class SimulationError(JanusError):
@@ -67,12 +70,13 @@ class SimConfig:
     window: int = 5
     cold_start_mbps: float | None = None  # default: the trace's mean ("seen offline")
     rtt_ms: float = 0.0  # used when no ping trace is given
-    margin: float = 0.0  # janus-deploy: fraction of the SLA held back
+    margin: float = 0.1  # janus-deploy: fraction of the SLA held back (RTT spikes, jitter)
     deflate: bool = True  # janus-deploy: bandwidth / (1 + recent error)
     codec: str | None = None  # janus-deploy payload codec (default: profile's default_codec)
     frame_bytes: int | None = None  # override the s = 0 payload (see Scheduler)
     probe_idle: bool = True
-    rtt_window: int = 5  # RTT estimate = median of the last rtt_window observed RTTs
+    rtt_window: int = 5  # RTT estimate over the last rtt_window observed RTTs ...
+    rtt_estimate: str = "max"  # ... their max (conservative) or median
 
     def validate(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -94,6 +98,9 @@ class SimConfig:
             raise SimulationError(f"--rtt must be >= 0 ms, got {self.rtt_ms}")
         if not 0 <= self.margin < 1:
             raise SimulationError(f"--margin must be in [0, 1), got {self.margin}")
+        if self.rtt_estimate not in RTT_ESTIMATES:
+            raise SimulationError(f"unknown RTT estimate {self.rtt_estimate!r}; choose one of "
+                                  f"{', '.join(RTT_ESTIMATES)}")
 
 
 @dataclass
@@ -123,10 +130,12 @@ class SystemResult:
 
 
 class _RttTracker:
-    """RTT estimate: median of the last ``window`` observed RTTs (cold start until one is seen)."""
+    """RTT estimate: max (default; conservative, as the bandwidth is deflated by its error) or
+    median of the last ``window`` observed RTTs; the cold-start value until one is seen."""
 
-    def __init__(self, cold_ms: float, window: int) -> None:
+    def __init__(self, cold_ms: float, window: int, stat: str = "max") -> None:
         self.cold = cold_ms
+        self.use_max = stat == "max"
         self.buf: deque[float] = deque(maxlen=max(1, window))
 
     def add(self, v: float) -> None:
@@ -135,6 +144,8 @@ class _RttTracker:
     def estimate(self) -> float:
         if not self.buf:
             return self.cold
+        if self.use_max:
+            return max(self.buf)
         s = sorted(self.buf)
         m = len(s) // 2
         return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
@@ -185,7 +196,8 @@ def _log(log: RequestLog, start: float, bw: float, est: float, d: Decision, lat:
 def _run_time_driven(choose, trace: Trace, ping: Trace | None, cfg: SimConfig, est: Estimator,
                      tick: Callable[[int], None]) -> RequestLog:
     log = RequestLog()
-    rtt_est = _RttTracker(ping.median() if ping is not None else cfg.rtt_ms, cfg.rtt_window)
+    rtt_est = _RttTracker(ping.median() if ping is not None else cfg.rtt_ms, cfg.rtt_window,
+                          cfg.rtt_estimate)
     t, i = 0.0, 0
     limit, end = cfg.requests, trace.duration_s
     fps = cfg.fps
@@ -236,7 +248,8 @@ def _run_paper(choose, trace: Trace, ping: Trace | None, cfg: SimConfig, est: Es
     n = len(samples)
     count = cfg.requests if cfg.requests is not None else n
     nxt = _next_nonzero(samples)
-    rtt_est = _RttTracker(ping.median() if ping is not None else cfg.rtt_ms, cfg.rtt_window)
+    rtt_est = _RttTracker(ping.median() if ping is not None else cfg.rtt_ms, cfg.rtt_window,
+                          cfg.rtt_estimate)
     dt = trace.interval_s
     elapsed = 0.0
     for i in range(count):
@@ -268,11 +281,21 @@ def _run_paper(choose, trace: Trace, ping: Trace | None, cfg: SimConfig, est: Es
 # --------------------------------------------------------------------------- metrics
 
 
-def metrics(log: RequestLog, sla_ms: float) -> dict[str, Any]:
-    """Violation ratio, throughput, accuracy, α, latency percentiles, deviation, choices."""
+def metrics(log: RequestLog, sla_ms: float, paper_mode: bool = False) -> dict[str, Any]:
+    """Violation ratio, throughput, accuracy, α, latency percentiles, deviation, choices.
+
+    Throughput: time-driven, completed requests / simulated time. Paper mode has no time axis
+    (each request sees its own sample), so it is the mean per-request rate ``mean(1 / latency)``:
+    summing latencies instead would charge an outage's wait once per request inside it, and one
+    request stuck for minutes on a 0.01 Mbit/s sample would dominate the whole trace.
+    """
     lat = np.asarray(log.latency_ms, dtype=float)
     n = len(lat)
     elapsed = log.elapsed_s
+    if paper_mode:
+        throughput = float(np.mean(1e3 / lat)) if n and lat.min() > 0 else None
+    else:
+        throughput = n / elapsed if elapsed > 0 else None
     alphas = np.asarray(log.alpha, dtype=float)
     alphas = alphas[~np.isnan(alphas)]
     accs = log.accuracy
@@ -281,7 +304,7 @@ def metrics(log: RequestLog, sla_ms: float) -> dict[str, Any]:
     return {
         "requests": n,
         "violation_ratio": float(np.mean(lat > sla_ms + 1e-9)) if n else None,
-        "throughput_rps": n / elapsed if elapsed > 0 else None,
+        "throughput_rps": throughput,
         "accuracy": acc,
         "mean_alpha": float(alphas.mean()) if alphas.size else None,
         "latency_ms_mean": float(lat.mean()) if n else None,
@@ -326,7 +349,8 @@ def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
             choose = _chooser(system, deploy, paper, config)
             log = runner(choose, trace, ping, config, est, lambda i, t=task: bar.tick(t, i))
             bar.done(task, len(log))
-            results[system] = SystemResult(system, metrics(log, config.sla_ms), log)
+            results[system] = SystemResult(system, metrics(log, config.sla_ms, config.paper_mode),
+                                           log)
     return results
 
 
