@@ -86,9 +86,12 @@ def _paste(canvas: np.ndarray, layer: np.ndarray, color: np.ndarray, y: int, x: 
     np.maximum(canvas[y0:y1, x0:x1], part, out=canvas[y0:y1, x0:x1])
 
 
-def render(indices: np.ndarray, seed: int, *, clutter_pool: np.ndarray | None = None) -> np.ndarray:
+def render(
+    indices: np.ndarray, seed: int, *, clutter_pool: np.ndarray | None = None, augment: bool = False
+) -> np.ndarray:
     """Frames uint8 [N, 64, 64, 3] for sklearn digit ``indices``; clutter fragments are taken
-    from ``clutter_pool`` (default: the same indices). Deterministic in (indices, seed)."""
+    from ``clutter_pool`` (default: the same indices). ``augment`` (training only) also rotates
+    the labelled digit by up to +-15 degrees. Deterministic in (indices, seed, augment)."""
     images, _ = _digits()
     pool = indices if clutter_pool is None else clutter_pool
     rng = np.random.default_rng(seed)
@@ -105,11 +108,13 @@ def render(indices: np.ndarray, seed: int, *, clutter_pool: np.ndarray | None = 
             frag = other[oy : oy + ch, ox : ox + cw]
             scale = rng.uniform(2.0, 3.5)
             frag = _upscale_rect(frag, int(round(ch * scale)), int(round(cw * scale)))
-            color = rng.uniform(0.25, 0.6, size=3)
+            color = rng.uniform(0.2, 0.5, size=3)
             _paste(canvas, frag, color, int(rng.integers(-4, IMG_SIZE - 4)), int(rng.integers(-4, IMG_SIZE - 4)))
         # the labelled digit: ~3x, random position (fully inside), bright random colour
         size = int(rng.integers(20, 29))
         digit = _upscale(images[idx], size)
+        if augment:
+            digit = _rotate(digit, float(rng.uniform(-15.0, 15.0)))
         color = rng.uniform(0.55, 1.0, size=3)
         color[rng.integers(3)] = 1.0  # at least one saturated channel: clearly the brightest object
         _paste(canvas, digit, color, int(rng.integers(0, IMG_SIZE - size + 1)),
@@ -119,6 +124,13 @@ def render(indices: np.ndarray, seed: int, *, clutter_pool: np.ndarray | None = 
     return out
 
 
+def _rotate(img: np.ndarray, degrees: float) -> np.ndarray:
+    from PIL import Image
+
+    im = Image.fromarray((img * 255).astype(np.uint8), mode="L").rotate(degrees, Image.BILINEAR)
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
 def _upscale_rect(img: np.ndarray, h: int, w: int) -> np.ndarray:
     from PIL import Image
 
@@ -126,12 +138,15 @@ def _upscale_rect(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
-def make_digits(split: str = "test", seed: int = 0, *, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_digits(
+    split: str = "test", seed: int = 0, *, limit: int | None = None, augment: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The digits task: ``(frames uint8 [N, 64, 64, 3], labels int64 [N])``.
 
     ``split`` is "train" (1438 digits) or "test" (359 held-out digits); ``seed`` picks the
     rendering (positions, colours, clutter) and ``limit`` keeps the first ``limit`` images.
-    Same arguments, same bytes.
+    ``augment`` adds training-time shape augmentation (see :func:`render`). Same arguments,
+    same bytes.
     """
     idx = split_indices(split)
     if limit is not None:
@@ -142,7 +157,7 @@ def make_digits(split: str = "test", seed: int = 0, *, limit: int | None = None)
     pool = split_indices(split)
     _, labels = _digits()
     # Offset the stream per split so train and test renderings never share random draws.
-    frames = render(idx, seed * 2 + (1 if split == "test" else 0), clutter_pool=pool)
+    frames = render(idx, seed * 2 + (1 if split == "test" else 0), clutter_pool=pool, augment=augment)
     return frames, labels[idx].copy()
 
 

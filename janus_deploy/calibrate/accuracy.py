@@ -1,0 +1,289 @@
+"""Accuracy of every pruning level of a plan: the table the scheduler trades latency against.
+
+The plan's model is re-created in PyTorch from the manifest's model spec (timm name, overrides,
+checkpoint; or the export's init seed when there is no checkpoint), pruned with the token
+schedule of each level (``PrunedViT``), and run on the given frames. For every level the table
+holds top-1 accuracy against the labels (null without labels) and top-1 agreement with the
+unpruned model. The file format is ``kind: "janus-deploy/accuracy"`` in ``docs/profile-format.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from janus_deploy import JanusError
+from janus_deploy.images import ImageError, list_images, load_frame, normalize
+from janus_deploy.policy import POLICIES
+
+KIND = "janus-deploy/accuracy"
+FORMAT_VERSION = 1
+DEFAULT_BATCH_SIZE = 32
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+class AccuracyError(JanusError):
+    """An accuracy table is malformed, or calibration inputs do not fit the plan."""
+
+
+# -- the table file ------------------------------------------------------------------------------
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate_accuracy(data: Any, where: str = "accuracy table") -> dict[str, Any]:
+    """Check an accuracy table (a parsed JSON object); returns it, raises :class:`AccuracyError`."""
+    if not isinstance(data, dict):
+        raise AccuracyError(f"{where} must be a JSON object, got {type(data).__name__}")
+    if data.get("kind") != KIND:
+        raise AccuracyError(f"{where} has kind {data.get('kind')!r}, expected {KIND!r} "
+                            "(is this a profile or a manifest rather than an accuracy table?)")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise AccuracyError(f"{where} has format_version {data.get('format_version')!r}; this janus-deploy "
+                            f"reads {FORMAT_VERSION}; re-run `janus-deploy calibrate`")
+    if data.get("plan_hash") is not None and not isinstance(data["plan_hash"], str):
+        raise AccuracyError(f"{where}.plan_hash must be a string or null")
+    if not isinstance(data.get("task"), str):
+        raise AccuracyError(f"{where}.task must be a string (e.g. 'digits')")
+    n = data.get("num_images")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise AccuracyError(f"{where}.num_images must be a positive integer, got {n!r}")
+    levels = data.get("levels")
+    if not isinstance(levels, list) or not levels:
+        raise AccuracyError(f"{where}.levels must be a non-empty list")
+    seen = set()
+    for i, lv in enumerate(levels):
+        at = f"{where}.levels[{i}]"
+        if not isinstance(lv, dict):
+            raise AccuracyError(f"{at} must be an object")
+        if lv.get("policy") not in POLICIES:
+            raise AccuracyError(f"{at}.policy must be one of {', '.join(POLICIES)}, got {lv.get('policy')!r}")
+        if not _is_number(lv.get("alpha")) or lv["alpha"] < 0:
+            raise AccuracyError(f"{at}.alpha must be a number >= 0, got {lv.get('alpha')!r}")
+        key = (lv["policy"], round(float(lv["alpha"]), 6))
+        if key in seen:
+            raise AccuracyError(f"{at} repeats level {lv['policy']} {lv['alpha']}")
+        seen.add(key)
+        for name in ("accuracy", "agreement"):
+            v = lv.get(name)
+            if v is not None and (not _is_number(v) or not 0.0 <= v <= 1.0):
+                raise AccuracyError(f"{at}.{name} must be in [0, 1] or null, got {v!r}")
+        if lv.get("accuracy") is None and lv.get("agreement") is None:
+            raise AccuracyError(f"{at} has neither accuracy nor agreement")
+    return data
+
+
+def load_accuracy(path: str | Path) -> dict[str, Any]:
+    """Read and validate an accuracy table written by :func:`save_accuracy`."""
+    path = Path(path)
+    if not path.is_file():
+        raise AccuracyError(f"accuracy table {path} does not exist (run `janus-deploy calibrate`)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AccuracyError(f"{path} is not valid JSON ({exc})") from None
+    return validate_accuracy(data, str(path))
+
+
+def save_accuracy(table: dict[str, Any], path: str | Path) -> Path:
+    """Validate and write an accuracy table as JSON (parent folders are created)."""
+    validate_accuracy(table)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    return path
+
+
+# -- labelled image folders -------------------------------------------------------------------
+def labelled_files(folder: str | Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    """``([(path, class index)], class names)`` of an ImageFolder-layout folder ``DIR/<class>/*``.
+
+    The classes are the sub-folders of ``DIR`` (empty ones included, hidden ones skipped). When
+    every class name is a number (``0``, ``1``, ... ``10``) the number is the class index;
+    otherwise the sorted names are numbered from 0, as torchvision's ImageFolder does. The files
+    are ordered round-robin over the classes (first image of every class, then the second, ...)
+    so that any prefix (``--limit``) is class-balanced. ``class names[i]`` names index ``i``
+    (``""`` where no folder has that number).
+    """
+    items = list_images(folder, labelled=True)
+    names = sorted(d.name for d in Path(folder).iterdir() if d.is_dir() and not d.name.startswith("."))
+    if names and all(n.isascii() and n.isdigit() for n in names):
+        index = {n: int(n) for n in names}
+        classes = [""] * (max(index.values()) + 1)
+        for n, i in index.items():
+            classes[i] = n
+    else:
+        index = {n: i for i, n in enumerate(names)}
+        classes = names
+    by_class: dict[str, list[Path]] = {n: [] for n in names}
+    for p, c in items:
+        by_class[c].append(p)
+    ordered: list[tuple[Path, int]] = []
+    for rank in range(max(len(v) for v in by_class.values())):
+        for n in names:
+            if rank < len(by_class[n]):
+                ordered.append((by_class[n][rank], index[n]))
+    return ordered, classes
+
+
+def load_labelled_folder(
+    folder: str | Path, img_size: int, *, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 ``[N, img_size, img_size, 3]`` and labels int64 ``[N]`` from ``DIR/<class>/*``.
+
+    Raises :class:`~janus_deploy.images.ImageError` for a missing or empty folder, images outside
+    class sub-folders, or an unreadable image (naming the file).
+    """
+    files, _ = labelled_files(folder)
+    if limit is not None:
+        if limit < 1:
+            raise ImageError(f"limit must be >= 1, got {limit}")
+        files = files[:limit]
+    frames = np.stack([load_frame(p, img_size) for p, _ in files])
+    labels = np.asarray([c for _, c in files], dtype=np.int64)
+    return frames, labels
+
+
+# -- calibration --------------------------------------------------------------------------------
+def _resolve_checkpoint(manifest, ckpt: str) -> Path:
+    """The manifest's checkpoint path as given (relative to the working directory), else relative
+    to the plan directory; its sha256 must match the one recorded at export."""
+    from janus_deploy.model.load import file_sha256
+
+    path = Path(ckpt)
+    if not path.is_file() and not path.is_absolute() and manifest.dir is not None:
+        for base in (manifest.dir, *manifest.dir.resolve().parents):
+            if (base / ckpt).is_file():
+                path = base / ckpt
+                break
+    if not path.is_file():
+        raise AccuracyError(f"the plan's checkpoint {ckpt} was not found (looked relative to the working "
+                            f"directory and to the plan {manifest.dir}); run from where the plan was exported")
+    want = manifest.model.get("checkpoint_sha256")
+    if want and file_sha256(path) != want:
+        raise AccuracyError(f"checkpoint {path} changed since the plan was exported (sha256 differs); "
+                            "re-export the plan")
+    return path
+
+
+def model_from_manifest(manifest):
+    """The plan's model in PyTorch, with the exact weights the export used."""
+    import torch
+
+    from janus_deploy.model import create_model
+
+    m = manifest.model
+    ckpt = m.get("checkpoint")
+    path = _resolve_checkpoint(manifest, ckpt) if ckpt else None
+    if path is None:
+        seed = m.get("init_seed")
+        torch.manual_seed(0 if seed is None else int(seed))
+    return create_model(m["name"], checkpoint=path, **(m.get("overrides") or {}))
+
+
+def _check_inputs(manifest, frames: np.ndarray, labels: np.ndarray | None) -> None:
+    m = manifest.model
+    size = int(m["img_size"])
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise AccuracyError(f"frames must be a uint8 array [N, H, W, 3], got "
+                            f"{getattr(frames, 'shape', type(frames).__name__)}")
+    if len(frames) == 0:
+        raise AccuracyError("no frames to calibrate on")
+    if frames.shape[1:3] != (size, size):
+        raise AccuracyError(f"frames are {frames.shape[1]}x{frames.shape[2]} but the plan's model takes "
+                            f"{size}x{size} (load images at the model's resolution)")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(frames),):
+            raise AccuracyError(f"{labels.shape} labels for {len(frames)} frames; give one label per frame")
+        ncls = m.get("num_classes")
+        if ncls is not None and len(labels) and (labels.min() < 0 or labels.max() >= ncls):
+            raise AccuracyError(f"labels range {labels.min()}..{labels.max()} but the model has {ncls} classes "
+                                "(class sub-folders are numbered by name when numeric, else in sorted order from 0)")
+
+
+def calibrate(
+    manifest_or_plan_dir,
+    frames: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: ProgressFn | None = None,
+    task: str = "custom",
+) -> dict[str, Any]:
+    """Accuracy table of every level of a plan on ``frames`` (uint8 ``[N, H, W, 3]`` at the
+    model's resolution), with optional ``labels`` (int ``[N]``).
+
+    ``progress(done, total, text)`` is called after every batch. Returns the table dict
+    (``docs/profile-format.md``), each level also carrying its plan ``index`` and ``tokens``.
+    """
+    import torch
+
+    from janus_deploy import policy
+    from janus_deploy.model import PrunedViT
+    from janus_deploy.plan import Manifest
+
+    manifest = manifest_or_plan_dir if isinstance(manifest_or_plan_dir, Manifest) else Manifest.load(manifest_or_plan_dir)
+    if batch_size < 1:
+        raise AccuracyError(f"batch size must be >= 1, got {batch_size}")
+    _check_inputs(manifest, frames, labels)
+    m = manifest.model
+    x = torch.from_numpy(normalize(frames, m.get("mean", (0.5,) * 3), m.get("std", (0.5,) * 3)))
+    y = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    model = model_from_manifest(manifest)
+    x0, n, prefix = m["num_tokens"], m["num_blocks"], m["num_prefix_tokens"]
+
+    scheds = []
+    for lv in manifest.levels:
+        s = policy.schedule(lv["policy"], lv["alpha"], x0, n, prefix)
+        if list(s.tokens) != list(lv["tokens"]):
+            raise AccuracyError(f"level {lv['policy']} {lv['alpha']}: the plan's token schedule {lv['tokens']} "
+                                f"differs from this janus-deploy's {list(s.tokens)}; re-export the plan")
+        scheds.append(s)
+    # The unpruned reference: a level that removes nothing if the plan has one, else run it extra.
+    ref_index = next((i for i, s in enumerate(scheds) if not any(s.reductions)), None)
+    jobs = list(range(len(scheds))) if ref_index is not None else [-1, *range(len(scheds))]
+    batches = math.ceil(len(x) / batch_size)
+    total, done = len(jobs) * batches, 0
+
+    preds: dict[int, torch.Tensor] = {}
+    with torch.inference_mode():
+        for j in jobs:
+            sched = policy.schedule("exponential", 0.0, x0, n, prefix) if j < 0 else scheds[j]
+            net = PrunedViT(model, sched).eval()
+            label = "unpruned" if j < 0 else f"{sched.policy} {sched.level:g}"
+            out = []
+            for b in range(batches):
+                out.append(net(x[b * batch_size : (b + 1) * batch_size]).argmax(-1))
+                done += 1
+                if progress:
+                    progress(done, total, label)
+            preds[j] = torch.cat(out)
+    ref = preds[-1 if ref_index is None else ref_index]
+
+    levels = []
+    for i, (lv, s) in enumerate(zip(manifest.levels, scheds)):
+        p = preds[i]
+        levels.append({
+            "index": i,
+            "policy": lv["policy"],
+            "alpha": lv["alpha"],
+            "tokens": list(s.tokens),
+            "accuracy": None if y is None else round(float((p == y).float().mean()), 6),
+            "agreement": round(float((p == ref).float().mean()), 6),
+        })
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": KIND,
+        "plan_hash": manifest.hash,
+        "task": task,
+        "num_images": int(len(x)),
+        "model": m["name"],
+        "levels": levels,
+    }

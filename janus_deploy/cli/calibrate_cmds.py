@@ -1,0 +1,74 @@
+"""`calibrate`: accuracy of every pruning level of a plan (thin wrapper over janus_deploy.calibrate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from janus_deploy.cli.common import console, print_json, progress_bar
+
+TASKS = ("digits",)
+
+
+def calibrate(
+    plan: Path = typer.Argument(..., help="Plan directory written by `janus-deploy export`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Accuracy table to write (JSON, kind janus-deploy/accuracy)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Labelled images: DIR/<class>/<image>; numeric class folder names are the class index, other names are numbered in sorted order from 0."),
+    task: Optional[str] = typer.Option(None, "--task", help="A built-in offline task instead of --images: 'digits' (held-out cluttered sklearn digits; fits the small 64 px ViT of calibration/)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use at most N images (class-balanced prefix)."),
+    split: str = typer.Option("test", "--split", help="digits task only: test (held out, default) or train."),
+    seed: int = typer.Option(0, "--seed", help="digits task only: rendering seed."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON instead of a rich table."),
+) -> None:
+    """Measure top-1 accuracy and agreement with the unpruned model at every level of a plan."""
+    from janus_deploy import JanusError
+    from janus_deploy.calibrate.accuracy import AccuracyError, calibrate as run, load_labelled_folder, save_accuracy
+    from janus_deploy.plan import Manifest
+
+    if (images is None) == (task is None):
+        raise JanusError("give exactly one of --images DIR (labelled class sub-folders) or --task digits")
+    if limit is not None and limit < 1:
+        raise JanusError(f"--limit must be >= 1, got {limit}")
+    manifest = Manifest.load(plan)
+    m = manifest.model
+    if images is not None:
+        frames, labels = load_labelled_folder(images, int(m["img_size"]), limit=limit)
+        task_name = f"imagefolder:{images}"
+    else:
+        from janus_deploy.calibrate import digits
+
+        if task not in TASKS:
+            raise JanusError(f"unknown task {task!r}; built-in tasks: {', '.join(TASKS)} (or use --images DIR)")
+        if m["img_size"] != digits.IMG_SIZE or m.get("num_classes") != digits.NUM_CLASSES:
+            raise AccuracyError(
+                f"the digits task needs a {digits.IMG_SIZE} px, {digits.NUM_CLASSES}-class model (the small ViT: "
+                f"{digits.SMALL_MODEL_NAME} with {digits.SMALL_MODEL_OVERRIDES} and "
+                f"{digits.SMALL_MODEL_CHECKPOINT}); this plan's model takes {m['img_size']} px and "
+                f"{m.get('num_classes')} classes. Use --images DIR for other models"
+            )
+        frames, labels = digits.make_digits(split, seed, limit=limit)
+        task_name = "digits" if (split, seed) == ("test", 0) else f"digits:{split}:seed={seed}"
+
+    with progress_bar(f"calibrating {len(frames)} images") as update:
+        table = run(manifest, frames, labels, batch_size=batch_size, task=task_name,
+                    progress=lambda d, t, text: update(d, t, text))
+    save_accuracy(table, out)
+    if as_json:
+        print_json(table)
+        return
+    t = Table("level", "policy", "alpha", "tokens x0..xN", "accuracy", "agreement",
+              title=f"{task_name}: {table['num_images']} images, plan {table['plan_hash'][:12]}")
+    for lv in table["levels"]:
+        acc = "-" if lv["accuracy"] is None else f"{lv['accuracy']:.4f}"
+        t.add_row(str(lv["index"]), lv["policy"], f"{lv['alpha']:.4g}", " ".join(map(str, lv["tokens"])),
+                  acc, f"{lv['agreement']:.4f}")
+    console.print(t)
+    console.print(f"[green]accuracy table written[/] to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(calibrate)
