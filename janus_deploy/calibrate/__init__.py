@@ -12,7 +12,6 @@ from janus_deploy.calibrate.accuracy import (
     labelled_files,
     load_accuracy,
     load_labelled_folder,
-    model_from_manifest,
     save_accuracy,
     validate_accuracy,
 )
@@ -27,7 +26,7 @@ from janus_deploy.calibrate.digits import (
 
 __all__ = [
     "AccuracyError", "calibrate", "labelled_files", "load_accuracy", "load_labelled_folder",
-    "model_from_manifest", "save_accuracy", "validate_accuracy",
+    "save_accuracy", "validate_accuracy",
     "SMALL_MODEL_CHECKPOINT", "SMALL_MODEL_NAME", "SMALL_MODEL_OVERRIDES", "TaskError", "make_digits",
     "write_image_folder",
 ]

@@ -151,42 +151,6 @@ def load_labelled_folder(
 
 
 # -- calibration --------------------------------------------------------------------------------
-def _resolve_checkpoint(manifest, ckpt: str) -> Path:
-    """The manifest's checkpoint path as given (relative to the working directory), else relative
-    to the plan directory; its sha256 must match the one recorded at export."""
-    from janus_deploy.model.load import file_sha256
-
-    path = Path(ckpt)
-    if not path.is_file() and not path.is_absolute() and manifest.dir is not None:
-        for base in (manifest.dir, *manifest.dir.resolve().parents):
-            if (base / ckpt).is_file():
-                path = base / ckpt
-                break
-    if not path.is_file():
-        raise AccuracyError(f"the plan's checkpoint {ckpt} was not found (looked relative to the working "
-                            f"directory and to the plan {manifest.dir}); run from where the plan was exported")
-    want = manifest.model.get("checkpoint_sha256")
-    if want and file_sha256(path) != want:
-        raise AccuracyError(f"checkpoint {path} changed since the plan was exported (sha256 differs); "
-                            "re-export the plan")
-    return path
-
-
-def model_from_manifest(manifest):
-    """The plan's model in PyTorch, with the exact weights the export used."""
-    import torch
-
-    from janus_deploy.model import create_model
-
-    m = manifest.model
-    ckpt = m.get("checkpoint")
-    path = _resolve_checkpoint(manifest, ckpt) if ckpt else None
-    if path is None:
-        seed = m.get("init_seed")
-        torch.manual_seed(0 if seed is None else int(seed))
-    return create_model(m["name"], checkpoint=path, **(m.get("overrides") or {}))
-
-
 def _check_inputs(manifest, frames: np.ndarray, labels: np.ndarray | None) -> None:
     m = manifest.model
     size = int(m["img_size"])
@@ -236,7 +200,9 @@ def calibrate(
     m = manifest.model
     x = torch.from_numpy(normalize(frames, m.get("mean", (0.5,) * 3), m.get("std", (0.5,) * 3)))
     y = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    model = model_from_manifest(manifest)
+    from janus_deploy.plan.verify import model_for  # torch: only when calibrating
+
+    model = model_for(manifest)
     x0, n, prefix = m["num_tokens"], m["num_blocks"], m["num_prefix_tokens"]
 
     scheds = []

@@ -68,18 +68,34 @@ def check_files(manifest: Manifest) -> list[str]:
     return problems
 
 
+def resolve_checkpoint(manifest: Manifest) -> Path | None:
+    """The plan's checkpoint: the path as recorded (relative to the working directory), else
+    relative to the plan directory or its parents; its sha256 must match the export's."""
+    ckpt = manifest.model.get("checkpoint")
+    if not ckpt:
+        return None
+    path = Path(ckpt)
+    if not path.is_file() and not path.is_absolute() and manifest.dir is not None:
+        for base in (manifest.dir, *manifest.dir.resolve().parents):
+            if (base / ckpt).is_file():
+                path = base / ckpt
+                break
+    if not path.is_file():
+        raise PlanError(f"the plan's checkpoint {ckpt} was not found (looked relative to the working directory "
+                        f"and to the plan {manifest.dir}); run from where the plan was exported")
+    want = manifest.model.get("checkpoint_sha256")
+    if want and file_sha256(path) != want:
+        raise PlanError(f"checkpoint {path} changed since the plan was exported (sha256 differs); re-export the plan")
+    return path
+
+
 def model_for(manifest: Manifest) -> torch.nn.Module:
-    """The PyTorch model a plan was exported from (same weights, also without a checkpoint)."""
+    """The PyTorch model a plan was exported from, with the exact weights the export used."""
     m = manifest.model
-    spec = ModelSpec(m["name"], m.get("overrides") or {}, m.get("checkpoint"))
-    if spec.checkpoint:
-        if not Path(spec.checkpoint).is_file():
-            raise PlanError(f"the plan's checkpoint {spec.checkpoint} is missing; verify needs it for the PyTorch reference")
-        if m.get("checkpoint_sha256") and file_sha256(spec.checkpoint) != m["checkpoint_sha256"]:
-            raise PlanError(f"checkpoint {spec.checkpoint} changed since export (sha256 mismatch)")
-    elif m.get("init_seed") is not None:
-        torch.manual_seed(m["init_seed"])
-    return create_from_spec(spec)
+    path = resolve_checkpoint(manifest)
+    if path is None:
+        torch.manual_seed(int(m.get("init_seed") or 0))
+    return create_from_spec(ModelSpec(m["name"], m.get("overrides") or {}, str(path) if path else None))
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
