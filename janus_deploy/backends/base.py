@@ -37,6 +37,11 @@ class Runner(Protocol):
         ...
 
     def loaded(self) -> int:
+        """Number of engines resident."""
+        ...
+
+    def unload(self, level: int, segment: int) -> None:
+        """Drop one engine (it is loaded again on next use)."""
         ...
 
 
@@ -102,3 +107,6 @@ class SlowedRunner:
 
     def loaded(self) -> int:
         return self.inner.loaded()
+
+    def unload(self, level: int, segment: int) -> None:
+        self.inner.unload(level, segment)

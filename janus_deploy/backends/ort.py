@@ -9,6 +9,7 @@ levels resident costs little more than the weights once.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,6 +67,7 @@ class OrtRunner:
         self._sessions: dict[tuple[int, int | str], Any] = {}
         self._values: dict[str, Any] = {}  # shared OrtValues by initializer name
         self._feed_positions: dict[tuple[int, int], list[tuple[int, str]]] = {}
+        self._lock = threading.Lock()
         self._weights: np.ndarray | None = None
         self.load_seconds: dict[tuple[int, int | str], float] = {}
 
@@ -102,18 +104,23 @@ class OrtRunner:
 
     def _session(self, key: tuple[int, int | str], rel: str):
         sess = self._sessions.get(key)
-        if sess is None:
-            ort = _ort()
-            path = self.manifest.path(rel)
-            if not path.is_file():
-                raise EngineError(f"graph {path} is missing; re-export the plan")
-            t0 = time.perf_counter()
-            try:
-                sess = ort.InferenceSession(str(path), self._options(path), providers=[self.provider])
-            except Exception as exc:  # ORT raises its own types for corrupt graphs
-                raise EngineError(f"ONNX Runtime cannot load {path}: {exc}") from exc
-            self.load_seconds[key] = time.perf_counter() - t0
-            self._sessions[key] = sess
+        if sess is not None:
+            return sess
+        with self._lock:  # threads sharing a runner create each session once
+            return self._sessions.get(key) or self._create(key, rel)
+
+    def _create(self, key: tuple[int, int | str], rel: str):
+        ort = _ort()
+        path = self.manifest.path(rel)
+        if not path.is_file():
+            raise EngineError(f"graph {path} is missing; re-export the plan")
+        t0 = time.perf_counter()
+        try:
+            sess = ort.InferenceSession(str(path), self._options(path), providers=[self.provider])
+        except Exception as exc:  # ORT raises its own types for corrupt graphs
+            raise EngineError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        self.load_seconds[key] = time.perf_counter() - t0
+        self._sessions[key] = sess
         return sess
 
     def session(self, level: int, segment: int):
@@ -122,6 +129,11 @@ class OrtRunner:
 
     def loaded(self) -> int:
         return len(self._sessions)
+
+    def unload(self, level: int, segment: int) -> None:
+        """Drop a session (the shared weights stay mapped for the others)."""
+        with self._lock:
+            self._sessions.pop((level, segment), None)
 
     def preload(self, progress: Callable[[int, int], None] | None = None) -> None:
         keys = [(li, si) for li, lv in enumerate(self.manifest.levels) for si in range(len(lv["segments"]))]

@@ -203,6 +203,9 @@ class TrtRunner:
     def loaded(self) -> int:
         return len(self._ctx)
 
+    def unload(self, level: int, segment: int) -> None:
+        self._ctx.pop((level, segment), None)
+
     def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         torch = self.torch
         trt = _trt()

@@ -32,6 +32,7 @@ def serve(
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Larger request bodies (also after decompression) get 413."),
     concurrency: Optional[int] = typer.Option(None, help="Inferences running at once (default: CPU count)."),
     threads: int = typer.Option(0, help="Intra-op threads per engine session (0 = runtime default)."),
+    body_timeout: float = typer.Option(60.0, "--body-timeout", help="Seconds a request body may take to arrive (408 after)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     access_log: bool = typer.Option(False, help="Log every HTTP request."),
 ) -> None:
@@ -48,14 +49,17 @@ def serve(
         err_console.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach "
                           "this port can run inference")
     app = create_app(plan, engines, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
-                     concurrency=concurrency, threads=threads)
+                     concurrency=concurrency, threads=threads, body_timeout_s=body_timeout)
     import uvicorn
 
     st = app.state.janus
     err_console.print(f"[green]serving[/] {len(st.models)} tail models of {st.manifest.model['name']} "
                       f"(plan {st.manifest.hash[:12]}) on http://{host}:{port}/v2"
                       + (" [bold](token required)[/]" if token else ""))
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+    from janus_deploy.runtime.server import GRACEFUL_SHUTDOWN_S
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
 def run(
@@ -80,6 +84,7 @@ def run(
     margin: float = typer.Option(0.0, "--margin", help="Fraction of the SLA held back when deciding."),
     timeout_factor: float = typer.Option(1.0, "--timeout-factor", help="Cancel the server exchange at SLA x this (then finish locally)."),
     token: Optional[str] = typer.Option(None, "--token", envvar="JANUS_TOKEN", help="Bearer token of the server."),
+    probe_interval: float = typer.Option(2.0, "--probe-interval", help="Probe the uplink after this many seconds without a transfer (0 = never)."),
     threads: int = typer.Option(0, help="Intra-op threads per local engine session (0 = default)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per request here."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -106,7 +111,7 @@ def run(
     rt = EdgeRuntime(manifest, engines, profile_path(profile), profile_path(cloud_profile), server_url=server,
                      sla_ms=sla, accuracy=accuracy, codec=codec, estimator=estimator, cold_start_mbps=cold_start,
                      rtt_ms=rtt, margin=margin, token=token, trace=bw, log=log, timeout_factor=timeout_factor,
-                     threads=threads)
+                     threads=threads, probe_interval_s=probe_interval if probe_interval > 0 else None)
     with rt:
         if as_json:
             rt.run(frames)

@@ -45,6 +45,9 @@ from janus_deploy.schedule.estimators import Estimator, EstimatorError, make_est
 from janus_deploy.schedule.scheduler import Scheduler
 
 DEFAULT_COLD_START_MBPS = 100.0
+DEFAULT_PROBE_INTERVAL_S = 2.0
+DEFAULT_PROBE_BYTES = 32768
+PROBE_PATH = "/janus/probe"
 FALLBACK_KINDS = ("unreachable", "timeout", "dropped", "server-error", "protocol")
 RTT_EWMA = 0.3
 
@@ -117,7 +120,12 @@ class EdgeRuntime:
     name (harmonic, ewma, robustmpc) or an :class:`Estimator`; its cold start is
     ``cold_start_mbps`` (default: the trace mean, else 100 Mbit/s). ``rtt_ms``: fix the RTT the
     scheduler charges (default: measured). ``trace``: a bandwidth :class:`Trace` replayed on the
-    upload. ``log``: path or text stream for the JSON lines.
+    upload. ``log``: path or text stream for the JSON lines. ``probe_interval_s``: when no
+    transfer has been observed for this long (e.g. the estimate fell so low that every request
+    ran device-only), send a ``probe_bytes`` probe to the server after the current request, so
+    the estimate can recover; while a successful probe still leaves the estimate under half of
+    what it measured (stale low samples in the window), the next request probes again
+    (None: never probe).
     """
 
     def __init__(
@@ -137,12 +145,14 @@ class EdgeRuntime:
         margin: float = 0.0,
         token: str | None = None,
         trace: Any = None,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_bytes: int | None = DEFAULT_CHUNK_BYTES,
         log: str | Path | IO[str] | None = None,
         timeout_factor: float = 1.0,
         min_timeout_ms: float = 20.0,
         threads: int = 0,
         probe_rtt: bool = True,
+        probe_interval_s: float | None = DEFAULT_PROBE_INTERVAL_S,
+        probe_bytes: int = DEFAULT_PROBE_BYTES,
     ) -> None:
         import httpx
 
@@ -208,6 +218,12 @@ class EdgeRuntime:
         self._t_start: float | None = None
         self._t_end: float | None = None
         self._closed = False
+        if probe_interval_s is not None and probe_interval_s <= 0:
+            raise EdgeError(f"the probe interval must be > 0 s (or None), got {probe_interval_s}")
+        self.probe_interval_s = probe_interval_s
+        self.probe_bytes = int(probe_bytes)
+        self._last_obs = time.perf_counter()
+        self._probe_again = False
         self._log, self._own_log = None, False
         if isinstance(log, (str, Path)):
             Path(log).parent.mkdir(parents=True, exist_ok=True)
@@ -307,10 +323,13 @@ class EdgeRuntime:
             total = (time.perf_counter() - t0) * 1e3
             rec["measured"]["total_ms"] = round(total, 3)
             rec["violated"] = total > self.sla_ms
+            if self.probe_interval_s is not None and (
+                    self._probe_again or time.perf_counter() - self._last_obs > self.probe_interval_s):
+                rec["probe"] = self._probe()  # after the answer: off this request's critical path
             self._t_end = time.perf_counter()
             self._records.append(rec)
             if self._log is not None:
-                self._log.write(json.dumps(rec, default=_jsonable) + "\n")
+                self._log.write(_dumps(rec) + "\n")
                 self._log.flush()
             return RequestResult(rid, rec, logits)
 
@@ -349,8 +368,7 @@ class EdgeRuntime:
         rec["decision"] = {"alpha": lv["alpha"], "policy": lv["policy"], "level": level, "profile_level": pli,
                            "split": split, "model": tail_name, "codec": self.codec.name,
                            "meets_sla": bool(meets), "forced": force is not None}
-        rec["predicted"] = {k: (round(v, 3) if isinstance(v, float) and math.isfinite(v) else v)
-                            for k, v in pred.items()}
+        rec["predicted"] = {k: _num(v) for k, v in pred.items()}  # inf (outage) -> null
         meas = rec["measured"]
         # ---- edge head
         t1 = time.perf_counter()
@@ -411,7 +429,7 @@ class EdgeRuntime:
         # ---- fallback: finish locally
         meas["transfer_ms"] = round((t4 - t_send) * 1e3, 3)
         meas["cloud_ms"] = 0.0
-        self._observe_failure(fail.kind, stats, upload_s, est_state)
+        self._observe_failure(fail.kind, stats, t4 - t_send, est_state)
         if split == 0:
             x = normalize(frame[None], m.model["mean"], m.model["std"])
             out = self._run(level, 0, nseg, [x])
@@ -435,7 +453,8 @@ class EdgeRuntime:
         wall_ms = (time.perf_counter() - t) * 1e3
         if resp.status_code != 200:
             try:
-                msg = resp.json().get("error", resp.text)
+                j = resp.json()
+                msg = j.get("error", resp.text) if isinstance(j, dict) else resp.text[:200]
             except ValueError:
                 msg = resp.text[:200]
             raise _Failure("server-error", f"server answered {resp.status_code}: {msg}")
@@ -468,7 +487,47 @@ class EdgeRuntime:
             link["achieved_mbps"] = round(stats["sent"] * 8 / upload_s / 1e6, 4)
         rec["link"] = link
 
+    def _probe(self) -> dict[str, Any]:
+        """Send ``probe_bytes`` to the server's probe endpoint and observe the transfer."""
+        body = bytes(self.probe_bytes)
+        stats: dict[str, Any] = {"sent": 0}
+        state: dict[str, Any] = {"sample_mbps": None}
+        timeout_s = max(self.sla_ms * self.timeout_factor, self.min_timeout_ms) / 1e3
+        t = time.perf_counter()
+
+        async def go() -> float:
+            content = self.shaper.stream(body, stats) if self.shaper is not None else unshaped_stream(body, stats)
+            t1 = time.perf_counter()
+            r = await asyncio.wait_for(self._client.post(
+                PROBE_PATH, content=content,
+                headers={"Content-Length": str(len(body)), "Content-Type": "application/octet-stream"}), timeout_s)
+            if r.status_code != 200:
+                raise _Failure("server-error", f"probe answered {r.status_code}")
+            return time.perf_counter() - t1
+
+        out: dict[str, Any] = {"bytes": len(body)}
+        try:
+            network_s = self._loop.run_until_complete(go())
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            kind, reason = (exc.kind, exc.reason) if isinstance(exc, _Failure) else _classify(exc)
+            self._observe_failure(kind, stats, time.perf_counter() - t, state)
+            out.update(ok=False, kind=kind, reason=reason)
+        else:
+            upload_s = max(stats.get("t_last", t) - stats.get("t_first", t), 0.0)
+            self._observe_success(len(body), upload_s, network_s, state)
+            out.update(ok=True)
+        est = self.estimator.estimate()
+        # the link answers but the window still holds stale low samples: probe again next request
+        self._probe_again = bool(out["ok"] and state["sample_mbps"] and est < 0.5 * state["sample_mbps"])
+        self._last_obs = time.perf_counter()  # probe at most once per interval, whatever happened
+        out.update(ms=round((time.perf_counter() - t) * 1e3, 3), sample_mbps=state["sample_mbps"],
+                   estimate_mbps=round(est, 4))
+        return out
+
     def _observe_success(self, nbytes: int, upload_s: float, network_s: float, est_state: dict[str, Any]) -> None:
+        self._last_obs = time.perf_counter()
         rtt_s = self.rtt_ms / 1e3
         transfer_s = max(upload_s, network_s - rtt_s, 1e-4)
         try:
@@ -479,12 +538,14 @@ class EdgeRuntime:
             sample = max(network_s - upload_s, 0.0) * 1e3
             self.rtt_ms = (1 - RTT_EWMA) * self.rtt_ms + RTT_EWMA * sample
 
-    def _observe_failure(self, kind: str, stats: dict[str, Any], upload_s: float, est_state: dict[str, Any]) -> None:
+    def _observe_failure(self, kind: str, stats: dict[str, Any], elapsed_s: float, est_state: dict[str, Any]) -> None:
+        """``elapsed_s``: from the start of the exchange to the failure."""
         if kind in ("server-error", "protocol"):
             return  # the link worked; the server did not
+        self._last_obs = time.perf_counter()
         sent = stats.get("sent", 0)
-        if kind == "timeout" and sent > 0 and upload_s > 0:
-            rate = self.estimator.observe(sent, upload_s)
+        if kind == "timeout" and sent > 0 and elapsed_s > 0:
+            rate = self.estimator.observe(sent, elapsed_s)  # what got through before the deadline
         else:
             rate = 0.0  # nothing got through: an outage sample
             self.estimator.observe_rate(0.0)
@@ -527,6 +588,27 @@ class EdgeRuntime:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _num(v: Any) -> Any:
+    if isinstance(v, float):
+        return round(v, 3) if math.isfinite(v) else None
+    return v
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _dumps(rec: dict[str, Any]) -> str:
+    """One strict-JSON log line (non-finite numbers become null)."""
+    return json.dumps(_clean(rec), default=_jsonable, allow_nan=False)
 
 
 def _jsonable(v: Any) -> Any:

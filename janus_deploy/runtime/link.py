@@ -3,9 +3,12 @@
 :class:`TraceShaper` paces an upload body so that it leaves the edge no faster than the trace
 allows at the current time. It is a token bucket whose fill rate is the trace's bandwidth at the
 current (looping) trace time: the bucket's cumulative credit is ``Trace.delivered_bits(t)`` (the
-trace integrated from the shaper's start), a chunk may leave once the credit covers it, and idle
-time earns at most ``burst_bytes`` of credit (default: one chunk, i.e. a link with no spare
-buffer). Chunks are yielded by an async generator that httpx streams as the request body;
+trace integrated from the shaper's start), a chunk is released once the credit covers it (i.e.
+when the link would have finished carrying it), and idle time banks at most ``burst_bytes`` of
+credit (default 0: an idle link does not save up capacity, so every chunk, the first included,
+takes its transmission time). Within one body, a chunk that the HTTP stack asks for late (socket
+write, event-loop overhead) may catch up on up to ``CATCHUP_CHUNKS`` chunks of credit, so the
+body as a whole still takes the time the trace dictates instead of that plus the overheads. Chunks are yielded by an async generator that httpx streams as the request body;
 an outage (0 Mbit/s) holds the body until bandwidth returns (or the request times out).
 
 Fidelity (achieved vs trace bandwidth, measured at the receiver) is reported in docs/runtime.md.
@@ -21,7 +24,11 @@ from typing import Any
 from janus_deploy import JanusError
 from janus_deploy.sim.traces import MBPS, Trace
 
-DEFAULT_CHUNK_BYTES = 8192
+DEFAULT_CHUNK_BYTES = None  # auto: about CHUNK_MS of the current trace bandwidth
+CHUNK_MS = 2.0
+MIN_CHUNK_BYTES = 4096
+MAX_CHUNK_BYTES = 65536
+CATCHUP_CHUNKS = 8
 UNSHAPED_CHUNK_BYTES = 65536
 
 
@@ -32,17 +39,17 @@ class LinkError(JanusError):
 class TraceShaper:
     """Token bucket pacing uploads to a bandwidth trace (Mbit/s samples, looping)."""
 
-    def __init__(self, trace: Trace, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    def __init__(self, trace: Trace, *, chunk_bytes: int | None = DEFAULT_CHUNK_BYTES,
                  burst_bytes: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         if trace.unit != MBPS:
             raise LinkError(f"--trace needs a throughput trace in Mbit/s; {trace.name} is in {trace.unit}")
         if not any(v > 0 for v in trace.samples):
             raise LinkError(f"trace {trace.name} has no nonzero bandwidth sample: nothing could ever be sent")
-        if chunk_bytes < 1:
+        if chunk_bytes is not None and chunk_bytes < 1:
             raise LinkError(f"chunk size must be >= 1 byte, got {chunk_bytes}")
         self.trace = trace
-        self.chunk_bytes = int(chunk_bytes)
-        self.burst_bits = 8.0 * (self.chunk_bytes if burst_bytes is None else max(int(burst_bytes), 0))
+        self.chunk_bytes = None if chunk_bytes is None else int(chunk_bytes)
+        self.burst_bits = 8.0 * max(int(burst_bytes or 0), 0)
         self.clock = clock
         self.t0: float | None = None
         self._used_bits = 0.0
@@ -68,24 +75,39 @@ class TraceShaper:
         return self.trace.mean_rate(t_a, t_b)
 
     # ---------------------------------------------------------------- pacing
-    def reserve(self, nbytes: int) -> float:
-        """Take ``nbytes`` from the bucket; returns the trace time at which they have left."""
+    def reserve(self, nbytes: int, *, within_body: bool = False) -> float:
+        """Take ``nbytes`` from the bucket; returns the trace time at which they have left.
+
+        ``within_body``: the bytes continue a body already being sent (late chunks may catch up).
+        """
         t = self.now()
         avail = self.trace.delivered_bits(t)
-        self._used_bits = max(self._used_bits, avail - self.burst_bits)
+        depth = max(self.burst_bits, 8.0 * CATCHUP_CHUNKS * self.chunk_size(t)) if within_body else self.burst_bits
+        self._used_bits = max(self._used_bits, avail - depth)
         self._used_bits += nbytes * 8.0
         if self._used_bits <= avail:
             return t
         return t + self.trace.transfer_time(t, (self._used_bits - avail) / 8.0)
+
+    def chunk_size(self, t: float | None = None) -> int:
+        """Bytes per chunk: fixed, or about ``CHUNK_MS`` of the bandwidth at trace time ``t``
+        (within [MIN_CHUNK_BYTES, MAX_CHUNK_BYTES]): fine-grained at low rates, few wake-ups at
+        high rates."""
+        if self.chunk_bytes is not None:
+            return self.chunk_bytes
+        rate = self.trace.value_at(self.now() if t is None else t)
+        return int(min(max(rate * 1e6 / 8 * CHUNK_MS / 1e3, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES))
 
     async def stream(self, body: bytes, stats: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
         """Yield ``body`` in chunks, each once the trace lets it leave (see module docstring)."""
         mv = memoryview(body)
         stats = stats if stats is not None else {}
         stats.update(sent=0, t_first=time.perf_counter(), trace_t0=self.now())
-        for off in range(0, len(mv), self.chunk_bytes):
-            piece = mv[off: off + self.chunk_bytes]
-            done_at = self.reserve(len(piece))
+        off = 0
+        while off < len(mv):
+            piece = mv[off: off + self.chunk_size()]
+            done_at = self.reserve(len(piece), within_body=off > 0)
+            off += len(piece)
             delay = done_at - self.now()
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -61,6 +61,8 @@ MODEL_VERSION = "1"
 DEFAULT_MAX_LOADED = 128
 DEFAULT_MAX_BODY_MB = 64.0
 DEFAULT_MAX_BATCH = 64
+DEFAULT_BODY_TIMEOUT_S = 60.0
+GRACEFUL_SHUTDOWN_S = 5
 TOKEN_DTYPES = ("FP32", "FP16", "INT8")
 SIZE_DTYPES = ("FP32", "FP16")
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
@@ -203,14 +205,8 @@ class SessionLRU:
 
 
 def _unload(runner: Any, key: tuple[int, int]) -> None:
-    """Drop one (level, segment) session from a runner (``runner.unload`` when it has one)."""
-    unload = getattr(runner, "unload", None)
-    if unload is not None:
-        unload(*key)
-        return
-    sessions = getattr(runner, "_sessions", None)  # OrtRunner keeps its sessions here
-    if isinstance(sessions, dict):
-        sessions.pop(key, None)
+    """Drop one (level, segment) engine from a runner."""
+    runner.unload(*key)
 
 
 # ------------------------------------------------------------------------------------------ app
@@ -335,6 +331,7 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     concurrency: int | None = None,
     threads: int = 0,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     runner: Any = None,
 ):
     """The FastAPI app serving every tail model of a plan (see module docstring).
@@ -343,7 +340,9 @@ def create_app(
     ``Authorization: Bearer <token>`` on every endpoint except the health checks.
     ``max_body_mb``: larger request bodies (before or after decompression) get 413.
     ``concurrency``: inferences running at once (default: CPU count). ``threads``: intra-op
-    threads per session (0 = the runtime's default). ``runner``: an already loaded runner.
+    threads per session (0 = the runtime's default). ``body_timeout_s``: a request body not
+    complete this long after its headers gets 408 (stalled or vanished clients do not hold a
+    handler forever). ``runner``: an already loaded runner.
     """
     manifest = Manifest.load(plan_dir)
     if runner is None:
@@ -471,6 +470,21 @@ def create_app(
             chunks.append(chunk)
         return b"".join(chunks)
 
+    @app.post("/janus/probe")
+    async def probe(request: Request):
+        """Bandwidth probe of the edge runtime: reads and discards the body (same limits)."""
+        t = time.perf_counter()
+        try:
+            with anyio.fail_after(body_timeout_s):
+                raw = await read_body(request)
+        except TimeoutError:
+            return error(408, f"the probe body was not complete within {body_timeout_s:g} s")
+        except ClientDisconnect:
+            return error(400, "the client disconnected before the probe body was complete")
+        except WireError as exc:
+            return error(exc.status, str(exc))
+        return {"bytes": len(raw), "receive_ms": round((time.perf_counter() - t) * 1e3, 3)}
+
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None):
@@ -480,7 +494,11 @@ def create_app(
         if isinstance(model, JSONResponse):
             return model
         try:
-            raw = await read_body(request)
+            try:
+                with anyio.fail_after(body_timeout_s):
+                    raw = await read_body(request)
+            except TimeoutError:
+                raise WireError(f"the request body was not complete within {body_timeout_s:g} s", 408) from None
             t_recv = time.perf_counter()
             body = _decode_body(raw, request.headers.get("content-encoding"), state.max_body)
             hlen = parse_header_length(request.headers.get(HEADER_LENGTH.lower()), len(body))
@@ -536,6 +554,7 @@ def serve(
     max_body_mb: float = DEFAULT_MAX_BODY_MB,
     concurrency: int | None = None,
     threads: int = 0,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     log_level: str = "warning",
     access_log: bool = False,
 ) -> None:
@@ -543,8 +562,9 @@ def serve(
     import uvicorn
 
     app = create_app(plan_dir, engine_dir, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
-                     concurrency=concurrency, threads=threads)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+                     concurrency=concurrency, threads=threads, body_timeout_s=body_timeout_s)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
 class BackgroundServer:
@@ -558,7 +578,7 @@ class BackgroundServer:
 
         self.host = host
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                                    access_log=False))
+                                                    access_log=False, timeout_graceful_shutdown=2))
         self.thread = threading.Thread(target=self.server.run, name="janus-v2-server", daemon=True)
         self.port = port
 

@@ -13,6 +13,7 @@ from janus_deploy.backends import build_engines, load_runner, run_segments
 from janus_deploy.images import normalize, synthetic_frames
 from janus_deploy.model.load import ModelSpec
 from janus_deploy.plan.export import ExportConfig, export_plan
+from janus_deploy.plan.manifest import Manifest
 from janus_deploy.profile.codecs import compress, decode_tokens, encode_tokens
 from janus_deploy.runtime import wire
 from janus_deploy.runtime.server import BackgroundServer, create_app, model_name
@@ -22,8 +23,10 @@ MAX_BODY_MB = 1.0
 
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory):
-    # shared with test_edge.py: the second export of the same directory reuses every graph
+    # built once per session, shared by test_server.py and test_edge.py
     root = tmp_path_factory.getbasetemp() / "runtime-plan"
+    if (root / "engines" / "engines.json").is_file():
+        return Manifest.load(root / "plan"), root / "plan", root / "engines"
     manifest, _ = export_plan(ModelSpec("vit_tiny_patch16_224"), root / "plan", ExportConfig(k=3, levels=3))
     build_engines(manifest, root / "engines", "ort")
     return manifest, root / "plan", root / "engines"
@@ -38,7 +41,8 @@ def local(plan):
 @pytest.fixture(scope="module")
 def server(plan):
     _, plan_dir, engines = plan
-    app = create_app(plan_dir, engines, max_loaded=6, max_body_mb=MAX_BODY_MB, threads=1, concurrency=2)
+    app = create_app(plan_dir, engines, max_loaded=6, max_body_mb=MAX_BODY_MB, threads=1, concurrency=2,
+                     body_timeout_s=1.0)
     with BackgroundServer(app) as srv:
         srv.app = app
         yield srv
@@ -252,15 +256,26 @@ def test_bad_requests_answer_4xx_and_server_keeps_serving(client, plan, local, f
     np.testing.assert_allclose(got, full(manifest, local, frames[0], 0), atol=1e-4)
 
 
-def test_client_disconnect_mid_body(server, client, plan):
-    """A client that announces a body and hangs up halfway must not hurt the server."""
+def test_client_disconnect_or_stall_mid_body(server, client, plan):
+    """A client that announces a body and hangs up (or stalls) halfway must not hurt the server."""
     import socket
 
     body, hlen = wire.encode_request(_tokens(plan[0]))
+    head_bytes = (f"POST /v2/models/janus_L0_S3/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                  f"{wire.HEADER_LENGTH}: {hlen}\r\n\r\n").encode()
     s = socket.create_connection(("127.0.0.1", server.port))
-    s.sendall(f"POST /v2/models/janus_L0_S3/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-              f"{wire.HEADER_LENGTH}: {hlen}\r\n\r\n".encode() + body[: len(body) // 2])
+    s.sendall(head_bytes + body[: len(body) // 2])
     s.close()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
+        stalled.sendall(head_bytes + body[: len(body) // 2])
+        reply = b""  # body timeout is 1 s in this fixture
+        while not reply.endswith(b"}"):
+            chunk = stalled.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        reply = reply.decode(errors="replace")
+    assert reply.startswith("HTTP/1.1 408") and "was not complete within" in reply
     assert client.get("/v2/health/live").status_code == 200
     assert post(client, "janus_L0_S3", _tokens(plan[0])).status_code == 200
 
