@@ -26,7 +26,6 @@ from janus_deploy.calibrate.digits import (
     split_indices,
 )
 from janus_deploy.cli.main import app
-from janus_deploy.images import ImageError
 from janus_deploy.model import ModelSpec
 from janus_deploy.plan import ExportConfig, export_plan
 

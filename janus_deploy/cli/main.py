@@ -46,13 +46,7 @@ _COMMAND_MODULES = [
     "janus_deploy.cli.demo_cmds",
 ]
 for _name in _COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(_name)
-    except ModuleNotFoundError as exc:  # a command module not written yet
-        if exc.name != _name:
-            raise
-        continue
-    _mod.register(app)
+    importlib.import_module(_name).register(app)
 
 
 def _friendly(fn):

@@ -129,7 +129,7 @@ def run(
                     text = (f"{d.get('alpha', '?')}@{d.get('split', '?')} "
                             f"{res.record['measured']['total_ms']:.0f} ms"
                             + (f" [yellow]fallback: {fb['kind']}[/]" if fb else "")
-                            + (f" [red]error[/]" if res.error else ""))
+                            + (" [red]error[/]" if res.error else ""))
                     prog.update(task, advance=1, text=text)
 
                 rt.run(frames, progress=show)

@@ -1,10 +1,7 @@
 """The pruned forward against timm, the segment chain against the whole model, and ONNX parity."""
 
-import io
-import warnings
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import torch

@@ -15,32 +15,13 @@ import httpx
 import numpy as np
 import pytest
 
-from janus_deploy.backends import build_engines, load_runner, run_segments
+from janus_deploy.backends import run_segments
 from janus_deploy.images import normalize, synthetic_frames
-from janus_deploy.model.load import ModelSpec
-from janus_deploy.plan.export import ExportConfig, export_plan
-from janus_deploy.plan.manifest import Manifest
 from janus_deploy.profile.table import profile_from_dict, profile_from_linear
 from janus_deploy.runtime.edge import EdgeRuntime, summarize
 from janus_deploy.runtime.link import TraceShaper
 from janus_deploy.runtime.server import BackgroundServer, create_app
 from janus_deploy.sim.traces import Trace
-
-
-@pytest.fixture(scope="module")
-def plan(tmp_path_factory):
-    # built once per session, shared by test_server.py and test_edge.py
-    root = tmp_path_factory.getbasetemp() / "runtime-plan"
-    if (root / "engines" / "engines.json").is_file():
-        return Manifest.load(root / "plan"), root / "plan", root / "engines"
-    manifest, _ = export_plan(ModelSpec("vit_tiny_patch16_224"), root / "plan", ExportConfig(k=3, levels=3))
-    build_engines(manifest, root / "engines", "ort")
-    return manifest, root / "plan", root / "engines"
-
-
-@pytest.fixture(scope="module")
-def local(plan):
-    return load_runner(plan[0], plan[2], threads=1)
 
 
 @pytest.fixture(scope="module")
