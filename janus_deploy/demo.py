@@ -40,8 +40,8 @@ def find_traces_dir() -> Path:
 def run_demo(
     out: str | Path,
     *,
-    requests: int = 60,
-    sla_ms: float = 40.0,
+    requests: int = 200,
+    sla_ms: float = 60.0,
     levels: int = 8,
     k: int = 2,
     trace: str | None = None,
@@ -95,13 +95,16 @@ def run_demo(
     link = load_trace(trace_spec, interval_s=sample_interval_s)
     say(f"6/7 start the V2 server on loopback; replay uplink trace {link.name} "
         f"(mean {link.mean():.1f} Mbit/s, one sample per {sample_interval_s * 1e3:.0f} ms)")
-    app = create_app(out / "plan", out / "engines")
+    app = create_app(out / "plan", out / "engines", preload=True)
     with BackgroundServer(app) as server:
         say(f"7/7 edge client → {server.url}, SLA {sla_ms} ms")
         with EdgeRuntime(manifest, edge_runner, edge, cloud, server_url=server.url,
                          sla_ms=sla_ms, accuracy=out / "accuracy.json", trace=link,
                          log=out / "requests.jsonl") as rt:
-            rt.run(frames_from_images(out / "images", manifest.model["img_size"], limit=requests))
+            results = rt.run(frames_from_images(out / "images", manifest.model["img_size"], limit=requests))
             summary = rt.summary()
+    # the images sit in class folders (DIR/<digit>/<i>.png): score the answers against them
+    labelled = [(r.top1, int(Path(r.record["source"]).parent.name)) for r in results if r.top1 is not None]
+    summary["top1_accuracy"] = sum(p == y for p, y in labelled) / len(labelled) if labelled else None
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary

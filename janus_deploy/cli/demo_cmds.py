@@ -12,8 +12,8 @@ from janus_deploy.cli.common import console
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for every artefact (plan, engines, profiles, accuracy, images, request log, summary)."),
-    requests: int = typer.Option(60, min=1, help="Number of requests (images of the digits task)."),
-    sla: float = typer.Option(40.0, help="Latency SLA in ms."),
+    requests: int = typer.Option(200, min=1, help="Number of requests (images of the digits task)."),
+    sla: float = typer.Option(60.0, help="Latency SLA in ms."),
     levels: int = typer.Option(8, min=1, help="Pruning levels to export."),
     k: int = typer.Option(2, min=1, help="Split-point density k (Eq. 3)."),
     trace: Optional[str] = typer.Option(None, help="Uplink trace to replay (default: the shipped LTE driving trace)."),
@@ -28,6 +28,8 @@ def demo(
     summary = run_demo(out, requests=requests, sla_ms=sla, levels=levels, k=k, trace=trace,
                        sample_interval_s=sample_interval, runs=runs, edge_slowdown=edge_slowdown, say=lambda s: console.print(f"[bold cyan]{s}"))
     render_summary(summary, console)
+    if summary.get("top1_accuracy") is not None:
+        console.print(f"top-1 accuracy of the answers against the images' labels: {summary['top1_accuracy']:.1%}")
     console.print(f"[green]artefacts in {out}[/]: plan/ engines/ accuracy.json edge-profile.json cloud-profile.json "
                   "images/ requests.jsonl summary.json")
 

@@ -35,6 +35,7 @@ def serve(
     body_timeout: float = typer.Option(60.0, "--body-timeout", help="Seconds a request body may take to arrive (408 after)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     access_log: bool = typer.Option(False, help="Log every HTTP request."),
+    preload: bool = typer.Option(False, help="Load engines (up to --max-loaded) before serving instead of on first use."),
 ) -> None:
     """Serve a plan's tail models over KServe V2 / Open Inference Protocol (REST, binary tensors)."""
     _require("fastapi")
@@ -49,7 +50,7 @@ def serve(
         err_console.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach "
                           "this port can run inference")
     app = create_app(plan, engines, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
-                     concurrency=concurrency, threads=threads, body_timeout_s=body_timeout)
+                     concurrency=concurrency, threads=threads, body_timeout_s=body_timeout, preload=preload)
     import uvicorn
 
     st = app.state.janus

@@ -429,7 +429,13 @@ class EdgeRuntime:
         # ---- fallback: finish locally
         meas["transfer_ms"] = round((t4 - t_send) * 1e3, 3)
         meas["cloud_ms"] = 0.0
-        self._observe_failure(fail.kind, stats, t4 - t_send, est_state)
+        if fail.kind == "timeout" and stats.get("sent", 0) >= len(body) and upload_s > 0:
+            # the link delivered the whole body; the answer was late (a cold engine, a busy server):
+            # the upload itself is a valid bandwidth sample, not an outage
+            est_state["sample_mbps"] = round(self.estimator.observe(len(body), upload_s), 4)
+            self._last_obs = time.perf_counter()
+        else:
+            self._observe_failure(fail.kind, stats, t4 - t_send, est_state)
         if split == 0:
             x = normalize(frame[None], m.model["mean"], m.model["std"])
             out = self._run(level, 0, nseg, [x])

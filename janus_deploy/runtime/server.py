@@ -178,6 +178,15 @@ class SessionLRU:
                     self._pins[k] -= 1
                 self._evict()
 
+    def preload(self, keys: Sequence[tuple[int, int]]) -> None:
+        """Load engines ahead of the first requests, up to ``max_loaded`` (avoids cold starts)."""
+        for key in keys:
+            if self.resident >= self.max_loaded:
+                break
+            self._ensure(key)
+            with self._lock:
+                self._order[key] = None
+
     def _ensure(self, key: tuple[int, int]) -> None:
         with self._lock:
             lock = self._key_locks.setdefault(key, threading.Lock())
@@ -333,6 +342,7 @@ def create_app(
     threads: int = 0,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     runner: Any = None,
+    preload: bool = False,
 ):
     """The FastAPI app serving every tail model of a plan (see module docstring).
 
@@ -342,7 +352,8 @@ def create_app(
     ``concurrency``: inferences running at once (default: CPU count). ``threads``: intra-op
     threads per session (0 = the runtime's default). ``body_timeout_s``: a request body not
     complete this long after its headers gets 408 (stalled or vanished clients do not hold a
-    handler forever). ``runner``: an already loaded runner.
+    handler forever). ``runner``: an already loaded runner. ``preload``: load engines (up to
+    ``max_loaded``) before serving instead of on first use.
     """
     manifest = Manifest.load(plan_dir)
     if runner is None:
@@ -356,6 +367,8 @@ def create_app(
         raise ServerError(f"concurrency must be >= 1, got {concurrency}")
     state = ServerState(manifest, runner, tail_models(manifest), SessionLRU(runner, max_loaded), token,
                         int(max_body_mb * 1024 * 1024), int(max_batch), conc)
+    if preload:
+        state.lru.preload(sorted({k for m in state.models.values() for k in m.segment_keys}))
     d, img = manifest.model["embed_dim"], manifest.model["img_size"]
 
     @asynccontextmanager

@@ -314,3 +314,12 @@ def test_lru_bound_and_concurrency(server, plan, local, frames):
     # at rest the bound holds exactly; in flight it may exceed it by the sessions pinned by requests
     assert state.lru.resident <= state.lru.max_loaded
     assert state.runner.loaded() <= state.lru.max_loaded
+
+
+def test_preload_loads_engines_up_to_the_bound(plan):
+    _, plan_dir, engines = plan
+    app = create_app(plan_dir, engines, max_loaded=5, preload=True)
+    assert app.state.janus.lru.resident == 5
+    app = create_app(plan_dir, engines, max_loaded=500, preload=True)
+    manifest = app.state.janus.manifest
+    assert app.state.janus.lru.resident == sum(len(lv["segments"]) for lv in manifest.levels)
