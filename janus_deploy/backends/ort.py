@@ -89,6 +89,9 @@ class OrtRunner:
         opts.log_severity_level = 3
         opts.enable_cpu_mem_arena = False  # per-session arenas would hold every level's activations
         opts.enable_mem_pattern = False
+        # Segments run one after another in different sessions: a finished session's spinning
+        # worker threads would steal the cores the next segment needs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.disable_prepacking:
             opts.add_session_config_entry("session.disable_prepacking", "1")
         if self.share_weights:
