@@ -40,7 +40,8 @@ from janus_deploy.plan.manifest import Manifest
 from janus_deploy.profile.codecs import Codec, compress, encode_tokens, get_codec
 from janus_deploy.profile.table import Profile, load_profile
 from janus_deploy.runtime.link import DEFAULT_CHUNK_BYTES, TraceShaper, unshaped_stream
-from janus_deploy.runtime.wire import HEADER_LENGTH, WireError, encode_request, parse_header_length, parse_response
+from janus_deploy.runtime.wire import (HEADER_LENGTH, WireError, encode_request, model_name, parse_header_length,
+                                       parse_response)
 from janus_deploy.schedule.estimators import Estimator, EstimatorError, make_estimator
 from janus_deploy.schedule.scheduler import Scheduler
 
@@ -239,17 +240,10 @@ class EdgeRuntime:
 
     # ------------------------------------------------------------------ setup helpers
     def _check_profiles(self) -> None:
-        m = self.manifest
+        from janus_deploy.profile.measure import check_profile_for_plan
+
         for name, prof in (("edge", self.edge_profile), ("cloud", self.cloud_profile)):
-            if prof.num_blocks != m.num_blocks or prof.candidates != m.candidates:
-                raise EdgeError(
-                    f"the {name} profile describes {prof.model.name} with {prof.num_blocks} blocks and "
-                    f"splits {prof.candidates}, but the plan has {m.num_blocks} blocks and splits "
-                    f"{m.candidates}; profile this plan"
-                )
-            if prof.plan_hash and prof.plan_hash != m.hash:
-                raise EdgeError(f"the {name} profile was made for plan {prof.plan_hash[:12]}, not for this "
-                                f"plan ({m.hash[:12]}); re-profile it")
+            check_profile_for_plan(prof, self.manifest, f"{name} profile")
 
     def _map_levels(self) -> dict[int, int]:
         out = {}
@@ -364,7 +358,7 @@ class EdgeRuntime:
             meets = d.meets_sla
         n = m.num_blocks
         lv = m.level(level)
-        tail_name = f"janus_L{level}_S{split}" if split <= n else None
+        tail_name = model_name(level, split) if split <= n else None
         rec["decision"] = {"alpha": lv["alpha"], "policy": lv["policy"], "level": level, "profile_level": pli,
                            "split": split, "model": tail_name, "codec": self.codec.name,
                            "meets_sla": bool(meets), "forced": force is not None}
@@ -429,11 +423,8 @@ class EdgeRuntime:
         # ---- fallback: finish locally
         meas["transfer_ms"] = round((t4 - t_send) * 1e3, 3)
         meas["cloud_ms"] = 0.0
-        if fail.kind == "timeout" and stats.get("sent", 0) >= len(body) and upload_s > 0:
-            # the link delivered the whole body; the answer was late (a cold engine, a busy server):
-            # the upload itself is a valid bandwidth sample, not an outage
-            est_state["sample_mbps"] = round(self.estimator.observe(len(body), upload_s), 4)
-            self._last_obs = time.perf_counter()
+        if fail.kind == "timeout" and stats.get("sent", 0) >= len(body):
+            pass  # the whole body left; the answer was late (cold engine, busy server): no link sample
         else:
             self._observe_failure(fail.kind, stats, t4 - t_send, est_state)
         if split == 0:

@@ -125,9 +125,10 @@ async def unshaped_stream(body: bytes, stats: dict[str, Any] | None = None,
     stats.update(sent=0, t_first=time.perf_counter())
     for off in range(0, len(mv), chunk_bytes):
         piece = mv[off: off + chunk_bytes]
+        yield bytes(piece)
+        # the consumer asks for the next chunk once this one is written to the transport
         stats["sent"] += len(piece)
         stats["t_last"] = time.perf_counter()
-        yield bytes(piece)
         await asyncio.sleep(0)
 
 

@@ -44,6 +44,7 @@ from janus_deploy.backends import load_runner, run_segments
 from janus_deploy.images import normalize
 from janus_deploy.plan.manifest import Manifest
 from janus_deploy.profile.codecs import CodecError, decode_tokens, decompress
+from janus_deploy.runtime.wire import model_name  # noqa: F401 - part of the server's API
 from janus_deploy.runtime.wire import (
     HEADER_LENGTH,
     WireError,
@@ -70,11 +71,6 @@ OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 
 class ServerError(JanusError):
     """The server cannot start (bad plan, engines, or options)."""
-
-
-def model_name(level: int, split: int) -> str:
-    """V2 model name of the tail of plan level ``level`` after split point ``split``."""
-    return f"janus_L{level}_S{split}"
 
 
 @dataclass(frozen=True)
@@ -297,6 +293,12 @@ def _validate(model: TailModel, tensors: dict[str, np.ndarray], max_batch: int, 
     tok = tensors["tokens"]
     if tok.dtype.kind == "f" and not np.isfinite(tok).all():
         raise WireError(f"input 'tokens' of {model.name} holds NaN or infinite values")
+    size = tensors["size"]
+    if not (np.isfinite(size).all() and (size >= 1).all()):
+        raise WireError(f"input 'size' of {model.name} must hold patch counts >= 1 (finite), "
+                        "as the previous segment's size_out does")
+    if "token_scale" in tensors and not np.isfinite(tensors["token_scale"]).all():
+        raise WireError(f"input 'token_scale' of {model.name} holds NaN or infinite values")
 
 
 def _decode_body(body: bytes, encoding: str | None, max_bytes: int) -> bytes:

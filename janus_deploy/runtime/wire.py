@@ -46,6 +46,11 @@ class WireError(JanusError):
         self.status = status
 
 
+def model_name(level: int, split: int) -> str:
+    """V2 model name of the tail of plan level ``level`` after split point ``split``."""
+    return f"janus_L{level}_S{split}"
+
+
 def v2_datatype(arr: np.ndarray) -> str:
     """The V2 datatype name of an array (``FP32``, ``UINT8``, ...)."""
     dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype

@@ -180,6 +180,11 @@ def bad_cases(manifest):
     int8_no_scale = _tokens(manifest)
     int8_no_scale["tokens"] = int8_no_scale["tokens"].astype(np.int8)
     extra = {**_tokens(manifest), "bogus": np.zeros(3, np.float32)}
+    zero_size = _tokens(manifest)
+    zero_size["size"][0, 0, 0] = 0.0  # log(0) in proportional attention would give NaN logits
+    nan_scale = _tokens(manifest)
+    nan_scale["tokens"] = nan_scale["tokens"].astype(np.int8)
+    nan_scale["token_scale"] = np.full(nan_scale["size"].shape, np.nan, np.float32)
     bad_header = json.loads(body[:hlen])
     bad_header["inputs"][0]["parameters"]["binary_data_size"] += 8
     hdr2 = json.dumps(bad_header).encode()
@@ -195,6 +200,8 @@ def bad_cases(manifest):
         ("frame as FP32", lambda c: post(c, "janus_L0_S0", {"frame": np.zeros((1, 224, 224, 3), np.float32)}), 400, "UINT8"),
         ("int8 without scale", lambda c: post(c, "janus_L0_S3", int8_no_scale), 400, "token_scale"),
         ("unexpected input", lambda c: post(c, "janus_L0_S3", extra), 400, "bogus"),
+        ("size below 1", lambda c: post(c, "janus_L0_S3", zero_size), 400, "patch counts"),
+        ("NaN token_scale", lambda c: post(c, "janus_L0_S3", nan_scale), 400, "token_scale"),
         ("missing input", lambda c: post(c, "janus_L0_S3", {"tokens": good["tokens"]}), 400, "size"),
         ("truncated body", lambda c: _raw(c, "janus_L0_S3", body[:-100], H), 400, "truncated"),
         ("trailing bytes", lambda c: _raw(c, "janus_L0_S3", body + b"xx", H), 400, "trailing"),
