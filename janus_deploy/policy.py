@@ -105,12 +105,13 @@ def alpha_max(x0: int, num_blocks: int, policy: str = "exponential", tol: float 
         return float(budget // num_blocks)
     if policy not in POLICIES:
         raise PolicyError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if num_blocks < 2:
+        raise PolicyError(f"the {policy} policy needs at least 2 blocks: with one block the reduction "
+                          "does not depend on the level")
     total = lambda a: sum(raw_reductions(policy, a, num_blocks))  # noqa: E731 - monotone in a
     lo, hi = 0.0, 1.0
     while total(hi) <= budget:  # grow the bracket (linear policy can go beyond 1)
         lo, hi = hi, hi * 2
-        if hi > 1e6:
-            raise PolicyError("alpha_max diverged; is num_blocks == 1?")
     while hi - lo > tol:
         mid = (lo + hi) / 2
         if total(mid) <= budget:

@@ -74,6 +74,8 @@ def test_bad_input():
         policy.check_level(-0.1, 197, 12)
     with pytest.raises(policy.PolicyError, match="unknown policy"):
         policy.schedule("cubic", 0.1, 197, 12)
+    with pytest.raises(policy.PolicyError, match="at least 2 blocks"):
+        policy.alpha_max(197, 1)
 
 
 def test_segment_ranges_and_edge_counts():

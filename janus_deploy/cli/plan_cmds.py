@@ -15,7 +15,7 @@ from janus_deploy.cli.common import console, err_console, parse_overrides, print
 
 def export(
     model: str = typer.Option(..., "--model", "-m", help="timm model name (vit_*/deit_*), e.g. vit_tiny_patch16_224."),
-    out: Path = typer.Option(..., "--out", "-o", help="Plan directory to write (created; re-running resumes)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Plan directory to write (created; re-running reuses unchanged graphs and resumes an interrupted export)."),
     checkpoint: Optional[Path] = typer.Option(None, help="Local checkpoint (.safetensors/.pth/.pt). Never downloads; without one the model is randomly initialised with a fixed seed."),
     img_size: Optional[int] = typer.Option(None, help="Input resolution (e.g. 224 or 384); default: the model's."),
     k: int = typer.Option(3, help="Split-point density k of Eq. 3 (paper: 5 for 24 blocks)."),

@@ -22,10 +22,11 @@ from janus_deploy import __version__, policy
 from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256, model_info
 from janus_deploy.model.pruned import Segment, build_segments
 from janus_deploy.plan.manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, Manifest, PlanError
-from janus_deploy.plan.weights import SharedWeights
+from janus_deploy.plan.weights import INDEX_FILE, WEIGHTS_FILE, SharedWeights
 
 DEFAULT_OPSET = 17
 INIT_SEED = 0  # models without a checkpoint are initialised deterministically
+STATE_FILE = "export-progress.json"  # graphs done so far; removed when the manifest is written
 
 
 @dataclass(frozen=True)
@@ -166,22 +167,20 @@ def export_plan(
     ranges = policy.segment_ranges(info.num_blocks, candidates)
     level_list = config.level_list(info.num_tokens, info.num_blocks, info.num_prefix_tokens)
 
-    old: dict[str, dict[str, Any]] = {}
-    try:
-        prev = Manifest.load(out_dir)
-        for lv in prev.levels:
-            for entry in [*lv["segments"], lv["unsplit"]]:
-                old[entry["key"]] = entry
-    except PlanError:
-        pass
-
+    model_key = (spec.to_dict(), ckpt_sha, INIT_SEED, config.opset, __version__)
+    weights_key = _key(model_key)
+    state_path = out_dir / STATE_FILE
+    old = _previous_entries(out_dir, state_path, weights_key)
+    if not old:  # another model (or nothing) was exported here: its weights are of no use
+        for stale in (WEIGHTS_FILE, INDEX_FILE):
+            (out_dir / stale).unlink(missing_ok=True)
     weights = SharedWeights(out_dir)
     can_reuse = bool(weights.index)  # offsets of kept graphs are only valid in the old weight file
     image = torch.randn(1, 3, info.img_size, info.img_size, generator=torch.Generator().manual_seed(1))
     total = len(level_list) * (len(ranges) + 1)
     done, exported, reused, seconds = 0, 0, 0, []
     levels = []
-    model_key = (spec.to_dict(), ckpt_sha, INIT_SEED, config.opset, __version__)
+    state = {"weights_key": weights_key, "entries": {}}
 
     def emit(module, args, ins, outs, fname, key) -> dict[str, Any]:
         nonlocal done, exported, reused
@@ -198,6 +197,10 @@ def export_plan(
             exported += 1
             entry = {"file": fname, "key": key, "sha256": file_sha256(path), "bytes": path.stat().st_size,
                      "inputs": ins, "outputs": outs}
+            # checkpoint progress so an interrupted export resumes from here
+            weights.save_index()
+            state["entries"][key] = entry
+            state_path.write_text(json.dumps(state))
         done += 1
         if progress:
             progress(fname, done, total)
@@ -255,10 +258,33 @@ def export_plan(
         "levels": levels,
     }
     _remove_stale(out_dir, data)
+    data["model"]["weights_key"] = weights_key
     manifest = Manifest(data, out_dir)
     manifest.save(out_dir)
+    state_path.unlink(missing_ok=True)
     stats = {"exported": exported, "reused": reused, "seconds_per_graph": seconds}
     return manifest, stats
+
+
+def _previous_entries(out_dir: Path, state_path: Path, weights_key: str) -> dict[str, dict[str, Any]]:
+    """Graph entries of an earlier export of the same model into ``out_dir``: from its manifest,
+    and from the progress file an interrupted export leaves behind."""
+    old: dict[str, dict[str, Any]] = {}
+    try:
+        prev = Manifest.load(out_dir)
+        if prev.model.get("weights_key") == weights_key:
+            for lv in prev.levels:
+                for entry in [*lv["segments"], lv["unsplit"]]:
+                    old[entry["key"]] = entry
+    except PlanError:
+        pass
+    try:
+        state = json.loads(state_path.read_text())
+        if state.get("weights_key") == weights_key:
+            old.update(state["entries"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return old
 
 
 def _remove_stale(out_dir: Path, data: dict[str, Any]) -> None:

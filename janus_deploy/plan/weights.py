@@ -31,9 +31,12 @@ class SharedWeights:
         self.index_path = self.dir / INDEX_FILE
         self.index: dict[str, list[int]] = {}
         if self.index_path.is_file() and self.bin.is_file():
-            self.index = json.loads(self.index_path.read_text())
-        elif self.bin.exists():
-            self.bin.unlink()
+            try:
+                self.index = json.loads(self.index_path.read_text())
+            except ValueError:  # a damaged index: start the weight file afresh (graphs are redone)
+                self.index = {}
+        if not self.index:
+            self.bin.unlink(missing_ok=True)
 
     def put(self, data: bytes) -> tuple[str, int, int]:
         """Store ``data`` once; return (sha256, offset, length)."""

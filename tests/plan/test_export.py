@@ -132,3 +132,32 @@ def test_export_bad_input(tmp_path):
         assert msg in res.output, res.output
     with pytest.raises(PlanError, match="not a plan"):
         Manifest.load(tmp_path)
+
+
+def test_interrupted_export_resumes_and_stale_weights_go(tmp_path):
+    spec, cfg = ModelSpec("vit_tiny_patch16_224", {"depth": 3}), ExportConfig(k=2, levels=3)
+    out = tmp_path / "p"
+
+    def crash_after_five(name, done, total):
+        if done == 5:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C mid-export
+
+    with pytest.raises(KeyboardInterrupt):
+        export_plan(spec, out, cfg, progress=crash_after_five)
+    assert not (out / "manifest.json").exists()
+    manifest, stats = export_plan(spec, out, cfg)
+    assert stats["reused"] == 5 and stats["exported"] == 3 * 4 - 5
+    from janus_deploy.backends.ort import OrtRunner
+    from janus_deploy.plan.verify import verify_plan
+
+    x = normalize(synthetic_frames(1, 224), manifest.model["mean"], manifest.model["std"])
+    assert all(r.ok for r in verify_plan(manifest, OrtRunner(manifest), x))
+
+    # a damaged weight index: everything is redone, nothing breaks
+    (out / "weights.json").write_text("{broken")
+    manifest, stats = export_plan(spec, out, cfg)
+    assert stats["exported"] == 12 and all(r.ok for r in verify_plan(manifest, OrtRunner(manifest), x))
+
+    # another model into the same folder: the old weights do not linger
+    small, _ = export_plan(ModelSpec("vit_tiny_patch16_224", {"depth": 2}), out, ExportConfig(k=1, levels=2))
+    assert plan_size_bytes(out) <= 1.15 * small.model["weight_bytes"]
