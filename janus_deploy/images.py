@@ -70,3 +70,10 @@ def synthetic_frames(count: int, img_size: int, seed: int = 0) -> np.ndarray:
     big = np.repeat(np.repeat(low, reps, axis=1), reps, axis=2)[:, :img_size, :img_size]
     noise = rng.normal(0, 12, size=big.shape)
     return np.clip(big + noise, 0, 255).astype(np.uint8)
+
+
+def frames_for(folder: str | Path | None, count: int, img_size: int) -> np.ndarray:
+    """The first ``count`` images of ``folder`` as frames, or ``count`` synthetic frames."""
+    if folder is None:
+        return synthetic_frames(count, img_size)
+    return np.stack([load_frame(p, img_size) for p, _ in list_images(folder)[:count]])

@@ -1,6 +1,6 @@
 """ONNX Runtime backend (the embedded default): CPU or CUDA execution provider.
 
-Builder: checks every graph of the plan loads into a session and records the session settings in
+Builder: checks every segment graph of the plan loads into a session and records the session settings in
 ``engines.json`` (ORT optimises graphs when a session is created, so the plan's graphs are the
 engines). Runner: one session per (level, segment), created lazily; every session uses the same
 in-memory copy of the plan's weight file through ``SessionOptions.add_initializer``, so keeping all
@@ -139,6 +139,7 @@ class OrtRunner:
             self._sessions.pop((level, segment), None)
 
     def preload(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Create every segment session (the unsplit graphs stay lazy: only verify/profile use them)."""
         keys = [(li, si) for li, lv in enumerate(self.manifest.levels) for si in range(len(lv["segments"]))]
         for i, (li, si) in enumerate(keys, 1):
             self.session(li, si)

@@ -8,8 +8,6 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-import numpy as np
-
 from janus_deploy.cli.common import console, err_console, parse_overrides, print_json, progress_bar
 
 
@@ -19,7 +17,7 @@ def export(
     checkpoint: Optional[Path] = typer.Option(None, help="Local checkpoint (.safetensors/.pth/.pt). Never downloads; without one the model is randomly initialised with a fixed seed."),
     img_size: Optional[int] = typer.Option(None, help="Input resolution (e.g. 224 or 384); default: the model's."),
     k: int = typer.Option(3, help="Split-point density k of Eq. 3 (paper: 5 for 24 blocks)."),
-    levels: Optional[int] = typer.Option(None, help="Number of pruning levels, evenly spaced in [0, alpha_max]."),
+    levels: Optional[int] = typer.Option(None, help="Number of pruning levels, evenly spaced in [0, alpha_max] (default 8 unless --alpha-step)."),
     alpha_step: Optional[float] = typer.Option(None, help="Pruning level step t (paper: 0.01); alternative to --levels."),
     policy: str = typer.Option("exponential", help="Pruning policy: exponential (Janus), linear, or constant (ToMe r)."),
     baseline_r: Optional[int] = typer.Option(None, help="Also export ToMe's constant-r level for the baselines (paper: 23 for ViT-L@384)."),
@@ -27,14 +25,9 @@ def export(
     override: Optional[list[str]] = typer.Option(None, "--set", help="Extra timm constructor argument key=value (repeatable), e.g. --set num_classes=10."),
 ) -> None:
     """Export a timm ViT pruned at a grid of levels and sliced at every candidate split point."""
-    from janus_deploy import JanusError
     from janus_deploy.model import ModelSpec
     from janus_deploy.plan import ExportConfig, export_plan
 
-    if opset < 17:
-        raise JanusError(f"opset {opset} is too old; use 17 or newer")
-    if levels is None and alpha_step is None:
-        levels = 8
     overrides = parse_overrides(override)
     if img_size is not None:
         overrides["img_size"] = img_size
@@ -83,21 +76,17 @@ def verify(
     """Check every level's segment chain against PyTorch and the unsplit graph; non-zero exit beyond tolerance."""
     from janus_deploy.backends import load_runner, read_engines_file
     from janus_deploy.backends.ort import OrtRunner
-    from janus_deploy.images import list_images, load_frame, normalize, synthetic_frames
+    from janus_deploy.images import frames_for, normalize
     from janus_deploy.plan import Manifest
     from janus_deploy.plan.verify import Tolerance, reports_to_dicts, verify_plan
 
     manifest = Manifest.load(plan)
-    size = manifest.model["img_size"]
     if engines is not None:
         runner = load_runner(manifest, engines)
         tol = Tolerance.for_precision(read_engines_file(engines, manifest).get("precision", "fp32"))
     else:
         runner, tol = OrtRunner(manifest), Tolerance()
-    if images is not None:
-        frames = np.stack([load_frame(p, size) for p, _ in list_images(images)[:num_images]])
-    else:
-        frames = synthetic_frames(num_images, size)
+    frames = frames_for(images, num_images, manifest.model["img_size"])
     x = normalize(frames, manifest.model["mean"], manifest.model["std"])
     with progress_bar("verifying levels", len(manifest.levels)) as update:
         reports = verify_plan(manifest, runner, x, tolerance=tol, save_dir=save_references,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -28,7 +26,7 @@ def profile(
 ) -> None:
     """Measure every (level, segment) engine into a latency profile, with payload codecs and a linear fit."""
     from janus_deploy import JanusError
-    from janus_deploy.images import list_images, load_frame, synthetic_frames
+    from janus_deploy.images import frames_for
     from janus_deploy.plan import Manifest
     from janus_deploy.profile.measure import linear_profile, measure_profile
     from janus_deploy.profile.table import parse_linear, save_profile
@@ -46,11 +44,7 @@ def profile(
 
     meta = read_engines_file(engines, manifest)
     runner = load_runner(manifest, engines, threads=threads)
-    size = manifest.model["img_size"]
-    if images is not None:
-        frames = np.stack([load_frame(p, size) for p, _ in list_images(images)[:num_images]])
-    else:
-        frames = synthetic_frames(num_images, size)
+    frames = frames_for(images, num_images, manifest.model["img_size"])
     with progress_bar("profiling engines") as update:
         prof, report = measure_profile(
             manifest, runner, frames, device_name=device_name, backend=meta["backend"],
@@ -58,9 +52,6 @@ def profile(
             progress=lambda d, t, text: update(d, t, text),
         )
     save_profile(prof, out)
-    data = json.loads(Path(out).read_text())
-    data["consistency"] = report["levels"]
-    Path(out).write_text(json.dumps(data, indent=1))
     if as_json:
         print_json(report)
         return
@@ -70,7 +61,7 @@ def profile(
                       f"{r['unsplit_ms']:.2f}", f"{r['ratio']:.3f}")
     console.print(table)
     fit = report["linear_model"]
-    if fit["a_ms"] is not None:
+    if fit["a_ms"] is not None and fit["r"] is not None:
         console.print(f"per-block linear model: {fit['a_ms']:.4f} + {fit['b_ms_per_token']:.6f}·tokens ms "
                       f"(r = {fit['r']:.3f}, max relative error {fit['max_rel_err']:.1%} over {fit['points']} segments)")
     codecs = Table("codec", "lossless", "top-1 agreement vs fp32", title="payload codecs")

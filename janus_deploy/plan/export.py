@@ -25,6 +25,7 @@ from janus_deploy.plan.manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, Mani
 from janus_deploy.plan.weights import INDEX_FILE, WEIGHTS_FILE, SharedWeights
 
 DEFAULT_OPSET = 17
+DEFAULT_LEVELS = 8
 INIT_SEED = 0  # models without a checkpoint are initialised deterministically
 STATE_FILE = "export-progress.json"  # graphs done so far; removed when the manifest is written
 
@@ -37,6 +38,12 @@ class ExportConfig:
     step: float | None = None
     baseline_r: int | None = None  # extra constant-policy level (ToMe's r) for the baselines
     opset: int = DEFAULT_OPSET
+
+    def __post_init__(self) -> None:
+        if self.opset < 17:
+            raise PlanError(f"opset {self.opset} is too old; use 17 or newer")
+        if self.levels is None and self.step is None:
+            object.__setattr__(self, "levels", DEFAULT_LEVELS)
 
     def level_list(self, x0: int, n: int, num_prefix: int) -> list[tuple[str, float]]:
         grid = policy.level_grid(x0, n, self.policy, step=self.step, levels=self.levels)
@@ -296,7 +303,7 @@ def _remove_stale(out_dir: Path, data: dict[str, Any]) -> None:
 
 
 def plan_size_bytes(plan_dir: str | Path) -> int:
-    """Bytes on disk of everything the manifest references plus the manifest itself."""
+    """Bytes on disk of the plan directory (graphs, weight file, manifest)."""
     plan_dir = Path(plan_dir)
     return sum(p.stat().st_size for p in plan_dir.iterdir() if p.is_file())
 

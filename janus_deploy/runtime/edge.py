@@ -269,28 +269,6 @@ class EdgeRuntime:
         return min(times)
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, profile_level: int, split: int, bandwidth_mbps: float, rtt_ms: float) -> dict[str, float]:
-        """The janus-deploy latency model for one option (same terms as the scheduler's)."""
-        e, c = self.edge_profile, self.cloud_profile
-        lv = e.levels[profile_level]
-        cj = c.level_index(lv.policy, lv.alpha)
-        n = e.num_blocks
-        pay = e.payload(profile_level, split, self.codec.name)
-        sends = split <= n
-        if not sends:
-            comm = 0.0
-        elif bandwidth_mbps > 0:
-            comm = pay.bytes * 8 / 1e3 / bandwidth_mbps
-        else:
-            comm = math.inf
-        bd = {"edge_ms": e.head_ms(profile_level, split), "encode_ms": pay.encode_ms if sends else 0.0,
-              "comm_ms": comm, "rtt_ms": rtt_ms if sends else 0.0,
-              "decode_ms": c.payload(cj, split, self.codec.name).decode_ms if sends else 0.0,
-              "cloud_ms": c.tail_ms(cj, split)}
-        bd["total_ms"] = sum(bd.values())
-        bd["bytes"] = pay.bytes
-        return bd
-
     # ------------------------------------------------------------------ one request
     def infer(self, frame: np.ndarray, *, force: tuple[int, int] | None = None,
               source: str | None = None) -> RequestResult:
@@ -348,8 +326,9 @@ class EdgeRuntime:
             pli = self.edge_profile.level_index(lv["policy"], lv["alpha"])
             if split not in m.candidates:
                 raise EdgeError(f"forced split {split} is not a candidate {m.candidates}")
-            pred = self.predict(pli, split, est, rtt)
-            meets = pred["total_ms"] <= self.sla_ms
+            d = self.scheduler.evaluate(pli, split, est, rtt)
+            pred = dict(d.breakdown, total_ms=d.predicted_ms, bytes=d.bytes)
+            meets = d.meets_sla
         else:
             d = self.scheduler.decide(est, rtt, self.margin)
             pli, split = d.level_index, d.split

@@ -270,6 +270,14 @@ class Scheduler:
             j = cloud_j if lat[cloud_j] < lat[dev_j] else dev_j
         return self._decision(t, 0, j, comm, rtt_ms, charge_rtt=True)
 
+    def evaluate(self, level_index: int, split: int, bandwidth_mbps: float, rtt_ms: float = 0.0) -> Decision:
+        """The predicted latency of one given option (same cost model as :meth:`decide`)."""
+        if split not in self.candidates:
+            raise SchedulerError(f"split {split} is not a candidate {self.candidates}")
+        table = self._janus if level_index in self._janus.rows else self._table([level_index], self.mode == "paper")
+        return self._decision(table, table.rows.index(level_index), self.candidates.index(split),
+                              self._comm(table, bandwidth_mbps), rtt_ms)
+
     def payload_bytes(self, level_index: int, split: int) -> int:
         """Bytes actually sent for an option: the codec's payload (fp32 in paper mode)."""
         if split == 0 and self.frame_bytes is not None:
