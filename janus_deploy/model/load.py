@@ -106,7 +106,11 @@ def create_model(
     return model.eval()
 
 
-def create_from_spec(spec: ModelSpec) -> nn.Module:
+def create_from_spec(spec: ModelSpec, seed: int = 0) -> nn.Module:
+    """Re-create a model; without a checkpoint its random initialisation is seeded, so the same
+    spec always gives the same weights (plans of untrained models stay verifiable)."""
+    if spec.checkpoint is None:
+        torch.manual_seed(seed)
     return create_model(spec.name, checkpoint=spec.checkpoint, **spec.overrides)
 
 

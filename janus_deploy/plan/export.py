@@ -22,6 +22,7 @@ from janus_deploy import __version__, policy
 from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256, model_info
 from janus_deploy.model.pruned import Segment, build_segments
 from janus_deploy.plan.manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, Manifest, PlanError
+from janus_deploy.profile.codecs import payload_bytes
 from janus_deploy.plan.weights import INDEX_FILE, WEIGHTS_FILE, SharedWeights
 
 DEFAULT_OPSET = 17
@@ -140,11 +141,10 @@ def payloads(info, tokens: Sequence[int], candidates: Sequence[int]) -> dict[str
             out[str(s)] = {"tensors": [], "elements": 0, "bytes": {"float32": 0, "float16": 0}}
         else:
             x = tokens[s]
-            elems = x * (d + 1)
             out[str(s)] = {
                 "tensors": [_io("tokens", [x, d]), _io("size", [x, 1])],
-                "elements": elems,
-                "bytes": {"float32": 4 * elems, "float16": 2 * elems},
+                "elements": x * (d + 1),
+                "bytes": {"float32": payload_bytes(x, d, "fp32"), "float16": payload_bytes(x, d, "fp16")},
             }
     return out
 
@@ -166,8 +166,7 @@ def export_plan(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(INIT_SEED)
-    model = create_from_spec(spec)
+    model = create_from_spec(spec, INIT_SEED)
     info = model_info(model)
     ckpt_sha = file_sha256(spec.checkpoint) if spec.checkpoint else None
     candidates = policy.candidate_splits(info.num_blocks, config.k)

@@ -93,9 +93,8 @@ def model_for(manifest: Manifest) -> torch.nn.Module:
     """The PyTorch model a plan was exported from, with the exact weights the export used."""
     m = manifest.model
     path = resolve_checkpoint(manifest)
-    if path is None:
-        torch.manual_seed(int(m.get("init_seed") or 0))
-    return create_from_spec(ModelSpec(m["name"], m.get("overrides") or {}, str(path) if path else None))
+    spec = ModelSpec(m["name"], m.get("overrides") or {}, str(path) if path else None)
+    return create_from_spec(spec, int(m.get("init_seed") or 0))
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -53,6 +53,17 @@ def get_codec(name: str) -> Codec:
         raise CodecError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}") from None
 
 
+def payload_bytes(tokens: int, dim: int, codec: str | Codec) -> int:
+    """Uncompressed wire bytes of ``tokens`` boundary tokens of width ``dim`` (one image):
+    the token tensor, the size vector and, for int8, one fp32 scale per token."""
+    c = codec if isinstance(codec, Codec) else get_codec(codec)
+    if c.compress is not None:
+        raise CodecError(f"codec {c.name} compresses: its size is measured, not computed")
+    width = {"float32": 4, "float16": 2, "int8": 1}
+    extra = 4 if c.token_dtype == "int8" else 0
+    return tokens * (dim * width[c.token_dtype] + width[c.size_dtype] + extra)
+
+
 def encode_tokens(tokens: np.ndarray, size: np.ndarray, codec: str | Codec) -> dict[str, np.ndarray]:
     """Boundary tensors -> named wire tensors."""
     c = codec if isinstance(codec, Codec) else get_codec(codec)

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from janus_deploy import JanusError
 from janus_deploy import policy as P
+from janus_deploy.profile import codecs as wire_codecs
 
 KIND = "janus-deploy/profile"
 FORMAT_VERSION = 1
@@ -568,19 +569,12 @@ def block_costs(tokens: Sequence[int], a_ms: float, b_ms_per_token: float,
 
 
 def token_payload_bytes(tokens: int, dim: int, codec: str) -> int:
-    """Bytes of the token tensor ``[x, D]`` plus the ``size`` vector ``[x, 1]``.
-
-    fp32: 4 B/element (size fp32); fp16: 2 B/element (size fp16); int8: 1 B/element plus a 4-byte
-    per-token scale, and the size vector as fp16.
-    """
-    if codec == "fp32":
-        return tokens * dim * 4 + tokens * 4
-    if codec == "fp16":
-        return tokens * dim * 2 + tokens * 2
-    if codec == "int8":
-        return tokens * dim + tokens * 4 + tokens * 2
-    raise ProfileError(f"no analytic payload size for codec {codec!r} "
-                       f"(analytic codecs: {', '.join(ANALYTIC_CODECS)})")
+    """Uncompressed bytes of a split's payload with ``codec`` (see :mod:`janus_deploy.profile.codecs`)."""
+    try:
+        return wire_codecs.payload_bytes(tokens, dim, codec)
+    except wire_codecs.CodecError:
+        raise ProfileError(f"no analytic payload size for codec {codec!r} "
+                           f"(analytic codecs: {', '.join(ANALYTIC_CODECS)})") from None
 
 
 def _model_info(d: Mapping[str, Any] | ModelInfo) -> ModelInfo:
