@@ -39,3 +39,14 @@ def test_trt_parity_with_ort(tiny_plan, tmp_path):
         b = run_segments(ort_runner, li, 0, n, [x])[0]
         cos = float((a * b).sum() / (np.linalg.norm(a) * np.linalg.norm(b)))
         assert cos >= 0.999 and a.argmax() == b.argmax()
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here")
+def test_cli_names_the_extra_verbatim(tiny_plan, tmp_path):
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.main import app
+
+    res = CliRunner().invoke(app, ["build-engines", str(tiny_plan.dir), "--backend", "trt", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "janus-deploy[trt]" in " ".join(res.output.split())  # brackets are not eaten as markup

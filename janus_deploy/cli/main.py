@@ -60,8 +60,9 @@ def _friendly(fn):
             if _state["debug"]:
                 raise
             from rich.console import Console
+            from rich.markup import escape
 
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
 
     return wrapper
