@@ -402,9 +402,8 @@ class EdgeRuntime:
         # ---- fallback: finish locally
         meas["transfer_ms"] = round((t4 - t_send) * 1e3, 3)
         meas["cloud_ms"] = 0.0
-        if fail.kind == "timeout" and stats.get("sent", 0) >= len(body):
-            pass  # the whole body left; the answer was late (cold engine, busy server): no link sample
-        else:
+        late_answer = fail.kind == "timeout" and stats.get("sent", 0) >= len(body)
+        if not late_answer:  # a late answer to a complete upload (cold engine, busy server) says nothing about the link
             self._observe_failure(fail.kind, stats, t4 - t_send, est_state)
         if split == 0:
             x = normalize(frame[None], m.model["mean"], m.model["std"])
