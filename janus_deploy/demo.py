@@ -41,7 +41,7 @@ def run_demo(
     out: str | Path,
     *,
     requests: int = 200,
-    sla_ms: float = 60.0,
+    sla_ms: float = 100.0,
     levels: int = 8,
     k: int = 2,
     trace: str | None = None,
