@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from janus_deploy import JanusError
+from janus_deploy import JanusError, read_json
 from janus_deploy.plan.manifest import Manifest
 
 ENGINES_FILE = "engines.json"
@@ -61,13 +61,8 @@ def write_engines_file(engine_dir: Path, data: dict[str, Any]) -> None:
 
 def read_engines_file(engine_dir: str | Path, manifest: Manifest | None = None) -> dict[str, Any]:
     path = Path(engine_dir) / ENGINES_FILE
-    if not path.is_file():
-        raise EngineError(f"{engine_dir} holds no engines ({ENGINES_FILE} missing); run `janus-deploy build-engines`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise EngineError(f"{path} is not valid JSON: {exc}") from exc
-    if data.get("kind") != ENGINES_KIND or data.get("format_version") != ENGINES_VERSION:
+    data = read_json(path, EngineError, f"{engine_dir} holds no engines; run `janus-deploy build-engines`")
+    if not isinstance(data, dict) or data.get("kind") != ENGINES_KIND or data.get("format_version") != ENGINES_VERSION:
         raise EngineError(f"{path} is not a janus-deploy engines file of version {ENGINES_VERSION}")
     if manifest is not None and data.get("plan_hash") != manifest.hash:
         raise EngineError(

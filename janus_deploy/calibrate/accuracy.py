@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from janus_deploy import JanusError
+from janus_deploy import JanusError, read_json
 from janus_deploy.images import ImageError, list_images, load_frame, normalize
 from janus_deploy.policy import POLICIES
 
@@ -81,13 +81,7 @@ def validate_accuracy(data: Any, where: str = "accuracy table") -> dict[str, Any
 
 def load_accuracy(path: str | Path) -> dict[str, Any]:
     """Read and validate an accuracy table written by :func:`save_accuracy`."""
-    path = Path(path)
-    if not path.is_file():
-        raise AccuracyError(f"accuracy table {path} does not exist (run `janus-deploy calibrate`)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AccuracyError(f"{path} is not valid JSON ({exc})") from None
+    data = read_json(path, AccuracyError, "run `janus-deploy calibrate` to make an accuracy table")
     return validate_accuracy(data, str(path))
 
 

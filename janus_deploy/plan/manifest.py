@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from janus_deploy import JanusError
+from janus_deploy import JanusError, read_json
 from janus_deploy.policy import edge_segment_count
 
 FORMAT_VERSION = 1
@@ -46,15 +46,10 @@ class Manifest:
     @classmethod
     def load(cls, plan_dir: str | Path) -> "Manifest":
         plan_dir = Path(plan_dir)
-        path = plan_dir / MANIFEST_FILE
-        if not path.is_file():
-            raise PlanError(f"{plan_dir} is not a plan: {MANIFEST_FILE} is missing (run `janus-deploy export`)")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise PlanError(f"{path} is not valid JSON ({exc}); re-run `janus-deploy export`") from exc
+        data = read_json(plan_dir / MANIFEST_FILE, PlanError,
+                         f"{plan_dir} is not a plan (run `janus-deploy export`)")
         if not isinstance(data, dict):
-            raise PlanError(f"{path} must hold a JSON object")
+            raise PlanError(f"{plan_dir / MANIFEST_FILE} must hold a JSON object")
         return cls(data, plan_dir)
 
     def save(self, plan_dir: str | Path) -> None:

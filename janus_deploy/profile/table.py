@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from janus_deploy import JanusError
+from janus_deploy import JanusError, read_json
 from janus_deploy import policy as P
 from janus_deploy.profile import codecs as wire_codecs
 
@@ -519,12 +519,7 @@ def profile_from_dict(d: Any, *, where: str = "profile") -> Profile:
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile JSON file."""
     p = Path(path)
-    if not p.is_file():
-        raise ProfileError(f"profile file {p} does not exist")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ProfileError(f"{p} is not valid JSON ({exc})") from None
+    data = read_json(p, ProfileError, "give a profile written by `janus-deploy profile` or a preset name")
     try:
         return profile_from_dict(data, where=p.name)
     except ProfileError as exc:
