@@ -348,6 +348,7 @@ def _fidelity(plan, local, server, frames, trace, count, split=0, gap_s=0.0):
     return pairs
 
 
+@pytest.mark.slow  # real sockets and sleeps: a timing measurement, kept out of the default run
 def test_link_fidelity_constant(plan, local, server, frames):
     pairs = _fidelity(plan, local, server, frames, Trace([20.0], 1.0, name="const20"), 5)
     sys.stderr.write("\nconstant 20 Mbit/s, receiver/sender: "
@@ -360,6 +361,7 @@ def test_link_fidelity_constant(plan, local, server, frames):
     assert float(np.median([g for g, _, _ in pairs])) == pytest.approx(20.0, rel=0.10)
 
 
+@pytest.mark.slow
 def test_link_fidelity_step(plan, local, server, frames):
     """A 40 -> 10 Mbit/s step every 0.5 s: each transfer tracks the trace's mean over its window."""
     pairs = _fidelity(plan, local, server, frames, Trace([40.0, 10.0], 0.5, name="step"), 8, gap_s=0.15)
