@@ -69,7 +69,6 @@ class OrtRunner:
         self._feed_positions: dict[tuple[int, int], list[tuple[int, str]]] = {}
         self._lock = threading.Lock()
         self._weights: np.ndarray | None = None
-        self.load_seconds: dict[tuple[int, int | str], float] = {}
 
     # -- sessions ------------------------------------------------------------------------------
     def _weight_file(self) -> np.ndarray:
@@ -117,12 +116,10 @@ class OrtRunner:
         path = self.manifest.path(rel)
         if not path.is_file():
             raise EngineError(f"graph {path} is missing; re-export the plan")
-        t0 = time.perf_counter()
         try:
             sess = ort.InferenceSession(str(path), self._options(path), providers=[self.provider])
         except Exception as exc:  # ORT raises its own types for corrupt graphs
             raise EngineError(f"ONNX Runtime cannot load {path}: {exc}") from exc
-        self.load_seconds[key] = time.perf_counter() - t0
         self._sessions[key] = sess
         return sess
 

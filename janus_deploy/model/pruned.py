@@ -102,8 +102,8 @@ class Segment(nn.Module):
         self.num_prefix = model.num_prefix_tokens
         # Proportional attention is needed in block l only once an earlier block merged.
         self.merged_before = [sum(schedule.reductions[: l - 1]) > 0 for l in range(1, len(schedule.reductions) + 1)]
-        self.in_tokens = schedule.tokens[start - 1] if not first else schedule.tokens[0]
-        self.out_tokens = schedule.tokens[end] if end >= start else schedule.tokens[start - 1]
+        self.in_tokens = schedule.tokens[start - 1]  # tokens entering the segment (x_0 for the first)
+        self.out_tokens = schedule.tokens[max(end, start - 1)]  # a head-only segment keeps x_N
 
     @property
     def input_names(self) -> list[str]:

@@ -59,8 +59,9 @@ def _io(name: str, shape: Sequence[int | str], dtype: str = "float32") -> dict[s
     return {"name": name, "shape": list(shape), "dtype": dtype}
 
 
-def segment_io(seg: Segment, info, tokens_in: int, tokens_out: int) -> tuple[list, list]:
-    d = info.embed_dim
+def segment_io(seg: Segment, info) -> tuple[list, list]:
+    """Names, shapes and dtypes of a segment's graph inputs and outputs (batch dynamic)."""
+    d, tokens_in, tokens_out = info.embed_dim, seg.in_tokens, seg.out_tokens
     if seg.first:
         ins = [_io("image", ["batch", 3, info.img_size, info.img_size])]
     else:
@@ -218,8 +219,7 @@ def export_plan(
         seg_entries = []
         args: tuple[torch.Tensor, ...] = (image,)
         for si, seg in enumerate(segs):
-            t_in, t_out = sched.tokens[seg.start - 1], sched.tokens[max(seg.end, seg.start - 1)]
-            ins, outs = segment_io(seg, info, t_in, t_out)
+            ins, outs = segment_io(seg, info)
             key = _key(model_key, pol, alpha, seg.start, seg.end, seg.first, seg.last)
             entry = emit(seg, args, ins, outs, f"L{li:02d}_S{si:02d}.onnx", key)
             seg_entries.append({"index": si, "blocks": [seg.start, seg.end], **entry})
@@ -227,7 +227,7 @@ def export_plan(
                 res = seg(*args)
             args = res if isinstance(res, tuple) else (res,)
         full = Segment(model, sched, 1, info.num_blocks, first=True, last=True)
-        ins, outs = segment_io(full, info, info.num_tokens, 0)
+        ins, outs = segment_io(full, info)
         unsplit = emit(full, (image,), ins, outs, f"L{li:02d}_full.onnx",
                        _key(model_key, pol, alpha, "full"))
         levels.append({

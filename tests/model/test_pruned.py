@@ -77,7 +77,8 @@ def test_segments_export_and_match_onnxruntime():
         sched = policy.schedule("exponential", alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
         args = (torch.randn(2, 3, info.img_size, info.img_size),)
         for seg in build_segments(m, sched, cands):
-            ins, outs = segment_io(seg, info, sched.tokens[seg.start - 1], sched.tokens[max(seg.end, seg.start - 1)])
+            assert seg.in_tokens == sched.tokens[seg.start - 1]
+            ins, outs = segment_io(seg, info)
             graph = export_graph(seg, args, ins, outs, 17)
             ops = {n.op_type for n in graph.graph.node}
             assert not ops & {"ScatterElements", "ScatterND", "NonZero", "Loop", "If"}
