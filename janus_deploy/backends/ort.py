@@ -215,4 +215,5 @@ def load(manifest: Manifest, engine_dir: str | Path, *, threads: int = 0) -> Ort
     provider = resolve_provider(data.get("device", "cpu"))
     session = data.get("session", {})
     return OrtRunner(manifest, provider=provider, threads=threads,
+                     share_weights=session.get("share_weights", True),
                      disable_prepacking=session.get("disable_prepacking", True))
