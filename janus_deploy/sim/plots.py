@@ -46,14 +46,7 @@ def plot_bars(results: Mapping[str, SystemResult], path: str | Path, title: str 
         ax.tick_params(axis="x", rotation=25)
         for i, v in enumerate(vals):
             ax.text(i, v, fmt.format(v), ha="center", va="bottom", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, plt, path, title, dpi=120)
 
 
 def plot_timeseries(results: Mapping[str, SystemResult], path: str | Path, sla_ms: float,
@@ -90,12 +83,17 @@ def plot_timeseries(results: Mapping[str, SystemResult], path: str | Path, sla_m
         ax_l.set_ylim(0, max(2 * sla_ms, 1))
         ax_l.set_xlabel("time (s)")
         ax_l.legend(fontsize=7, loc="upper right")
+    return _save(fig, plt, path, title, dpi=110)
+
+
+def _save(fig, plt, path: str | Path, title: str, dpi: int) -> Path:
+    """Title, layout, write (creating folders) and close a figure."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
 
