@@ -32,7 +32,6 @@ CLASS_NAMES = [str(i) for i in range(NUM_CLASSES)]
 SPLIT_SEED = 20250214  # fixes which sklearn indices are held out; independent of render seeds
 TEST_FRACTION = 0.2
 SPLITS = ("train", "test")
-TASK_NAME = "digits"
 
 
 class TaskError(JanusError):

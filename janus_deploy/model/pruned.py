@@ -105,14 +105,6 @@ class Segment(nn.Module):
         self.in_tokens = schedule.tokens[start - 1]  # tokens entering the segment (x_0 for the first)
         self.out_tokens = schedule.tokens[max(end, start - 1)]  # a head-only segment keeps x_N
 
-    @property
-    def input_names(self) -> list[str]:
-        return ["image"] if self.first else ["tokens", "size"]
-
-    @property
-    def output_names(self) -> list[str]:
-        return ["logits"] if self.last else ["tokens", "size"]
-
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.first:
             x, size = embed(self.model, inputs[0])

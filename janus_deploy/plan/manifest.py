@@ -17,7 +17,6 @@ from janus_deploy.policy import edge_segment_count
 FORMAT_VERSION = 1
 KIND = "janus-deploy/plan"
 MANIFEST_FILE = "manifest.json"
-DTYPE_BYTES = {"float32": 4, "float16": 2, "uint8": 1, "int8": 1}
 
 
 class PlanError(JanusError):

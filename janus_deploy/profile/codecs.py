@@ -117,10 +117,6 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     return out
 
 
-def wire_bytes(tensors: dict[str, np.ndarray]) -> int:
-    return sum(a.nbytes for a in tensors.values())
-
-
 def measure_codec(tokens: np.ndarray, size: np.ndarray, codec: str, repeats: int = 5) -> dict[str, float]:
     """Bytes on the wire and median encode/decode time (ms) of one payload."""
     c = get_codec(codec)

@@ -49,7 +49,6 @@ DEFAULT_COLD_START_MBPS = 100.0
 DEFAULT_PROBE_INTERVAL_S = 2.0
 DEFAULT_PROBE_BYTES = 32768
 PROBE_PATH = "/janus/probe"
-FALLBACK_KINDS = ("unreachable", "timeout", "dropped", "server-error", "protocol")
 RTT_EWMA = 0.3
 
 

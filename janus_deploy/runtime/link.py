@@ -66,10 +66,6 @@ class TraceShaper:
             self.start()
         return self.clock() - self.t0
 
-    def rate_now(self) -> float:
-        """The trace's bandwidth (Mbit/s) in force now."""
-        return self.trace.value_at(self.now())
-
     def mean_rate(self, t_a: float, t_b: float) -> float:
         """Mean trace bandwidth between two trace times (what an ideal link would deliver)."""
         return self.trace.mean_rate(t_a, t_b)

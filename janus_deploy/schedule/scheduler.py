@@ -212,10 +212,6 @@ class Scheduler:
         """Profile level indices Janus chooses from (exponential, increasing α)."""
         return list(self._janus.rows)
 
-    @property
-    def baseline_level_index(self) -> int | None:
-        return self._const_index
-
     def decide(self, bandwidth_mbps: float, rtt_ms: float = 0.0, margin: float = 0.0) -> Decision:
         """Choose (α, split) for an estimated uplink of ``bandwidth_mbps``.
 

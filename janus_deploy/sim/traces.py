@@ -144,9 +144,6 @@ class Trace:
         return (self.delivered_bits(t1) - self.delivered_bits(t0)) / (t1 - t0) / 1e6
 
     # ---- helpers
-    def with_interval(self, interval_s: float) -> "Trace":
-        return Trace(list(self.samples), interval_s, self.name, self.unit)
-
     def head(self, count: int) -> "Trace":
         """The first ``count`` samples."""
         return Trace(self.samples[: max(int(count), 1)], self.interval_s, self.name, self.unit)
