@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from janus_deploy import __version__
-from janus_deploy.backends.base import Runner
+from janus_deploy.backends.base import Runner, run_segments
 from janus_deploy.plan.manifest import Manifest
 from janus_deploy.profile import codecs as C
 from janus_deploy.profile.table import Profile, ProfileError, profile_from_dict, profile_from_linear
@@ -136,7 +136,7 @@ def measure_profile(
                     if c != "fp32":
                         wire = C.encode_tokens(tokens, size, c)
                         dec = list(C.decode_tokens(wire))
-                        logits = _run_from(runner, li, e, nseg, dec)
+                        logits = run_segments(runner, li, e, nseg, dec)[0]
                         agree[c].append(float((logits.argmax(1) == ref_top1).mean()))
         levels_out.append({
             "policy": lv["policy"], "alpha": lv["alpha"], "tokens": lv["tokens"],
@@ -163,13 +163,6 @@ def measure_profile(
     data["linear_model"] = fit
     profile = profile_from_dict(data)
     return profile, {"levels": report_levels, "linear_model": fit, "codecs": codec_info}
-
-
-def _run_from(runner: Runner, level: int, first: int, nseg: int, inputs: list[np.ndarray]) -> np.ndarray:
-    out = inputs
-    for j in range(first, nseg):
-        out = runner.run_segment(level, j, out)
-    return out[0]
 
 
 def fit_linear(manifest: Manifest, data: dict[str, Any]) -> dict[str, Any]:
