@@ -49,8 +49,16 @@ def run_demo(
     runs: int = 20,
     edge_slowdown: float = 8.0,
     say: Callable[[str], None] = print,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole pipeline; returns the edge runtime's summary (also in ``out/summary.json``)."""
+    """Run the whole pipeline; returns the edge runtime's summary (also in ``out/summary.json``).
+
+    ``say`` announces each stage; ``progress(stage, done, total)`` follows the long ones.
+    """
+
+    def step(stage: str):
+        return None if progress is None else (lambda done, total, *_: progress(stage, done, total))
+
     from janus_deploy.backends import build_engines
     from janus_deploy.backends.base import SlowedRunner
     from janus_deploy.backends.ort import OrtRunner
@@ -74,19 +82,20 @@ def run_demo(
 
     say(f"1/7 export {SMALL_MODEL_NAME} {SMALL_MODEL_OVERRIDES} ({levels} levels, k={k}) → {out / 'plan'}")
     spec = ModelSpec(SMALL_MODEL_NAME, dict(SMALL_MODEL_OVERRIDES), str(ckpt))
-    manifest, _ = export_plan(spec, out / "plan", ExportConfig(k=k, levels=levels))
+    manifest, _ = export_plan(spec, out / "plan", ExportConfig(k=k, levels=levels),
+                              progress=step("export") and (lambda _file, d, t: progress("export", d, t)))
     say("2/7 build ONNX Runtime engines (CPU)")
     build_engines(manifest, out / "engines", "ort", device_name="this-cpu")
     say("3/7 calibrate accuracy per level on the digits task (held-out split)")
     frames, labels = make_digits("test")
-    acc = calibrate(manifest, frames[:400], labels[:400])
+    acc = calibrate(manifest, frames[:400], labels[:400], progress=step("calibrate"))
     save_accuracy(acc, out / "accuracy.json")
     say(f"4/7 profile the edge (1 thread, emulated {edge_slowdown:g}x slower) and the cloud (all threads)")
     codec_frames = frames[:8]
     edge_runner = SlowedRunner(OrtRunner(manifest, threads=1), edge_slowdown)
-    edge, _ = measure_profile(manifest, edge_runner, codec_frames, device_name=f"edge-1-thread-x{edge_slowdown:g}",
+    edge, _ = measure_profile(manifest, edge_runner, codec_frames, device_name=f"edge-1-thread-x{edge_slowdown:g}", progress=step("profile edge"),
                               threads=1, warmup=3, runs=runs)
-    cloud, _ = measure_profile(manifest, OrtRunner(manifest), codec_frames, device_name="cloud-all-threads",
+    cloud, _ = measure_profile(manifest, OrtRunner(manifest), codec_frames, device_name="cloud-all-threads", progress=step("profile cloud"),
                                warmup=3, runs=runs)
     save_profile(edge, out / "edge-profile.json")
     save_profile(cloud, out / "cloud-profile.json")
@@ -101,7 +110,15 @@ def run_demo(
         with EdgeRuntime(manifest, edge_runner, edge, cloud, server_url=server.url,
                          sla_ms=sla_ms, accuracy=out / "accuracy.json", trace=link,
                          log=out / "requests.jsonl") as rt:
-            results = rt.run(frames_from_images(out / "images", manifest.model["img_size"], limit=requests))
+            count = [0]
+
+            def one_done(_result) -> None:
+                count[0] += 1
+                if progress:
+                    progress("requests", count[0], requests)
+
+            results = rt.run(frames_from_images(out / "images", manifest.model["img_size"], limit=requests),
+                             progress=one_done)
             summary = rt.summary()
     # the images sit in class folders (DIR/<digit>/<i>.png): score the answers against them
     labelled = [(r.top1, int(Path(r.record["source"]).parent.name)) for r in results if r.top1 is not None]

@@ -25,8 +25,20 @@ def demo(
     from janus_deploy.demo import run_demo
     from janus_deploy.runtime.edge import render_summary
 
-    summary = run_demo(out, requests=requests, sla_ms=sla, levels=levels, k=k, trace=trace,
-                       sample_interval_s=sample_interval, runs=runs, edge_slowdown=edge_slowdown, say=lambda s: console.print(f"[bold cyan]{s}"))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bars:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        summary = run_demo(out, requests=requests, sla_ms=sla, levels=levels, k=k, trace=trace,
+                           sample_interval_s=sample_interval, runs=runs, edge_slowdown=edge_slowdown,
+                           say=lambda s: bars.console.print(f"[bold cyan]{s}"), progress=progress)
     render_summary(summary, console)
     if summary.get("top1_accuracy") is not None:
         console.print(f"top-1 accuracy of the answers against the images' labels: {summary['top1_accuracy']:.1%}")
