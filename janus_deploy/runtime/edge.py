@@ -401,9 +401,7 @@ class EdgeRuntime:
         # ---- fallback: finish locally
         meas["transfer_ms"] = round((t4 - t_send) * 1e3, 3)
         meas["cloud_ms"] = 0.0
-        late_answer = fail.kind == "timeout" and stats.get("sent", 0) >= len(body)
-        if not late_answer:  # a late answer to a complete upload (cold engine, busy server) says nothing about the link
-            self._observe_failure(fail.kind, stats, t4 - t_send, est_state)
+        self._observe_failure(fail.kind, stats, t4 - t_send, est_state, len(body))
         if split == 0:
             x = normalize(frame[None], m.model["mean"], m.model["std"])
             out = self._run(level, 0, nseg, [x])
@@ -486,7 +484,7 @@ class EdgeRuntime:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             kind, reason = (exc.kind, exc.reason) if isinstance(exc, _Failure) else _classify(exc)
-            self._observe_failure(kind, stats, time.perf_counter() - t, state)
+            self._observe_failure(kind, stats, time.perf_counter() - t, state, len(body))
             out.update(ok=False, kind=kind, reason=reason)
         else:
             upload_s = max(stats.get("t_last", t) - stats.get("t_first", t), 0.0)
@@ -512,12 +510,15 @@ class EdgeRuntime:
             sample = max(network_s - upload_s, 0.0) * 1e3
             self.rtt_ms = (1 - RTT_EWMA) * self.rtt_ms + RTT_EWMA * sample
 
-    def _observe_failure(self, kind: str, stats: dict[str, Any], elapsed_s: float, est_state: dict[str, Any]) -> None:
+    def _observe_failure(self, kind: str, stats: dict[str, Any], elapsed_s: float, est_state: dict[str, Any],
+                         body_bytes: int) -> None:
         """``elapsed_s``: from the start of the exchange to the failure."""
+        sent = stats.get("sent", 0)
         if kind in ("server-error", "protocol"):
             return  # the link worked; the server did not
+        if kind == "timeout" and sent >= body_bytes:
+            return  # the whole body left, the answer was late (cold engine, busy server): not the link
         self._last_obs = time.perf_counter()
-        sent = stats.get("sent", 0)
         if kind == "timeout" and sent > 0 and elapsed_s > 0:
             rate = self.estimator.observe(sent, elapsed_s)  # what got through before the deadline
         else:
