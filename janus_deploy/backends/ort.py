@@ -1,10 +1,20 @@
 """ONNX Runtime backend (the embedded default): CPU or CUDA execution provider.
 
-Builder: checks every segment graph of the plan loads into a session and records the session settings in
+Builder: checks the plan's graphs load into sessions and records the session settings in
 ``engines.json`` (ORT optimises graphs when a session is created, so the plan's graphs are the
-engines). Runner: one session per (level, segment), created lazily; every session uses the same
-in-memory copy of the plan's weight file through ``SessionOptions.add_initializer``, so keeping all
-levels resident costs little more than the weights once.
+engines). Runner: sessions created lazily, all using the same in-memory copy of the plan's weight
+file through ``SessionOptions.add_initializer``.
+
+Two graph families (``graphs=``):
+
+* ``"level"`` (default, fastest): the plan's per-level graphs with static token counts, one
+  session per (level, segment).
+* ``"level-free"``: the plan's level-free graphs, one session per segment serving every level (the
+  level's reductions are an input). ONNX Runtime holds about 3 KB per graph node whatever the
+  weights, so per-level sessions pay that once per level and level-free ones once: memory no
+  longer grows with the number of levels, at the price of slower runs (every block computes its
+  matching even where it merges nothing, and token counts are dynamic). docs/engines.md has the
+  measured trade-off.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from janus_deploy.plan.manifest import Manifest
 from janus_deploy.plan.weights import external_initializers
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+GRAPHS = ("level", "level-free")
 _NP_DTYPES = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
               onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT8: np.int8, onnx.TensorProto.UINT8: np.uint8,
               onnx.TensorProto.INT32: np.int32}
@@ -32,6 +43,27 @@ def _ort():
     import onnxruntime
 
     return onnxruntime
+
+
+_ARENA_LOCK = threading.Lock()
+_arena_registered = False
+
+
+def _share_cpu_arena() -> None:
+    """Register one CPU arena allocator with ONNX Runtime's process-wide environment (once);
+    sessions created with ``session.use_env_allocators=1`` then share it."""
+    global _arena_registered
+    with _ARENA_LOCK:
+        if _arena_registered:
+            return
+        ort = _ort()
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        try:
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
+        except Exception as exc:  # registered already, e.g. by the application embedding us
+            if "already" not in str(exc).lower():
+                raise
+        _arena_registered = True
 
 
 def resolve_provider(device: str) -> str:
@@ -48,7 +80,8 @@ def resolve_provider(device: str) -> str:
 
 
 class OrtRunner:
-    """Lazily created ORT sessions per (level, segment), all sharing the plan's weights."""
+    """Lazily created ORT sessions, all sharing the plan's weights: one per (level, segment)
+    (``graphs="level"``) or one per segment (``graphs="level-free"``)."""
 
     def __init__(
         self,
@@ -58,13 +91,18 @@ class OrtRunner:
         threads: int = 0,
         share_weights: bool = True,
         disable_prepacking: bool = True,
+        graphs: str = "level",
     ) -> None:
+        if graphs not in GRAPHS:
+            raise EngineError(f"unknown graph family {graphs!r}; choose one of {', '.join(GRAPHS)}")
         self.manifest = manifest
+        self.graphs = graphs
         self.provider = provider
         self.threads = threads
         self.share_weights = share_weights
         self.disable_prepacking = disable_prepacking
-        self._sessions: dict[tuple[int, int | str], Any] = {}
+        self._sessions: dict[tuple[int | str, int | str], Any] = {}
+        self._users: dict[int, set[int]] = {}  # level-free session of a segment -> levels using it
         self._values: dict[str, Any] = {}  # shared OrtValues by initializer name
         self._feed_positions: dict[tuple[int, int], list[tuple[int, str]]] = {}
         self._lock = threading.Lock()
@@ -86,7 +124,11 @@ class OrtRunner:
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        opts.enable_cpu_mem_arena = False  # per-session arenas would hold every level's activations
+        # One CPU arena for every session of the process instead of malloc per tensor (or an arena
+        # per session, each holding its own peak): activations of all levels reuse the same memory.
+        _share_cpu_arena()
+        opts.enable_cpu_mem_arena = True
+        opts.add_session_config_entry("session.use_env_allocators", "1")
         opts.enable_mem_pattern = False
         # Segments run one after another in different sessions: a finished session's spinning
         # worker threads would steal the cores the next segment needs.
@@ -123,28 +165,49 @@ class OrtRunner:
         self._sessions[key] = sess
         return sess
 
+    def _entry(self, level: int, segment: int) -> tuple[tuple[int | str, int], dict[str, Any]]:
+        """Session key and manifest entry of the graph that runs (level, segment)."""
+        if self.graphs == "level-free":
+            self.manifest.level(level)  # range check
+            return ("level-free", segment), self.manifest.level_free_segments[segment]
+        return (level, segment), self.manifest.level(level)["segments"][segment]
+
     def session(self, level: int, segment: int):
-        entry = self.manifest.level(level)["segments"][segment]
-        return self._session((level, segment), entry["file"])
+        key, entry = self._entry(level, segment)
+        if self.graphs == "level-free":
+            self._users.setdefault(segment, set()).add(level)
+        return self._session(key, entry["file"])
 
     def loaded(self) -> int:
+        """Sessions resident (with level-free graphs one serves a segment at every level)."""
         return len(self._sessions)
 
     def unload(self, level: int, segment: int) -> None:
-        """Drop a session (the shared weights stay mapped for the others)."""
+        """Release (level, segment); its session goes once no level uses it (the shared weights
+        stay mapped for the others)."""
         with self._lock:
-            self._sessions.pop((level, segment), None)
+            if self.graphs == "level-free":
+                users = self._users.get(segment, set())
+                users.discard(level)
+                if users:
+                    return
+            self._sessions.pop(self._entry(level, segment)[0], None)
 
     def preload(self, progress: Callable[[int, int], None] | None = None) -> None:
-        """Create every segment session (the unsplit graphs stay lazy: only verify/profile use them)."""
-        keys = [(li, si) for li, lv in enumerate(self.manifest.levels) for si in range(len(lv["segments"]))]
-        for i, (li, si) in enumerate(keys, 1):
+        """Create the sessions of every (level, segment) (the unsplit graphs stay lazy: only
+        verify/profile use them)."""
+        pairs = [(li, si) for li, lv in enumerate(self.manifest.levels) for si in range(len(lv["segments"]))]
+        if self.graphs == "level-free":
+            for li, si in pairs:
+                self._users.setdefault(si, set()).add(li)
+            pairs = [(0, si) for si in range(len(self.manifest.level_free_segments))]
+        for i, (li, si) in enumerate(pairs, 1):
             self.session(li, si)
             if progress:
-                progress(i, len(keys))
+                progress(i, len(pairs))
 
     # -- running -------------------------------------------------------------------------------
-    def _positions(self, key: tuple[int, int], sess, entry: dict[str, Any]) -> list[tuple[int, str]]:
+    def _positions(self, key, sess, entry: dict[str, Any]) -> list[tuple[int, str]]:
         """(input position, name) of the inputs a graph really consumes (a head-only segment may
         not read ``size``); cached, since this runs on every request."""
         pos = self._feed_positions.get(key)
@@ -155,10 +218,17 @@ class OrtRunner:
         return pos
 
     def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        entry = self.manifest.level(level)["segments"][segment]
+        key, entry = self._entry(level, segment)
         sess = self.session(level, segment)
-        feed = {name: inputs[i] for i, name in self._positions((level, segment), sess, entry)}
+        if self.graphs == "level-free":
+            a, b = entry["blocks"]
+            if b >= a:
+                inputs = [*inputs, self._reductions(level, a, b)]
+        feed = {name: inputs[i] for i, name in self._positions(key, sess, entry)}
         return sess.run(None, feed)
+
+    def _reductions(self, level: int, first: int, last: int) -> np.ndarray:
+        return np.asarray(self.manifest.level(level)["reductions"][first - 1: last], dtype=np.int64)
 
     def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
         entry = self.manifest.level(level)["unsplit"]
@@ -173,9 +243,11 @@ def build(
     precision: str = "fp32",
     device: str = "cpu",
     device_name: str | None = None,
+    graphs: str = "level",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Check every graph loads in ORT on this device and write ``engines.json``."""
+    """Check every graph of the chosen family (``level`` or ``level-free``, see the module
+    docstring) loads in ORT on this device and write ``engines.json``."""
     ort = _ort()
     if precision != "fp32":
         raise EngineError(
@@ -183,13 +255,17 @@ def build(
             "(fp16 needs a GPU; int8 is experimental there)"
         )
     provider = resolve_provider(device)
-    runner = OrtRunner(manifest, provider=provider)
+    runner = OrtRunner(manifest, provider=provider, graphs=graphs)
     t0 = time.perf_counter()
     runner.preload(progress)
-    engines = [
-        {"level": li, "segment": si, "file": seg["file"], "sha256": seg["sha256"]}
-        for li, lv in enumerate(manifest.levels) for si, seg in enumerate(lv["segments"])
-    ]
+    if graphs == "level-free":
+        engines = [{"levels": "all", "segment": e["index"], "file": e["file"], "sha256": e["sha256"]}
+                   for e in manifest.level_free_segments]
+    else:
+        engines = [
+            {"level": li, "segment": si, "file": seg["file"], "sha256": seg["sha256"]}
+            for li, lv in enumerate(manifest.levels) for si, seg in enumerate(lv["segments"])
+        ]
     data = {
         "backend": "ort",
         "plan_hash": manifest.hash,
@@ -200,7 +276,7 @@ def build(
         "device_name": device_name,
         "onnxruntime_version": ort.__version__,
         "session": {"graph_optimization_level": "ORT_ENABLE_ALL", "share_weights": True,
-                    "disable_prepacking": True},
+                    "disable_prepacking": True, "graphs": graphs},
         "build_seconds": round(time.perf_counter() - t0, 3),
         "engines": engines,
     }
@@ -216,4 +292,5 @@ def load(manifest: Manifest, engine_dir: str | Path, *, threads: int = 0) -> Ort
     session = data.get("session", {})
     return OrtRunner(manifest, provider=provider, threads=threads,
                      share_weights=session.get("share_weights", True),
-                     disable_prepacking=session.get("disable_prepacking", True))
+                     disable_prepacking=session.get("disable_prepacking", True),
+                     graphs=session.get("graphs", "level"))

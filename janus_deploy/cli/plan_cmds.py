@@ -51,6 +51,7 @@ def build_engines(
     precision: Optional[str] = typer.Option(None, help="fp32 | fp16 | int8 (default: fp32 for ort, fp16 for trt)."),
     device: str = typer.Option("cpu", help="ort only: cpu or cuda execution provider."),
     device_name: Optional[str] = typer.Option(None, help="A name for this device, recorded with the engines (e.g. jetson-orin-nano)."),
+    graphs: str = typer.Option("level", help="ort only: 'level' (one session per level and segment; fastest) or 'level-free' (one session per segment serving every level; memory does not grow with the number of levels, runs are slower; see docs/engines.md)."),
 ) -> None:
     """Build engines for every (level, segment) of a plan on this device."""
     from janus_deploy.backends import build_engines as build
@@ -59,7 +60,10 @@ def build_engines(
     manifest = Manifest.load(plan)
     kwargs = {"precision": precision or ("fp16" if backend == "trt" else "fp32"), "device_name": device_name}
     if backend == "ort":
-        kwargs["device"] = device
+        kwargs.update(device=device, graphs=graphs)
+    elif graphs != "level":
+        err_console.print("[red]--graphs level-free is for the ort backend[/]; TensorRT engines are built per level")
+        raise typer.Exit(2)
     with progress_bar(f"building {backend} engines") as update:
         data = build(manifest, out, backend, progress=lambda d, t: update(d, t), **kwargs)
     console.print(f"[green]{len(data['engines'])} {backend} engines[/] in {out} ({data['build_seconds']:.1f} s)")
@@ -67,47 +71,55 @@ def build_engines(
 
 def verify(
     plan: Path = typer.Argument(..., help="Plan directory."),
-    engines: Optional[Path] = typer.Option(None, help="Engine directory to check (default: the plan's graphs in ONNX Runtime on the CPU)."),
+    engines: Optional[Path] = typer.Option(None, help="Engine directory to check (default: both graph families of the plan, per-level and level-free, in ONNX Runtime on the CPU)."),
     images: Optional[Path] = typer.Option(None, help="Folder of images to check with (default: synthetic frames)."),
     num_images: int = typer.Option(4, help="How many images (synthetic, or the first N of --images)."),
     save_references: Optional[Path] = typer.Option(None, help="Write per-segment reference inputs/outputs as Polygraphy JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
 ) -> None:
-    """Check every level's segment chain against PyTorch and the unsplit graph; non-zero exit beyond tolerance."""
+    """Check every level's segment chain against PyTorch and the level's unsplit graph; non-zero exit beyond tolerance."""
     from janus_deploy.backends import load_runner, read_engines_file
-    from janus_deploy.backends.ort import OrtRunner
+    from janus_deploy.backends.ort import GRAPHS, OrtRunner
     from janus_deploy.images import frames_for, normalize
     from janus_deploy.plan import Manifest
     from janus_deploy.plan.verify import Tolerance, reports_to_dicts, verify_plan
 
     manifest = Manifest.load(plan)
     if engines is not None:
-        runner = load_runner(manifest, engines)
+        runs = [(f"engines {engines}", load_runner(manifest, engines))]
         tol = Tolerance.for_precision(read_engines_file(engines, manifest).get("precision", "fp32"))
-    else:
-        runner, tol = OrtRunner(manifest), Tolerance()
+    else:  # both graph families of the plan, in ONNX Runtime on the CPU
+        runs = [(f"{g} graphs (ORT)", OrtRunner(manifest, graphs=g)) for g in GRAPHS]
+        tol = Tolerance()
     frames = frames_for(images, num_images, manifest.model["img_size"])
     x = normalize(frames, manifest.model["mean"], manifest.model["std"])
-    with progress_bar("verifying levels", len(manifest.levels)) as update:
-        reports = verify_plan(manifest, runner, x, tolerance=tol, save_dir=save_references,
-                              progress=lambda d, t: update(d, t))
-    ok = all(r.ok for r in reports)
+    results = []
+    for i, (name, runner) in enumerate(runs):
+        with progress_bar(f"verifying {name}", len(manifest.levels)) as update:
+            reports = verify_plan(manifest, runner, x, tolerance=tol, save_dir=save_references if i == 0 else None,
+                                  progress=lambda d, t: update(d, t))
+        results.append((name, reports))
+    ok = all(r.ok for _, reports in results for r in reports)
     if as_json:
-        print_json({"ok": ok, "tolerance": tol.__dict__, "levels": reports_to_dicts(reports)})
+        print_json({"ok": ok, "tolerance": tol.__dict__,
+                    "runs": [{"name": name, "levels": reports_to_dicts(reports)} for name, reports in results]})
     else:
-        table = Table("level", "policy", "alpha", "max|d| torch", "cosine", "top-1 torch", "max|d| unsplit",
-                      "top-1 unsplit", "ok", title=f"verify {plan} ({len(frames)} images)")
-        for r in reports:
-            table.add_row(str(r.index), r.policy, f"{r.alpha:.4g}", f"{r.max_abs_vs_torch:.2e}",
-                          f"{r.cosine_vs_torch:.6f}", f"{r.top1_vs_torch:.2f}", f"{r.max_abs_vs_unsplit:.2e}",
-                          f"{r.top1_vs_unsplit:.2f}", "[green]yes" if r.ok else "[red]NO")
-        console.print(table)
+        for name, reports in results:
+            table = Table("level", "policy", "alpha", "max|d| torch", "cosine", "top-1 torch", "max|d| unsplit",
+                          "top-1 unsplit", "ok", title=f"verify {plan}: {name}, {len(frames)} images")
+            for r in reports:
+                table.add_row(str(r.index), r.policy, f"{r.alpha:.4g}", f"{r.max_abs_vs_torch:.2e}",
+                              f"{r.cosine_vs_torch:.6f}", f"{r.top1_vs_torch:.2f}", f"{r.max_abs_vs_unsplit:.2e}",
+                              f"{r.top1_vs_unsplit:.2f}", "[green]yes" if r.ok else "[red]NO")
+            console.print(table)
         if save_references:
             console.print(f"Polygraphy references in {save_references}: polygraphy run {plan}/L00_S00.onnx --onnxrt "
                           f"--load-inputs {save_references}/L00_S00.inputs.json --load-outputs {save_references}/L00_S00.outputs.json")
     if not ok:
-        bad = [str(r.index) for r in reports if not r.ok]
-        err_console.print(f"[bold red]verify failed[/] for level(s) {', '.join(bad)}: beyond tolerance {tol}")
+        for name, reports in results:
+            bad = [str(r.index) for r in reports if not r.ok]
+            if bad:
+                err_console.print(f"[bold red]verify failed[/] ({name}) for level(s) {', '.join(bad)}: beyond tolerance {tol}")
         raise typer.Exit(1)
 
 
@@ -136,7 +148,7 @@ def inspect(
         pay.add_row(str(lv["index"]), *[f"{lv['payload_bytes_fp32'][str(s)] / 1024:.1f}" for s in info["candidates"]])
     console.print(pay)
     f = info["files"]
-    console.print(f"{f['graphs']} graphs, {f['graph_bytes'] / 1e6:.2f} MB; weights {f['weights_bytes'] / 1e6:.2f} MB; "
+    console.print(f"{f['graphs']} graphs ({f['level_free_graphs']} of them level-free), {f['graph_bytes'] / 1e6:.2f} MB; weights {f['weights_bytes'] / 1e6:.2f} MB; "
                   f"total {f['total_bytes'] / 1e6:.2f} MB = {f['size_vs_weights']:.3f} x model weights")
 
 

@@ -9,10 +9,18 @@ from janus_deploy.model.load import (
     load_checkpoint,
     model_info,
 )
-from janus_deploy.model.merge import match, merge
-from janus_deploy.model.pruned import PrunedViT, Segment, build_segments, run_chain
+from janus_deploy.model.merge import match, merge, merge_dynamic
+from janus_deploy.model.pruned import (
+    LevelFreeSegment,
+    PrunedViT,
+    Segment,
+    build_level_free_segments,
+    build_segments,
+    run_chain,
+)
 
 __all__ = [
     "ModelError", "ModelInfo", "ModelSpec", "create_from_spec", "create_model", "load_checkpoint",
-    "model_info", "match", "merge", "PrunedViT", "Segment", "build_segments", "run_chain",
+    "model_info", "match", "merge", "merge_dynamic", "PrunedViT", "Segment", "LevelFreeSegment",
+    "build_segments", "build_level_free_segments", "run_chain",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from janus_deploy.model.merge import merge
+from janus_deploy.model.merge import merge, merge_dynamic
 from janus_deploy.policy import Schedule, segment_ranges
 
 
@@ -40,12 +40,16 @@ def attention(attn: nn.Module, x: torch.Tensor, size: torch.Tensor | None) -> tu
 
 
 def block_forward(
-    blk: nn.Module, x: torch.Tensor, size: torch.Tensor, r: int, num_prefix: int, proportional: bool
+    blk: nn.Module, x: torch.Tensor, size: torch.Tensor, r: int | torch.Tensor, num_prefix: int, proportional: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pre-norm timm Block with a ToMe merge of ``r`` tokens between attention and MLP."""
+    """One pre-norm timm Block with a ToMe merge of ``r`` tokens between attention and MLP
+    (``r`` a 0-d tensor: see ``merge_dynamic``)."""
     attn_out, metric = attention(blk.attn, blk.norm1(x), size if proportional else None)
     x = x + blk.ls1(attn_out)
-    x, size = merge(x, size, metric, r, num_prefix)
+    if isinstance(r, torch.Tensor):
+        x, size = merge_dynamic(x, size, metric, r, num_prefix)
+    else:
+        x, size = merge(x, size, metric, r, num_prefix)
     x = x + blk.ls2(blk.mlp(blk.norm2(x)))
     return x, size
 
@@ -117,6 +121,42 @@ class Segment(nn.Module):
         if self.last:
             return head(self.model, x, size)
         return x, size
+
+
+class LevelFreeSegment(nn.Module):
+    """Blocks ``start..end`` with the per-block reductions as an input (int64 [end - start + 1],
+    after the image or the tokens and size), so that one graph serves every pruning level: token
+    counts are symbolic. Proportional attention is always on; before any merge every size is 1
+    and ``log 1 = 0``, so the result equals ``Segment``'s at every level. A head-only segment
+    takes no reductions."""
+
+    def __init__(self, model: nn.Module, start: int, end: int, *, first: bool, last: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.start, self.end, self.first, self.last = start, end, first, last
+        self.num_prefix = model.num_prefix_tokens
+
+    @property
+    def num_blocks(self) -> int:
+        return max(0, self.end - self.start + 1)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        reductions = inputs[-1] if self.num_blocks else None
+        if self.first:
+            x, size = embed(self.model, inputs[0])
+        else:
+            x, size = inputs[0], inputs[1]
+        for i, l in enumerate(range(self.start, self.end + 1)):
+            x, size = block_forward(self.model.blocks[l - 1], x, size, reductions[i], self.num_prefix, True)
+        if self.last:
+            return head(self.model, x, size)
+        return x, size
+
+
+def build_level_free_segments(model: nn.Module, candidates: Sequence[int]) -> list[LevelFreeSegment]:
+    """The level-free counterparts of ``build_segments`` (same cuts)."""
+    ranges = segment_ranges(len(model.blocks), list(candidates))
+    return [LevelFreeSegment(model, a, b, first=i == 0, last=i == len(ranges) - 1) for i, (a, b) in enumerate(ranges)]
 
 
 def build_segments(model: nn.Module, schedule: Schedule, candidates: Sequence[int]) -> list[Segment]:

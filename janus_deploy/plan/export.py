@@ -20,7 +20,7 @@ import torch
 
 from janus_deploy import __version__, policy
 from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256, model_info
-from janus_deploy.model.pruned import Segment, build_segments
+from janus_deploy.model.pruned import LevelFreeSegment, Segment, build_level_free_segments, build_segments
 from janus_deploy.plan.manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, Manifest, PlanError
 from janus_deploy.profile.codecs import payload_bytes
 from janus_deploy.plan.weights import INDEX_FILE, WEIGHTS_FILE, SharedWeights
@@ -73,6 +73,23 @@ def segment_io(seg: Segment, info) -> tuple[list, list]:
     return ins, outs
 
 
+def level_free_io(seg: LevelFreeSegment, info) -> tuple[list, list]:
+    """Inputs and outputs of a level-free segment graph: token counts are symbolic, and the
+    reductions of its blocks come last (none for a head-only segment)."""
+    d = info.embed_dim
+    if seg.first:
+        ins = [_io("image", ["batch", 3, info.img_size, info.img_size])]
+    else:
+        ins = [_io("tokens", ["batch", "tokens_in", d]), _io("size", ["batch", "tokens_in", 1])]
+    if seg.num_blocks:
+        ins.append(_io("reductions", [seg.num_blocks], "int64"))
+    if seg.last:
+        outs = [_io("logits", ["batch", info.num_classes])]
+    else:
+        outs = [_io("tokens_out", ["batch", "tokens_out", d]), _io("size_out", ["batch", "tokens_out", 1])]
+    return ins, outs
+
+
 def _set_shapes(model: onnx.ModelProto, ios: list[dict[str, Any]], values) -> None:
     by_name = {io_["name"]: io_ for io_ in ios}
     for vi in values:
@@ -111,7 +128,8 @@ def export_graph(module: torch.nn.Module, args: tuple[torch.Tensor, ...], ins, o
     buf = io.BytesIO()
     in_names = [i["name"] for i in ins]
     out_names = [o["name"] for o in outs]
-    dynamic = {n: {0: "batch"} for n in in_names + out_names}
+    dynamic = {io_["name"]: {i: d for i, d in enumerate(io_["shape"]) if isinstance(d, str)} for io_ in ins + outs}
+    dynamic = {k: v for k, v in dynamic.items() if v}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -184,7 +202,7 @@ def export_plan(
     weights = SharedWeights(out_dir)
     can_reuse = bool(weights.index)  # offsets of kept graphs are only valid in the old weight file
     image = torch.randn(1, 3, info.img_size, info.img_size, generator=torch.Generator().manual_seed(1))
-    total = len(level_list) * (len(ranges) + 1)
+    total = len(level_list) * (len(ranges) + 1) + len(ranges)
     done, exported, reused, seconds = 0, 0, 0, []
     levels = []
     state = {"weights_key": weights_key, "entries": {}}
@@ -236,6 +254,19 @@ def export_plan(
             "segments": seg_entries, "unsplit": unsplit,
             "payload": payloads(info, sched.tokens, candidates),
         })
+    level_free = []
+    example = levels[-1]  # any level's boundary tensors trace the same graph; this one merges most
+    args = (image,)
+    for si, seg in enumerate(build_level_free_segments(model, candidates)):
+        ins, outs = level_free_io(seg, info)
+        red = torch.tensor(example["reductions"][seg.start - 1: seg.end], dtype=torch.int64)
+        seg_args = args + ((red,) if seg.num_blocks else ())
+        key = _key(model_key, "level-free", seg.start, seg.end, seg.first, seg.last)
+        entry = emit(seg, seg_args, ins, outs, f"G_S{si:02d}.onnx", key)
+        level_free.append({"index": si, "blocks": [seg.start, seg.end], **entry})
+        with torch.no_grad():
+            res = seg(*seg_args)
+        args = res if isinstance(res, tuple) else (res,)
     weights.save_index()
 
     weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -262,6 +293,7 @@ def export_plan(
         "weights": {"file": weights.bin.name, "bytes": weights.bin.stat().st_size,
                     "sha256": file_sha256(weights.bin)},
         "levels": levels,
+        "level_free_segments": level_free,
     }
     _remove_stale(out_dir, data)
     data["model"]["weights_key"] = weights_key
@@ -282,6 +314,8 @@ def _previous_entries(out_dir: Path, state_path: Path, weights_key: str) -> dict
             for lv in prev.levels:
                 for entry in [*lv["segments"], lv["unsplit"]]:
                     old[entry["key"]] = entry
+            for entry in prev.data.get("level_free_segments", []):
+                old[entry["key"]] = entry
     except PlanError:
         pass
     try:
@@ -296,7 +330,8 @@ def _previous_entries(out_dir: Path, state_path: Path, weights_key: str) -> dict
 def _remove_stale(out_dir: Path, data: dict[str, Any]) -> None:
     """Delete graphs of an earlier export that the new manifest no longer lists."""
     live = {e["file"] for lv in data["levels"] for e in [*lv["segments"], lv["unsplit"]]}
-    for path in out_dir.glob("L*_*.onnx"):
+    live |= {e["file"] for e in data["level_free_segments"]}
+    for path in [*out_dir.glob("L*_*.onnx"), *out_dir.glob("G_S*.onnx")]:
         if path.name not in live:
             path.unlink()
 

@@ -11,6 +11,7 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
     """Levels, token schedules, candidates, payload sizes per split, files and sizes."""
     d = manifest.data
     files = [e for lv in manifest.levels for e in [*lv["segments"], lv["unsplit"]]]
+    files += manifest.level_free_segments
     graph_bytes = sum(e["bytes"] for e in files)
     return {
         "plan_hash": manifest.hash,
@@ -27,7 +28,7 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
             }
             for lv in manifest.levels
         ],
-        "files": {"graphs": len(files), "graph_bytes": graph_bytes, "weights_bytes": d["weights"]["bytes"],
+        "files": {"graphs": len(files), "level_free_graphs": len(manifest.level_free_segments), "graph_bytes": graph_bytes, "weights_bytes": d["weights"]["bytes"],
                   "total_bytes": graph_bytes + d["weights"]["bytes"],
                   "size_vs_weights": round((graph_bytes + d["weights"]["bytes"]) / d["model"]["weight_bytes"], 4)},
     }

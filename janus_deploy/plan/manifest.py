@@ -14,7 +14,7 @@ from typing import Any
 from janus_deploy import JanusError, read_json
 from janus_deploy.policy import edge_segment_count
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KIND = "janus-deploy/plan"
 MANIFEST_FILE = "manifest.json"
 
@@ -29,7 +29,8 @@ def plan_hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-_REQUIRED = ("format_version", "kind", "model", "policy", "candidates", "segments", "levels", "weights")
+_REQUIRED = ("format_version", "kind", "model", "policy", "candidates", "segments", "levels", "weights",
+             "level_free_segments")
 _MODEL_KEYS = ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")
 
 
@@ -81,6 +82,9 @@ class Manifest:
                 raise PlanError(f"manifest is malformed: level {lv['alpha']} has {len(lv['tokens'])} token counts, expected {n + 1}")
             if len(lv["segments"]) != len(d["segments"]):
                 raise PlanError(f"manifest is malformed: level {lv['alpha']} has {len(lv['segments'])} segments, expected {len(d['segments'])}")
+        if len(d["level_free_segments"]) != len(d["segments"]):
+            raise PlanError(f"manifest is malformed: {len(d['level_free_segments'])} level-free segments, "
+                            f"expected {len(d['segments'])}")
         if "plan_hash" in d and d["plan_hash"] != plan_hash(d):
             raise PlanError("manifest was edited after export (plan_hash does not match); re-export the plan")
 
@@ -116,6 +120,11 @@ class Manifest:
                 return i
         have = ", ".join(f"{lv['policy']}:{lv['alpha']}" for lv in self.levels)
         raise PlanError(f"plan has no {policy} level {alpha}; it has {have}")
+
+    @property
+    def level_free_segments(self) -> list[dict[str, Any]]:
+        """Graphs that serve every level (reductions as an input); see docs/manifest.md."""
+        return self.data["level_free_segments"]
 
     def path(self, rel: str) -> Path:
         if self.dir is None:

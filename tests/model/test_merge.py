@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from janus_deploy.model.merge import merge
+from janus_deploy.model.merge import merge, merge_dynamic
 
 
 def reference_merge(x, size, metric, r, num_prefix):
@@ -60,3 +60,18 @@ def test_merge_beyond_cap_rejected():
     x = torch.randn(1, 11, 4)
     with pytest.raises(ValueError, match="cannot merge"):
         merge(x, torch.ones(1, 11, 1), x, 6, 1)
+
+
+@pytest.mark.parametrize("tokens,prefix", [(65, 1), (37, 4), (2, 1)])  # (2, 1): one non-prefix token left
+def test_merge_dynamic_equals_merge_for_every_r(tokens, prefix):
+    """The level-free graphs' merge (r a tensor) gives merge's result for every r, 0 included."""
+    g = torch.Generator().manual_seed(tokens)
+    x = torch.randn(2, tokens, 16, generator=g)
+    size = torch.randint(1, 5, (2, tokens, 1), generator=g).float()
+    metric = torch.randn(2, tokens, 8, generator=g)
+    for r in range((tokens - prefix) // 2 + 1):
+        want_x, want_s = merge(x, size, metric, r, prefix)
+        got_x, got_s = merge_dynamic(x, size, metric, torch.tensor(r), prefix)
+        assert torch.equal(got_x, want_x) and torch.equal(got_s, want_s), r
+    with pytest.raises(ValueError, match="cannot merge"):
+        merge_dynamic(x, size, metric, torch.tensor((tokens - prefix) // 2 + 1), prefix)

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from janus_deploy import policy
-from janus_deploy.model import (ModelError, PrunedViT, build_segments, create_model, model_info, run_chain)
-from janus_deploy.plan.export import export_graph, segment_io
+from janus_deploy.model import (ModelError, PrunedViT, build_level_free_segments, build_segments, create_model,
+                                model_info, run_chain)
+from janus_deploy.plan.export import export_graph, level_free_io, segment_io
 
 # small configurations of every supported family (depth reduced so CI stays fast)
 FAMILIES = {
@@ -96,6 +97,43 @@ def test_segments_export_and_match_onnxruntime():
                 dims = [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim]
                 assert dims == spec["shape"]
             args = want
+
+
+@pytest.mark.parametrize("family", ["vit", "registers_avgpool"])
+def test_level_free_graphs_serve_every_level(family):
+    """One exported level-free graph per segment, fed each level's reductions in ONNX Runtime,
+    equals that level's static segment chain in PyTorch (levels that merge nothing, some, the most,
+    and ToMe's constant r)."""
+    name, kw = FAMILIES[family]
+    m = _model(name, {**kw, "depth": 6})
+    info = model_info(m)
+    cands = policy.candidate_splits(info.num_blocks, 2)
+    amax = policy.alpha_max(info.num_tokens, info.num_blocks)
+    scheds = [policy.schedule("exponential", a, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
+              for a in (0.0, 0.4 * amax, amax)]
+    scheds.append(policy.schedule("constant", 8, info.num_tokens, info.num_blocks, info.num_prefix_tokens))
+    x = torch.randn(2, 3, info.img_size, info.img_size)
+    trace = scheds[1]  # exported once, from one level's tensors
+    sessions, args = [], (x,)
+    for seg in build_level_free_segments(m, cands):
+        red = (torch.tensor(trace.reductions[seg.start - 1: seg.end]),) if seg.num_blocks else ()
+        ins, outs = level_free_io(seg, info)
+        graph = export_graph(seg, args + red, ins, outs, 17)
+        assert not {n.op_type for n in graph.graph.node} & {"ScatterElements", "ScatterND", "NonZero", "Loop", "If"}
+        sessions.append((seg, ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])))
+        with torch.no_grad():
+            res = seg(*args, *red)
+        args = res if isinstance(res, tuple) else (res,)
+    for sched in scheds:
+        with torch.no_grad():
+            want = run_chain(build_segments(m, sched, cands), x).numpy()
+        out = [x.numpy()]
+        for seg, sess in sessions:
+            feed = out + ([np.array(sched.reductions[seg.start - 1: seg.end])] if seg.num_blocks else [])
+            names = [i["name"] for i in level_free_io(seg, info)[0]]
+            wanted = {i.name for i in sess.get_inputs()}
+            out = sess.run(None, {n: a for n, a in zip(names, feed) if n in wanted})
+        np.testing.assert_allclose(out[0], want, atol=1e-4, rtol=0)
 
 
 def test_bad_models_fail_clearly(tmp_path):

@@ -64,6 +64,46 @@ def test_segment_chain_matches_unsplit_graph_in_ort(tiny_plan):
     assert len(runner._values) < 200
 
 
+def test_level_free_manifest_and_runner(tiny_plan, tmp_path):
+    """Level-free graphs: one per segment, token counts symbolic, and in ORT they give every
+    level's per-level chain with one session per segment."""
+    m = tiny_plan
+    lf = m.level_free_segments
+    assert [e["blocks"] for e in lf] == m.data["segments"]
+    assert lf[1]["inputs"] == [
+        {"name": "tokens", "shape": ["batch", "tokens_in", 192], "dtype": "float32"},
+        {"name": "size", "shape": ["batch", "tokens_in", 1], "dtype": "float32"},
+        {"name": "reductions", "shape": [lf[1]["blocks"][1] - lf[1]["blocks"][0] + 1], "dtype": "int64"},
+    ]
+    assert lf[-1]["blocks"] == [13, 12] and [i["name"] for i in lf[-1]["inputs"]] == ["tokens", "size"]
+
+    data = build_engines(m, tmp_path / "lf", "ort", graphs="level-free")
+    assert [e["segment"] for e in data["engines"]] == list(range(len(lf)))
+    free, per_level = load_runner(m, tmp_path / "lf"), load_runner(m, tmp_path / "lf")
+    per_level.graphs = "level"
+    x = normalize(synthetic_frames(2, 224), m.model["mean"], m.model["std"])
+    n = len(lf)
+    for li in range(len(m.levels)):  # every level, including alpha_max's single-token blocks
+        np.testing.assert_allclose(run_segments(free, li, 0, n, [x])[0], run_segments(per_level, li, 0, n, [x])[0],
+                                   atol=1e-5, rtol=0)
+    assert free.loaded() == n and per_level.loaded() == len(m.levels) * n
+    # a session goes only when no level uses it any more
+    free.unload(0, 2)
+    assert free.loaded() == n
+    for li in range(len(m.levels)):
+        free.unload(li, 2)
+    assert free.loaded() == n - 1
+    run_segments(free, 3, 0, n, [x])
+    assert free.loaded() == n
+
+    from janus_deploy.backends.ort import OrtRunner
+
+    with pytest.raises(EngineError, match="unknown graph family"):
+        OrtRunner(m, graphs="dynamic")
+    res = cli.invoke(app, ["build-engines", str(m.dir), "--backend", "trt", "--graphs", "level-free", "--out", str(tmp_path / "t")])
+    assert res.exit_code != 0 and "for the ort backend" in res.output
+
+
 def test_verify_passes_then_detects_tampering(tiny_plan, tmp_path):
     x = normalize(synthetic_frames(2, 224), tiny_plan.model["mean"], tiny_plan.model["std"])
     from janus_deploy.backends.ort import OrtRunner
@@ -78,6 +118,11 @@ def test_verify_passes_then_detects_tampering(tiny_plan, tmp_path):
     seg.write_bytes(seg.read_bytes() + b"\0")
     res = cli.invoke(app, ["verify", str(copy)])
     assert res.exit_code != 0 and "modified after export" in res.output
+    seg.write_bytes(seg.read_bytes()[:-1])
+    free = copy / tiny_plan.level_free_segments[1]["file"]
+    free.write_bytes(free.read_bytes() + b"\0")
+    res = cli.invoke(app, ["verify", str(copy)])
+    assert res.exit_code != 0 and "G_S01.onnx was modified after export" in res.output
 
     (copy / "manifest.json").write_text('{"format_version": 1, "kind": "janus-deploy/plan"}')
     res = cli.invoke(app, ["verify", str(copy)])
@@ -91,6 +136,9 @@ def test_verify_cli_passes_and_writes_polygraphy_json(tiny_plan, tmp_path):
     res = cli.invoke(app, ["verify", str(tiny_plan.dir), "--num-images", "2", "--json", "--save-references", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout[res.stdout.index("{"):])["ok"] is True
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    assert [r["name"] for r in out["runs"]] == ["level graphs (ORT)", "level-free graphs (ORT)"]
+    assert all(len(r["levels"]) == 9 for r in out["runs"])
     data = json.loads((tmp_path / "L08_S03.outputs.json").read_text())
     assert data["polygraphy_class"] == "RunResults"
 
@@ -146,7 +194,8 @@ def test_interrupted_export_resumes_and_stale_weights_go(tmp_path):
         export_plan(spec, out, cfg, progress=crash_after_five)
     assert not (out / "manifest.json").exists()
     manifest, stats = export_plan(spec, out, cfg)
-    assert stats["reused"] == 5 and stats["exported"] == 3 * 4 - 5
+    graphs = 3 * (3 + 1) + 3  # 3 levels x (3 segments + unsplit) + 3 level-free segments
+    assert stats["reused"] == 5 and stats["exported"] == graphs - 5
     from janus_deploy.backends.ort import OrtRunner
     from janus_deploy.plan.verify import verify_plan
 
@@ -156,7 +205,7 @@ def test_interrupted_export_resumes_and_stale_weights_go(tmp_path):
     # a damaged weight index: everything is redone, nothing breaks
     (out / "weights.json").write_text("{broken")
     manifest, stats = export_plan(spec, out, cfg)
-    assert stats["exported"] == 12 and all(r.ok for r in verify_plan(manifest, OrtRunner(manifest), x))
+    assert stats["exported"] == graphs and all(r.ok for r in verify_plan(manifest, OrtRunner(manifest), x))
 
     # another model into the same folder: the old weights do not linger
     small, _ = export_plan(ModelSpec("vit_tiny_patch16_224", {"depth": 2}), out, ExportConfig(k=1, levels=2))
