@@ -330,3 +330,23 @@ def test_preload_loads_engines_up_to_the_bound(plan):
     app = create_app(plan_dir, engines, max_loaded=500, preload=True)
     manifest = app.state.janus.manifest
     assert app.state.janus.lru.resident == sum(len(lv["segments"]) for lv in manifest.levels)
+
+
+def test_level_free_engines_serve_every_level(plan, local, frames, tmp_path):
+    """A server on level-free engines answers every (level, split) like the per-level engines,
+    with one session per segment; LRU evictions of (level, segment) pairs keep shared sessions
+    that other levels still use."""
+    from janus_deploy.backends import build_engines
+
+    manifest, plan_dir, _ = plan
+    build_engines(manifest, tmp_path / "free", "ort", graphs="level-free")
+    app = create_app(plan_dir, tmp_path / "free", max_loaded=4, threads=1, concurrency=2)
+    state = app.state.janus
+    with BackgroundServer(app) as srv, httpx.Client(base_url=srv.url, timeout=60, trust_env=False) as c:
+        for li in range(3):
+            for s in (0, 5, 9):
+                heads = {"frame": frames[0][None]} if s == 0 else dict(zip(("tokens", "size"), head(manifest, local, frames[0], li, s)))
+                got = logits_of(post(c, model_name(li, s), heads))
+                np.testing.assert_allclose(got, full(manifest, local, frames[0], li), atol=1e-4)
+                assert state.runner.loaded() <= len(manifest.level_free_segments)
+    assert state.lru.evictions > 0 and state.lru.resident <= 4
