@@ -9,12 +9,12 @@ Two graph families (``graphs=``):
 
 * ``"level"`` (default, fastest): the plan's per-level graphs with static token counts, one
   session per (level, segment).
-* ``"level-free"``: the plan's level-free graphs, one session per segment serving every level (the
-  level's reductions are an input). ONNX Runtime holds about 3 KB per graph node whatever the
-  weights, so per-level sessions pay that once per level and level-free ones once: memory no
-  longer grows with the number of levels, at the price of slower runs (every block computes its
-  matching even where it merges nothing, and token counts are dynamic). docs/engines.md has the
-  measured trade-off.
+* ``"level-free"``: the plan's level-free graphs, one session per segment serving every merging
+  level (the level's reductions are an input); a level that merges nothing keeps its per-level
+  graphs. ONNX Runtime holds 5-8 KB per graph node whatever the weights, so per-level sessions
+  pay that once per level and level-free ones twice: memory no longer grows with the number of
+  levels, at the price of a few percent at merging levels (symbolic token counts).
+  docs/engines.md has the measured trade-off.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class OrtRunner:
         self.share_weights = share_weights
         self.disable_prepacking = disable_prepacking
         self._sessions: dict[tuple[int | str, int | str], Any] = {}
-        self._users: dict[int, set[int]] = {}  # level-free session of a segment -> levels using it
+        self._users: dict[tuple, set[int]] = {}  # session key -> levels using it
         self._values: dict[str, Any] = {}  # shared OrtValues by initializer name
         self._feed_positions: dict[tuple[int, int], list[tuple[int, str]]] = {}
         self._lock = threading.Lock()
@@ -166,16 +166,17 @@ class OrtRunner:
         return sess
 
     def _entry(self, level: int, segment: int) -> tuple[tuple[int | str, int], dict[str, Any]]:
-        """Session key and manifest entry of the graph that runs (level, segment)."""
-        if self.graphs == "level-free":
-            self.manifest.level(level)  # range check
+        """Session key and manifest entry of the graph that runs (level, segment). With
+        level-free graphs, a level that merges nothing (α = 0) still runs its per-level graphs:
+        a level-free graph would compute every block's matching only to discard it."""
+        lv = self.manifest.level(level)
+        if self.graphs == "level-free" and any(lv["reductions"]):
             return ("level-free", segment), self.manifest.level_free_segments[segment]
-        return (level, segment), self.manifest.level(level)["segments"][segment]
+        return (level, segment), lv["segments"][segment]
 
     def session(self, level: int, segment: int):
         key, entry = self._entry(level, segment)
-        if self.graphs == "level-free":
-            self._users.setdefault(segment, set()).add(level)
+        self._users.setdefault(key, set()).add(level)
         return self._session(key, entry["file"])
 
     def loaded(self) -> int:
@@ -185,26 +186,26 @@ class OrtRunner:
     def unload(self, level: int, segment: int) -> None:
         """Release (level, segment); its session goes once no level uses it (the shared weights
         stay mapped for the others)."""
+        key = self._entry(level, segment)[0]
         with self._lock:
-            if self.graphs == "level-free":
-                users = self._users.get(segment, set())
-                users.discard(level)
-                if users:
-                    return
-            self._sessions.pop(self._entry(level, segment)[0], None)
+            users = self._users.get(key, set())
+            users.discard(level)
+            if not users:
+                self._sessions.pop(key, None)
 
     def preload(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Create the sessions of every (level, segment) (the unsplit graphs stay lazy: only
         verify/profile use them)."""
         pairs = [(li, si) for li, lv in enumerate(self.manifest.levels) for si in range(len(lv["segments"]))]
-        if self.graphs == "level-free":
-            for li, si in pairs:
-                self._users.setdefault(si, set()).add(li)
-            pairs = [(0, si) for si in range(len(self.manifest.level_free_segments))]
-        for i, (li, si) in enumerate(pairs, 1):
+        firsts: dict[tuple, tuple[int, int]] = {}  # one (level, segment) per distinct session
+        for li, si in pairs:
+            key = self._entry(li, si)[0]
+            self._users.setdefault(key, set()).add(li)
+            firsts.setdefault(key, (li, si))
+        for i, (li, si) in enumerate(firsts.values(), 1):
             self.session(li, si)
             if progress:
-                progress(i, len(pairs))
+                progress(i, len(firsts))
 
     # -- running -------------------------------------------------------------------------------
     def _positions(self, key, sess, entry: dict[str, Any]) -> list[tuple[int, str]]:
@@ -220,7 +221,7 @@ class OrtRunner:
     def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         key, entry = self._entry(level, segment)
         sess = self.session(level, segment)
-        if self.graphs == "level-free":
+        if key[0] == "level-free":
             a, b = entry["blocks"]
             if b >= a:
                 inputs = [*inputs, self._reductions(level, a, b)]
@@ -258,14 +259,14 @@ def build(
     runner = OrtRunner(manifest, provider=provider, graphs=graphs)
     t0 = time.perf_counter()
     runner.preload(progress)
-    if graphs == "level-free":
-        engines = [{"levels": "all", "segment": e["index"], "file": e["file"], "sha256": e["sha256"]}
-                   for e in manifest.level_free_segments]
-    else:
-        engines = [
-            {"level": li, "segment": si, "file": seg["file"], "sha256": seg["sha256"]}
-            for li, lv in enumerate(manifest.levels) for si, seg in enumerate(lv["segments"])
-        ]
+    by_graph: dict[str, dict[str, Any]] = {}  # one entry per graph, with the levels it serves
+    for li, lv in enumerate(manifest.levels):
+        for si in range(len(lv["segments"])):
+            entry = runner._entry(li, si)[1]
+            e = by_graph.setdefault(entry["file"], {"segment": si, "levels": [], "file": entry["file"],
+                                                     "sha256": entry["sha256"]})
+            e["levels"].append(li)
+    engines = list(by_graph.values())
     data = {
         "backend": "ort",
         "plan_hash": manifest.hash,

@@ -51,7 +51,7 @@ def build_engines(
     precision: Optional[str] = typer.Option(None, help="fp32 | fp16 | int8 (default: fp32 for ort, fp16 for trt)."),
     device: str = typer.Option("cpu", help="ort only: cpu or cuda execution provider."),
     device_name: Optional[str] = typer.Option(None, help="A name for this device, recorded with the engines (e.g. jetson-orin-nano)."),
-    graphs: str = typer.Option("level", help="ort only: 'level' (one session per level and segment; fastest) or 'level-free' (one session per segment serving every level; memory does not grow with the number of levels, runs are slower; see docs/engines.md)."),
+    graphs: str = typer.Option("level", help="ort only: 'level' (one session per level and segment; fastest) or 'level-free' (one session per segment serving every merging level, plus level 0's; memory does not grow with the number of levels, merging levels run a few percent slower; see docs/engines.md)."),
 ) -> None:
     """Build engines for every (level, segment) of a plan on this device."""
     from janus_deploy.backends import build_engines as build

@@ -78,7 +78,12 @@ def test_level_free_manifest_and_runner(tiny_plan, tmp_path):
     assert lf[-1]["blocks"] == [13, 12] and [i["name"] for i in lf[-1]["inputs"]] == ["tokens", "size"]
 
     data = build_engines(m, tmp_path / "lf", "ort", graphs="level-free")
-    assert [e["segment"] for e in data["engines"]] == list(range(len(lf)))
+    merging = [li for li, lv in enumerate(m.levels) if any(lv["reductions"])]
+    assert merging == list(range(1, len(m.levels)))  # level 0 (alpha = 0) merges nothing
+    free_entries = [e for e in data["engines"] if e["file"].startswith("G_")]
+    assert [e["segment"] for e in free_entries] == list(range(len(lf)))
+    assert all(e["levels"] == merging for e in free_entries)
+    assert [e["levels"] for e in data["engines"] if e["file"].startswith("L00_")] == [[0]] * len(lf)
     free, per_level = load_runner(m, tmp_path / "lf"), load_runner(m, tmp_path / "lf")
     per_level.graphs = "level"
     x = normalize(synthetic_frames(2, 224), m.model["mean"], m.model["std"])
@@ -86,15 +91,16 @@ def test_level_free_manifest_and_runner(tiny_plan, tmp_path):
     for li in range(len(m.levels)):  # every level, including alpha_max's single-token blocks
         np.testing.assert_allclose(run_segments(free, li, 0, n, [x])[0], run_segments(per_level, li, 0, n, [x])[0],
                                    atol=1e-5, rtol=0)
-    assert free.loaded() == n and per_level.loaded() == len(m.levels) * n
+    # one session per segment for the merging levels, level 0's own graphs for alpha = 0
+    assert free.loaded() == 2 * n and per_level.loaded() == len(m.levels) * n
     # a session goes only when no level uses it any more
-    free.unload(0, 2)
-    assert free.loaded() == n
+    free.unload(3, 2)
+    assert free.loaded() == 2 * n
     for li in range(len(m.levels)):
         free.unload(li, 2)
-    assert free.loaded() == n - 1
+    assert free.loaded() == 2 * n - 2
     run_segments(free, 3, 0, n, [x])
-    assert free.loaded() == n
+    assert free.loaded() == 2 * n - 1
 
     from janus_deploy.backends.ort import OrtRunner
 
