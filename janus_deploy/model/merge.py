@@ -1,6 +1,8 @@
-"""ToMe bipartite soft matching, written so that it exports to ONNX with static shapes and runs
-in ONNX Runtime and TensorRT >= 10: the ranking is a stable sort (exported as TopK), merging is a
-one-hot matmul, gathers are GatherElements. No ScatterElements-with-reduction, no NonZero.
+"""ToMe bipartite soft matching, written so that it exports to ONNX and runs in ONNX Runtime and
+TensorRT >= 10: the ranking is a stable sort (exported as TopK), merging is a one-hot matmul,
+gathers are GatherElements. No ScatterElements-with-reduction, no NonZero. ``merge`` (``r`` an int)
+gives per-level graphs with static token counts and few nodes; ``merge_dynamic`` (``r`` a tensor)
+gives level-free graphs whose token counts are symbolic.
 
 Prefix tokens (class, distillation, register) are never merged. The non-prefix tokens are split
 alternately into set A (even positions) and set B (odd positions); each A token is scored against
