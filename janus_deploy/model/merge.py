@@ -31,7 +31,7 @@ def match(metric: torch.Tensor, r: int | torch.Tensor) -> tuple[torch.Tensor, to
     if dynamic:
         # A level-free graph also meets blocks left with one non-prefix token (Nb = 0, r = 0):
         # a never-chosen column (cosines are >= -1) keeps the max defined.
-        scores = torch.cat([scores, torch.zeros_like(a[..., :1]) - 2.0], dim=-1)
+        scores = torch.nn.functional.pad(scores, (0, 1), value=-2.0)
     node_max, node_idx = scores.max(dim=-1)
     src_idx = _top_stable(node_max, r)
     dst_idx = node_idx.gather(1, src_idx)
