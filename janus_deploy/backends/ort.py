@@ -58,11 +58,7 @@ def _share_cpu_arena() -> None:
             return
         ort = _ort()
         info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-        try:
-            ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))
-        except Exception as exc:  # registered already, e.g. by the application embedding us
-            if "already" not in str(exc).lower():
-                raise
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))  # registering twice does not raise
         _arena_registered = True
 
 
