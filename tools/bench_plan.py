@@ -85,7 +85,8 @@ def main() -> None:
     wb = manifest.model["weight_bytes"]
     secs = stats["seconds_per_graph"]
     print(f"model {args.model}: weights {wb / 1e6:.1f} MB; {len(manifest.levels)} levels x "
-          f"{len(manifest.data['segments'])} segments (+1 unsplit graph per level)")
+          f"{len(manifest.data['segments'])} segments (+1 unsplit graph per level, "
+          f"+{len(manifest.level_free_segments)} level-free graphs)")
     if secs:
         print(f"export: {len(secs)} graphs, {np.mean(secs):.2f} s per graph (TorchScript exporter, dynamo=False)")
     size = plan_size_bytes(out)
