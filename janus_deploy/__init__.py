@@ -1,6 +1,6 @@
 """janus-deploy: deploy Vision Transformers across an edge device and a cloud server (Janus)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class JanusError(Exception):

@@ -88,11 +88,15 @@ class OrtRunner:
         share_weights: bool = True,
         disable_prepacking: bool = True,
         graphs: str = "level",
+        level_free_everywhere: bool = False,
     ) -> None:
         if graphs not in GRAPHS:
             raise EngineError(f"unknown graph family {graphs!r}; choose one of {', '.join(GRAPHS)}")
         self.manifest = manifest
         self.graphs = graphs
+        # with level-free graphs, levels that merge nothing use their per-level graphs unless this
+        # is set (verify sets it, to check the level-free graphs at r = 0 too)
+        self.level_free_everywhere = level_free_everywhere
         self.provider = provider
         self.threads = threads
         self.share_weights = share_weights
@@ -120,11 +124,15 @@ class OrtRunner:
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        # One CPU arena for every session of the process instead of malloc per tensor (or an arena
-        # per session, each holding its own peak): activations of all levels reuse the same memory.
-        _share_cpu_arena()
-        opts.enable_cpu_mem_arena = True
-        opts.add_session_config_entry("session.use_env_allocators", "1")
+        if self.provider == PROVIDERS["cpu"]:
+            # One CPU arena for every session of the process instead of malloc per tensor (or an
+            # arena per session, each holding its own peak): activations of all levels reuse the
+            # same memory. It keeps its high-water mark (docs/engines.md).
+            _share_cpu_arena()
+            opts.enable_cpu_mem_arena = True
+            opts.add_session_config_entry("session.use_env_allocators", "1")
+        else:
+            opts.enable_cpu_mem_arena = False
         opts.enable_mem_pattern = False
         # Segments run one after another in different sessions: a finished session's spinning
         # worker threads would steal the cores the next segment needs.
@@ -166,13 +174,16 @@ class OrtRunner:
         level-free graphs, a level that merges nothing (α = 0) still runs its per-level graphs:
         a level-free graph would compute every block's matching only to discard it."""
         lv = self.manifest.level(level)
-        if self.graphs == "level-free" and any(lv["reductions"]):
+        if self.graphs == "level-free" and (self.level_free_everywhere or any(lv["reductions"])):
             return ("level-free", segment), self.manifest.level_free_segments[segment]
         return (level, segment), lv["segments"][segment]
 
     def session(self, level: int, segment: int):
         key, entry = self._entry(level, segment)
-        self._users.setdefault(key, set()).add(level)
+        users = self._users.get(key)
+        if users is None or level not in users:
+            with self._lock:  # unload() reads the users under the lock
+                self._users.setdefault(key, set()).add(level)
         return self._session(key, entry["file"])
 
     def loaded(self) -> int:

@@ -124,7 +124,8 @@ def _compact_names(graph: onnx.GraphProto) -> None:
 
 
 def export_graph(module: torch.nn.Module, args: tuple[torch.Tensor, ...], ins, outs, opset: int) -> onnx.ModelProto:
-    """Trace one segment with the TorchScript exporter (fast, static shapes; batch dynamic)."""
+    """Trace one segment with the TorchScript exporter (fast). Dimensions named in ``ins`` /
+    ``outs`` (batch; token counts of level-free graphs) stay symbolic, the rest are static."""
     buf = io.BytesIO()
     in_names = [i["name"] for i in ins]
     out_names = [o["name"] for o in outs]
@@ -255,7 +256,7 @@ def export_plan(
             "payload": payloads(info, sched.tokens, candidates),
         })
     level_free = []
-    example = levels[-1]  # any level's boundary tensors trace the same graph; this one merges most
+    example = levels[-1]  # any level traces the same graph (the ops do not depend on r's values)
     args = (image,)
     for si, seg in enumerate(build_level_free_segments(model, candidates)):
         ins, outs = level_free_io(seg, info)

@@ -58,16 +58,16 @@ class Manifest:
 
     def validate(self) -> None:
         d = self.data
-        missing = [k for k in _REQUIRED if k not in d]
-        if missing:
-            raise PlanError(f"manifest is malformed: missing keys {', '.join(missing)}")
-        if d["kind"] != KIND:
+        if "kind" in d and d["kind"] != KIND:
             raise PlanError(f"manifest kind is {d['kind']!r}, expected {KIND!r}")
-        if d["format_version"] != FORMAT_VERSION:
+        if "format_version" in d and d["format_version"] != FORMAT_VERSION:
             raise PlanError(
                 f"manifest format_version {d['format_version']} is not supported (this janus-deploy "
                 f"reads {FORMAT_VERSION}); re-export the plan"
             )
+        missing = [k for k in _REQUIRED if k not in d]
+        if missing:
+            raise PlanError(f"manifest is malformed: missing keys {', '.join(missing)}")
         bad = [k for k in _MODEL_KEYS if k not in d["model"]]
         if bad:
             raise PlanError(f"manifest is malformed: model lacks {', '.join(bad)}")

@@ -11,9 +11,10 @@ plan level ``level`` that come after split point ``split`` (see ``docs/runtime.m
 
 Bodies are V2 JSON or Triton's binary-tensor extension (:mod:`janus_deploy.runtime.wire`),
 optionally compressed (``Content-Encoding: zstd``, also gzip/deflate as the Triton client sends).
-Needs the [serve] extra (fastapi, uvicorn). Engines (ONNX Runtime sessions, one per (level, segment)) load lazily and stay in an LRU bounded
-by ``max_loaded`` *sessions*; inference runs in a worker thread pool so the event loop keeps
-serving while models compute.
+Needs the [serve] extra (fastapi, uvicorn). Engines load lazily and stay in an LRU bounded by
+``max_loaded`` (level, segment) pairs (with per-level engines one session each; with level-free
+ORT engines pairs share a session, which goes when no resident pair uses it); inference runs in a
+worker thread pool so the event loop keeps serving while models compute.
 """
 
 from __future__ import annotations
@@ -134,8 +135,8 @@ def tail_models(manifest: Manifest) -> dict[str, TailModel]:
 
 
 class SessionLRU:
-    """Keeps at most ``max_loaded`` (level, segment) engine sessions resident, least recently
-    used evicted first. Sessions used by in-flight requests are pinned and never evicted, so the
+    """Keeps at most ``max_loaded`` (level, segment) engines resident, least recently used evicted
+    first (the runner frees a session shared by several levels once none of them is resident). Sessions used by in-flight requests are pinned and never evicted, so the
     bound can be exceeded while more than ``max_loaded`` distinct sessions are in use at once."""
 
     def __init__(self, runner: Any, max_loaded: int) -> None:

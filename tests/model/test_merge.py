@@ -63,15 +63,20 @@ def test_merge_beyond_cap_rejected():
 
 
 @pytest.mark.parametrize("tokens,prefix", [(65, 1), (37, 4), (2, 1)])  # (2, 1): one non-prefix token left
-def test_merge_dynamic_equals_merge_for_every_r(tokens, prefix):
-    """The level-free graphs' merge (r a tensor) gives merge's result for every r, 0 included."""
+def test_merge_dynamic_equals_reference_for_every_r(tokens, prefix):
+    """The level-free graphs' merge (r a tensor) equals the reference for every r, and returns
+    the input unchanged at r = 0 (as merge does)."""
     g = torch.Generator().manual_seed(tokens)
     x = torch.randn(2, tokens, 16, generator=g)
     size = torch.randint(1, 5, (2, tokens, 1), generator=g).float()
     metric = torch.randn(2, tokens, 8, generator=g)
     for r in range((tokens - prefix) // 2 + 1):
-        want_x, want_s = merge(x, size, metric, r, prefix)
         got_x, got_s = merge_dynamic(x, size, metric, torch.tensor(r), prefix)
-        assert torch.equal(got_x, want_x) and torch.equal(got_s, want_s), r
+        if r == 0:
+            assert torch.equal(got_x, x) and torch.equal(got_s, size)
+            continue
+        want_x, want_s = reference_merge(x, size, metric, r, prefix)
+        torch.testing.assert_close(got_x, want_x, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got_s, want_s)
     with pytest.raises(ValueError, match="cannot merge"):
         merge_dynamic(x, size, metric, torch.tensor((tokens - prefix) // 2 + 1), prefix)

@@ -67,6 +67,8 @@ def test_segment_chain_matches_unsplit_graph_in_ort(tiny_plan):
 def test_level_free_manifest_and_runner(tiny_plan, tmp_path):
     """Level-free graphs: one per segment, token counts symbolic, and in ORT they give every
     level's per-level chain with one session per segment."""
+    from janus_deploy.backends.ort import OrtRunner
+
     m = tiny_plan
     lf = m.level_free_segments
     assert [e["blocks"] for e in lf] == m.data["segments"]
@@ -101,13 +103,16 @@ def test_level_free_manifest_and_runner(tiny_plan, tmp_path):
     assert free.loaded() == 2 * n - 2
     run_segments(free, 3, 0, n, [x])
     assert free.loaded() == 2 * n - 1
-
-    from janus_deploy.backends.ort import OrtRunner
+    # verify's runner sends level 0 (r = 0 everywhere) through the level-free graphs too
+    everywhere = OrtRunner(m, graphs="level-free", level_free_everywhere=True)
+    np.testing.assert_allclose(run_segments(everywhere, 0, 0, n, [x])[0], run_segments(per_level, 0, 0, n, [x])[0],
+                               atol=1e-5, rtol=0)
+    assert everywhere.loaded() == n
 
     with pytest.raises(EngineError, match="unknown graph family"):
         OrtRunner(m, graphs="dynamic")
     res = cli.invoke(app, ["build-engines", str(m.dir), "--backend", "trt", "--graphs", "level-free", "--out", str(tmp_path / "t")])
-    assert res.exit_code != 0 and "for the ort backend" in res.output
+    assert res.exit_code != 0 and "only ort has level-free graphs" in res.output
 
 
 def test_verify_passes_then_detects_tampering(tiny_plan, tmp_path):
@@ -130,9 +135,12 @@ def test_verify_passes_then_detects_tampering(tiny_plan, tmp_path):
     res = cli.invoke(app, ["verify", str(copy)])
     assert res.exit_code != 0 and "G_S01.onnx was modified after export" in res.output
 
-    (copy / "manifest.json").write_text('{"format_version": 1, "kind": "janus-deploy/plan"}')
+    (copy / "manifest.json").write_text('{"format_version": 2, "kind": "janus-deploy/plan"}')
     res = cli.invoke(app, ["verify", str(copy)])
     assert res.exit_code != 0 and "malformed" in res.output
+    (copy / "manifest.json").write_text('{"format_version": 1, "kind": "janus-deploy/plan"}')  # an older plan
+    res = cli.invoke(app, ["verify", str(copy)])
+    assert res.exit_code != 0 and "format_version 1 is not supported" in res.output and "re-export" in res.output
     (copy / "manifest.json").write_text("{not json")
     res = cli.invoke(app, ["verify", str(copy)])
     assert res.exit_code != 0 and "not valid JSON" in res.output
