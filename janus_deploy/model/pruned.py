@@ -25,8 +25,9 @@ def attention(attn: nn.Module, x: torch.Tensor, size: torch.Tensor | None) -> tu
     """
     b, n, _ = x.shape
     gate = attn.gate(x).sigmoid() if attn.gate is not None else None
-    qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
+    # [B, N, 3·H·hd] -> three [B, H, N, hd]: one Reshape, Transpose and Split in the exported graph
+    qkv = attn.qkv(x).reshape(b, n, 3 * attn.num_heads, attn.head_dim).transpose(1, 2)
+    q, k, v = qkv.split(attn.num_heads, dim=1)
     q, k = attn.q_norm(q), attn.k_norm(k)
     logits = (q * attn.scale) @ k.transpose(-2, -1)
     if size is not None:
