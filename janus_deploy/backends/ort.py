@@ -104,7 +104,7 @@ class OrtRunner:
         self._sessions: dict[tuple[int | str, int | str], Any] = {}
         self._users: dict[tuple, set[int]] = {}  # session key -> levels using it
         self._values: dict[str, Any] = {}  # shared OrtValues by initializer name
-        self._feed_positions: dict[tuple[int, int], list[tuple[int, str]]] = {}
+        self._feed_positions: dict[tuple, list[tuple[int, str]]] = {}  # by session key
         self._lock = threading.Lock()
         self._weights: np.ndarray | None = None
 
