@@ -109,6 +109,7 @@ class Segment(nn.Module):
         self.merged_before = [sum(schedule.reductions[: l - 1]) > 0 for l in range(1, len(schedule.reductions) + 1)]
         self.in_tokens = schedule.tokens[start - 1]  # tokens entering the segment (x_0 for the first)
         self.out_tokens = schedule.tokens[max(end, start - 1)]  # a head-only segment keeps x_N
+        self.takes_reductions = False
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.first:
@@ -136,10 +137,9 @@ class LevelFreeSegment(nn.Module):
         self.model = model
         self.start, self.end, self.first, self.last = start, end, first, last
         self.num_prefix = model.num_prefix_tokens
-
-    @property
-    def num_blocks(self) -> int:
-        return max(0, self.end - self.start + 1)
+        self.num_blocks = max(0, end - start + 1)
+        self.in_tokens, self.out_tokens = "tokens_in", "tokens_out"  # symbolic in the exported graph
+        self.takes_reductions = self.num_blocks > 0
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         reductions = inputs[-1] if self.num_blocks else None

@@ -59,34 +59,21 @@ def _io(name: str, shape: Sequence[int | str], dtype: str = "float32") -> dict[s
     return {"name": name, "shape": list(shape), "dtype": dtype}
 
 
-def segment_io(seg: Segment, info) -> tuple[list, list]:
-    """Names, shapes and dtypes of a segment's graph inputs and outputs (batch dynamic)."""
+def segment_io(seg: Segment | LevelFreeSegment, info) -> tuple[list, list]:
+    """Names, shapes and dtypes of a segment's graph inputs and outputs (batch dynamic). Token
+    counts are the segment's: numbers for a level's ``Segment``, symbolic names for a
+    ``LevelFreeSegment``, whose blocks' reductions come last among its inputs."""
     d, tokens_in, tokens_out = info.embed_dim, seg.in_tokens, seg.out_tokens
     if seg.first:
         ins = [_io("image", ["batch", 3, info.img_size, info.img_size])]
     else:
         ins = [_io("tokens", ["batch", tokens_in, d]), _io("size", ["batch", tokens_in, 1])]
-    if seg.last:
-        outs = [_io("logits", ["batch", info.num_classes])]
-    else:
-        outs = [_io("tokens_out", ["batch", tokens_out, d]), _io("size_out", ["batch", tokens_out, 1])]
-    return ins, outs
-
-
-def level_free_io(seg: LevelFreeSegment, info) -> tuple[list, list]:
-    """Inputs and outputs of a level-free segment graph: token counts are symbolic, and the
-    reductions of its blocks come last (none for a head-only segment)."""
-    d = info.embed_dim
-    if seg.first:
-        ins = [_io("image", ["batch", 3, info.img_size, info.img_size])]
-    else:
-        ins = [_io("tokens", ["batch", "tokens_in", d]), _io("size", ["batch", "tokens_in", 1])]
-    if seg.num_blocks:
+    if seg.takes_reductions:
         ins.append(_io("reductions", [seg.num_blocks], "int64"))
     if seg.last:
         outs = [_io("logits", ["batch", info.num_classes])]
     else:
-        outs = [_io("tokens_out", ["batch", "tokens_out", d]), _io("size_out", ["batch", "tokens_out", 1])]
+        outs = [_io("tokens_out", ["batch", tokens_out, d]), _io("size_out", ["batch", tokens_out, 1])]
     return ins, outs
 
 
@@ -259,9 +246,9 @@ def export_plan(
     example = levels[-1]  # any level traces the same graph (the ops do not depend on r's values)
     args = (image,)
     for si, seg in enumerate(build_level_free_segments(model, candidates)):
-        ins, outs = level_free_io(seg, info)
+        ins, outs = segment_io(seg, info)
         red = torch.tensor(example["reductions"][seg.start - 1: seg.end], dtype=torch.int64)
-        seg_args = args + ((red,) if seg.num_blocks else ())
+        seg_args = args + ((red,) if seg.takes_reductions else ())
         key = _key(model_key, "level-free", seg.start, seg.end, seg.first, seg.last)
         entry = emit(seg, seg_args, ins, outs, f"G_S{si:02d}.onnx", key)
         level_free.append({"index": si, "blocks": [seg.start, seg.end], **entry})
@@ -296,9 +283,9 @@ def export_plan(
         "levels": levels,
         "level_free_segments": level_free,
     }
-    _remove_stale(out_dir, data)
     data["model"]["weights_key"] = weights_key
     manifest = Manifest(data, out_dir)
+    _remove_stale(manifest)
     manifest.save(out_dir)
     state_path.unlink(missing_ok=True)
     stats = {"exported": exported, "reused": reused, "seconds_per_graph": seconds}
@@ -312,11 +299,7 @@ def _previous_entries(out_dir: Path, state_path: Path, weights_key: str) -> dict
     try:
         prev = Manifest.load(out_dir)
         if prev.model.get("weights_key") == weights_key:
-            for lv in prev.levels:
-                for entry in [*lv["segments"], lv["unsplit"]]:
-                    old[entry["key"]] = entry
-            for entry in prev.data.get("level_free_segments", []):
-                old[entry["key"]] = entry
+            old = {entry["key"]: entry for entry in prev.graph_entries()}
     except PlanError:
         pass
     try:
@@ -328,11 +311,10 @@ def _previous_entries(out_dir: Path, state_path: Path, weights_key: str) -> dict
     return old
 
 
-def _remove_stale(out_dir: Path, data: dict[str, Any]) -> None:
+def _remove_stale(manifest: Manifest) -> None:
     """Delete graphs of an earlier export that the new manifest no longer lists."""
-    live = {e["file"] for lv in data["levels"] for e in [*lv["segments"], lv["unsplit"]]}
-    live |= {e["file"] for e in data["level_free_segments"]}
-    for path in [*out_dir.glob("L*_*.onnx"), *out_dir.glob("G_S*.onnx")]:
+    live = {e["file"] for e in manifest.graph_entries()}
+    for path in [*manifest.dir.glob("L*_*.onnx"), *manifest.dir.glob("G_S*.onnx")]:
         if path.name not in live:
             path.unlink()
 

@@ -10,8 +10,7 @@ from janus_deploy.plan.manifest import Manifest
 def summarize(manifest: Manifest) -> dict[str, Any]:
     """Levels, token schedules, candidates, payload sizes per split, files and sizes."""
     d = manifest.data
-    files = [e for lv in manifest.levels for e in [*lv["segments"], lv["unsplit"]]]
-    files += manifest.level_free_segments
+    files = manifest.graph_entries()
     graph_bytes = sum(e["bytes"] for e in files)
     return {
         "plan_hash": manifest.hash,

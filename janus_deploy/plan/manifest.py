@@ -121,6 +121,12 @@ class Manifest:
         have = ", ".join(f"{lv['policy']}:{lv['alpha']}" for lv in self.levels)
         raise PlanError(f"plan has no {policy} level {alpha}; it has {have}")
 
+    def graph_entries(self) -> list[dict[str, Any]]:
+        """Every graph file's entry: each level's segments and unsplit graph, then the
+        level-free segments."""
+        entries = [e for lv in self.levels for e in [*lv["segments"], lv["unsplit"]]]
+        return entries + self.level_free_segments
+
     @property
     def level_free_segments(self) -> list[dict[str, Any]]:
         """Graphs that serve every level (reductions as an input); see docs/manifest.md."""

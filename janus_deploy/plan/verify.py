@@ -57,8 +57,7 @@ class Tolerance:
 def check_files(manifest: Manifest) -> list[str]:
     """Problems with the plan's files: missing, or changed since export (sha256)."""
     problems = []
-    entries = [e for lv in manifest.levels for e in [*lv["segments"], lv["unsplit"]]]
-    entries += [*manifest.level_free_segments, manifest.data["weights"]]
+    entries = [*manifest.graph_entries(), manifest.data["weights"]]
     for e in entries:
         path = manifest.path(e["file"])
         if not path.is_file():

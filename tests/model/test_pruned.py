@@ -9,7 +9,7 @@ import torch
 from janus_deploy import policy
 from janus_deploy.model import (ModelError, PrunedViT, build_level_free_segments, build_segments, create_model,
                                 model_info, run_chain)
-from janus_deploy.plan.export import export_graph, level_free_io, segment_io
+from janus_deploy.plan.export import export_graph, segment_io
 
 # small configurations of every supported family (depth reduced so CI stays fast)
 FAMILIES = {
@@ -117,7 +117,7 @@ def test_level_free_graphs_serve_every_level(family):
     sessions, args = [], (x,)
     for seg in build_level_free_segments(m, cands):
         red = (torch.tensor(trace.reductions[seg.start - 1: seg.end]),) if seg.num_blocks else ()
-        ins, outs = level_free_io(seg, info)
+        ins, outs = segment_io(seg, info)
         graph = export_graph(seg, args + red, ins, outs, 17)
         assert not {n.op_type for n in graph.graph.node} & {"ScatterElements", "ScatterND", "NonZero", "Loop", "If"}
         sessions.append((seg, ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])))
@@ -130,7 +130,7 @@ def test_level_free_graphs_serve_every_level(family):
         out = [x.numpy()]
         for seg, sess in sessions:
             feed = out + ([np.array(sched.reductions[seg.start - 1: seg.end])] if seg.num_blocks else [])
-            names = [i["name"] for i in level_free_io(seg, info)[0]]
+            names = [i["name"] for i in segment_io(seg, info)[0]]
             wanted = {i.name for i in sess.get_inputs()}
             out = sess.run(None, {n: a for n, a in zip(names, feed) if n in wanted})
         np.testing.assert_allclose(out[0], want, atol=1e-4, rtol=0)
