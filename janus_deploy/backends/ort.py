@@ -103,6 +103,7 @@ class OrtRunner:
         self.disable_prepacking = disable_prepacking
         self._sessions: dict[tuple[int | str, int | str], Any] = {}
         self._users: dict[tuple, set[int]] = {}  # session key -> levels using it
+        self._routes: dict[tuple[int, int], tuple] = {}  # see _route
         self._values: dict[str, Any] = {}  # shared OrtValues by initializer name
         self._feed_positions: dict[tuple, list[tuple[int, str]]] = {}  # by session key
         self._lock = threading.Lock()
@@ -169,17 +170,30 @@ class OrtRunner:
         self._sessions[key] = sess
         return sess
 
-    def _entry(self, level: int, segment: int) -> tuple[tuple[int | str, int], dict[str, Any]]:
-        """Session key and manifest entry of the graph that runs (level, segment). With
+    def _route(self, level: int, segment: int) -> tuple[tuple, dict[str, Any], tuple[np.ndarray, ...]]:
+        """Session key, manifest entry and extra inputs (a level-free graph's reductions) of the
+        graph that runs (level, segment); cached, since this runs on every request. With
         level-free graphs, a level that merges nothing (α = 0) still runs its per-level graphs:
         a level-free graph would compute every block's matching only to discard it."""
-        lv = self.manifest.level(level)
-        if self.graphs == "level-free" and (self.level_free_everywhere or any(lv["reductions"])):
-            return ("level-free", segment), self.manifest.level_free_segments[segment]
-        return (level, segment), lv["segments"][segment]
+        route = self._routes.get((level, segment))
+        if route is None:
+            lv = self.manifest.level(level)
+            if self.graphs == "level-free" and (self.level_free_everywhere or any(lv["reductions"])):
+                entry = self.manifest.level_free_segments[segment]
+                a, b = entry["blocks"]
+                takes = entry["inputs"][-1]["name"] == "reductions"
+                extra = (np.asarray(lv["reductions"][a - 1: b], dtype=np.int64),) if takes else ()
+                route = (("level-free", segment), entry, extra)
+            else:
+                route = ((level, segment), lv["segments"][segment], ())
+            self._routes[(level, segment)] = route
+        return route
 
     def session(self, level: int, segment: int):
-        key, entry = self._entry(level, segment)
+        key, entry, _ = self._route(level, segment)
+        return self._session_of(level, key, entry)
+
+    def _session_of(self, level: int, key: tuple, entry: dict[str, Any]):
         users = self._users.get(key)
         if users is None or level not in users:
             with self._lock:  # unload() reads the users under the lock
@@ -193,7 +207,7 @@ class OrtRunner:
     def unload(self, level: int, segment: int) -> None:
         """Release (level, segment); its session goes once no level uses it (the shared weights
         stay mapped for the others)."""
-        key = self._entry(level, segment)[0]
+        key = self._route(level, segment)[0]
         with self._lock:
             users = self._users.get(key, set())
             users.discard(level)
@@ -206,7 +220,7 @@ class OrtRunner:
         pairs = [(li, si) for li, lv in enumerate(self.manifest.levels) for si in range(len(lv["segments"]))]
         firsts: dict[tuple, tuple[int, int]] = {}  # one (level, segment) per distinct session
         for li, si in pairs:
-            key = self._entry(li, si)[0]
+            key = self._route(li, si)[0]
             self._users.setdefault(key, set()).add(li)
             firsts.setdefault(key, (li, si))
         for i, (li, si) in enumerate(firsts.values(), 1):
@@ -226,17 +240,12 @@ class OrtRunner:
         return pos
 
     def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        key, entry = self._entry(level, segment)
-        sess = self.session(level, segment)
-        if key[0] == "level-free":
-            a, b = entry["blocks"]
-            if b >= a:
-                inputs = [*inputs, self._reductions(level, a, b)]
+        key, entry, extra = self._route(level, segment)
+        sess = self._session_of(level, key, entry)
+        if extra:
+            inputs = [*inputs, *extra]
         feed = {name: inputs[i] for i, name in self._positions(key, sess, entry)}
         return sess.run(None, feed)
-
-    def _reductions(self, level: int, first: int, last: int) -> np.ndarray:
-        return np.asarray(self.manifest.level(level)["reductions"][first - 1: last], dtype=np.int64)
 
     def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
         entry = self.manifest.level(level)["unsplit"]
@@ -269,7 +278,7 @@ def build(
     by_graph: dict[str, dict[str, Any]] = {}  # one entry per graph, with the levels it serves
     for li, lv in enumerate(manifest.levels):
         for si in range(len(lv["segments"])):
-            entry = runner._entry(li, si)[1]
+            entry = runner._route(li, si)[1]
             e = by_graph.setdefault(entry["file"], {"segment": si, "levels": [], "file": entry["file"],
                                                      "sha256": entry["sha256"]})
             e["levels"].append(li)
@@ -283,8 +292,8 @@ def build(
         "provider": provider,
         "device_name": device_name,
         "onnxruntime_version": ort.__version__,
-        "session": {"graph_optimization_level": "ORT_ENABLE_ALL", "share_weights": True,
-                    "disable_prepacking": True, "graphs": graphs},
+        "session": {"graph_optimization_level": "ORT_ENABLE_ALL", "share_weights": runner.share_weights,
+                    "disable_prepacking": runner.disable_prepacking, "graphs": graphs},
         "build_seconds": round(time.perf_counter() - t0, 3),
         "engines": engines,
     }
