@@ -83,7 +83,7 @@ def verify(
     from janus_deploy.backends.ort import GRAPHS, OrtRunner
     from janus_deploy.images import frames_for, normalize
     from janus_deploy.plan import Manifest
-    from janus_deploy.plan.verify import Tolerance, reports_to_dicts, verify_plan
+    from janus_deploy.plan.verify import Tolerance, reports_to_dicts, verify_runners
 
     manifest = Manifest.load(plan)
     if engines is not None:
@@ -94,12 +94,10 @@ def verify(
         tol = Tolerance()
     frames = frames_for(images, num_images, manifest.model["img_size"])
     x = normalize(frames, manifest.model["mean"], manifest.model["std"])
-    results = []
-    for i, (name, runner) in enumerate(runs):
-        with progress_bar(f"verifying {name}", len(manifest.levels)) as update:
-            reports = verify_plan(manifest, runner, x, tolerance=tol, save_dir=save_references if i == 0 else None,
-                                  progress=lambda d, t: update(d, t))
-        results.append((name, reports))
+    with progress_bar("verifying levels", len(runs) * len(manifest.levels)) as update:
+        per_runner = verify_runners(manifest, [r for _, r in runs], x, tolerance=tol, save_dir=save_references,
+                                    progress=lambda d, t: update(d, t))
+    results = [(name, reports) for (name, _), reports in zip(runs, per_runner)]
     ok = all(r.ok for _, reports in results for r in reports)
     if as_json:
         print_json({"ok": ok, "tolerance": tol.__dict__,

@@ -115,37 +115,58 @@ def verify_plan(
 
     ``images`` are normalised float32 [B, 3, H, W]. Raises :class:`PlanError` if files changed.
     """
+    return verify_runners(manifest, [runner], images, tolerance=tolerance, save_dir=save_dir, progress=progress)[0]
+
+
+def verify_runners(
+    manifest: Manifest,
+    runners: list[Runner],
+    images: np.ndarray,
+    *,
+    tolerance: Tolerance = Tolerance(),
+    save_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[list[LevelReport]]:
+    """``verify_plan`` for several runners of one plan (e.g. both ORT graph families): the file
+    check, the PyTorch model and its per-level references are computed once for all of them.
+    ``progress(done, total)`` counts (runner, level) pairs."""
     problems = check_files(manifest)
     if problems:
         raise PlanError("plan failed its integrity check: " + "; ".join(problems) + ". Re-run `janus-deploy export`")
     model = model_for(manifest)
     info = manifest.model
-    reports = []
     x = torch.from_numpy(images)
+    reports: list[list[LevelReport]] = [[] for _ in runners]
+    total = len(runners) * len(manifest.levels)
     for li, lv in enumerate(manifest.levels):
         sched = policy.schedule(lv["policy"], lv["alpha"], info["num_tokens"], info["num_blocks"], info["num_prefix_tokens"])
         with torch.no_grad():
             ref = PrunedViT(model, sched)(x).numpy()
-        nseg = len(lv["segments"])
-        chain = run_segments(runner, li, 0, nseg, [images])[0]
-        unsplit = runner.run_unsplit(li, images)
-        rep = LevelReport(
-            index=li, policy=lv["policy"], alpha=lv["alpha"],
-            max_abs_vs_torch=float(np.abs(chain - ref).max()),
-            cosine_vs_torch=_cosine(chain, ref),
-            top1_vs_torch=float((chain.argmax(1) == ref.argmax(1)).mean()),
-            max_abs_vs_unsplit=float(np.abs(chain - unsplit).max()),
-            top1_vs_unsplit=float((chain.argmax(1) == unsplit.argmax(1)).mean()),
-            ok=False,
-        )
-        rep.ok = (rep.max_abs_vs_torch <= tolerance.max_abs and rep.cosine_vs_torch >= tolerance.min_cosine
-                  and rep.top1_vs_torch >= tolerance.min_top1 and rep.top1_vs_unsplit >= tolerance.min_top1)
-        reports.append(rep)
+        for ri, runner in enumerate(runners):
+            reports[ri].append(_compare(runner, li, lv, images, ref, tolerance))
+            if progress:
+                progress(li * len(runners) + ri + 1, total)
         if save_dir is not None:
             save_polygraphy_references(manifest, model, sched, li, x[:1], save_dir)
-        if progress:
-            progress(li + 1, len(manifest.levels))
     return reports
+
+
+def _compare(runner: Runner, li: int, lv: dict[str, Any], images: np.ndarray, ref: np.ndarray,
+             tolerance: Tolerance) -> LevelReport:
+    chain = run_segments(runner, li, 0, len(lv["segments"]), [images])[0]
+    unsplit = runner.run_unsplit(li, images)
+    rep = LevelReport(
+        index=li, policy=lv["policy"], alpha=lv["alpha"],
+        max_abs_vs_torch=float(np.abs(chain - ref).max()),
+        cosine_vs_torch=_cosine(chain, ref),
+        top1_vs_torch=float((chain.argmax(1) == ref.argmax(1)).mean()),
+        max_abs_vs_unsplit=float(np.abs(chain - unsplit).max()),
+        top1_vs_unsplit=float((chain.argmax(1) == unsplit.argmax(1)).mean()),
+        ok=False,
+    )
+    rep.ok = (rep.max_abs_vs_torch <= tolerance.max_abs and rep.cosine_vs_torch >= tolerance.min_cosine
+              and rep.top1_vs_torch >= tolerance.min_top1 and rep.top1_vs_unsplit >= tolerance.min_top1)
+    return rep
 
 
 def reports_to_dicts(reports: list[LevelReport]) -> list[dict[str, Any]]:
