@@ -74,6 +74,8 @@ def synthetic_frames(count: int, img_size: int, seed: int = 0) -> np.ndarray:
 
 def frames_for(folder: str | Path | None, count: int, img_size: int) -> np.ndarray:
     """The first ``count`` images of ``folder`` as frames, or ``count`` synthetic frames."""
+    if count < 1:
+        raise ImageError(f"need at least one image, got a count of {count}")
     if folder is None:
         return synthetic_frames(count, img_size)
     return np.stack([load_frame(p, img_size) for p, _ in list_images(folder)[:count]])

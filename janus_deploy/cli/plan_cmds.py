@@ -74,7 +74,7 @@ def verify(
     plan: Path = typer.Argument(..., help="Plan directory."),
     engines: Optional[Path] = typer.Option(None, help="Engine directory to check (default: both graph families of the plan, per-level and level-free, in ONNX Runtime on the CPU)."),
     images: Optional[Path] = typer.Option(None, help="Folder of images to check with (default: synthetic frames)."),
-    num_images: int = typer.Option(4, help="How many images (synthetic, or the first N of --images)."),
+    num_images: int = typer.Option(4, min=1, help="How many images (synthetic, or the first N of --images)."),
     save_references: Optional[Path] = typer.Option(None, help="Write per-segment reference inputs/outputs as Polygraphy JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
 ) -> None:

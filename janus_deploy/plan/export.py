@@ -46,7 +46,7 @@ class ExportConfig:
         if self.levels is None and self.step is None:
             object.__setattr__(self, "levels", DEFAULT_LEVELS)
 
-    def level_list(self, x0: int, n: int, num_prefix: int) -> list[tuple[str, float]]:
+    def level_list(self, x0: int, n: int) -> list[tuple[str, float]]:
         grid = policy.level_grid(x0, n, self.policy, step=self.step, levels=self.levels)
         out = [(self.policy, a) for a in grid]
         if self.baseline_r is not None:
@@ -178,7 +178,7 @@ def export_plan(
     ckpt_sha = file_sha256(spec.checkpoint) if spec.checkpoint else None
     candidates = policy.candidate_splits(info.num_blocks, config.k)
     ranges = policy.segment_ranges(info.num_blocks, candidates)
-    level_list = config.level_list(info.num_tokens, info.num_blocks, info.num_prefix_tokens)
+    level_list = config.level_list(info.num_tokens, info.num_blocks)
 
     model_key = (spec.to_dict(), ckpt_sha, INIT_SEED, config.opset, __version__)
     weights_key = _key(model_key)

@@ -95,9 +95,6 @@ def _rename_inputs(graph: onnx.GraphProto, rename: dict[str, str]) -> None:
         for attr in node.attribute:  # subgraphs (If/Loop) do not occur in ViTs, but stay correct
             if attr.type == onnx.AttributeProto.GRAPH:
                 _rename_inputs(attr.g, rename)
-    for vi in list(graph.value_info):
-        if vi.name in rename:
-            vi.name = rename[vi.name]
 
 
 def external_initializers(model: onnx.ModelProto) -> dict[str, tuple[int, int, int, list[int]]]:
