@@ -153,6 +153,7 @@ def test_errors(tiny):
         Scheduler(edge, load_preset("vit_base_patch16_224-v100"))
 
 
+@pytest.mark.slow  # a wall-clock bound: outside the default run; tools/bench_scheduler.py prints the figure
 def test_decide_is_fast_on_vit_large_preset():
     edge = load_preset("vit_large_patch16_384-jetson-orin-nano")
     cloud = load_preset("vit_large_patch16_384-v100")

@@ -55,7 +55,7 @@ class Decision:
     predicted_ms: float
     meets_sla: bool
     breakdown: dict[str, float]  # edge_ms, encode_ms, comm_ms, rtt_ms, decode_ms, cloud_ms
-    bytes: int = 0  # what is actually sent at this split (see Scheduler.payload_bytes)
+    bytes: int = 0  # what is actually sent at this split: the wire codec's payload, or the frame at s = 0
     accuracy: float | None = None
 
     @property
@@ -162,6 +162,7 @@ class Scheduler:
         self._const_index = self._pick_baseline(baseline_level)
         self._const = (self._table([self._const_index], paper_model=False)
                        if self._const_index is not None else None)
+        self._single: dict[int, _Table] = {}  # evaluate()'s tables of non-exponential levels
 
     # ------------------------------------------------------------------ construction helpers
     def _table(self, rows: list[int], paper_model: bool) -> _Table:
@@ -270,15 +271,14 @@ class Scheduler:
         """The predicted latency of one given option (same cost model as :meth:`decide`)."""
         if split not in self.candidates:
             raise SchedulerError(f"split {split} is not a candidate {self.candidates}")
-        table = self._janus if level_index in self._janus.rows else self._table([level_index], self.mode == "paper")
+        if level_index in self._janus.rows:
+            table = self._janus
+        else:
+            table = self._single.get(level_index)
+            if table is None:
+                table = self._single[level_index] = self._table([level_index], self.mode == "paper")
         return self._decision(table, table.rows.index(level_index), self.candidates.index(split),
                               self._comm(table, bandwidth_mbps), rtt_ms)
-
-    def payload_bytes(self, level_index: int, split: int) -> int:
-        """Bytes actually sent for an option: the codec's payload (fp32 in paper mode)."""
-        if split == 0 and self.frame_bytes is not None:
-            return self.frame_bytes
-        return self.edge.payload_bytes(level_index, split, self._wire_codec)
 
     # ------------------------------------------------------------------ internals
     @staticmethod

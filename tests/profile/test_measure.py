@@ -57,7 +57,7 @@ def test_codec_payload_sizes(small_plan, measured):
         assert prof.payload_bytes(li, 0, "fp32") == 224 * 224 * 3  # the uint8 frame
         assert prof.payload_bytes(li, 0, "fp16-zstd") < 224 * 224 * 3  # smooth frame compresses
     agree = report["codecs"]["int8"]["top1_agreement"]
-    assert 0.0 <= agree <= 1.0 and report["codecs"]["fp32"]["top1_agreement"] == 1.0
+    assert 0.9 <= agree <= 1.0 and report["codecs"]["fp32"]["top1_agreement"] == 1.0
 
 
 def test_codecs_roundtrip():
