@@ -22,7 +22,8 @@ class ImageError(JanusError):
 
 def list_images(folder: str | Path, *, labelled: bool = False) -> list[tuple[Path, str | None]]:
     """Image files under ``folder`` (sorted). With ``labelled``, the class is the sub-folder name
-    (ImageFolder layout); otherwise images may sit anywhere below ``folder``."""
+    (ImageFolder layout; hidden sub-folders are skipped); otherwise images may sit anywhere below
+    ``folder``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(f"image folder {folder} does not exist")
@@ -34,7 +35,11 @@ def list_images(folder: str | Path, *, labelled: bool = False) -> list[tuple[Pat
         for p in files:
             if p.parent == folder:
                 raise ImageError(f"{p} is not in a class sub-folder; labelled folders look like DIR/<class>/<image>")
-            out.append((p, p.relative_to(folder).parts[0]))
+            cls = p.relative_to(folder).parts[0]
+            if not cls.startswith("."):  # hidden folders (.thumbs, .ipynb_checkpoints) are no class
+                out.append((p, cls))
+        if not out:
+            raise ImageError(f"no images found in class sub-folders of {folder}")
         return out
     return [(p, None) for p in files]
 

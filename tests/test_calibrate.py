@@ -192,3 +192,16 @@ def test_cli_calibrate_bad_inputs(digits_plan, tmp_path):
     assert not Path(out).exists()
     res = cli.invoke(app, ["calibrate", str(tmp_path), "--task", "digits", "--out", out])
     assert res.exit_code != 0 and "is not a plan" in " ".join(res.output.split())
+
+
+def test_hidden_folders_are_no_class(tmp_path):
+    """A thumbnail cache next to the class folders is skipped, not a crash or a class."""
+    from PIL import Image
+
+    from janus_deploy.calibrate.accuracy import labelled_files
+
+    for c in ("0", "1", ".thumbs"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / c / "a.png")
+    files, names = labelled_files(tmp_path)
+    assert names == ["0", "1"] and [label for _, label in files] == [0, 1]
