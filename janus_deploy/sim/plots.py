@@ -5,7 +5,6 @@ matplotlib is optional (``pip install 'janus-deploy[plot]'``) and imported only 
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -72,8 +71,7 @@ def plot_timeseries(results: Mapping[str, SystemResult], path: str | Path, sla_m
         ax_bw.set_ylabel("Mbit/s")
         ax_bw.legend(fontsize=7, loc="upper right")
         ax_bw.set_title(name)
-        alphas = [a if not math.isnan(a) else float("nan") for a in log.alpha[:k]]
-        ax_a.plot(x, alphas, ".", ms=2)
+        ax_a.plot(x, log.alpha[:k], ".", ms=2)
         ax_a.set_ylabel("α")
         ax_s.plot(x, log.split[:k], ".", ms=2, color="C2")
         ax_s.set_ylabel("split s")

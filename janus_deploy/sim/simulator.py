@@ -263,9 +263,7 @@ def _run_paper(choose, trace: Trace, ping: Trace | None, cfg: SimConfig, est: Es
             if b > 0:
                 tx_ms = bits / (b * 1e6) * 1e3
             else:
-                j = nxt[k]
-                if j < 0:
-                    raise SimulationError(f"trace {trace.name} has no nonzero sample; nothing can be sent")
+                j = nxt[k]  # exists: simulate() refuses traces without a nonzero sample
                 tx_ms = (j - k) * dt * 1e3 + bits / (samples[j % n] * 1e6) * 1e3
             rtt = ping.samples[i % len(ping)] if ping is not None else cfg.rtt_ms
             rtt_est.add(rtt)

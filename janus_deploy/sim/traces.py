@@ -143,11 +143,6 @@ class Trace:
             return self.value_at(t0)
         return (self.delivered_bits(t1) - self.delivered_bits(t0)) / (t1 - t0) / 1e6
 
-    # ---- helpers
-    def head(self, count: int) -> "Trace":
-        """The first ``count`` samples."""
-        return Trace(self.samples[: max(int(count), 1)], self.interval_s, self.name, self.unit)
-
 
 def pool(traces: Sequence[Trace], name: str | None = None) -> Trace:
     """Concatenate traces of the same unit and interval."""
