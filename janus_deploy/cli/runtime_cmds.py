@@ -40,7 +40,7 @@ def serve(
     """Serve a plan's tail models over KServe V2 / Open Inference Protocol (REST, binary tensors)."""
     _require("fastapi")
     _require("uvicorn")
-    from janus_deploy.runtime.server import create_app
+    from janus_deploy.runtime.server import serve as serve_app
 
     try:
         public = not ipaddress.ip_address(host).is_loopback
@@ -49,18 +49,16 @@ def serve(
     if public and not token:
         err_console.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach "
                           "this port can run inference")
-    app = create_app(plan, engines, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
-                     concurrency=concurrency, threads=threads, body_timeout_s=body_timeout, preload=preload)
-    import uvicorn
 
-    st = app.state.janus
-    err_console.print(f"[green]serving[/] {len(st.models)} tail models of {st.manifest.model['name']} "
-                      f"(plan {st.manifest.hash[:12]}) on http://{host}:{port}/v2"
-                      + (" [bold](token required)[/]" if token else ""))
-    from janus_deploy.runtime.server import GRACEFUL_SHUTDOWN_S
+    def banner(app) -> None:
+        st = app.state.janus
+        err_console.print(f"[green]serving[/] {len(st.models)} tail models of {st.manifest.model['name']} "
+                          f"(plan {st.manifest.hash[:12]}) on http://{host}:{port}/v2"
+                          + (" [bold](token required)[/]" if token else ""))
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    serve_app(plan, engines, host=host, port=port, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
+              concurrency=concurrency, threads=threads, body_timeout_s=body_timeout, log_level=log_level,
+              access_log=access_log, preload=preload, on_ready=banner)
 
 
 def run(

@@ -28,6 +28,10 @@ class CodecError(JanusError):
     """Unknown codec, or wire tensors that do not decode."""
 
 
+class BodyTooLargeError(CodecError):
+    """A compressed body decompresses to more than the allowed bytes (a decompression bomb)."""
+
+
 @dataclass(frozen=True)
 class Codec:
     name: str
@@ -113,7 +117,7 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     except zstandard.ZstdError as exc:
         raise CodecError(f"zstd body does not decompress: {exc}") from exc
     if len(out) > max_bytes:
-        raise CodecError(f"zstd body decompresses to more than {max_bytes} bytes")
+        raise BodyTooLargeError(f"zstd body decompresses to more than {max_bytes} bytes")
     return out
 
 

@@ -160,8 +160,7 @@ class EdgeRuntime:
 
         self.manifest = plan if isinstance(plan, Manifest) else Manifest.load(plan)
         if isinstance(engines, (str, Path)):
-            engines = load_runner(self.manifest, engines, threads=threads) if threads else \
-                load_runner(self.manifest, engines)
+            engines = load_runner(self.manifest, engines, threads=threads)
         self.runner = engines
         self.edge_profile = edge_profile if isinstance(edge_profile, Profile) else load_profile(edge_profile)
         self.cloud_profile = cloud_profile if isinstance(cloud_profile, Profile) else load_profile(cloud_profile)

@@ -26,7 +26,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,7 @@ from janus_deploy import JanusError, __version__
 from janus_deploy.backends import load_runner, run_segments
 from janus_deploy.images import normalize
 from janus_deploy.plan.manifest import Manifest
-from janus_deploy.profile.codecs import CodecError, decode_tokens, decompress
+from janus_deploy.profile.codecs import BodyTooLargeError, CodecError, decode_tokens, decompress
 from janus_deploy.runtime.wire import model_name  # noqa: F401 - part of the server's API
 from janus_deploy.runtime.wire import (
     HEADER_LENGTH,
@@ -205,14 +205,9 @@ class SessionLRU:
             if len(self._resident) <= self.max_loaded:
                 break
             if key in self._resident and self._pins.get(key, 0) == 0:
-                _unload(self.runner, key)
+                self.runner.unload(*key)
                 self._resident.discard(key)
                 self.evictions += 1
-
-
-def _unload(runner: Any, key: tuple[int, int]) -> None:
-    """Drop one (level, segment) engine from a runner."""
-    runner.unload(*key)
 
 
 # ------------------------------------------------------------------------------------------ app
@@ -307,19 +302,13 @@ def _decode_body(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     if enc in ("", "identity"):
         return body
     if enc == "zstd":
-        import zstandard
-
-        try:
-            size = zstandard.frame_content_size(body)
-        except zstandard.ZstdError as exc:
-            raise WireError(f"the zstd body does not decompress: {exc}") from None
-        if size > max_bytes:
-            raise WireError(f"the zstd body decompresses to {size} bytes, over the server's "
-                            f"--max-body-mb limit ({max_bytes} bytes)", 413)
         try:
             return decompress(body, "zstd", max_bytes)
+        except BodyTooLargeError:
+            raise WireError(f"the zstd body decompresses to more than the --max-body-mb limit "
+                            f"({max_bytes} bytes)", 413) from None
         except CodecError as exc:
-            raise WireError(f"{exc} (or it decompresses to more than {max_bytes} bytes)") from None
+            raise WireError(str(exc)) from None
     if enc in ("gzip", "deflate"):
         d = zlib.decompressobj(zlib.MAX_WBITS | 16 if enc == "gzip" else zlib.MAX_WBITS)
         try:
@@ -360,7 +349,7 @@ def create_app(
     """
     manifest = Manifest.load(plan_dir)
     if runner is None:
-        runner = load_runner(manifest, engine_dir, threads=threads) if threads else load_runner(manifest, engine_dir)
+        runner = load_runner(manifest, engine_dir, threads=threads)
     if max_body_mb <= 0:
         raise ServerError(f"--max-body-mb must be > 0, got {max_body_mb}")
     if token is not None and not token:
@@ -573,12 +562,17 @@ def serve(
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     log_level: str = "warning",
     access_log: bool = False,
+    preload: bool = False,
+    on_ready: Callable[[Any], None] | None = None,
 ) -> None:
-    """Run the V2 server with uvicorn until interrupted."""
+    """Run the V2 server with uvicorn until interrupted. ``on_ready(app)`` runs once the app is
+    built (the CLI prints its banner there)."""
     import uvicorn
 
     app = create_app(plan_dir, engine_dir, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
-                     concurrency=concurrency, threads=threads, body_timeout_s=body_timeout_s)
+                     concurrency=concurrency, threads=threads, body_timeout_s=body_timeout_s, preload=preload)
+    if on_ready is not None:
+        on_ready(app)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 

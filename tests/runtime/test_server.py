@@ -299,7 +299,6 @@ def test_lru_bound_and_concurrency(server, plan, local, frames):
                            dict(zip(("tokens", "size"), head(manifest, local, frames[fi], li, s))))
              for li, s, fi in jobs}
     errors: list[str] = []
-    peak = [0]
 
     def worker(chunk):
         with httpx.Client(base_url=server.url, timeout=60, trust_env=False) as c:
@@ -309,7 +308,6 @@ def test_lru_bound_and_concurrency(server, plan, local, frames):
                     np.testing.assert_allclose(got, refs[(li, fi)], atol=1e-4)
                 except AssertionError as exc:  # collected, re-raised in the main thread
                     errors.append(f"{li},{s},{fi}: {exc}")
-                peak[0] = max(peak[0], state.runner.loaded())
 
     threads = [threading.Thread(target=worker, args=(jobs[i::6],)) for i in range(6)]
     for t in threads:
