@@ -85,10 +85,13 @@ def run_demo(
     manifest, _ = export_plan(spec, out / "plan", ExportConfig(k=k, levels=levels),
                               progress=step("export") and (lambda _file, d, t: progress("export", d, t)))
     say("2/7 build ONNX Runtime engines (CPU)")
-    build_engines(manifest, out / "engines", "ort", device_name="this-cpu")
+    build_engines(manifest, out / "engines", "ort", device_name="this-cpu", progress=step("build engines"))
     say("3/7 calibrate accuracy per level on the digits task (held-out split)")
     frames, labels = make_digits("test")
-    acc = calibrate(manifest, frames[:400], labels[:400], progress=step("calibrate"))
+    if requests > len(frames):
+        say(f"    the held-out split has {len(frames)} images: sending {len(frames)} requests, not {requests}")
+        requests = len(frames)
+    acc = calibrate(manifest, frames, labels, progress=step("calibrate"))
     save_accuracy(acc, out / "accuracy.json")
     say(f"4/7 profile the edge (1 thread, emulated {edge_slowdown:g}x slower) and the cloud (all threads)")
     codec_frames = frames[:8]

@@ -12,7 +12,7 @@ from janus_deploy.cli.common import console
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for every artefact (plan, engines, profiles, accuracy, images, request log, summary)."),
-    requests: int = typer.Option(200, min=1, help="Number of requests (images of the digits task)."),
+    requests: int = typer.Option(200, min=1, help="Number of requests (images of the digits task's held-out split, 359 at most)."),
     sla: float = typer.Option(100.0, help="Latency SLA in ms."),
     levels: int = typer.Option(8, min=1, help="Pruning levels to export."),
     k: int = typer.Option(2, min=1, help="Split-point density k (Eq. 3)."),
