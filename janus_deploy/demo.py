@@ -71,7 +71,7 @@ def run_demo(
     from janus_deploy.profile.table import save_profile
     from janus_deploy.runtime.edge import EdgeRuntime, frames_from_images
     from janus_deploy.runtime.server import BackgroundServer, create_app
-    from janus_deploy.sim.traces import load_trace
+    from janus_deploy.net.traces import load_trace
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

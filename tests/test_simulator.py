@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from janus_deploy.cli.schedule_cmds import CliError, register
 from janus_deploy.profile.table import load_preset
 from janus_deploy.sim.simulator import SimConfig, SimulationError, simulate
-from janus_deploy.sim.traces import Trace
+from janus_deploy.net.traces import Trace
 
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "uplink-5g-lte"
 

@@ -86,8 +86,8 @@ def _bodies(manifest, runner, codec: str):
     """Request bodies for every tail model (fp16 tokens or the uint8 frame)."""
     from janus_deploy.backends import run_segments
     from janus_deploy.images import normalize, synthetic_frames
-    from janus_deploy.profile.codecs import compress, encode_tokens, get_codec
-    from janus_deploy.runtime.wire import HEADER_LENGTH, encode_request
+    from janus_deploy.wire.codecs import compress, encode_tokens, get_codec
+    from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request
 
     c = get_codec(codec)
     frames = synthetic_frames(2, manifest.model["img_size"], seed=5)
@@ -115,7 +115,7 @@ def _bodies(manifest, runner, codec: str):
 def _payload_client(cid: int, url: str, bodies, stop_at: float, results: list, token: str | None):
     import httpx
 
-    from janus_deploy.runtime.wire import HEADER_LENGTH, parse_response
+    from janus_deploy.wire.v2 import HEADER_LENGTH, parse_response
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     i = cid

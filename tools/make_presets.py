@@ -19,7 +19,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from janus_deploy import policy as P
+from janus_deploy import levels as P
 from janus_deploy.profile.table import profile_from_linear, save_profile
 
 OUT = Path(__file__).resolve().parents[1] / "janus_deploy" / "profile" / "presets"

@@ -7,7 +7,7 @@ The model is ``create_model(SMALL_MODEL_NAME, **SMALL_MODEL_OVERRIDES)`` (a vit_
 re-rendered every epoch (fresh positions, colours, clutter and a +-15 degree rotation of the
 digit: the augmentation). The held-out split is never trained on. At the end it prints held-out
 accuracy unpruned (alpha = 0) and at the two largest of 8 exponential pruning levels
-(``PrunedViT(model, policy.schedule("exponential", alpha, x0, N, num_prefix))``), and writes a
+(``PrunedViT(model, levels.schedule("exponential", alpha, x0, N, num_prefix))``), and writes a
 safetensors state dict that loads strictly with ``create_model(..., checkpoint=path)``.
 
 The defaults are the recipe of the committed ``calibration/digits_vit.safetensors`` (AdamW,
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from janus_deploy import policy
+from janus_deploy import levels
 from janus_deploy.calibrate.digits import (
     SMALL_MODEL_CHECKPOINT,
     SMALL_MODEL_NAME,
@@ -161,10 +161,10 @@ def main() -> None:
         pool.shutdown(cancel_futures=True)
     model.cpu().eval()
 
-    amax = policy.alpha_max(info.num_tokens, info.num_blocks)
-    grid = policy.level_grid(info.num_tokens, info.num_blocks, levels=8)
+    amax = levels.alpha_max(info.num_tokens, info.num_blocks)
+    grid = levels.level_grid(info.num_tokens, info.num_blocks, levels=8)
     for a in (0.0, grid[-2], grid[-1]):
-        sched = policy.schedule("exponential", a, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
+        sched = levels.schedule("exponential", a, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
         acc = evaluate(PrunedViT(model, sched), x_test, y_test)
         print(f"held-out accuracy at alpha={a:.4f} (tokens {list(sched.tokens)}): {acc:.4f}")
     print(f"alpha_max = {amax:.4f}; training took {train_s:.0f} s")

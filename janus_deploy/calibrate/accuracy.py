@@ -19,7 +19,7 @@ import numpy as np
 
 from janus_deploy import JanusError, read_json
 from janus_deploy.images import ImageError, list_images, load_frame, normalize
-from janus_deploy.policy import POLICIES
+from janus_deploy.levels import POLICIES
 
 KIND = "janus-deploy/accuracy"
 FORMAT_VERSION = 1
@@ -183,7 +183,7 @@ def calibrate(
     """
     import torch
 
-    from janus_deploy import policy
+    from janus_deploy import levels
     from janus_deploy.model import PrunedViT
     from janus_deploy.plan import Manifest
 
@@ -194,14 +194,14 @@ def calibrate(
     m = manifest.model
     x = torch.from_numpy(normalize(frames, m.get("mean", (0.5,) * 3), m.get("std", (0.5,) * 3)))
     y = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    from janus_deploy.plan.verify import model_for  # torch: only when calibrating
+    from janus_deploy.backends.verify import model_for  # torch: only when calibrating
 
     model = model_for(manifest)
     x0, n, prefix = m["num_tokens"], m["num_blocks"], m["num_prefix_tokens"]
 
     scheds = []
     for lv in manifest.levels:
-        s = policy.schedule(lv["policy"], lv["alpha"], x0, n, prefix)
+        s = levels.schedule(lv["policy"], lv["alpha"], x0, n, prefix)
         if list(s.tokens) != list(lv["tokens"]):
             raise AccuracyError(f"level {lv['policy']} {lv['alpha']}: the plan's token schedule {lv['tokens']} "
                                 f"differs from this janus-deploy's {list(s.tokens)}; re-export the plan")
@@ -215,7 +215,7 @@ def calibrate(
     preds: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
         for j in jobs:
-            sched = policy.schedule("exponential", 0.0, x0, n, prefix) if j < 0 else scheds[j]
+            sched = levels.schedule("exponential", 0.0, x0, n, prefix) if j < 0 else scheds[j]
             net = PrunedViT(model, sched).eval()
             label = "unpruned" if j < 0 else f"{sched.policy} {sched.level:g}"
             out = []
@@ -227,10 +227,10 @@ def calibrate(
             preds[j] = torch.cat(out)
     ref = preds[-1 if ref_index is None else ref_index]
 
-    levels = []
+    rows = []
     for i, (lv, s) in enumerate(zip(manifest.levels, scheds)):
         p = preds[i]
-        levels.append({
+        rows.append({
             "index": i,
             "policy": lv["policy"],
             "alpha": lv["alpha"],
@@ -245,5 +245,5 @@ def calibrate(
         "task": task,
         "num_images": int(len(x)),
         "model": m["name"],
-        "levels": levels,
+        "levels": rows,
     }

@@ -14,6 +14,7 @@ app = typer.Typer(
     help="Deploy Vision Transformers across an edge device and a cloud server (Janus: token "
     "pruning + split computing over a fluctuating uplink).",
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -62,7 +63,8 @@ def _friendly(fn):
             from rich.console import Console
             from rich.markup import escape
 
-            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+            # soft_wrap: a message is never hard-wrapped at the terminal width (greppable, testable)
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
 
     return wrapper
@@ -72,8 +74,17 @@ for _cmd in app.registered_commands:
     _cmd.callback = _friendly(_cmd.callback)
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point. ``--debug`` is accepted anywhere on the command line, not only before the
+    subcommand (it is a global switch, so its position should not matter)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        args = [a for a in args if a != "--debug"]
+        _state["debug"] = True
+        args.insert(0, "--debug")
+    app(args=args, prog_name="janus-deploy")
 
 
 if __name__ == "__main__":

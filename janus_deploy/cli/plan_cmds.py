@@ -83,7 +83,7 @@ def verify(
     from janus_deploy.backends.ort import GRAPHS, OrtRunner
     from janus_deploy.images import frames_for, normalize
     from janus_deploy.plan import Manifest
-    from janus_deploy.plan.verify import Tolerance, reports_to_dicts, verify_runners
+    from janus_deploy.backends.verify import Tolerance, reports_to_dicts, verify_runners
 
     manifest = Manifest.load(plan)
     if engines is not None:

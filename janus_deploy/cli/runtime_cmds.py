@@ -93,7 +93,7 @@ def run(
     from janus_deploy.plan.manifest import Manifest
     from janus_deploy.runtime.edge import (EdgeRuntime, frames_from_images, frames_from_video,
                                            frames_synthetic, render_summary)
-    from janus_deploy.sim.traces import load_trace
+    from janus_deploy.net.traces import load_trace
 
     sources = [s for s in (images, video, synthetic) if s is not None]
     if len(sources) != 1:

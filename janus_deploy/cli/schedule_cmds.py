@@ -14,7 +14,7 @@ from janus_deploy.schedule.accuracy_view import load_accuracy
 from janus_deploy.schedule.estimators import ESTIMATORS
 from janus_deploy.schedule.scheduler import MODES, Scheduler
 from janus_deploy.sim.simulator import SYSTEMS, SimConfig, simulate
-from janus_deploy.sim.traces import FORMATS, load_ping, load_trace
+from janus_deploy.net.traces import FORMATS, load_ping, load_trace
 
 
 class CliError(JanusError):

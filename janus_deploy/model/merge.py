@@ -70,7 +70,7 @@ def merge(
     """Remove ``r`` tokens from ``x`` [B, T, D] by merging; ``size`` [B, T, 1] counts the patches
     each token stands for. ``metric`` [B, T, C] are the keys used for matching.
 
-    ``r`` must be at most half the non-prefix tokens (see ``janus_deploy.policy.merge_cap``).
+    ``r`` must be at most half the non-prefix tokens (see ``janus_deploy.levels.merge_cap``).
     """
     if r <= 0:
         return x, size

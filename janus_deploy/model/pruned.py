@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from janus_deploy.model.merge import merge, merge_dynamic
-from janus_deploy.policy import Schedule, segment_ranges
+from janus_deploy.levels import Schedule, segment_ranges
 
 
 def attention(attn: nn.Module, x: torch.Tensor, size: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,11 +18,11 @@ from typing import Any
 import onnx
 import torch
 
-from janus_deploy import __version__, policy
+from janus_deploy import __version__, levels
 from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256, model_info
 from janus_deploy.model.pruned import LevelFreeSegment, Segment, build_level_free_segments, build_segments
 from janus_deploy.plan.manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, Manifest, PlanError
-from janus_deploy.profile.codecs import payload_bytes
+from janus_deploy.wire.codecs import payload_bytes
 from janus_deploy.plan.weights import INDEX_FILE, WEIGHTS_FILE, SharedWeights
 
 DEFAULT_OPSET = 17
@@ -47,10 +47,10 @@ class ExportConfig:
             object.__setattr__(self, "levels", DEFAULT_LEVELS)
 
     def level_list(self, x0: int, n: int) -> list[tuple[str, float]]:
-        grid = policy.level_grid(x0, n, self.policy, step=self.step, levels=self.levels)
+        grid = levels.level_grid(x0, n, self.policy, step=self.step, levels=self.levels)
         out = [(self.policy, a) for a in grid]
         if self.baseline_r is not None:
-            policy.check_level(self.baseline_r, x0, n, "constant")
+            levels.check_level(self.baseline_r, x0, n, "constant")
             out.append(("constant", float(self.baseline_r)))
         return out
 
@@ -176,8 +176,8 @@ def export_plan(
     model = create_from_spec(spec, INIT_SEED)
     info = model_info(model)
     ckpt_sha = file_sha256(spec.checkpoint) if spec.checkpoint else None
-    candidates = policy.candidate_splits(info.num_blocks, config.k)
-    ranges = policy.segment_ranges(info.num_blocks, candidates)
+    candidates = levels.candidate_splits(info.num_blocks, config.k)
+    ranges = levels.segment_ranges(info.num_blocks, candidates)
     level_list = config.level_list(info.num_tokens, info.num_blocks)
 
     model_key = (spec.to_dict(), ckpt_sha, INIT_SEED, config.opset, __version__)
@@ -192,7 +192,7 @@ def export_plan(
     image = torch.randn(1, 3, info.img_size, info.img_size, generator=torch.Generator().manual_seed(1))
     total = len(level_list) * (len(ranges) + 1) + len(ranges)
     done, exported, reused, seconds = 0, 0, 0, []
-    levels = []
+    level_rows = []
     state = {"weights_key": weights_key, "entries": {}}
 
     def emit(module, args, ins, outs, fname, key) -> dict[str, Any]:
@@ -220,7 +220,7 @@ def export_plan(
         return entry
 
     for li, (pol, alpha) in enumerate(level_list):
-        sched = policy.schedule(pol, alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
+        sched = levels.schedule(pol, alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
         segs = build_segments(model, sched, candidates)
         seg_entries = []
         args: tuple[torch.Tensor, ...] = (image,)
@@ -236,14 +236,14 @@ def export_plan(
         ins, outs = segment_io(full, info)
         unsplit = emit(full, (image,), ins, outs, f"L{li:02d}_full.onnx",
                        _key(model_key, pol, alpha, "full"))
-        levels.append({
+        level_rows.append({
             "index": li, "policy": pol, "alpha": alpha, "tokens": list(sched.tokens),
             "reductions": list(sched.reductions), "capped_blocks": list(sched.capped),
             "segments": seg_entries, "unsplit": unsplit,
             "payload": payloads(info, sched.tokens, candidates),
         })
     level_free = []
-    example = levels[-1]  # any level traces the same graph (the ops do not depend on r's values)
+    example = level_rows[-1]  # any level traces the same graph (the ops do not depend on r's values)
     args = (image,)
     for si, seg in enumerate(build_level_free_segments(model, candidates)):
         ins, outs = segment_io(seg, info)
@@ -273,14 +273,14 @@ def export_plan(
             "weight_bytes": weight_bytes,
         },
         "policy": {"name": config.policy, "k": config.k, "step": config.step, "levels": config.levels,
-                   "alpha_max": policy.alpha_max(info.num_tokens, info.num_blocks, config.policy),
+                   "alpha_max": levels.alpha_max(info.num_tokens, info.num_blocks, config.policy),
                    "baseline_r": config.baseline_r},
         "opset": config.opset,
         "candidates": candidates,
         "segments": [list(r) for r in ranges],
         "weights": {"file": weights.bin.name, "bytes": weights.bin.stat().st_size,
                     "sha256": file_sha256(weights.bin)},
-        "levels": levels,
+        "levels": level_rows,
         "level_free_segments": level_free,
     }
     data["model"]["weights_key"] = weights_key

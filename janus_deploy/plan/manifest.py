@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from janus_deploy import JanusError, read_json
-from janus_deploy.policy import edge_segment_count
+from janus_deploy.levels import edge_segment_count
 
 FORMAT_VERSION = 2
 KIND = "janus-deploy/plan"

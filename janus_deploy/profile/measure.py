@@ -18,7 +18,7 @@ import numpy as np
 from janus_deploy import __version__
 from janus_deploy.backends.base import Runner, run_segments
 from janus_deploy.plan.manifest import Manifest
-from janus_deploy.profile import codecs as C
+from janus_deploy.wire import codecs as C
 from janus_deploy.profile.table import (
     FORMAT_VERSION,
     KIND,
@@ -111,7 +111,7 @@ def measure_profile(
     agree: dict[str, list[float]] = {c: [] for c in codecs}
     total = sum(len(lv["segments"]) + 1 for lv in manifest.levels)
     done = 0
-    frame_payload = {c: C.measure_frame(frames[0], c) for c in codecs}  # s = 0: the same at every level
+    frame_payload = {c: measure_frame(frames[0], c) for c in codecs}  # s = 0: the same at every level
     for li, lv in enumerate(manifest.levels):
         nseg = len(lv["segments"])
         all_bounds = _boundaries(runner, li, nseg, x)  # every segment's inputs, for all frames
@@ -136,7 +136,7 @@ def measure_profile(
                     payload[c][str(s)] = {"bytes": 0, "encode_ms": 0.0, "decode_ms": 0.0}
                 else:
                     tokens, size = all_bounds[e]
-                    payload[c][str(s)] = C.measure_codec(tokens[:1], size[:1], c)
+                    payload[c][str(s)] = measure_codec(tokens[:1], size[:1], c)
                     if c != "fp32":
                         dec = list(C.decode_tokens(C.encode_tokens(tokens, size, c)))
                         # a lossless wrapper (fp16-zstd) decodes to its inner codec's tensors:
@@ -221,3 +221,38 @@ def check_profile_for_plan(profile: Profile, manifest: Manifest, role: str = "pr
         )
     if profile.model.num_blocks != manifest.num_blocks or profile.candidates != manifest.candidates:
         raise ProfileError(f"the {role} describes another model or split set than this plan")
+
+
+def _time_codec(encode: Callable[[], bytes], decode: Callable[[bytes], Any], repeats: int) -> dict[str, float]:
+    """Bytes on the wire and median encode/decode time (ms) of one payload."""
+    enc_t, dec_t, nbytes = [], [], 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        body = encode()
+        t1 = time.perf_counter()
+        decode(body)
+        t2 = time.perf_counter()
+        enc_t.append((t1 - t0) * 1e3)
+        dec_t.append((t2 - t1) * 1e3)
+        nbytes = len(body)
+    return {"bytes": nbytes, "encode_ms": float(np.median(enc_t)), "decode_ms": float(np.median(dec_t))}
+
+
+def measure_codec(tokens: np.ndarray, size: np.ndarray, codec: str, repeats: int = 5) -> dict[str, float]:
+    """Bytes and median encode/decode time (ms) of one token payload with ``codec``."""
+    c = C.get_codec(codec)
+    like = C.encode_tokens(tokens, size, c)
+
+    def encode() -> bytes:
+        wire = C.encode_tokens(tokens, size, c)
+        return C.compress(b"".join(a.tobytes() for a in wire.values()), c)
+
+    return _time_codec(encode, lambda body: C.decode_tokens(
+        C.split_body(C.decompress(body, c.compress, 1 << 31), like)), repeats)
+
+
+def measure_frame(frame: np.ndarray, codec: str, repeats: int = 5) -> dict[str, float]:
+    """Bytes and time to send the uint8 frame (split 0) with a codec's compressor."""
+    c = C.get_codec(codec)
+    return _time_codec(lambda: C.compress(frame.tobytes(), c),
+                       lambda body: C.decompress(body, c.compress, 1 << 31), repeats)

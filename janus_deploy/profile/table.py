@@ -5,7 +5,7 @@ network at every split point. An *edge* profile and a *cloud* profile of the sam
 a full latency table: the edge pays ``head_ms[s]``, the cloud ``tail_ms[s]``.
 
 Everything here is plain Python (json + dataclasses); token counts always come from
-:mod:`janus_deploy.policy`.
+:mod:`janus_deploy.levels`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from janus_deploy import JanusError, read_json
-from janus_deploy import policy as P
-from janus_deploy.profile import codecs as wire_codecs
+from janus_deploy import levels as P
+from janus_deploy.wire import codecs as wire_codecs
 
 KIND = "janus-deploy/profile"
 FORMAT_VERSION = 1
@@ -391,7 +391,7 @@ def _check_tokens(tokens: list[int], policy: str, alpha: float, model: ModelInfo
         raise ProfileError(f"{where}: {exc}") from None
     if tuple(tokens) != tuple(want):
         raise ProfileError(
-            f"{where}.tokens {list(tokens)[:6]}... disagree with janus_deploy.policy.schedule"
+            f"{where}.tokens {list(tokens)[:6]}... disagree with janus_deploy.levels.schedule"
             f"({policy!r}, {alpha:g}) = {list(want)[:6]}...; the profile was made for another "
             "schedule; re-profile the plan"
         )
@@ -564,7 +564,7 @@ def block_costs(tokens: Sequence[int], a_ms: float, b_ms_per_token: float,
 
 
 def token_payload_bytes(tokens: int, dim: int, codec: str) -> int:
-    """Uncompressed bytes of a split's payload with ``codec`` (see :mod:`janus_deploy.profile.codecs`)."""
+    """Uncompressed bytes of a split's payload with ``codec`` (see :mod:`janus_deploy.wire.codecs`)."""
     try:
         return wire_codecs.payload_bytes(tokens, dim, codec)
     except wire_codecs.CodecError:

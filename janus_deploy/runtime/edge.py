@@ -7,10 +7,10 @@
 2. :class:`~janus_deploy.schedule.scheduler.Scheduler` picks (α, split) for the SLA;
 3. the local runner runs segments ``0 .. edge_segments(split) - 1`` of that level (sessions stay
    resident, so switching levels costs no reload once used);
-4. the boundary tensors are encoded with the profile's codec (:mod:`janus_deploy.profile.codecs`)
-   into a V2 binary-tensor body (:mod:`janus_deploy.runtime.wire`), zstd-compressed for
+4. the boundary tensors are encoded with the profile's codec (:mod:`janus_deploy.wire.codecs`)
+   into a V2 binary-tensor body (:mod:`janus_deploy.wire.v2`), zstd-compressed for
    ``fp16-zstd``, and streamed to the server's tail model ``janus_L{level}_S{split}`` (paced by a
-   bandwidth trace when one is given, :mod:`janus_deploy.runtime.link`);
+   bandwidth trace when one is given, :mod:`janus_deploy.net.shaper`);
 5. if the server is unreachable, answers an error, is slower than the SLA (the exchange is
    cancelled at the deadline) or the connection drops mid-transfer, the remaining segments run
    locally (*fallback*), so every request gets exactly one answer.
@@ -37,10 +37,10 @@ import numpy as np
 from janus_deploy import JanusError
 from janus_deploy.images import ImageError, list_images, load_frame, normalize, synthetic_frames
 from janus_deploy.plan.manifest import Manifest
-from janus_deploy.profile.codecs import Codec, compress, encode_tokens, get_codec
+from janus_deploy.wire.codecs import Codec, compress, encode_tokens, get_codec
 from janus_deploy.profile.table import Profile, load_profile
-from janus_deploy.runtime.link import DEFAULT_CHUNK_BYTES, TraceShaper, unshaped_stream
-from janus_deploy.runtime.wire import (HEADER_LENGTH, WireError, encode_request, model_name, parse_header_length,
+from janus_deploy.net.shaper import DEFAULT_CHUNK_BYTES, TraceShaper, unshaped_stream
+from janus_deploy.wire.v2 import (HEADER_LENGTH, WireError, encode_request, model_name, parse_header_length,
                                        parse_response)
 from janus_deploy.schedule.estimators import Estimator, EstimatorError, make_estimator
 from janus_deploy.schedule.scheduler import Scheduler

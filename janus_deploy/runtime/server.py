@@ -9,7 +9,7 @@ plan level ``level`` that come after split point ``split`` (see ``docs/runtime.m
   (FP32 | FP16) and, for INT8 tokens, ``token_scale`` [B, x_s, 1] FP32.
 * output ``logits`` [B, num_classes] FP32.
 
-Bodies are V2 JSON or Triton's binary-tensor extension (:mod:`janus_deploy.runtime.wire`),
+Bodies are V2 JSON or Triton's binary-tensor extension (:mod:`janus_deploy.wire.v2`),
 optionally compressed (``Content-Encoding: zstd``, also gzip/deflate as the Triton client sends).
 Needs the [serve] extra (fastapi, uvicorn). Engines load lazily and stay in an LRU bounded by
 ``max_loaded`` (level, segment) pairs (with per-level engines one session each; with level-free
@@ -44,9 +44,9 @@ from janus_deploy import JanusError, __version__
 from janus_deploy.backends import load_runner, run_segments
 from janus_deploy.images import normalize
 from janus_deploy.plan.manifest import Manifest
-from janus_deploy.profile.codecs import BodyTooLargeError, CodecError, decode_tokens, decompress
-from janus_deploy.runtime.wire import model_name  # noqa: F401 - part of the server's API
-from janus_deploy.runtime.wire import (
+from janus_deploy.wire.codecs import BodyTooLargeError, CodecError, decode_tokens, decompress
+from janus_deploy.wire.v2 import model_name  # noqa: F401 - part of the server's API
+from janus_deploy.wire.v2 import (
     HEADER_LENGTH,
     WireError,
     encode_response,

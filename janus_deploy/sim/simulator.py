@@ -47,7 +47,7 @@ from janus_deploy import JanusError
 from janus_deploy.profile.table import Profile
 from janus_deploy.schedule.estimators import ESTIMATORS, Estimator, make_estimator
 from janus_deploy.schedule.scheduler import Decision, Scheduler
-from janus_deploy.sim.traces import Trace
+from janus_deploy.net.traces import Trace
 
 SYSTEMS = ("device-only", "cloud-only", "mixed", "janus-paper", "janus-deploy")
 RTT_ESTIMATES = ("max", "median")

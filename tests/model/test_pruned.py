@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from janus_deploy import policy
+from janus_deploy import levels
 from janus_deploy.model import (ModelError, PrunedViT, build_level_free_segments, build_segments, create_model,
                                 model_info, run_chain)
 from janus_deploy.plan.export import export_graph, segment_io
@@ -38,7 +38,7 @@ def test_alpha0_equals_timm(family):
     name, kw = FAMILIES[family]
     m = _model(name, kw)
     info = model_info(m)
-    sched = policy.schedule("exponential", 0.0, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
+    sched = levels.schedule("exponential", 0.0, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
     x = torch.randn(2, 3, info.img_size, info.img_size)
     with torch.no_grad():
         ref = m(x)
@@ -52,10 +52,10 @@ def test_chain_equals_whole_and_tokens_follow_schedule(family, k):
     name, kw = FAMILIES[family]
     m = _model(name, {**kw, "depth": 6})
     info = model_info(m)
-    cands = policy.candidate_splits(info.num_blocks, k)
-    amax = policy.alpha_max(info.num_tokens, info.num_blocks)
+    cands = levels.candidate_splits(info.num_blocks, k)
+    amax = levels.alpha_max(info.num_tokens, info.num_blocks)
     for alpha in (0.3 * amax, amax):
-        sched = policy.schedule("exponential", alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
+        sched = levels.schedule("exponential", alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
         segs = build_segments(m, sched, cands)
         x = torch.randn(2, 3, info.img_size, info.img_size)
         with torch.no_grad():
@@ -72,10 +72,10 @@ def test_chain_equals_whole_and_tokens_follow_schedule(family, k):
 def test_segments_export_and_match_onnxruntime():
     m = _model("vit_tiny_patch16_224", {"depth": 6})
     info = model_info(m)
-    cands = policy.candidate_splits(info.num_blocks, 3)
-    amax_level = policy.level_grid(info.num_tokens, info.num_blocks, levels=3)[-1]
+    cands = levels.candidate_splits(info.num_blocks, 3)
+    amax_level = levels.level_grid(info.num_tokens, info.num_blocks, levels=3)[-1]
     for alpha in (0.0, amax_level):
-        sched = policy.schedule("exponential", alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
+        sched = levels.schedule("exponential", alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
         args = (torch.randn(2, 3, info.img_size, info.img_size),)
         for seg in build_segments(m, sched, cands):
             assert seg.in_tokens == sched.tokens[seg.start - 1]
@@ -107,11 +107,11 @@ def test_level_free_graphs_serve_every_level(family):
     name, kw = FAMILIES[family]
     m = _model(name, {**kw, "depth": 6})
     info = model_info(m)
-    cands = policy.candidate_splits(info.num_blocks, 2)
-    amax = policy.alpha_max(info.num_tokens, info.num_blocks)
-    scheds = [policy.schedule("exponential", a, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
+    cands = levels.candidate_splits(info.num_blocks, 2)
+    amax = levels.alpha_max(info.num_tokens, info.num_blocks)
+    scheds = [levels.schedule("exponential", a, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
               for a in (0.0, 0.4 * amax, amax)]
-    scheds.append(policy.schedule("constant", 8, info.num_tokens, info.num_blocks, info.num_prefix_tokens))
+    scheds.append(levels.schedule("constant", 8, info.num_tokens, info.num_blocks, info.num_prefix_tokens))
     x = torch.randn(2, 3, info.img_size, info.img_size)
     trace = scheds[1]  # exported once, from one level's tensors
     sessions, args = [], (x,)

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from janus_deploy import policy
+from janus_deploy import levels
 from janus_deploy.backends import EngineError, build_engines, load_runner, run_segments
 from janus_deploy.cli.main import app
 from janus_deploy.images import normalize, synthetic_frames
 from janus_deploy.model import ModelSpec
 from janus_deploy.plan import ExportConfig, Manifest, PlanError, export_plan, plan_size_bytes
-from janus_deploy.plan.verify import Tolerance, verify_plan
+from janus_deploy.backends.verify import Tolerance, verify_plan
 
 cli = CliRunner()
 
@@ -20,13 +20,13 @@ def test_manifest_matches_policy(tiny_plan):
     m = tiny_plan
     x0, n = m.model["num_tokens"], m.model["num_blocks"]
     assert (x0, n, m.model["embed_dim"]) == (197, 12, 192)
-    assert m.candidates == policy.candidate_splits(12, 3)
-    assert m.data["segments"] == [list(r) for r in policy.segment_ranges(12, m.candidates)]
-    grid = policy.level_grid(x0, n, levels=8)
+    assert m.candidates == levels.candidate_splits(12, 3)
+    assert m.data["segments"] == [list(r) for r in levels.segment_ranges(12, m.candidates)]
+    grid = levels.level_grid(x0, n, levels=8)
     exp = [lv for lv in m.levels if lv["policy"] == "exponential"]
     assert [lv["alpha"] for lv in exp] == grid
     for lv in m.levels:
-        assert lv["tokens"] == list(policy.schedule(lv["policy"], lv["alpha"], x0, n, 1).tokens)
+        assert lv["tokens"] == list(levels.schedule(lv["policy"], lv["alpha"], x0, n, 1).tokens)
     assert m.levels[-1]["policy"] == "constant" and m.levels[-1]["tokens"][1] == 197 - 8
 
 
@@ -188,7 +188,7 @@ def test_export_resumes_and_cli(tmp_path):
     assert Manifest.load(out).hash == first.hash
     res = cli.invoke(app, ["inspect", str(out), "--json"])
     info = json.loads(res.stdout)
-    assert info["candidates"] == policy.candidate_splits(3, 2) and len(info["levels"]) == 3
+    assert info["candidates"] == levels.candidate_splits(3, 2) and len(info["levels"]) == 3
 
 
 def test_export_bad_input(tmp_path):
@@ -220,7 +220,7 @@ def test_interrupted_export_resumes_and_stale_weights_go(tmp_path):
     graphs = 3 * (3 + 1) + 3  # 3 levels x (3 segments + unsplit) + 3 level-free segments
     assert stats["reused"] == 5 and stats["exported"] == graphs - 5
     from janus_deploy.backends.ort import OrtRunner
-    from janus_deploy.plan.verify import verify_plan
+    from janus_deploy.backends.verify import verify_plan
 
     x = normalize(synthetic_frames(1, 224), manifest.model["mean"], manifest.model["std"])
     assert all(r.ok for r in verify_plan(manifest, OrtRunner(manifest), x))

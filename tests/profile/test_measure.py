@@ -8,7 +8,7 @@ from janus_deploy.cli.main import app
 from janus_deploy.images import synthetic_frames
 from janus_deploy.model import ModelSpec
 from janus_deploy.plan import ExportConfig, export_plan
-from janus_deploy.profile import codecs as C
+from janus_deploy.wire import codecs as C
 from janus_deploy.profile.measure import check_profile_for_plan, fit_linear, linear_profile, measure_profile
 from janus_deploy.profile.table import ProfileError, load_profile
 

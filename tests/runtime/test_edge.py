@@ -19,9 +19,9 @@ from janus_deploy.backends import run_segments
 from janus_deploy.images import normalize, synthetic_frames
 from janus_deploy.profile.table import profile_from_dict, profile_from_linear
 from janus_deploy.runtime.edge import EdgeRuntime, summarize
-from janus_deploy.runtime.link import TraceShaper
+from janus_deploy.net.shaper import TraceShaper
 from janus_deploy.runtime.server import BackgroundServer, create_app
-from janus_deploy.sim.traces import Trace
+from janus_deploy.net.traces import Trace
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 
 from janus_deploy.backends import load_runner, run_segments
 from janus_deploy.images import normalize, synthetic_frames
-from janus_deploy.profile.codecs import compress, decode_tokens, encode_tokens
-from janus_deploy.runtime import wire
+from janus_deploy.wire.codecs import compress, decode_tokens, encode_tokens
+from janus_deploy.wire import v2 as wire
 from janus_deploy.runtime.server import BackgroundServer, create_app, model_name
 
 MAX_BODY_MB = 1.0

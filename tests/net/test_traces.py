@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from janus_deploy.sim.traces import (Trace, TraceError, detect_format, load_5g_lte, load_mahimahi,
+from janus_deploy.net.traces import (Trace, TraceError, detect_format, load_5g_lte, load_mahimahi,
                                      load_pensieve, load_ping, load_trace, read_runs)
 
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "uplink-5g-lte"

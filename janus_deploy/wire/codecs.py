@@ -16,7 +16,6 @@ compressing codecs), never the embedded tokens.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,42 +120,7 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     return out
 
 
-def measure_codec(tokens: np.ndarray, size: np.ndarray, codec: str, repeats: int = 5) -> dict[str, float]:
-    """Bytes on the wire and median encode/decode time (ms) of one payload."""
-    c = get_codec(codec)
-    enc_t, dec_t, nbytes = [], [], 0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        wire = encode_tokens(tokens, size, c)
-        body = compress(b"".join(a.tobytes() for a in wire.values()), c)
-        t1 = time.perf_counter()
-        raw = decompress(body, c.compress, 1 << 31)
-        decoded = _split_body(raw, wire)
-        decode_tokens(decoded)
-        t2 = time.perf_counter()
-        enc_t.append((t1 - t0) * 1e3)
-        dec_t.append((t2 - t1) * 1e3)
-        nbytes = len(body)
-    return {"bytes": nbytes, "encode_ms": float(np.median(enc_t)), "decode_ms": float(np.median(dec_t))}
-
-
-def measure_frame(frame: np.ndarray, codec: str, repeats: int = 5) -> dict[str, float]:
-    """Bytes and time to send the uint8 frame (split 0) with a codec's compressor."""
-    c = get_codec(codec)
-    enc_t, dec_t, nbytes = [], [], 0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        body = compress(frame.tobytes(), c)
-        t1 = time.perf_counter()
-        decompress(body, c.compress, 1 << 31)
-        t2 = time.perf_counter()
-        enc_t.append((t1 - t0) * 1e3)
-        dec_t.append((t2 - t1) * 1e3)
-        nbytes = len(body)
-    return {"bytes": nbytes, "encode_ms": float(np.median(enc_t)), "decode_ms": float(np.median(dec_t))}
-
-
-def _split_body(raw: bytes, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def split_body(raw: bytes, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out, offset = {}, 0
     for name, arr in like.items():
         n = arr.nbytes

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from janus_deploy import policy
+from janus_deploy import levels
 from janus_deploy.backends.base import Runner, run_segments
 from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256
 from janus_deploy.model.pruned import PrunedViT, build_segments
@@ -139,7 +139,7 @@ def verify_runners(
     reports: list[list[LevelReport]] = [[] for _ in runners]
     total = len(runners) * len(manifest.levels)
     for li, lv in enumerate(manifest.levels):
-        sched = policy.schedule(lv["policy"], lv["alpha"], info["num_tokens"], info["num_blocks"], info["num_prefix_tokens"])
+        sched = levels.schedule(lv["policy"], lv["alpha"], info["num_tokens"], info["num_blocks"], info["num_prefix_tokens"])
         with torch.no_grad():
             ref = PrunedViT(model, sched)(x).numpy()
         for ri, runner in enumerate(runners):

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from janus_deploy import JanusError
-from janus_deploy.sim.traces import MBPS, Trace
+from janus_deploy.net.traces import MBPS, Trace
 
 DEFAULT_CHUNK_BYTES = None  # auto: about CHUNK_MS of the current trace bandwidth
 CHUNK_MS = 2.0
