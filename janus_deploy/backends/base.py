@@ -27,7 +27,17 @@ class EngineError(JanusError):
 
 
 class Runner(Protocol):
+    """What every backend's runner offers (the server, the edge, verify and profile use only this)."""
+
     manifest: Manifest
+
+    def load(self, level: int, segment: int) -> None:
+        """Make one (level, segment) engine resident (runners also load lazily on first run)."""
+        ...
+
+    def preload(self, progress: Any = None) -> None:
+        """Load every (level, segment) engine; ``progress(done, total)`` after each."""
+        ...
 
     def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run one segment; ``inputs`` are (image,) or (tokens, size)."""
@@ -102,6 +112,12 @@ class SlowedRunner:
 
     def loaded(self) -> int:
         return self.inner.loaded()
+
+    def load(self, level: int, segment: int) -> None:
+        self.inner.load(level, segment)
+
+    def preload(self, progress: Any = None) -> None:
+        self.inner.preload(progress)
 
     def unload(self, level: int, segment: int) -> None:
         self.inner.unload(level, segment)

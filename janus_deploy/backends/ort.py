@@ -193,6 +193,13 @@ class OrtRunner:
         key, entry, _ = self._route(level, segment)
         return self._session_of(level, key, entry)
 
+    def load(self, level: int, segment: int) -> None:
+        self.session(level, segment)
+
+    def graph_entry(self, level: int, segment: int) -> dict[str, Any]:
+        """The manifest entry (file, sha256) of the graph that runs (level, segment)."""
+        return self._route(level, segment)[1]
+
     def _session_of(self, level: int, key: tuple, entry: dict[str, Any]):
         users = self._users.get(key)
         if users is None or level not in users:
@@ -278,7 +285,7 @@ def build(
     by_graph: dict[str, dict[str, Any]] = {}  # one entry per graph, with the levels it serves
     for li, lv in enumerate(manifest.levels):
         for si in range(len(lv["segments"])):
-            entry = runner._route(li, si)[1]
+            entry = runner.graph_entry(li, si)
             e = by_graph.setdefault(entry["file"], {"segment": si, "levels": [], "file": entry["file"],
                                                      "sha256": entry["sha256"]})
             e["levels"].append(li)
@@ -301,8 +308,10 @@ def build(
     return data
 
 
-def load(manifest: Manifest, engine_dir: str | Path, *, threads: int = 0) -> OrtRunner:
-    data = read_engines_file(engine_dir, manifest)
+def load(manifest: Manifest, engine_dir: str | Path, *, threads: int = 0,
+         meta: dict[str, Any] | None = None) -> OrtRunner:
+    """``meta``: the engines.json already read by the caller (read here otherwise)."""
+    data = meta if meta is not None else read_engines_file(engine_dir, manifest)
     if data["backend"] != "ort":
         raise EngineError(f"{engine_dir} holds {data['backend']} engines, not ort")
     provider = resolve_provider(data.get("device", "cpu"))

@@ -203,6 +203,16 @@ class TrtRunner:
     def loaded(self) -> int:
         return len(self._ctx)
 
+    def load(self, level: int, segment: int) -> None:
+        self._context(level, segment)
+
+    def preload(self, progress: Any = None) -> None:
+        pairs = [(li, si) for li, lv in enumerate(self.manifest.levels) for si in range(len(lv["segments"]))]
+        for i, (li, si) in enumerate(pairs, 1):
+            self._context(li, si)
+            if progress:
+                progress(i, len(pairs))
+
     def unload(self, level: int, segment: int) -> None:
         self._ctx.pop((level, segment), None)
 
@@ -242,6 +252,6 @@ class TrtRunner:
         return out[0]
 
 
-def load(manifest: Manifest, engine_dir: str | Path, **_: Any) -> TrtRunner:
-    meta = read_engines_file(engine_dir, manifest)
+def load(manifest: Manifest, engine_dir: str | Path, *, meta: dict[str, Any] | None = None, **_: Any) -> TrtRunner:
+    meta = meta if meta is not None else read_engines_file(engine_dir, manifest)
     return TrtRunner(manifest, engine_dir, meta)

@@ -100,24 +100,71 @@ def compress(body: bytes, codec: str | Codec) -> bytes:
     return zstandard.ZstdCompressor(level=1).compress(body)
 
 
-def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
-    """Undo ``Content-Encoding``; refuses outputs over ``max_bytes`` (decompression bombs)."""
-    if not encoding or encoding == "identity":
-        return body
-    if encoding != "zstd":
-        raise CodecError(f"unsupported Content-Encoding {encoding!r} (use zstd or none)")
-    import zstandard
+class UnsupportedEncodingError(CodecError):
+    """A ``Content-Encoding`` this side cannot undo."""
 
+
+ENCODINGS = ("identity", "zstd", "gzip", "deflate")
+
+
+def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    """Undo ``Content-Encoding`` (zstd, gzip, deflate or none); refuses outputs over ``max_bytes``
+    (decompression bombs). Multi-frame zstd and multi-member gzip bodies are whole bodies too
+    (RFC 1952 allows members to be concatenated; zstd streams may hold several frames)."""
+    enc = (encoding or "").strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc == "zstd":
+        return _unzstd(body, max_bytes)
+    if enc in ("gzip", "deflate"):
+        return _unzlib(body, enc, max_bytes)
+    raise UnsupportedEncodingError(f"unsupported Content-Encoding {encoding!r} (use zstd, gzip, deflate or none)")
+
+
+def _unzstd(body: bytes, max_bytes: int) -> bytes:
     import io
 
+    import zstandard
+
+    out = bytearray()
     try:
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)) as reader:
-            out = reader.read(max_bytes + 1)
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True) as reader:
+            while len(out) <= max_bytes:
+                chunk = reader.read(min(1 << 20, max_bytes + 1 - len(out)))
+                if not chunk:
+                    break
+                out += chunk
     except zstandard.ZstdError as exc:
-        raise CodecError(f"zstd body does not decompress: {exc}") from exc
+        raise CodecError(f"the zstd body does not decompress: {exc}") from None
     if len(out) > max_bytes:
-        raise BodyTooLargeError(f"zstd body decompresses to more than {max_bytes} bytes")
-    return out
+        raise BodyTooLargeError(f"the zstd body decompresses to more than {max_bytes} bytes")
+    return bytes(out)
+
+
+def _unzlib(body: bytes, enc: str, max_bytes: int) -> bytes:
+    import zlib
+
+    wbits = zlib.MAX_WBITS | 16 if enc == "gzip" else zlib.MAX_WBITS
+    out = bytearray()
+    data = body
+    try:
+        while data:
+            d = zlib.decompressobj(wbits)
+            out += d.decompress(data, max_bytes + 1 - len(out))
+            if len(out) > max_bytes:
+                break
+            if not d.eof:
+                if d.unconsumed_tail:
+                    raise BodyTooLargeError(f"the {enc} body decompresses to more than {max_bytes} bytes")
+                raise CodecError(f"the {enc} body is truncated")
+            data = d.unused_data if enc == "gzip" else b""  # gzip: the next member, if any
+            if enc == "deflate" and d.unused_data:
+                raise CodecError("the deflate body has trailing bytes after its stream")
+    except zlib.error as exc:
+        raise CodecError(f"the {enc} body does not decompress: {exc}") from None
+    if len(out) > max_bytes:
+        raise BodyTooLargeError(f"the {enc} body decompresses to more than {max_bytes} bytes")
+    return bytes(out)
 
 
 def split_body(raw: bytes, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,0 +1,151 @@
+"""The tail models' V2 interface: one spec per (level, split), and validation driven by it.
+
+One V2 model per (level, split) tail, named ``janus_L{level}_S{split}`` (:func:`model_name`): it
+runs the segments of plan level ``level`` that come after split point ``split``.
+
+* split 0: input ``frame`` [B, H, W, 3] UINT8, the whole model runs in the cloud.
+* 1 <= split <= N: inputs ``tokens`` [B, x_s, D] (FP32 | FP16 | INT8), ``size`` [B, x_s, 1]
+  (FP32 | FP16) and, for INT8 tokens, ``token_scale`` [B, x_s, 1] FP32.
+* output ``logits`` [B, num_classes] FP32.
+
+The built-in server, the Triton repository exporter and the edge all read these specs; the
+server validates requests with :func:`validate_inputs`, which reads the names, datatypes and
+shapes from the spec (nothing here restates them). Takes any object with the manifest's
+``model``, ``levels``, ``candidates``, ``num_blocks`` and ``edge_segments`` (no plan import:
+the wire format sits below the plan in the data flow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from janus_deploy.wire.v2 import WireError, model_name, v2_datatype
+
+MODEL_VERSION = "1"
+TOKEN_DTYPES = ("FP32", "FP16", "INT8")
+SIZE_DTYPES = ("FP32", "FP16")
+
+
+@dataclass(frozen=True)
+class TailSpec:
+    """One servable V2 model: the segments ``first_segment ..`` of one plan level."""
+
+    name: str
+    level: int
+    split: int
+    first_segment: int
+    num_segments: int
+    tokens: int  # x_s (0 for split 0)
+    inputs: tuple[dict[str, Any], ...]
+    outputs: tuple[dict[str, Any], ...]
+
+    @property
+    def segment_keys(self) -> list[tuple[int, int]]:
+        return [(self.level, s) for s in range(self.first_segment, self.num_segments)]
+
+    def input(self, name: str) -> dict[str, Any]:
+        return next(i for i in self.inputs if i["name"] == name)
+
+    def metadata(self) -> dict[str, Any]:
+        """The V2 model-metadata answer."""
+        return {
+            "name": self.name, "versions": [MODEL_VERSION], "platform": "janus-deploy",
+            "inputs": [dict(i) for i in self.inputs], "outputs": [dict(o) for o in self.outputs],
+            "parameters": {"level": self.level, "split": self.split, "tokens": self.tokens,
+                           "segments": [self.first_segment, self.num_segments - 1]},
+        }
+
+
+def _spec(name: str, datatypes: tuple[str, ...], shape: list[int], **extra: Any) -> dict[str, Any]:
+    """``datatype`` is the canonical one (first); ``parameters.datatypes`` lists all accepted
+    when there is more than one."""
+    d = {"name": name, "datatype": datatypes[0], "shape": shape, **extra}
+    if len(datatypes) > 1:
+        d.setdefault("parameters", {})["datatypes"] = list(datatypes)
+    return d
+
+
+def accepted_datatypes(inp: Mapping[str, Any]) -> list[str]:
+    return list((inp.get("parameters") or {}).get("datatypes") or [inp["datatype"]])
+
+
+def tail_models(manifest: Any) -> dict[str, TailSpec]:
+    """Every servable (level, split) of a plan: splits 0..N of the candidates (N+1 = device only)."""
+    m = manifest.model
+    n, d, img, classes = manifest.num_blocks, m["embed_dim"], m["img_size"], m["num_classes"]
+    out: dict[str, TailSpec] = {}
+    outputs = ({"name": "logits", "datatype": "FP32", "shape": [-1, classes]},)
+    for li, lv in enumerate(manifest.levels):
+        nseg = len(lv["segments"])
+        for s in manifest.candidates:
+            if s > n:
+                continue
+            if s == 0:
+                x = 0
+                ins: tuple[dict[str, Any], ...] = (_spec("frame", ("UINT8",), [-1, img, img, 3]),)
+            else:
+                x = lv["tokens"][s]
+                ins = (_spec("tokens", TOKEN_DTYPES, [-1, x, d]),
+                       _spec("size", SIZE_DTYPES, [-1, x, 1]),
+                       _spec("token_scale", ("FP32",), [-1, x, 1], optional=True,
+                             parameters={"required_when": "tokens is INT8"}))
+            name = model_name(li, s)
+            out[name] = TailSpec(name, li, s, manifest.edge_segments(s), nseg, x, ins, outputs)
+    return out
+
+
+def required_inputs(spec: TailSpec, tensors: Mapping[str, np.ndarray]) -> set[str]:
+    """Inputs a request must carry: the non-optional ones, plus ``token_scale`` for INT8 tokens."""
+    want = {i["name"] for i in spec.inputs if not i.get("optional")}
+    tok = tensors.get("tokens")
+    if tok is not None and "token_scale" in {i["name"] for i in spec.inputs} and v2_datatype(tok) == "INT8":
+        want.add("token_scale")
+    return want
+
+
+def validate_inputs(spec: TailSpec, tensors: Mapping[str, np.ndarray], max_batch: int) -> None:
+    """Check names, datatypes, shapes and finiteness against the spec (WireError 400 otherwise)."""
+    allowed = {i["name"] for i in spec.inputs}
+    want = required_inputs(spec, tensors)
+    missing = sorted(want - set(tensors))
+    extra = sorted(set(tensors) - allowed)
+    if missing:
+        raise WireError(f"model {spec.name} needs input(s) {', '.join(missing)}"
+                        + (" (INT8 tokens need token_scale)" if "token_scale" in missing else ""))
+    if extra:
+        raise WireError(f"model {spec.name} has no input(s) {', '.join(extra)} "
+                        f"(expects {', '.join(sorted(want))})")
+    batch: int | None = None
+    for inp in spec.inputs:
+        name = inp["name"]
+        if name not in tensors:
+            continue
+        a = tensors[name]
+        dts = accepted_datatypes(inp)
+        got = v2_datatype(a)
+        if got not in dts:
+            raise WireError(f"input {name!r} of {spec.name} must be {' or '.join(dts)}, got {got}")
+        tail = tuple(inp["shape"][1:])
+        if a.ndim != len(inp["shape"]) or tuple(a.shape[1:]) != tail:
+            raise WireError(f"input {name!r} of {spec.name} must have shape [B, {', '.join(map(str, tail))}], "
+                            f"got {list(a.shape)}")
+        b = a.shape[0]
+        if not 1 <= b <= max_batch:
+            raise WireError(f"input {name!r}: batch size {b} is outside 1..{max_batch}")
+        if batch is not None and b != batch:
+            raise WireError(f"inputs disagree on the batch size ({batch} vs {b})")
+        batch = b
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise WireError(f"input {name!r} of {spec.name} holds NaN or infinite values")
+    size = tensors.get("size")
+    if size is not None and not (size >= 1).all():
+        raise WireError(f"input 'size' of {spec.name} must hold patch counts >= 1 (finite), "
+                        "as the previous segment's size_out does")
+
+
+__all__ = ["MODEL_VERSION", "accepted_datatypes", "SIZE_DTYPES", "TOKEN_DTYPES", "TailSpec", "model_name", "required_inputs",
+           "tail_models", "validate_inputs"]
