@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from janus_deploy.cli.schedule_cmds import CliError, register
 from janus_deploy.profile.table import load_preset
+from janus_deploy.schedule.controller import ControllerConfig
 from janus_deploy.sim.simulator import SimConfig, SimulationError, simulate
 from janus_deploy.net.traces import Trace
 
@@ -23,8 +24,9 @@ def tiny():
     return profiles()
 
 
-def run(tiny, samples, systems, interval=1.0, **cfg):
-    return simulate(Trace(samples, interval), *tiny, SimConfig(systems=systems, **cfg))
+def run(tiny, samples, systems, interval=1.0, controller=None, **cfg):
+    ctrl = {"controller": ControllerConfig(**controller)} if controller else {}
+    return simulate(Trace(samples, interval), *tiny, SimConfig(systems=systems, **cfg, **ctrl))
 
 
 # ---------------------------------------------------------------- time-driven
@@ -184,25 +186,25 @@ def test_cli_simulate_rejects_unknown_system(cli, tmp_path):
 
 
 def test_idle_probe_lets_mixed_return_to_the_cloud(tiny):
-    # 3 s at 0.0004 Mbit/s, then 1000 Mbit/s. Cold start 0.0004 → cloud predicted 960 + 38 ms >
-    # device 280 → device (requests start every 0.28 s). Each device request feeds a probe: the
-    # link's mean rate over it. Request 10 (2.80–3.08 s) sees (0.2·0.0004 + 0.08·1000)/0.28
-    # ≈ 285.7 Mbit/s, requests 11–13 see 1000. Request 14 estimates
-    # HM(0.0004, 285.7, 1000, 1000, 1000) ≈ 5 / 2500 = 0.002 Mbit/s: the 48-byte frame takes
-    # 384 / 2000 s = 192 ms, + 38 = 230 < 280 → mixed offloads again (and stays: the link is
-    # fast). Without probes it would stay on the device forever.
-    samples = [0.0004] * 3 + [1000.0] * 10
-    res = run(tiny, samples, ["mixed"], requests=20, cold_start_mbps=0.0004)["mixed"]
-    assert res.log.split == [4] * 14 + [0] * 6
-    assert res.log.est_mbps[14] == pytest.approx(5 / (1 / 0.0004 + 0.28 / 80.00008 + 3 / 1000),
-                                                 rel=1e-6)
-    stuck = run(tiny, samples, ["mixed"], requests=20, cold_start_mbps=0.0004,
-                probe_idle=False)["mixed"]
-    assert stuck.log.split == [4] * 20
+    # 4.2 s at 0.0004 Mbit/s, then 1000 Mbit/s. Cold start 0.0004 → cloud predicted 960 + 38 ms >
+    # device 280 → device (request k runs 0.28·k .. 0.28·(k+1) s). No link sample for more than
+    # the probe interval (2 s): after request 7 (done 2.24 s) a probe sees the mean rate over it,
+    # 0.0004; the next is due after request 15 (done 4.48 s > 2.24 + 2): it sees 1000. The estimate
+    # HM(0.0004, 1000) ≈ 0.0008 is under half that sample, so requests 16 and 17 probe again
+    # (1000 each). Request 18 estimates HM(0.0004, 1000 ×3) = 4 / (2500 + 0.003) ≈ 0.0016 Mbit/s:
+    # the 48-byte frame takes 384 / 1600 s = 240 ms, + 38 = 278 < 280 → mixed offloads (and
+    # stays: the link is fast). Without probes it would stay on the device forever.
+    samples = [0.0004] * 42 + [1000.0] * 10
+    res = run(tiny, samples, ["mixed"], interval=0.1, requests=24, cold_start_mbps=0.0004)["mixed"]
+    assert res.log.split == [4] * 18 + [0] * 6
+    assert res.log.est_mbps[18] == pytest.approx(4 / (1 / 0.0004 + 3 / 1000), rel=1e-6)
+    stuck = run(tiny, samples, ["mixed"], interval=0.1, requests=24, cold_start_mbps=0.0004,
+                controller={"probe_interval_s": None})["mixed"]
+    assert stuck.log.split == [4] * 24
 
 
 def test_rtt_tracker_max_or_median(tiny):
-    from janus_deploy.sim.simulator import _RttTracker
+    from janus_deploy.schedule.controller import _RttTracker
 
     for stat, want in (("max", 90.0), ("median", 20.0)):
         tr = _RttTracker(cold_ms=55.0, window=3, stat=stat)
@@ -211,4 +213,4 @@ def test_rtt_tracker_max_or_median(tiny):
             tr.add(v)
         assert tr.estimate() == want
     with pytest.raises(SimulationError, match="RTT estimate"):
-        simulate(Trace([1.0], 1.0), *tiny, SimConfig(rtt_estimate="mean"))
+        simulate(Trace([1.0], 1.0), *tiny, SimConfig(controller=ControllerConfig(rtt_estimate="mean")))

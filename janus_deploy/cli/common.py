@@ -47,3 +47,18 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+# ---------------------------------------------------------------- controller options
+# `simulate`, `run`, `demo` and `testbed` take the same controller settings, with the
+# controller's own defaults (janus_deploy.schedule.controller.ControllerConfig).
+def controller_config(*, estimator: str, window: int, margin: float, rtt_estimate: str, no_deflate: bool,
+                      breaker_failures: int | None = None, **extra: Any):
+    """A validated ControllerConfig from the CLI's controller options."""
+    from janus_deploy.schedule.controller import ControllerConfig
+
+    changes = dict(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
+                   deflate=not no_deflate, **extra)
+    if breaker_failures is not None:
+        changes["breaker_failures"] = breaker_failures
+    return ControllerConfig().with_(**changes)

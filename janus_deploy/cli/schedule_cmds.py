@@ -11,6 +11,8 @@ import typer
 from janus_deploy import JanusError
 from janus_deploy.profile.table import Profile, resolve_profile
 from janus_deploy.schedule.accuracy_view import load_accuracy
+from janus_deploy.cli.common import controller_config
+from janus_deploy.schedule.controller import ControllerConfig as _C
 from janus_deploy.schedule.estimators import ESTIMATORS
 from janus_deploy.schedule.scheduler import MODES, Scheduler
 from janus_deploy.sim.simulator import SYSTEMS, SimConfig, simulate
@@ -114,11 +116,11 @@ def simulate_cmd(
     sample_interval: float = typer.Option(1.0, "--sample-interval",
                                           help="Seconds per trace sample (not in the files)."),
     paper_mode: bool = typer.Option(False, "--paper-mode", help="One trace sample = one request."),
-    estimator: str = typer.Option("harmonic", "--estimator", help="harmonic | ewma | robustmpc"),
-    window: int = typer.Option(5, "--window", help="Estimator window (samples)."),
-    margin: float = typer.Option(0.1, "--margin", help="janus-deploy: fraction of the SLA held back."),
-    rtt_estimate: str = typer.Option("max", "--rtt-estimate", help="RTT estimate over the last 5 "
-                                     "RTTs: max | median."),
+    estimator: str = typer.Option(_C.estimator, "--estimator", help="harmonic | ewma | robustmpc"),
+    window: int = typer.Option(_C.window, "--window", help="Estimator window (samples)."),
+    margin: float = typer.Option(_C.margin, "--margin", help="janus-deploy: fraction of the SLA held back."),
+    rtt_estimate: str = typer.Option(_C.rtt_estimate, "--rtt-estimate", help="RTT estimate over the last "
+                                     f"{_C.rtt_window} RTTs: max | median."),
     no_deflate: bool = typer.Option(False, "--no-deflate", help="janus-deploy: do not deflate the "
                                     "bandwidth estimate by its recent error."),
     codec: Optional[str] = typer.Option(None, "--codec", help="janus-deploy payload codec."),
@@ -142,10 +144,10 @@ def simulate_cmd(
     acc = load_accuracy(accuracy) if accuracy else None
     bw = load_trace(trace, fmt=trace_format, run=run, interval_s=sample_interval)
     rtt_trace = load_ping(ping, interval_s=sample_interval) if ping else None
+    ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
+                             no_deflate=no_deflate)
     cfg = SimConfig(sla_ms=sla, systems=names, requests=requests, fps=fps, paper_mode=paper_mode,
-                    estimator=estimator, window=window, rtt_ms=rtt, margin=margin,
-                    deflate=not no_deflate, codec=codec, frame_bytes=frame_bytes,
-                    rtt_estimate=rtt_estimate)
+                    rtt_ms=rtt, codec=codec, frame_bytes=frame_bytes, controller=ctrl)
     show_progress = not as_json and sys.stderr.isatty()
     results = simulate(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace, progress=show_progress)
     plots = []
@@ -156,8 +158,7 @@ def simulate_cmd(
     if as_json:
         out = {
             "trace": bw.name, "samples": len(bw), "sample_interval_s": sample_interval,
-            "paper_mode": paper_mode, "sla_ms": sla, "estimator": estimator, "margin": margin,
-            "rtt_estimate": rtt_estimate,
+            "paper_mode": paper_mode, "sla_ms": sla, "controller": ctrl.to_dict(),
             "ping": rtt_trace.name if rtt_trace else None, "rtt_ms": None if rtt_trace else rtt,
             "systems": {n: r.metrics for n, r in results.items()},
         }

@@ -1,30 +1,30 @@
 """Trace-driven simulation of Janus and its baselines.
 
-Systems (one :class:`~janus_deploy.schedule.scheduler.Scheduler` behind each, so what is
-simulated is what the runtime runs):
+Every system is one :class:`~janus_deploy.schedule.controller.Controller`, the same object the
+edge runtime drives, with the same defaults (``docs/scheduler.md``); the simulator only turns a
+bandwidth trace (and optionally a ping trace) into the controller's observations:
 
 * ``device-only``: ToMe constant level, whole model on the edge (s = N+1).
 * ``cloud-only``: ToMe constant level, the frame is sent (s = 0).
 * ``mixed``: per request, whichever of those two is predicted faster under the current estimate.
-* ``janus-paper``: Algorithm 1 (``mode="paper"``): no RTT in the model, fp32 tokens.
-* ``janus-deploy``: ``mode="janus-deploy"``: RTT, the codec's real payload, and safety margins:
-  the bandwidth estimate deflated by ``1 + recent error``, the RTT estimate the max of the last
-  few RTTs, and ``margin`` (10 %) of the SLA held back for what neither predicts (RTT spikes).
+* ``janus-paper``: Algorithm 1 (``mode="paper"``): no RTT in the model, fp32 tokens, the raw
+  estimate.
+* ``janus-deploy``: RTT, the codec's real payload, and the controller's safety margins (the
+  estimate deflated by ``1 + recent error``, the max of the last RTTs, ``margin`` of the SLA).
 
 Two clocks:
 
 **Time-driven** (default). Requests run back to back (the next starts when the previous one
 finishes; throughput = completed / elapsed), or at a fixed ``fps`` (a request starts at the first
 frame tick at or after the previous one finished; frames arriving meanwhile are skipped, as a live
-video pipeline does). Per request: the system's estimator gives a bandwidth, the scheduler decides,
-the edge computes ``head_ms`` (+ encode), the payload crosses the link with
-:meth:`Trace.transfer_time` (integrating the bandwidth over time, waiting out outages), one RTT is
-added (the ping trace's sample at send time, else ``rtt_ms``) whenever anything is sent, then
-decode + ``tail_ms``. The estimator is fed the real transfer (bytes, seconds). A request that sends
-nothing cannot measure the uplink; with ``probe_idle`` (default) the estimator is then fed the
-link's average rate over that request and the RTT tracker the ping sample, as a light background
-probe would see them (otherwise an estimate that once drove a system to device-only, e.g. after
-one 900 ms RTT spike, would never recover).
+video pipeline does). Per request: the controller decides, the edge computes ``head_ms``
+(+ encode), the payload crosses the link with :meth:`Trace.transfer_time` (integrating the
+bandwidth over time, waiting out outages), one RTT is added (the ping trace's sample at send
+time, else ``rtt_ms``) whenever anything is sent, then decode + ``tail_ms``. The controller
+observes the real transfer (bytes, seconds) and the RTT. When the controller asks for a probe
+(:meth:`Controller.probe_due`: no link sample for ``probe_interval_s``, as when every request
+runs device-only), it observes the link's average rate over that request and the ping sample, as
+the runtime's background probe would.
 
 **Paper mode** (``paper_mode=True``): as in the paper, one trace sample is one request and the
 bandwidth is constant within it (= that sample). The estimator sees every sample after its request.
@@ -32,25 +32,25 @@ An outage sample (0 Mbit/s) makes a sending request wait for the next nonzero sa
 ``interval_s`` per zero sample and then sends at that sample's rate (so it nearly always violates
 the SLA). RTT (ping sample of the same index, or ``rtt_ms``) is charged when something is sent.
 Throughput in paper mode is the mean per-request rate (see :func:`metrics`).
+
+:func:`replay` feeds the observations recorded in a run log to a controller and compares its
+decisions with the recorded ones.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from janus_deploy import JanusError
-from janus_deploy.profile.table import Profile
-from janus_deploy.schedule.estimators import ESTIMATORS, Estimator, make_estimator
-from janus_deploy.schedule.scheduler import Decision, Scheduler
 from janus_deploy.net.traces import Trace
-
-SYSTEMS = ("device-only", "cloud-only", "mixed", "janus-paper", "janus-deploy")
-RTT_ESTIMATES = ("max", "median")
+from janus_deploy.profile.table import Profile
+from janus_deploy.schedule.controller import SYSTEMS, Controller, ControllerConfig, ControllerError, Observation
+from janus_deploy.schedule.scheduler import Decision, Scheduler
 
 
 class SimulationError(JanusError):
@@ -59,24 +59,19 @@ class SimulationError(JanusError):
 
 @dataclass
 class SimConfig:
-    """Simulation parameters (see the module docstring for the semantics)."""
+    """Simulation parameters (see the module docstring); ``controller`` is the control loop's
+    settings, shared with the runtime (its ``system`` and ``cold_start_mbps`` are set per run)."""
 
     sla_ms: float = 300.0
     systems: Sequence[str] = SYSTEMS
     requests: int | None = None  # default: one pass through the trace
     fps: float | None = None  # None: back to back
     paper_mode: bool = False
-    estimator: str = "harmonic"
-    window: int = 5
     cold_start_mbps: float | None = None  # default: the trace's mean ("seen offline")
     rtt_ms: float = 0.0  # used when no ping trace is given
-    margin: float = 0.1  # janus-deploy: fraction of the SLA held back (RTT spikes, jitter)
-    deflate: bool = True  # janus-deploy: bandwidth / (1 + recent error)
     codec: str | None = None  # janus-deploy payload codec (default: profile's default_codec)
     frame_bytes: int | None = None  # override the s = 0 payload (see Scheduler)
-    probe_idle: bool = True
-    rtt_window: int = 5  # RTT estimate over the last rtt_window observed RTTs ...
-    rtt_estimate: str = "max"  # ... their max (conservative) or median
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
 
     def validate(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -91,16 +86,12 @@ class SimConfig:
             raise SimulationError(f"--fps must be > 0, got {self.fps}")
         if self.fps is not None and self.paper_mode:
             raise SimulationError("--fps has no meaning in paper mode (one sample = one request)")
-        if self.estimator not in ESTIMATORS:
-            raise SimulationError(f"unknown estimator {self.estimator!r}; choose one of "
-                                  f"{', '.join(ESTIMATORS)}")
         if self.rtt_ms < 0:
             raise SimulationError(f"--rtt must be >= 0 ms, got {self.rtt_ms}")
-        if not 0 <= self.margin < 1:
-            raise SimulationError(f"--margin must be in [0, 1), got {self.margin}")
-        if self.rtt_estimate not in RTT_ESTIMATES:
-            raise SimulationError(f"unknown RTT estimate {self.rtt_estimate!r}; choose one of "
-                                  f"{', '.join(RTT_ESTIMATES)}")
+        try:
+            self.controller.validate()
+        except ControllerError as exc:
+            raise SimulationError(str(exc)) from None
 
 
 @dataclass
@@ -129,55 +120,6 @@ class SystemResult:
     log: RequestLog
 
 
-class _RttTracker:
-    """RTT estimate: max (default; conservative, as the bandwidth is deflated by its error) or
-    median of the last ``window`` observed RTTs; the cold-start value until one is seen."""
-
-    def __init__(self, cold_ms: float, window: int, stat: str = "max") -> None:
-        self.cold = cold_ms
-        self.use_max = stat == "max"
-        self.buf: deque[float] = deque(maxlen=max(1, window))
-
-    def add(self, v: float) -> None:
-        self.buf.append(v)
-
-    def estimate(self) -> float:
-        if not self.buf:
-            return self.cold
-        if self.use_max:
-            return max(self.buf)
-        s = sorted(self.buf)
-        m = len(s) // 2
-        return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
-
-
-# --------------------------------------------------------------------------- system policies
-
-
-def _chooser(system: str, deploy: Scheduler, paper: Scheduler | None, cfg: SimConfig
-             ) -> Callable[[Estimator, float], tuple[Decision, float]]:
-    """``f(estimator, rtt_estimate) -> (decision, bandwidth handed to the scheduler)``."""
-    if system in ("device-only", "cloud-only", "mixed"):
-        def f(est: Estimator, rtt: float) -> tuple[Decision, float]:
-            bw = est.estimate()
-            return deploy.baseline(system, bw, rtt), bw
-    elif system == "janus-paper":
-        assert paper is not None
-
-        def f(est: Estimator, rtt: float) -> tuple[Decision, float]:
-            bw = est.estimate()
-            return paper.decide(bw), bw
-    else:
-        deflate = cfg.deflate
-
-        def f(est: Estimator, rtt: float) -> tuple[Decision, float]:
-            bw = est.estimate()
-            if deflate and not est.discounts_error:
-                bw = bw / (1.0 + est.recent_error())
-            return deploy.decide(bw, rtt, cfg.margin), bw
-    return f
-
-
 # --------------------------------------------------------------------------- simulation loops
 
 
@@ -193,34 +135,33 @@ def _log(log: RequestLog, start: float, bw: float, est: float, d: Decision, lat:
     log.accuracy.append(d.accuracy)
 
 
-def _run_time_driven(choose, trace: Trace, ping: Trace | None, cfg: SimConfig, est: Estimator,
+def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: SimConfig,
                      tick: Callable[[int], None]) -> RequestLog:
     log = RequestLog()
-    rtt_est = _RttTracker(ping.median() if ping is not None else cfg.rtt_ms, cfg.rtt_window,
-                          cfg.rtt_estimate)
     t, i = 0.0, 0
     limit, end = cfg.requests, trace.duration_s
     fps = cfg.fps
     while (i < limit) if limit is not None else (t < end):
         if fps is not None:
             t = math.ceil(t * fps - 1e-9) / fps
-        d, bw_given = choose(est, rtt_est.estimate())
+        choice = ctrl.decide(t)
+        d = choice.decision
         bd = d.breakdown
         compute_edge = bd["edge_ms"] + bd["encode_ms"]
         send_t = t + compute_edge / 1e3
+        rtt = ping.value_at(send_t) if ping is not None else cfg.rtt_ms
         if d.bytes > 0:
             tx = trace.transfer_time(send_t, d.bytes)
-            est.observe(d.bytes, tx)
-            rtt = ping.value_at(send_t) if ping is not None else cfg.rtt_ms
-            rtt_est.add(rtt)
             lat = compute_edge + tx * 1e3 + rtt + bd["decode_ms"] + bd["cloud_ms"]
+            ctrl.observe(Observation(t + lat / 1e3, "transfer", nbytes=d.bytes, seconds=tx, rtt_ms=rtt,
+                                     server_ok=True))
         else:
             lat = compute_edge + bd["decode_ms"] + bd["cloud_ms"]
-            if cfg.probe_idle:
-                est.observe_rate(trace.mean_rate(t, t + lat / 1e3))
-                if ping is not None:
-                    rtt_est.add(ping.value_at(send_t))
-        _log(log, t, trace.value_at(send_t), bw_given, d, lat)
+            done = t + lat / 1e3
+            if ctrl.probe_due(done):
+                ctrl.observe(Observation(done, "rate", mbps=trace.mean_rate(t, done),
+                                         rtt_ms=rtt if ping is not None else None, server_ok=True, probe=True))
+        _log(log, t, trace.value_at(send_t), choice.bandwidth_mbps, d, lat)
         t += lat / 1e3
         i += 1
         tick(i)
@@ -241,23 +182,23 @@ def _next_nonzero(samples: Sequence[float]) -> list[int]:
     return nxt
 
 
-def _run_paper(choose, trace: Trace, ping: Trace | None, cfg: SimConfig, est: Estimator,
+def _run_paper(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: SimConfig,
                tick: Callable[[int], None]) -> RequestLog:
     log = RequestLog()
     samples = trace.samples
     n = len(samples)
     count = cfg.requests if cfg.requests is not None else n
     nxt = _next_nonzero(samples)
-    rtt_est = _RttTracker(ping.median() if ping is not None else cfg.rtt_ms, cfg.rtt_window,
-                          cfg.rtt_estimate)
     dt = trace.interval_s
     elapsed = 0.0
     for i in range(count):
         k = i % n
         b = samples[k]
-        d, bw_given = choose(est, rtt_est.estimate())
+        choice = ctrl.decide(elapsed)
+        d = choice.decision
         bd = d.breakdown
         lat = bd["edge_ms"] + bd["encode_ms"] + bd["decode_ms"] + bd["cloud_ms"]
+        rtt = None
         if d.bytes > 0:
             bits = d.bytes * 8.0
             if b > 0:
@@ -266,11 +207,10 @@ def _run_paper(choose, trace: Trace, ping: Trace | None, cfg: SimConfig, est: Es
                 j = nxt[k]  # exists: simulate() refuses traces without a nonzero sample
                 tx_ms = (j - k) * dt * 1e3 + bits / (samples[j % n] * 1e6) * 1e3
             rtt = ping.samples[i % len(ping)] if ping is not None else cfg.rtt_ms
-            rtt_est.add(rtt)
             lat += tx_ms + rtt
-        _log(log, elapsed, b, bw_given, d, lat)
+        _log(log, elapsed, b, choice.bandwidth_mbps, d, lat)
         elapsed += lat / 1e3
-        est.observe_rate(b)
+        ctrl.observe(Observation(elapsed, "rate", mbps=b, rtt_ms=rtt))
         tick(i + 1)
     log.elapsed_s = elapsed
     return log
@@ -334,6 +274,7 @@ def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
                        sla_ms=config.sla_ms, frame_bytes=config.frame_bytes)
              if "janus-paper" in config.systems else None)
     cold = config.cold_start_mbps if config.cold_start_mbps is not None else trace.mean()
+    rtt_cold = ping.median() if ping is not None else config.rtt_ms
     if config.paper_mode:
         total = config.requests if config.requests is not None else len(trace)
     else:
@@ -343,9 +284,9 @@ def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
     with _Progress(progress) as bar:
         for system in config.systems:
             task = bar.add(system, total)
-            est = make_estimator(config.estimator, cold, window=config.window)
-            choose = _chooser(system, deploy, paper, config)
-            log = runner(choose, trace, ping, config, est, lambda i, t=task: bar.tick(t, i))
+            ctrl = Controller(deploy, config.controller.with_(system=system, cold_start_mbps=cold,
+                                                              rtt_cold_ms=rtt_cold), paper)
+            log = runner(ctrl, trace, ping, config, lambda i, t=task: bar.tick(t, i))
             bar.done(task, len(log))
             results[system] = SystemResult(system, metrics(log, config.sla_ms, config.paper_mode),
                                            log)
@@ -385,3 +326,29 @@ class _Progress:
     def done(self, task: Any, n: int) -> None:
         if self._p is not None:
             self._p.update(task, completed=n, total=n)
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def replay(ctrl: Controller, steps: Iterable[tuple[float, dict[str, Any] | None, Sequence[Observation]]]
+           ) -> dict[str, Any]:
+    """Feed recorded requests to ``ctrl``, as the simulator feeds its own: per step ``(t,
+    recorded decision or None, observations made after it)``, decide at ``t``, compare with the
+    recorded (level, split), then observe. Returns counts and the first mismatches."""
+    total = same = 0
+    mismatches: list[dict[str, Any]] = []
+    for t, recorded, observations in steps:
+        d = ctrl.decide(t).decision
+        if recorded is not None:
+            total += 1
+            got = {"policy": d.policy, "alpha": d.alpha, "split": d.split}
+            if (recorded["policy"], recorded["split"]) == (d.policy, d.split) and \
+                    math.isclose(recorded["alpha"], d.alpha, rel_tol=0, abs_tol=1e-9):
+                same += 1
+            elif len(mismatches) < 10:
+                mismatches.append({"t": t, "recorded": recorded, "replayed": got})
+        for obs in observations:
+            ctrl.observe(obs)
+    return {"requests": total, "decisions_reproduced": (same / total) if total else None,
+            "mismatches": mismatches}

@@ -1,0 +1,328 @@
+"""The one control loop around the scheduler, driven by the simulator and the edge runtime alike.
+
+A :class:`Controller` owns everything between "what did the last requests observe" and "what
+does this request do": the bandwidth estimator, the RTT tracker, the deflation of the estimate
+by its recent error, the SLA margin, the choice of system (janus-deploy, janus-paper and the
+baselines), server health (a circuit breaker) and when to probe. Callers feed it
+:class:`Observation` s after each request and ask :meth:`Controller.decide` before the next one.
+
+* the **simulator** (:mod:`janus_deploy.sim.simulator`) makes observations from a trace;
+* the **edge runtime** (:mod:`janus_deploy.runtime.edge`) makes them from real exchanges and
+  writes them into its request log;
+* **replay** (:func:`janus_deploy.sim.simulator.replay`) feeds a log's observations back.
+
+Decisions depend only on the observations and their times (``t``, seconds on the caller's
+clock), never on the wall clock, so the same sequence gives the same decisions on every path.
+
+Server health: a timeout after the whole body left, a 5xx answer or an unreadable answer counts
+against the *server* (never against the link: the estimator learns only from link samples).
+After ``breaker_failures`` consecutive such failures the breaker opens: every request runs
+device-only, and after ``breaker_open_s`` a probe is due (:meth:`Controller.probe_due`); a
+probe that the server answers closes the breaker, one that fails re-opens it for twice as long
+(at most ``breaker_max_open_s``). A 401/403 answer disables offloading for good: it is a
+configuration error (wrong or missing token), reported once (:attr:`Controller.config_error`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from janus_deploy import JanusError
+from janus_deploy.schedule.estimators import ESTIMATORS, Estimator, EstimatorError, make_estimator
+from janus_deploy.schedule.scheduler import Decision, Scheduler, SchedulerError
+
+SYSTEMS = ("device-only", "cloud-only", "mixed", "janus-paper", "janus-deploy")
+RTT_ESTIMATES = ("max", "median")
+OBSERVATION_KINDS = ("transfer", "rate", "outage", "server", "unauthorized")
+
+
+class ControllerError(JanusError):
+    """Bad controller settings or observations."""
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Settings of the control loop; the defaults are what ``run``, ``demo`` and ``simulate`` use.
+
+    ``margin``: fraction of the SLA held back (janus-deploy). ``deflate``: divide the bandwidth
+    estimate by ``1 + recent error`` (janus-deploy; not for estimators that already discount
+    their error). ``rtt_window``/``rtt_estimate``: the RTT estimate is the max (conservative) or
+    median of the last ``rtt_window`` RTT samples, ``rtt_cold_ms`` until one is seen; ``rtt_fixed``
+    keeps ``rtt_cold_ms`` whatever is observed. ``probe_interval_s``: when no link sample has
+    arrived for this long, a probe is due (None: never). ``breaker_*``: server health (module
+    docstring; ``breaker_failures`` 0 turns the breaker off).
+    """
+
+    system: str = "janus-deploy"
+    estimator: str = "harmonic"
+    window: int = 5
+    cold_start_mbps: float = 100.0
+    margin: float = 0.1
+    deflate: bool = True
+    rtt_cold_ms: float = 0.0
+    rtt_fixed: bool = False
+    rtt_window: int = 5
+    rtt_estimate: str = "max"
+    probe_interval_s: float | None = 2.0
+    breaker_failures: int = 3
+    breaker_open_s: float = 1.0
+    breaker_max_open_s: float = 30.0
+
+    def validate(self) -> "ControllerConfig":
+        def bad(msg: str) -> ControllerError:
+            return ControllerError(msg)
+
+        if self.system not in SYSTEMS:
+            raise bad(f"unknown system {self.system!r}; choose one of {', '.join(SYSTEMS)}")
+        if self.estimator not in ESTIMATORS:
+            raise bad(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+        if not (math.isfinite(self.cold_start_mbps) and self.cold_start_mbps > 0):
+            raise bad(f"the cold-start bandwidth must be > 0 Mbit/s, got {self.cold_start_mbps}")
+        if not 0 <= self.margin < 1:
+            raise bad(f"--margin must be in [0, 1), got {self.margin}")
+        if not (math.isfinite(self.rtt_cold_ms) and self.rtt_cold_ms >= 0):
+            raise bad(f"--rtt must be >= 0 ms, got {self.rtt_cold_ms}")
+        if self.rtt_estimate not in RTT_ESTIMATES:
+            raise bad(f"unknown RTT estimate {self.rtt_estimate!r}; choose one of {', '.join(RTT_ESTIMATES)}")
+        if self.rtt_window < 1 or self.window < 1:
+            raise bad("the estimator and RTT windows must be >= 1")
+        if self.probe_interval_s is not None and not self.probe_interval_s > 0:
+            raise bad(f"the probe interval must be > 0 s (or None), got {self.probe_interval_s}")
+        if self.breaker_failures < 0 or not 0 < self.breaker_open_s <= self.breaker_max_open_s:
+            raise bad("breaker settings: failures >= 0 and 0 < open_s <= max_open_s")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ControllerConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known}).validate()
+
+    def with_(self, **changes: Any) -> "ControllerConfig":
+        return replace(self, **changes).validate()
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one exchange (or probe, or trace sample) taught the controller.
+
+    ``kind``: ``transfer`` (``nbytes`` crossed the uplink in ``seconds``: a link sample, also
+    what got through before a deadline), ``rate`` (a directly observed throughput ``mbps``),
+    ``outage`` (nothing got through), ``server`` (the link worked, the server did not answer
+    usably: only ``server_ok`` counts) or ``unauthorized`` (401/403). ``rtt_ms``: an RTT sample,
+    if the exchange gave one. ``server_ok``: True when the server answered usably, False when it
+    failed after the upload (timeout, 5xx, unreadable answer), None when this says nothing about
+    the server.
+    """
+
+    t: float
+    kind: str
+    nbytes: float = 0.0
+    seconds: float = 0.0
+    mbps: float | None = None
+    rtt_ms: float | None = None
+    server_ok: bool | None = None
+    probe: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, 0.0, False) or k in ("t", "kind")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Observation":
+        if d.get("kind") not in OBSERVATION_KINDS:
+            raise ControllerError(f"observation kind {d.get('kind')!r} is not one of {', '.join(OBSERVATION_KINDS)}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class Choice:
+    """A decision and the controller state it was made from (logged per request)."""
+
+    decision: Decision
+    estimate_mbps: float  # the estimator's raw estimate
+    bandwidth_mbps: float  # what the scheduler was given (deflated; 0 while offloading is off)
+    rtt_ms: float
+    recent_error: float
+    reason: str  # "scheduler", "breaker-open", "unauthorized"
+
+    def state(self) -> dict[str, Any]:
+        return {"estimate_mbps": round(self.estimate_mbps, 4), "bandwidth_mbps": round(self.bandwidth_mbps, 4),
+                "rtt_ms": round(self.rtt_ms, 3), "recent_error": round(self.recent_error, 4),
+                "reason": self.reason}
+
+
+class _RttTracker:
+    def __init__(self, cold_ms: float, window: int, stat: str) -> None:
+        self.cold = cold_ms
+        self.use_max = stat == "max"
+        self.buf: deque[float] = deque(maxlen=window)
+
+    def add(self, v: float) -> None:
+        self.buf.append(float(v))
+
+    def estimate(self) -> float:
+        if not self.buf:
+            return self.cold
+        if self.use_max:
+            return max(self.buf)
+        s = sorted(self.buf)
+        m = len(s) // 2
+        return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
+
+
+@dataclass
+class _Breaker:
+    failures: int = 0
+    open_until: float | None = None  # None: closed
+    open_s: float = 0.0
+    opened: int = 0  # times it opened (reported)
+
+
+class Controller:
+    """Estimator + RTT tracker + server health around a :class:`Scheduler` (module docstring).
+
+    ``deploy``: the janus-deploy scheduler (also the baselines'); ``paper``: the paper-mode one,
+    needed only for ``system="janus-paper"``.
+    """
+
+    def __init__(self, deploy: Scheduler, config: ControllerConfig = ControllerConfig(),
+                 paper: Scheduler | None = None, estimator: Estimator | None = None) -> None:
+        self.config = config.validate()
+        if config.system == "janus-paper" and paper is None:
+            raise ControllerError("the janus-paper system needs a paper-mode scheduler")
+        if deploy.mode != "janus-deploy":
+            raise ControllerError("the controller's main scheduler must be in janus-deploy mode")
+        self.deploy, self.paper = deploy, paper
+        try:
+            self.estimator = estimator or make_estimator(config.estimator, config.cold_start_mbps,
+                                                         window=config.window)
+        except EstimatorError as exc:
+            raise ControllerError(str(exc)) from None
+        self.rtt = _RttTracker(config.rtt_cold_ms, config.rtt_window, config.rtt_estimate)
+        self.breaker = _Breaker()
+        self.config_error: str | None = None
+        self._last_link_t: float | None = None
+        self._probe_again = False
+        self.observations = 0
+
+    # ------------------------------------------------------------------ decide
+    def rtt_estimate(self) -> float:
+        return self.config.rtt_cold_ms if self.config.rtt_fixed else self.rtt.estimate()
+
+    def offloading(self, t: float) -> bool:
+        """False while the breaker is open or after a 401/403."""
+        b = self.breaker
+        return self.config_error is None and b.open_until is None
+
+    def decide(self, t: float) -> Choice:
+        """The decision for a request starting at ``t``."""
+        cfg = self.config
+        est = self.estimator.estimate()
+        err = self.estimator.recent_error()
+        rtt = self.rtt_estimate()
+        bw = est
+        if cfg.system == "janus-deploy" and cfg.deflate and not self.estimator.discounts_error:
+            bw = est / (1.0 + err)
+        reason = "scheduler"
+        if not self.offloading(t):
+            bw, reason = 0.0, ("unauthorized" if self.config_error else "breaker-open")
+        try:
+            if cfg.system in ("device-only", "cloud-only", "mixed"):
+                system = "device-only" if reason != "scheduler" else cfg.system
+                d = self.deploy.baseline(system, bw, rtt)
+            elif cfg.system == "janus-paper":
+                d = self.paper.decide(bw)  # type: ignore[union-attr]
+            else:
+                d = self.deploy.decide(bw, rtt, cfg.margin)
+        except SchedulerError as exc:
+            raise ControllerError(str(exc)) from None
+        return Choice(d, est, bw, rtt, err, reason)
+
+    # ------------------------------------------------------------------ feedback
+    def observe(self, obs: Observation) -> float | None:
+        """Learn from one observation; returns the link sample in Mbit/s it gave (None: none)."""
+        self.observations += 1
+        sample: float | None = None
+        try:
+            if obs.kind == "transfer":
+                sample = self.estimator.observe(obs.nbytes, obs.seconds)
+            elif obs.kind == "rate":
+                self.estimator.observe_rate(float(obs.mbps))  # type: ignore[arg-type]
+                sample = float(obs.mbps)  # type: ignore[arg-type]
+            elif obs.kind == "outage":
+                self.estimator.observe_rate(0.0)
+                sample = 0.0
+            elif obs.kind == "unauthorized":
+                self.config_error = self.config_error or "the server refused the credentials (401/403)"
+            elif obs.kind != "server":
+                raise ControllerError(f"unknown observation kind {obs.kind!r}")
+        except EstimatorError as exc:
+            raise ControllerError(f"bad observation {obs}: {exc}") from None
+        if sample is not None:
+            self._last_link_t = obs.t
+            est = self.estimator.estimate()
+            # the link answers but the window still holds stale low samples: probe again soon
+            self._probe_again = bool(obs.probe and sample > 0 and est < 0.5 * sample)
+        if obs.rtt_ms is not None and math.isfinite(obs.rtt_ms) and obs.rtt_ms >= 0:
+            self.rtt.add(obs.rtt_ms)
+        if obs.server_ok is not None:
+            self._server(obs.t, obs.server_ok, obs.probe)
+        return sample
+
+    def _server(self, t: float, ok: bool, probe: bool) -> None:
+        cfg, b = self.config, self.breaker
+        if cfg.breaker_failures == 0:
+            return
+        if ok:
+            b.failures, b.open_until, b.open_s = 0, None, 0.0
+            return
+        b.failures += 1
+        if b.open_until is not None:  # a failed probe while open: back off
+            b.open_s = min(b.open_s * 2, cfg.breaker_max_open_s)
+            b.open_until = t + b.open_s
+        elif b.failures >= cfg.breaker_failures:
+            b.open_s = cfg.breaker_open_s
+            b.open_until = t + b.open_s
+            b.opened += 1
+
+    def probe_due(self, t: float) -> bool:
+        """Should the caller probe the server after the request at ``t``? While the breaker is
+        open: once its open time is over. Otherwise: when no link sample has arrived for
+        ``probe_interval_s`` (e.g. every request ran device-only) or the last probe left stale low
+        samples in the estimator's window."""
+        if self.config_error is not None:
+            return False
+        if self.breaker.open_until is not None:
+            return t >= self.breaker.open_until
+        if self.config.probe_interval_s is None:
+            return False
+        last = self._last_link_t
+        return self._probe_again or (t - (last if last is not None else 0.0)) > self.config.probe_interval_s
+
+    def state(self) -> dict[str, Any]:
+        b = self.breaker
+        return {"breaker": "open" if b.open_until is not None else "closed", "consecutive_failures": b.failures,
+                "breaker_opened": b.opened, "config_error": self.config_error,
+                "estimate_mbps": self.estimator.estimate(), "rtt_ms": self.rtt_estimate()}
+
+
+def build_controller(edge: Any, cloud: Any, config: ControllerConfig, *, accuracy: Any = None,
+                     sla_ms: float, codec: str | None = None, frame_bytes: int | None = None) -> Controller:
+    """A controller with its scheduler(s) for two profiles (the one way sim and runtime build it)."""
+    try:
+        deploy = Scheduler(edge, cloud, accuracy, "janus-deploy", codec, sla_ms, frame_bytes=frame_bytes)
+        paper = (Scheduler(edge, cloud, accuracy, "paper", codec, sla_ms, frame_bytes=frame_bytes)
+                 if config.system == "janus-paper" else None)
+    except SchedulerError as exc:
+        raise ControllerError(str(exc)) from None
+    return Controller(deploy, config, paper)
+
+
+__all__ = ["Choice", "Controller", "ControllerConfig", "ControllerError", "Observation", "OBSERVATION_KINDS",
+           "RTT_ESTIMATES", "SYSTEMS", "build_controller"]
