@@ -18,6 +18,33 @@ from dataclasses import dataclass
 from janus_deploy import JanusError
 
 POLICIES = ("exponential", "linear", "constant")
+LEVEL_TOLERANCE = 1e-6  # level values compare at this (JSON round trips and grid arithmetic)
+
+
+@dataclass(frozen=True)
+class LevelKey:
+    """The one identity of a pruning level: policy + level value (α, or ToMe's r) rounded to
+    :data:`LEVEL_TOLERANCE`. Profiles, plans, accuracy tables and the scheduler all look levels
+    up by it, and :meth:`label` / :func:`config_label` are the one way to print them."""
+
+    policy: str
+    alpha: float
+
+    @classmethod
+    def of(cls, policy: str, alpha: float) -> "LevelKey":
+        return cls(str(policy), round(float(alpha), 6))
+
+    @property
+    def label(self) -> str:
+        """``0.24`` for exponential levels, ``lin0.5`` for linear ones, ``r23`` for ToMe's constant r."""
+        if self.policy == "constant":
+            return f"r{int(self.alpha)}"
+        return f"{self.alpha:g}" if self.policy == "exponential" else f"lin{self.alpha:g}"
+
+
+def config_label(policy: str, alpha: float, split: int) -> str:
+    """One configuration (level, split) as every report prints it: ``0.24@5``, ``r23@25``."""
+    return f"{LevelKey.of(policy, alpha).label}@{split}"
 
 
 class PolicyError(JanusError, ValueError):

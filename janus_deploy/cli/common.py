@@ -62,3 +62,65 @@ def controller_config(*, estimator: str, window: int, margin: float, rtt_estimat
     if breaker_failures is not None:
         changes["breaker_failures"] = breaker_failures
     return ControllerConfig().with_(**changes)
+
+
+# ---------------------------------------------------------------- the run report
+REPORT_LEGEND = ("configuration = level@split: level is α (exponential), rN is ToMe's constant r; "
+                 "split s runs blocks 1..s on the edge, s = N+1 is device-only, s = 0 sends the frame")
+
+
+def render_report(rep: dict[str, Any], title: str = "janus-deploy run", out: Console | None = None) -> None:
+    """The run report (janus_deploy.report) as two small tables and a one-line verdict."""
+    from rich.table import Table
+
+    out = out or console
+
+    def f(v: Any, fmt: str = "{:.1f}") -> str:
+        return "-" if v is None else fmt.format(v)
+
+    t = Table(title=title, show_header=False)
+    t.add_column("metric", style="bold")
+    t.add_column("value")
+    t.add_row("requests", f"{rep['requests']} ({rep['answered']} answered, {rep['errors']} errors)")
+    kinds = ", ".join(f"{k}: {v}" for k, v in rep["fallback_kinds"].items())
+    t.add_row("fallbacks", f"{rep['fallbacks']}" + (f" ({kinds})" if kinds else ""))
+    vr = rep["violation_ratio"]
+    t.add_row("SLA violations", f"{f(None if vr is None else vr * 100, '{:.1f} %')} of {rep['sla_ms']:g} ms")
+    t.add_row("throughput", f(rep["throughput_rps"], "{:.2f} req/s"))
+    t.add_row("latency p50 / p95 / max", " / ".join(f(rep[k]) for k in ("latency_ms_p50", "latency_ms_p95",
+                                                                        "latency_ms_max")) + " ms")
+    err = f(rep.get("median_abs_pred_err_pct"), "{:.1f} %")
+    if "median_abs_pred_err_pct_no_fallback" in rep:
+        err += f" ({f(rep['median_abs_pred_err_pct_no_fallback'], '{:.1f} %')} without fallbacks)"
+    t.add_row("median |prediction error|", err)
+    if rep.get("mean_bytes") is not None:
+        t.add_row("mean bytes sent", f(rep["mean_bytes"], "{:.0f}"))
+    out.print(t)
+    if rep["choices"]:
+        c = Table(title="chosen configurations (level@split)")
+        c.add_column("configuration")
+        c.add_column("requests", justify="right")
+        c.add_column("share", justify="right")
+        total = sum(rep["choices"].values())
+        for k, v in list(rep["choices"].items())[:12]:
+            c.add_row(k, str(v), f"{v / total * 100:.1f} %")
+        if len(rep["choices"]) > 12:
+            c.add_row(f"({len(rep['choices']) - 12} more)", "", "")
+        out.print(c)
+        out.print(f"[dim]{REPORT_LEGEND}[/]", soft_wrap=False)
+    out.print(verdict(rep))
+
+
+def verdict(rep: dict[str, Any]) -> str:
+    """One line: did the run meet its SLA, and what went wrong."""
+    if not rep["answered"]:
+        return "[red]verdict: no request was answered[/]"
+    vr = rep["violation_ratio"] or 0.0
+    tail = []
+    if rep["fallbacks"]:
+        tail.append(f"{rep['fallbacks']} fell back to the device")
+    if rep["errors"]:
+        tail.append(f"{rep['errors']} errors")
+    colour = "green" if vr <= 0.05 and not rep["errors"] else "yellow"
+    return (f"[{colour}]verdict: {100 * (1 - vr):.1f} % of answered requests within the {rep['sla_ms']:g} ms SLA"
+            + (f"; {', '.join(tail)}" if tail else "") + "[/]")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from janus_deploy.cli.common import console
+from janus_deploy.cli.common import console, render_report
 
 
 def demo(
@@ -23,7 +23,6 @@ def demo(
 ) -> None:
     """Export the small digits ViT, build ORT engines, calibrate, profile, serve on loopback and run the edge client over an LTE trace."""
     from janus_deploy.demo import run_demo
-    from janus_deploy.runtime.edge import render_summary
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -39,7 +38,7 @@ def demo(
         summary = run_demo(out, requests=requests, sla_ms=sla, levels=levels, k=k, trace=trace,
                            sample_interval_s=sample_interval, runs=runs, edge_slowdown=edge_slowdown,
                            say=lambda s: bars.console.print(f"[bold cyan]{s}"), progress=progress)
-    render_summary(summary, console)
+    render_report(summary, "janus-deploy demo")
     if summary.get("top1_accuracy") is not None:
         console.print(f"top-1 accuracy of the answers against the images' labels: {summary['top1_accuracy']:.1%}")
     console.print(f"[green]artefacts in {out}[/]: plan/ engines/ accuracy.json edge-profile.json cloud-profile.json "

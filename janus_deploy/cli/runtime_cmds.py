@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from janus_deploy import JanusError
-from janus_deploy.cli.common import console, err_console, print_json
+from janus_deploy.cli.common import console, controller_config, err_console, print_json, render_report
+from janus_deploy.schedule.controller import ControllerConfig as _C
 
 
 def _require(module: str, extra: str = "serve") -> None:
@@ -61,12 +62,27 @@ def serve(
               access_log=access_log, preload=preload, on_ready=banner)
 
 
+def read_token(token: str | None, token_file: Path | None) -> str | None:
+    """The bearer token: ``--token-file`` (the way: not visible in the process list), else
+    ``--token`` / ``JANUS_TOKEN``."""
+    if token_file is not None:
+        if token is not None:
+            raise JanusError("give --token-file or --token (JANUS_TOKEN), not both")
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise JanusError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
+        if not token:
+            raise JanusError(f"--token-file {token_file} is empty")
+    return token
+
+
 def run(
     plan: Path = typer.Argument(..., help="Plan directory."),
     engines: Path = typer.Option(..., "--engines", help="Engine directory of this (edge) device."),
     profile: str = typer.Option(..., "--profile", help="Edge profile (file or preset name)."),
     cloud_profile: str = typer.Option(..., "--cloud-profile", help="Cloud profile (file or preset name)."),
-    accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="Accuracy table (default: prefer the lowest α)."),
+    accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="Accuracy table of this plan (default: prefer the lowest α)."),
     server: str = typer.Option(..., "--server", help="URL of `janus-deploy serve`, e.g. http://10.0.0.2:8000."),
     sla: float = typer.Option(..., "--sla", help="Latency SLA in ms."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images."),
@@ -77,27 +93,35 @@ def run(
     trace_format: str = typer.Option("auto", "--trace-format", help="auto | 5g-lte | pensieve | mahimahi"),
     sample_interval: float = typer.Option(1.0, "--sample-interval", help="Seconds per trace sample."),
     codec: Optional[str] = typer.Option(None, "--codec", help="fp32 | fp16 | fp16-zstd | int8 (default: the profile's)."),
-    estimator: str = typer.Option("harmonic", "--estimator", help="harmonic | ewma | robustmpc"),
+    estimator: str = typer.Option(_C.estimator, "--estimator", help="harmonic | ewma | robustmpc"),
+    window: int = typer.Option(_C.window, "--window", help="Estimator window (samples)."),
     cold_start: Optional[float] = typer.Option(None, "--cold-start-mbps", help="Bandwidth assumed before the first transfer (default: trace mean, else 100)."),
     rtt: Optional[float] = typer.Option(None, "--rtt", help="Fixed RTT (ms) for the scheduler (default: measured)."),
-    margin: float = typer.Option(0.0, "--margin", help="Fraction of the SLA held back when deciding."),
+    margin: float = typer.Option(_C.margin, "--margin", help="Fraction of the SLA held back when deciding."),
+    rtt_estimate: str = typer.Option(_C.rtt_estimate, "--rtt-estimate", help="RTT estimate over the last RTTs: max | median."),
+    no_deflate: bool = typer.Option(False, "--no-deflate", help="Do not deflate the bandwidth estimate by its recent error."),
+    breaker_failures: int = typer.Option(_C.breaker_failures, "--breaker-failures", help="Consecutive server failures that stop offloading until a probe succeeds (0 = never)."),
     timeout_factor: float = typer.Option(1.0, "--timeout-factor", help="Cancel the server exchange at SLA x this (then finish locally)."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="JANUS_TOKEN", help="Bearer token of the server."),
-    probe_interval: float = typer.Option(2.0, "--probe-interval", help="Probe the uplink after this many seconds without a transfer (0 = never)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="JANUS_TOKEN", help="Bearer token of the server (prefer JANUS_TOKEN or --token-file: a command line is visible to other users)."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="Read the bearer token from this file."),
+    probe_interval: float = typer.Option(_C.probe_interval_s, "--probe-interval", help="Probe the uplink after this many seconds without a transfer (0 = never)."),
+    edge_slowdown: float = typer.Option(1.0, "--edge-slowdown", min=1.0, help="Emulate an edge this many times slower than this machine (as the demo does; profile with the same factor)."),
+    max_error_share: float = typer.Option(0.0, "--max-error-share", min=0.0, max=1.0, help="Exit 3 when more than this share of requests errored."),
     threads: int = typer.Option(0, help="Intra-op threads per local engine session (0 = default)."),
-    log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per request here."),
+    log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per request here (input of `janus-deploy replay`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run frames through the edge runtime: decide (α, split), run the head here, the tail on the server."""
     _require("httpx")
-    from janus_deploy.plan.manifest import Manifest
-    from janus_deploy.runtime.edge import (EdgeRuntime, frames_from_images, frames_from_video,
-                                           frames_synthetic, render_summary)
     from janus_deploy.net.traces import load_trace
+    from janus_deploy.plan.manifest import Manifest
+    from janus_deploy.runtime.edge import EdgeRuntime, frames_from_images, frames_from_video, frames_synthetic
+    from janus_deploy.runtime.transport import TransportOptions
 
     sources = [s for s in (images, video, synthetic) if s is not None]
     if len(sources) != 1:
         raise JanusError("give exactly one of --images DIR, --video FILE or --synthetic N")
+    token = read_token(token, token_file)
     manifest = Manifest.load(plan)
     img = manifest.model["img_size"]
     if images is not None:
@@ -107,11 +131,28 @@ def run(
     else:
         frames = frames_synthetic(int(synthetic), img)
     bw = load_trace(trace, fmt=trace_format, interval_s=sample_interval) if trace else None
-    rt = EdgeRuntime(manifest, engines, profile_path(profile), profile_path(cloud_profile), server_url=server,
-                     sla_ms=sla, accuracy=accuracy, codec=codec, estimator=estimator, cold_start_mbps=cold_start,
-                     rtt_ms=rtt, margin=margin, token=token, trace=bw, log=log, timeout_factor=timeout_factor,
-                     threads=threads, probe_interval_s=probe_interval if probe_interval > 0 else None)
+    extra = {"probe_interval_s": probe_interval if probe_interval > 0 else None}
+    cold = cold_start if cold_start is not None else (bw.mean() if bw is not None and bw.mean() > 0 else None)
+    if cold is not None:
+        extra["cold_start_mbps"] = cold
+    if rtt is not None:
+        extra.update(rtt_cold_ms=rtt, rtt_fixed=True)
+    ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
+                             no_deflate=no_deflate, breaker_failures=breaker_failures, **extra)
+    runner = engines
+    if edge_slowdown > 1:
+        from janus_deploy.backends import load_runner
+        from janus_deploy.backends.base import SlowedRunner
+
+        runner = SlowedRunner(load_runner(manifest, engines, threads=threads), edge_slowdown)
+    rt = EdgeRuntime(manifest, runner, profile_path(profile), profile_path(cloud_profile), server_url=server,
+                     sla_ms=sla, accuracy=accuracy, codec=codec, controller=ctrl,
+                     transport=TransportOptions(token=token, timeout_factor=timeout_factor), trace=bw, log=log,
+                     threads=threads)
     with rt:
+        check = check_server(rt)
+        if not as_json:
+            err_console.print(check)
         if as_json:
             rt.run(frames)
         else:
@@ -125,20 +166,61 @@ def run(
                 def show(res) -> None:
                     d = res.record.get("decision") or {}
                     fb = res.record.get("fallback")
-                    text = (f"{d.get('alpha', '?')}@{d.get('split', '?')} "
-                            f"{res.record['measured']['total_ms']:.0f} ms"
+                    text = (f"{d.get('label', '?')} {res.record['measured']['total_ms']:.0f} ms"
                             + (f" [yellow]fallback: {fb['kind']}[/]" if fb else "")
                             + (" [red]error[/]" if res.error else ""))
                     prog.update(task, advance=1, text=text)
 
                 rt.run(frames, progress=show)
         summary = rt.summary()
+        summary["config_error"] = rt.config_error
     if as_json:
         print_json(summary)
     else:
-        render_summary(summary, console)
+        render_report(summary)
         if log:
-            console.print(f"per-request log: {log}")
+            console.print(f"per-request log: {log} (`janus-deploy replay {log}` re-runs its decisions)")
+    honest_exit(summary, max_error_share)
+
+
+def check_server(rt) -> str:
+    """Ask the server what it serves before the first request (JanusError when it serves another
+    plan); returns one line for the user."""
+    status, info = rt.transport.server_metadata()
+    if status is None:
+        return (f"[yellow]warning:[/] the server {rt.transport.server_url} is not reachable ({info}); "
+                "requests run on this device until it answers")
+    if status in (401, 403):
+        raise JanusError(f"the server {rt.transport.server_url} refused the token ({status}: {info}); "
+                         "set JANUS_TOKEN or --token-file to the server's token")
+    if status != 200:
+        return f"[yellow]warning:[/] the server answered GET /v2 with {status}: {info}"
+    served = (info.get("janus") or {}).get("plan_hash") if isinstance(info, dict) else None
+    if served is None:
+        return (f"server {rt.transport.server_url} ({info.get('name', '?')} {info.get('version', '')}) reachable; "
+                "it does not report a plan hash, so the plan is checked per request")
+    if served != rt.manifest.hash:
+        raise JanusError(f"the server {rt.transport.server_url} serves plan {served[:12]}, not this plan "
+                         f"({rt.manifest.hash[:12]}); start `janus-deploy serve` with the same plan directory")
+    return f"server {rt.transport.server_url} serves this plan ({served[:12]})"
+
+
+def honest_exit(summary: dict, max_error_share: float) -> None:
+    """Exit non-zero when the run did not do its job (one line saying why)."""
+    n = summary["requests"] or 1
+    if summary.get("config_error"):
+        err_console.print(f"[bold red]error:[/] {summary['config_error']}: every request ran on this device; "
+                          "check the token (JANUS_TOKEN or --token-file)")
+        raise typer.Exit(2)
+    if summary["errors"] / n > max_error_share:
+        err_console.print(f"[bold red]error:[/] {summary['errors']} of {summary['requests']} requests failed "
+                          f"(more than --max-error-share {max_error_share:g}); see the log for the causes")
+        raise typer.Exit(3)
+    if summary["answered"] and summary["fallbacks"] == summary["answered"]:
+        kinds = ", ".join(f"{k}: {v}" for k, v in summary["fallback_kinds"].items())
+        err_console.print(f"[bold red]error:[/] every request fell back to the device ({kinds}): the server never "
+                          "answered usably")
+        raise typer.Exit(3)
 
 
 def profile_path(spec: str):

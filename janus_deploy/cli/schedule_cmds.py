@@ -188,6 +188,32 @@ def simulate_cmd(
         con.print(f"wrote {p}")
 
 
+def replay_cmd(
+    run_log: str = typer.Argument(..., help="JSON-lines log of `janus-deploy run --log` or the demo's requests.jsonl."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Feed a run's recorded observations to the controller (the simulator's path) and check that
+    it makes the same decisions; the mismatches (if any) say where and why the edge chose."""
+    from janus_deploy.sim.simulator import replay_log
+
+    out = replay_log(run_log)
+    if as_json:
+        typer.echo(json.dumps(out, indent=1, default=str))
+        return
+    share = out["decisions_reproduced"]
+    con = _console()
+    con.print(f"{out['requests']} controller decisions in {run_log} "
+              f"({out['log_requests'] - out['requests']} forced or failed requests not counted)")
+    if share is None:
+        con.print("[yellow]no controller decision to replay[/]")
+        return
+    colour = "green" if share == 1.0 else "red"
+    con.print(f"[{colour}]verdict: {share:.1%} of the decisions reproduced by the simulator's controller[/]")
+    for m in out["mismatches"]:
+        con.print(f"  t={m['t']:.3f} s: recorded {m['recorded'].get('label')}, replayed {m['replayed']}")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("replay")(replay_cmd)
     app.command("schedule")(schedule_cmd)
     app.command("simulate")(simulate_cmd)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from janus_deploy import JanusError, read_json
-from janus_deploy.levels import edge_segment_count
+from janus_deploy.levels import LevelKey, edge_segment_count
 
 FORMAT_VERSION = 2
 KIND = "janus-deploy/plan"
@@ -115,8 +115,9 @@ class Manifest:
         return self.levels[index]
 
     def find_level(self, alpha: float, policy: str = "exponential") -> int:
+        want = LevelKey.of(policy, alpha)
         for i, lv in enumerate(self.levels):
-            if lv["policy"] == policy and abs(lv["alpha"] - alpha) < 1e-9:
+            if LevelKey.of(lv["policy"], lv["alpha"]) == want:
                 return i
         have = ", ".join(f"{lv['policy']}:{lv['alpha']}" for lv in self.levels)
         raise PlanError(f"plan has no {policy} level {alpha}; it has {have}")

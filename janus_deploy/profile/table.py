@@ -107,11 +107,12 @@ class Level:
 
     @property
     def label(self) -> str:
-        """Short human label: ``a=0.12`` for α levels, ``r=23`` for ToMe's constant policy."""
-        if self.policy == "constant":
-            return f"r={int(self.alpha)}"
-        prefix = "a" if self.policy == "exponential" else "lin"
-        return f"{prefix}={self.alpha:g}"
+        """The level's label (:class:`~janus_deploy.levels.LevelKey`): ``0.12``, ``r23``."""
+        return self.key.label
+
+    @property
+    def key(self) -> P.LevelKey:
+        return P.LevelKey.of(self.policy, self.alpha)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"policy": self.policy, "alpha": self.alpha, "tokens": list(self.tokens)}
@@ -144,10 +145,10 @@ class Profile:
     linear_model: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     kind: str = KIND
-    _index: dict[tuple[str, float], int] = field(default_factory=dict, repr=False, compare=False)
+    _index: dict[P.LevelKey, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._index = {(lv.policy, _akey(lv.alpha)): i for i, lv in enumerate(self.levels)}
+        self._index = {lv.key: i for i, lv in enumerate(self.levels)}
 
     # ---- shape
     @property
@@ -169,7 +170,7 @@ class Profile:
     def level_index(self, policy: str, alpha: float) -> int:
         """Index of the level ``(policy, alpha)``; :class:`ProfileError` if absent."""
         try:
-            return self._index[(policy, _akey(alpha))]
+            return self._index[P.LevelKey.of(policy, alpha)]
         except KeyError:
             have = ", ".join(lv.label for lv in self.levels[:8])
             raise ProfileError(
@@ -261,11 +262,6 @@ class Profile:
         if self.linear_model is not None:
             out["linear_model"] = dict(self.linear_model)
         return out
-
-
-def _akey(alpha: float) -> float:
-    """Level values compare at 1e-6 (JSON round trips and grid arithmetic)."""
-    return round(float(alpha), 6)
 
 
 # --------------------------------------------------------------------------- parsing + validation
@@ -487,9 +483,9 @@ def profile_from_dict(d: Any, *, where: str = "profile") -> Profile:
     if not isinstance(levels_raw, list) or not levels_raw:
         raise ProfileError(f"{where}.levels must be a non-empty list")
     levels = [_parse_level(lv, i, model, cands, segs) for i, lv in enumerate(levels_raw)]
-    seen: dict[tuple[str, float], int] = {}
+    seen: dict[P.LevelKey, int] = {}
     for i, lv in enumerate(levels):
-        key = (lv.policy, _akey(lv.alpha))
+        key = lv.key
         if key in seen:
             raise ProfileError(f"levels[{i}] repeats levels[{seen[key]}] ({lv.policy} {lv.alpha:g})")
         seen[key] = i

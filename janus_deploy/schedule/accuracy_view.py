@@ -11,18 +11,14 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from janus_deploy.calibrate.accuracy import AccuracyError, load_accuracy  # noqa: F401 - re-exported
-
-
-def level_key(policy: str, level: float) -> tuple[str, float]:
-    """Lookup key of a level (level values compare at 1e-6)."""
-    return (str(policy), round(float(level), 6))
+from janus_deploy.levels import LevelKey
 
 
 def _field(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
 
-def accuracy_by_level(table: Any) -> tuple[dict[tuple[str, float], float], str]:
+def accuracy_by_level(table: Any) -> tuple[dict[LevelKey, float], str]:
     """``({(policy, level): value}, metric)`` from a table object, a parsed JSON dict or a plain
     ``{(policy, level): value}`` mapping. ``metric`` is ``"accuracy"`` when every level has a
     labelled accuracy, else ``"agreement"`` (agreement with the unpruned model)."""
@@ -33,7 +29,7 @@ def accuracy_by_level(table: Any) -> tuple[dict[tuple[str, float], float], str]:
         for k, v in table.items():
             if not (isinstance(k, tuple) and len(k) == 2):
                 raise AccuracyError(f"accuracy mapping keys must be (policy, level), got {k!r}")
-            out[level_key(*k)] = float(v)
+            out[LevelKey.of(*k)] = float(v)
         return out, "accuracy"
     levels = _field(table, "levels")
     if not levels:
@@ -44,7 +40,7 @@ def accuracy_by_level(table: Any) -> tuple[dict[tuple[str, float], float], str]:
     for lv in levels:
         v = _field(lv, metric)
         if v is not None:
-            out[level_key(_field(lv, "policy"), _field(lv, "alpha"))] = float(v)
+            out[LevelKey.of(_field(lv, "policy"), _field(lv, "alpha"))] = float(v)
     if not out:
         raise AccuracyError("the accuracy table has neither accuracy nor agreement values")
     return out, metric

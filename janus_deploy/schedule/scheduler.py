@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from janus_deploy import JanusError
+from janus_deploy.levels import LevelKey, config_label
 from janus_deploy.profile.table import Profile, ProfileError
-from janus_deploy.schedule.accuracy_view import accuracy_by_level, level_key
+from janus_deploy.schedule.accuracy_view import accuracy_by_level
 
 MODES = ("janus-deploy", "paper")
 BASELINES = ("device-only", "cloud-only", "mixed")
@@ -60,9 +61,8 @@ class Decision:
 
     @property
     def label(self) -> str:
-        """``"0.24@5"`` for α levels, ``"r23@25"`` for the constant policy."""
-        lv = f"r{int(self.alpha)}" if self.policy == "constant" else f"{self.alpha:g}"
-        return f"{lv}@{self.split}"
+        """``"0.24@5"`` for α levels, ``"r23@25"`` for the constant policy (:func:`config_label`)."""
+        return config_label(self.policy, self.alpha, self.split)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,7 +150,7 @@ class Scheduler:
         self._wire_codec = self.codec if mode == "janus-deploy" else (
             "fp32" if "fp32" in edge.codec_names and "fp32" in cloud.codec_names else self.codec)
         acc, self.accuracy_metric = accuracy_by_level(accuracy)
-        self._acc = [acc.get(level_key(lv.policy, lv.alpha)) for lv in edge.levels]
+        self._acc = [acc.get(LevelKey.of(lv.policy, lv.alpha)) for lv in edge.levels]
         self._sends = (self._cands <= self.n).astype(float)  # anything crosses the network
 
         rows = edge.levels_of("exponential")

@@ -40,7 +40,6 @@ decisions with the recorded ones.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -49,6 +48,7 @@ import numpy as np
 from janus_deploy import JanusError
 from janus_deploy.net.traces import Trace
 from janus_deploy.profile.table import Profile
+from janus_deploy.report import run_report
 from janus_deploy.schedule.controller import SYSTEMS, Controller, ControllerConfig, ControllerError, Observation
 from janus_deploy.schedule.scheduler import Decision, Scheduler
 
@@ -220,7 +220,7 @@ def _run_paper(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: SimConfi
 
 
 def metrics(log: RequestLog, sla_ms: float, paper_mode: bool = False) -> dict[str, Any]:
-    """Violation ratio, throughput, accuracy, α, latency percentiles, deviation, choices.
+    """The run report (:func:`janus_deploy.report.run_report`) of one simulated system.
 
     Throughput: time-driven, completed requests / simulated time. Paper mode has no time axis
     (each request sees its own sample), so it is the mean per-request rate ``mean(1 / latency)``:
@@ -229,29 +229,12 @@ def metrics(log: RequestLog, sla_ms: float, paper_mode: bool = False) -> dict[st
     """
     lat = np.asarray(log.latency_ms, dtype=float)
     n = len(lat)
-    elapsed = log.elapsed_s
     if paper_mode:
         throughput = float(np.mean(1e3 / lat)) if n and lat.min() > 0 else None
     else:
-        throughput = n / elapsed if elapsed > 0 else None
-    alphas = np.asarray(log.alpha, dtype=float)
-    alphas = alphas[~np.isnan(alphas)]
-    accs = log.accuracy
-    acc = float(np.mean(accs)) if accs and all(a is not None for a in accs) else None
-    choices = Counter(log.labels)
-    return {
-        "requests": n,
-        "violation_ratio": float(np.mean(lat > sla_ms + 1e-9)) if n else None,
-        "throughput_rps": throughput,
-        "accuracy": acc,
-        "mean_alpha": float(alphas.mean()) if alphas.size else None,
-        "latency_ms_mean": float(lat.mean()) if n else None,
-        "latency_ms_p50": float(np.percentile(lat, 50)) if n else None,
-        "latency_ms_p95": float(np.percentile(lat, 95)) if n else None,
-        "latency_ms_p99": float(np.percentile(lat, 99)) if n else None,
-        "deviation_rate": float(np.mean(np.maximum(0.0, (lat - sla_ms) / sla_ms))) if n else None,
-        "choices": dict(choices.most_common()),
-    }
+        throughput = n / log.elapsed_s if log.elapsed_s > 0 else None
+    return run_report(lat, sla_ms, throughput_rps=throughput, labels=log.labels, alphas=log.alpha,
+                      accuracies=log.accuracy, predicted_ms=log.predicted_ms)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -352,3 +335,30 @@ def replay(ctrl: Controller, steps: Iterable[tuple[float, dict[str, Any] | None,
             ctrl.observe(obs)
     return {"requests": total, "decisions_reproduced": (same / total) if total else None,
             "mismatches": mismatches}
+
+
+def replay_log(path: Any) -> dict[str, Any]:
+    """Replay a run log (``run --log``, the demo's ``requests.jsonl``): rebuild the controller
+    from its header (settings, profiles, accuracy table, SLA, codec) and feed it the recorded
+    observations through :func:`replay`."""
+    from janus_deploy.profile.table import profile_from_dict
+    from janus_deploy.report import read_run_log
+    from janus_deploy.schedule.controller import build_controller
+
+    header, records = read_run_log(path)
+    try:
+        edge = profile_from_dict(header["edge_profile"], where="run log edge_profile")
+        cloud = profile_from_dict(header["cloud_profile"], where="run log cloud_profile")
+        ctrl = build_controller(edge, cloud, ControllerConfig.from_dict(header["controller"]),
+                                accuracy=header.get("accuracy"), sla_ms=header["sla_ms"], codec=header["codec"])
+    except KeyError as exc:
+        raise SimulationError(f"the run log header lacks {exc}") from None
+    steps = []
+    for r in records:
+        d = r.get("decision")
+        recorded = d if d is not None and not d.get("forced") else None
+        obs = [Observation.from_dict(o) for o in r.get("observations") or []]
+        steps.append((float(r.get("t", 0.0)), recorded, obs))
+    out = replay(ctrl, steps)
+    out["log_requests"] = len(records)
+    return out

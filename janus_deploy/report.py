@@ -1,0 +1,152 @@
+"""One run report for ``simulate``, ``run``, ``demo``, ``replay`` and ``testbed``, and the run log.
+
+:func:`run_report` turns per-request outcomes into the one schema every command prints
+(``docs/runtime.md``, "Run report"): ``requests``, ``answered``, ``errors``, ``fallbacks``,
+``fallback_kinds``, ``sla_ms``, ``violation_ratio``, ``throughput_rps``, ``latency_ms_mean``,
+``latency_ms_p50/p95/p99``, ``latency_ms_max``, ``deviation_rate``, ``accuracy``, ``mean_alpha``,
+``choices`` (configuration label → requests, labels from :func:`janus_deploy.levels.config_label`),
+``mean_bytes`` and ``median_abs_pred_err_pct``.
+
+The run log (``run --log``, ``demo``) is JSON lines: one header (``kind``
+``janus-deploy/run-log``: controller settings, profiles, accuracy table, SLA, codec) and one
+record per request; :func:`read_run_log` reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from janus_deploy import JanusError
+
+RUN_LOG_KIND = "janus-deploy/run-log"
+RUN_LOG_VERSION = 1
+REPORT_KEYS = ("requests", "answered", "errors", "fallbacks", "fallback_kinds", "sla_ms", "violation_ratio",
+               "throughput_rps", "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
+               "latency_ms_max", "deviation_rate", "accuracy", "mean_alpha", "choices", "mean_bytes",
+               "median_abs_pred_err_pct")
+
+
+class RunLogError(JanusError):
+    """A run log that cannot be read."""
+
+
+def run_report(latency_ms: Sequence[float], sla_ms: float, *, throughput_rps: float | None,
+               labels: Sequence[str] = (), alphas: Sequence[float] = (), accuracies: Sequence[float | None] = (),
+               sent_bytes: Sequence[float] | None = None, predicted_ms: Sequence[float] | None = None,
+               fallback_kinds: Sequence[str] = (), errors: int = 0) -> dict[str, Any]:
+    """The report of one run. ``latency_ms``: answered requests; ``alphas``: NaN for levels
+    without an α (ToMe's constant policy); ``accuracies``: mean only when every request has one;
+    ``predicted_ms``: per answered request, for the prediction error (non-finite ones skipped)."""
+    lat = np.asarray(latency_ms, dtype=float)
+    n = int(lat.size)
+    al = np.asarray(alphas, dtype=float)
+    al = al[~np.isnan(al)] if al.size else al
+    acc = list(accuracies)
+    err = None
+    if predicted_ms is not None and n:
+        p = np.asarray(predicted_ms, dtype=float)
+        ok = np.isfinite(p) & (lat > 0)
+        if ok.any():
+            err = float(np.median(np.abs(p[ok] - lat[ok]) / lat[ok] * 100))
+
+    def pct(q: float) -> float | None:
+        return float(np.percentile(lat, q)) if n else None
+
+    return {
+        "requests": n + errors,
+        "answered": n,
+        "errors": errors,
+        "fallbacks": len(fallback_kinds),
+        "fallback_kinds": dict(Counter(fallback_kinds).most_common()),
+        "sla_ms": float(sla_ms),
+        "violation_ratio": float(np.mean(lat > sla_ms + 1e-9)) if n else None,
+        "throughput_rps": throughput_rps,
+        "latency_ms_mean": float(lat.mean()) if n else None,
+        "latency_ms_p50": pct(50),
+        "latency_ms_p95": pct(95),
+        "latency_ms_p99": pct(99),
+        "latency_ms_max": float(lat.max()) if n else None,
+        "deviation_rate": float(np.mean(np.maximum(0.0, (lat - sla_ms) / sla_ms))) if n else None,
+        "accuracy": float(np.mean(acc)) if acc and all(a is not None for a in acc) else None,
+        "mean_alpha": float(al.mean()) if al.size else None,
+        "choices": dict(Counter(labels).most_common()),
+        "mean_bytes": float(np.mean(sent_bytes)) if sent_bytes is not None and len(sent_bytes) else None,
+        "median_abs_pred_err_pct": err,
+    }
+
+
+def report_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``b − a`` for the headline figures, and the total variation distance of the choices."""
+    out: dict[str, Any] = {}
+    for k in ("violation_ratio", "throughput_rps", "latency_ms_p50", "latency_ms_p95"):
+        x, y = a.get(k), b.get(k)
+        out[k] = None if x is None or y is None else y - x
+        if k != "violation_ratio" and x and y is not None:
+            out[k + "_rel"] = (y - x) / x
+    ca, cb = a.get("choices") or {}, b.get("choices") or {}
+    ta, tb = sum(ca.values()) or 1, sum(cb.values()) or 1
+    out["choices_tv_distance"] = 0.5 * sum(abs(ca.get(k, 0) / ta - cb.get(k, 0) / tb) for k in set(ca) | set(cb))
+    return out
+
+
+# --------------------------------------------------------------------------- run log
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, np.generic):
+        return _clean(v.item())
+    return v
+
+
+def dumps_line(rec: dict[str, Any]) -> str:
+    """One strict-JSON log line (non-finite numbers become null)."""
+    return json.dumps(_clean(rec), default=str, allow_nan=False)
+
+
+def read_run_log(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, request records) of a run log; RunLogError naming the line otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise RunLogError(f"run log {p} does not exist (write one with `janus-deploy run --log FILE` or the demo)")
+    header: dict[str, Any] | None = None
+    records = []
+    with p.open() as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RunLogError(f"{p}:{i} is not JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise RunLogError(f"{p}:{i} is not a JSON object")
+            if rec.get("kind") == RUN_LOG_KIND:
+                if header is not None:
+                    raise RunLogError(f"{p}:{i}: a second run-log header (concatenated logs?)")
+                if rec.get("format_version") != RUN_LOG_VERSION:
+                    raise RunLogError(f"{p}: run-log format {rec.get('format_version')} is not supported "
+                                      f"(this janus-deploy reads {RUN_LOG_VERSION})")
+                header = rec
+            else:
+                records.append(rec)
+    if header is None:
+        raise RunLogError(f"{p} has no run-log header line (kind {RUN_LOG_KIND!r}); was it written by "
+                          "`janus-deploy run --log` of this version?")
+    return header, records
+
+
+__all__ = ["REPORT_KEYS", "RUN_LOG_KIND", "RUN_LOG_VERSION", "RunLogError", "dumps_line", "read_run_log",
+           "report_differences", "run_report"]

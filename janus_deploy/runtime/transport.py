@@ -1,0 +1,254 @@
+"""The edge's side of the network: one HTTP exchange with the V2 server, probes, health.
+
+:class:`Transport` owns the HTTP client, its event loop and the optional uplink shaper
+(:mod:`janus_deploy.net.shaper`). Every call returns what happened on the wire (bytes sent,
+upload time, network time, the server's answer or a classified failure) and never raises for a
+network or server problem: deciding what that means is the controller's job.
+
+Failure kinds (``docs/runtime.md``): ``unreachable`` (no connection), ``dropped`` (connection
+lost mid-exchange), ``timeout`` (no answer before the deadline), ``server-error`` (a non-200
+answer), ``unauthorized`` (401/403), ``protocol`` (an answer that is unreadable, or whose logits
+are not finite or not of the plan's shape).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from janus_deploy import JanusError
+from janus_deploy.net.shaper import DEFAULT_CHUNK_BYTES, TraceShaper, unshaped_stream
+from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, parse_header_length, parse_response
+
+PROBE_PATH = "/janus/probe"
+DEFAULT_PROBE_BYTES = 32768
+
+
+class TransportError(JanusError):
+    """The transport cannot be set up (bad URL or options)."""
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """``token``: bearer token sent to the server. The exchange is cancelled
+    ``sla_ms·timeout_factor`` after the request started, never sooner than ``min_timeout_ms``
+    after sending. ``probe_bytes``: size of a bandwidth probe. ``probe_rtt``: measure the RTT at
+    start with health checks (else the controller's cold value)."""
+
+    token: str | None = None
+    timeout_factor: float = 1.0
+    min_timeout_ms: float = 20.0
+    chunk_bytes: int | None = DEFAULT_CHUNK_BYTES
+    probe_bytes: int = DEFAULT_PROBE_BYTES
+    probe_rtt: bool = True
+
+    def validate(self) -> "TransportOptions":
+        if not self.timeout_factor > 0 or not self.min_timeout_ms >= 0:
+            raise TransportError("timeout_factor must be > 0 and min_timeout_ms >= 0")
+        if self.probe_bytes < 1:
+            raise TransportError(f"the probe size must be >= 1 byte, got {self.probe_bytes}")
+        if self.token is not None:
+            if not self.token:
+                raise TransportError("the token must not be empty")
+            try:
+                self.token.encode("ascii")
+            except UnicodeEncodeError:
+                raise TransportError("the token must be ASCII (it travels in an HTTP header)") from None
+            if any(c in self.token for c in "\r\n"):
+                raise TransportError("the token must be one line")
+        return self
+
+
+@dataclass
+class Exchange:
+    """One exchange: ``ok`` with logits, or a failure ``kind`` and ``reason``."""
+
+    ok: bool
+    sent: int  # bytes that left the edge
+    body_bytes: int
+    upload_s: float  # first to last byte handed to the socket (the link's share)
+    elapsed_s: float  # send to answer (or failure)
+    link: dict[str, Any] | None = None  # trace rate vs achieved (shaped runs)
+    logits: np.ndarray | None = None
+    server: dict[str, float] = field(default_factory=dict)
+    network_s: float = 0.0  # elapsed minus the server's own time
+    kind: str | None = None
+    reason: str | None = None
+    status: int | None = None
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """Failure kind and reason of a transport exception."""
+    import httpx
+
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException)):
+        return "timeout", "no answer before the deadline"
+    if isinstance(exc, httpx.ConnectError):
+        return "unreachable", f"cannot connect to the server ({exc or type(exc).__name__})"
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.NetworkError,
+                        ConnectionError)):
+        return "dropped", f"connection dropped mid-transfer ({type(exc).__name__}: {exc})"
+    if isinstance(exc, (WireError, ValueError, KeyError)):
+        return "protocol", f"unreadable server response ({exc})"
+    return "dropped", f"{type(exc).__name__}: {exc}"
+
+
+class _Failure(Exception):
+    def __init__(self, kind: str, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.kind, self.reason, self.status = kind, reason, status
+
+
+def _error_text(resp: Any) -> str:
+    try:
+        j = resp.json()
+        return str(j.get("error", resp.text[:200]) if isinstance(j, dict) else resp.text[:200])
+    except ValueError:
+        return resp.text[:200]
+
+
+class Transport:
+    """HTTP client of one edge runtime (one request at a time)."""
+
+    def __init__(self, server_url: str, options: TransportOptions = TransportOptions(),
+                 shaper: TraceShaper | None = None, num_classes: int | None = None) -> None:
+        import httpx
+
+        self.options = options.validate()
+        self.server_url = server_url.rstrip("/")
+        if not self.server_url.startswith(("http://", "https://")):
+            raise TransportError(f"--server must be an http:// or https:// URL, got {server_url!r}")
+        self.shaper = shaper
+        self.num_classes = num_classes
+        headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
+        self._loop = asyncio.new_event_loop()
+        self._client = httpx.AsyncClient(base_url=self.server_url, headers=headers, timeout=None, trust_env=False,
+                                         limits=httpx.Limits(max_connections=4, max_keepalive_connections=2))
+        if shaper is not None and shaper.t0 is None:
+            shaper.start()
+
+    # ------------------------------------------------------------------ calls
+    def health_rtt(self, count: int = 3) -> float | None:
+        """Min of ``count`` health-check round trips (ms); None when the server does not answer."""
+
+        async def go() -> float | None:
+            times = []
+            for _ in range(count):
+                t = time.perf_counter()
+                try:
+                    r = await asyncio.wait_for(self._client.get("/v2/health/live"), timeout=2.0)
+                except Exception:  # noqa: BLE001 - unreachable: the caller reports it
+                    return None
+                if r.status_code != 200:
+                    return None
+                times.append((time.perf_counter() - t) * 1e3)
+            return min(times)
+
+        return self._loop.run_until_complete(go())
+
+    def server_metadata(self, timeout_s: float = 5.0) -> tuple[int | None, dict[str, Any] | str]:
+        """``GET /v2``: (status, JSON) or (None, why it failed)."""
+
+        async def go():
+            return await asyncio.wait_for(self._client.get("/v2"), timeout_s)
+
+        try:
+            r = self._loop.run_until_complete(go())
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            return None, classify(exc)[1]
+        try:
+            return r.status_code, r.json() if r.status_code == 200 else _error_text(r)
+        except ValueError:
+            return r.status_code, "the answer is not JSON"
+
+    def infer(self, model: str, body: bytes, headers: dict[str, str], timeout_s: float, rid: str) -> Exchange:
+        """POST a V2 body to ``model``; the answer's logits are checked (finite, [1, classes])."""
+        return self._post(f"/v2/models/{model}/infer", body, headers, timeout_s, rid)
+
+    def probe(self, timeout_s: float) -> Exchange:
+        """Send ``probe_bytes`` to the server's probe endpoint (the server discards them)."""
+        body = bytes(self.options.probe_bytes)
+        headers = {"Content-Length": str(len(body)), "Content-Type": "application/octet-stream"}
+        return self._post(PROBE_PATH, body, headers, timeout_s, None)
+
+    # ------------------------------------------------------------------ internals
+    def _post(self, path: str, body: bytes, headers: dict[str, str], timeout_s: float, rid: str | None) -> Exchange:
+        stats: dict[str, Any] = {"sent": 0}
+        t_send = time.perf_counter()
+        out = Exchange(False, 0, len(body), 0.0, 0.0)
+        try:
+            out = self._loop.run_until_complete(self._send(path, body, headers, stats, timeout_s, rid))
+        except _Failure as f:
+            out.kind, out.reason, out.status = f.kind, f.reason, f.status
+        except BaseException as exc:  # noqa: BLE001 - classify every transport failure
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            out.kind, out.reason = classify(exc)
+        out.elapsed_s = time.perf_counter() - t_send
+        out.sent = stats.get("sent", 0)
+        out.upload_s = max(stats.get("t_last", t_send) - stats.get("t_first", t_send), 0.0)
+        out.link = self._link_record(stats, out.upload_s)
+        return out
+
+    async def _send(self, path: str, body: bytes, headers: dict[str, str], stats: dict[str, Any],
+                    timeout_s: float, rid: str | None) -> Exchange:
+        content = self.shaper.stream(body, stats) if self.shaper is not None else unshaped_stream(body, stats)
+        t = time.perf_counter()
+        resp = await asyncio.wait_for(self._client.post(path, content=content, headers=headers), timeout_s)
+        wall_s = time.perf_counter() - t
+        if resp.status_code in (401, 403):
+            raise _Failure("unauthorized", f"server answered {resp.status_code}: {_error_text(resp)}", resp.status_code)
+        if resp.status_code != 200:
+            raise _Failure("server-error", f"server answered {resp.status_code}: {_error_text(resp)}", resp.status_code)
+        ex = Exchange(True, 0, len(body), 0.0, 0.0, status=200)
+        if rid is None:  # a probe: the answer's content does not matter
+            ex.network_s = wall_s
+            return ex
+        try:
+            hlen = parse_header_length(resp.headers.get(HEADER_LENGTH), len(resp.content))
+            header, outs = parse_response(resp.content, hlen)
+            logits = np.asarray(outs["logits"], dtype=np.float32)
+        except (WireError, KeyError) as exc:
+            raise _Failure("protocol", f"unreadable server response: {exc}") from None
+        if header.get("id") not in (None, rid):
+            raise _Failure("protocol", f"response id {header.get('id')!r} does not match request {rid!r}")
+        want = [1, self.num_classes] if self.num_classes else None
+        if logits.ndim != 2 or logits.shape[0] != 1 or (want and list(logits.shape) != want):
+            raise _Failure("protocol", f"logits of shape {list(logits.shape)}, expected {want or '[1, classes]'}")
+        if not np.isfinite(logits).all():
+            raise _Failure("protocol", "the answer's logits are not all finite (NaN or infinity)")
+        ex.logits = logits
+        ex.server = {k: float(v) for k, v in (header.get("parameters") or {}).items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        ex.network_s = max(wall_s - ex.server.get("janus_server_ms", 0.0) / 1e3, 0.0)
+        return ex
+
+    def _link_record(self, stats: dict[str, Any], upload_s: float) -> dict[str, Any] | None:
+        if self.shaper is None:
+            return None
+        t_a, t_b = stats.get("trace_t0"), stats.get("trace_t1")
+        link: dict[str, Any] = {"trace_mbps": None, "trace_mean_mbps": None, "achieved_mbps": None}
+        if t_a is not None:
+            link["trace_mbps"] = round(self.shaper.trace.value_at(t_a), 4)
+            if t_b is not None and t_b > t_a:
+                link["trace_mean_mbps"] = round(self.shaper.mean_rate(t_a, t_b), 4)
+        if upload_s > 0 and stats.get("sent"):
+            link["achieved_mbps"] = round(stats["sent"] * 8 / upload_s / 1e6, 4)
+        return link
+
+    def close(self) -> None:
+        try:
+            self._loop.run_until_complete(self._client.aclose())
+        finally:
+            self._loop.close()
+
+
+__all__ = ["DEFAULT_PROBE_BYTES", "Exchange", "PROBE_PATH", "Transport", "TransportError", "TransportOptions",
+           "classify"]

@@ -1,0 +1,107 @@
+"""The one controller: breaker, configuration errors, deflation, RTT, and replay, on the tiny
+hand-written plan (tests/sched_fixtures.py), with hand-computed expectations."""
+
+from __future__ import annotations
+
+import pytest
+from sched_fixtures import profiles
+
+from janus_deploy.schedule.controller import Controller, ControllerConfig, ControllerError, Observation
+from janus_deploy.schedule.scheduler import Scheduler
+from janus_deploy.sim.simulator import replay
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return profiles()
+
+
+def make(tiny, **cfg):
+    cfg.setdefault("margin", 0.0)
+    cfg.setdefault("cold_start_mbps", 1000.0)
+    edge, cloud = tiny
+    return Controller(Scheduler(edge, cloud, sla_ms=300), ControllerConfig(**cfg),
+                      Scheduler(edge, cloud, mode="paper", sla_ms=300))
+
+
+def test_breaker_opens_probes_backs_off_and_closes(tiny):
+    c = make(tiny, breaker_failures=3, breaker_open_s=1.0, breaker_max_open_s=4.0)
+    assert c.decide(0.0).reason == "scheduler"
+    for t in (1.0, 2.0):
+        c.observe(Observation(t, "server", server_ok=False))
+        assert c.decide(t).reason == "scheduler"
+    c.observe(Observation(3.0, "server", server_ok=False))
+    ch = c.decide(3.1)
+    # device-only while open: α = 0 takes 310 > 300 on the edge, α = 0.5 takes 255 (lowest α that fits)
+    assert ch.reason == "breaker-open" and ch.decision.split == 4 and ch.decision.alpha == 0.5
+    assert ch.bandwidth_mbps == 0.0 and c.estimator.estimate() == 1000.0  # the link estimate is untouched
+    assert not c.probe_due(3.9) and c.probe_due(4.0)  # open for 1 s
+    c.observe(Observation(4.0, "server", server_ok=False, probe=True))  # failed probe: 2 s
+    assert not c.probe_due(5.9) and c.probe_due(6.0)
+    c.observe(Observation(6.0, "server", server_ok=False, probe=True))  # 4 s
+    c.observe(Observation(10.0, "server", server_ok=False, probe=True))  # capped at 4 s
+    assert not c.probe_due(13.9) and c.probe_due(14.0)
+    c.observe(Observation(14.0, "transfer", nbytes=125_000, seconds=0.001, server_ok=True, probe=True))
+    assert c.decide(14.1).reason == "scheduler" and c.state()["breaker"] == "closed"
+    assert c.breaker.opened == 1
+
+
+def test_breaker_off_and_success_resets_the_count(tiny):
+    c = make(tiny, breaker_failures=3)
+    for t in (1.0, 2.0):
+        c.observe(Observation(t, "server", server_ok=False))
+    c.observe(Observation(2.5, "transfer", nbytes=1000, seconds=0.001, server_ok=True))
+    c.observe(Observation(3.0, "server", server_ok=False))
+    assert c.decide(3.0).reason == "scheduler"  # 2 + reset + 1: never 3 in a row
+    off = make(tiny, breaker_failures=0)
+    for t in range(10):
+        off.observe(Observation(float(t), "server", server_ok=False))
+    assert off.decide(10.0).reason == "scheduler"
+
+
+def test_unauthorized_stops_offloading_for_good(tiny):
+    c = make(tiny)
+    c.observe(Observation(1.0, "unauthorized"))
+    ch = c.decide(2.0)
+    assert ch.reason == "unauthorized" and ch.decision.split == 4 and c.config_error
+    assert not c.probe_due(100.0)
+
+
+def test_deflation_margin_and_rtt(tiny):
+    c = make(tiny, cold_start_mbps=10.0)
+    c.observe(Observation(1.0, "transfer", nbytes=1_250_000, seconds=1.0, rtt_ms=10.0))  # 10 Mbit/s, error 0
+    assert c.decide(1.0).bandwidth_mbps == pytest.approx(10.0)
+    c.observe(Observation(2.0, "transfer", nbytes=2_500_000, seconds=1.0, rtt_ms=50.0))  # 20: error 0.5
+    c.observe(Observation(3.0, "rate", mbps=20.0, rtt_ms=20.0))  # predicted HM(10,20)=13.33: error 0.5
+    hm = 3 / (1 / 10 + 1 / 20 + 1 / 20)
+    ch = c.decide(3.0)
+    assert ch.estimate_mbps == pytest.approx(hm) and ch.recent_error == pytest.approx(0.5)
+    assert ch.bandwidth_mbps == pytest.approx(hm / 1.5) and ch.rtt_ms == 50.0  # max of the last RTTs
+    paper = make(tiny, cold_start_mbps=10.0, system="janus-paper")
+    for o in (Observation(1.0, "rate", mbps=10.0), Observation(2.0, "rate", mbps=20.0)):
+        paper.observe(o)
+    assert paper.decide(2.0).bandwidth_mbps == pytest.approx(2 / (1 / 10 + 1 / 20))  # the raw estimate
+    with pytest.raises(ControllerError, match="margin"):
+        make(tiny, margin=1.5)
+    with pytest.raises(ControllerError, match="kind"):
+        Observation.from_dict({"t": 0, "kind": "teleport"})
+
+
+def test_replay_reproduces_and_detects_a_different_history(tiny):
+    """Record (decision, observations) of a controller over a link that swings between fast and
+    almost nothing; a fresh controller fed the same observations makes the same decisions, one
+    fed none does not."""
+    rates = [1000.0, 1000.0, 0.0008, 0.0008, 0.0008, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0] * 3
+    a = make(tiny, cold_start_mbps=1000.0)
+    steps = []
+    for i, r in enumerate(rates):
+        d = a.decide(float(i)).decision
+        obs = [Observation(i + 0.5, "rate", mbps=r, rtt_ms=5.0, server_ok=True)]
+        for o in obs:
+            a.observe(o)
+        steps.append((float(i), {"policy": d.policy, "alpha": d.alpha, "split": d.split}, obs))
+    assert len({s[1]["split"] for s in steps}) > 1  # the history really changes the decisions
+    same = replay(make(tiny, cold_start_mbps=1000.0), steps)
+    assert same["requests"] == len(rates) and same["decisions_reproduced"] == 1.0
+    blind = replay(make(tiny, cold_start_mbps=1000.0), [(t, d, []) for t, d, _ in steps])
+    assert blind["decisions_reproduced"] < 1.0 and blind["mismatches"]
