@@ -43,6 +43,7 @@ from janus_deploy.runtime.transport import Exchange, Transport, TransportError, 
 from janus_deploy.schedule.controller import (Choice, Controller, ControllerConfig, ControllerError, Observation,
                                               build_controller)
 from janus_deploy.wire.codecs import Codec, compress, encode_tokens, get_codec
+from janus_deploy.triton import dialect
 from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request, model_name
 
 DEFAULT_COLD_START_MBPS = 100.0
@@ -256,15 +257,19 @@ class EdgeRuntime:
             meas.update(encode_ms=0.0, transfer_ms=0.0, cloud_ms=0.0)
             return state[0][0]
         t2 = time.perf_counter()
-        body, headers = self._encode(split, state, frame, rec)
+        triton = self.transport.triton()  # Triton's conventions: per-codec model names, gzip, no timings
+        body, headers = self._encode(split, state, frame, rec, triton)
         meas["encode_ms"] = round((time.perf_counter() - t2) * 1e3, 3)
         timeout_s = self._timeout_s(t0)
-        ex = self.transport.infer(model_name(level, split), body, headers, timeout_s, str(rec["id"]))
+        name = dialect.tail_model(level, split, self.codec) if triton else model_name(level, split)
+        rec["decision"]["model"] = name
+        ex = self.transport.infer(name, body, headers, timeout_s, str(rec["id"]),
+                                  dialect.assumed_server_ms(rec["predicted"]) if triton else 0.0)
         self._observe(ex, rec)
         meas["upload_ms"] = round(ex.upload_s * 1e3, 3)
         rec["link"] = ex.link
         if ex.ok:
-            meas["cloud_ms"] = round(ex.server.get("janus_server_ms", 0.0), 3)
+            meas["cloud_ms"] = round(ex.server.get("janus_server_ms", ex.server.get("assumed_server_ms", 0.0)), 3)
             meas["transfer_ms"] = round(ex.network_s * 1e3, 3)
             rec["server"] = ex.server
             return ex.logits[0]  # type: ignore[index]
@@ -308,13 +313,16 @@ class EdgeRuntime:
         return self._run(level, 0, k, [normalize(frame[None], m["mean"], m["std"])])
 
     def _encode(self, split: int, state: list[np.ndarray], frame: np.ndarray,
-                rec: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+                rec: dict[str, Any], triton: bool = False) -> tuple[bytes, dict[str, str]]:
         tensors = ({"frame": np.ascontiguousarray(frame[None])} if split == 0
                    else encode_tokens(state[0], state[1], self.codec))
         body, hlen = encode_request(tensors, request_id=str(rec["id"]))
         rec["raw_bytes"] = len(body)
         headers = {HEADER_LENGTH: str(hlen), "Content-Type": "application/octet-stream"}
-        if self.codec.compress:
+        if self.codec.compress and triton:  # Triton takes gzip, not zstd
+            body = dialect.gzip_body(body)
+            headers["Content-Encoding"] = "gzip"
+        elif self.codec.compress:
             body = compress(body, self.codec)
             headers["Content-Encoding"] = self.codec.compress
         headers["Content-Length"] = str(len(body))

@@ -23,6 +23,7 @@ import numpy as np
 
 from janus_deploy import JanusError
 from janus_deploy.net.shaper import DEFAULT_CHUNK_BYTES, TraceShaper, unshaped_stream
+from janus_deploy.triton import dialect
 from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, parse_header_length, parse_response
 
 PROBE_PATH = "/janus/probe"
@@ -131,6 +132,8 @@ class Transport:
                                          limits=httpx.Limits(max_connections=4, max_keepalive_connections=2))
         if shaper is not None and shaper.t0 is None:
             shaper.start()
+        self.kind: str | None = None  # "triton" or "janus" once GET /v2 answered (docs/runtime.md)
+        self._kind_asked = -1e9
 
     # ------------------------------------------------------------------ calls
     def health_rtt(self, count: int = 3) -> float | None:
@@ -164,16 +167,36 @@ class Transport:
                 raise
             return None, classify(exc)[1]
         try:
-            return r.status_code, r.json() if r.status_code == 200 else _error_text(r)
+            info = r.json() if r.status_code == 200 else _error_text(r)
         except ValueError:
             return r.status_code, "the answer is not JSON"
+        if r.status_code == 200:
+            self.kind = dialect.TRITON if dialect.is_triton(info) else "janus"
+        return r.status_code, info
 
-    def infer(self, model: str, body: bytes, headers: dict[str, str], timeout_s: float, rid: str) -> Exchange:
-        """POST a V2 body to ``model``; the answer's logits are checked (finite, [1, classes])."""
-        return self._post(f"/v2/models/{model}/infer", body, headers, timeout_s, rid)
+    def triton(self) -> bool:
+        """Whether the server is Triton Inference Server (asks ``GET /v2``, at most once a second,
+        until the server answers; then remembered): its conventions differ (:mod:`janus_deploy.triton.dialect`)."""
+        if self.kind is None and time.perf_counter() - self._kind_asked > 1.0:
+            self._kind_asked = time.perf_counter()
+            self.server_metadata(timeout_s=1.0)
+        return self.kind == dialect.TRITON
+
+    def infer(self, model: str, body: bytes, headers: dict[str, str], timeout_s: float, rid: str,
+              assumed_server_ms: float = 0.0) -> Exchange:
+        """POST a V2 body to ``model``; the answer's logits are checked (finite, [1, classes]).
+        ``assumed_server_ms``: the server's share of the exchange when its answer reports none (Triton)."""
+        ex = self._post(f"/v2/models/{model}/infer", body, headers, timeout_s, rid)
+        if ex.ok and "janus_server_ms" not in ex.server and assumed_server_ms > 0:
+            ex.server["assumed_server_ms"] = assumed_server_ms
+            ex.network_s = max(ex.network_s - assumed_server_ms / 1e3, 0.0)
+        return ex
 
     def probe(self, timeout_s: float) -> Exchange:
         """Send ``probe_bytes`` to the server's probe endpoint (the server discards them)."""
+        if self.triton():  # no /janus/probe on Triton: a V2 inference on the repository's janus_probe
+            path, body, headers = dialect.probe_request(self.options.probe_bytes)
+            return self._post(path, body, headers, timeout_s, None)
         body = bytes(self.options.probe_bytes)
         headers = {"Content-Length": str(len(body)), "Content-Type": "application/octet-stream"}
         return self._post(PROBE_PATH, body, headers, timeout_s, None)

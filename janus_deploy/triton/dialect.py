@@ -1,0 +1,69 @@
+"""What the edge does differently when its V2 server is Triton (Triton's conventions win).
+
+The edge learns the server's kind from ``GET /v2`` (Triton answers ``"name": "triton"``), then:
+
+* **model names**: a Triton input has exactly one datatype, so a repository has one ensemble per
+  codec: the edge sends split s > 0 to ``janus_L{l}_S{s}_{fp32|fp16|int8}`` (split 0 always
+  sends the uint8 frame to ``janus_L{l}_S0``);
+* **compression**: Triton decompresses gzip and deflate bodies, not zstd (501): ``fp16-zstd``
+  bodies are gzip-compressed (level 1) instead;
+* **probe**: Triton has no ``/janus/probe``: the probe is a V2 inference on ``janus_probe``
+  (a uint8 tensor of the probe's size; the model answers its byte count);
+* **server time**: Triton returns no timing parameters, so the edge takes the cloud profile's
+  predicted decode + compute time as the server's share of the exchange (RTT samples are the
+  rest; Triton's queueing under load shows up as RTT, which makes the scheduler more careful
+  exactly when the fleet is loaded).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+
+from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request, model_name
+
+TRITON = "triton"
+PROBE_MODEL = "janus_probe"
+_WIRE = {"float32": "fp32", "float16": "fp16", "int8": "int8"}
+
+
+def is_triton(metadata: Any) -> bool:
+    """Whether a ``GET /v2`` answer comes from Triton Inference Server."""
+    return isinstance(metadata, dict) and metadata.get("name") == TRITON
+
+
+def tail_model(level: int, split: int, codec: Any) -> str:
+    """The Triton ensemble that takes ``codec``'s tensors for tail (level, split)."""
+    if split == 0:
+        return model_name(level, 0)
+    return f"{model_name(level, split)}_{_WIRE[codec.token_dtype]}"
+
+
+def gzip_body(body: bytes) -> bytes:
+    c = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    return c.compress(body) + c.flush()
+
+
+def probe_request(nbytes: int) -> tuple[str, bytes, dict[str, str]]:
+    """(path, body, headers) of a probe carrying ``nbytes`` bytes of tensor data."""
+    body, hlen = encode_request({"data": np.zeros(int(nbytes), np.uint8)}, outputs=("bytes",),
+                                binary_output=False)
+    return (f"/v2/models/{PROBE_MODEL}/infer", body,
+            {HEADER_LENGTH: str(hlen), "Content-Type": "application/octet-stream", "Content-Length": str(len(body))})
+
+
+def assumed_server_ms(predicted: dict[str, Any] | None) -> float:
+    """The cloud profile's decode + tail compute time of this request (ms)."""
+    p = predicted or {}
+    total = 0.0
+    for k in ("decode_ms", "cloud_ms"):
+        v = p.get(k)
+        if isinstance(v, (int, float)) and np.isfinite(v):
+            total += float(v)
+    return total
+
+
+__all__ = ["PROBE_MODEL", "TRITON", "assumed_server_ms", "gzip_body", "is_triton", "probe_request",
+           "tail_model"]

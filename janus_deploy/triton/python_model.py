@@ -1,0 +1,103 @@
+"""Triton python-backend model: runs the ONNX graph beside it (``model.onnx``) with ONNX Runtime.
+
+This file is copied verbatim into every non-ensemble model of a ``--platform python`` repository
+as ``<model>/1/model.py``; it needs only numpy and onnxruntime in the stub's Python (not
+janus-deploy, not torch). The session is set up like janus-deploy's ORT runner
+(``janus_deploy.backends.ort``): all graph optimisations, no spinning intra-op threads (segments
+run one after another), no pre-packing, ``intra_op_threads`` from the model config's parameters.
+
+Tensors cross the stub boundary by DLPack (``np.from_dlpack`` / ``Tensor.from_dlpack``), not
+``as_numpy()``: the bundled stub's numpy conversion is built against the numpy 1.x ABI and
+returns wrong values under numpy 2, DLPack works under both.
+
+Dynamic batching hands ``execute`` several requests at once; requests whose inputs have the same
+shapes (beyond the batch dimension) are concatenated into one ONNX Runtime run and the outputs
+split back, so Triton's batching really batches.
+"""
+
+import json
+import os
+
+import numpy as np
+
+try:  # present inside Triton's python-backend stub only
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # imported outside Triton (tests read the helpers)
+    pb_utils = None
+
+
+def session_options(ort, threads):
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.enable_mem_pattern = False
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.disable_prepacking", "1")
+    return opts
+
+
+def _param(config, key, default):
+    value = (config.get("parameters") or {}).get(key, {}).get("string_value")
+    return default if value in (None, "") else value
+
+
+def group_requests(shapes):
+    """Indices of requests grouped by their inputs' non-batch shapes (order kept)."""
+    groups = {}
+    for i, s in enumerate(shapes):
+        groups.setdefault(s, []).append(i)
+    return list(groups.values())
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        import onnxruntime as ort
+
+        config = json.loads(args["model_config"])
+        here = os.path.join(args["model_repository"], str(args["model_version"]))
+        threads = int(_param(config, "intra_op_threads", "1"))
+        providers = ["CPUExecutionProvider"]
+        if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers = [("CUDAExecutionProvider", {"device_id": int(args.get("model_instance_device_id") or 0)})]
+        self.session = ort.InferenceSession(os.path.join(here, "model.onnx"), session_options(ort, threads),
+                                            providers=providers)
+        self.inputs = [i["name"] for i in config["input"]]
+        self.outputs = [o["name"] for o in config["output"]]
+        self.batched = int(config.get("max_batch_size", 0)) > 0
+        self.name = config["name"]
+
+    def execute(self, requests):
+        arrays = [[np.from_dlpack(pb_utils.get_input_tensor_by_name(r, n)) for n in self.inputs] for r in requests]
+        responses = [None] * len(requests)
+        groups = (group_requests([tuple(a.shape[1:] for a in arrs) for arrs in arrays]) if self.batched
+                  else [[i] for i in range(len(requests))])
+        for idx in groups:
+            try:
+                if len(idx) == 1:
+                    feed = dict(zip(self.inputs, arrays[idx[0]]))
+                else:
+                    feed = {n: np.concatenate([arrays[i][k] for i in idx]) for k, n in enumerate(self.inputs)}
+                outs = self.session.run(self.outputs, feed)
+            except Exception as exc:  # noqa: BLE001 - one error response per request, the model stays up
+                err = pb_utils.TritonError(f"{self.name}: {type(exc).__name__}: {exc}")
+                for i in idx:
+                    responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=err)
+                continue
+            start = 0
+            for i in idx:
+                b = arrays[i][0].shape[0] if self.batched else 0
+                tensors = []
+                for name, out in zip(self.outputs, outs):
+                    part = out[start:start + b] if self.batched else out
+                    tensors.append(pb_utils.Tensor.from_dlpack(name, np.ascontiguousarray(part)))
+                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
+                start += b
+        return responses
+
+    def finalize(self):
+        self.session = None
+
+
+__all__ = ["TritonPythonModel", "group_requests", "session_options"]
