@@ -19,7 +19,8 @@ import numpy as np
 
 from janus_deploy import JanusError, read_json
 from janus_deploy.images import ImageError, list_images, load_frame, normalize
-from janus_deploy.levels import POLICIES
+from janus_deploy.levels import POLICIES, LevelKey
+from janus_deploy.profile.schema import AccuracyDoc, validate_doc
 
 KIND = "janus-deploy/accuracy"
 FORMAT_VERSION = 1
@@ -33,12 +34,10 @@ class AccuracyError(JanusError):
 
 
 # -- the table file ------------------------------------------------------------------------------
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def validate_accuracy(data: Any, where: str = "accuracy table") -> dict[str, Any]:
-    """Check an accuracy table (a parsed JSON object); returns it, raises :class:`AccuracyError`."""
+    """Check an accuracy table (a parsed JSON object): its shape with the schema
+    (:class:`~janus_deploy.profile.schema.AccuracyDoc`), then one value per level and no level
+    twice. Returns the table; raises :class:`AccuracyError`."""
     if not isinstance(data, dict):
         raise AccuracyError(f"{where} must be a JSON object, got {type(data).__name__}")
     if data.get("kind") != KIND:
@@ -47,36 +46,25 @@ def validate_accuracy(data: Any, where: str = "accuracy table") -> dict[str, Any
     if data.get("format_version") != FORMAT_VERSION:
         raise AccuracyError(f"{where} has format_version {data.get('format_version')!r}; this janus-deploy "
                             f"reads {FORMAT_VERSION}; re-run `janus-deploy calibrate`")
-    if data.get("plan_hash") is not None and not isinstance(data["plan_hash"], str):
-        raise AccuracyError(f"{where}.plan_hash must be a string or null")
-    if not isinstance(data.get("task"), str):
-        raise AccuracyError(f"{where}.task must be a string (e.g. 'digits')")
-    n = data.get("num_images")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise AccuracyError(f"{where}.num_images must be a positive integer, got {n!r}")
-    levels = data.get("levels")
-    if not isinstance(levels, list) or not levels:
-        raise AccuracyError(f"{where}.levels must be a non-empty list")
-    seen = set()
-    for i, lv in enumerate(levels):
+    doc = validate_doc(AccuracyDoc, data, where, AccuracyError)
+    seen: set[LevelKey] = set()
+    for i, lv in enumerate(doc.levels):  # type: ignore[attr-defined]
         at = f"{where}.levels[{i}]"
-        if not isinstance(lv, dict):
-            raise AccuracyError(f"{at} must be an object")
-        if lv.get("policy") not in POLICIES:
-            raise AccuracyError(f"{at}.policy must be one of {', '.join(POLICIES)}, got {lv.get('policy')!r}")
-        if not _is_number(lv.get("alpha")) or lv["alpha"] < 0:
-            raise AccuracyError(f"{at}.alpha must be a number >= 0, got {lv.get('alpha')!r}")
-        key = (lv["policy"], round(float(lv["alpha"]), 6))
+        key = LevelKey.of(lv.policy, lv.alpha)
         if key in seen:
-            raise AccuracyError(f"{at} repeats level {lv['policy']} {lv['alpha']}")
+            raise AccuracyError(f"{at} repeats level {lv.policy} {lv.alpha}")
         seen.add(key)
-        for name in ("accuracy", "agreement"):
-            v = lv.get(name)
-            if v is not None and (not _is_number(v) or not 0.0 <= v <= 1.0):
-                raise AccuracyError(f"{at}.{name} must be in [0, 1] or null, got {v!r}")
-        if lv.get("accuracy") is None and lv.get("agreement") is None:
+        if lv.accuracy is None and lv.agreement is None:
             raise AccuracyError(f"{at} has neither accuracy nor agreement")
     return data
+
+
+def check_accuracy_for_plan(table: dict[str, Any], plan_hash: str, where: str = "accuracy table") -> None:
+    """An accuracy table made for another plan describes other models: refuse it."""
+    made_for = table.get("plan_hash")
+    if made_for is not None and made_for != plan_hash:
+        raise AccuracyError(f"{where} was made for plan {str(made_for)[:12]}, not for this plan ({plan_hash[:12]}); "
+                            "run `janus-deploy calibrate` on this plan")
 
 
 def load_accuracy(path: str | Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from janus_deploy import JanusError, read_json
 from janus_deploy import levels as P
+from janus_deploy.profile.schema import LevelDoc, ModelDoc, ProfileDoc, validate_doc
 from janus_deploy.wire import codecs as wire_codecs
 
 KIND = "janus-deploy/profile"
@@ -267,41 +268,8 @@ class Profile:
 # --------------------------------------------------------------------------- parsing + validation
 
 
-def _req(d: Mapping[str, Any], key: str, where: str) -> Any:
-    if not isinstance(d, Mapping):
-        raise ProfileError(f"{where} must be a JSON object, got {type(d).__name__}")
-    if key not in d:
-        raise ProfileError(f"{where} is missing the key {key!r}")
-    return d[key]
-
-
-def _int(v: Any, where: str, minimum: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
-        raise ProfileError(f"{where} must be an integer, got {v!r}")
-    v = int(v)
-    if minimum is not None and v < minimum:
-        raise ProfileError(f"{where} must be >= {minimum}, got {v}")
-    return v
-
-
-def _ms(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ProfileError(f"{where} must be a finite number of ms >= 0, got {v!r}")
-    return float(v)
-
-
-def _opt_float(v: Any, where: str) -> float | None:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ProfileError(f"{where} must be a finite number or null, got {v!r}")
-    return float(v)
-
-
-def _split_keyed(d: Any, candidates: list[int], where: str) -> dict[int, Any]:
+def _split_keyed(d: Mapping[str, Any], candidates: list[int], where: str) -> dict[int, Any]:
     """A ``{"<split>": value}`` object whose keys are exactly the candidate split points."""
-    if not isinstance(d, Mapping):
-        raise ProfileError(f"{where} must be an object keyed by split point")
     out: dict[int, Any] = {}
     for k, v in d.items():
         try:
@@ -319,24 +287,10 @@ def _split_keyed(d: Any, candidates: list[int], where: str) -> dict[int, Any]:
     return out
 
 
-def _parse_model(d: Any) -> ModelInfo:
-    where = "model"
-    img = _req(d, "img_size", where)
-    if isinstance(img, (list, tuple)):
-        if len(img) != 2:
-            raise ProfileError(f"model.img_size must be an integer or [H, W], got {img!r}")
-        hw = (_int(img[0], "model.img_size[0]", 1), _int(img[1], "model.img_size[1]", 1))
-    else:
-        s = _int(img, "model.img_size", 1)
-        hw = (s, s)
-    info = ModelInfo(
-        name=str(_req(d, "name", where)),
-        num_blocks=_int(_req(d, "num_blocks", where), "model.num_blocks", 1),
-        embed_dim=_int(_req(d, "embed_dim", where), "model.embed_dim", 1),
-        num_tokens=_int(_req(d, "num_tokens", where), "model.num_tokens", 1),
-        num_prefix_tokens=_int(_req(d, "num_prefix_tokens", where), "model.num_prefix_tokens", 0),
-        img_size=hw,
-    )
+def _model_of(doc: ModelDoc) -> ModelInfo:
+    img = doc.img_size
+    hw = (img, img) if isinstance(img, int) else (img[0], img[1])
+    info = ModelInfo(doc.name, doc.num_blocks, doc.embed_dim, doc.num_tokens, doc.num_prefix_tokens, hw)
     if info.num_tokens <= info.num_prefix_tokens:
         raise ProfileError(
             f"model.num_tokens ({info.num_tokens}) must exceed num_prefix_tokens "
@@ -345,21 +299,12 @@ def _parse_model(d: Any) -> ModelInfo:
     return info
 
 
-def _parse_payload(d: Any, candidates: list[int], n: int, where: str) -> dict[str, dict[int, Payload]]:
-    if not isinstance(d, Mapping) or not d:
-        raise ProfileError(f"{where} must be a non-empty object keyed by codec name")
+def _payload_of(d: dict[str, dict[str, Any]], candidates: list[int], n: int, where: str) -> dict[str, dict[int, Payload]]:
     out: dict[str, dict[int, Payload]] = {}
     for codec, entries in d.items():
         w = f"{where}.{codec}"
-        per = _split_keyed(entries, candidates, w)
-        parsed: dict[int, Payload] = {}
-        for s, e in per.items():
-            ws = f"{w}[{s}]"
-            parsed[s] = Payload(
-                bytes=_int(_req(e, "bytes", ws), f"{ws}.bytes", 0),
-                encode_ms=_ms(e.get("encode_ms", 0.0), f"{ws}.encode_ms"),
-                decode_ms=_ms(e.get("decode_ms", 0.0), f"{ws}.decode_ms"),
-            )
+        parsed = {s: Payload(e.bytes, float(e.encode_ms), float(e.decode_ms))
+                  for s, e in _split_keyed(entries, candidates, w).items()}
         if parsed[n + 1].bytes != 0:
             raise ProfileError(f"{w}[{n + 1}] (device only) must send 0 bytes, "
                                f"got {parsed[n + 1].bytes}")
@@ -410,45 +355,28 @@ def _check_monotone(head: dict[int, float], tail: dict[int, float], candidates: 
                                f"({tail[b]}); the cloud runs fewer blocks at later splits")
 
 
-def _parse_level(d: Any, i: int, model: ModelInfo, candidates: list[int],
-                 segments: list[tuple[int, int]]) -> Level:
+def _level_of(d: LevelDoc, i: int, model: ModelInfo, candidates: list[int],
+              segments: list[tuple[int, int]]) -> Level:
     where = f"levels[{i}]"
     n = model.num_blocks
-    pol = _req(d, "policy", where)
-    if pol not in P.POLICIES:
-        raise ProfileError(f"{where}.policy is {pol!r}; expected one of {', '.join(P.POLICIES)}")
-    alpha = _req(d, "alpha", where)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
-        raise ProfileError(f"{where}.alpha must be a number >= 0, got {alpha!r}")
-    tokens = [_int(t, f"{where}.tokens[]", 0) for t in _req(d, "tokens", where)]
-    _check_tokens(tokens, pol, float(alpha), model, where)
-    head = {s: _ms(v, f"{where}.head_ms[{s}]")
-            for s, v in _split_keyed(_req(d, "head_ms", where), candidates, f"{where}.head_ms").items()}
-    tail = {s: _ms(v, f"{where}.tail_ms[{s}]")
-            for s, v in _split_keyed(_req(d, "tail_ms", where), candidates, f"{where}.tail_ms").items()}
+    alpha = float(d.alpha)
+    _check_tokens(list(d.tokens), d.policy, alpha, model, where)
+    head = {s: float(v) for s, v in _split_keyed(d.head_ms, candidates, f"{where}.head_ms").items()}
+    tail = {s: float(v) for s, v in _split_keyed(d.tail_ms, candidates, f"{where}.tail_ms").items()}
     _check_monotone(head, tail, candidates, n, where)
     seg = None
-    if d.get("segment_ms") is not None:
-        raw = d["segment_ms"]
-        if not isinstance(raw, list) or len(raw) != len(segments):
+    if d.segment_ms is not None:
+        if len(d.segment_ms) != len(segments):
             raise ProfileError(f"{where}.segment_ms must have one entry per segment "
-                               f"({len(segments)}), got {len(raw) if isinstance(raw, list) else raw!r}")
-        seg = [
-            SegmentStat(
-                median=_ms(_req(e, "median", f"{where}.segment_ms[{j}]"), f"{where}.segment_ms[{j}].median"),
-                p95=_opt_float(e.get("p95"), f"{where}.segment_ms[{j}].p95"),
-                mean=_opt_float(e.get("mean"), f"{where}.segment_ms[{j}].mean"),
-                std=_opt_float(e.get("std"), f"{where}.segment_ms[{j}].std"),
-                runs=None if e.get("runs") is None else _int(e["runs"], f"{where}.segment_ms[{j}].runs", 0),
-            )
-            for j, e in enumerate(raw)
-        ]
-    payload = _parse_payload(_req(d, "payload", where), candidates, n, f"{where}.payload")
-    return Level(pol, float(alpha), tokens, head, tail, payload, seg)
+                               f"({len(segments)}), got {len(d.segment_ms)}")
+        seg = [SegmentStat(float(e.median), e.p95, e.mean, e.std, e.runs) for e in d.segment_ms]
+    payload = _payload_of(d.payload, candidates, n, f"{where}.payload")
+    return Level(d.policy, alpha, list(d.tokens), head, tail, payload, seg)
 
 
 def profile_from_dict(d: Any, *, where: str = "profile") -> Profile:
-    """Validate a parsed profile JSON object and build a :class:`Profile`."""
+    """Validate a parsed profile JSON object (shape: :class:`~janus_deploy.profile.schema.ProfileDoc`;
+    meaning: token schedules, split points, monotone latencies) and build a :class:`Profile`."""
     if not isinstance(d, Mapping):
         raise ProfileError(f"{where} must be a JSON object, got {type(d).__name__}")
     kind = d.get("kind")
@@ -459,55 +387,42 @@ def profile_from_dict(d: Any, *, where: str = "profile") -> Profile:
     if ver != FORMAT_VERSION:
         raise ProfileError(f"{where} has format_version {ver!r}; this janus-deploy reads version "
                            f"{FORMAT_VERSION} (re-create the profile with this version)")
-    source = _req(d, "source", where)
-    if source not in SOURCES:
-        raise ProfileError(f"{where}.source is {source!r}; expected one of {', '.join(SOURCES)}")
-    model = _parse_model(_req(d, "model", where))
+    doc = validate_doc(ProfileDoc, dict(d), where, ProfileError)
+    model = _model_of(doc.model)
     n = model.num_blocks
-    cands = [_int(c, "candidates[]", 0) for c in _req(d, "candidates", where)]
+    cands = list(doc.candidates)
     if cands != sorted(set(cands)):
         raise ProfileError(f"candidates must be strictly increasing, got {cands}")
-    if not cands or cands[0] != 0 or cands[-1] != n + 1 or any(c > n + 1 for c in cands):
+    if cands[0] != 0 or cands[-1] != n + 1 or any(c > n + 1 for c in cands):
         raise ProfileError(f"candidates must start with 0 (cloud only), end with N+1 = {n + 1} "
                            f"(device only) and stay within 0..{n + 1}; got {cands}")
-    segs_raw = _req(d, "segments", where)
-    try:
-        segs = [(int(a), int(b)) for a, b in segs_raw]
-    except (TypeError, ValueError):
-        raise ProfileError(f"segments must be a list of [first, last] block pairs, got {segs_raw!r}") from None
+    segs = [(a, b) for a, b in doc.segments]
     want = P.segment_ranges(n, cands)
     if segs != want:
         raise ProfileError(f"segments {segs} do not match the candidate split points "
                            f"(expected {[list(s) for s in want]})")
-    levels_raw = _req(d, "levels", where)
-    if not isinstance(levels_raw, list) or not levels_raw:
-        raise ProfileError(f"{where}.levels must be a non-empty list")
-    levels = [_parse_level(lv, i, model, cands, segs) for i, lv in enumerate(levels_raw)]
+    levels = [_level_of(lv, i, model, cands, segs) for i, lv in enumerate(doc.levels)]
     seen: dict[P.LevelKey, int] = {}
     for i, lv in enumerate(levels):
         key = lv.key
         if key in seen:
             raise ProfileError(f"levels[{i}] repeats levels[{seen[key]}] ({lv.policy} {lv.alpha:g})")
         seen[key] = i
-    codecs = d.get("codecs") or {}
-    if not isinstance(codecs, Mapping):
-        raise ProfileError("codecs must be an object keyed by codec name")
-    default_codec = d.get("default_codec")
     prof = Profile(
-        source=source,
-        provenance=str(d.get("provenance", "")),
-        plan_hash=d.get("plan_hash"),
-        device=dict(_req(d, "device", where)),
+        source=doc.source,
+        provenance=doc.provenance,
+        plan_hash=doc.plan_hash,
+        device=dict(doc.device),
         model=model,
         candidates=cands,
         segments=segs,
         levels=levels,
-        codecs={str(k): dict(v) for k, v in codecs.items()},
-        default_codec=default_codec,
-        linear_model=d.get("linear_model"),
+        codecs={str(k): dict(v) for k, v in doc.codecs.items()},
+        default_codec=doc.default_codec,
+        linear_model=doc.linear_model,
     )
-    if default_codec is not None and default_codec not in prof.codec_names:
-        raise ProfileError(f"default_codec {default_codec!r} has no payload in every level "
+    if doc.default_codec is not None and doc.default_codec not in prof.codec_names:
+        raise ProfileError(f"default_codec {doc.default_codec!r} has no payload in every level "
                            f"(codecs present everywhere: {', '.join(prof.codec_names) or 'none'})")
     return prof
 
@@ -569,7 +484,9 @@ def token_payload_bytes(tokens: int, dim: int, codec: str) -> int:
 
 
 def _model_info(d: Mapping[str, Any] | ModelInfo) -> ModelInfo:
-    return d if isinstance(d, ModelInfo) else _parse_model(d)
+    if isinstance(d, ModelInfo):
+        return d
+    return _model_of(validate_doc(ModelDoc, dict(d), "model", ProfileError))  # type: ignore[arg-type]
 
 
 def profile_from_linear(

@@ -149,6 +149,10 @@ class Scheduler:
         # the paper's deployment sends fp32 tokens; fall back to the chosen codec if absent
         self._wire_codec = self.codec if mode == "janus-deploy" else (
             "fp32" if "fp32" in edge.codec_names and "fp32" in cloud.codec_names else self.codec)
+        made_for = accuracy.get("plan_hash") if isinstance(accuracy, dict) else None
+        if made_for is not None and edge.plan_hash is not None and made_for != edge.plan_hash:
+            raise SchedulerError(f"the accuracy table was made for plan {made_for[:12]}, but the profiles are of "
+                                 f"plan {edge.plan_hash[:12]}; calibrate the plan you profiled")
         acc, self.accuracy_metric = accuracy_by_level(accuracy)
         self._acc = [acc.get(LevelKey.of(lv.policy, lv.alpha)) for lv in edge.levels]
         self._sends = (self._cands <= self.n).astype(float)  # anything crosses the network
