@@ -14,7 +14,8 @@ Formats:
   packet can be delivered; binned into ``interval_s`` samples of Mbit/s (the trace loops at the
   last timestamp, as mahimahi does).
 
-A path can be a file, a directory (its ``*.list`` files, recursively) or a glob; several files
+A path can be a file, a directory (its ``*.list`` files, recursively, never those of the other
+kind of trace: see :func:`expand_paths`) or a glob; several files
 are pooled (concatenated in sorted path order).
 """
 
@@ -296,18 +297,40 @@ def detect_format(path: str | Path) -> str:
     return "5g-lte"  # one number per line: plain samples
 
 
-def expand_paths(spec: str | Path) -> list[Path]:
-    """A file, a directory (its ``*.list`` files, else all visible files, recursively) or a glob."""
+# A folder named like this holds the other kind of trace: a throughput trace never pools RTT
+# files (ms), a ping trace never pools throughput files (Mbit/s).
+_OTHER_KIND = {MBPS: ("ping", "rtt"), MS: ("throughput",)}
+
+
+def _kind_of(path: Path, unit: str, root: Path | None) -> str | None:
+    """The folder that marks ``path`` as the other kind of trace (relative to ``root``), if any."""
+    # a file given directly: only its nearest folders count (a home directory called ping/ does not)
+    parts = path.relative_to(root).parts[:-1] if root is not None else path.parts[-5:-1]
+    return next((d for d in parts if d.lower() in _OTHER_KIND[unit]), None)
+
+
+def expand_paths(spec: str | Path, unit: str = MBPS) -> list[Path]:
+    """A file, a directory or a glob. A directory means its ``*.list`` files (else all visible
+    files), recursively, except those under a folder of the other kind of trace (``ping/`` or
+    ``rtt/`` for throughput, ``throughput/`` for ping): ``--trace uplink-5g-lte`` pools the
+    throughput files only."""
     p = Path(spec)
     if p.is_file():
+        other = _kind_of(p.resolve(), unit, None)
+        if other is not None:
+            what = "RTT (ms)" if unit == MBPS else "throughput (Mbit/s)"
+            raise TraceError(f"{p} lies under a {other}/ folder: it holds {what} samples, not "
+                             f"{'throughput' if unit == MBPS else 'RTTs'}; pass it as "
+                             f"{'--ping' if unit == MBPS else '--trace'}")
         return [p]
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*.list") if f.is_file())
+        visible = [f for f in p.rglob("*") if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts)
+                   and _kind_of(f, unit, p) is None]
+        files = sorted(f for f in visible if f.suffix == ".list")
         if not files:
-            files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                           and f.suffix.lower() not in (".md", ".png", ".json"))
+            files = sorted(f for f in visible if f.suffix.lower() not in (".md", ".png", ".json"))
         if not files:
-            raise TraceError(f"directory {p} holds no trace files")
+            raise TraceError(f"directory {p} holds no {'throughput' if unit == MBPS else 'ping'} trace files")
         return files
     matches = []
     for m in sorted(_glob.glob(str(spec), recursive=True)):
@@ -315,7 +338,7 @@ def expand_paths(spec: str | Path) -> list[Path]:
         if mp.is_file():
             matches.append(mp)
         elif mp.is_dir():
-            matches.extend(expand_paths(mp))
+            matches.extend(expand_paths(mp, unit))
     if not matches:
         raise TraceError(f"no trace file matches {spec!s} (give a file, a directory or a glob)")
     return matches
@@ -329,7 +352,7 @@ def load_trace(specs: str | Path | Iterable[str | Path], *, fmt: str = "auto",
     spec_list = [specs] if isinstance(specs, (str, Path)) else list(specs)
     if not spec_list:
         raise TraceError("no trace given")
-    files = [f for s in spec_list for f in expand_paths(s)]
+    files = [f for s in spec_list for f in expand_paths(s, unit)]
     traces = []
     for f in files:
         kind = detect_format(f) if fmt == "auto" else fmt

@@ -9,7 +9,7 @@ import pytest
 from janus_deploy.net.traces import (Trace, TraceError, detect_format, load_5g_lte, load_mahimahi,
                                      load_pensieve, load_ping, load_trace, read_runs)
 
-TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "uplink-5g-lte"
+TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces" / "uplink-5g-lte"
 needs_traces = pytest.mark.skipif(not TRACES.is_dir(),
                                   reason=f"shipped traces not found at {TRACES}")
 
@@ -109,3 +109,19 @@ def test_all_zero_trace_cannot_send():
         tr.transfer_time(0.0, 10)
     with pytest.raises(TraceError, match="invalid sample"):
         Trace([1.0, -2.0], 1.0)
+
+
+def test_trace_directories_never_pool_the_other_kind(tmp_path):
+    """`--trace DIR` pools throughput files only, `--ping DIR` ping files only; a ping file given
+    as a throughput trace is refused with the fix."""
+    from janus_deploy.net.traces import load_ping, load_trace
+
+    for kind, values in (("throughput", "10.0\n20.0\n"), ("ping", "500.0\n700.0\n")):
+        d = tmp_path / "set" / kind / "static"
+        d.mkdir(parents=True)
+        (d / "a.list").write_text(values)
+    bw = load_trace(tmp_path / "set")
+    assert list(bw.samples) == [10.0, 20.0]  # never the 500/700 ms RTTs
+    assert list(load_ping(tmp_path / "set").samples) == [500.0, 700.0]
+    with pytest.raises(TraceError, match="--ping"):
+        load_trace(tmp_path / "set" / "ping" / "static" / "a.list")
