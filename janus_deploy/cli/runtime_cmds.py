@@ -37,11 +37,17 @@ def serve(
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     access_log: bool = typer.Option(False, help="Log every HTTP request."),
     preload: bool = typer.Option(False, help="Load engines (up to --max-loaded) before serving instead of on first use."),
+    engine: str = typer.Option("builtin", "--engine", help="builtin (this process) | triton (the tritonserver bundled in nvidia-pytriton, docs/scale-out.md)."),
+    grpc_port: Optional[int] = typer.Option(None, "--grpc-port", help="--engine triton: gRPC port (default --port + 1)."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="--engine triton: Prometheus metrics port (default --port + 2)."),
+    repository: Optional[Path] = typer.Option(None, "--repository", help="--engine triton: repository from `janus-deploy export-triton --platform python` (default: export one to a temporary directory)."),
 ) -> None:
     """Serve a plan's tail models over KServe V2 / Open Inference Protocol (REST, binary tensors)."""
-    _require("fastapi")
-    _require("uvicorn")
-    from janus_deploy.runtime.server import serve as serve_app
+    if engine not in ("builtin", "triton"):
+        raise JanusError(f"unknown --engine {engine!r}; choose builtin or triton")
+    if engine == "builtin":
+        _require("fastapi")
+        _require("uvicorn")
 
     try:
         public = not ipaddress.ip_address(host).is_loopback
@@ -50,6 +56,21 @@ def serve(
     if public and not token:
         err_console.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach "
                           "this port can run inference")
+
+    if engine == "triton":
+        _require("httpx")
+        from janus_deploy.triton.server import serve as serve_triton
+
+        def triton_banner(srv, repo) -> None:
+            err_console.print(f"[green]serving[/] the tail models of {plan} on Triton Inference Server "
+                              f"(repository {repo}): {srv.url}/v2, gRPC {srv.grpc_url}, metrics {srv.metrics_url}"
+                              + (" [bold](token required)[/]" if token else ""))
+
+        serve_triton(plan, engines, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port, token=token,
+                     http_threads=concurrency, repository=repository, on_ready=triton_banner,
+                     options=_triton_options(threads))
+        return
+    from janus_deploy.runtime.server import serve as serve_app
 
     def banner(app) -> None:
         st = app.state.janus
@@ -60,6 +81,12 @@ def serve(
     serve_app(plan, engines, host=host, port=port, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
               concurrency=concurrency, threads=threads, body_timeout_s=body_timeout, log_level=log_level,
               access_log=access_log, preload=preload, on_ready=banner)
+
+
+def _triton_options(threads: int):
+    from janus_deploy.triton.repository import ExportOptions
+
+    return ExportOptions(platform="python", threads=threads or 1)
 
 
 def read_token(token: str | None, token_file: Path | None) -> str | None:

@@ -61,6 +61,7 @@ class ModelConfig:
     batching: Batching | None = None
     parameters: dict[str, str] = field(default_factory=dict)
     steps: Sequence[Step] = ()
+    warmup: bool = False  # one batch-1 request of random data at load (first runs are slow)
 
     def render(self) -> str:
         out = [f"name: {json.dumps(self.name)}"]
@@ -79,6 +80,12 @@ class ModelConfig:
             if b.dynamic and self.max_batch_size > 0:
                 pref = "".join(f" preferred_batch_size: {p}" for p in b.preferred)
                 out.append(f"dynamic_batching {{{pref} max_queue_delay_microseconds: {b.max_queue_delay_us} }}")
+        if self.warmup:
+            lead = "batch_size: 1 " if self.max_batch_size > 0 else ""
+            ins = " ".join(f"inputs {{ key: {json.dumps(t.name)} value {{ data_type: {t.data_type} "
+                           f"dims: [ {', '.join(str(max(d, 1)) for d in t.dims)} ] random_data: true }} }}"
+                           for t in self.inputs)
+            out.append(f'model_warmup [ {{ name: "janus_warmup" {lead}{ins} }} ]')
         for k, v in self.parameters.items():
             out.append(f"parameters {{ key: {json.dumps(k)} value {{ string_value: {json.dumps(v)} }} }}")
         if self.steps:

@@ -220,7 +220,7 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
             _write_graph(manifest, graph, vdir, options.weights)
         _write_config(out, ModelConfig(name, mb, _unbatch(ins), _unbatch(outs), batching=batching,
                                        parameters={**params, "janus_level": str(level), "janus_segment": str(seg)},
-                                       **_runtime(platform, graph_file=True)), platform)
+                                       warmup=True, **_runtime(platform)), platform)
 
     # -- decode steps and the probe (ONNX graphs; on tensorrt repositories they run on ONNX Runtime)
     small = "onnxruntime" if platform == "tensorrt" else platform
@@ -287,7 +287,7 @@ def _platform_params(platform: str, threads: int) -> dict[str, str]:
     return {}
 
 
-def _runtime(platform: str, graph_file: bool) -> dict[str, str]:
+def _runtime(platform: str) -> dict[str, str]:
     if platform == "python":
         return {"backend": "python"}
     if platform == "onnxruntime":
@@ -314,7 +314,7 @@ def _write_small(out: Path, name: str, graph: onnx.ModelProto, max_batch: int, p
     if max_batch > 0:
         ins, outs = _unbatch(ins), _unbatch(outs)
     _write_config(out, ModelConfig(name, max_batch, ins, outs, batching=batching, parameters=params,
-                                   **_runtime(platform, True)), platform)
+                                   warmup=max_batch > 0, **_runtime(platform)), platform)
 
 
 def _place(src: Path, dst: Path) -> None:

@@ -95,6 +95,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _cuda_noise(line: str) -> bool:
+    """Errors a CPU-only machine always logs (no CUDA driver): not why a start failed."""
+    return any(k in line for k in ("CUDA driver version", "CudaDriverHelper", "unable to create stream",
+                                   "pinned memory pool"))
+
+
 class TritonServer:
     """One tritonserver process serving ``repository`` (see module docstring).
 
@@ -219,7 +225,7 @@ class TritonServer:
             text = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
-        errs = [ln.strip() for ln in text if ln[:1] == "E" or "error" in ln.lower()]
+        errs = [ln.strip() for ln in text if (ln[:1] == "E" or "error" in ln.lower()) and not _cuda_noise(ln)]
         pick = (errs or [ln.strip() for ln in text if ln.strip()])[-lines:]
         return " | ".join(pick)[-2000:] + f" (log: {self.log_path})"
 
@@ -271,4 +277,54 @@ class TritonServer:
         self.cleanup()
 
 
-__all__ = ["Bundle", "TritonServer", "TritonStartError", "TritonUnavailable", "find_bundle", "free_port"]
+def serve(plan_dir: str | Path, engine_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
+          grpc_port: int | None = None, metrics_port: int | None = None, token: str | None = None,
+          http_threads: int | None = None, repository: str | Path | None = None, options: Any = None,
+          ready_timeout: float = DEFAULT_READY_TIMEOUT_S, on_ready: Any = None) -> None:
+    """``janus-deploy serve --engine triton``: export the plan's python-backend repository (to a
+    temporary directory, or to ``repository`` when it does not exist yet; an existing one must
+    have been exported for this plan), run tritonserver on it until SIGINT/SIGTERM, then stop it
+    cleanly. ``on_ready(server, repository_path)`` runs once Triton is ready."""
+    import threading
+
+    from janus_deploy.plan.manifest import Manifest
+    from janus_deploy.triton.repository import ExportOptions, export_repository, read_repository
+
+    manifest = Manifest.load(plan_dir)
+    find_bundle()
+    tmp: Path | None = None
+    if repository is not None and Path(repository).exists() and any(Path(repository).iterdir()):
+        meta = read_repository(repository)
+        if meta.get("plan_hash") != manifest.hash:
+            raise JanusError(f"the repository {repository} was exported for plan {str(meta.get('plan_hash'))[:12]}, "
+                             f"not this plan ({manifest.hash[:12]}); export it again with `janus-deploy export-triton`")
+        if meta.get("platform") != "python":
+            raise JanusError(f"the repository {repository} is for Triton's {meta.get('platform')} backend; the bundled "
+                             "tritonserver runs python-backend repositories only (export with --platform python)")
+        repo = Path(repository)
+    else:
+        if repository is None:
+            tmp = Path(tempfile.mkdtemp(prefix="janus-triton-repo-"))
+        repo = Path(repository) if repository is not None else tmp / "repository"
+        export_repository(manifest, engine_dir, repo, options or ExportOptions(platform="python"))
+    srv = TritonServer(repo, host=host, http_port=port, grpc_port=grpc_port, metrics_port=metrics_port, token=token,
+                       http_threads=http_threads)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        srv.start(timeout=ready_timeout)
+        if on_ready is not None:
+            on_ready(srv, repo)
+        while not stop.wait(0.5):
+            if not srv.alive():
+                raise TritonStartError(f"tritonserver exited with code {srv.proc.returncode}: {srv.log_errors()}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        srv.stop()
+        srv.cleanup()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+__all__ = ["Bundle", "TritonServer", "TritonStartError", "TritonUnavailable", "find_bundle", "free_port", "serve"]

@@ -1,0 +1,461 @@
+"""The cloud half on a real Triton Inference Server (the tritonserver bundled in nvidia-pytriton).
+
+Reference everywhere: the built-in server's answer to the same tensors (itself tested against
+the unsplit model in test_server.py) or the local runner. The plan is the committed digits ViT
+(64 px, 6 blocks), k = 2, 2 levels: 10 tails, 10 segment models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from janus_deploy.backends import build_engines, load_runner, run_segments
+from janus_deploy.calibrate.digits import SMALL_MODEL_CHECKPOINT, SMALL_MODEL_NAME, SMALL_MODEL_OVERRIDES
+from janus_deploy.images import normalize, synthetic_frames
+from janus_deploy.model import ModelSpec
+from janus_deploy.plan import ExportConfig, export_plan
+from janus_deploy.triton.repository import (ExportOptions, TritonExportError, export_repository, read_repository,
+                                            segment_model, tail_ensemble)
+from janus_deploy.triton.server import TritonServer, TritonUnavailable, find_bundle
+from janus_deploy.wire.codecs import encode_tokens
+from janus_deploy.wire.spec import tail_models
+
+ROOT = Path(__file__).resolve().parents[2]
+CODECS = ("fp32", "fp16", "int8")
+TOL = 1e-4
+
+
+def _bundle_or_skip() -> None:
+    try:
+        find_bundle()
+    except TritonUnavailable as exc:
+        pytest.skip(f"the bundled tritonserver cannot run here: {exc}")
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("triton-plan")
+    spec = ModelSpec(SMALL_MODEL_NAME, dict(SMALL_MODEL_OVERRIDES), str(ROOT / SMALL_MODEL_CHECKPOINT))
+    manifest, _ = export_plan(spec, root / "plan", ExportConfig(k=2, levels=2))
+    build_engines(manifest, root / "engines", "ort")
+    return manifest, root / "plan", root / "engines"
+
+
+@pytest.fixture(scope="module")
+def local(small):
+    manifest, _, engines = small
+    return load_runner(manifest, engines, threads=1)
+
+
+@pytest.fixture(scope="module")
+def repo(small, tmp_path_factory):
+    manifest, _, engines = small
+    return export_repository(manifest, engines, tmp_path_factory.mktemp("repo") / "r", ExportOptions(platform="python"))
+
+
+@pytest.fixture(scope="module")
+def triton(repo):
+    _bundle_or_skip()
+    srv = TritonServer(repo.path, http_port=0)
+    srv.start(timeout=180)
+    yield srv
+    srv.stop()
+    srv.cleanup()
+
+
+@pytest.fixture(scope="module")
+def builtin(small):
+    from janus_deploy.runtime.server import BackgroundServer, create_app
+
+    _, plan_dir, engines = small
+    with BackgroundServer(create_app(plan_dir, engines, threads=1, concurrency=2)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def payloads(small, local):
+    """Per tail: the boundary tensors of two frames (what an edge would send at that split)."""
+    manifest = small[0]
+    frames = synthetic_frames(2, manifest.model["img_size"], seed=5)
+    x = normalize(frames, manifest.model["mean"], manifest.model["std"])
+    out = {}
+    for name, spec in tail_models(manifest).items():
+        if spec.split == 0:
+            out[name] = {"frame": frames}
+        else:
+            out[name] = run_segments(local, spec.level, 0, spec.first_segment, [x])
+    return out
+
+
+def _wire(payload, codec):
+    return payload if isinstance(payload, dict) else encode_tokens(payload[0], payload[1], codec)
+
+
+def _http_infer(url, model, tensors, binary=True, headers=None):
+    import tritonclient.http as th
+
+    client = th.InferenceServerClient(url.removeprefix("http://"))
+    ins = []
+    for name, arr in tensors.items():
+        i = th.InferInput(name, list(arr.shape), th.np_to_triton_dtype(arr.dtype))
+        i.set_data_from_numpy(np.ascontiguousarray(arr), binary_data=binary)
+        ins.append(i)
+    try:
+        res = client.infer(model, ins, outputs=[th.InferRequestedOutput("logits", binary_data=binary)], headers=headers)
+        return res.as_numpy("logits")
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------------- the repository
+
+
+def _parse(path: Path):
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def _onnx_io(path: Path):
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    names = {1: "TYPE_FP32", 10: "TYPE_FP16", 3: "TYPE_INT8", 2: "TYPE_UINT8", 7: "TYPE_INT64"}  # ONNX elem types
+
+    def conv(vis):
+        return [(v.name, names[v.type.tensor_type.elem_type],
+                 [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim]) for v in vis]
+
+    return conv(g.input), conv(g.output)
+
+
+def _config_io(cfg):
+    from tritonclient.grpc import model_config_pb2
+
+    def conv(ts):
+        lead = [-1] if cfg.max_batch_size > 0 else []
+        return [(t.name, model_config_pb2.DataType.Name(t.data_type), lead + list(t.dims)) for t in ts]
+
+    return conv(cfg.input), conv(cfg.output)
+
+
+def _check_repository(path: Path, manifest, codec_default="fp16"):
+    """Every config parses with Triton's proto; non-ensembles match their ONNX graph; ensembles
+    match the built-in server's tail spec (per codec) and chain existing models consistently."""
+    configs = {p.parent.name: _parse(p) for p in path.glob("*/config.pbtxt")}
+    meta = read_repository(path)
+    assert set(configs) == {*meta["segments"], *meta["decoders"], meta["probe"], *meta["tails"]}
+    for name, cfg in configs.items():
+        assert cfg.name == name
+        if cfg.platform == "ensemble":
+            continue
+        graph = path / name / "1" / "model.onnx"
+        if graph.exists():
+            assert _config_io(cfg) == _onnx_io(graph), name
+    specs = tail_models(manifest)
+    dtypes = {"fp32": ("TYPE_FP32", "TYPE_FP32"), "fp16": ("TYPE_FP16", "TYPE_FP16"), "int8": ("TYPE_INT8", "TYPE_FP16")}
+    for name, info in meta["tails"].items():
+        cfg, spec = configs[name], specs[tail_ensemble(info["level"], info["split"])]
+        assert cfg.platform == "ensemble"
+        got = {t.name: (t.data_type, [-1, *t.dims]) for t in cfg.input}
+        from tritonclient.grpc import model_config_pb2
+
+        got = {k: (model_config_pb2.DataType.Name(v[0]), v[1]) for k, v in got.items()}
+        if spec.split == 0:
+            assert got == {"frame": ("TYPE_UINT8", spec.input("frame")["shape"])}
+        else:
+            tok, size = dtypes[info["codec"]]
+            want = {"tokens": (tok, spec.input("tokens")["shape"]), "size": (size, spec.input("size")["shape"])}
+            if info["codec"] == "int8":
+                want["token_scale"] = ("TYPE_FP32", spec.input("token_scale")["shape"])
+            assert got == want, name
+        assert [(o.name, [-1, *o.dims]) for o in cfg.output] == [("logits", spec.outputs[0]["shape"])]
+        # the chain: every step's model exists, its inputs are produced before, the logits come out last
+        produced = set(got)
+        for step in cfg.ensemble_scheduling.step:
+            sub = configs[step.model_name]
+            assert set(step.input_map) == {t.name for t in sub.input}, (name, step.model_name)
+            assert set(step.input_map.values()) <= produced, (name, step.model_name)
+            assert set(step.output_map) <= {t.name for t in sub.output}
+            produced |= set(step.output_map.values())
+        steps = [s.model_name for s in cfg.ensemble_scheduling.step]
+        segs = [s for s in steps if "_seg" in s]
+        assert segs == [segment_model(spec.level, k) for k in range(spec.first_segment, spec.num_segments)]
+    return configs
+
+
+def test_repository_configs_parse_and_match_graphs(small, repo, tmp_path):
+    manifest, _, engines = small
+    configs = _check_repository(repo.path, manifest)
+    assert configs["janus_L1_S2"].input[0].data_type == configs["janus_L1_S2_fp16"].input[0].data_type
+    seg = configs[segment_model(1, 2)]
+    assert seg.backend == "python" and seg.dynamic_batching is not None and seg.instance_group[0].count == 1
+    # the onnxruntime platform, batching options and per-model weight copies (object stores)
+    opts = ExportOptions(platform="onnxruntime", instances=2, preferred=(4, 8), max_queue_delay_us=500,
+                         max_batch=16, weights="copy", codecs=("int8",), codec="fp32")
+    ort_repo = export_repository(manifest, engines, tmp_path / "ort", opts)
+    cfgs = _check_repository(ort_repo.path, manifest)
+    s = cfgs[segment_model(0, 1)]
+    assert s.platform == "onnxruntime_onnx" and s.max_batch_size == 16 and s.instance_group[0].count == 2
+    assert list(s.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert s.dynamic_batching.max_queue_delay_microseconds == 500
+    assert not (ort_repo.path / segment_model(0, 1) / "1" / "model.py").exists()
+    assert "janus_L0_S2_fp16" not in cfgs and "janus_L0_S2_int8" in cfgs
+    # a copied, trimmed weight file gives the same answers as the plan's graph
+    import onnxruntime as ort
+
+    payload = run_segments(load_runner(manifest, engines), 0, 0, 1, [
+        normalize(synthetic_frames(1, manifest.model["img_size"]), manifest.model["mean"], manifest.model["std"])])
+    vdir = ort_repo.path / segment_model(0, 1) / "1"
+    assert (vdir / "weights.bin").stat().st_size < manifest.path("weights.bin").stat().st_size
+    got = ort.InferenceSession(str(vdir / "model.onnx")).run(None, {"tokens": payload[0], "size": payload[1]})
+    want = run_segments(load_runner(manifest, engines), 0, 1, 2, payload)
+    np.testing.assert_allclose(got[0], want[0], atol=1e-5)
+    # hard links of the plan's one weight file, not copies, in the default mode (same file system here)
+    w = repo.path / segment_model(0, 1) / "1" / "weights.bin"
+    assert w.stat().st_ino == manifest.path("weights.bin").stat().st_ino
+
+
+def test_repository_tensorrt_and_bad_options(small, tmp_path):
+    manifest, _, engines = small
+    data = json.loads((engines / "engines.json").read_text())
+    trt_dir = tmp_path / "trt-engines"
+    trt_dir.mkdir()
+    items = []
+    for li, lv in enumerate(manifest.levels):
+        for si in range(len(lv["segments"])):
+            f = f"L{li}_S{si}.engine"
+            (trt_dir / f).write_bytes(b"engine bytes")
+            items.append({"level": li, "segment": si, "file": f})
+    data.update(backend="trt", engines=items, max_batch=8)
+    (trt_dir / "engines.json").write_text(json.dumps(data))
+    r = export_repository(manifest, trt_dir, tmp_path / "trt", ExportOptions(max_batch=8))
+    cfgs = _check_repository(r.path, manifest)
+    seg = cfgs[segment_model(1, 3)]
+    assert seg.platform == "tensorrt_plan" and seg.instance_group[0].kind == 1  # KIND_GPU
+    assert (r.path / segment_model(1, 3) / "1" / "model.plan").read_bytes() == b"engine bytes"
+    assert cfgs["janus_decode_fp16"].platform == "onnxruntime_onnx"
+    with pytest.raises(TritonExportError, match="max-batch 64 is over"):
+        export_repository(manifest, trt_dir, tmp_path / "t2", ExportOptions())
+    with pytest.raises(TritonExportError, match="fp16-zstd sends fp16"):
+        export_repository(manifest, engines, tmp_path / "t3", ExportOptions(codecs=("fp16-zstd",)))
+    with pytest.raises(TritonExportError, match="already holds a repository"):
+        export_repository(manifest, engines, r.path, ExportOptions())
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.main import app
+
+    res = CliRunner().invoke(app, ["export-triton", str(small[1]), "--engines", str(engines), "--out",
+                                   str(tmp_path / "t4"), "--platform", "bogus"])
+    assert res.exit_code == 2 and "unknown --platform 'bogus'" in res.output and "Traceback" not in res.output
+    assert res.output.strip().count("\n") == 0
+
+
+# ---------------------------------------------------------------------------------- a real Triton
+
+
+def test_parity_with_builtin_http_binary_and_json(small, triton, builtin, payloads):
+    """Every (level, split), every codec: Triton's ensembles answer what the built-in server
+    answers to the same tensors (binary and JSON requests; the plain names take the default fp16)."""
+    worst = 0.0
+    for name, payload in payloads.items():
+        for codec in ("frame",) if isinstance(payload, dict) else CODECS:
+            tensors = _wire(payload, codec)
+            want = _http_infer(builtin.url, name, tensors)
+            models = [name] if codec == "frame" else [f"{name}_{codec}"] + ([name] if codec == "fp16" else [])
+            for model in models:
+                for binary in (True, False) if codec in ("fp32", "frame") else (True,):  # FP16 only binary on Triton
+                    got = _http_infer(triton.url, model, tensors, binary=binary)
+                    assert got.shape == want.shape == (2, small[0].model["num_classes"])
+                    worst = max(worst, float(np.abs(got - want).max()))
+    assert worst <= TOL, worst
+
+
+def test_parity_grpc(small, triton, builtin, payloads):
+    import tritonclient.grpc as tg
+
+    client = tg.InferenceServerClient(triton.grpc_url)
+    try:
+        assert client.is_server_ready()
+        for name, payload in payloads.items():
+            tensors = _wire(payload, "fp16")
+            ins = []
+            for n, arr in tensors.items():
+                i = tg.InferInput(n, list(arr.shape), tg.np_to_triton_dtype(arr.dtype))
+                i.set_data_from_numpy(np.ascontiguousarray(arr))
+                ins.append(i)
+            got = client.infer(name, ins).as_numpy("logits")
+            np.testing.assert_allclose(got, _http_infer(builtin.url, name, tensors), atol=TOL)
+    finally:
+        client.close()
+
+
+def test_triton_refuses_bad_input_and_keeps_serving(triton, payloads):
+    import tritonclient.http as th
+    from tritonclient.utils import InferenceServerException
+
+    tensors = _wire(payloads["janus_L0_S1"], "fp16")
+    with pytest.raises(InferenceServerException, match="(?i)datatype|type"):
+        _http_infer(triton.url, "janus_L0_S1_fp32", tensors)  # FP16 tensors to the fp32 ensemble
+    with pytest.raises(InferenceServerException):
+        _http_infer(triton.url, "janus_L0_S1", {"tokens": tensors["tokens"][:, :3]})
+    assert _http_infer(triton.url, "janus_L0_S1", tensors).shape[0] == 2
+    del th
+
+
+def _profiles(manifest, edge_ms=(2.0, 0.05), cloud_ms=(0.2, 0.005)):
+    from janus_deploy.profile.table import profile_from_dict, profile_from_linear
+
+    mi = {k: manifest.model[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
+    levels = [(lv["policy"], lv["alpha"]) for lv in manifest.levels]
+    out = []
+    for a, b in (edge_ms, cloud_ms):
+        d = profile_from_linear(mi, manifest.candidates, levels, a, b, plan_hash=manifest.hash).to_dict()
+        for lv in d["levels"]:
+            lv["payload"]["fp16-zstd"] = json.loads(json.dumps(lv["payload"]["fp16"]))
+        out.append(profile_from_dict(d))
+    return out
+
+
+def _edge(small, local, url, codec, **kw):
+    from janus_deploy.runtime.edge import EdgeRuntime
+    from janus_deploy.runtime.transport import TransportOptions
+    from janus_deploy.schedule.controller import ControllerConfig
+
+    manifest = small[0]
+    edge, cloud = _profiles(manifest, *kw.pop("profile_ms", ()))
+    ctrl = kw.pop("controller", None)
+    return EdgeRuntime(manifest, local, edge, cloud, server_url=url, sla_ms=kw.pop("sla_ms", 3000), codec=codec,
+                       controller=ControllerConfig(**ctrl) if ctrl else None,
+                       transport=TransportOptions(token=kw.pop("token", None)), **kw)
+
+
+def test_edge_runtime_unchanged_against_triton(small, local, triton, builtin):
+    """The edge runtime against Triton: every (level, split) forced, fp16-zstd (gzip on Triton)
+    and int8; answers equal the same edge's answers through the built-in server; probes work."""
+    manifest = small[0]
+    frames = synthetic_frames(2, manifest.model["img_size"], seed=3)
+    pairs = [(li, s) for li in range(len(manifest.levels)) for s in manifest.candidates if s <= manifest.num_blocks]
+    for codec in ("fp16-zstd", "int8"):
+        with _edge(small, local, triton.url, codec) as rt_t, _edge(small, local, builtin.url, codec) as rt_b:
+            for li, s in pairs:
+                for fi, frame in enumerate(frames):
+                    a = rt_t.infer(frame, force=(li, s))
+                    b = rt_b.infer(frame, force=(li, s))
+                    assert a.fallback is None and a.error is None, a.record
+                    np.testing.assert_allclose(a.logits, b.logits, atol=TOL)
+                    d = a.record["decision"]
+                    assert d["model"] == (f"janus_L{li}_S0" if s == 0 else
+                                          f"janus_L{li}_S{s}_{'int8' if codec == 'int8' else 'fp16'}")
+                    if s > 0 and codec == "fp16-zstd":
+                        assert a.record["bytes"] < a.record["raw_bytes"]  # gzip did compress
+            assert rt_t.transport.kind == "triton" and rt_b.transport.kind == "janus"
+            probe = rt_t.transport.probe(2.0)
+            assert probe.ok and probe.body_bytes >= rt_t.transport.options.probe_bytes
+
+
+def test_kill_triton_mid_run_edge_falls_back_and_recovers(small, local, repo, triton):
+    """SIGKILL of tritonserver (and its stubs) mid-run: every request is still answered (locally),
+    and after Triton comes back on the same port the edge offloads again. With --token."""
+    srv = TritonServer(repo.path, http_port=0, token="s3cret")
+    srv.start(timeout=180)
+    try:
+        import httpx
+
+        assert httpx.get(f"{srv.url}/v2/health/ready").status_code == 200  # health stays open
+        refused = httpx.get(f"{srv.url}/v2/models/janus_L0_S1")
+        assert refused.status_code in (401, 403), refused.text
+        ok = httpx.get(f"{srv.url}/v2/models/janus_L0_S1", headers={"authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        frames = synthetic_frames(4, small[0].model["img_size"], seed=9)
+        # an edge that always offloads when it can (edge slow, cloud fast), probing often
+        with _edge(small, local, srv.url, "fp16", token="s3cret", profile_ms=((2000.0, 50.0), (0.1, 0.001)),
+                   controller={"probe_interval_s": 0.2, "breaker_open_s": 0.2, "breaker_max_open_s": 0.5},
+                   sla_ms=1000) as rt:
+            before = [rt.infer(frames[i % 4]) for i in range(4)]
+            assert all(r.fallback is None and r.record["decision"]["split"] <= small[0].num_blocks for r in before), \
+                [(r.record["decision"], r.record["fallback"], r.record["predicted"]) for r in before]
+            srv.kill()
+            assert not srv.alive()
+            during = [rt.infer(frames[i % 4]) for i in range(4)]
+            assert all(r.error is None and r.logits is not None for r in during)
+            # the first request after the kill was offloaded and fell back; the rest ran here either way
+            assert during[0].fallback and during[0].fallback["kind"] in ("unreachable", "dropped"), during[0].record
+            assert all(r.fallback or r.record["decision"]["split"] > small[0].num_blocks for r in during)
+            srv.stop()
+            srv.start(timeout=180)
+            deadline = time.monotonic() + 60
+            after = []
+            while time.monotonic() < deadline:
+                r = rt.infer(frames[len(after) % 4])
+                after.append(r)
+                assert r.error is None
+                if r.fallback is None and r.record["decision"]["split"] <= small[0].num_blocks:
+                    break
+                time.sleep(0.05)
+            assert after[-1].fallback is None and after[-1].record["server"], [r.record for r in after[-3:]]
+    finally:
+        srv.stop()
+        srv.cleanup()
+    assert not list(Path("/dev/shm").glob(f"{srv.shm_prefix}*"))
+
+
+def test_serve_engine_triton_cli_and_run(small, tmp_path):
+    """`janus-deploy serve --engine triton` starts, answers `janus-deploy run`, stops on SIGINT
+    without leaving stubs or shared memory behind."""
+    _bundle_or_skip()
+    from janus_deploy.profile.table import save_profile
+    from janus_deploy.triton.server import free_port
+
+    manifest, plan_dir, engines = small
+    edge, cloud = _profiles(manifest, (50.0, 5.0), (0.1, 0.001))
+    save_profile(edge, tmp_path / "edge.json")
+    save_profile(cloud, tmp_path / "cloud.json")
+    port = free_port()
+    exe = [sys.executable, "-m", "janus_deploy.cli.main"]
+    before_shm = set(os.listdir("/dev/shm"))
+    proc = subprocess.Popen([*exe, "serve", str(plan_dir), "--engines", str(engines), "--engine", "triton",
+                             "--port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve --engine triton was not ready in time"
+            time.sleep(0.3)
+        run = subprocess.run([*exe, "run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
+                              "--cloud-profile", str(tmp_path / "cloud.json"), "--server", f"http://127.0.0.1:{port}",
+                              "--sla", "5000", "--synthetic", "6", "--codec", "int8", "--json"],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        summary = json.loads(run.stdout)
+        assert summary["requests"] == 6 and summary["errors"] == 0 and summary["fallbacks"] == 0, summary
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out[-2000:]
+    assert "serving" in out and "Triton" in out
+    leftover = [p for p in set(os.listdir("/dev/shm")) - before_shm if p.startswith("janus_")]
+    assert not leftover, leftover
+    assert subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).returncode == 1  # no stub left
