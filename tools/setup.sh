@@ -16,4 +16,12 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
 fi
 echo "installing janus-deploy[all] ..."
 .venv/bin/python -m pip install -q -e ".[all]"
+# `serve --engine triton` and the Triton tests run the tritonserver bundled in nvidia-pytriton
+# (Linux x86_64, glibc >= 2.35). Its metadata pins numpy<2 for PyTriton's own Python API, which
+# janus-deploy does not use (its python-backend models pass tensors by DLPack, correct under
+# numpy 2), so the wheel goes in without its dependencies and numpy stays as it is.
+if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] && ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('pytriton') is None)" >/dev/null 2>&1; then
+  echo "installing nvidia-pytriton==0.7.0 (the bundled tritonserver, --no-deps) ..."
+  .venv/bin/python -m pip install -q --no-deps nvidia-pytriton==0.7.0
+fi
 .venv/bin/janus-deploy --version
