@@ -19,6 +19,7 @@ def profile(
     warmup: int = typer.Option(5, min=0, help="Untimed runs before measuring each engine."),
     runs: int = typer.Option(30, min=1, help="Timed runs per engine."),
     threads: int = typer.Option(0, min=0, help="Intra-op threads (0 = the runtime's default)."),
+    edge_slowdown: float = typer.Option(1.0, "--edge-slowdown", min=1.0, help="Emulate a device this many times slower than this machine (as the demo does for its edge; pass the same factor to `run`)."),
     images: Optional[Path] = typer.Option(None, help="Folder of images for the codec measurements (default: synthetic frames)."),
     num_images: int = typer.Option(8, min=1, help="Images used for codec agreement."),
     from_linear: Optional[str] = typer.Option(None, help="Synthesise instead of measuring: per-block latency 'a,b' = a + b*tokens ms (e.g. 0.41,0.0235)."),
@@ -44,6 +45,10 @@ def profile(
 
     meta = read_engines_file(engines, manifest)
     runner = load_runner(manifest, engines, threads=threads)
+    if edge_slowdown > 1:
+        from janus_deploy.backends.base import SlowedRunner
+
+        runner = SlowedRunner(runner, edge_slowdown)
     frames = frames_for(images, num_images, manifest.model["img_size"])
     with progress_bar("profiling engines") as update:
         prof, report = measure_profile(

@@ -10,6 +10,7 @@ import typer
 
 from janus_deploy import JanusError
 from janus_deploy.cli.common import console, controller_config, err_console, print_json, render_report
+from janus_deploy.runtime import limits as _L
 from janus_deploy.schedule.controller import ControllerConfig as _C
 
 
@@ -34,9 +35,15 @@ def serve(
     concurrency: Optional[int] = typer.Option(None, help="Inferences running at once (default: CPU count)."),
     threads: int = typer.Option(0, help="Intra-op threads per engine session (0 = runtime default)."),
     body_timeout: float = typer.Option(60.0, "--body-timeout", help="Seconds a request body may take to arrive (408 after)."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="Read the bearer token from this file (the way: --token is visible in the process list)."),
+    max_json_mb: float = typer.Option(_L.DEFAULT_MAX_JSON_MB, "--max-json-mb", help="Most JSON per request (a JSON-only body, or the JSON header before binary tensors); more gets 413. JSON is parsed holding Python's GIL."),
+    max_inflight_mb: float = typer.Option(_L.DEFAULT_MAX_INFLIGHT_MB, "--max-inflight-mb", help="Request bodies held in memory at once; others wait (503 after --body-timeout)."),
+    max_connections: int = typer.Option(_L.DEFAULT_MAX_CONNECTIONS, "--max-connections", help="Open connections; past it the connection idle longest is closed for each new one."),
+    header_timeout: float = typer.Option(_L.DEFAULT_HEADER_TIMEOUT_S, "--header-timeout", help="Seconds a connection has to send a request's headers (closed after)."),
+    keep_alive: int = typer.Option(_L.DEFAULT_KEEP_ALIVE_S, "--keep-alive", help="Seconds an idle connection stays open after a response."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     access_log: bool = typer.Option(False, help="Log every HTTP request."),
-    preload: bool = typer.Option(False, help="Load engines (up to --max-loaded) before serving instead of on first use."),
+    preload: bool = typer.Option(False, help="Check every file against its sha256 and load engines (up to --max-loaded) before serving, instead of on first use."),
     engine: str = typer.Option("builtin", "--engine", help="builtin (this process) | triton (the tritonserver bundled in nvidia-pytriton, docs/scale-out.md)."),
     grpc_port: Optional[int] = typer.Option(None, "--grpc-port", help="--engine triton: gRPC port (default --port + 1)."),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="--engine triton: Prometheus metrics port (default --port + 2)."),
@@ -49,6 +56,7 @@ def serve(
         _require("fastapi")
         _require("uvicorn")
 
+    token = read_token(token, token_file)
     try:
         public = not ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -80,7 +88,9 @@ def serve(
 
     serve_app(plan, engines, host=host, port=port, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
               concurrency=concurrency, threads=threads, body_timeout_s=body_timeout, log_level=log_level,
-              access_log=access_log, preload=preload, on_ready=banner)
+              access_log=access_log, preload=preload, on_ready=banner, max_json_mb=max_json_mb,
+              limits=_L.ServerLimits(max_connections=max_connections, header_timeout_s=header_timeout,
+                                     keep_alive_s=keep_alive, max_inflight_mb=max_inflight_mb))
 
 
 def _triton_options(threads: int):
@@ -133,8 +143,10 @@ def run(
     token_file: Optional[Path] = typer.Option(None, "--token-file", help="Read the bearer token from this file."),
     probe_interval: float = typer.Option(_C.probe_interval_s, "--probe-interval", help="Probe the uplink after this many seconds without a transfer (0 = never)."),
     edge_slowdown: float = typer.Option(1.0, "--edge-slowdown", min=1.0, help="Emulate an edge this many times slower than this machine (as the demo does; profile with the same factor)."),
+    server_wait: float = typer.Option(10.0, "--server-wait", min=0.0, help="Seconds to wait for the server to answer before the first request (it may still be loading)."),
     max_error_share: float = typer.Option(0.0, "--max-error-share", min=0.0, max=1.0, help="Exit 3 when more than this share of requests errored."),
     threads: int = typer.Option(0, help="Intra-op threads per local engine session (0 = default)."),
+    preload: bool = typer.Option(False, "--preload", help="Check every engine file's sha256 and load every engine before the first request (else each is checked when first loaded)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per request here (input of `janus-deploy replay`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -167,17 +179,22 @@ def run(
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
                              no_deflate=no_deflate, breaker_failures=breaker_failures, **extra)
     runner = engines
-    if edge_slowdown > 1:
+    if edge_slowdown > 1 or preload:
         from janus_deploy.backends import load_runner
         from janus_deploy.backends.base import SlowedRunner
 
-        runner = SlowedRunner(load_runner(manifest, engines, threads=threads), edge_slowdown)
+        runner = load_runner(manifest, engines, threads=threads)
+        if preload:
+            runner.check_files()
+            runner.preload()
+        if edge_slowdown > 1:
+            runner = SlowedRunner(runner, edge_slowdown)
     rt = EdgeRuntime(manifest, runner, profile_path(profile), profile_path(cloud_profile), server_url=server,
                      sla_ms=sla, accuracy=accuracy, codec=codec, controller=ctrl,
                      transport=TransportOptions(token=token, timeout_factor=timeout_factor), trace=bw, log=log,
                      threads=threads)
     with rt:
-        check = check_server(rt)
+        check = check_server(rt, server_wait)
         if not as_json:
             err_console.print(check)
         if as_json:
@@ -210,10 +227,17 @@ def run(
     honest_exit(summary, max_error_share)
 
 
-def check_server(rt) -> str:
-    """Ask the server what it serves before the first request (JanusError when it serves another
-    plan); returns one line for the user."""
-    status, info = rt.transport.server_metadata()
+def check_server(rt, wait_s: float = 0.0) -> str:
+    """Ask the server what it serves before the first request, waiting up to ``wait_s`` for it to
+    answer (JanusError when it serves another plan); returns one line for the user."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        status, info = rt.transport.server_metadata()
+        if status is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
     if status is None:
         return (f"[yellow]warning:[/] the server {rt.transport.server_url} is not reachable ({info}); "
                 "requests run on this device until it answers")
