@@ -43,6 +43,8 @@ def demo(
         console.print(f"top-1 accuracy of the answers against the images' labels: {summary['top1_accuracy']:.1%}")
     console.print(f"[green]artefacts in {out}[/]: plan/ engines/ accuracy.json edge-profile.json cloud-profile.json "
                   "images/ requests.jsonl summary.json")
+    console.print(f"why did the edge choose that? `janus-deploy replay {out / 'requests.jsonl'}` re-makes every "
+                  "decision from the log")
 
 
 def register(app: typer.Typer) -> None:
