@@ -39,6 +39,11 @@ class Runner(Protocol):
         """Load every (level, segment) engine; ``progress(done, total)`` after each."""
         ...
 
+    def check_files(self, progress: Any = None) -> None:
+        """Check every file the runner may load against its recorded sha256 now (runners also
+        check each file when they first load it); IntegrityError names the file that differs."""
+        ...
+
     def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run one segment; ``inputs`` are (image,) or (tokens, size)."""
         ...
@@ -118,6 +123,9 @@ class SlowedRunner:
 
     def preload(self, progress: Any = None) -> None:
         self.inner.preload(progress)
+
+    def check_files(self, progress: Any = None) -> None:
+        self.inner.check_files(progress)
 
     def unload(self, level: int, segment: int) -> None:
         self.inner.unload(level, segment)

@@ -3,7 +3,9 @@
 Builder: checks the plan's graphs load into sessions and records the session settings in
 ``engines.json`` (ORT optimises graphs when a session is created, so the plan's graphs are the
 engines). Runner: sessions created lazily, all using the same in-memory copy of the plan's weight
-file through ``SessionOptions.add_initializer``.
+file through ``SessionOptions.add_initializer``. Every graph is read once, checked against its
+sha256 in the manifest and handed to ONNX Runtime as those bytes; the weight file is mapped and
+checked once per process (:mod:`janus_deploy.plan.integrity`).
 
 Two graph families (``graphs=``):
 
@@ -29,6 +31,7 @@ import numpy as np
 import onnx
 
 from janus_deploy.backends.base import EngineError, read_engines_file, write_engines_file
+from janus_deploy.plan.integrity import CheckStats, IntegrityError, map_verified, read_verified
 from janus_deploy.plan.manifest import Manifest
 from janus_deploy.plan.weights import external_initializers
 
@@ -45,6 +48,7 @@ def _ort():
     return onnxruntime
 
 
+REMEDY = "re-export the plan (`janus-deploy verify PLAN` lists every changed file)"
 _ARENA_LOCK = threading.Lock()
 _arena_registered = False
 
@@ -108,17 +112,44 @@ class OrtRunner:
         self._feed_positions: dict[tuple, list[tuple[int, str]]] = {}  # by session key
         self._lock = threading.Lock()
         self._weights: np.ndarray | None = None
+        self.checks = CheckStats()  # what the sha256 checks of this runner's files cost
 
     # -- sessions ------------------------------------------------------------------------------
     def _weight_file(self) -> np.ndarray:
+        """The plan's weight file, memory-mapped and checked against the manifest (hashed once
+        per process)."""
         if self._weights is None:
-            path = self.manifest.path(self.manifest.data["weights"]["file"])
-            if not path.is_file():
-                raise EngineError(f"plan weight file {path} is missing; re-export the plan")
-            self._weights = np.memmap(path, dtype=np.uint8, mode="r")
+            entry = self.manifest.data["weights"]
+            self._weights = map_verified(self.manifest.path(entry["file"]), entry["sha256"], "manifest.json",
+                                         REMEDY, self.checks)
         return self._weights
 
-    def _options(self, graph_path: Path):
+    def _graph_bytes(self, entry: dict[str, Any]) -> bytes:
+        """A graph file's bytes, checked against its sha256 in the manifest."""
+        return read_verified(self.manifest.path(entry["file"]), entry["sha256"], "manifest.json", REMEDY,
+                             self.checks)
+
+    def graph_entries(self) -> list[dict[str, Any]]:
+        """The manifest entries of every graph this runner may load for (level, segment) pairs
+        (the unsplit graphs, used by verify and profile only, are checked when loaded)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for li, lv in enumerate(self.manifest.levels):
+            for si in range(len(lv["segments"])):
+                entry = self._route(li, si)[1]
+                seen.setdefault(entry["file"], entry)
+        return list(seen.values())
+
+    def check_files(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Check the weight file and every graph this runner may load against the manifest, now
+        (IntegrityError naming the first file that differs)."""
+        entries = self.graph_entries()
+        self._weight_file()
+        for i, entry in enumerate(entries, 1):
+            self._graph_bytes(entry)
+            if progress:
+                progress(i, len(entries))
+
+    def _options(self, model_bytes: bytes):
         ort = _ort()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -140,10 +171,12 @@ class OrtRunner:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.disable_prepacking:
             opts.add_session_config_entry("session.disable_prepacking", "1")
+        # the graph comes as (checked) bytes; external data, where ORT reads it itself, is in the plan
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(self.manifest.dir))
+        blob = self._weight_file()  # checked before any session uses it, shared or not
         if self.share_weights:
             ortvalue = ort.OrtValue
-            blob = self._weight_file()
-            model = onnx.load(str(graph_path), load_external_data=False)
+            model = onnx.load_from_string(model_bytes)
             for name, (dtype, offset, length, dims) in external_initializers(model).items():
                 if name not in self._values:
                     arr = blob[offset: offset + length].view(_NP_DTYPES[dtype]).reshape(dims)
@@ -151,20 +184,21 @@ class OrtRunner:
                 opts.add_initializer(name, self._values[name])
         return opts
 
-    def _session(self, key: tuple[int, int | str], rel: str):
+    def _session(self, key: tuple[int, int | str], entry: dict[str, Any]):
         sess = self._sessions.get(key)
         if sess is not None:
             return sess
         with self._lock:  # threads sharing a runner create each session once
-            return self._sessions.get(key) or self._create(key, rel)
+            return self._sessions.get(key) or self._create(key, entry)
 
-    def _create(self, key: tuple[int, int | str], rel: str):
+    def _create(self, key: tuple[int, int | str], entry: dict[str, Any]):
         ort = _ort()
-        path = self.manifest.path(rel)
-        if not path.is_file():
-            raise EngineError(f"graph {path} is missing; re-export the plan")
+        path = self.manifest.path(entry["file"])
+        data = self._graph_bytes(entry)
         try:
-            sess = ort.InferenceSession(str(path), self._options(path), providers=[self.provider])
+            sess = ort.InferenceSession(data, self._options(data), providers=[self.provider])
+        except IntegrityError:
+            raise
         except Exception as exc:  # ORT raises its own types for corrupt graphs
             raise EngineError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         self._sessions[key] = sess
@@ -205,7 +239,7 @@ class OrtRunner:
         if users is None or level not in users:
             with self._lock:  # unload() reads the users under the lock
                 self._users.setdefault(key, set()).add(level)
-        return self._session(key, entry["file"])
+        return self._session(key, entry)
 
     def loaded(self) -> int:
         """Sessions resident (with level-free graphs one serves a segment at every level)."""
@@ -256,7 +290,7 @@ class OrtRunner:
 
     def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
         entry = self.manifest.level(level)["unsplit"]
-        sess = self._session((level, "full"), entry["file"])
+        sess = self._session((level, "full"), entry)
         return sess.run(None, {"image": image})[0]
 
 
@@ -314,9 +348,30 @@ def load(manifest: Manifest, engine_dir: str | Path, *, threads: int = 0,
     data = meta if meta is not None else read_engines_file(engine_dir, manifest)
     if data["backend"] != "ort":
         raise EngineError(f"{engine_dir} holds {data['backend']} engines, not ort")
+    problems = index_problems(manifest, data)
+    if problems:
+        raise EngineError(f"{Path(engine_dir) / 'engines.json'} does not match the plan: {problems[0]}"
+                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                          + "; rebuild the engines with `janus-deploy build-engines`")
     provider = resolve_provider(data.get("device", "cpu"))
     session = data.get("session", {})
     return OrtRunner(manifest, provider=provider, threads=threads,
                      share_weights=session.get("share_weights", True),
                      disable_prepacking=session.get("disable_prepacking", True),
                      graphs=session.get("graphs", "level"))
+
+
+def index_problems(manifest: Manifest, data: dict[str, Any]) -> list[str]:
+    """Entries of an ort ``engines.json`` whose file is not one of the plan's graphs or whose
+    sha256 differs from the manifest's (the graphs themselves are checked when loaded)."""
+    plan_sha = {e["file"]: e["sha256"] for e in manifest.graph_entries()}
+    problems = []
+    for i, e in enumerate(data.get("engines") or []):
+        if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(e.get("sha256"), str):
+            problems.append(f"engines[{i}] lacks a file name or a sha256")
+        elif e["file"] not in plan_sha:
+            problems.append(f"it lists {e['file']}, which is not a graph of this plan")
+        elif e["sha256"] != plan_sha[e["file"]]:
+            problems.append(f"it records sha256 {e['sha256'][:12]}… for {e['file']}, the plan's manifest "
+                            f"{plan_sha[e['file']][:12]}…")
+    return problems

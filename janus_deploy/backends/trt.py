@@ -3,7 +3,8 @@
 Needs the ``[trt]`` extra (``tensorrt``) and a CUDA GPU; device memory is handled through PyTorch's
 CUDA allocator (torch is a core dependency). Engines are keyed by plan hash, level, segment,
 precision, TensorRT version and GPU compute capability, and a runner refuses engines built for
-another TensorRT version or GPU. A shared timing cache speeds up rebuilding.
+another TensorRT version or GPU. A shared timing cache speeds up rebuilding. Every engine file is
+read once and checked against its sha256 in ``engines.json`` before it is deserialised.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from janus_deploy.backends.base import EngineError, read_engines_file, write_engines_file
+from janus_deploy.plan.integrity import CheckStats, read_verified
 from janus_deploy.plan.manifest import Manifest
 
 TIMING_CACHE = "timing.cache"
@@ -185,20 +187,37 @@ class TrtRunner:
             )
         self.manifest, self.dir, self.meta = manifest, Path(engine_dir), meta
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.files = {(e["level"], e["segment"]): e["file"] for e in meta["engines"]}
+        self.entries = {(e["level"], e["segment"]): e for e in meta["engines"]}
+        self.checks = CheckStats()
         self._ctx: dict[tuple[int, int], Any] = {}
         self.stream = self.torch.cuda.Stream()
 
     def _context(self, level: int, segment: int):
         ctx = self._ctx.get((level, segment))
         if ctx is None:
-            path = self.dir / self.files[(level, segment)]
-            engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+            path = self.dir / self.entries[(level, segment)]["file"]
+            engine = self.runtime.deserialize_cuda_engine(self._engine_bytes(level, segment))
             if engine is None:
                 raise EngineError(f"TensorRT cannot load {path} (corrupt, or built for another version/GPU)")
             ctx = (engine, engine.create_execution_context())
             self._ctx[(level, segment)] = ctx
         return ctx
+
+    def _engine_bytes(self, level: int, segment: int) -> bytes:
+        entry = self.entries.get((level, segment))
+        if entry is None:
+            raise EngineError(f"{self.dir / 'engines.json'} lists no engine for level {level} segment {segment}; "
+                              "rebuild the engines")
+        return read_verified(self.dir / entry["file"], entry["sha256"], f"{self.dir / 'engines.json'}",
+                             "rebuild the engines with `janus-deploy build-engines --backend trt`", self.checks)
+
+    def check_files(self, progress: Any = None) -> None:
+        """Check every engine file against engines.json now."""
+        keys = sorted(self.entries)
+        for i, key in enumerate(keys, 1):
+            self._engine_bytes(*key)
+            if progress:
+                progress(i, len(keys))
 
     def loaded(self) -> int:
         return len(self._ctx)

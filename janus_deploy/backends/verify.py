@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from janus_deploy import levels
-from janus_deploy.backends.base import Runner, run_segments
+from janus_deploy.backends.base import Runner, read_engines_file, run_segments
 from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256
 from janus_deploy.model.pruned import PrunedViT, build_segments
 from janus_deploy.plan.manifest import Manifest, PlanError
@@ -64,6 +64,39 @@ def check_files(manifest: Manifest) -> list[str]:
             problems.append(f"{e['file']} is missing")
         elif file_sha256(path) != e["sha256"]:
             problems.append(f"{e['file']} was modified after export (sha256 mismatch)")
+    return problems
+
+
+def check_engines(manifest: Manifest, engine_dir: str | Path) -> list[str]:
+    """Problems with an engine directory's ``engines.json``: an entry whose sha256 is not the
+    plan's (ort: the plan's graphs are the engines) or not its file's, a listed file missing."""
+    engine_dir = Path(engine_dir)
+    data = read_engines_file(engine_dir, manifest)
+    where = engine_dir / "engines.json"
+    problems = []
+    root = engine_dir
+    plan_sha: dict[str, str] = {}
+    if data.get("backend") == "ort":
+        from janus_deploy.backends.ort import index_problems
+
+        problems += [f"{where}: {p}" for p in index_problems(manifest, data)]
+        root = manifest.dir
+        plan_sha = {e["file"]: e["sha256"] for e in manifest.graph_entries()}
+    for e in data.get("engines") or []:
+        if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(e.get("sha256"), str):
+            continue  # reported above (ort) or below
+        if plan_sha and plan_sha.get(e["file"]) != e["sha256"]:
+            continue  # an ort entry that disagrees with the plan: reported above
+        path = root / e["file"]
+        if not path.is_file():
+            problems.append(f"{path} (listed in {where}) is missing")
+        elif file_sha256(path) != e["sha256"]:
+            problems.append(f"{path} does not match its sha256 in {where}")
+    if data.get("backend") != "ort":
+        bad = sum(1 for e in data.get("engines") or []
+                  if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(e.get("sha256"), str))
+        if bad:
+            problems.append(f"{where}: {bad} entries lack a file name or a sha256")
     return problems
 
 
