@@ -32,7 +32,11 @@ def export_triton(
     kind: str = typer.Option("auto", "--kind", help="Instance kind: auto (GPU for cuda/trt engines) | cpu | gpu."),
     threads: int = typer.Option(1, "--threads", help="Intra-op threads per instance (ONNX Runtime; 0 = its default)."),
     weights: str = typer.Option("link", "--weights", help="link (hard links of the plan's one weight file) | copy (each model its own tensors: object stores)."),
+    tails: str = typer.Option("", "--tails", help="Only these tails, e.g. janus_L0_S1,janus_L2_S4 (default: every tail of the plan)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing repository at --out."),
+    manifests: Path = typer.Option(None, "--manifests", help="Also write Kubernetes/KServe manifests for this repository here (docs/scale-out.md)."),
+    replicas: int = typer.Option(2, "--replicas", help="--manifests: Triton replicas (KServe: minReplicas)."),
+    storage_uri: str = typer.Option("s3://CHANGE-ME/janus-triton-repository", "--storage-uri", help="--manifests: where the repository will be copied (KServe storageUri)."),
 ) -> None:
     """Write a Triton model repository for the plan's cloud half: per-segment models, codec decode steps, per-(level, split) ensembles named like `janus-deploy serve`'s models."""
     from janus_deploy.plan.manifest import Manifest
@@ -41,11 +45,20 @@ def export_triton(
     opts = ExportOptions(platform=platform, codec=codec, codecs=tuple(c.strip() for c in codecs.split(",") if c.strip()),
                          max_batch=max_batch, dynamic=not no_dynamic_batching,
                          preferred=_ints(preferred_batch, "--preferred-batch"), max_queue_delay_us=max_queue_delay_us,
-                         instances=instances, kind=kind, threads=threads, weights=weights)
+                         instances=instances, kind=kind, threads=threads, weights=weights,
+                         tails=tuple(t.strip() for t in tails.split(",") if t.strip()))
     repo = export_repository(Manifest.load(plan), engines, out, opts, force=force)
     console.print(f"[green]wrote[/] {repo.path}: {len(repo.segments)} segment models, {len(repo.decoders)} decode steps, "
                   f"{len(repo.tails)} ensembles, probe; platform {repo.platform}, "
                   f"instances {opts.instances} × {repo.options['kind']}")
+    if manifests is not None:
+        from janus_deploy.triton.deploy import DeployOptions, write
+
+        if replicas < 1:
+            raise JanusError(f"--replicas must be >= 1, got {replicas}")
+        paths = write(manifests, DeployOptions(replicas=replicas, max_replicas=max(replicas, 8), platform=repo.platform,
+                                               gpu=repo.options["kind"] == "KIND_GPU", storage_uri=storage_uri))
+        console.print(f"[green]wrote[/] {', '.join(str(p) for p in paths)}")
     if repo.platform == "python":
         console.print(f"serve it here: janus-deploy serve {plan} --engines {engines} --engine triton --repository {out}")
     else:

@@ -58,7 +58,7 @@ class ExportOptions:
     ``instances`` / ``kind``: instance group of every non-ensemble model. ``threads``: intra-op
     threads per instance. ``weights``: ``link`` (every segment model's ``weights.bin`` a hard link
     of the plan's one weight file: one copy on disk) or ``copy`` (each model a file of only its
-    own tensors: for object stores, which have no links)."""
+    own tensors: for object stores, which have no links). ``tails``: export only these tails."""
 
     platform: str = "auto"
     codec: str = DEFAULT_CODEC
@@ -71,6 +71,7 @@ class ExportOptions:
     kind: str = "auto"
     threads: int = 1
     weights: str = "link"
+    tails: tuple[str, ...] = ()  # only these janus_L{l}_S{s} (and what they run); empty: every tail
 
 
 @dataclass
@@ -201,6 +202,13 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
     mb = options.max_batch
     params = _platform_params(platform, options.threads)
     specs = tail_models(manifest)
+    if options.tails:
+        unknown = sorted(set(options.tails) - set(specs))
+        if unknown:
+            raise TritonExportError(f"--tails: this plan has no tail {', '.join(unknown)} (it has "
+                                    f"janus_L0..{len(manifest.levels) - 1}_S<split> for splits "
+                                    f"{sorted({s.split for s in specs.values()})})")
+        specs = {k: v for k, v in specs.items() if k in options.tails}
 
     # -- segment models: every (level, segment) some tail runs
     seg_io: dict[tuple[int, int], tuple[list[Tensor], list[Tensor]]] = {}

@@ -459,3 +459,65 @@ def test_serve_engine_triton_cli_and_run(small, tmp_path):
     leftover = [p for p in set(os.listdir("/dev/shm")) - before_shm if p.startswith("janus_")]
     assert not leftover, leftover
     assert subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).returncode == 1  # no stub left
+
+
+# ---------------------------------------------------------------------------------- scale-out manifests
+
+
+def test_deploy_manifests_are_generated_and_agree(small, triton, tmp_path):
+    """deploy/ is the generator's output; the YAML parses; labels, ports, probes and the
+    repository path agree with each other; every tritonserver flag exists in the real binary and
+    the probed paths answer 200 on a real Triton."""
+    import httpx
+    import yaml
+
+    from janus_deploy.triton.deploy import MOUNT, DeployOptions, render
+
+    files = render(DeployOptions())
+    for rel, text in files.items():
+        assert (ROOT / "deploy" / rel).read_text() == text, f"deploy/{rel} is stale: python -m janus_deploy.triton.deploy deploy"
+    dep, svc = list(yaml.safe_load_all(files["kubernetes/triton.yaml"]))
+    assert (dep["kind"], svc["kind"]) == ("Deployment", "Service") and dep["spec"]["replicas"] >= 2
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"] == labels == svc["spec"]["selector"]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} <= set(ports)
+    args = dict(a.removeprefix("--").split("=", 1) if "=" in a else (a.removeprefix("--"), "") for a in c["args"])
+    assert int(args["http-port"]) == ports["http"] and int(args["grpc-port"]) == ports["grpc"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert args["model-repository"] == mounts["repository"] == MOUNT
+    assert {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]} == set(mounts)
+    probes = [c[k]["httpGet"] for k in ("startupProbe", "readinessProbe", "livenessProbe")]
+    assert all(p["port"] == ports["http"] for p in probes)
+    isvc = yaml.safe_load(files["kserve/inferenceservice.yaml"])
+    model = isvc["spec"]["predictor"]["model"]
+    assert isvc["kind"] == "InferenceService" and model["modelFormat"]["name"] == "triton"
+    probes.append(model["readinessProbe"]["httpGet"])
+    # the flags are the real tritonserver's, the probe paths answer on a real Triton
+    b = triton.bundle
+    out = subprocess.run([str(b.binary), "--help"], capture_output=True, text=True, env=triton.environment())
+    help_text = out.stdout + out.stderr
+    for flag in [*c["args"], *model["args"]]:
+        assert flag.split("=")[0] in help_text, flag
+    for p in probes:
+        assert httpx.get(f"{triton.url}{p['path']}", timeout=5).status_code == 200
+    # export-triton --manifests writes them for the repository it exports (here: one tail only)
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.main import app
+
+    _, plan_dir, engines = small
+    res = CliRunner().invoke(app, ["export-triton", str(plan_dir), "--engines", str(engines), "--out", str(tmp_path / "r"),
+                                   "--platform", "python", "--tails", "janus_L0_S1", "--manifests", str(tmp_path / "m"),
+                                   "--replicas", "3"])
+    assert res.exit_code == 0, res.output
+    meta = read_repository(tmp_path / "r")
+    assert set(meta["tails"]) == {"janus_L0_S1", "janus_L0_S1_fp32", "janus_L0_S1_fp16", "janus_L0_S1_int8"}
+    assert meta["segments"] == [segment_model(0, k) for k in range(1, len(small[0].level(0)["segments"]))]
+    dep = next(yaml.safe_load_all((tmp_path / "m" / "kubernetes" / "triton.yaml").read_text()))
+    assert dep["spec"]["replicas"] == 3 and "triton-python" in dep["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert "onnxruntime" in (tmp_path / "m" / "Dockerfile.triton-python").read_text()
+    res = CliRunner().invoke(app, ["export-triton", str(plan_dir), "--engines", str(engines), "--out", str(tmp_path / "r2"),
+                                   "--tails", "janus_L9_S1"])
+    assert res.exit_code == 2 and "has no tail janus_L9_S1" in res.output
