@@ -179,6 +179,26 @@ def level_grid(
     return [math.floor(a * 1e4 + 1e-6) / 1e4 for a in grid]
 
 
+def check_plan_args(policy: str, k: int, *, step: float | None = None, levels: int | None = None,
+                    baseline_r: int | None = None) -> None:
+    """Check a plan's level grid and split density before any model exists (no x0, N needed):
+    what :func:`level_grid`, :func:`candidate_splits` and the baseline level would refuse later
+    on their own. Raises :class:`PolicyError` naming the value and the fix."""
+    if policy not in POLICIES:
+        raise PolicyError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if not isinstance(k, int) or k < 1:
+        raise PolicyError(f"k must be an integer >= 1 (the split-point density of Eq. 3), got {k!r}; the paper uses 5")
+    if step is not None and levels is not None:
+        raise PolicyError("give exactly one of step (e.g. 0.01) or levels (e.g. 8), not both")
+    if levels is not None and (not isinstance(levels, int) or levels < 1):
+        raise PolicyError(f"levels must be >= 1 (the number of pruning levels), got {levels!r}; e.g. 8")
+    if step is not None and not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
+        raise PolicyError(f"step must be > 0 (the pruning-level step), got {step!r}; e.g. 0.01")
+    if baseline_r is not None and (not isinstance(baseline_r, int) or baseline_r < 0):
+        raise PolicyError(f"the baseline r must be an integer >= 0 (ToMe's tokens merged per block), got "
+                          f"{baseline_r!r}; e.g. 23 for ViT-L@384")
+
+
 def check_level(level: float, x0: int, num_blocks: int, policy: str = "exponential") -> None:
     """Raise :class:`PolicyError` unless ``0 <= level <= alpha_max``."""
     if policy not in POLICIES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,19 +14,69 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+PLAIN_PROGRESS_INTERVAL_S = 10.0  # pipes, logs, CI: one progress line at most this often
+
+
 @contextmanager
-def progress_bar(description: str, total: int | None = None):
-    """Yields ``update(done, total, text=None)`` driving a rich progress bar on stderr."""
+def progress_bars():
+    """Yields ``update(key, done, total=None, text="")`` for one or more progress tasks (one per
+    ``key``: a stage, a simulated system). On a terminal: rich bars on stderr, removed when the
+    command fails (so its error stays the one line). Elsewhere (pipes, logs, CI): a plain line on
+    stderr at most every :data:`PLAIN_PROGRESS_INTERVAL_S` seconds, so a long run is never silent
+    and a short one prints nothing."""
+    if not err_console.is_terminal:
+        yield _PlainProgress(PLAIN_PROGRESS_INTERVAL_S)
+        return
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[text]}"), console=err_console, transient=False,
     ) as prog:
-        task = prog.add_task(description, total=total, text="")
+        tasks: dict[str, Any] = {}
 
-        def update(done: int, total_: int | None = None, text: str = "") -> None:
-            prog.update(task, completed=done, total=total_ if total_ is not None else total, text=text)
+        def update(key: str, done: int, total: int | None = None, text: str = "") -> None:
+            if key not in tasks:
+                tasks[key] = prog.add_task(key, total=total, text="")
+            prog.update(tasks[key], completed=done, text=text, **({"total": total} if total is not None else {}))
 
-        yield update
+        try:
+            yield update
+        except BaseException:
+            prog.live.transient = True  # the error line is all that is left
+            raise
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None):
+    """Yields ``update(done, total=None, text="")`` for one task (see :func:`progress_bars`)."""
+    with progress_bars() as update:
+        yield lambda done, total_=None, text="": update(description, done, total_ if total_ is not None else total, text)
+
+
+class _PlainProgress:
+    """Progress for a stderr that is not a terminal: ``key: done/total (pct), elapsed, text``."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.t0 = self.last = time.monotonic()
+
+    def __call__(self, key: str, done: int, total: int | None = None, text: str = "") -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval_s:
+            return
+        self.last = now
+        of = f"/{total:,} ({100 * done / total:.0f} %)" if total else ""
+        err_console.print(f"{key}: {done:,}{of}, {format_seconds(now - self.t0)} elapsed" + (f", {text}" if text else ""),
+                          markup=False, highlight=False)
+
+
+def format_seconds(s: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 04 min``."""
+    s = int(round(s))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def print_json(data: Any) -> None:

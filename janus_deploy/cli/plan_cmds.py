@@ -23,19 +23,35 @@ def export(
     baseline_r: Optional[int] = typer.Option(None, help="Also export ToMe's constant-r level for the baselines (paper: 23 for ViT-L@384)."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
     override: Optional[list[str]] = typer.Option(None, "--set", help="Extra timm constructor argument key=value (repeatable), e.g. --set num_classes=10."),
+    force: bool = typer.Option(False, "--force", help="Replace another model's plan (or write into a folder of other files) at --out."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON (plan folder, hash, levels, segments, graphs)."),
 ) -> None:
     """Export a timm ViT pruned at a grid of levels and sliced at every candidate split point."""
-    from janus_deploy.model import ModelSpec
-    from janus_deploy.plan import ExportConfig, export_plan
+    from janus_deploy import levels as L
 
+    # model-free checks first: a wrong --levels fails at once, before torch is even imported
+    L.check_plan_args(policy, k, step=alpha_step, levels=levels, baseline_r=baseline_r)
     overrides = parse_overrides(override)
     if img_size is not None:
         overrides["img_size"] = img_size
+
+    from janus_deploy.model import ModelSpec
+    from janus_deploy.plan import ExportConfig, export_plan
+    from janus_deploy.plan.export import check_out_dir
+
+    check_out_dir(out)
     spec = ModelSpec(model, overrides, str(checkpoint) if checkpoint else None)
     config = ExportConfig(k=k, policy=policy, levels=levels, step=alpha_step, baseline_r=baseline_r, opset=opset)
     with progress_bar("exporting") as update:
-        manifest, stats = export_plan(spec, out, config, progress=lambda f, d, t: update(d, t, f))
+        manifest, stats = export_plan(spec, out, config, progress=lambda f, d, t: update(d, t, f), force=force)
     secs = stats["seconds_per_graph"]
+    if as_json:
+        print_json({"plan": str(out), "plan_hash": manifest.hash, "model": manifest.model["name"],
+                    "levels": len(manifest.levels), "segments": len(manifest.data["segments"]),
+                    "candidates": manifest.candidates, "graphs_exported": stats["exported"],
+                    "graphs_reused": stats["reused"],
+                    "seconds_per_graph": sum(secs) / len(secs) if secs else None})
+        return
     console.print(
         f"[green]plan written[/] to {out}: {len(manifest.levels)} levels x {len(manifest.data['segments'])} "
         f"segments; {stats['exported']} graphs exported"

@@ -50,6 +50,9 @@ def serve(
     repository: Optional[Path] = typer.Option(None, "--repository", help="--engine triton: repository from `janus-deploy export-triton --platform python` (default: export one to a temporary directory)."),
 ) -> None:
     """Serve a plan's tail models over KServe V2 / Open Inference Protocol (REST, binary tensors)."""
+    from janus_deploy.net.ports import check_port_free
+
+    check_port_free(host, port)  # before anything is loaded: a busy port is one line, at once
     if engine not in ("builtin", "triton"):
         raise JanusError(f"unknown --engine {engine!r}; choose builtin or triton")
     if engine == "builtin":

@@ -46,19 +46,34 @@ class ModelInfo:
     std: tuple[float, float, float]
 
 
+def supported_model_names() -> list[str]:
+    """The timm model names janus-deploy accepts by name (architecture checks come after
+    creation, :func:`check_supported`)."""
+    import timm
+
+    return sorted(n for n in timm.list_models() if n.startswith(SUPPORTED_PREFIXES))
+
+
 def _check_name(name: str) -> None:
+    """Raise :class:`ModelError` for a name janus-deploy cannot create, suggesting the closest
+    supported names (a typo such as ``vit_tiny_patch16_22``)."""
+    import difflib
+
     import timm
 
     base = name.split(".")[0]
-    if not base.startswith(SUPPORTED_PREFIXES):
-        raise ModelError(
-            f"model {name!r} is not supported: janus-deploy handles timm ViT/DeiT models whose name "
-            f"starts with {', '.join(SUPPORTED_PREFIXES)} (e.g. vit_tiny_patch16_224, "
-            "deit_small_distilled_patch16_224)"
-        )
-    if not timm.is_model(base):
-        close = timm.list_models(f"*{base.split('_')[1] if '_' in base else base}*")[:8]
-        raise ModelError(f"unknown timm model {name!r}; similar names: {', '.join(close) or 'none'}")
+    if base.startswith(SUPPORTED_PREFIXES) and timm.is_model(base):
+        return
+    close = difflib.get_close_matches(base, supported_model_names(), n=3, cutoff=0.8)
+    rule = (f"janus-deploy handles timm ViT/DeiT models whose name starts with {', '.join(SUPPORTED_PREFIXES)} "
+            "(e.g. vit_tiny_patch16_224, deit_small_distilled_patch16_224)")
+    if close:
+        more = f" (other close names: {', '.join(close[1:])})" if len(close) > 1 else ""
+        raise ModelError(f"unknown model {name!r}; did you mean {close[0]}?{more}")
+    if timm.is_model(base):
+        raise ModelError(f"model {name!r} is not supported: {rule}")
+    raise ModelError(f"unknown model {name!r}: {rule}; list them with "
+                     "python -c \"import timm; print(timm.list_models('vit_*'))\"")
 
 
 def check_supported(model: nn.Module) -> None:
@@ -74,6 +89,13 @@ def check_supported(model: nn.Module) -> None:
         raise ModelError(f"global_pool={model.global_pool!r} is not supported ({', '.join(SUPPORTED_POOLS)})")
     if model.pos_embed is None:
         raise ModelError("models without absolute position embeddings (e.g. RoPE) are not supported")
+    pe = model.patch_embed
+    img, patch = tuple(pe.img_size), tuple(pe.patch_size)
+    if any(i % p for i, p in zip(img, patch)) and not getattr(pe, "dynamic_img_pad", False):
+        fit = img[0] // patch[0] * patch[0]
+        raise ModelError(f"img_size {img[0]} is not a multiple of the patch size {patch[0]}: the last "
+                         f"{img[0] % patch[0]} pixel rows and columns would be dropped; use {fit or patch[0]} "
+                         f"or {fit + patch[0]}")
     for i, blk in enumerate(model.blocks):
         if type(blk) is not Block:
             raise ModelError(

@@ -41,8 +41,12 @@ class ExportConfig:
     opset: int = DEFAULT_OPSET
 
     def __post_init__(self) -> None:
+        """Everything that can be checked before a model is built is checked here (a wrong
+        ``levels=0`` fails at once, not after the model is created)."""
         if self.opset < 17:
             raise PlanError(f"opset {self.opset} is too old; use 17 or newer")
+        levels.check_plan_args(self.policy, self.k, step=self.step, levels=self.levels,
+                               baseline_r=self.baseline_r)
         if self.levels is None and self.step is None:
             object.__setattr__(self, "levels", DEFAULT_LEVELS)
 
@@ -50,7 +54,11 @@ class ExportConfig:
         grid = levels.level_grid(x0, n, self.policy, step=self.step, levels=self.levels)
         out = [(self.policy, a) for a in grid]
         if self.baseline_r is not None:
-            levels.check_level(self.baseline_r, x0, n, "constant")
+            amax = int(levels.alpha_max(x0, n, "constant"))
+            if self.baseline_r > amax:
+                raise levels.PolicyError(
+                    f"baseline r {self.baseline_r} merges more tokens than the model has ({x0} tokens, "
+                    f"{n} blocks: r <= {amax}); pick a smaller baseline r")
             out.append(("constant", float(self.baseline_r)))
         return out
 
@@ -159,26 +167,117 @@ def payloads(info, tokens: Sequence[int], candidates: Sequence[int]) -> dict[str
 ProgressFn = Callable[[str, int, int], None]
 
 
+def check_out_dir(out_dir: str | Path) -> None:
+    """Refuse a plan folder that cannot be one (an existing file, or a file on its path); cheap,
+    so it runs before anything is loaded."""
+    out_dir = Path(out_dir)
+    for p in (out_dir, *out_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is an existing file" if p == out_dir else f"is inside {p}, an existing file"
+                raise PlanError(f"the plan folder {out_dir} {what}; give a new folder path (e.g. plans/{out_dir.stem or 'vit'})")
+            break
+
+
+_PLAN_FILES = (MANIFEST_FILE, STATE_FILE, WEIGHTS_FILE, INDEX_FILE)
+
+
+def _is_plan_file(name: str) -> bool:
+    return name in _PLAN_FILES or (name.endswith(".onnx") and (name.startswith("L") or name.startswith("G_S")))
+
+
+def check_replace(out_dir: str | Path, spec: ModelSpec, checkpoint_sha256: str | None = None, *,
+                  force: bool = False) -> None:
+    """Refuse to export into a folder holding another model's plan (same name, overrides and
+    checkpoint = the same model, whose unchanged graphs are reused), or into a folder of other
+    files, unless ``force``. Hidden entries (``.DS_Store``) do not count."""
+    out_dir = Path(out_dir)
+    if force or not out_dir.is_dir():
+        return
+    entries = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
+    if not entries:
+        return
+    mine = _describe(spec.name, spec.overrides)
+    if (out_dir / MANIFEST_FILE).is_file():
+        try:
+            prev = json.loads((out_dir / MANIFEST_FILE).read_text())["model"]
+            prev_name, prev_over = prev["name"], prev.get("overrides") or {}
+            prev_sha = prev.get("checkpoint_sha256")
+        except (OSError, ValueError, KeyError, TypeError):
+            raise PlanError(f"the folder {out_dir} holds a damaged plan manifest; choose another folder, or pass --force to "
+                            "replace it") from None
+        if (prev_name, prev_over, prev_sha) != (spec.name, dict(spec.overrides), checkpoint_sha256):
+            theirs = _describe(prev_name, prev_over) + (" with a checkpoint" if prev_sha else "")
+            ours = mine + (" with a checkpoint" if checkpoint_sha256 else "")
+            if theirs == ours:  # same name and overrides, another checkpoint
+                theirs, ours = f"{theirs} {str(prev_sha)[:12]}", f"{ours} {str(checkpoint_sha256)[:12]}"
+            raise PlanError(f"the folder {out_dir} holds the plan of another model ({theirs}); exporting {ours} "
+                            "would replace it: choose another folder, or pass --force to replace it")
+        return
+    foreign = [n for n in entries if not _is_plan_file(n)]
+    if foreign:
+        raise PlanError(f"the folder {out_dir} is not empty and holds no plan ({len(entries)} "
+                        f"entr{'y' if len(entries) == 1 else 'ies'}, e.g. {foreign[0]}); "
+                        "choose a new or empty folder, or pass --force to write the plan into it")
+
+
+def _describe(name: str, overrides: dict[str, Any]) -> str:
+    return name + (" " + " ".join(f"{k}={v}" for k, v in overrides.items()) if overrides else "")
+
+
 def export_plan(
     spec: ModelSpec,
     out_dir: str | Path,
     config: ExportConfig,
     *,
     progress: ProgressFn | None = None,
+    force: bool = False,
 ) -> tuple[Manifest, dict[str, Any]]:
     """Export ``spec`` pruned at the configured levels and sliced at the candidate split points.
 
     Returns the manifest and export statistics (graphs exported/reused, seconds per graph).
-    ``progress(description, done, total)`` is called after every graph.
+    ``progress(description, done, total)`` is called after every graph. A folder holding another
+    model's plan (or other files) is refused unless ``force`` (:func:`check_replace`). Every check
+    runs before the folder is created, and a folder this call created is removed again when the
+    export fails before writing anything into it.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir)
     model = create_from_spec(spec, INIT_SEED)
     info = model_info(model)
     ckpt_sha = file_sha256(spec.checkpoint) if spec.checkpoint else None
+    check_replace(out_dir, spec, ckpt_sha, force=force)
     candidates = levels.candidate_splits(info.num_blocks, config.k)
     ranges = levels.segment_ranges(info.num_blocks, candidates)
     level_list = config.level_list(info.num_tokens, info.num_blocks)
+    created = _make_dir(out_dir)
+    try:
+        return _export(spec, model, info, ckpt_sha, candidates, ranges, level_list, out_dir, config, progress)
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _make_dir(out_dir: Path) -> list[Path]:
+    """Create ``out_dir`` (and missing parents); the folders created, deepest first."""
+    created = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PlanError(f"cannot create the plan folder {out_dir}: {exc.strerror}") from None
+    return created
+
+
+def _remove_empty(created: list[Path]) -> None:
+    for p in created:
+        try:
+            p.rmdir()  # only when empty
+        except OSError:
+            return
+
+
+def _export(spec, model, info, ckpt_sha, candidates, ranges, level_list, out_dir: Path, config: ExportConfig,
+            progress: ProgressFn | None) -> tuple[Manifest, dict[str, Any]]:
 
     model_key = (spec.to_dict(), ckpt_sha, INIT_SEED, config.opset, __version__)
     weights_key = _key(model_key)
@@ -325,4 +424,4 @@ def plan_size_bytes(plan_dir: str | Path) -> int:
     return sum(p.stat().st_size for p in plan_dir.iterdir() if p.is_file())
 
 
-__all__ = ["ExportConfig", "export_plan", "plan_size_bytes", "payloads", "MANIFEST_FILE"]
+__all__ = ["ExportConfig", "check_out_dir", "check_replace", "export_plan", "plan_size_bytes", "payloads", "MANIFEST_FILE"]

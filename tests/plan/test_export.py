@@ -230,6 +230,9 @@ def test_interrupted_export_resumes_and_stale_weights_go(tmp_path):
     manifest, stats = export_plan(spec, out, cfg)
     assert stats["exported"] == graphs and all(r.ok for r in verify_plan(manifest, OrtRunner(manifest), x))
 
-    # another model into the same folder: the old weights do not linger
-    small, _ = export_plan(ModelSpec("vit_tiny_patch16_224", {"depth": 2}), out, ExportConfig(k=1, levels=2))
+    # another model into the same folder: refused, unless forced; then the old weights do not linger
+    with pytest.raises(PlanError, match="another model"):
+        export_plan(ModelSpec("vit_tiny_patch16_224", {"depth": 2}), out, ExportConfig(k=1, levels=2))
+    small, _ = export_plan(ModelSpec("vit_tiny_patch16_224", {"depth": 2}), out, ExportConfig(k=1, levels=2),
+                           force=True)
     assert plan_size_bytes(out) <= 1.15 * small.model["weight_bytes"]
