@@ -1,0 +1,367 @@
+/* The control loop: janus_deploy.schedule.controller.Controller with the estimators of
+ * janus_deploy.schedule.estimators, operation for operation (same sums in the same order, so the
+ * same observations give the same estimates and decisions to the last bit). */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct ring { /* a deque with maxlen: oldest first */
+    double *v;
+    int cap, len, head;
+} ring;
+
+static int ring_init(ring *r, int cap) {
+    r->v = calloc((size_t)cap, sizeof(double));
+    r->cap = cap;
+    r->len = r->head = 0;
+    return r->v ? JANUS_OK : JANUS_E_NOMEM;
+}
+
+static void ring_push(ring *r, double x) {
+    if (r->len < r->cap) {
+        r->v[(r->head + r->len) % r->cap] = x;
+        r->len++;
+    } else {
+        r->v[r->head] = x;
+        r->head = (r->head + 1) % r->cap;
+    }
+}
+
+static double ring_at(const ring *r, int i) { return r->v[(r->head + i) % r->cap]; }
+
+struct janus_controller {
+    const janus_table *t;
+    janus_scheduler *sched;
+    janus_config cfg;
+    /* estimator */
+    ring samples, errors;
+    int has_value;
+    double value; /* EWMA */
+    /* RTT tracker: the window and a sorted copy for the median */
+    ring rtt;
+    double *rtt_sorted;
+    /* server health */
+    int failures, open, opened, config_error;
+    double open_until, open_s;
+    int has_last_link, probe_again;
+    double last_link_t;
+    long long observations;
+};
+
+/* ------------------------------------------------------------------------------ estimator */
+
+static double raw_prediction(const janus_controller *c) {
+    if (c->cfg.estimator == JANUS_ESTIMATOR_EWMA) return c->has_value ? c->value : c->cfg.cold_start_mbps;
+    if (c->samples.len == 0) return c->cfg.cold_start_mbps;
+    for (int i = 0; i < c->samples.len; i++)
+        if (ring_at(&c->samples, i) <= 0) return 0.0;
+    double acc = 0.0; /* sum(1.0 / s for s in samples), oldest first, as Python's loop */
+    for (int i = 0; i < c->samples.len; i++) acc += 1.0 / ring_at(&c->samples, i);
+    return (double)c->samples.len / acc;
+}
+
+static double recent_error(const janus_controller *c) {
+    if (c->errors.len == 0) return 0.0;
+    double m = ring_at(&c->errors, 0);
+    for (int i = 1; i < c->errors.len; i++)
+        if (ring_at(&c->errors, i) > m) m = ring_at(&c->errors, i);
+    return m;
+}
+
+static double estimate(const janus_controller *c) {
+    if (c->cfg.estimator == JANUS_ESTIMATOR_ROBUSTMPC) return raw_prediction(c) / (1.0 + recent_error(c));
+    return raw_prediction(c);
+}
+
+static double rel_error(double predicted, double actual) {
+    if (actual <= 0) return predicted <= 0 ? 0.0 : 1e3;
+    double e = fabs(predicted - actual) / actual;
+    return e < 1e3 ? e : 1e3;
+}
+
+static int observe_rate(janus_controller *c, double mbps, janus_error *err) {
+    if (!(isfinite(mbps) && mbps >= 0))
+        return jn_fail(err, JANUS_E_INVALID, "bad observation: a throughput sample must be a finite Mbit/s >= 0, "
+                       "got %g", mbps);
+    ring_push(&c->errors, rel_error(raw_prediction(c), mbps));
+    if (c->cfg.estimator == JANUS_ESTIMATOR_EWMA) {
+        double a = c->cfg.ewma_alpha;
+        c->value = c->has_value ? a * mbps + (1 - a) * c->value : mbps;
+        c->has_value = 1;
+    } else {
+        ring_push(&c->samples, mbps);
+    }
+    return JANUS_OK;
+}
+
+/* ------------------------------------------------------------------------------ RTT, breaker */
+
+static double rtt_estimate(const janus_controller *c) {
+    if (c->cfg.rtt_fixed || c->rtt.len == 0) return c->cfg.rtt_cold_ms;
+    const double *s = c->rtt_sorted;
+    int n = c->rtt.len;
+    if (c->cfg.rtt_estimate == JANUS_RTT_MAX) return s[n - 1];
+    int m = n / 2;
+    return (n % 2) ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+static void rtt_add(janus_controller *c, double v) {
+    ring_push(&c->rtt, v);
+    int n = c->rtt.len;
+    for (int i = 0; i < n; i++) { /* insertion sort of the (small) window */
+        double x = ring_at(&c->rtt, i);
+        int p = i - 1;
+        while (p >= 0 && c->rtt_sorted[p] > x) {
+            c->rtt_sorted[p + 1] = c->rtt_sorted[p];
+            p--;
+        }
+        c->rtt_sorted[p + 1] = x;
+    }
+}
+
+static void server_health(janus_controller *c, double t, int ok) {
+    const janus_config *cfg = &c->cfg;
+    if (cfg->breaker_failures == 0) return;
+    if (ok) {
+        c->failures = 0;
+        c->open = 0;
+        c->open_s = 0.0;
+        return;
+    }
+    c->failures++;
+    if (c->open) { /* a failed probe while open: back off */
+        double d = c->open_s * 2;
+        c->open_s = d < cfg->breaker_max_open_s ? d : cfg->breaker_max_open_s;
+        c->open_until = t + c->open_s;
+    } else if (c->failures >= cfg->breaker_failures) {
+        c->open_s = cfg->breaker_open_s;
+        c->open_until = t + c->open_s;
+        c->open = 1;
+        c->opened++;
+    }
+}
+
+/* ------------------------------------------------------------------------------ API */
+
+static int check_config(const janus_table *t, const janus_config *c, janus_error *err) {
+    if (c->system < JANUS_SYSTEM_DEVICE_ONLY || c->system > JANUS_SYSTEM_JANUS_DEPLOY)
+        return jn_fail(err, JANUS_E_INVALID, "unknown system %d", c->system);
+    if (c->estimator < JANUS_ESTIMATOR_HARMONIC || c->estimator > JANUS_ESTIMATOR_ROBUSTMPC)
+        return jn_fail(err, JANUS_E_INVALID, "unknown estimator %d", c->estimator);
+    if (!(isfinite(c->cold_start_mbps) && c->cold_start_mbps > 0))
+        return jn_fail(err, JANUS_E_INVALID, "the cold-start bandwidth must be > 0 Mbit/s, got %g", c->cold_start_mbps);
+    if (!(c->ewma_alpha > 0 && c->ewma_alpha <= 1))
+        return jn_fail(err, JANUS_E_INVALID, "the EWMA weight alpha must be in (0, 1], got %g", c->ewma_alpha);
+    if (!(c->margin >= 0 && c->margin < 1))
+        return jn_fail(err, JANUS_E_INVALID, "the margin must be in [0, 1), got %g", c->margin);
+    if (!(isfinite(c->rtt_cold_ms) && c->rtt_cold_ms >= 0))
+        return jn_fail(err, JANUS_E_INVALID, "the cold RTT must be >= 0 ms, got %g", c->rtt_cold_ms);
+    if (c->rtt_estimate != JANUS_RTT_MAX && c->rtt_estimate != JANUS_RTT_MEDIAN)
+        return jn_fail(err, JANUS_E_INVALID, "unknown RTT estimate %d", c->rtt_estimate);
+    if (c->rtt_window < 1 || c->window < 1 || c->rtt_window > (1 << 20) || c->window > (1 << 20))
+        return jn_fail(err, JANUS_E_INVALID, "the estimator and RTT windows must be in 1..2^20");
+    if (!(isfinite(c->probe_interval_s) && c->probe_interval_s >= 0))
+        return jn_fail(err, JANUS_E_INVALID, "the probe interval must be > 0 s (or 0: never), got %g",
+                       c->probe_interval_s);
+    if (c->breaker_failures < 0 || !(c->breaker_open_s > 0 && c->breaker_open_s <= c->breaker_max_open_s) ||
+        !isfinite(c->breaker_max_open_s))
+        return jn_fail(err, JANUS_E_INVALID, "breaker settings: failures >= 0 and 0 < open_s <= max_open_s");
+    if (!(isfinite(c->sla_ms) && c->sla_ms > 0))
+        return jn_fail(err, JANUS_E_INVALID, "the SLA must be a positive number of ms, got %g", c->sla_ms);
+    if (c->system <= JANUS_SYSTEM_MIXED && t->baseline_level < 0)
+        return jn_fail(err, JANUS_E_INVALID, "baselines need exactly one constant-policy (ToMe r) level; the table "
+                       "has none chosen");
+    return JANUS_OK;
+}
+
+void janus_controller_free(janus_controller *c) {
+    if (!c) return;
+    janus_scheduler_free(c->sched);
+    free(c->samples.v);
+    free(c->errors.v);
+    free(c->rtt.v);
+    free(c->rtt_sorted);
+    free(c);
+}
+
+int janus_controller_new(const janus_table *t, const janus_config *config, janus_controller **out, janus_error *err) {
+    if (!out) return jn_fail(err, JANUS_E_INVALID, "janus_controller_new: out is NULL");
+    *out = NULL;
+    if (!t) return jn_fail(err, JANUS_E_INVALID, "janus_controller_new: table is NULL");
+    janus_config cfg = config ? *config : t->config;
+    int rc = check_config(t, &cfg, err);
+    if (rc) return rc;
+    janus_controller *c = calloc(1, sizeof *c);
+    if (!c) return jn_fail(err, JANUS_E_NOMEM, "out of memory");
+    c->t = t;
+    c->cfg = cfg;
+    rc = janus_scheduler_new(t, cfg.codec, cfg.frame_bytes, &c->sched, err);
+    if (rc) {
+        janus_controller_free(c);
+        return rc;
+    }
+    c->cfg.codec = janus_scheduler_codec(c->sched); /* owned by the table, not the caller */
+    c->rtt_sorted = calloc((size_t)cfg.rtt_window, sizeof(double));
+    if (ring_init(&c->samples, cfg.window) || ring_init(&c->errors, cfg.window) || ring_init(&c->rtt, cfg.rtt_window) ||
+        !c->rtt_sorted) {
+        janus_controller_free(c);
+        return jn_fail(err, JANUS_E_NOMEM, "out of memory");
+    }
+    *out = c;
+    jn_ok(err);
+    return JANUS_OK;
+}
+
+const janus_scheduler *janus_controller_scheduler(const janus_controller *c) { return c ? c->sched : NULL; }
+
+int janus_controller_decide(const janus_controller *c, double t, janus_choice *out, janus_error *err) {
+    (void)t; /* decisions depend on observations only, as in Python */
+    if (!c || !out) return jn_fail(err, JANUS_E_INVALID, "janus_controller_decide: NULL argument");
+    const janus_config *cfg = &c->cfg;
+    double est = estimate(c), e = recent_error(c), rtt = rtt_estimate(c), bw = est;
+    if (cfg->system == JANUS_SYSTEM_JANUS_DEPLOY && cfg->deflate && cfg->estimator != JANUS_ESTIMATOR_ROBUSTMPC)
+        bw = est / (1.0 + e);
+    int reason = JANUS_REASON_SCHEDULER;
+    if (c->config_error || c->open) {
+        bw = 0.0;
+        reason = c->config_error ? JANUS_REASON_UNAUTHORIZED : JANUS_REASON_BREAKER_OPEN;
+    }
+    int rc;
+    if (cfg->system <= JANUS_SYSTEM_MIXED) {
+        int system = reason != JANUS_REASON_SCHEDULER ? JANUS_SYSTEM_DEVICE_ONLY : cfg->system;
+        rc = janus_baseline(c->sched, system, bw, rtt, cfg->sla_ms, &out->decision, err);
+    } else if (cfg->system == JANUS_SYSTEM_JANUS_PAPER) {
+        rc = janus_decide(c->sched, JANUS_MODE_PAPER, bw, 0.0, 0.0, cfg->sla_ms, &out->decision, err);
+    } else {
+        rc = janus_decide(c->sched, JANUS_MODE_DEPLOY, bw, rtt, cfg->margin, cfg->sla_ms, &out->decision, err);
+    }
+    if (rc) return rc;
+    out->estimate_mbps = est;
+    out->bandwidth_mbps = bw;
+    out->rtt_ms = rtt;
+    out->recent_error = e;
+    out->reason = reason;
+    return JANUS_OK;
+}
+
+void janus_observation_init(janus_observation *o, double t, int kind) {
+    if (!o) return;
+    o->t = t;
+    o->kind = kind;
+    o->nbytes = 0.0;
+    o->seconds = 0.0;
+    o->mbps = NAN;
+    o->rtt_ms = NAN;
+    o->server_ok = -1;
+    o->probe = 0;
+}
+
+int janus_controller_observe(janus_controller *c, const janus_observation *o, double *sample_out, janus_error *err) {
+    if (sample_out) *sample_out = NAN;
+    if (!c || !o) return jn_fail(err, JANUS_E_INVALID, "janus_controller_observe: NULL argument");
+    c->observations++;
+    double sample = NAN;
+    int has_sample = 0, rc = JANUS_OK;
+    switch (o->kind) {
+    case JANUS_OBS_TRANSFER:
+        if (!(isfinite(o->seconds) && o->seconds > 0))
+            return jn_fail(err, JANUS_E_INVALID, "bad observation: a transfer must take a positive, finite time to "
+                           "measure bandwidth, got %g s", o->seconds);
+        if (!(isfinite(o->nbytes) && o->nbytes >= 0))
+            return jn_fail(err, JANUS_E_INVALID, "bad observation: transfer size must be a finite number of bytes "
+                           ">= 0, got %g", o->nbytes);
+        sample = o->nbytes * 8.0 / o->seconds / 1e6;
+        rc = observe_rate(c, sample, err);
+        has_sample = 1;
+        break;
+    case JANUS_OBS_RATE:
+        rc = observe_rate(c, o->mbps, err);
+        sample = o->mbps;
+        has_sample = 1;
+        break;
+    case JANUS_OBS_OUTAGE:
+        rc = observe_rate(c, 0.0, err);
+        sample = 0.0;
+        has_sample = 1;
+        break;
+    case JANUS_OBS_UNAUTHORIZED:
+        c->config_error = 1;
+        break;
+    case JANUS_OBS_SERVER:
+        break;
+    default:
+        return jn_fail(err, JANUS_E_INVALID, "unknown observation kind %d", o->kind);
+    }
+    if (rc) return rc;
+    if (has_sample) {
+        c->last_link_t = o->t;
+        c->has_last_link = 1;
+        double est = estimate(c);
+        /* the link answers but the window still holds stale low samples: probe again soon */
+        c->probe_again = o->probe && sample > 0 && est < 0.5 * sample;
+        if (sample_out) *sample_out = sample;
+    }
+    if (isfinite(o->rtt_ms) && o->rtt_ms >= 0) rtt_add(c, o->rtt_ms);
+    if (o->server_ok == 0 || o->server_ok == 1) server_health(c, o->t, o->server_ok);
+    jn_ok(err);
+    return JANUS_OK;
+}
+
+int janus_controller_probe_due(const janus_controller *c, double t) {
+    if (!c || c->config_error) return 0;
+    if (c->open) return t >= c->open_until;
+    if (c->cfg.probe_interval_s <= 0) return 0;
+    double last = c->has_last_link ? c->last_link_t : 0.0;
+    return c->probe_again || (t - last) > c->cfg.probe_interval_s;
+}
+
+void janus_controller_get_state(const janus_controller *c, janus_controller_state *o) {
+    if (!o) return;
+    memset(o, 0, sizeof *o);
+    if (!c) return;
+    o->breaker_open = c->open;
+    o->consecutive_failures = c->failures;
+    o->breaker_opened = c->opened;
+    o->config_error = c->config_error;
+    o->estimate_mbps = estimate(c);
+    o->rtt_ms = rtt_estimate(c);
+    o->observations = c->observations;
+}
+
+int janus_controller_observe_exchange(janus_controller *c, double t, const janus_exchange *ex, double *sample,
+                                      janus_error *err) {
+    if (sample) *sample = NAN;
+    if (!c || !ex) return jn_fail(err, JANUS_E_INVALID, "janus_controller_observe_exchange: NULL argument");
+    janus_observation o;
+    if (ex->kind == JANUS_EXCHANGE_OK) {
+        double rtt_s = rtt_estimate(c) / 1e3, transfer_s = ex->upload_s, d = ex->network_s - rtt_s;
+        if (d > transfer_s) transfer_s = d;
+        if (1e-4 > transfer_s) transfer_s = 1e-4;
+        double r = ex->network_s - ex->upload_s;
+        janus_observation_init(&o, t, JANUS_OBS_TRANSFER);
+        o.nbytes = ex->body_bytes;
+        o.seconds = transfer_s;
+        o.rtt_ms = (r > 0.0 ? r : 0.0) * 1e3;
+        o.server_ok = 1;
+    } else if (ex->kind == JANUS_EXCHANGE_UNAUTHORIZED) {
+        janus_observation_init(&o, t, JANUS_OBS_UNAUTHORIZED);
+    } else if (ex->kind == JANUS_EXCHANGE_SERVER_ERROR || ex->kind == JANUS_EXCHANGE_PROTOCOL ||
+               (ex->kind == JANUS_EXCHANGE_TIMEOUT && ex->sent >= ex->body_bytes)) {
+        janus_observation_init(&o, t, JANUS_OBS_SERVER);
+        o.server_ok = 0;
+    } else if (ex->kind == JANUS_EXCHANGE_TIMEOUT && ex->sent > 0 && ex->elapsed_s > 0) {
+        janus_observation_init(&o, t, JANUS_OBS_TRANSFER);
+        o.nbytes = ex->sent;
+        o.seconds = ex->elapsed_s;
+    } else if (ex->kind == JANUS_EXCHANGE_TIMEOUT || ex->kind == JANUS_EXCHANGE_UNREACHABLE ||
+               ex->kind == JANUS_EXCHANGE_DROPPED) {
+        janus_observation_init(&o, t, JANUS_OBS_OUTAGE);
+        o.server_ok = ex->kind == JANUS_EXCHANGE_UNREACHABLE ? 0 : -1;
+    } else {
+        return jn_fail(err, JANUS_E_INVALID, "unknown exchange kind %d", ex->kind);
+    }
+    o.probe = ex->probe;
+    return janus_controller_observe(c, &o, sample, err);
+}

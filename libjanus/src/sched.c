@@ -1,0 +1,363 @@
+/* The scheduler: janus_deploy.schedule.scheduler.Scheduler, operation for operation.
+ *
+ * Cost rows of every level are precomputed in both modes with the same floating-point
+ * expressions as the numpy code (fixed = ((head + enc) + dec) + tail, kbits = bytes·8/1e3,
+ * comm = kbits / bandwidth, lat = (fixed + comm) + rtt·sends, score = lat + rank·1e9), so
+ * decisions and predicted latencies are bit-identical to Python's.
+ *
+ * janus-deploy mode visits the rows by preference rank (accuracy, else α) and stops after the
+ * first rank that has a feasible option: every later rank scores at least (rank + 1)·1e9 while
+ * this one scores below rank·1e9 + budget, so the result is the numpy argmin over all options
+ * whenever the budget is below 5e8 ms (otherwise every option is visited). */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RANK_OFFSET 1e9
+#define EARLY_EXIT_BUDGET 5e8
+
+void janus_scheduler_free(janus_scheduler *s) {
+    if (!s) return;
+    for (int m = 0; m < 2; m++) {
+        free(s->mode[m].fixed);
+        free(s->mode[m].enc);
+        free(s->mode[m].dec);
+        free(s->mode[m].kbits);
+        free(s->mode[m].sent);
+    }
+    free(s->sends);
+    free(s->rows);
+    free(s->rank_offset);
+    free(s->order);
+    free(s->group_end);
+    free(s);
+}
+
+static const jt_payload *payload_at(const janus_table *t, int codec, int level, int j) {
+    return &t->payload[((size_t)codec * (size_t)t->L + (size_t)level) * (size_t)t->C + (size_t)j];
+}
+
+static int build_mode(janus_scheduler *s, int mode) {
+    const janus_table *t = s->t;
+    size_t LC = (size_t)t->L * (size_t)t->C;
+    js_mode_table *m = &s->mode[mode];
+    m->fixed = malloc(sizeof(double) * LC);
+    m->enc = malloc(sizeof(double) * LC);
+    m->dec = malloc(sizeof(double) * LC);
+    m->kbits = malloc(sizeof(double) * LC);
+    m->sent = malloc(sizeof(uint64_t) * LC);
+    if (!m->fixed || !m->enc || !m->dec || !m->kbits || !m->sent) return JANUS_E_NOMEM;
+    int wire = mode == JANUS_MODE_PAPER ? s->wire_codec_paper : s->codec;
+    for (int i = 0; i < t->L; i++) {
+        for (int j = 0; j < t->C; j++) {
+            size_t q = (size_t)i * (size_t)t->C + (size_t)j;
+            int split = t->cands[j];
+            const jt_payload *pw = payload_at(t, wire, i, j);
+            uint64_t sent = (split == 0 && s->frame_bytes >= 0) ? (uint64_t)s->frame_bytes : pw->bytes;
+            double enc = 0.0, dec = 0.0, kb;
+            if (mode == JANUS_MODE_PAPER) {
+                /* Algorithm 1: x_s · D_M with D_M = 4·D (x_0 at s = 0), nothing at N+1 */
+                kb = split > t->n ? 0.0
+                                  : (double)((uint64_t)t->levels[i].tokens[split] * (uint64_t)t->dim * 4u * 8u) / 1e3;
+            } else {
+                enc = pw->encode_ms;
+                dec = payload_at(t, s->codec, i, j)->decode_ms;
+                kb = (double)sent * 8.0 / 1e3;
+            }
+            m->enc[q] = enc;
+            m->dec[q] = dec;
+            m->kbits[q] = kb;
+            m->sent[q] = sent;
+            m->fixed[q] = ((t->head[q] + enc) + dec) + t->tail[q];
+        }
+    }
+    return JANUS_OK;
+}
+
+/* Preference ranks of the exponential rows (Scheduler._ranks): by accuracy (equal accuracies
+ * share a rank), rows without one after all others; without any accuracy, by increasing α. */
+static int build_ranks(janus_scheduler *s) {
+    const janus_table *t = s->t;
+    int E = s->E;
+    double *known = malloc(sizeof(double) * (size_t)E);
+    double *rank = malloc(sizeof(double) * (size_t)E);
+    if (!known || !rank) {
+        free(known);
+        free(rank);
+        return JANUS_E_NOMEM;
+    }
+    int nk = 0;
+    for (int r = 0; r < E; r++) {
+        double a = t->levels[s->rows[r]].accuracy;
+        if (isnan(a)) continue;
+        int dup = 0;
+        for (int q = 0; q < nk; q++) dup |= known[q] == a;
+        if (!dup) known[nk++] = a;
+    }
+    for (int q = 1; q < nk; q++) { /* descending */
+        double v = known[q];
+        int p = q - 1;
+        while (p >= 0 && known[p] < v) {
+            known[p + 1] = known[p];
+            p--;
+        }
+        known[p + 1] = v;
+    }
+    for (int r = 0; r < E; r++) {
+        double a = t->levels[s->rows[r]].accuracy;
+        if (nk == 0) {
+            rank[r] = (double)r;
+        } else if (isnan(a)) {
+            rank[r] = (double)(nk + r);
+        } else {
+            int pos = 0;
+            while (known[pos] != a) pos++;
+            rank[r] = (double)pos;
+        }
+        s->rank_offset[r] = rank[r] * RANK_OFFSET;
+        s->order[r] = r;
+    }
+    for (int q = 1; q < E; q++) { /* stable: by (rank, row) */
+        int v = s->order[q], p = q - 1;
+        while (p >= 0 && rank[s->order[p]] > rank[v]) {
+            s->order[p + 1] = s->order[p];
+            p--;
+        }
+        s->order[p + 1] = v;
+    }
+    s->ngroups = 0;
+    for (int q = 0; q < E; q++)
+        if (q == E - 1 || rank[s->order[q + 1]] != rank[s->order[q]]) s->group_end[s->ngroups++] = q + 1;
+    free(known);
+    free(rank);
+    return JANUS_OK;
+}
+
+int janus_scheduler_new(const janus_table *t, const char *codec, int64_t frame_bytes, janus_scheduler **out,
+                        janus_error *err) {
+    if (!out) return jn_fail(err, JANUS_E_INVALID, "janus_scheduler_new: out is NULL");
+    *out = NULL;
+    if (!t) return jn_fail(err, JANUS_E_INVALID, "janus_scheduler_new: table is NULL");
+    int k = codec ? janus_table_codec_index(t, codec) : t->default_codec;
+    if (k < 0) {
+        char have[256] = "";
+        size_t used = 0;
+        for (int q = 0; q < t->K && used + 2 < sizeof have; q++) {
+            int w = snprintf(have + used, sizeof have - used, "%s%s", q ? ", " : "", t->codec_names[q]);
+            if (w < 0) break;
+            used += (size_t)w;
+        }
+        return jn_fail(err, JANUS_E_INVALID, "codec '%s' is not in the table (available: %s)", codec, have);
+    }
+    if (frame_bytes < -1 || frame_bytes > ((int64_t)1 << 53))
+        return jn_fail(err, JANUS_E_INVALID, "frame_bytes must be -1 (the profile's) or in 0..2^53, got %lld",
+                       (long long)frame_bytes);
+    janus_scheduler *s = calloc(1, sizeof *s);
+    if (!s) return jn_fail(err, JANUS_E_NOMEM, "out of memory");
+    s->t = t;
+    s->codec = k;
+    int fp32 = janus_table_codec_index(t, "fp32");
+    s->wire_codec_paper = fp32 >= 0 ? fp32 : k; /* the paper's deployment sends fp32 tokens */
+    s->frame_bytes = frame_bytes;
+    s->sends = malloc(sizeof(double) * (size_t)t->C);
+    s->rows = malloc(sizeof(int) * (size_t)t->L);
+    s->rank_offset = malloc(sizeof(double) * (size_t)t->L);
+    s->order = malloc(sizeof(int) * (size_t)t->L);
+    s->group_end = malloc(sizeof(int) * (size_t)t->L);
+    if (!s->sends || !s->rows || !s->rank_offset || !s->order || !s->group_end) goto nomem;
+    for (int j = 0; j < t->C; j++) s->sends[j] = t->cands[j] <= t->n ? 1.0 : 0.0;
+    /* exponential levels by increasing α (Profile.levels_of: a stable sort) */
+    s->E = 0;
+    for (int i = 0; i < t->L; i++) {
+        if (t->levels[i].policy != JANUS_POLICY_EXPONENTIAL) continue;
+        int p = s->E - 1;
+        while (p >= 0 && t->levels[s->rows[p]].alpha > t->levels[i].alpha) {
+            s->rows[p + 1] = s->rows[p];
+            p--;
+        }
+        s->rows[p + 1] = i;
+        s->E++;
+    }
+    if (build_mode(s, JANUS_MODE_DEPLOY) || build_mode(s, JANUS_MODE_PAPER) || build_ranks(s)) goto nomem;
+    *out = s;
+    jn_ok(err);
+    return JANUS_OK;
+nomem:
+    janus_scheduler_free(s);
+    return jn_fail(err, JANUS_E_NOMEM, "out of memory");
+}
+
+const char *janus_scheduler_codec(const janus_scheduler *s) { return s ? s->t->codec_names[s->codec] : NULL; }
+
+int js_check_inputs(double bw, double rtt, double sla, janus_error *err) {
+    if (!(bw >= 0)) return jn_fail(err, JANUS_E_INVALID, "bandwidth must be >= 0 Mbit/s, got %g", bw);
+    if (!(isfinite(rtt) && rtt >= 0)) return jn_fail(err, JANUS_E_INVALID, "the RTT must be a finite number of ms >= 0, got %g", rtt);
+    if (!(isfinite(sla) && sla > 0)) return jn_fail(err, JANUS_E_INVALID, "the SLA must be a positive number of ms, got %g", sla);
+    return JANUS_OK;
+}
+
+/* Transfer ms of one option at bw Mbit/s (Scheduler._comm): an outage costs inf wherever bytes are sent. */
+static inline double comm_of(double kb, double bw) {
+    if (bw > 0) return isinf(bw) ? 0.0 : kb / bw;
+    return kb > 0 ? INFINITY : 0.0;
+}
+
+void js_fill(const janus_scheduler *s, int mode, int level, int j, double comm, double rtt_charged, double sla,
+             janus_decision *o) {
+    const janus_table *t = s->t;
+    const js_mode_table *m = &s->mode[mode];
+    const jt_level *lv = &t->levels[level];
+    size_t q = (size_t)level * (size_t)t->C + (size_t)j;
+    int split = t->cands[j];
+    o->level_index = level;
+    o->policy = lv->policy;
+    o->alpha = lv->alpha;
+    o->split = split;
+    o->edge_ms = t->head[q];
+    o->encode_ms = m->enc[q];
+    o->comm_ms = comm;
+    o->rtt_ms = rtt_charged;
+    o->decode_ms = m->dec[q];
+    o->cloud_ms = t->tail[q];
+    o->predicted_ms = (m->fixed[q] + comm) + rtt_charged;
+    o->meets_sla = o->predicted_ms <= sla;
+    o->bytes = m->sent[q];
+    o->accuracy = lv->accuracy;
+    o->plan_level = lv->plan_level;
+    o->model = split <= t->n ? t->models[q] : NULL;
+    o->num_engines = t->eseg[j];
+    o->engines = (t->has_names && t->eseg[j] > 0) ? (const char *const *)lv->engines : NULL;
+}
+
+static int decide_paper(const janus_scheduler *s, double bw, double sla, janus_decision *o) {
+    const janus_table *t = s->t;
+    const js_mode_table *m = &s->mode[JANUS_MODE_PAPER];
+    int C = t->C, li = 0, bj = 0;
+    double bcomm = 0.0;
+    for (int r = 0; r < s->E; r++) {
+        li = s->rows[r];
+        const double *fx = m->fixed + (size_t)li * (size_t)C, *kb = m->kbits + (size_t)li * (size_t)C;
+        double best = 0.0;
+        for (int j = 0; j < C; j++) {
+            double comm = comm_of(kb[j], bw), lat = fx[j] + comm;
+            if (j == 0 || lat < best) {
+                best = lat;
+                bj = j;
+                bcomm = comm;
+            }
+        }
+        if (best <= sla) break; /* the first α whose best split meets the SLA */
+    }
+    js_fill(s, JANUS_MODE_PAPER, li, bj, bcomm, 0.0, sla, o);
+    return JANUS_OK;
+}
+
+static int decide_deploy(const janus_scheduler *s, double bw, double rtt, double margin, double sla,
+                         janus_decision *o) {
+    const janus_table *t = s->t;
+    const js_mode_table *m = &s->mode[JANUS_MODE_DEPLOY];
+    const int C = t->C;
+    const double budget = sla * (1.0 - margin);
+    const int early = budget < EARLY_EXIT_BUDGET;
+    double best_score = INFINITY, min_lat = INFINITY;
+    long best_k = -1, min_k = -1;
+    int q = 0;
+    for (int g = 0; g < s->ngroups; g++) {
+        for (; q < s->group_end[g]; q++) {
+            int r = s->order[q], li = s->rows[r];
+            const double *fx = m->fixed + (size_t)li * (size_t)C, *kb = m->kbits + (size_t)li * (size_t)C;
+            const double off = s->rank_offset[r];
+            for (int j = 0; j < C; j++) {
+                double lat = (fx[j] + comm_of(kb[j], bw)) + rtt * s->sends[j];
+                long k = (long)r * C + j;
+                if (min_k < 0 || lat < min_lat || (lat == min_lat && k < min_k)) {
+                    min_lat = lat;
+                    min_k = k;
+                }
+                if (lat <= budget) {
+                    double score = lat + off;
+                    if (best_k < 0 || score < best_score || (score == best_score && k < best_k)) {
+                        best_score = score;
+                        best_k = k;
+                    }
+                }
+            }
+        }
+        if (best_k >= 0 && early) break;
+    }
+    long k = best_k >= 0 ? best_k : min_k; /* nothing fits: the fastest option overall */
+    int r = (int)(k / C), j = (int)(k % C), li = s->rows[r];
+    double comm = comm_of(m->kbits[(size_t)li * (size_t)C + (size_t)j], bw);
+    js_fill(s, JANUS_MODE_DEPLOY, li, j, comm, s->sends[j] != 0.0 ? rtt : 0.0, sla, o);
+    return JANUS_OK;
+}
+
+int janus_decide(const janus_scheduler *s, int mode, double bw, double rtt, double margin, double sla,
+                 janus_decision *out, janus_error *err) {
+    if (!s || !out) return jn_fail(err, JANUS_E_INVALID, "janus_decide: NULL argument");
+    int rc = js_check_inputs(bw, mode == JANUS_MODE_PAPER ? 0.0 : rtt, sla, err);
+    if (rc) return rc;
+    if (mode == JANUS_MODE_PAPER) {
+        decide_paper(s, bw, sla, out);
+    } else if (mode == JANUS_MODE_DEPLOY) {
+        if (!(margin >= 0.0 && margin < 1.0))
+            return jn_fail(err, JANUS_E_INVALID, "the SLA margin must be in [0, 1), got %g", margin);
+        decide_deploy(s, bw, rtt, margin, sla, out);
+    } else {
+        return jn_fail(err, JANUS_E_INVALID, "unknown scheduler mode %d", mode);
+    }
+    jn_ok(err);
+    return JANUS_OK;
+}
+
+int janus_baseline(const janus_scheduler *s, int system, double bw, double rtt, double sla, janus_decision *out,
+                   janus_error *err) {
+    if (!s || !out) return jn_fail(err, JANUS_E_INVALID, "janus_baseline: NULL argument");
+    const janus_table *t = s->t;
+    if (t->baseline_level < 0)
+        return jn_fail(err, JANUS_E_INVALID, "baselines need exactly one constant-policy (ToMe r) level; the table "
+                       "has none chosen (export it with --baseline-level)");
+    if (system != JANUS_SYSTEM_DEVICE_ONLY && system != JANUS_SYSTEM_CLOUD_ONLY && system != JANUS_SYSTEM_MIXED)
+        return jn_fail(err, JANUS_E_INVALID, "unknown baseline %d; choose device-only, cloud-only or mixed", system);
+    int rc = js_check_inputs(bw, rtt, sla, err);
+    if (rc) return rc;
+    const js_mode_table *m = &s->mode[JANUS_MODE_DEPLOY];
+    int li = t->baseline_level, C = t->C, dev = C - 1, cloud = 0, j;
+    const double *fx = m->fixed + (size_t)li * (size_t)C, *kb = m->kbits + (size_t)li * (size_t)C;
+    if (system == JANUS_SYSTEM_DEVICE_ONLY) {
+        j = dev;
+    } else if (system == JANUS_SYSTEM_CLOUD_ONLY) {
+        j = cloud;
+    } else {
+        double lc = (fx[cloud] + comm_of(kb[cloud], bw)) + rtt * s->sends[cloud];
+        double ld = (fx[dev] + comm_of(kb[dev], bw)) + rtt * s->sends[dev];
+        j = lc < ld ? cloud : dev;
+    }
+    js_fill(s, JANUS_MODE_DEPLOY, li, j, comm_of(kb[j], bw), s->sends[j] != 0.0 ? rtt : 0.0, sla, out);
+    jn_ok(err);
+    return JANUS_OK;
+}
+
+int janus_evaluate(const janus_scheduler *s, int mode, int level, int split, double bw, double rtt, double sla,
+                   janus_decision *out, janus_error *err) {
+    if (!s || !out) return jn_fail(err, JANUS_E_INVALID, "janus_evaluate: NULL argument");
+    const janus_table *t = s->t;
+    if (mode != JANUS_MODE_DEPLOY && mode != JANUS_MODE_PAPER)
+        return jn_fail(err, JANUS_E_INVALID, "unknown scheduler mode %d", mode);
+    if (level < 0 || level >= t->L)
+        return jn_fail(err, JANUS_E_INVALID, "level index %d out of range (0..%d)", level, t->L - 1);
+    int j = -1;
+    for (int q = 0; q < t->C; q++)
+        if (t->cands[q] == split) j = q;
+    if (j < 0) return jn_fail(err, JANUS_E_INVALID, "split %d is not a candidate split point", split);
+    int rc = js_check_inputs(bw, rtt, sla, err);
+    if (rc) return rc;
+    double comm = comm_of(s->mode[mode].kbits[(size_t)level * (size_t)t->C + (size_t)j], bw);
+    double charged = (mode == JANUS_MODE_DEPLOY && s->sends[j] != 0.0) ? rtt : 0.0;
+    js_fill(s, mode, level, j, comm, charged, sla, out);
+    jn_ok(err);
+    return JANUS_OK;
+}
