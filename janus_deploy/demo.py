@@ -48,13 +48,21 @@ def run_demo(
     sample_interval_s: float = 0.05,
     runs: int = 20,
     edge_slowdown: float = 8.0,
+    engine: str = "builtin",
     say: Callable[[str], None] = print,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline; returns the edge runtime's summary (also in ``out/summary.json``).
 
     ``say`` announces each stage; ``progress(stage, done, total)`` follows the long ones.
+    ``engine``: the cloud half's server, ``builtin`` or ``triton`` (the bundled tritonserver).
     """
+    if engine not in ("builtin", "triton"):
+        raise DemoError(f"unknown engine {engine!r}; choose builtin or triton")
+    if engine == "triton":
+        from janus_deploy.triton.server import find_bundle
+
+        find_bundle()  # fail before the long stages when Triton cannot run here
 
     def step(stage: str):
         return None if progress is None else (lambda done, total, *_: progress(stage, done, total))
@@ -105,10 +113,18 @@ def run_demo(
     say(f"5/7 write {requests} test images → {out / 'images'}")
     write_image_folder(out / "images", "test", limit=requests)
     link = load_trace(trace_spec, interval_s=sample_interval_s)
-    say(f"6/7 start the V2 server on loopback; replay uplink trace {link.name} "
+    say(f"6/7 start the V2 server ({engine}) on loopback; replay uplink trace {link.name} "
         f"(mean {link.mean():.1f} Mbit/s, one sample per {sample_interval_s * 1e3:.0f} ms)")
-    app = create_app(out / "plan", out / "engines", preload=True)
-    with BackgroundServer(app) as server:
+    if engine == "triton":
+        from janus_deploy.triton.repository import ExportOptions, export_repository
+        from janus_deploy.triton.server import TritonServer
+
+        export_repository(manifest, out / "engines", out / "triton-repository", ExportOptions(platform="python"),
+                          force=True)
+        cloud_server: Any = TritonServer(out / "triton-repository", http_port=0)
+    else:
+        cloud_server = BackgroundServer(create_app(out / "plan", out / "engines", preload=True))
+    with cloud_server as server:
         say(f"7/7 edge client → {server.url}, SLA {sla_ms} ms")
         with EdgeRuntime(manifest, edge_runner, edge, cloud, server_url=server.url,
                          sla_ms=sla_ms, accuracy=out / "accuracy.json", trace=link,

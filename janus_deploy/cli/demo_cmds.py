@@ -20,6 +20,7 @@ def demo(
     sample_interval: float = typer.Option(0.05, help="Seconds per trace sample."),
     runs: int = typer.Option(20, min=1, help="Timed runs per engine when profiling."),
     edge_slowdown: float = typer.Option(8.0, min=1.0, help="Emulate an edge device this many times slower than this machine (edge and cloud share it on loopback)."),
+    engine: str = typer.Option("builtin", "--engine", help="Cloud server: builtin | triton (the tritonserver bundled in nvidia-pytriton)."),
 ) -> None:
     """Export the small digits ViT, build ORT engines, calibrate, profile, serve on loopback and run the edge client over an LTE trace."""
     from janus_deploy.demo import run_demo
@@ -36,7 +37,7 @@ def demo(
             bars.update(tasks[stage], completed=done, total=total)
 
         summary = run_demo(out, requests=requests, sla_ms=sla, levels=levels, k=k, trace=trace,
-                           sample_interval_s=sample_interval, runs=runs, edge_slowdown=edge_slowdown,
+                           sample_interval_s=sample_interval, runs=runs, edge_slowdown=edge_slowdown, engine=engine,
                            say=lambda s: bars.console.print(f"[bold cyan]{s}"), progress=progress)
     render_report(summary, "janus-deploy demo")
     if summary.get("top1_accuracy") is not None:

@@ -521,3 +521,20 @@ def test_deploy_manifests_are_generated_and_agree(small, triton, tmp_path):
     res = CliRunner().invoke(app, ["export-triton", str(plan_dir), "--engines", str(engines), "--out", str(tmp_path / "r2"),
                                    "--tails", "janus_L9_S1"])
     assert res.exit_code == 2 and "has no tail janus_L9_S1" in res.output
+
+
+@pytest.mark.slow
+def test_demo_against_triton(tmp_path):
+    """The README's demo with the cloud half on Triton (minutes on 2 cores: -m slow)."""
+    _bundle_or_skip()
+    from janus_deploy.demo import run_demo
+
+    trace = tmp_path / "link.cooked"
+    trace.write_text("".join(f"{i * 0.05:.2f} {20 if i % 20 < 15 else 2}\n" for i in range(400)))
+    summary = run_demo(tmp_path / "demo", requests=12, levels=3, runs=2, trace=str(trace), engine="triton",
+                       say=lambda s: None)
+    assert summary["answered"] == 12 and summary["errors"] == 0
+    assert summary["top1_accuracy"] >= 0.75
+    recs = [json.loads(x) for x in (tmp_path / "demo" / "requests.jsonl").read_text().splitlines()]
+    offloaded = [r for r in recs if (r.get("decision") or {}).get("model") and r.get("fallback") is None]
+    assert offloaded, "no request was answered by Triton"
