@@ -1,19 +1,63 @@
 """ToMe bipartite soft matching, written so that it exports to ONNX and runs in ONNX Runtime and
-TensorRT >= 10: the ranking is a stable sort (exported as TopK), merging is a one-hot matmul,
-gathers are GatherElements. No ScatterElements-with-reduction, no NonZero. ``merge`` (``r`` an int)
-gives per-level graphs with static token counts and few nodes; ``merge_dynamic`` (``r`` a tensor)
-gives level-free graphs whose token counts are symbolic.
+TensorRT >= 10. ``merge`` (``r`` an int) gives per-level graphs with static token counts;
+``merge_dynamic`` (``r`` a tensor) gives level-free graphs whose token counts are symbolic.
 
 Prefix tokens (class, distillation, register) are never merged. The non-prefix tokens are split
 alternately into set A (even positions) and set B (odd positions); each A token is scored against
 every B token by the cosine similarity of its attention key (mean over heads); the ``r`` A tokens
 with the best match are merged into their B partner by size-weighted average.
 Output order: ``[prefix, unmerged A (original order), B]``.
+
+What the graph does per merging block (docs/pruning-efficiency.md has the measured cost): only
+two ops touch every token, the rest works on r rows or on the small key matrix.
+
+* matching: one TopK(1) gives every A token's best score and partner, TopK(r) ranks them (ties
+  to the lower index, as a stable sort);
+* merging: the r merged rows are computed from the r source and r destination rows alone (an
+  [r, r] "same destination" matmul sums several sources of one destination) and appended to the
+  tokens; a third TopK sorts one key per row into the output order, so the output is **one row
+  gather** (GatherND, batch_dims = 1) from ``[tokens, merged rows]``.
+
+No ScatterElements or ScatterND, no NonZero, no GatherElements over whole token tensors.
 """
 
 from __future__ import annotations
 
 import torch
+
+
+class _Rows(torch.autograd.Function):
+    """``x[b, idx[b, i, 0], :]`` for x [B, T, C] and idx [B, n, 1]: one row copy per index.
+    Exported as GatherND with ``batch_dims = 1``; GatherElements would need the index expanded to
+    [B, n, C] and read an int64 per element."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, idx: torch.Tensor, count: int | None) -> torch.Tensor:  # noqa: ARG004
+        return x.gather(1, idx.expand(-1, -1, x.shape[-1]))
+
+    @staticmethod
+    def symbolic(g, x, idx, count):
+        out = g.op("GatherND", x, idx, batch_dims_i=1)
+        # [batch, count, C]: the batch stays symbolic, a static count a constant (without a type
+        # the exporter would bake all traced sizes in, batch included)
+        out.setType(x.type().with_sizes([None, count, *x.type().varyingSizes()[2:]]))
+        return out
+
+
+def rows(x: torch.Tensor, idx: torch.Tensor, count: int | torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` [B, count, 1] of ``x`` [B, T, C], per batch element (GatherND in ONNX).
+    ``count`` is idx's row count: an int in per-level graphs, a tensor in level-free ones."""
+    return _Rows.apply(x, idx, count if isinstance(count, int) else None)
+
+
+def key_metric(k: torch.Tensor, tokens: int | torch.Tensor) -> torch.Tensor:
+    """The matching metric from attention keys [B, H, T, hd]: their sum over heads [B, T, hd]
+    (the cosine does not see the 1/H of ToMe's mean). One MatMul with a row of ones in the graph:
+    ReduceMean over the head axis took ONNX Runtime 4x longer. ``tokens`` is T, an int where the
+    graph's token count is static (constant reshapes)."""
+    h, hd = int(k.shape[1]), int(k.shape[3])
+    ones = torch.ones(1, h, dtype=k.dtype, device=k.device)
+    return (ones @ k.reshape(-1, h, tokens * hd)).reshape(-1, tokens, hd)
 
 
 def match(metric: torch.Tensor, r: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -23,25 +67,27 @@ def match(metric: torch.Tensor, r: int | torch.Tensor) -> tuple[torch.Tensor, to
     token each one merges into, and the unmerged A tokens in ascending order. Ties rank the lower
     index first (stable sort; ONNX TopK has the same rule).
     """
-    dynamic = isinstance(r, torch.Tensor)
+    src_idx, dst_idx = _pairs(metric, r, 0)
+    num_a = _count(metric[:, ::2], isinstance(r, torch.Tensor))
+    # unmerged A tokens in original order: sort the A positions with the merged ones pushed last
+    positions = torch.arange(num_a, device=metric.device)
+    merged = (src_idx == positions).sum(dim=1, keepdim=True)  # [B, 1, Na]
+    key = (positions + num_a * merged).to(torch.float32)
+    return src_idx[..., 0], dst_idx[..., 0], _smallest(key, num_a - r, 2)[:, 0]
+
+
+def _pairs(metric: torch.Tensor, r: int | torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(src_idx, dst_idx)`` [B, r, 1]: the r best-matched A tokens of ``metric`` [B, T, C] past
+    its ``p`` prefix tokens and their B partners (indices within A and B)."""
     metric = metric / metric.norm(dim=-1, keepdim=True)
-    a, b = metric[:, ::2], metric[:, 1::2]
-    num_a = _count(a, dynamic)
-    scores = a @ b.transpose(-1, -2)  # [B, Na, Nb]
-    if dynamic:
+    scores = metric[:, p::2] @ metric[:, p + 1::2].transpose(-1, -2)  # [B, Na, Nb]
+    if isinstance(r, torch.Tensor):
         # A level-free graph also meets blocks left with one non-prefix token (Nb = 0, r = 0):
         # a never-chosen column (cosines are >= -1) keeps the max defined.
         scores = torch.nn.functional.pad(scores, (0, 1), value=-2.0)
-    node_max, node_idx = scores.max(dim=-1)
-    src_idx = _top_stable(node_max, r)
-    dst_idx = node_idx.gather(1, src_idx)
-    # Unmerged A tokens in original order, without a data-dependent shape: rank by -index,
-    # with merged tokens pushed below every unmerged one (distinct keys, so no ties).
-    positions = torch.arange(num_a, device=metric.device)
-    merged = (src_idx.unsqueeze(-1) == positions).to(metric.dtype)
-    key = -positions.to(metric.dtype) - num_a * merged.sum(dim=1)
-    unm_idx = torch.topk(key, num_a - r, dim=-1).indices
-    return src_idx, dst_idx, unm_idx
+    node_max, node_idx = _row_max(scores)
+    src_idx = _largest(node_max, r)
+    return src_idx, node_idx.gather(1, src_idx)
 
 
 def _count(t: torch.Tensor, dynamic: bool) -> int | torch.Tensor:
@@ -50,18 +96,26 @@ def _count(t: torch.Tensor, dynamic: bool) -> int | torch.Tensor:
     return t.shape[1] if dynamic else int(t.shape[1])
 
 
-def _top_stable(values: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
-    """Indices of the ``k`` largest values, ties to the lower index. Eager PyTorch gets this from
-    a stable sort; the exported graph from ONNX TopK, whose spec breaks ties the same way."""
+def _row_max(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best value and its column (the first of equal ones) per row, both [B, rows, 1]. One TopK
+    in the exported graph (ReduceMax + ArgMax would read the scores twice)."""
     if torch.onnx.is_in_onnx_export():
-        return torch.topk(values, k, dim=-1).indices
-    return torch.sort(values, dim=-1, descending=True, stable=True).indices[:, :k]
+        return torch.topk(scores, 1, dim=-1)
+    return scores.max(dim=-1, keepdim=True)
 
 
-def _take(x: torch.Tensor, idx: torch.Tensor, width: int) -> torch.Tensor:
-    """x[b, idx[b, i], :] for every b, i (GatherElements). ``width`` is x's last dimension as a
-    Python int, so the exported graph needs no shape arithmetic for it."""
-    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, width))
+def _largest(values: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
+    """Indices [B, k, 1] of the ``k`` largest of ``values`` [B, n, 1], ties to the lower index.
+    Eager PyTorch gets this from a stable sort; the exported graph from ONNX TopK, whose spec
+    breaks ties the same way."""
+    if torch.onnx.is_in_onnx_export():
+        return torch.topk(values, k, dim=1).indices
+    return torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]
+
+
+def _smallest(values: torch.Tensor, k: int | torch.Tensor, dim: int) -> torch.Tensor:
+    """Indices of the ``k`` smallest of ``values`` along ``dim``, ascending (distinct values)."""
+    return torch.topk(values, k, dim=dim, largest=False).indices
 
 
 def merge(
@@ -71,6 +125,7 @@ def merge(
     each token stands for. ``metric`` [B, T, C] are the keys used for matching.
 
     ``r`` must be at most half the non-prefix tokens (see ``janus_deploy.levels.merge_cap``).
+    A block with ``r = 0`` gets no merge ops at all.
     """
     if r <= 0:
         return x, size
@@ -86,10 +141,7 @@ def merge_dynamic(
     (the input comes back unchanged, in its order)."""
     if not torch.onnx.is_in_onnx_export():
         _check_cap(x, int(r), num_prefix)
-    out_x, out_s = _merged(x, size, metric, r, num_prefix)
-    keep = x.shape[1] - r
-    unchanged = r == 0  # _merged reorders the tokens even when it merges none
-    return torch.where(unchanged, x[:, :keep], out_x), torch.where(unchanged, size[:, :keep], out_s)
+    return _merged(x, size, metric, r, num_prefix)
 
 
 def _check_cap(x: torch.Tensor, r: int, num_prefix: int) -> None:
@@ -100,16 +152,31 @@ def _check_cap(x: torch.Tensor, r: int, num_prefix: int) -> None:
 
 def _merged(x, size, metric, r, num_prefix) -> tuple[torch.Tensor, torch.Tensor]:
     """The merge proper; every token count in it may be symbolic (see ``merge_dynamic``)."""
-    d = int(x.shape[-1])  # the embedding width: a constant even in level-free graphs
-    # Size-weighted tokens with the size as one more channel: one gather and one matmul move both.
-    w = torch.cat([x * size, size], dim=-1)[:, num_prefix:]
-    src_idx, dst_idx, unm_idx = match(metric[:, num_prefix:], r)
-    a, b = w[:, ::2], w[:, 1::2]
-    nb = _count(b, isinstance(r, torch.Tensor))
-    one_hot = (dst_idx.unsqueeze(-1) == torch.arange(nb, device=x.device)).to(x.dtype)
-    new_b = b + one_hot.transpose(1, 2) @ _take(a, src_idx, d + 1)  # [B, Nb, r] @ [B, r, D+1]
-    rest = torch.cat([_take(a, unm_idx, d + 1), new_b], dim=1)
-    rest_s = rest[..., d:]
-    out_x = torch.cat([x[:, :num_prefix], rest[..., :d] / rest_s], dim=1)
-    out_s = torch.cat([size[:, :num_prefix], rest_s], dim=1)
-    return out_x, out_s
+    dynamic = isinstance(r, torch.Tensor)
+    p, d, n = num_prefix, int(x.shape[-1]), _count(x, dynamic)
+    src_j, dst_j = _pairs(metric, r, p)
+    t = torch.arange(n, device=x.device)
+    src, dst = t[p::2][src_j], t[p + 1::2][dst_j]  # [B, r, 1] positions in x
+    # The merged rows from the r source and destination rows alone: sources sharing a destination
+    # are summed by an [r, r] "same destination" matrix, so each source's row is its
+    # destination's whole result (equal rows for sources of one destination).
+    dst_row = dst.transpose(1, 2)  # [B, 1, r]
+    same = (dst == dst_row).to(x.dtype)
+    src_s, dst_s = rows(size, src, r), rows(size, dst, r)
+    total = same @ torch.cat([rows(x, src, r) * src_s, src_s], dim=-1)  # [B, r, D + 1]
+    new_s = dst_s + total[..., d:]
+    new_x = (rows(x, dst, r) * dst_s + total[..., :d]) / new_s
+    # The output is one row gather from [x, merged rows], in the order of one sort of a key per
+    # row: prefix and unmerged A tokens keep their position t, B tokens follow (t + T), a merged
+    # row takes its destination's key. Cut off (keys >= 2T): merged A tokens, destinations, and
+    # all but the last merged row of a destination. With r = 0 (level-free graphs) nothing
+    # moves: the B offset is switched off.
+    is_b = (t >= p) & ((t - p) % 2 == 1)
+    if dynamic:
+        is_b = is_b & (r > 0)
+    cut = (torch.cat([src, dst], dim=1) == t).sum(dim=1, keepdim=True)  # [B, 1, T]
+    i = torch.arange(_count(src, dynamic), device=x.device)
+    later = (same * (i.unsqueeze(-1) > i).to(x.dtype)).sum(dim=1, keepdim=True)  # [B, 1, r]
+    key = torch.cat([t + n * is_b + 2 * n * cut, dst_row + n + 2 * n * later.to(dst.dtype)], dim=2)
+    order = _smallest(key.to(torch.float32), n - r, 2).transpose(1, 2)  # [B, T - r, 1]
+    return rows(torch.cat([x, new_x], dim=1), order, n - r), rows(torch.cat([size, new_s], dim=1), order, n - r)

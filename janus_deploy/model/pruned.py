@@ -12,32 +12,36 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from janus_deploy.model.merge import merge, merge_dynamic
+from janus_deploy.model.merge import key_metric, merge, merge_dynamic
 from janus_deploy.levels import Schedule, segment_ranges
 
 
-def attention(attn: nn.Module, x: torch.Tensor, size: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def attention(
+    attn: nn.Module, x: torch.Tensor, size: torch.Tensor | None, static: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """timm ``Attention`` with proportional attention (``log size`` added to the logits).
 
-    Returns the attention output and the keys averaged over heads (the merge metric).
+    Returns the attention output and the keys summed over heads (the merge metric).
     Honours qkv bias, q/k-norm, scale-norm and the output gate; ``size=None`` skips the
-    log-size term (no token has been merged yet).
+    log-size term (no token has been merged yet). ``static``: the token count is a constant of
+    the exported graph (per-level graphs), so its reshapes have constant shapes and ONNX Runtime
+    knows every shape without first fusing shape arithmetic; level-free graphs pass False.
     """
-    b, n, _ = x.shape
+    n = int(x.shape[1]) if static else x.shape[1]
     gate = attn.gate(x).sigmoid() if attn.gate is not None else None
     # [B, N, 3·H·hd] -> three [B, H, N, hd]: one Reshape, Transpose and Split in the exported graph
-    qkv = attn.qkv(x).reshape(b, n, 3 * attn.num_heads, attn.head_dim).transpose(1, 2)
+    qkv = attn.qkv(x).reshape(-1, n, 3 * attn.num_heads, attn.head_dim).transpose(1, 2)
     q, k, v = qkv.split(attn.num_heads, dim=1)
     q, k = attn.q_norm(q), attn.k_norm(k)
     logits = (q * attn.scale) @ k.transpose(-2, -1)
     if size is not None:
-        logits = logits + size.log().transpose(1, 2).unsqueeze(1)  # [B, 1, 1, T]
+        logits = logits + size.log().reshape(-1, 1, 1, n)  # [B, T, 1] -> [B, 1, 1, T], no copy
     out = logits.softmax(dim=-1) @ v
-    out = out.transpose(1, 2).reshape(b, n, attn.attn_dim)
+    out = out.transpose(1, 2).reshape(-1, n, attn.attn_dim)
     out = attn.norm(out)
     if gate is not None:
         out = out * gate
-    return attn.proj(out), k.mean(dim=1)
+    return attn.proj(out), key_metric(k, n)
 
 
 def block_forward(
@@ -45,9 +49,10 @@ def block_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One pre-norm timm Block with a ToMe merge of ``r`` tokens between attention and MLP
     (``r`` a 0-d tensor: see ``merge_dynamic``)."""
-    attn_out, metric = attention(blk.attn, blk.norm1(x), size if proportional else None)
+    dynamic = isinstance(r, torch.Tensor)
+    attn_out, metric = attention(blk.attn, blk.norm1(x), size if proportional else None, static=not dynamic)
     x = x + blk.ls1(attn_out)
-    if isinstance(r, torch.Tensor):
+    if dynamic:
         x, size = merge_dynamic(x, size, metric, r, num_prefix)
     else:
         x, size = merge(x, size, metric, r, num_prefix)
