@@ -47,6 +47,7 @@ _COMMAND_MODULES = [
     "janus_deploy.cli.runtime_cmds",
     "janus_deploy.cli.triton_cmds",
     "janus_deploy.cli.demo_cmds",
+    "janus_deploy.cli.testbed_cmds",
 ]
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)

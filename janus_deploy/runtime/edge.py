@@ -355,23 +355,31 @@ class EdgeRuntime:
     def observations_of(self, ex: Exchange, *, probe: bool = False) -> list[Observation]:
         """What one exchange tells the controller (the runtime's half of the one feedback loop).
 
-        Success: the upload is a link sample (``max(upload, network − RTT)`` seconds for the
-        body's bytes) and ``network − upload`` an RTT sample. A timeout before the whole body
-        left: what got through is a link sample; nothing at all is an outage. A timeout after the
-        whole body left, a 5xx or an unusable answer: the server's fault, never the link's. 401/403:
-        a configuration error."""
+        Success: the upload is a link sample and ``network − upload`` an RTT sample, where the
+        upload takes the server's own receive time (``janus_receive_ms``: headers to the body's
+        last byte) when it reports one, else ``max(upload, network − RTT)``: a kernel socket takes
+        a whole body at once, so on a real link only the receiver sees how long the body took
+        (docs/testbed.md). A timeout: the bytes that crossed the link (handed to the socket and
+        acknowledged by the server, :attr:`Exchange.unacked`) are a link sample, nothing at all
+        is an outage; if all of them crossed, a 5xx or an unusable answer: the server's fault,
+        never the link's. 401/403: a configuration error."""
         t = self.now()
         if ex.ok:
-            rtt_s = self.controller.rtt_estimate() / 1e3
-            transfer_s = max(ex.upload_s, ex.network_s - rtt_s, 1e-4)
-            return [Observation(t, "transfer", nbytes=ex.body_bytes, seconds=transfer_s,
-                                rtt_ms=max(ex.network_s - ex.upload_s, 0.0) * 1e3, server_ok=True, probe=probe)]
+            recv_s = ex.server.get("janus_receive_ms", 0.0) / 1e3
+            if recv_s > 0:
+                transfer_s = max(ex.upload_s, recv_s, 1e-4)
+            else:
+                transfer_s = max(ex.upload_s, ex.network_s - self.controller.rtt_estimate() / 1e3, 1e-4)
+            rtt_ms = max(ex.network_s - (transfer_s if recv_s > 0 else ex.upload_s), 0.0) * 1e3
+            return [Observation(t, "transfer", nbytes=ex.body_bytes, seconds=transfer_s, rtt_ms=rtt_ms,
+                                server_ok=True, probe=probe)]
+        crossed = ex.sent - ex.unacked
         if ex.kind == "unauthorized":
             return [Observation(t, "unauthorized", probe=probe)]
-        if ex.kind in ("server-error", "protocol") or (ex.kind == "timeout" and ex.sent >= ex.body_bytes):
+        if ex.kind in ("server-error", "protocol") or (ex.kind == "timeout" and crossed >= ex.body_bytes):
             return [Observation(t, "server", server_ok=False, probe=probe)]
-        if ex.kind == "timeout" and ex.sent > 0 and ex.elapsed_s > 0:
-            return [Observation(t, "transfer", nbytes=ex.sent, seconds=ex.elapsed_s, probe=probe)]
+        if ex.kind == "timeout" and crossed > 0 and ex.elapsed_s > 0:
+            return [Observation(t, "transfer", nbytes=crossed, seconds=ex.elapsed_s, probe=probe)]
         return [Observation(t, "outage", server_ok=False if ex.kind == "unreachable" else None, probe=probe)]
 
     def _observe(self, ex: Exchange, rec: dict[str, Any], probe: bool = False) -> float | None:

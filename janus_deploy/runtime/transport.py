@@ -70,7 +70,7 @@ class Exchange:
     """One exchange: ``ok`` with logits, or a failure ``kind`` and ``reason``."""
 
     ok: bool
-    sent: int  # bytes that left the edge
+    sent: int  # bytes that left the edge (were handed to the socket)
     body_bytes: int
     upload_s: float  # first to last byte handed to the socket (the link's share)
     elapsed_s: float  # send to answer (or failure)
@@ -81,6 +81,7 @@ class Exchange:
     kind: str | None = None
     reason: str | None = None
     status: int | None = None
+    unacked: int = 0  # of ``sent``, bytes the kernel still held unacknowledged at a timeout (Linux)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -134,6 +135,7 @@ class Transport:
             shaper.start()
         self.kind: str | None = None  # "triton" or "janus" once GET /v2 answered (docs/runtime.md)
         self._kind_asked = -1e9
+        self._sockets: list[Any] = []  # of this client's connections, for _unacked_bytes
 
     # ------------------------------------------------------------------ calls
     def health_rtt(self, count: int = 3) -> float | None:
@@ -216,6 +218,7 @@ class Transport:
             out.kind, out.reason = classify(exc)
         out.elapsed_s = time.perf_counter() - t_send
         out.sent = stats.get("sent", 0)
+        out.unacked = min(stats.get("unacked", 0), out.sent)
         out.upload_s = max(stats.get("t_last", t_send) - stats.get("t_first", t_send), 0.0)
         out.link = self._link_record(stats, out.upload_s)
         return out
@@ -224,15 +227,27 @@ class Transport:
                     timeout_s: float, rid: str | None) -> Exchange:
         content = self.shaper.stream(body, stats) if self.shaper is not None else unshaped_stream(body, stats)
         t = time.perf_counter()
-        resp = await asyncio.wait_for(self._client.post(path, content=content, headers=headers), timeout_s)
+        task = asyncio.ensure_future(self._client.post(path, content=content, headers=headers,
+                                                       extensions={"trace": self._on_trace}))
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:  # the deadline: what of the body is still on this side of the link?
+            stats["unacked"] = self._unacked_bytes()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise asyncio.TimeoutError
+        resp = task.result()
         wall_s = time.perf_counter() - t
         if resp.status_code in (401, 403):
             raise _Failure("unauthorized", f"server answered {resp.status_code}: {_error_text(resp)}", resp.status_code)
         if resp.status_code != 200:
             raise _Failure("server-error", f"server answered {resp.status_code}: {_error_text(resp)}", resp.status_code)
         ex = Exchange(True, 0, len(body), 0.0, 0.0, status=200)
-        if rid is None:  # a probe: the answer's content does not matter
+        if rid is None:  # a probe: only the server's receive time (ours says so) matters
             ex.network_s = wall_s
+            try:
+                ex.server = {"janus_receive_ms": float(resp.json()["receive_ms"])}
+            except (ValueError, KeyError, TypeError):
+                pass
             return ex
         try:
             hlen = parse_header_length(resp.headers.get(HEADER_LENGTH), len(resp.content))
@@ -252,6 +267,38 @@ class Transport:
                      if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
         ex.network_s = max(wall_s - ex.server.get("janus_server_ms", 0.0) / 1e3, 0.0)
         return ex
+
+    async def _on_trace(self, name: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: remember each new connection's socket."""
+        if name == "connection.connect_tcp.complete" and info.get("return_value") is not None:
+            sock = info["return_value"].get_extra_info("socket")
+            if sock is not None:
+                self._sockets.append(sock)
+
+    def _unacked_bytes(self) -> int:
+        """Bytes handed to this client's sockets that the server has not acknowledged yet (Linux
+        ``SIOCOUTQ``: unsent + in flight; 0 elsewhere). A kernel socket takes a whole body at once,
+        so on a real link "sent" says nothing about what crossed it; one request at a time, so the
+        idle connections hold nothing."""
+        import sys
+
+        if not sys.platform.startswith("linux"):
+            return 0
+        import fcntl
+        import struct
+        import termios
+
+        total, alive = 0, []
+        for sock in self._sockets:
+            if sock.fileno() < 0:
+                continue
+            alive.append(sock)
+            try:
+                total += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+            except OSError:
+                pass
+        self._sockets = alive
+        return total
 
     def _link_record(self, stats: dict[str, Any], upload_s: float) -> dict[str, Any] | None:
         if self.shaper is None:

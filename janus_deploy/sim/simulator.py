@@ -26,6 +26,15 @@ observes the real transfer (bytes, seconds) and the RTT. When the controller ask
 runs device-only), it observes the link's average rate over that request and the ping sample, as
 the runtime's background probe would.
 
+Two settings bring it closer to the edge runtime over a real link (``docs/testbed.md``; both off by
+default, the paper's model): ``timeout_factor`` cancels the exchange, as the runtime does, at
+``SLA·timeout_factor`` after the request started (never sooner than ``min_timeout_ms`` after
+sending) and runs the level's remaining segments on the edge (``head_ms[N+1] − head_ms[s]``); the
+controller then observes what the runtime would: the bytes that crossed the link by then (a
+link sample), an outage if none did, a server failure if all did. ``exchange_ms`` is the fixed
+cost of one HTTP exchange beyond link and RTT (both stacks, parsing); it is charged with the RTT
+and observed as part of it, as the runtime's RTT samples (network time − upload) include it.
+
 **Paper mode** (``paper_mode=True``): as in the paper, one trace sample is one request and the
 bandwidth is constant within it (= that sample). The estimator sees every sample after its request.
 An outage sample (0 Mbit/s) makes a sending request wait for the next nonzero sample: it pays
@@ -72,6 +81,9 @@ class SimConfig:
     codec: str | None = None  # janus-deploy payload codec (default: profile's default_codec)
     frame_bytes: int | None = None  # override the s = 0 payload (see Scheduler)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    timeout_factor: float | None = None  # None: no deadline; else as the runtime's --timeout-factor
+    min_timeout_ms: float = 20.0  # as the runtime's TransportOptions.min_timeout_ms
+    exchange_ms: float = 0.0  # fixed cost of one exchange beyond link and RTT
 
     def validate(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -88,6 +100,10 @@ class SimConfig:
             raise SimulationError("--fps has no meaning in paper mode (one sample = one request)")
         if self.rtt_ms < 0:
             raise SimulationError(f"--rtt must be >= 0 ms, got {self.rtt_ms}")
+        if self.timeout_factor is not None and not self.timeout_factor > 0:
+            raise SimulationError(f"--timeout-factor must be > 0, got {self.timeout_factor}")
+        if self.min_timeout_ms < 0 or self.exchange_ms < 0:
+            raise SimulationError("min_timeout_ms and exchange_ms must be >= 0")
         try:
             self.controller.validate()
         except ControllerError as exc:
@@ -149,12 +165,17 @@ def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: Si
         bd = d.breakdown
         compute_edge = bd["edge_ms"] + bd["encode_ms"]
         send_t = t + compute_edge / 1e3
-        rtt = ping.value_at(send_t) if ping is not None else cfg.rtt_ms
+        rtt = (ping.value_at(send_t) if ping is not None else cfg.rtt_ms) + cfg.exchange_ms
         if d.bytes > 0:
             tx = trace.transfer_time(send_t, d.bytes)
             lat = compute_edge + tx * 1e3 + rtt + bd["decode_ms"] + bd["cloud_ms"]
-            ctrl.observe(Observation(t + lat / 1e3, "transfer", nbytes=d.bytes, seconds=tx, rtt_ms=rtt,
-                                     server_ok=True))
+            deadline = None if cfg.timeout_factor is None else max(cfg.sla_ms * cfg.timeout_factor,
+                                                                    compute_edge + cfg.min_timeout_ms)
+            if deadline is not None and lat > deadline:
+                lat, obs = _cancelled(ctrl, trace, d, t, send_t, compute_edge, deadline)
+            else:
+                obs = Observation(t + lat / 1e3, "transfer", nbytes=d.bytes, seconds=tx, rtt_ms=rtt, server_ok=True)
+            ctrl.observe(obs)
         else:
             lat = compute_edge + bd["decode_ms"] + bd["cloud_ms"]
             done = t + lat / 1e3
@@ -167,6 +188,24 @@ def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: Si
         tick(i)
     log.elapsed_s = t
     return log
+
+
+def _cancelled(ctrl: Controller, trace: Trace, d: Decision, t: float, send_t: float, compute_edge: float,
+               limit: float) -> tuple[float, Observation]:
+    """The runtime's fallback: the exchange is cancelled ``limit`` ms after the request started and
+    the level's remaining segments run on the edge; (latency, what the runtime observes)."""
+    window_s = (limit - compute_edge) / 1e3
+    crossed = min(float(d.bytes), (trace.delivered_bits(send_t + window_s) - trace.delivered_bits(send_t)) / 8.0)
+    edge = ctrl.deploy.edge
+    local = edge.total_ms(d.level_index) - edge.head_ms(d.level_index, d.split)
+    done = t + limit / 1e3
+    if crossed >= d.bytes:  # all of it crossed, the answer was late: the server's fault to the runtime
+        obs = Observation(done, "server", server_ok=False)
+    elif crossed > 0:
+        obs = Observation(done, "transfer", nbytes=crossed, seconds=window_s)
+    else:
+        obs = Observation(done, "outage")
+    return limit + local, obs
 
 
 def _next_nonzero(samples: Sequence[float]) -> list[int]:

@@ -1,0 +1,168 @@
+"""``janus-deploy testbed``: a kernel-shaped uplink in a network namespace, the user-space shaper and
+the simulator over the same trace window (``docs/testbed.md``; the work is janus_deploy.testbed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from janus_deploy import JanusError
+from janus_deploy.cli.common import console, controller_config, err_console, print_json
+from janus_deploy.schedule.controller import ControllerConfig as _C
+
+_RUNS = (("kernel", "kernel"), ("simulated", "simulated"), ("user_space", "user space"))
+
+
+def testbed(
+    plan: Path = typer.Argument(..., help="Plan directory."),
+    engines: Path = typer.Option(..., "--engines", help="Engine directory (edge and server use it)."),
+    profile: str = typer.Option(..., "--profile", help="Edge profile (file or preset name)."),
+    cloud_profile: str = typer.Option(..., "--cloud-profile", help="Cloud profile (file or preset name)."),
+    trace: list[str] = typer.Option(..., "--trace", help="Throughput trace replayed on the uplink (file, directory or glob)."),
+    ping: Optional[list[str]] = typer.Option(None, "--ping", help="Ping trace (RTT ms, 5G/LTE format) added on the reply path."),
+    sla: float = typer.Option(..., "--sla", help="Latency SLA in ms."),
+    requests: int = typer.Option(..., "--requests", min=1, help="Requests per run (kernel, user space, simulated)."),
+    sample_interval: float = typer.Option(1.0, "--sample-interval", help="Seconds per trace sample."),
+    trace_start: float = typer.Option(0.0, "--trace-start", help="Start the window this many seconds into the trace."),
+    run: Optional[int] = typer.Option(None, "--run", help="Use only 'Run <n>' of each 5G/LTE throughput file."),
+    ping_run: Optional[int] = typer.Option(None, "--ping-run", help="Use only 'Run <n>' of each ping file."),
+    trace_format: str = typer.Option("auto", "--trace-format", help="auto | 5g-lte | pensieve | mahimahi"),
+    accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="Accuracy table of this plan."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images sent in turn (default: 16 synthetic frames)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Fixed frame rate (default: back to back)."),
+    codec: Optional[str] = typer.Option(None, "--codec", help="fp32 | fp16 | fp16-zstd | int8 (default: the profile's)."),
+    estimator: str = typer.Option(_C.estimator, "--estimator", help="harmonic | ewma | robustmpc"),
+    window: int = typer.Option(_C.window, "--window", help="Estimator window (samples)."),
+    cold_start: Optional[float] = typer.Option(None, "--cold-start-mbps", help="Bandwidth assumed before the first transfer (default: the trace mean)."),
+    margin: float = typer.Option(_C.margin, "--margin", help="Fraction of the SLA held back when deciding."),
+    rtt_estimate: str = typer.Option(_C.rtt_estimate, "--rtt-estimate", help="RTT estimate over the last RTTs: max | median."),
+    no_deflate: bool = typer.Option(False, "--no-deflate", help="Do not deflate the bandwidth estimate by its recent error."),
+    breaker_failures: int = typer.Option(_C.breaker_failures, "--breaker-failures", help="Consecutive server failures that stop offloading until a probe succeeds (0 = never)."),
+    probe_interval: float = typer.Option(_C.probe_interval_s, "--probe-interval", help="Probe the uplink after this many seconds without a transfer (0 = never)."),
+    timeout_factor: float = typer.Option(1.0, "--timeout-factor", help="Cancel the server exchange at SLA x this (then finish locally)."),
+    edge_timing: str = typer.Option("profile", "--edge-timing", help="profile: every edge segment takes its profiled time (isolates the network) | real: the engines' time x --edge-slowdown."),
+    edge_slowdown: float = typer.Option(1.0, "--edge-slowdown", min=1.0, help="With --edge-timing real: emulate an edge this many times slower (profile with the same factor)."),
+    threads: int = typer.Option(1, help="Intra-op threads of the edge's engine sessions."),
+    server_threads: int = typer.Option(0, "--server-threads", help="Intra-op threads of the server's sessions (0 = default)."),
+    rtt_mode: str = typer.Option("auto", "--rtt-mode", help="auto (netem if the kernel has it) | netem | user-space"),
+    user_space: bool = typer.Option(True, "--user-space/--no-user-space", help="Also run the user-space shaper over the window."),
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Write the runs' request logs (kernel.jsonl, user_space.jsonl) here."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"kernel", "simulated", "user_space", "differences", ...} as JSON.'),
+) -> None:
+    """Kernel-shaped uplink in a network namespace (needs root): the edge runtime against the built-in
+    server over a tbf-replayed trace, next to the simulator and the user-space shaper on the same window."""
+    from janus_deploy.net.traces import FORMATS, load_ping, load_trace
+    from janus_deploy.testbed import TestbedConfig, check_privileges, run_testbed, window as trace_window
+
+    check_privileges()  # first: one line without root, before anything loads
+    if trace_format not in FORMATS:
+        raise JanusError(f"unknown trace format {trace_format!r}; choose one of {', '.join(FORMATS)}")
+    if sample_interval <= 0:
+        raise JanusError(f"--sample-interval must be > 0 s, got {sample_interval}")
+    bw = trace_window(load_trace(trace, fmt=trace_format, run=run, interval_s=sample_interval), trace_start)
+    rtt = trace_window(load_ping(ping, run=ping_run, interval_s=sample_interval), trace_start) if ping else None
+    extra: dict[str, Any] = {"probe_interval_s": probe_interval if probe_interval > 0 else None,
+                             "cold_start_mbps": cold_start if cold_start is not None else bw.mean()}
+    ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
+                             no_deflate=no_deflate, breaker_failures=breaker_failures, **extra)
+    frames = None
+    if images is not None:
+        from janus_deploy.plan.manifest import Manifest
+        from janus_deploy.runtime.edge import frames_from_images
+
+        frames = list(frames_from_images(images, Manifest.load(plan).model["img_size"], limit=256))
+        if not frames:
+            raise JanusError(f"--images {images} holds no images")
+    cfg = TestbedConfig(plan=plan, engines=engines, edge_profile=profile, cloud_profile=cloud_profile, trace=bw,
+                        ping=rtt, sla_ms=sla, requests=requests, accuracy=accuracy, codec=codec, controller=ctrl,
+                        fps=fps, edge_timing=edge_timing, edge_slowdown=edge_slowdown, threads=threads, server_threads=server_threads,
+                        frames=frames, timeout_factor=timeout_factor, user_space=user_space, log_dir=log_dir,
+                        rtt_mode=rtt_mode)
+    say = (lambda s: None) if as_json else (lambda s: err_console.print(f"[bold cyan]{s}"))
+    try:
+        if as_json:
+            out = run_testbed(cfg, say=say)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=err_console, transient=True) as bars:
+                tasks: dict[str, Any] = {}
+
+                def progress(stage: str, done: int, total: int) -> None:
+                    if stage not in tasks:
+                        tasks[stage] = bars.add_task(stage.replace("_", "-"), total=total)
+                    if done % 10 == 0 or done == total:
+                        bars.update(tasks[stage], completed=done)
+
+                out = run_testbed(cfg, say=lambda s: bars.console.print(f"[bold cyan]{s}"), progress=progress)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted:[/] the testbed's namespace, veth pair and qdiscs were removed")
+        raise typer.Exit(130) from None
+    if as_json:
+        print_json(out)
+        return
+    render(out)
+
+
+def _f(v: Any, fmt: str) -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def render(out: dict[str, Any]) -> None:
+    """The three reports side by side, the differences from the kernel run and the targets."""
+    from rich.table import Table
+
+    info = out["testbed"]
+    runs = [(k, name) for k, name in _RUNS if k in out]
+    t = Table(title=f"testbed: {info['trace']} ({info['sample_interval_s']:g} s per sample), SLA {info['sla_ms']:g} ms, "
+              f"{info['requests']} requests")
+    t.add_column("")
+    for _, name in runs:
+        t.add_column(name, justify="right")
+    rows = [("SLA violations", "violation_ratio", "{:.1%}"), ("throughput (req/s)", "throughput_rps", "{:.2f}"),
+            ("latency p50 (ms)", "latency_ms_p50", "{:.1f}"), ("latency p95 (ms)", "latency_ms_p95", "{:.1f}"),
+            ("latency max (ms)", "latency_ms_max", "{:.1f}"), ("accuracy", "accuracy", "{:.4f}"),
+            ("median |prediction error|", "median_abs_pred_err_pct", "{:.1f} %"), ("fallbacks", "fallbacks", "{}"),
+            ("elapsed (s)", "elapsed_s", "{:.1f}")]
+    for label, key, fmt in rows:
+        t.add_row(label, *(_f(out[k].get(key), fmt) for k, _ in runs))
+    t.add_row("link: receiver / trace (median)",
+              *(_f((out[k].get("link") or {}).get("receiver_over_trace_median"), "{:.3f}") for k, _ in runs))
+    console.print(t)
+    shares = Table(title="configuration shares (level@split)")
+    shares.add_column("configuration")
+    for _, name in runs:
+        shares.add_column(name, justify="right")
+    labels: dict[str, int] = {}
+    for k, _ in runs:
+        for lab, n in (out[k].get("choices") or {}).items():
+            labels[lab] = labels.get(lab, 0) + n
+    for lab in sorted(labels, key=lambda x: -labels[x])[:12]:
+        cells = []
+        for k, _ in runs:
+            ch = out[k].get("choices") or {}
+            cells.append(f"{ch.get(lab, 0) / max(sum(ch.values()), 1):.1%}")
+        shares.add_row(lab, *cells)
+    console.print(shares)
+    for key, d in out["differences"].items():
+        console.print(f"{key.replace('_vs_kernel', '').replace('_', ' ')} − kernel: violations "
+                      f"{_f(None if d['violation_ratio'] is None else d['violation_ratio'] * 100, '{:+.1f}')} points, "
+                      f"throughput {_f(d.get('throughput_rps_rel'), '{:+.1%}')}, p50 {_f(d.get('latency_ms_p50_rel'), '{:+.1%}')}, "
+                      f"p95 {_f(d.get('latency_ms_p95_rel'), '{:+.1%}')}, configurations apart (TV) "
+                      f"{d['choices_tv_distance']:.2f}, prediction error {_f(d['median_abs_pred_err_pct'], '{:+.1f}')} points")
+    if "targets" in out:
+        met = [k for k, v in out["targets"].items() if v["met"]]
+        missed = [f"{k} {v['got']:.3g} > {v['limit']:g}" if v["got"] is not None else f"{k} unknown"
+                  for k, v in out["targets"].items() if not v["met"]]
+        colour = "green" if not missed else "yellow"
+        console.print(f"[{colour}]simulator vs kernel: {len(met)} of {len(out['targets'])} targets met"
+                      + (f"; missed: {', '.join(missed)}" if missed else "") + "[/]")
+    console.print(f"RTT: {info['rtt']}; kernel link: {json.dumps(info.get('kernel_link'))}; {info['teardown']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(testbed)

@@ -1,0 +1,566 @@
+"""The testbed run: one trace window over a kernel-shaped link, the user-space shaper and the simulator.
+
+:func:`run_testbed` (``janus-deploy testbed`` is a thin wrapper):
+
+1. creates a network namespace and a veth pair (:class:`~janus_deploy.testbed.netns.Netns`) and
+   starts the built-in V2 server inside it (``ip netns exec ... janus-deploy serve --preload``,
+   a subprocess; a random bearer token); with a ping trace, the RTT comes from ``netem`` on the
+   cloud side's egress where the kernel has it, else from a user-space relay on the reply path
+   (:mod:`janus_deploy.testbed.delay`); the report says which;
+2. **kernel** run: ``tbf`` on the edge-side veth replays the trace sample by sample
+   (:class:`~janus_deploy.testbed.netns.KernelLink`) while an :class:`EdgeRuntime` outside the
+   namespace sends N requests, unpaced in user space;
+3. **user_space** run: the qdisc comes off and the same runtime settings send N requests paced
+   by the user-space token bucket (:class:`~janus_deploy.net.shaper.TraceShaper`) over the same
+   window, through the same server and RTT;
+4. **simulated**: :func:`~janus_deploy.sim.simulator.simulate` runs the same controller settings,
+   profiles, SLA and N over the same window;
+5. returns the three run reports (:func:`janus_deploy.report.run_report`'s schema), their
+   differences from the kernel run, and whether the simulator met the targets of
+   ``docs/testbed.md``.
+
+The trace window starts at ``--trace-start`` seconds (time 0 of every run is its first request)
+and loops at the end of the trace, as everywhere else. Everything the namespace holds is torn down
+on return, on errors and on Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from janus_deploy import JanusError
+from janus_deploy.net.traces import MBPS, MS, Trace
+from janus_deploy.report import REPORT_KEYS, report_differences
+from janus_deploy.schedule.controller import ControllerConfig
+from janus_deploy.testbed.netns import (KernelDelay, KernelLink, Netns, TestbedError, check_privileges,
+                                        netem_available, stop_process, sweep_stale)
+
+SERVER_PORT = 8000
+CALIBRATION_REQUESTS = 30
+CHAIN_GAP_S = 0.002  # a segment called this soon after the previous one continues its chain
+RELAY_PORT = 8080
+TARGETS = {"violation_ratio_points": 2.0, "latency_ms_p50_rel": 0.10, "latency_ms_p95_rel": 0.10,
+           "throughput_rps_rel": 0.10}
+
+
+@dataclass
+class TestbedConfig:
+    """What one testbed run needs (``janus-deploy testbed`` options in brackets).
+
+    ``trace``/``ping``: the windows (see :func:`window`), time 0 = the first request.
+    ``controller``: the control loop's settings (default: :class:`ControllerConfig` with the
+    trace's mean as cold start), shared by the runtime runs and the simulator.
+    ``edge_timing``: ``profile`` (every edge segment takes its profiled time, :class:`ProfiledRunner`)
+    or ``real`` (the engines' own time × ``edge_slowdown``). ``threads``: the edge's sessions. ``frames``: uint8 frames sent in
+    turn (default: 16 synthetic ones). ``user_space``/``simulated``: also run those.
+    """
+
+    __test__ = False  # not a pytest class
+
+    plan: Path
+    engines: Path
+    edge_profile: Any
+    cloud_profile: Any
+    trace: Trace
+    sla_ms: float
+    requests: int
+    ping: Trace | None = None
+    accuracy: Any = None
+    codec: str | None = None
+    controller: ControllerConfig | None = None
+    fps: float | None = None
+    edge_slowdown: float = 1.0
+    threads: int = 1
+    server_threads: int = 0
+    frames: list[tuple[str, np.ndarray]] | None = None
+    timeout_factor: float = 1.0
+    user_space: bool = True
+    simulated: bool = True
+    log_dir: Path | None = None
+    ready_timeout_s: float = 180.0
+    rtt_mode: str = "auto"  # auto | netem | user-space
+    calibrate: bool = True  # measure the exchange cost for the simulator first
+    edge_timing: str = "profile"  # profile (ProfiledRunner) | real (× edge_slowdown)
+
+    def validate(self) -> "TestbedConfig":
+        if self.trace.unit != MBPS:
+            raise TestbedError(f"--trace needs a throughput trace (Mbit/s); {self.trace.name} is in {self.trace.unit}")
+        if not any(v > 0 for v in self.trace.samples):
+            raise TestbedError(f"trace {self.trace.name} has no nonzero bandwidth sample: nothing could ever be sent")
+        if self.ping is not None and self.ping.unit != MS:
+            raise TestbedError(f"--ping needs RTT samples in ms; {self.ping.name} is in {self.ping.unit}")
+        if self.requests < 1:
+            raise TestbedError(f"--requests must be >= 1, got {self.requests}")
+        if not (math.isfinite(self.sla_ms) and self.sla_ms > 0):
+            raise TestbedError(f"--sla must be > 0 ms, got {self.sla_ms}")
+        if self.fps is not None and not self.fps > 0:
+            raise TestbedError(f"--fps must be > 0, got {self.fps}")
+        if self.edge_timing not in ("profile", "real"):
+            raise TestbedError(f"unknown edge timing {self.edge_timing!r}; choose profile or real")
+        if self.edge_timing == "profile" and self.edge_slowdown != 1.0:
+            raise TestbedError("--edge-slowdown applies to --edge-timing real only (with profile timing every "
+                               "segment takes its profiled time)")
+        if self.rtt_mode not in ("auto", "netem", "user-space"):
+            raise TestbedError(f"unknown RTT mode {self.rtt_mode!r}; choose auto, netem or user-space")
+        return self
+
+
+def window(trace: Trace, start_s: float) -> Trace:
+    """``trace`` from ``start_s`` seconds on (rotated: it still loops over the whole trace)."""
+    if start_s < 0:
+        raise TestbedError(f"--trace-start must be >= 0 s, got {start_s}")
+    k = int(start_s / trace.interval_s) % len(trace)
+    if k == 0:
+        return trace
+    return Trace(trace.samples[k:] + trace.samples[:k], trace.interval_s,
+                 f"{trace.name} from {k * trace.interval_s:g} s", trace.unit)
+
+
+# --------------------------------------------------------------------------- signals
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP unwind like Ctrl-C (so every finally block tears down)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------- processes in the namespace
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = [l for l in path.read_text(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+class _Cloud:
+    """The server (and the RTT relay, if any) inside the namespace."""
+
+    def __init__(self, ns: Netns, cfg: TestbedConfig, tmp: Path, rtt: str) -> None:
+        self.ns, self.cfg, self.tmp, self.rtt = ns, cfg, tmp, rtt
+        self.token = secrets.token_hex(16)
+        self.server: subprocess.Popen | None = None
+        self.relay: subprocess.Popen | None = None
+        self.server_log = tmp / "server.log"
+        host = "127.0.0.1" if rtt == "user-space" else ns.ns_ip
+        self.server_addr = (host, SERVER_PORT)
+        self.url = f"http://{ns.ns_ip}:{RELAY_PORT if rtt == 'user-space' else SERVER_PORT}"
+
+    def start(self) -> None:
+        cfg = self.cfg
+        argv = [sys.executable, "-m", "janus_deploy.cli.main", "serve", str(cfg.plan), "--engines", str(cfg.engines),
+                "--host", self.server_addr[0], "--port", str(SERVER_PORT), "--preload", "--threads",
+                str(cfg.server_threads)]
+        env = dict(os.environ, JANUS_TOKEN=self.token)
+        with open(self.server_log, "w") as log:
+            self.server = self.ns.popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if self.rtt == "user-space":
+            rtt_file = self.tmp / "rtt.json"
+            ping = self.cfg.ping
+            rtt_file.write_text(json.dumps(ping.samples if ping is not None else [0.0]))
+            interval = ping.interval_s if ping is not None else 1.0
+            self.relay = self.ns.popen(
+                [sys.executable, "-m", "janus_deploy.testbed.delay", "--listen", f"{self.ns.ns_ip}:{RELAY_PORT}",
+                 "--target", f"127.0.0.1:{SERVER_PORT}", "--rtt-file", str(rtt_file), "--interval", str(interval)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+            line = self.relay.stdout.readline()  # type: ignore[union-attr]
+            if not line.startswith("listening"):
+                err = self.relay.stderr.read() if self.relay.poll() is not None else ""  # type: ignore[union-attr]
+                raise TestbedError(f"the RTT relay did not start: {(err or line).strip().splitlines()[-1:] or '?'}")
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.cfg.ready_timeout_s
+        with httpx.Client(base_url=self.url, trust_env=False, timeout=2.0) as client:
+            while True:
+                if self.server is not None and self.server.poll() is not None:
+                    raise TestbedError(f"the server in the namespace exited with {self.server.returncode}: "
+                                       f"{_tail(self.server_log) or 'no output'}")
+                try:
+                    if client.get("/v2/health/ready").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TestbedError(f"the server in the namespace was not ready after {self.cfg.ready_timeout_s:g} s "
+                                       f"({_tail(self.server_log) or 'no output'})")
+                time.sleep(0.2)
+
+    def _tell(self, line: str) -> None:
+        if self.relay is not None:
+            try:
+                self.relay.stdin.write(line + "\n")  # type: ignore[union-attr]
+                self.relay.stdin.flush()  # type: ignore[union-attr]
+            except OSError as exc:
+                raise TestbedError(f"the RTT relay is gone ({exc})") from None
+
+    def start_clock(self, t0: float) -> None:
+        self._tell(f"start {t0!r}")
+
+    def hold(self, rtt_ms: float) -> None:
+        self._tell(f"hold {rtt_ms!r}")
+
+    def check(self) -> None:
+        for name, p in (("server", self.server), ("RTT relay", self.relay)):
+            if p is not None and p.poll() is not None:
+                raise TestbedError(f"the {name} in the namespace exited with {p.returncode}"
+                                   + (f": {_tail(self.server_log)}" if name == "server" else ""))
+
+    def stop(self) -> None:
+        for p in (self.relay, self.server):
+            if p is not None:
+                if p is self.relay and p.stdin:
+                    try:
+                        p.stdin.close()
+                    except OSError:
+                        pass
+                stop_process(p)
+
+
+# --------------------------------------------------------------------------- the edge side
+
+
+class ProfiledRunner:
+    """An edge whose every segment takes (at least) its profiled time: it runs the real segment
+    and sleeps the rest of ``head_ms[c_{i+1}] − head_ms[c_i]``, the time the simulator charges.
+    On a shared machine a slowed runner (:class:`~janus_deploy.backends.base.SlowedRunner`)
+    multiplies every contention hiccup by its factor; this one absorbs them up to the profiled
+    time, so the testbed compares the network and not the neighbours' load. Consecutive segments
+    of one chain (called back to back) share one deadline, so a late wake-up in one is made up
+    by the next and a chain ends one wake-up late at most."""
+
+    def __init__(self, runner: Any, manifest: Any, profile: Any) -> None:
+        self.inner, self.manifest, self.profile = runner, manifest, profile
+        self._cands = sorted(profile.candidates)
+        self._ms: dict[tuple[int, int], float] = {}
+        self._last: tuple[int, int, float, float] | None = None  # level, segment, returned at, due
+
+    def target_ms(self, level: int, segment: int) -> float:
+        key = (level, segment)
+        if key not in self._ms:
+            lv = self.manifest.level(level)
+            pli = self.profile.level_index(lv["policy"], lv["alpha"])
+            c = self._cands
+            self._ms[key] = self.profile.head_ms(pli, c[segment + 1]) - self.profile.head_ms(pli, c[segment])
+        return self._ms[key]
+
+    def run_segment(self, level: int, segment: int, inputs: Any) -> list[np.ndarray]:
+        t0 = time.perf_counter()
+        last = self._last
+        chained = last is not None and last[:2] == (level, segment - 1) and t0 - last[2] < CHAIN_GAP_S
+        due = (last[3] if chained else t0) + self.target_ms(level, segment) / 1e3  # type: ignore[index]
+        out = self.inner.run_segment(level, segment, inputs)
+        rest = due - time.perf_counter()
+        if rest > 0:
+            time.sleep(rest)
+        self._last = (level, segment, time.perf_counter(), due)
+        return out
+
+    def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
+        return self.inner.run_unsplit(level, image)
+
+    def __getattr__(self, name: str) -> Any:  # load, preload, unload, loaded
+        return getattr(self.inner, name)
+
+
+def _edge_runner(cfg: TestbedConfig, manifest: Any, edge: Any) -> Any:
+    from janus_deploy.backends import load_runner
+    from janus_deploy.backends.base import SlowedRunner
+
+    runner = load_runner(manifest, cfg.engines, threads=cfg.threads)
+    runner.preload()  # a fallback must not pay a session load (the profile does not)
+    if cfg.edge_timing == "profile":
+        return ProfiledRunner(runner, manifest, edge)
+    return SlowedRunner(runner, cfg.edge_slowdown) if cfg.edge_slowdown > 1 else runner
+
+
+def _controller(cfg: TestbedConfig) -> ControllerConfig:
+    """The given settings, or the defaults with the trace's mean as cold start (as ``run`` does)."""
+    if cfg.controller is not None:
+        return cfg.controller.validate()
+    return ControllerConfig(cold_start_mbps=cfg.trace.mean()).validate()
+
+
+def _link_fidelity(records: list[dict[str, Any]], trace: Trace, offset_s: float) -> dict[str, Any]:
+    """Receiver-measured upload rate (body bytes / the server's receive time) over the trace's
+    mean over that time, for offloaded requests whose body took >= 2 ms to arrive."""
+    ratios = []
+    for r in records:
+        srv = r.get("server") or {}
+        recv_ms = srv.get("janus_receive_ms")
+        if not r.get("bytes") or not recv_ms or recv_ms < 2.0:
+            continue
+        t_send = r["t"] - offset_s + (r["measured"].get("edge_ms", 0) + r["measured"].get("encode_ms", 0)) / 1e3
+        if t_send < 0:
+            continue
+        want = trace.mean_rate(t_send, t_send + recv_ms / 1e3)
+        if want > 0:
+            ratios.append(r["bytes"] * 8 / (recv_ms / 1e3) / 1e6 / want)
+    if not ratios:
+        return {"requests": 0, "receiver_over_trace_median": None}
+    return {"requests": len(ratios), "receiver_over_trace_median": float(np.median(ratios)),
+            "receiver_over_trace_p10": float(np.percentile(ratios, 10)),
+            "receiver_over_trace_p90": float(np.percentile(ratios, 90))}
+
+
+def _drive(cfg: TestbedConfig, manifest: Any, runner: Any, edge: Any, cloud: Any, acc: Any, url: str,
+           token: str, ctrl: ControllerConfig, kind: str, start_clocks: Callable[[float], None],
+           checks: Callable[[], None], progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+    """N requests through one EdgeRuntime; its summary with the link fidelity and wall time."""
+    from janus_deploy.net.shaper import TraceShaper
+    from janus_deploy.runtime.edge import EdgeRuntime
+    from janus_deploy.runtime.transport import TransportOptions
+
+    shaper = TraceShaper(cfg.trace) if kind == "user_space" else None
+    log = (cfg.log_dir / f"{kind}.jsonl") if cfg.log_dir else None
+    frames = cfg.frames
+    assert frames
+    rt = EdgeRuntime(manifest, runner, edge, cloud, server_url=url, sla_ms=cfg.sla_ms, accuracy=acc, codec=cfg.codec,
+                     controller=ctrl, transport=TransportOptions(token=token, timeout_factor=cfg.timeout_factor),
+                     trace=shaper, log=log)
+    with rt:
+        status, info = rt.transport.server_metadata()
+        if status != 200:
+            raise TestbedError(f"the server in the namespace answered GET /v2 with {status}: {info}")
+        served = ((info.get("janus") or {}) if isinstance(info, dict) else {}).get("plan_hash")
+        if served not in (None, manifest.hash):
+            raise TestbedError(f"the server serves plan {str(served)[:12]}, not {manifest.hash[:12]}")
+        t0 = time.monotonic()
+        offset = rt.now()
+        if shaper is not None:
+            shaper.start(t0)
+        start_clocks(t0)
+        for i in range(cfg.requests):
+            if cfg.fps:
+                t = time.monotonic() - t0
+                tick = math.ceil(t * cfg.fps - 1e-9) / cfg.fps
+                if tick > t:
+                    time.sleep(tick - t)
+            source, frame = frames[i % len(frames)]
+            rt.infer(frame, source=source)
+            if i % 16 == 0:
+                checks()
+            if progress is not None:
+                progress(kind, i + 1, cfg.requests)
+        checks()
+        rep = rt.summary()
+        rep["link"] = _link_fidelity(rt.records, cfg.trace, offset)
+        rep["elapsed_s"] = time.monotonic() - t0
+        rep["probes"] = sum(1 for r in rt.records if r.get("probe"))
+    return rep
+
+
+def _calibrate(cfg: TestbedConfig, manifest: Any, runner: Any, edge: Any, cloud: Any, acc: Any, url: str,
+               token: str, ctrl: ControllerConfig) -> dict[str, Any]:
+    """The fixed cost of one exchange beyond link and RTT, measured before the runs: cloud-only
+    requests over the unshaped veth with no added RTT; the median of the runtime's RTT samples
+    (network time − upload). The simulator charges it with every RTT (``SimConfig.exchange_ms``)."""
+    from janus_deploy.runtime.edge import EdgeRuntime
+    from janus_deploy.runtime.transport import TransportOptions
+
+    samples = []
+    with EdgeRuntime(manifest, runner, edge, cloud, server_url=url, sla_ms=max(cfg.sla_ms, 1000.0), accuracy=acc,
+                     codec=cfg.codec, controller=ctrl, transport=TransportOptions(token=token)) as rt:
+        for i in range(CALIBRATION_REQUESTS):
+            res = rt.infer(cfg.frames[i % len(cfg.frames)][1], force=(0, 0))  # type: ignore[index]
+            obs = res.record["observations"]
+            if res.fallback is None and obs and obs[0].get("rtt_ms") is not None:
+                samples.append(obs[0]["rtt_ms"])
+    if len(samples) < CALIBRATION_REQUESTS // 2:
+        raise TestbedError(f"the calibration exchanges failed ({CALIBRATION_REQUESTS - len(samples)} of "
+                           f"{CALIBRATION_REQUESTS}): the server in the namespace does not answer usably")
+    return {"requests": len(samples), "exchange_ms": float(np.median(samples)),
+            "p10_ms": float(np.percentile(samples, 10)), "p90_ms": float(np.percentile(samples, 90))}
+
+
+def _synthetic(manifest: Any, n: int = 16) -> list[tuple[str, np.ndarray]]:
+    from janus_deploy.images import synthetic_frames
+
+    return [(f"synthetic:{i}", f) for i, f in enumerate(synthetic_frames(n, manifest.model["img_size"], seed=0))]
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def compare(kernel: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``other − kernel``: the headline figures (:func:`report_differences`), the prediction
+    error, and each configuration's share in both."""
+    out = report_differences(kernel, other)
+    a, b = kernel.get("median_abs_pred_err_pct"), other.get("median_abs_pred_err_pct")
+    out["median_abs_pred_err_pct"] = None if a is None or b is None else b - a
+    ca, cb = kernel.get("choices") or {}, other.get("choices") or {}
+    ta, tb = sum(ca.values()) or 1, sum(cb.values()) or 1
+    out["choice_shares"] = {k: {"kernel": ca.get(k, 0) / ta, "other": cb.get(k, 0) / tb}
+                            for k in sorted(set(ca) | set(cb), key=lambda k: -(ca.get(k, 0) + cb.get(k, 0)))}
+    return out
+
+
+def targets(diff: dict[str, Any]) -> dict[str, Any]:
+    """Did the simulator come within the targets of the kernel run (``TARGETS``)?"""
+    vr = diff.get("violation_ratio")
+    got = {"violation_ratio_points": None if vr is None else abs(vr) * 100}
+    for k in ("latency_ms_p50_rel", "latency_ms_p95_rel", "throughput_rps_rel"):
+        v = diff.get(k)
+        got[k] = None if v is None else abs(v)
+    return {k: {"got": got[k], "limit": lim, "met": got[k] is not None and got[k] <= lim}
+            for k, lim in TARGETS.items()}
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: None,
+                progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """The whole testbed run (module docstring); returns ``{"testbed", "kernel", "simulated",
+    "user_space", "differences", "targets"}``."""
+    from janus_deploy.plan.manifest import Manifest
+    from janus_deploy.profile.table import Profile, resolve_profile
+    from janus_deploy.runtime.edge import EdgeRuntime  # noqa: F401 - fail before any namespace without [serve]
+
+    cfg.validate()
+    check_privileges()
+    manifest = Manifest.load(cfg.plan)
+    edge = cfg.edge_profile if isinstance(cfg.edge_profile, Profile) else resolve_profile(str(cfg.edge_profile))
+    cloud = cfg.cloud_profile if isinstance(cfg.cloud_profile, Profile) else resolve_profile(str(cfg.cloud_profile))
+    acc = cfg.accuracy
+    if isinstance(acc, (str, Path)):
+        from janus_deploy.calibrate.accuracy import load_accuracy
+
+        acc = load_accuracy(acc)
+    ctrl = _controller(cfg)
+    runner = _edge_runner(cfg, manifest, edge)
+    if cfg.frames is None:
+        cfg.frames = _synthetic(manifest)
+    if cfg.log_dir is not None:
+        cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    netem = False
+    if cfg.ping is not None and cfg.rtt_mode != "user-space":
+        netem = netem_available()
+        if cfg.rtt_mode == "netem" and not netem:
+            raise TestbedError("--rtt-mode netem: this kernel has no netem qdisc (sch_netem); use --rtt-mode auto")
+    rtt = "none" if cfg.ping is None else ("netem" if netem else "user-space")
+    swept = sweep_stale()
+    info: dict[str, Any] = {
+        "trace": cfg.trace.name, "sample_interval_s": cfg.trace.interval_s, "trace_mean_mbps": cfg.trace.mean(),
+        "ping": cfg.ping.name if cfg.ping else None,
+        "rtt": {"none": "none (no --ping)", "netem": "netem on the cloud side's egress (kernel)",
+                "user-space": "user space, on the reply path (this kernel has no netem)"}[rtt],
+        "requests": cfg.requests, "sla_ms": cfg.sla_ms, "fps": cfg.fps, "controller": ctrl.to_dict(),
+        "edge_timing": cfg.edge_timing if cfg.edge_timing == "profile" else f"real x{cfg.edge_slowdown:g}",
+        "stale_removed": swept,
+    }
+    out: dict[str, Any] = {"testbed": info}
+    with _sigterm_as_interrupt(), ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="janus-testbed-")))
+        ns = stack.enter_context(Netns())
+        info.update(namespace=ns.name, edge_if=ns.host_if, edge_ip=ns.host_ip, cloud_ip=ns.ns_ip)
+        say(f"namespace {ns.name}: edge {ns.host_ip} ({ns.host_if}) ↔ cloud {ns.ns_ip}; starting the server inside")
+        cloud_side = _Cloud(ns, cfg, tmp, rtt)
+        stack.callback(cloud_side.stop)
+        cloud_side.start()
+        delay = None
+        if rtt == "netem":
+            delay = KernelDelay(ns.name, ns.ns_if, cfg.ping)  # type: ignore[arg-type]
+            stack.callback(delay.remove)
+            delay.install()
+        say(f"server ready at {cloud_side.url}; RTT: {info['rtt']}")
+        if cfg.calibrate:
+            cloud_side.hold(0.0)
+            if delay is not None:
+                delay.set_rtt(0.0)
+            info["calibration"] = _calibrate(cfg, manifest, runner, edge, cloud, acc, cloud_side.url,
+                                             cloud_side.token, ctrl)
+            say(f"calibration: one exchange costs {info['calibration']['exchange_ms']:.2f} ms beyond link and RTT")
+            cloud_side.start_clock(math.inf)  # the RTT trace's first sample until a run starts
+            if delay is not None:
+                delay.set_rtt(cfg.ping.samples[0])  # type: ignore[union-attr]
+
+        def clocks(t0: float) -> None:
+            cloud_side.start_clock(t0)
+            if delay is not None:
+                delay.start(t0)
+
+        # 1. kernel-shaped uplink
+        link = KernelLink(ns.host_if, cfg.trace)
+        stack.callback(link.remove)
+        link.install()
+
+        def kernel_clocks(t0: float) -> None:
+            link.start(t0)
+            clocks(t0)
+
+        def kernel_checks() -> None:
+            link.check()
+            cloud_side.check()
+            if delay is not None:
+                delay.check()
+
+        say(f"kernel run: tbf on {ns.host_if} replays {cfg.trace.name} ({cfg.requests} requests)")
+        out["kernel"] = _drive(cfg, manifest, runner, edge, cloud, acc, cloud_side.url, cloud_side.token, ctrl,
+                               "kernel", kernel_clocks, kernel_checks, progress)
+        info["kernel_link"] = link.stats()
+        link.remove()
+        # 2. user-space shaper over the same window, same server and RTT
+        if cfg.user_space:
+            say(f"user-space run: the token bucket paces the upload ({cfg.requests} requests)")
+            out["user_space"] = _drive(cfg, manifest, runner, edge, cloud, acc, cloud_side.url, cloud_side.token,
+                                       ctrl, "user_space", clocks, lambda: (cloud_side.check(),
+                                                                            delay.check() if delay else None),
+                                       progress)
+    info["teardown"] = "namespace, veth pair and qdiscs removed"
+    # 3. the simulator over the same window
+    if cfg.simulated:
+        from janus_deploy.sim.simulator import SimConfig, simulate
+
+        from janus_deploy.runtime.transport import TransportOptions
+
+        sim = SimConfig(sla_ms=cfg.sla_ms, systems=("janus-deploy",), requests=cfg.requests, fps=cfg.fps,
+                        rtt_ms=0.0, codec=cfg.codec, controller=ctrl, timeout_factor=cfg.timeout_factor,
+                        min_timeout_ms=TransportOptions().min_timeout_ms,
+                        exchange_ms=(info.get("calibration") or {}).get("exchange_ms", 0.0))
+        res = simulate(cfg.trace, edge, cloud, sim, accuracy=acc, ping=cfg.ping)["janus-deploy"]
+        out["simulated"] = dict(res.metrics, elapsed_s=res.log.elapsed_s)
+    kernel = out["kernel"]
+    out["differences"] = {f"{k}_vs_kernel": compare(kernel, out[k]) for k in ("simulated", "user_space") if k in out}
+    if "simulated" in out:
+        out["targets"] = targets(out["differences"]["simulated_vs_kernel"])
+    missing = [k for k in REPORT_KEYS if k not in kernel]
+    if missing:  # the one schema: a change to run_report must show up here
+        raise JanusError(f"the kernel run's report lacks {missing}")
+    return out
+
+
+__all__ = ["TARGETS", "TestbedConfig", "TestbedError", "compare", "run_testbed", "targets", "window"]

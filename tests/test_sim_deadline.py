@@ -1,0 +1,58 @@
+"""The simulator's runtime-like settings (``SimConfig.timeout_factor``, ``exchange_ms``) on
+hand-computed cases (profiles: tests/sched_fixtures.py; the constant level r = 1 runs 280 ms on the
+edge, its cloud tail at s = 0 is 38 ms, the frame is 48 bytes)."""
+
+from __future__ import annotations
+
+import pytest
+from sched_fixtures import profiles
+
+from janus_deploy.net.traces import Trace
+from janus_deploy.schedule.controller import ControllerConfig
+from janus_deploy.sim.simulator import SimConfig, SimulationError, simulate
+
+
+def cloud_only(samples, **cfg):
+    res = simulate(Trace(samples, 1.0), *profiles(), SimConfig(systems=["cloud-only"], sla_ms=300.0, **cfg))
+    return res["cloud-only"]
+
+
+def test_no_deadline_by_default():
+    # 384 bit at 800 bit/s = 480 ms, + RTT 20 + tail 38
+    assert cloud_only([0.0008], requests=2, rtt_ms=20.0).log.latency_ms == pytest.approx([538.0] * 2)
+
+
+def test_deadline_cancels_and_finishes_on_the_edge():
+    # cancelled at SLA·1 = 300 ms (240 of 384 bits crossed), then the whole model on the edge: 280 ms
+    res = cloud_only([0.0008], requests=2, rtt_ms=20.0, timeout_factor=1.0)
+    assert res.log.latency_ms == pytest.approx([580.0] * 2)
+    assert res.metrics["violation_ratio"] == 1.0
+    # a factor of 2: the deadline is 600 ms, the 538 ms exchange completes
+    assert cloud_only([0.0008], requests=1, rtt_ms=20.0, timeout_factor=2.0).log.latency_ms == pytest.approx([538.0])
+
+
+def test_min_timeout_after_sending():
+    # SLA·0.01 = 3 ms is sooner than 20 ms after sending: cancelled at 20 ms, + 280 on the edge
+    res = cloud_only([0.0008], requests=1, rtt_ms=20.0, timeout_factor=0.01)
+    assert res.log.latency_ms == pytest.approx([300.0])
+
+
+def test_late_answer_counts_against_the_server_and_opens_the_breaker():
+    # 1 Mbit/s: the frame crosses in 0.384 ms, but RTT 400 ms makes every answer late: three
+    # server failures (at 0.3, 0.88, 1.46 s) open the breaker until 2.46 s; device-only (280 ms)
+    # until a request ends after that (2.58 s), whose probe closes it; then the cloud again
+    res = cloud_only([1.0], requests=7, rtt_ms=400.0, timeout_factor=1.0,
+                     controller=ControllerConfig(breaker_failures=3, breaker_open_s=1.0))
+    assert res.log.latency_ms == pytest.approx([580.0, 580.0, 580.0, 280.0, 280.0, 280.0, 580.0])
+    assert res.log.labels == ["r1@0"] * 3 + ["r1@4"] * 3 + ["r1@0"]
+
+
+def test_exchange_cost_is_charged_with_the_rtt():
+    assert cloud_only([0.0008], requests=1, rtt_ms=20.0, exchange_ms=5.0).log.latency_ms == pytest.approx([543.0])
+
+
+def test_settings_are_checked():
+    with pytest.raises(SimulationError, match="--timeout-factor"):
+        cloud_only([1.0], requests=1, timeout_factor=0.0)
+    with pytest.raises(SimulationError, match="exchange_ms"):
+        cloud_only([1.0], requests=1, exchange_ms=-1.0)
