@@ -79,6 +79,42 @@ def format_seconds(s: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def narrow_table(title: str | None, *columns: str, left: int = 1):
+    """A table that stays readable at 60-80 columns: no vertical rules, numbers right-aligned
+    and never cut (``no_wrap``), headers wrap onto two lines instead. The first ``left`` columns
+    are left-aligned labels."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+              collapse_padding=True, title_justify="left")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i < left else "right", no_wrap=True)
+    return t
+
+
+def print_chunked(out: Console, title: str, label: str, columns: list[str], rows: list[tuple[str, list[str]]]) -> None:
+    """A table of many numeric columns (one per split point, say) printed as several narrow
+    tables side by side in reading order, each as wide as the console allows: no number is ever
+    cut, whatever the terminal width."""
+    label_w = max([len(label), *(len(r[0]) for r in rows)]) + 1
+    widths = [max([len(c), *(len(r[1][i]) for r in rows)]) + 2 for i, c in enumerate(columns)]
+    chunks, cur, used = [], [], label_w
+    for i, w in enumerate(widths):
+        if cur and used + w > out.width:
+            chunks.append(cur)
+            cur, used = [], label_w
+        cur.append(i)
+        used += w
+    if cur:
+        chunks.append(cur)
+    for n, chunk in enumerate(chunks):
+        t = narrow_table(title if n == 0 else None, label, *(columns[i] for i in chunk))
+        for name, cells in rows:
+            t.add_row(name, *(cells[i] for i in chunk))
+        out.print(t)
+
+
 def print_json(data: Any) -> None:
     """Machine-readable output on stdout, nothing else."""
     print(json.dumps(data, indent=1, default=str))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from janus_deploy.cli.common import console, render_report
+from janus_deploy.cli.common import console, err_console, print_json, progress_bars, render_report
 
 
 def demo(
@@ -21,24 +21,20 @@ def demo(
     runs: int = typer.Option(20, min=1, help="Timed runs per engine when profiling."),
     edge_slowdown: float = typer.Option(8.0, min=1.0, help="Emulate an edge device this many times slower than this machine (edge and cloud share it on loopback)."),
     engine: str = typer.Option("builtin", "--engine", help="Cloud server: builtin | triton (the tritonserver bundled in nvidia-pytriton)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run report (summary.json) as JSON on stdout; the steps go to stderr."),
 ) -> None:
     """Export the small digits ViT, build ORT engines, calibrate, profile, serve on loopback and run the edge client over an LTE trace."""
     from janus_deploy.demo import run_demo
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bars:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=total)
-            bars.update(tasks[stage], completed=done, total=total)
-
+    say_to = err_console if as_json else console
+    with progress_bars() as update:
         summary = run_demo(out, requests=requests, sla_ms=sla, levels=levels, k=k, trace=trace,
                            sample_interval_s=sample_interval, runs=runs, edge_slowdown=edge_slowdown, engine=engine,
-                           say=lambda s: bars.console.print(f"[bold cyan]{s}"), progress=progress)
+                           say=lambda s: say_to.print(f"[bold cyan]{s}"),
+                           progress=lambda stage, done, total: update(f"  {stage}", done, total))
+    if as_json:
+        print_json(summary)
+        return
     render_report(summary, "janus-deploy demo")
     if summary.get("top1_accuracy") is not None:
         console.print(f"top-1 accuracy of the answers against the images' labels: {summary['top1_accuracy']:.1%}")

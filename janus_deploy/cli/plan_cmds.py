@@ -8,7 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from janus_deploy.cli.common import console, err_console, parse_overrides, print_json, progress_bar
+from janus_deploy.cli.common import (console, err_console, narrow_table, parse_overrides, print_chunked, print_json,
+                                     progress_bar)
+from janus_deploy.levels import LevelKey
 
 
 def export(
@@ -68,6 +70,7 @@ def build_engines(
     device: str = typer.Option("cpu", help="ort only: cpu or cuda execution provider."),
     device_name: Optional[str] = typer.Option(None, help="A name for this device, recorded with the engines (e.g. jetson-orin-nano)."),
     graphs: str = typer.Option("level", help="ort only: 'level' (one session per level and segment; fastest) or 'level-free' (one session per segment serving every merging level, plus level 0's; memory does not grow with the number of levels, merging levels run a few percent slower; see docs/engines.md)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON (engine folder, backend, precision, engines, seconds)."),
 ) -> None:
     """Build engines for every level and segment of a plan on this device."""
     from janus_deploy.backends import build_engines as build
@@ -78,11 +81,17 @@ def build_engines(
     if backend == "ort":
         kwargs.update(device=device, graphs=graphs)
     elif graphs != "level":
-        err_console.print(f"[red]--graphs {graphs} is not for the {backend} backend[/]: only ort has level-free "
-                          "graphs; TensorRT engines are built per level")
-        raise typer.Exit(2)
+        from janus_deploy import JanusError
+
+        raise JanusError(f"--graphs {graphs} is not for the {backend} backend: only ort has level-free graphs; "
+                         "TensorRT engines are built per level (leave --graphs out)")
     with progress_bar(f"building {backend} engines") as update:
         data = build(manifest, out, backend, progress=lambda d, t: update(d, t), **kwargs)
+    if as_json:
+        print_json({"engines_dir": str(out), "plan_hash": manifest.hash, "backend": backend,
+                    "precision": data.get("precision", kwargs["precision"]), "device_name": device_name,
+                    "engines": len(data["engines"]), "build_seconds": data["build_seconds"]})
+        return
     console.print(f"[green]{len(data['engines'])} {backend} engines[/] in {out} ({data['build_seconds']:.1f} s)")
 
 
@@ -124,22 +133,39 @@ def verify(
                     "runs": [{"name": name, "levels": reports_to_dicts(reports)} for name, reports in results]})
     else:
         for name, reports in results:
-            table = Table("level", "policy", "alpha", "max|d| torch", "cosine", "top-1 torch", "max|d| unsplit",
-                          "top-1 unsplit", "ok", title=f"verify {plan}: {name}, {len(frames)} images")
+            table = narrow_table(f"verify {plan}: {name}, {len(frames)} images",
+                                 "level", "max|Δ|\ntorch", "cosine\ntorch", "top-1\ntorch", "max|Δ|\nunsplit",
+                                 "top-1\nunsplit", "ok")
             for r in reports:
-                table.add_row(str(r.index), r.policy, f"{r.alpha:.4g}", f"{r.max_abs_vs_torch:.2e}",
-                              f"{r.cosine_vs_torch:.6f}", f"{r.top1_vs_torch:.2f}", f"{r.max_abs_vs_unsplit:.2e}",
+                table.add_row(LevelKey.of(r.policy, r.alpha).label, f"{r.max_abs_vs_torch:.1e}",
+                              f"{r.cosine_vs_torch:.6f}", f"{r.top1_vs_torch:.2f}", f"{r.max_abs_vs_unsplit:.1e}",
                               f"{r.top1_vs_unsplit:.2f}", "[green]yes" if r.ok else "[red]NO")
             console.print(table)
+        console.print(f"[dim]{VERIFY_LEGEND} Tolerance: max|Δ| <= {tol.max_abs:g}, cosine >= {tol.min_cosine:g}, "
+                      f"top-1 >= {tol.min_top1:g}.[/]")
         if save_references:
             console.print(f"Polygraphy references in {save_references}: polygraphy run {plan}/L00_S00.onnx --onnxrt "
                           f"--load-inputs {save_references}/L00_S00.inputs.json --load-outputs {save_references}/L00_S00.outputs.json")
+    checked = sum(len(reports) for _, reports in results)
+    failed = [(name, [LevelKey.of(r.policy, r.alpha).label for r in reports if not r.ok]) for name, reports in results]
+    failed = [(name, bad) for name, bad in failed if bad]
+    if not as_json:
+        if ok:
+            console.print(f"[green]verdict: pass: all {checked} level checks ({len(results)} graph families x "
+                          f"{len(manifest.levels)} levels) within tolerance[/]", soft_wrap=True)
+        else:
+            console.print("[red]verdict: FAIL: " + "; ".join(f"{name}: level(s) {', '.join(bad)}" for name, bad in failed)
+                          + " beyond tolerance[/]", soft_wrap=True)
     if not ok:
-        for name, reports in results:
-            bad = [str(r.index) for r in reports if not r.ok]
-            if bad:
-                err_console.print(f"[bold red]verify failed[/] ({name}) for level(s) {', '.join(bad)}: beyond tolerance {tol}")
+        err_console.print("[bold red]verify failed[/] for " + "; ".join(f"{name}: level(s) {', '.join(bad)}"
+                                                                     for name, bad in failed)
+                          + f": beyond tolerance {tol}; re-export the plan, or check the engines' precision")
         raise typer.Exit(1)
+
+
+VERIFY_LEGEND = ("level: α (exponential), linN (linear), rN (ToMe's constant r). max|Δ|: largest absolute "
+                 "logit difference; cosine and top-1 agreement of the segment chain with the PyTorch model "
+                 "(torch) and with the level's unsplit graph (unsplit).")
 
 
 def inspect(
@@ -158,17 +184,21 @@ def inspect(
     console.print(f"[bold]{m['name']}[/] N={m['num_blocks']} D={m['embed_dim']} x0={m['num_tokens']} "
                   f"prefix={m['num_prefix_tokens']} img={m['img_size']}  plan {info['plan_hash'][:12]}")
     console.print(f"candidates C = {info['candidates']}   segments = {info['segments']}")
-    table = Table("level", "policy", "alpha", "tokens x0..xN", title="pruning levels")
+    table = Table("level", "tokens x0..xN (leaving each block)", title="pruning levels", title_justify="left")
     for lv in info["levels"]:
-        table.add_row(str(lv["index"]), lv["policy"], f"{lv['alpha']:.4g}", " ".join(map(str, lv["tokens"])))
+        table.add_row(LevelKey.of(lv["policy"], lv["alpha"]).label, " ".join(map(str, lv["tokens"])))
     console.print(table)
-    pay = Table("level", *[f"s={s}" for s in info["candidates"]], title="payload KiB per split (fp32 tokens + size; s=0 uint8 frame)")
-    for lv in info["levels"]:
-        pay.add_row(str(lv["index"]), *[f"{lv['payload_bytes_fp32'][str(s)] / 1024:.1f}" for s in info["candidates"]])
-    console.print(pay)
+    print_chunked(console, "payload KiB per split s (fp32 tokens + size; s=0: the uint8 frame)", "level",
+                  [f"s={s}" for s in info["candidates"]],
+                  [(LevelKey.of(lv["policy"], lv["alpha"]).label,
+                    [f"{lv['payload_bytes_fp32'][str(s)] / 1024:.1f}" for s in info["candidates"]]) for lv in info["levels"]])
+    console.print(f"[dim]{LEVEL_LEGEND}[/]")
     f = info["files"]
     console.print(f"{f['graphs']} graphs ({f['level_free_graphs']} of them level-free), {f['graph_bytes'] / 1e6:.2f} MB; weights {f['weights_bytes'] / 1e6:.2f} MB; "
                   f"total {f['total_bytes'] / 1e6:.2f} MB = {f['size_vs_weights']:.3f} x model weights")
+
+
+LEVEL_LEGEND = "level: α (exponential policy), linN (linear), rN (ToMe's constant r); s: split point (the edge runs blocks 1..s)."
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,7 @@ def profile(
     images: Optional[Path] = typer.Option(None, help="Folder of images for the codec measurements (default: synthetic frames)."),
     num_images: int = typer.Option(8, min=1, help="Images used for codec agreement."),
     from_linear: Optional[str] = typer.Option(None, help="Synthesise instead of measuring: per-block latency 'a,b' = a + b*tokens ms (e.g. 0.41,0.0235)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the consistency report as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the consistency report as JSON (with --from-linear: the profile written)."),
 ) -> None:
     """Measure every (level, segment) engine into a latency profile, with payload codecs and a linear fit."""
     from janus_deploy import JanusError
@@ -37,7 +37,11 @@ def profile(
         a, b = parse_linear(from_linear)
         prof = linear_profile(manifest, a, b, device_name)
         save_profile(prof, out)
-        console.print(f"[green]linear profile[/] ({a} + {b}·tokens ms per block) written to {out}")
+        if as_json:
+            print_json({"profile": str(out), "device": device_name, "plan_hash": manifest.hash, "source": "linear",
+                        "linear_model": {"a_ms": a, "b_ms_per_token": b}})
+        else:
+            console.print(f"[green]linear profile[/] ({a} + {b}·tokens ms per block) written to {out}")
         return
     if engines is None:
         raise JanusError("give --engines ENGINE_DIR (from `janus-deploy build-engines`) or --from-linear a,b")
