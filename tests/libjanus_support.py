@@ -14,6 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 from janus_deploy.schedule import native
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,8 +99,9 @@ class State(C.Structure):
 
 
 class Exchange(C.Structure):
-    _fields_ = [("kind", C.c_int), ("sent", C.c_double), ("body_bytes", C.c_double), ("upload_s", C.c_double),
-                ("network_s", C.c_double), ("elapsed_s", C.c_double), ("probe", C.c_int)]
+    _fields_ = [("kind", C.c_int), ("sent", C.c_double), ("unacked", C.c_double), ("body_bytes", C.c_double),
+                ("upload_s", C.c_double), ("network_s", C.c_double), ("elapsed_s", C.c_double),
+                ("server_receive_ms", C.c_double), ("probe", C.c_int)]
 
 
 class TableInfo(C.Structure):
@@ -305,6 +308,12 @@ class Controller:
         self.L.check(self.L.lib.janus_controller_observe(self.h, C.byref(o), C.byref(sample), C.byref(err)), err)
         return None if math.isnan(sample.value) else sample.value
 
+    def observe_exchange(self, t: float, ex: Exchange) -> float | None:
+        sample, err = C.c_double(), Error()
+        self.L.check(self.L.lib.janus_controller_observe_exchange(self.h, t, C.byref(ex), C.byref(sample),
+                                                                  C.byref(err)), err)
+        return None if math.isnan(sample.value) else sample.value
+
     def probe_due(self, t: float) -> bool:
         return bool(self.L.lib.janus_controller_probe_due(self.h, t))
 
@@ -317,3 +326,40 @@ class Controller:
         if self.h:
             self.L.lib.janus_controller_free(self.h)
             self.h = None
+
+
+# ------------------------------------------------------------------------------ shared by the tests
+
+
+def vitb_accuracy(edge):
+    """An accuracy table with ties and holes: ranks by accuracy, equal ranks, unranked rows."""
+    rng = np.random.default_rng(5)
+    out = {}
+    for lv in edge.levels:
+        if rng.random() < 0.15:
+            continue  # no value: ranked after every level that has one
+        out[(lv.policy, lv.alpha)] = float(rng.choice([0.81, 0.8, 0.79, 0.75])) if rng.random() < 0.5 else \
+            float(round(0.85 - 0.002 * lv.alpha * 100, 4))
+    return out
+
+
+def _close(a: float, b: float) -> bool:
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def compare(py, c) -> str | None:
+    """None when the C decision equals the Python one; else what differs."""
+    if (py.level_index, py.split) != (c.level_index, c.split):
+        return f"(level, split) python {(py.level_index, py.split)} C {(c.level_index, c.split)}"
+    if not _close(py.predicted_ms, c.predicted_ms):
+        return f"predicted python {py.predicted_ms!r} C {c.predicted_ms!r}"
+    cd = c.to_dict()
+    for k, v in py.breakdown.items():
+        if not _close(v, cd["breakdown"][k]):
+            return f"{k} python {v!r} C {cd['breakdown'][k]!r}"
+    for k in ("alpha", "policy", "meets_sla", "bytes", "accuracy"):
+        if getattr(py, k) != cd[k]:
+            return f"{k} python {getattr(py, k)!r} C {cd[k]!r}"
+    return None

@@ -313,11 +313,13 @@ typedef enum janus_exchange_kind {
 
 typedef struct janus_exchange {
     int kind;          /* janus_exchange_kind */
-    double sent;       /* bytes that left the edge */
+    double sent;       /* bytes handed to the socket */
+    double unacked;    /* of those, bytes the server had not acknowledged (0 when unknown) */
     double body_bytes; /* bytes of the body */
     double upload_s;   /* first to last byte handed to the socket */
     double network_s;  /* send to answer minus the server's own time (JANUS_EXCHANGE_OK) */
     double elapsed_s;  /* send to answer or failure */
+    double server_receive_ms; /* the server's janus_receive_ms (headers to the body's last byte), 0: none */
     int probe;
 } janus_exchange;
 

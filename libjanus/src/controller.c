@@ -335,11 +335,19 @@ int janus_controller_observe_exchange(janus_controller *c, double t, const janus
     if (sample) *sample = NAN;
     if (!c || !ex) return jn_fail(err, JANUS_E_INVALID, "janus_controller_observe_exchange: NULL argument");
     janus_observation o;
+    double crossed = ex->sent - ex->unacked; /* bytes that crossed the link */
     if (ex->kind == JANUS_EXCHANGE_OK) {
-        double rtt_s = rtt_estimate(c) / 1e3, transfer_s = ex->upload_s, d = ex->network_s - rtt_s;
-        if (d > transfer_s) transfer_s = d;
+        /* the server's own receive time when it reports one (a kernel socket takes a whole body at
+         * once: only the receiver sees how long it took), else max(upload, network - RTT) */
+        double recv_s = ex->server_receive_ms / 1e3, transfer_s = ex->upload_s, d;
+        if (recv_s > 0) {
+            if (recv_s > transfer_s) transfer_s = recv_s;
+        } else {
+            d = ex->network_s - rtt_estimate(c) / 1e3;
+            if (d > transfer_s) transfer_s = d;
+        }
         if (1e-4 > transfer_s) transfer_s = 1e-4;
-        double r = ex->network_s - ex->upload_s;
+        double r = ex->network_s - (recv_s > 0 ? transfer_s : ex->upload_s);
         janus_observation_init(&o, t, JANUS_OBS_TRANSFER);
         o.nbytes = ex->body_bytes;
         o.seconds = transfer_s;
@@ -348,12 +356,12 @@ int janus_controller_observe_exchange(janus_controller *c, double t, const janus
     } else if (ex->kind == JANUS_EXCHANGE_UNAUTHORIZED) {
         janus_observation_init(&o, t, JANUS_OBS_UNAUTHORIZED);
     } else if (ex->kind == JANUS_EXCHANGE_SERVER_ERROR || ex->kind == JANUS_EXCHANGE_PROTOCOL ||
-               (ex->kind == JANUS_EXCHANGE_TIMEOUT && ex->sent >= ex->body_bytes)) {
+               (ex->kind == JANUS_EXCHANGE_TIMEOUT && crossed >= ex->body_bytes)) {
         janus_observation_init(&o, t, JANUS_OBS_SERVER);
         o.server_ok = 0;
-    } else if (ex->kind == JANUS_EXCHANGE_TIMEOUT && ex->sent > 0 && ex->elapsed_s > 0) {
+    } else if (ex->kind == JANUS_EXCHANGE_TIMEOUT && crossed > 0 && ex->elapsed_s > 0) {
         janus_observation_init(&o, t, JANUS_OBS_TRANSFER);
-        o.nbytes = ex->sent;
+        o.nbytes = crossed;
         o.seconds = ex->elapsed_s;
     } else if (ex->kind == JANUS_EXCHANGE_TIMEOUT || ex->kind == JANUS_EXCHANGE_UNREACHABLE ||
                ex->kind == JANUS_EXCHANGE_DROPPED) {

@@ -429,7 +429,7 @@ static void test_api_errors(const janus_table *t) {
     CHECK(janus_controller_observe(c, &o, NULL, &err) == JANUS_E_INVALID, "rate without mbps");
     janus_observation_init(&o, 1.0, 42);
     CHECK(janus_controller_observe(c, &o, NULL, &err) == JANUS_E_INVALID, "unknown kind");
-    janus_exchange ex = {JANUS_EXCHANGE_OK, 1000, 1000, 0.001, 0.002, 0.003, 0};
+    janus_exchange ex = {JANUS_EXCHANGE_OK, 1000, 0, 1000, 0.001, 0.002, 0.003, 0, 0};
     double sample = 0;
     CHECK(janus_controller_observe_exchange(c, 2.0, &ex, &sample, &err) == JANUS_OK && sample > 0, "exchange ok");
     for (int k = 1; k <= 6; k++) {

@@ -1,0 +1,187 @@
+"""libjanus (C) against the Python scheduler on random cases: the same (level, split), the same
+predicted latency (1e-9 relative; in practice bit for bit) and the same breakdown, bytes,
+accuracy and verdict, over the ViT-L@384 and ViT-B presets (the measured profile's share is in
+tests/runtime/test_libjanus_embed.py). `janus-decide` prints what `janus-deploy schedule --json`
+prints, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from libjanus_support import Lib, compare, ensure_built, vitb_accuracy
+from typer.testing import CliRunner
+
+from janus_deploy.cli.main import app
+from janus_deploy.profile.table import resolve_profile
+from janus_deploy.schedule.scheduler import Scheduler
+from janus_deploy.schedule.table_file import build_table
+
+VITL = ("vit_large_patch16_384-jetson-orin-nano", "vit_large_patch16_384-v100")
+VITB = ("vit_base_patch16_224-jetson-orin-nano", "vit_base_patch16_224-v100")
+
+
+@pytest.fixture(scope="module")
+def lib():
+    ensure_built()
+    return Lib()
+
+
+def cases(rng: np.random.Generator, n: int) -> list[tuple[str, float, float, float, float]]:
+    """(mode, bandwidth Mbit/s, RTT ms, SLA ms, margin): log-uniform bandwidths with outages and
+    unlimited links mixed in, RTTs with zeros, SLAs from 10 ms to 10 s."""
+    out = []
+    for _ in range(n):
+        mode = "paper" if rng.random() < 0.3 else "janus-deploy"
+        u = rng.random()
+        bw = 0.0 if u < 0.03 else math.inf if u < 0.05 else float(10 ** rng.uniform(-2, 3.3))
+        rtt = 0.0 if rng.random() < 0.2 else float(rng.uniform(0, 150))
+        sla = float(10 ** rng.uniform(1, 4))
+        margin = 0.0 if rng.random() < 0.3 else float(rng.uniform(0, 0.6))
+        out.append((mode, bw, rtt, sla, margin))
+    return out
+
+
+def run_parity(lib, edge, cloud, accuracy, n, seed, codecs, frame_bytes=None):
+    """``n`` random cases spread over ``codecs``; returns (cases, exact) and fails on a mismatch."""
+    data = build_table(edge, cloud, accuracy=accuracy, frame_bytes=frame_bytes)
+    table = lib.load_table(data)
+    rng = np.random.default_rng(seed)
+    exact = 0
+    total = 0
+    bad = []
+    for ci, codec in enumerate(codecs):
+        py = {m: Scheduler(edge, cloud, accuracy, m, codec, 100.0, frame_bytes=frame_bytes)
+              for m in ("janus-deploy", "paper")}
+        cs = table.scheduler(codec, -1 if frame_bytes is None else frame_bytes)
+        for mode, bw, rtt, sla, margin in cases(rng, n // len(codecs)):
+            ref = py[mode]
+            ref.sla_ms = sla  # the SLA is a plain attribute of the scheduler: one per case here
+            want = ref.decide(bw, rtt_ms=rtt, margin=margin)
+            got = cs.decide(mode, bw, rtt, margin, sla)
+            why = compare(want, got)
+            total += 1
+            if why:
+                bad.append(f"{codec} {mode} bw={bw!r} rtt={rtt!r} sla={sla!r} margin={margin!r}: {why}")
+            elif want.predicted_ms == got.predicted_ms and want.breakdown == got.to_dict()["breakdown"]:
+                exact += 1
+        # the baselines and forced options too
+        for _ in range(300):
+            system = ("device-only", "cloud-only", "mixed")[int(rng.integers(3))]
+            bw, rtt, sla = float(10 ** rng.uniform(-2, 3)), float(rng.uniform(0, 100)), float(10 ** rng.uniform(1, 4))
+            py["janus-deploy"].sla_ms = sla
+            why = compare(py["janus-deploy"].baseline(system, bw, rtt), cs.baseline(system, bw, rtt, sla))
+            if why:
+                bad.append(f"baseline {system} bw={bw!r}: {why}")
+            mode = ("janus-deploy", "paper")[int(rng.integers(2))]
+            li = int(rng.integers(len(edge.levels)))
+            s = int(rng.choice(edge.candidates))
+            py[mode].sla_ms = sla
+            why = compare(py[mode].evaluate(li, s, bw, rtt), cs.evaluate(mode, li, s, bw, rtt, sla))
+            if why:
+                bad.append(f"evaluate {mode} level {li} split {s}: {why}")
+        cs.close()
+    table.close()
+    assert not bad, f"{len(bad)} of {total} decisions differ, e.g.:\n" + "\n".join(bad[:10])
+    return total, exact
+
+
+def test_parity_vit_large_384_presets(lib):
+    edge, cloud = resolve_profile(VITL[0]), resolve_profile(VITL[1])
+    total, exact = run_parity(lib, edge, cloud, None, 45_000, seed=1, codecs=["fp16", "fp32", "int8"])
+    assert total == 45_000 and exact == total  # not only within 1e-9: bit for bit
+
+
+def test_parity_vit_base_presets_with_accuracy_and_frame_override(lib):
+    edge, cloud = resolve_profile(VITB[0]), resolve_profile(VITB[1])
+    acc = vitb_accuracy(edge)
+    total, exact = run_parity(lib, edge, cloud, acc, 25_000, seed=2, codecs=["fp16", "int8"])
+    total2, exact2 = run_parity(lib, edge, cloud, None, 10_000, seed=3, codecs=["fp32"], frame_bytes=4 * 3 * 224 * 224)
+    assert exact == total and exact2 == total2
+
+
+def test_table_metadata(lib):
+    edge, cloud = resolve_profile(VITL[0]), resolve_profile(VITL[1])
+    t = lib.load_table(build_table(edge, cloud, sla_ms=250.0, codec="int8"))
+    info = t.info()
+    assert (info.num_levels, info.num_candidates, info.num_blocks) == (31, 15, 24)
+    assert [info.candidates[i] for i in range(info.num_candidates)] == edge.candidates
+    assert info.model_name.decode() == edge.model.name and info.has_names == 0
+    const = edge.levels_of("constant")
+    assert info.baseline_level == const[0]
+    cfg = t.config()
+    assert cfg.sla_ms == 250.0 and cfg.frame_bytes == -1 and cfg.margin == 0.1 and cfg.window == 5
+    assert lib.lib.janus_table_codec(t.h, info.default_codec).decode() == "int8"
+    t.close()
+
+
+# ------------------------------------------------------------------------------ janus-decide
+
+
+def decide_exe() -> str:
+    exe = shutil.which("janus-decide", path=str(Path(sys.executable).parent))
+    assert exe, "janus-decide is not on the venv's PATH (pip install -e . puts it there)"
+    return exe
+
+
+def schedule_json(sched: Scheduler, mode: str, bw: float, rtt: float, sla: float) -> dict:
+    """What `janus-deploy schedule --json` prints for one case (cli/schedule_cmds.py)."""
+    sched.sla_ms = sla
+    d = sched.decide(bw, rtt_ms=rtt, margin=0.0)
+    return {"mode": mode, "sla_ms": sla, "bandwidth_mbps": bw, "rtt_ms": rtt,
+            "codec": sched.codec if mode == "janus-deploy" else None, **d.to_dict()}
+
+
+def test_janus_decide_prints_what_schedule_prints(lib, tmp_path):
+    edge, cloud = resolve_profile(VITL[0]), resolve_profile(VITL[1])
+    table = tmp_path / "vitl.jdt"
+    r = CliRunner().invoke(app, ["export-table", "--profile", VITL[0], "--cloud-profile", VITL[1], "--out", str(table)])
+    assert r.exit_code == 0, r.output
+    rng = np.random.default_rng(7)
+    lines, want = [], []
+    py = {m: Scheduler(edge, cloud, None, m) for m in ("janus-deploy", "paper")}
+    for mode, bw, rtt, sla, _ in cases(rng, 3000):
+        lines.append(f"{bw!r} {rtt!r} {sla!r} {mode}")
+        want.append(json.dumps(schedule_json(py[mode], mode, bw, rtt, sla)))
+    out = subprocess.run([decide_exe(), str(table)], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = out.stdout.splitlines()
+    assert len(got) == len(want)
+    diff = [(i, lines[i], w, g) for i, (w, g) in enumerate(zip(want, got)) if w != g]
+    assert not diff, f"{len(diff)} lines differ, first: {diff[0]}"
+    # the keys are exactly those of the real command
+    real = CliRunner().invoke(app, ["schedule", "--profile", VITL[0], "--cloud-profile", VITL[1], "--bandwidth",
+                                    "12.5", "--rtt", "20", "--sla", "300", "--json"])
+    assert real.exit_code == 0, real.output
+    one = subprocess.run([decide_exe(), str(table)], input="12.5 20 300 janus-deploy\n", capture_output=True,
+                         text=True, timeout=30)
+    assert json.loads(one.stdout) == json.loads(real.output)
+
+
+def test_janus_decide_errors(lib, tmp_path):
+    edge, cloud = resolve_profile(VITB[0]), resolve_profile(VITB[1])
+    table = tmp_path / "t.jdt"
+    table.write_bytes(build_table(edge, cloud))
+    exe = decide_exe()
+    for line, says in [("1 2 3", "line 2: expected"), ("x 2 3 paper", "line 2: bandwidth_mbps"),
+                       ("-1 0 100 paper", "line 2: bandwidth must be >= 0"), ("1 0 0 paper", "line 2: the SLA"),
+                       ("1 nan 100 janus-deploy", "line 2: rtt_ms"), ("1 0 100 fast", "line 2: unknown mode")]:
+        r = subprocess.run([exe, str(table)], input=f"5 0 100 paper\n{line}\n7 0 100 paper\n", capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 2 and len(r.stdout.splitlines()) == 1, (line, r.stdout, r.stderr)
+        err = r.stderr.strip().splitlines()
+        assert len(err) == 1 and says in err[0], (line, r.stderr)
+    bad = tmp_path / "bad.jdt"
+    bad.write_bytes(table.read_bytes()[:-3])
+    for path, says in [(bad, "truncated"), (tmp_path / "none.jdt", "cannot open"), (Path(__file__), "bad magic")]:
+        r = subprocess.run([exe, str(path)], input="1 0 100 paper\n", capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and r.stdout == "" and says in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    r = subprocess.run([exe, "--codec", "fp8", str(table)], input="", capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "codec 'fp8' is not in the table" in r.stderr
