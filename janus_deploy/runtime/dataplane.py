@@ -23,13 +23,15 @@ import numpy as np
 from janus_deploy import JanusError
 from janus_deploy.backends import run_segments
 from janus_deploy.images import normalize
+from janus_deploy.runtime.limits import DEFAULT_MAX_JSON_MB
 from janus_deploy.wire.codecs import BodyTooLargeError, CodecError, UnsupportedEncodingError, decode_tokens, decompress
-from janus_deploy.wire.spec import TailSpec, tail_models, validate_inputs
-from janus_deploy.wire.v2 import encode_response, parse_header_length, parse_request, requested_outputs, WireError
+from janus_deploy.wire.spec import TailSpec, entry_check, tail_models, validate_inputs
+from janus_deploy.wire.v2 import HEADER_LENGTH, encode_response, parse_header_length, parse_request, requested_outputs, WireError
 
 DEFAULT_MAX_LOADED = 128
 DEFAULT_MAX_BODY_MB = 64.0
 DEFAULT_MAX_BATCH = 64
+MiB = 1024 * 1024
 
 
 class ServerError(JanusError):
@@ -124,6 +126,11 @@ class Request:
     tensors: dict[str, np.ndarray]
     binary_outputs: dict[str, bool]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the decoded tensors hold (what the request keeps in memory until answered)."""
+        return sum(int(t.nbytes) for t in self.tensors.values())
+
 
 @dataclass
 class Answer:
@@ -139,20 +146,25 @@ class DataPlane:
     manifest: Any
     runner: Any
     max_loaded: int = DEFAULT_MAX_LOADED
-    max_body: int = int(DEFAULT_MAX_BODY_MB * 1024 * 1024)
+    max_body: int = int(DEFAULT_MAX_BODY_MB * MiB)
     max_batch: int = DEFAULT_MAX_BATCH
+    max_json: int = int(DEFAULT_MAX_JSON_MB * MiB)
     models: dict[str, TailSpec] = field(init=False)
     lru: SessionLRU = field(init=False)
 
     def __post_init__(self) -> None:
         if self.max_body <= 0:
-            raise ServerError(f"--max-body-mb must be > 0, got {self.max_body / 1024 / 1024:g}")
+            raise ServerError(f"--max-body-mb must be > 0, got {self.max_body / MiB:g}")
+        if self.max_json <= 0:
+            raise ServerError(f"--max-json-mb must be > 0, got {self.max_json / MiB:g}")
         if self.max_batch < 1:
             raise ServerError(f"the maximum batch must be >= 1, got {self.max_batch}")
         self.models = tail_models(self.manifest)
         self.lru = SessionLRU(self.runner, self.max_loaded)
 
     def preload(self) -> None:
+        """Check every file the runner may load (sha256), then load engines up to the LRU bound."""
+        self.runner.check_files()
         self.lru.preload(sorted({k for m in self.models.values() for k in m.segment_keys}))
 
     def lookup(self, name: str) -> TailSpec:
@@ -166,19 +178,41 @@ class DataPlane:
         raise WireError(f"unknown model {name!r}{hint}; models are janus_L<level>_S<split> for levels "
                         f"0..{len(m.levels) - 1} and splits {[s for s in m.candidates if s <= m.num_blocks]}", 404)
 
-    def parse(self, model: TailSpec, raw: bytes, content_encoding: str | None,
+    @property
+    def json_limit(self) -> int:
+        """Most bytes of JSON in a request (a JSON-only body, or the JSON header before binary
+        tensors): JSON is parsed holding Python's GIL, so its size bounds how long one request
+        can stall every other thread of the server (docs/runtime.md)."""
+        return min(self.max_json, self.max_body)
+
+    def json_too_large(self, nbytes: int | str) -> WireError:
+        return WireError(f"the request's JSON ({nbytes} bytes) is over the server's --max-json-mb limit "
+                         f"({self.json_limit} bytes); send tensors with the binary tensor extension "
+                         f"({HEADER_LENGTH})", 413)
+
+    def parse(self, model: TailSpec, raw: bytes | bytearray, content_encoding: str | None,
               header_length: str | None) -> Request:
-        """Decompress, parse and validate a request body (WireError with the HTTP status)."""
+        """Decompress, parse and validate a request body (WireError with the HTTP status). Each
+        input's name, datatype and shape are checked before its data is decoded."""
+        json_only = header_length is None
+        limit = self.json_limit if json_only else self.max_body
         try:
-            body = decompress(raw, content_encoding, self.max_body)
+            body = decompress(raw, content_encoding, limit)
         except BodyTooLargeError as exc:
+            if json_only:
+                raise self.json_too_large(f"more than {limit}") from None
             raise WireError(f"{exc} (the server's --max-body-mb limit)", 413) from None
         except UnsupportedEncodingError as exc:
             raise WireError(str(exc), 415) from None
         except CodecError as exc:
             raise WireError(str(exc)) from None
+        if len(body) > limit:  # an uncompressed body (the HTTP route refuses these before reading them)
+            raise self.json_too_large(len(body)) if json_only else WireError(
+                f"request body of {len(body)} bytes is over the server's --max-body-mb limit ({limit} bytes)", 413)
         hlen = parse_header_length(header_length, len(body))
-        header, tensors = parse_request(body, hlen)
+        if hlen is not None and hlen > self.json_limit:
+            raise self.json_too_large(hlen)
+        header, tensors = parse_request(body, hlen, check=entry_check(model, self.max_batch))
         outs = requested_outputs(header, ["logits"])
         validate_inputs(model, tensors, self.max_batch)
         return Request(model, header, tensors, outs)

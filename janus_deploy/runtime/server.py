@@ -8,7 +8,10 @@ binary-tensor extension (:mod:`janus_deploy.wire.v2`), optionally compressed
 
 Needs the [serve] extra (fastapi, uvicorn). Body decompression, parsing, validation and
 inference all run in worker threads (bounded by ``concurrency``), so the event loop keeps
-answering health checks while bodies are decoded and models compute.
+answering health checks while bodies are decoded and models compute. Request bodies held in
+memory are bounded by a byte budget, JSON by its own size limit (it is parsed holding the GIL),
+and connections by a cap, a header deadline and uvicorn's keep-alive timeout
+(:mod:`janus_deploy.runtime.limits`; the knobs are in ``docs/runtime.md``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncio
+
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,16 +38,20 @@ from starlette.requests import ClientDisconnect
 from janus_deploy import JanusError, __version__
 from janus_deploy.backends import load_runner
 from janus_deploy.plan.manifest import Manifest
-from janus_deploy.runtime.dataplane import (DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_MB, DEFAULT_MAX_LOADED, DataPlane,
-                                            ModelFailure, ServerError, SessionLRU)
+from janus_deploy.runtime.dataplane import (DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_MB, DEFAULT_MAX_JSON_MB,
+                                            DEFAULT_MAX_LOADED, DataPlane, ModelFailure, ServerError, SessionLRU)
+from janus_deploy.runtime.limits import (BodyBudget, ConnectionGuard, ServerLimits, Ticket, quiet_accept_errors,
+                                         uvicorn_config)
 from janus_deploy.wire.spec import MODEL_VERSION, TailSpec, tail_models
-from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, model_name
+from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, model_name, short
 
 log = logging.getLogger("janus_deploy.runtime.server")
 
 SERVER_NAME = "janus-deploy"
 DEFAULT_BODY_TIMEOUT_S = 60.0
 GRACEFUL_SHUTDOWN_S = 5
+PARSE_CONCURRENCY = 2  # bodies decompressed/parsed at once (each may briefly hold up to --max-body-mb more)
+MAX_ERROR_CHARS = 400
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 TailModel = TailSpec  # the name before the data plane moved out
 
@@ -60,6 +69,8 @@ def create_app(
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     runner: Any = None,
     preload: bool = False,
+    max_json_mb: float = DEFAULT_MAX_JSON_MB,
+    limits: ServerLimits | None = None,
 ):
     """The FastAPI app serving every tail model of a plan (see module docstring).
 
@@ -69,9 +80,13 @@ def create_app(
     ``concurrency``: inferences running at once (default: CPU count). ``threads``: intra-op
     threads per session (0 = the runtime's default). ``body_timeout_s``: a request body not
     complete this long after its headers gets 408 (stalled or vanished clients do not hold a
-    handler forever). ``runner``: an already loaded runner. ``preload``: load engines (up to
-    ``max_loaded``) before serving instead of on first use.
+    handler forever). ``runner``: an already loaded runner. ``preload``: check every file
+    against its sha256 and load engines (up to ``max_loaded``) before serving instead of on first
+    use. ``max_json_mb``: most JSON per request (a JSON-only body, or the JSON header of a binary
+    one; larger gets 413). ``limits``: connections, header deadline, keep-alive and the in-flight
+    body budget (:class:`~janus_deploy.runtime.limits.ServerLimits`).
     """
+    limits = limits or ServerLimits()
     manifest = Manifest.load(plan_dir)
     if runner is None:
         runner = load_runner(manifest, engine_dir, threads=threads)
@@ -82,22 +97,31 @@ def create_app(
     conc = int(concurrency or os.cpu_count() or 1)
     if conc < 1:
         raise ServerError(f"concurrency must be >= 1, got {concurrency}")
+    if not max_json_mb > 0:
+        raise ServerError(f"--max-json-mb must be > 0, got {max_json_mb}")
     plane = DataPlane(manifest, runner, max_loaded=max_loaded, max_body=int(max_body_mb * 1024 * 1024),
-                      max_batch=int(max_batch))
+                      max_batch=int(max_batch), max_json=int(max_json_mb * 1024 * 1024))
     if preload:
         plane.preload()
-    state = _RouteState(plane, token, conc)
+    state = _RouteState(plane, token, conc, limits)
 
     @asynccontextmanager
     async def lifespan(app):
         state.limiter = anyio.CapacityLimiter(state.concurrency)
+        state.parse_limiter = anyio.CapacityLimiter(min(state.concurrency, PARSE_CONCURRENCY))
+        quiet_accept_errors(asyncio.get_running_loop())
         yield
 
     app = FastAPI(title="janus-deploy V2 inference server", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.janus = plane  # the data plane (models, runner, LRU); routes keep their own state
+    app.state.janus_limits = limits
+    app.state.janus_guard = state.guard  # the connection cap and header deadline (uvicorn_config uses it)
+    app.state.janus_routes = state
 
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        if len(message) > MAX_ERROR_CHARS:  # messages quote client input only in short form; a last guard
+            message = message[: MAX_ERROR_CHARS - 1] + "…"
         if status >= 500:
             state.stats["server_errors"] += 1
         elif status >= 400:
@@ -128,9 +152,9 @@ def create_app(
                              {"WWW-Authenticate": 'Bearer realm="janus-deploy"'})
         try:
             return await call_next(request)
-        except Exception as exc:  # noqa: BLE001 - never crash the server on one request
+        except Exception:  # noqa: BLE001 - never crash the server on one request
             log.exception("unhandled error on %s", request.url.path)
-            return error(500, f"internal server error: {type(exc).__name__}: {exc}")
+            return error(500, "internal server error (the server's log has the details)")
 
     # ---------------------------------------------------------------- health + metadata
     @app.get("/v2/health/live")
@@ -149,7 +173,10 @@ def create_app(
                       "models": list(plane.models), "max_loaded": plane.lru.max_loaded,
                       "loaded_sessions": plane.lru.resident, "loads": plane.lru.loads,
                       "evictions": plane.lru.evictions, "max_body_bytes": plane.max_body,
-                      "stats": dict(state.stats)},
+                      "max_json_bytes": plane.json_limit, "stats": dict(state.stats),
+                      "connections": state.guard.as_dict(),
+                      "bodies": {"inflight_bytes": state.budget.used, "peak_bytes": state.budget.peak,
+                                 "limit_bytes": state.budget.limit, "waited": state.budget.waited}},
         }
 
     def lookup(name: str, version: str | None = None) -> TailSpec | JSONResponse:
@@ -176,39 +203,87 @@ def create_app(
         return {"name": name, "ready": True}
 
     # ---------------------------------------------------------------- inference
-    async def read_body(request: Request) -> bytes:
+    def declared_length(request: Request, json_only: bool) -> int | None:
+        """Content-Length (None: chunked), refusing from the headers alone what could not be
+        served: a body over --max-body-mb, an uncompressed JSON body or a JSON header over
+        --max-json-mb."""
         cl = request.headers.get("content-length")
+        declared = None
         if cl is not None:
             try:
                 declared = int(cl)
             except ValueError:
-                raise WireError(f"Content-Length must be an integer, got {cl!r}") from None
+                raise WireError(f"Content-Length must be an integer, got {short(cl)}") from None
             if declared > plane.max_body:
                 raise WireError(f"request body of {declared} bytes is over the server's --max-body-mb "
                                 f"limit ({plane.max_body} bytes)", 413)
-        chunks, total = [], 0
+            identity = request.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
+            if json_only and identity and declared > plane.json_limit:
+                raise plane.json_too_large(declared)
+        hl = request.headers.get(HEADER_LENGTH.lower())
+        if hl is not None and hl.strip().isdigit() and int(hl) > plane.json_limit:
+            raise plane.json_too_large(int(hl))
+        return declared
+
+    async def read_body(request: Request, declared: int | None) -> bytearray:
+        """The body into one buffer (sized by Content-Length: no list of chunks, no join)."""
+        if declared is not None:
+            buf, pos = bytearray(declared), 0
+            view = memoryview(buf)
+            async for chunk in request.stream():
+                end = pos + len(chunk)
+                if end > declared:  # h11 frames bodies by Content-Length; never more
+                    raise WireError("the request body is longer than its Content-Length")
+                view[pos:end] = chunk
+                pos = end
+            view.release()
+            if pos < declared:
+                del buf[pos:]
+            return buf
+        buf = bytearray()
         async for chunk in request.stream():
-            total += len(chunk)
-            if total > plane.max_body:
+            if len(buf) + len(chunk) > plane.max_body:
                 raise WireError(f"request body is over the server's --max-body-mb limit "
                                 f"({plane.max_body} bytes)", 413)
-            chunks.append(chunk)
-        return b"".join(chunks)
+            buf += chunk
+        return buf
+
+    async def receive(request: Request, json_only: bool, ticket: Ticket) -> bytearray | JSONResponse:
+        """Reserve the body's bytes in the in-flight budget (503 if that takes longer than the body
+        timeout), then read it (408 if it is not complete by then). The caller releases
+        ``ticket`` once the request is answered."""
+        declared = declared_length(request, json_only)
+        deadline = anyio.current_time() + body_timeout_s
+        try:
+            with anyio.fail_after(body_timeout_s):
+                await ticket.acquire(declared if declared is not None else plane.max_body)
+        except TimeoutError:
+            state.stats["busy"] += 1
+            return error(503, f"server busy: {state.budget.used} bytes of request bodies in flight (the server's "
+                              f"--max-inflight-mb limit is {state.budget.limit}); retry", {"Retry-After": "1"})
+        try:
+            with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+                return await read_body(request, declared)
+        except TimeoutError:
+            raise WireError(f"the request body was not complete within {body_timeout_s:g} s", 408) from None
 
     @app.post("/janus/probe")
     async def probe(request: Request):
         """Bandwidth probe of the edge runtime: reads and discards the body (same limits)."""
         t = time.perf_counter()
+        ticket = state.budget.ticket()
         try:
-            with anyio.fail_after(body_timeout_s):
-                raw = await read_body(request)
-        except TimeoutError:
-            return error(408, f"the probe body was not complete within {body_timeout_s:g} s")
+            raw = await receive(request, False, ticket)
+            if isinstance(raw, JSONResponse):
+                return raw
+            return {"bytes": len(raw), "receive_ms": round((time.perf_counter() - t) * 1e3, 3)}
+        except WireError as exc:
+            msg = str(exc).replace("request body", "probe body")
+            return error(exc.status, msg)
         except ClientDisconnect:
             return error(400, "the client disconnected before the probe body was complete")
-        except WireError as exc:
-            return error(exc.status, str(exc))
-        return {"bytes": len(raw), "receive_ms": round((time.perf_counter() - t) * 1e3, 3)}
+        finally:
+            ticket.release()
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
@@ -218,16 +293,23 @@ def create_app(
         model = lookup(name, version)
         if isinstance(model, JSONResponse):
             return model
+        ticket = state.budget.ticket()
         try:
-            try:
-                with anyio.fail_after(body_timeout_s):
-                    raw = await read_body(request)
-            except TimeoutError:
-                raise WireError(f"the request body was not complete within {body_timeout_s:g} s", 408) from None
+            return await answer_request(name, model, request, t_start, ticket)
+        finally:
+            ticket.release()
+
+    async def answer_request(name: str, model: TailSpec, request: Request, t_start: float, ticket: Ticket):
+        hlen = request.headers.get(HEADER_LENGTH.lower())
+        try:
+            raw = await receive(request, hlen is None, ticket)
+            if isinstance(raw, JSONResponse):
+                return raw
             t_recv = time.perf_counter()
             req = await anyio.to_thread.run_sync(
-                plane.parse, model, raw, request.headers.get("content-encoding"),
-                request.headers.get(HEADER_LENGTH.lower()), limiter=state.limiter)
+                plane.parse, model, raw, request.headers.get("content-encoding"), hlen, limiter=state.parse_limiter)
+            del raw
+            ticket.resize(req.nbytes)  # what the request keeps until it is answered: its decoded tensors
         except ClientDisconnect:
             return error(400, "the client disconnected before the request body was complete")
         except WireError as exc:
@@ -278,17 +360,30 @@ def serve(
     access_log: bool = False,
     preload: bool = False,
     on_ready: Callable[[Any], None] | None = None,
+    max_json_mb: float = DEFAULT_MAX_JSON_MB,
+    limits: ServerLimits | None = None,
 ) -> None:
     """Run the V2 server with uvicorn until interrupted. ``on_ready(app)`` runs once the app is
     built (the CLI prints its banner there)."""
     import uvicorn
 
     app = create_app(plan_dir, engine_dir, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
-                     concurrency=concurrency, threads=threads, body_timeout_s=body_timeout_s, preload=preload)
+                     concurrency=concurrency, threads=threads, body_timeout_s=body_timeout_s, preload=preload,
+                     max_json_mb=max_json_mb, limits=limits)
     if on_ready is not None:
         on_ready(app)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)).run()
+
+
+def server_config(app: Any, **kwargs: Any):
+    """The uvicorn ``Config`` of an app from :func:`create_app`, with its limits applied."""
+    import uvicorn
+
+    limits = getattr(app.state, "janus_limits", None) if hasattr(app, "state") else None
+    if limits is None:
+        return uvicorn.Config(app, **kwargs)
+    return uvicorn_config(app, limits, app.state.janus_guard, **kwargs)
 
 
 class BackgroundServer:
@@ -301,8 +396,8 @@ class BackgroundServer:
         import uvicorn
 
         self.host = host
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                                    access_log=False, timeout_graceful_shutdown=2))
+        self.server = uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level,
+                                                   access_log=False, timeout_graceful_shutdown=2))
         self.thread = threading.Thread(target=self.server.run, name="janus-v2-server", daemon=True)
         self.port = port
 
@@ -334,13 +429,16 @@ class BackgroundServer:
 class _RouteState:
     """What the routes keep beside the data plane: auth, the inference limiter, counters."""
 
-    def __init__(self, plane: DataPlane, token: str | None, concurrency: int) -> None:
+    def __init__(self, plane: DataPlane, token: str | None, concurrency: int, limits: ServerLimits) -> None:
         self.plane = plane
         self.token = token
         self.concurrency = concurrency
         self.limiter: Any = None
-        self.stats = {"infer_requests": 0, "ok": 0, "client_errors": 0, "server_errors": 0}
+        self.parse_limiter: Any = None
+        self.budget = BodyBudget(limits.max_inflight)
+        self.guard = ConnectionGuard(limits)
+        self.stats = {"infer_requests": 0, "ok": 0, "client_errors": 0, "server_errors": 0, "busy": 0}
 
 
-__all__ = ["BackgroundServer", "DataPlane", "ServerError", "SessionLRU", "TailModel", "create_app", "model_name",
-           "serve", "tail_models"]
+__all__ = ["BackgroundServer", "DataPlane", "ServerError", "ServerLimits", "SessionLRU", "TailModel", "create_app",
+           "model_name", "serve", "server_config", "tail_models"]

@@ -107,7 +107,7 @@ class UnsupportedEncodingError(CodecError):
 ENCODINGS = ("identity", "zstd", "gzip", "deflate")
 
 
-def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+def decompress(body: bytes | bytearray, encoding: str | None, max_bytes: int) -> bytes | bytearray:
     """Undo ``Content-Encoding`` (zstd, gzip, deflate or none); refuses outputs over ``max_bytes``
     (decompression bombs). Multi-frame zstd and multi-member gzip bodies are whole bodies too
     (RFC 1952 allows members to be concatenated; zstd streams may hold several frames)."""
@@ -121,14 +121,12 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     raise UnsupportedEncodingError(f"unsupported Content-Encoding {encoding!r} (use zstd, gzip, deflate or none)")
 
 
-def _unzstd(body: bytes, max_bytes: int) -> bytes:
-    import io
-
+def _unzstd(body: bytes | bytearray, max_bytes: int) -> bytearray:
     import zstandard
 
     out = bytearray()
     try:
-        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True) as reader:
+        with zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=True) as reader:
             while len(out) <= max_bytes:
                 chunk = reader.read(min(1 << 20, max_bytes + 1 - len(out)))
                 if not chunk:
@@ -138,10 +136,10 @@ def _unzstd(body: bytes, max_bytes: int) -> bytes:
         raise CodecError(f"the zstd body does not decompress: {exc}") from None
     if len(out) > max_bytes:
         raise BodyTooLargeError(f"the zstd body decompresses to more than {max_bytes} bytes")
-    return bytes(out)
+    return out  # the buffer itself: a copy would double a large body
 
 
-def _unzlib(body: bytes, enc: str, max_bytes: int) -> bytes:
+def _unzlib(body: bytes | bytearray, enc: str, max_bytes: int) -> bytearray:
     import zlib
 
     wbits = zlib.MAX_WBITS | 16 if enc == "gzip" else zlib.MAX_WBITS
@@ -164,7 +162,7 @@ def _unzlib(body: bytes, enc: str, max_bytes: int) -> bytes:
         raise CodecError(f"the {enc} body does not decompress: {exc}") from None
     if len(out) > max_bytes:
         raise BodyTooLargeError(f"the {enc} body decompresses to more than {max_bytes} bytes")
-    return bytes(out)
+    return out  # the buffer itself: a copy would double a large body
 
 
 def split_body(raw: bytes, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from janus_deploy.wire.v2 import WireError, model_name, v2_datatype
+from janus_deploy.wire.v2 import EntryCheck, WireError, model_name, short, v2_datatype
 
 MODEL_VERSION = "1"
 TOKEN_DTYPES = ("FP32", "FP16", "INT8")
@@ -107,6 +107,29 @@ def required_inputs(spec: TailSpec, tensors: Mapping[str, np.ndarray]) -> set[st
     return want
 
 
+def entry_check(spec: TailSpec, max_batch: int) -> EntryCheck:
+    """A check of one input's header entry (name, datatype, shape) against the spec, run before
+    its data is decoded: a tensor the model cannot take is refused without being copied."""
+    by_name = {i["name"]: i for i in spec.inputs}
+
+    def check(name: str, datatype: str, shape: tuple[int, ...]) -> None:
+        inp = by_name.get(name)
+        if inp is None:
+            raise WireError(f"model {spec.name} has no input {short(name)} "
+                            f"(expects {', '.join(sorted(by_name))})")
+        dts = accepted_datatypes(inp)
+        if datatype not in dts:
+            raise WireError(f"input {name!r} of {spec.name} must be {' or '.join(dts)}, got {datatype}")
+        tail = tuple(inp["shape"][1:])
+        if len(shape) != len(inp["shape"]) or tuple(shape[1:]) != tail:
+            raise WireError(f"input {name!r} of {spec.name} must have shape [B, {', '.join(map(str, tail))}], "
+                            f"got {short(list(shape))}")
+        if not 1 <= shape[0] <= max_batch:
+            raise WireError(f"input {name!r}: batch size {shape[0]} is outside 1..{max_batch}")
+
+    return check
+
+
 def validate_inputs(spec: TailSpec, tensors: Mapping[str, np.ndarray], max_batch: int) -> None:
     """Check names, datatypes, shapes and finiteness against the spec (WireError 400 otherwise)."""
     allowed = {i["name"] for i in spec.inputs}
@@ -147,5 +170,5 @@ def validate_inputs(spec: TailSpec, tensors: Mapping[str, np.ndarray], max_batch
                         "as the previous segment's size_out does")
 
 
-__all__ = ["MODEL_VERSION", "accepted_datatypes", "SIZE_DTYPES", "TOKEN_DTYPES", "TailSpec", "model_name", "required_inputs",
+__all__ = ["MODEL_VERSION", "accepted_datatypes", "entry_check", "SIZE_DTYPES", "TOKEN_DTYPES", "TailSpec", "model_name", "required_inputs",
            "tail_models", "validate_inputs"]

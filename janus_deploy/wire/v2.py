@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+import reprlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,21 @@ V2_DTYPES: dict[str, np.dtype] = {
     "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }
 _NP_TO_V2 = {dt: name for name, dt in V2_DTYPES.items()}
+MAX_DIMS = 32  # numpy's limit is 64; no V2 tensor here has more than 4
+MAX_DIM = 1 << 40  # a dimension (and binary_data_size) above this is no tensor anyone sends
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxdict = 6
+_REPR.maxlevel = 2
+
+
+def short(value: Any) -> str:
+    """A client-sent value as it appears in an error message: a repr cut to a few dozen
+    characters (error answers stay short whatever was sent)."""
+    try:
+        return _REPR.repr(value)
+    except (ValueError, RecursionError):  # e.g. an int too long to print
+        return f"<{type(value).__name__}>"
 
 
 class WireError(JanusError):
@@ -65,7 +81,7 @@ def numpy_dtype(datatype: str) -> np.dtype:
         return V2_DTYPES[datatype]
     except (KeyError, TypeError):
         raise WireError(
-            f"unsupported datatype {datatype!r} (supported: {', '.join(V2_DTYPES)})"
+            f"unsupported datatype {short(datatype)} (supported: {', '.join(V2_DTYPES)})"
         ) from None
 
 
@@ -146,7 +162,7 @@ def parse_header_length(value: str | None, body_len: int) -> int | None:
     try:
         n = int(value.strip())
     except (ValueError, AttributeError):
-        raise WireError(f"{HEADER_LENGTH} must be an integer, got {value!r}") from None
+        raise WireError(f"{HEADER_LENGTH} must be an integer, got {short(value)}") from None
     if n < 0:
         raise WireError(f"{HEADER_LENGTH} must be >= 0, got {n}")
     if n > body_len:
@@ -157,21 +173,26 @@ def parse_header_length(value: str | None, body_len: int) -> int | None:
     return n
 
 
-def _load_header(body: bytes, header_length: int | None) -> tuple[dict[str, Any], memoryview]:
+def _load_header(body: bytes | bytearray, header_length: int | None) -> tuple[dict[str, Any], memoryview]:
+    """The JSON header (any malformed JSON, however deep or large, is a short WireError) and the
+    binary section after it (a view, not a copy)."""
     if header_length is None:
         head, rest = body, memoryview(b"")
     else:
-        head, rest = body[:header_length], memoryview(body)[header_length:]
+        head, rest = bytes(memoryview(body)[:header_length]), memoryview(body)[header_length:]
     if not head:
         raise WireError("the request has an empty JSON header")
+    hint = "" if header_length is not None else f" (binary tensors need the {HEADER_LENGTH} header)"
     try:
-        header = json.loads(bytes(head))
+        header = json.loads(head if isinstance(head, (bytes, bytearray)) else bytes(head))
     except UnicodeDecodeError:
-        hint = "" if header_length is not None else f" (binary tensors need the {HEADER_LENGTH} header)"
         raise WireError(f"the JSON header is not UTF-8 text{hint}") from None
     except json.JSONDecodeError as exc:
-        hint = "" if header_length is not None else f" (binary tensors need the {HEADER_LENGTH} header)"
-        raise WireError(f"the JSON header does not parse: {exc}{hint}") from None
+        raise WireError(f"the JSON header does not parse: {exc.msg} at byte {exc.pos}{hint}") from None
+    except RecursionError:
+        raise WireError("the JSON header is nested too deeply") from None
+    except ValueError:  # an integer of thousands of digits (over Python's int-string limit)
+        raise WireError("the JSON header holds a number too long to parse") from None
     if not isinstance(header, dict):
         raise WireError(f"the JSON header must be an object, got {type(header).__name__}")
     return header, rest
@@ -180,13 +201,22 @@ def _load_header(body: bytes, header_length: int | None) -> tuple[dict[str, Any]
 def _shape(entry: Mapping[str, Any], where: str) -> tuple[int, ...]:
     shape = entry.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise WireError(f"{where}: 'shape' must be a list of integers, got {shape!r}")
+        raise WireError(f"{where}: 'shape' must be a list of integers, got {short(shape)}")
+    if len(shape) > MAX_DIMS:
+        raise WireError(f"{where}: shape has {len(shape)} dimensions (at most {MAX_DIMS})")
     if any(d < 0 for d in shape):
-        raise WireError(f"{where}: shape {shape} has a negative dimension")
+        raise WireError(f"{where}: shape {short(shape)} has a negative dimension")
+    if any(d > MAX_DIM for d in shape):
+        raise WireError(f"{where}: shape {short(shape)} has a dimension over {MAX_DIM}")
     return tuple(shape)
 
 
-def _decode_tensors(entries: Any, rest: memoryview, key: str, *, copy: bool) -> dict[str, np.ndarray]:
+#: ``check(name, datatype, shape)`` runs on each tensor's header entry before its data is decoded
+EntryCheck = Callable[[str, str, tuple[int, ...]], None]
+
+
+def _decode_tensors(entries: Any, rest: memoryview, key: str, *, copy: bool,
+                    check: EntryCheck | None = None) -> dict[str, np.ndarray]:
     if not isinstance(entries, list) or not entries:
         raise WireError(f"the JSON header needs a non-empty {key!r} list")
     out: dict[str, np.ndarray] = {}
@@ -197,25 +227,27 @@ def _decode_tensors(entries: Any, rest: memoryview, key: str, *, copy: bool) -> 
         name = entry.get("name")
         if not isinstance(name, str) or not name:
             raise WireError(f"{key}[{i}] needs a string 'name'")
-        where = f"{key[:-1]} {name!r}"
+        where = f"{key[:-1]} {short(name)}"
         if name in out:
             raise WireError(f"{where} appears twice")
         dtype = numpy_dtype(entry.get("datatype"))
         shape = _shape(entry, where)
+        if check is not None:
+            check(name, entry["datatype"], shape)
         count = math.prod(shape)
         params = entry.get("parameters") or {}
         if not isinstance(params, dict):
             raise WireError(f"{where}: 'parameters' must be an object")
         size = params.get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise WireError(f"{where}: binary_data_size must be an integer >= 0, got {size!r}")
+            if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_DIM:
+                raise WireError(f"{where}: binary_data_size must be an integer in 0..{MAX_DIM}, got {short(size)}")
             if "data" in entry:
                 raise WireError(f"{where} has both 'data' and binary_data_size")
             want = count * dtype.itemsize
             if size != want:
                 raise WireError(
-                    f"{where}: binary_data_size is {size} bytes but shape {list(shape)} of "
+                    f"{where}: binary_data_size is {size} bytes but shape {short(list(shape))} of "
                     f"{entry['datatype']} needs {want}"
                 )
             if offset + size > len(rest):
@@ -231,8 +263,9 @@ def _decode_tensors(entries: Any, rest: memoryview, key: str, *, copy: bool) -> 
                 raise WireError(f"{where} has neither 'data' nor a binary_data_size parameter")
             try:
                 arr = np.asarray(entry["data"], dtype=dtype)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise WireError(f"{where}: 'data' is not a list of {entry['datatype']} values ({exc})") from None
+            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                raise WireError(f"{where}: 'data' is not a list of {entry['datatype']} values "
+                                f"({short(str(exc))})") from None
             if arr.size != count:
                 raise WireError(f"{where}: 'data' holds {arr.size} values but shape {list(shape)} needs {count}")
             out[name] = arr.reshape(shape)
@@ -244,10 +277,13 @@ def _decode_tensors(entries: Any, rest: memoryview, key: str, *, copy: bool) -> 
     return out
 
 
-def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Decode a V2 inference request into ``(header, {input name: array})``."""
+def parse_request(body: bytes | bytearray, header_length: int | None,
+                  check: EntryCheck | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Decode a V2 inference request into ``(header, {input name: array})``; ``check`` sees each
+    input's name, datatype and shape before its data is decoded (a server refuses a tensor it
+    cannot use before copying it)."""
     header, rest = _load_header(body, header_length)
-    return header, _decode_tensors(header.get("inputs"), rest, "inputs", copy=True)
+    return header, _decode_tensors(header.get("inputs"), rest, "inputs", copy=True, check=check)
 
 
 def parse_response(body: bytes, header_length: int | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -272,7 +308,7 @@ def requested_outputs(header: Mapping[str, Any], available: Sequence[str]) -> di
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             raise WireError(f"outputs[{i}] must be an object with a string 'name'")
         if o["name"] not in available:
-            raise WireError(f"unknown output {o['name']!r}; this model has {', '.join(available)}")
+            raise WireError(f"unknown output {short(o['name'])}; this model has {', '.join(available)}")
         p = o.get("parameters") or {}
         if not isinstance(p, dict):
             raise WireError(f"outputs[{i}].parameters must be an object")
@@ -284,5 +320,5 @@ def requested_outputs(header: Mapping[str, Any], available: Sequence[str]) -> di
 
 __all__ = [
     "HEADER_LENGTH", "V2_DTYPES", "WireError", "encode_request", "encode_response", "numpy_dtype",
-    "parse_header_length", "parse_request", "parse_response", "requested_outputs", "v2_datatype",
+    "parse_header_length", "parse_request", "parse_response", "requested_outputs", "short", "v2_datatype",
 ]
