@@ -87,6 +87,12 @@ def test_deflation_margin_and_rtt(tiny):
         Observation.from_dict({"t": 0, "kind": "teleport"})
 
 
+def test_observation_round_trip_keeps_zeros_and_false():
+    for o in (Observation(1.5, "transfer", nbytes=10, seconds=0.5, rtt_ms=0.0, server_ok=True),
+              Observation(2.0, "server", server_ok=False, probe=True), Observation(3.0, "rate", mbps=0.0)):
+        assert Observation.from_dict(o.to_dict()) == o
+
+
 def test_replay_reproduces_and_detects_a_different_history(tiny):
     """Record (decision, observations) of a controller over a link that swings between fast and
     almost nothing; a fresh controller fed the same observations makes the same decisions, one

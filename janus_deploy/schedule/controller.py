@@ -130,7 +130,9 @@ class Observation:
     probe: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, 0.0, False) or k in ("t", "kind")}
+        """Every field that is set (None left out); zeros and False are values here (an RTT
+        sample of 0 ms, a failed server) and must survive the log."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Observation":
