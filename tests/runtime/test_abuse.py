@@ -364,3 +364,29 @@ def test_when_every_connection_is_busy_a_new_one_gets_503(tight):
     with httpx.Client(base_url=tight.url, timeout=2, trust_env=False) as c:
         assert c.get("/v2/health/live").status_code == 200
     assert tight.app.state.janus_guard.stats["refused_busy"] >= 1
+
+
+def test_serve_cli_takes_the_token_from_a_file_and_passes_the_limits(plan, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import janus_deploy.runtime.server as server_module
+    from janus_deploy.cli.main import app as cli
+
+    _, plan_dir, engines = plan
+    seen: dict = {}
+    monkeypatch.setattr(server_module, "serve", lambda *a, **kw: seen.update(kw))
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["serve", str(plan_dir), "--engines", str(engines), "--port", str(port)]
+    r = CliRunner().invoke(cli, [*args, "--token-file", str(token), "--max-connections", "50", "--header-timeout", "3",
+                                 "--keep-alive", "2", "--max-inflight-mb", "8", "--max-json-mb", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert seen["token"] == "s3cret" and seen["max_json_mb"] == 0.5
+    assert seen["limits"] == ServerLimits(max_connections=50, header_timeout_s=3.0, keep_alive_s=2, max_inflight_mb=8.0)
+    r = CliRunner().invoke(cli, [*args, "--token-file", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "cannot read --token-file" in r.output
+    r = CliRunner().invoke(cli, [*args, "--max-connections", "0"])
+    assert r.exit_code == 2 and "--max-connections must be an integer >= 1" in r.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -30,6 +31,12 @@ def copy(plan, tmp_path):
     return Manifest.load(tmp_path / "plan"), tmp_path / "plan", tmp_path / "engines"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def flip_exponent_bit(path, offset: int = 0) -> None:
     """Flip the top exponent bit of the float32 at ``offset`` (1.0 becomes ~1e38: silently wrong)."""
     data = bytearray(path.read_bytes())
@@ -48,7 +55,8 @@ def test_flipped_weight_bit_is_refused_at_start_and_on_first_use(copy):
         run_segments(runner, 0, 0, 1, [x])
     assert runner.loaded() == 0  # no session was created from the damaged file
     # the CLI says so in one line, before serving anything
-    r = CliRunner().invoke(cli, ["serve", str(plan_dir), "--engines", str(engines), "--preload", "--port", "1"])
+    r = CliRunner().invoke(cli, ["serve", str(plan_dir), "--engines", str(engines), "--preload",
+                                 "--port", str(free_port())])
     assert r.exit_code == 2 and "weights.bin does not match" in r.output and "Traceback" not in r.output
 
 
