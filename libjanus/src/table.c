@@ -349,6 +349,21 @@ static int parse_levels(loader *ld) {
             if ((rc = get_str(ld, rd_u32(gp + 4 * q), 1, &t->engine_ptrs[q], "engine file"))) return rc;
             t->levels[i].engines[s] = t->engine_ptrs[q];
         }
+    /* names: all of them (a plan level, every engine, a model for every split that sends) or none */
+    for (int i = 0; i < L; i++) {
+        jt_level *lv = &t->levels[i];
+        for (int j = 0; j < C; j++) {
+            const char **m = &t->models[(size_t)i * (size_t)C + (size_t)j];
+            if (!t->has_names || t->cands[j] > n) *m = NULL;
+            else if (!*m) return corrupt(ld, "level %d, split %d has no V2 model name", i, t->cands[j]);
+        }
+        for (int s = 0; s < S; s++) {
+            if (!t->has_names) lv->engines[s] = NULL;
+            else if (!lv->engines[s]) return corrupt(ld, "level %d, segment %d has no engine file", i, s);
+        }
+        if (t->has_names && lv->plan_level < 0) return corrupt(ld, "level %d has no plan level", i);
+        if (!t->has_names) lv->plan_level = -1;
+    }
     return JANUS_OK;
 }
 
