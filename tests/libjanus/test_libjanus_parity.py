@@ -7,7 +7,6 @@ prints, byte for byte."""
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from libjanus_support import Lib, compare, ensure_built, vitb_accuracy
+from libjanus_support import Lib, cases, ensure_built, run_parity, vitb_accuracy
 from typer.testing import CliRunner
 
 from janus_deploy.cli.main import app
@@ -31,65 +30,6 @@ VITB = ("vit_base_patch16_224-jetson-orin-nano", "vit_base_patch16_224-v100")
 def lib():
     ensure_built()
     return Lib()
-
-
-def cases(rng: np.random.Generator, n: int) -> list[tuple[str, float, float, float, float]]:
-    """(mode, bandwidth Mbit/s, RTT ms, SLA ms, margin): log-uniform bandwidths with outages and
-    unlimited links mixed in, RTTs with zeros, SLAs from 10 ms to 10 s."""
-    out = []
-    for _ in range(n):
-        mode = "paper" if rng.random() < 0.3 else "janus-deploy"
-        u = rng.random()
-        bw = 0.0 if u < 0.03 else math.inf if u < 0.05 else float(10 ** rng.uniform(-2, 3.3))
-        rtt = 0.0 if rng.random() < 0.2 else float(rng.uniform(0, 150))
-        sla = float(10 ** rng.uniform(1, 4))
-        margin = 0.0 if rng.random() < 0.3 else float(rng.uniform(0, 0.6))
-        out.append((mode, bw, rtt, sla, margin))
-    return out
-
-
-def run_parity(lib, edge, cloud, accuracy, n, seed, codecs, frame_bytes=None):
-    """``n`` random cases spread over ``codecs``; returns (cases, exact) and fails on a mismatch."""
-    data = build_table(edge, cloud, accuracy=accuracy, frame_bytes=frame_bytes)
-    table = lib.load_table(data)
-    rng = np.random.default_rng(seed)
-    exact = 0
-    total = 0
-    bad = []
-    for ci, codec in enumerate(codecs):
-        py = {m: Scheduler(edge, cloud, accuracy, m, codec, 100.0, frame_bytes=frame_bytes)
-              for m in ("janus-deploy", "paper")}
-        cs = table.scheduler(codec, -1 if frame_bytes is None else frame_bytes)
-        for mode, bw, rtt, sla, margin in cases(rng, n // len(codecs)):
-            ref = py[mode]
-            ref.sla_ms = sla  # the SLA is a plain attribute of the scheduler: one per case here
-            want = ref.decide(bw, rtt_ms=rtt, margin=margin)
-            got = cs.decide(mode, bw, rtt, margin, sla)
-            why = compare(want, got)
-            total += 1
-            if why:
-                bad.append(f"{codec} {mode} bw={bw!r} rtt={rtt!r} sla={sla!r} margin={margin!r}: {why}")
-            elif want.predicted_ms == got.predicted_ms and want.breakdown == got.to_dict()["breakdown"]:
-                exact += 1
-        # the baselines and forced options too
-        for _ in range(300):
-            system = ("device-only", "cloud-only", "mixed")[int(rng.integers(3))]
-            bw, rtt, sla = float(10 ** rng.uniform(-2, 3)), float(rng.uniform(0, 100)), float(10 ** rng.uniform(1, 4))
-            py["janus-deploy"].sla_ms = sla
-            why = compare(py["janus-deploy"].baseline(system, bw, rtt), cs.baseline(system, bw, rtt, sla))
-            if why:
-                bad.append(f"baseline {system} bw={bw!r}: {why}")
-            mode = ("janus-deploy", "paper")[int(rng.integers(2))]
-            li = int(rng.integers(len(edge.levels)))
-            s = int(rng.choice(edge.candidates))
-            py[mode].sla_ms = sla
-            why = compare(py[mode].evaluate(li, s, bw, rtt), cs.evaluate(mode, li, s, bw, rtt, sla))
-            if why:
-                bad.append(f"evaluate {mode} level {li} split {s}: {why}")
-        cs.close()
-    table.close()
-    assert not bad, f"{len(bad)} of {total} decisions differ, e.g.:\n" + "\n".join(bad[:10])
-    return total, exact
 
 
 def test_parity_vit_large_384_presets(lib):
