@@ -260,6 +260,8 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
         for codec, suffix in variants:
             name = tail_ensemble(spec.level, spec.split, suffix)
             cfg = _ensemble(name, spec, codec if spec.split > 0 else None, seg_io, mb, set(decoders))
+            cfg.parameters = {"janus_plan_hash": manifest.hash, "janus_level": str(spec.level),
+                              "janus_split": str(spec.split), "janus_codec": codec if spec.split else "frame"}
             _write_config(out, cfg, "ensemble")
             (out / name / VERSION).mkdir(exist_ok=True)
             tails[name] = {"level": spec.level, "split": spec.split, "codec": codec if spec.split else "frame",
