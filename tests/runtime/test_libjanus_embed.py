@@ -1,0 +1,133 @@
+"""libjanus with a real plan: a C program compiled against the installed header and library runs
+frames through the embedded runtime (janus_embed.h) against the loopback server and answers as
+`janus-deploy run` does; and the C decision core decides as the Python scheduler on profiles
+measured on this machine (the measured share of the 100,000-case parity)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import numpy as np
+import pytest
+from libjanus_support import SRC, Lib, compile_c, ensure_built, run_parity
+from typer.testing import CliRunner
+
+from janus_deploy.backends import run_segments
+from janus_deploy.cli.main import app
+from janus_deploy.images import normalize, synthetic_frames
+from janus_deploy.profile.measure import measure_profile
+from janus_deploy.profile.table import profile_from_dict, profile_from_linear, save_profile
+from janus_deploy.report import read_run_log
+from janus_deploy.runtime.edge import frames_synthetic
+from janus_deploy.runtime.server import BackgroundServer, create_app
+from janus_deploy.schedule import native
+
+FRAMES = 20
+SLA_MS = 10_000.0
+FAR_MS = 1e5  # an option this slow never fits the SLA
+
+
+@pytest.fixture(scope="module")
+def server(plan):
+    _, plan_dir, engines = plan
+    with BackgroundServer(create_app(plan_dir, engines, threads=1, concurrency=2)) as srv:
+        yield srv
+
+
+def one_option_profiles(manifest, level: int, split: int):
+    """Edge and cloud profiles of the plan under which only (level, split) fits the SLA, whatever
+    the bandwidth estimate (above 0.1 Mbit/s) and the timing noise: the same decisions on every
+    path, so answers can be compared request by request."""
+    mi = {k: manifest.model[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
+    levels = [(lv["policy"], lv["alpha"]) for lv in manifest.levels]
+    n = manifest.num_blocks
+    out = []
+    for side in ("edge", "cloud"):
+        d = profile_from_linear(mi, manifest.candidates, levels, 1.0, 0.01, plan_hash=manifest.hash).to_dict()
+        for li, lv in enumerate(d["levels"]):
+            for s in manifest.candidates:
+                mine = li == level
+                head = 0.0 if s == 0 else float(s) if mine and s <= split else FAR_MS
+                tail = 0.0 if s == n + 1 else float(n + 1 - s) if mine and s >= split else FAR_MS
+                lv["head_ms"][str(s)] = head if side == "edge" else 0.0
+                lv["tail_ms"][str(s)] = tail if side == "cloud" else 0.0
+        out.append(profile_from_dict(d))
+    return out
+
+
+def reference(manifest, runner, frame, level):
+    x = normalize(frame[None], manifest.model["mean"], manifest.model["std"])
+    return run_segments(runner, level, 0, len(manifest.level(level)["segments"]), [x])[0][0]
+
+
+def test_embedded_runtime_answers_like_janus_deploy_run(plan, local, server, tmp_path):
+    ensure_built()
+    if not (native.build_info() or {}).get("embed"):
+        pytest.skip("libjanus_embed was not built (this Python has no shared libpython)")
+    manifest, plan_dir, engines = plan
+    level, split = 1, manifest.candidates[len(manifest.candidates) // 2]
+    edge, cloud = one_option_profiles(manifest, level, split)
+    edge_json, cloud_json = save_profile(edge, tmp_path / "edge.json"), save_profile(cloud, tmp_path / "cloud.json")
+    img = manifest.model["img_size"]
+    frames = [f for _, f in frames_synthetic(FRAMES, img)]  # what `run --synthetic` sends
+    raw = tmp_path / "frames.raw"
+    raw.write_bytes(np.stack(frames).tobytes())
+
+    # the Python edge runtime, as the command line runs it
+    run_log = tmp_path / "run.jsonl"
+    r = CliRunner().invoke(app, ["run", str(plan_dir), "--engines", str(engines), "--profile", str(edge_json),
+                                 "--cloud-profile", str(cloud_json), "--server", server.url, "--sla", str(SLA_MS),
+                                 "--synthetic", str(FRAMES), "--rtt", "1", "--codec", "fp32", "--threads", "1",
+                                 "--log", str(run_log), "--json"])
+    assert r.exit_code == 0, r.output
+
+    # a C program built against the installed header and library, through the embedded runtime
+    exe = compile_c([SRC / "tests" / "embed_run.c"], tmp_path / "embed_run", *native.cflags(), *native.libs(embed=True))
+    c_log, logits_out = tmp_path / "c.jsonl", tmp_path / "logits.f32"
+    options = {"controller": {"rtt_cold_ms": 1.0, "rtt_fixed": True}, "threads": 1}  # = run --rtt 1 --threads 1
+    out = subprocess.run([str(exe), str(plan_dir), str(engines), str(edge_json), str(cloud_json), server.url,
+                          str(SLA_MS), str(raw), str(FRAMES), str(img), str(img), str(logits_out), str(c_log),
+                          json.dumps(options)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("frame ")]
+    assert len(lines) == FRAMES and all("fallback=- error=-" in ln for ln in lines), out.stdout
+    cost = re.search(r"cost open_ms=([\d.]+) rss_mb=([\d.]+) infer_ms=([\d.]+)", out.stdout)
+    print(f"embedded runtime: open {cost.group(1)} ms, RSS {cost.group(2)} MB after open, "
+          f"{cost.group(3)} ms per frame")
+    summary = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("summary "))[8:])
+    assert summary["requests"] == FRAMES and summary["answered"] == FRAMES and summary["fallbacks"] == 0
+
+    # the same answers, request by request
+    _, py_recs = read_run_log(run_log)
+    c_header, c_recs = read_run_log(c_log)
+    assert c_header["plan_hash"] == manifest.hash and len(py_recs) == len(c_recs) == FRAMES
+    for i, (a, b) in enumerate(zip(py_recs, c_recs)):
+        for key in ("label", "level", "split", "model", "alpha"):
+            assert a["decision"][key] == b["decision"][key], (i, key)
+        assert a["decision"]["split"] == split and a["decision"]["level"] == level
+        assert a["top1"] == b["top1"] and a["bytes"] == b["bytes"], i
+        assert a["fallback"] is None and b["fallback"] is None and a["error"] is None and b["error"] is None
+    logits = np.fromfile(logits_out, dtype=np.float32).reshape(FRAMES, -1)
+    assert logits.shape[1] == manifest.model["num_classes"]
+    for i, frame in enumerate(frames):
+        ref = reference(manifest, local, frame, level)
+        np.testing.assert_allclose(logits[i], ref, atol=1e-4)
+        assert int(np.argmax(logits[i])) == py_recs[i]["top1"]
+        assert re.search(rf"top1={py_recs[i]['top1']} level={level} split={split} ", lines[i]), lines[i]
+    # and the embedded run's log replays through the simulator's controller
+    rep = CliRunner().invoke(app, ["replay", str(c_log), "--json"])
+    assert rep.exit_code == 0 and json.loads(rep.output)["decisions_reproduced"] == 1.0, rep.output
+
+
+def test_parity_on_measured_profiles(plan, local):
+    """20,000 random cases on profiles measured here (codec encode/decode times, zstd payloads)."""
+    manifest = plan[0]
+    ensure_built()
+    frames = synthetic_frames(2, manifest.model["img_size"], seed=3)
+    edge, _ = measure_profile(manifest, local, frames, device_name="edge-test", threads=1, warmup=1, runs=2)
+    cloud, _ = measure_profile(manifest, local, frames, device_name="cloud-test", warmup=1, runs=2)
+    assert edge.source == "measured"
+    total, exact = run_parity(Lib(), edge, cloud, None, 20_000, seed=11, codecs=edge.codec_names)
+    assert total == 20_000 and exact == total
