@@ -128,7 +128,7 @@ def invoke(cli, args):
     if res.exception and not isinstance(res.exception, SystemExit):
         raise res.exception
     assert res.exit_code == 0, res.output
-    return json.loads(res.output)
+    return json.loads(res.stdout)  # stderr: the request counts up front, progress
 
 
 def test_cli_schedule_json(cli):

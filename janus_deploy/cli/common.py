@@ -97,8 +97,11 @@ def print_chunked(out: Console, title: str, label: str, columns: list[str], rows
     """A table of many numeric columns (one per split point, say) printed as several narrow
     tables side by side in reading order, each as wide as the console allows: no number is ever
     cut, whatever the terminal width."""
-    label_w = max([len(label), *(len(r[0]) for r in rows)]) + 1
-    widths = [max([len(c), *(len(r[1][i]) for r in rows)]) + 2 for i, c in enumerate(columns)]
+    def width(text: str) -> int:
+        return max(len(line) for line in text.split("\n"))
+
+    label_w = max([width(label), *(width(r[0]) for r in rows)]) + 1
+    widths = [max([width(c), *(width(r[1][i]) for r in rows)]) + 2 for i, c in enumerate(columns)]
     chunks, cur, used = [], [], label_w
     for i, w in enumerate(widths):
         if cur and used + w > out.width:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import os
 from typing import Any, Optional
 
 import typer
@@ -41,7 +41,8 @@ def _console():
     from rich.console import Console
 
     con = Console()
-    return con if con.is_terminal else Console(width=140)  # pipes and logs: don't squeeze tables
+    # pipes and logs: do not squeeze tables, unless COLUMNS says how wide
+    return con if con.is_terminal or os.environ.get("COLUMNS") else Console(width=140)
 
 
 def _fmt(v: Any, nd: int = 3) -> str:
@@ -131,8 +132,14 @@ def simulate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Write Fig. 7/8-style PNGs (OUT.png, "
                                        "OUT-timeseries.png)."),
+    trace_start: float = typer.Option(0.0, "--trace-start", help="Start the trace this many seconds in."),
+    trace_seconds: Optional[float] = typer.Option(None, "--trace-seconds",
+                                                  help="Use only this many seconds of the trace (a shorter pass)."),
 ) -> None:
     """Trace-driven simulation of Janus and the baselines."""
+    from janus_deploy.cli.common import err_console, format_seconds, print_chunked, progress_bars
+    from janus_deploy.sim.simulator import estimate_requests, long_run_warning
+
     names = [s.strip() for s in systems.split(",") if s.strip()]
     for s in names:
         _choice(s, SYSTEMS, "system")
@@ -144,17 +151,41 @@ def simulate_cmd(
     acc = load_accuracy(accuracy) if accuracy else None
     bw = load_trace(trace, fmt=trace_format, run=run, interval_s=sample_interval)
     rtt_trace = load_ping(ping, interval_s=sample_interval) if ping else None
+    if trace_start or trace_seconds is not None:
+        bw = bw.window(trace_start, trace_seconds)
+        rtt_trace = rtt_trace.window(trace_start % rtt_trace.duration_s, trace_seconds) if rtt_trace else None
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
                              no_deflate=no_deflate)
     cfg = SimConfig(sla_ms=sla, systems=names, requests=requests, fps=fps, paper_mode=paper_mode,
                     rtt_ms=rtt, codec=codec, frame_bytes=frame_bytes, controller=ctrl)
-    show_progress = not as_json and sys.stderr.isatty()
-    results = simulate(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace, progress=show_progress)
+    est = estimate_requests(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace)
+
+    def count(e) -> str:
+        if e.exact:
+            return f"{e.low:,} requests"
+        return (f"about {e.low:,} to {e.high:,} requests (one pass of {format_seconds(bw.duration_s)} at "
+                f"{e.slowest_ms:.3g} to {e.fastest_ms:.3g} ms per request)")
+
+    err_console.print(f"simulating {len(names)} system{'s' if len(names) > 1 else ''} over {bw.name} "
+                      f"({len(bw):,} samples x {sample_interval:g} s = {format_seconds(bw.duration_s)}), "
+                      f"SLA {sla:g} ms:", markup=False, highlight=False)
+    for n in names:
+        err_console.print(f"  {n:<13} {count(est[n])}", markup=False, highlight=False)
+    warning = long_run_warning(est)
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    with progress_bars() as update:
+        def show(system: str, done: int, total: int | None) -> None:
+            e = est[system]
+            update(system, done, total, "" if total is not None else f"of about {e.low:,} to {e.high:,}")
+
+        results = simulate(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace, progress=show)
     plots = []
     if plot:
         from janus_deploy.sim.plots import plot_all
 
-        plots = [str(p) for p in plot_all(results, plot, sla, title=f"{bw.name}, SLA {sla:g} ms")]
+        plots = [str(p) for p in plot_all(results, plot, sla, title=f"{bw.name}, SLA {sla:g} ms",
+                                          accuracy=acc is not None, num_blocks=edge.num_blocks)]
     if as_json:
         out = {
             "trace": bw.name, "samples": len(bw), "sample_interval_s": sample_interval,
@@ -166,26 +197,34 @@ def simulate_cmd(
             out["plots"] = plots
         typer.echo(json.dumps(out, indent=1))
         return
-    from rich.table import Table
-
-    t = Table(title=f"{bw.name} ({len(bw)} samples × {sample_interval:g} s"
-              f"{', paper mode' if paper_mode else ''}), SLA {sla:g} ms")
-    t.caption = "latencies in ms; top = most frequent choice (α@split, r = ToMe constant level)"
-    for col in ("system", "reqs", "viol", "rps", "acc", "mean α", "p50", "p95", "p99", "dev",
-                "top"):
-        t.add_column(col, justify="left" if col in ("system", "top") else "right", no_wrap=True)
+    con = _console()
+    rows = []
     for n, r in results.items():
         m = r.metrics
         top = next(iter(m["choices"].items()), ("-", 0))
-        t.add_row(n, str(m["requests"]), f"{100 * m['violation_ratio']:.1f}%",
-                  _fmt(m["throughput_rps"], 2), _fmt(m["accuracy"], 4), _fmt(m["mean_alpha"], 3),
-                  _fmt(m["latency_ms_p50"], 0), _fmt(m["latency_ms_p95"], 0),
-                  _fmt(m["latency_ms_p99"], 0), _fmt(m["deviation_rate"]),
-                  f"{top[0]} {100 * top[1] / max(m['requests'], 1):.0f}%")
-    con = _console()
-    con.print(t)
+        rows.append((n, [f"{m['requests']:,}", f"{100 * m['violation_ratio']:.1f} %", _fmt(m["throughput_rps"], 2),
+                         _fmt(m["accuracy"], 4), _fmt(m["mean_alpha"], 3), _fmt(m["latency_ms_p50"], 0),
+                         _fmt(m["latency_ms_p95"], 0), _fmt(m["latency_ms_p99"], 0), _fmt(m["deviation_rate"]),
+                         f"{top[0]} ({100 * top[1] / max(m['requests'], 1):.0f} %)"]))
+    print_chunked(con, f"{bw.name} ({len(bw)} samples x {sample_interval:g} s{', paper mode' if paper_mode else ''}), "
+                       f"SLA {sla:g} ms", "system",
+                  ["requests", "over\nSLA", "req/s", "accuracy", "mean α", "p50\nms", "p95\nms", "p99\nms",
+                   "over-\nshoot", "most chosen\nlevel@split"], rows)
+    con.print(f"[dim]{SIMULATE_LEGEND}[/]")
     for p in plots:
         con.print(f"wrote {p}")
+
+
+SIMULATE_LEGEND = (
+    "systems: device-only = ToMe's constant r, whole model on the edge; cloud-only = the frame sent, "
+    "the model in the cloud; mixed = per request, whichever of those two is predicted faster; janus-paper = "
+    "Algorithm 1 (no RTT, fp32 tokens); janus-deploy = with RTT, the codec's payload and safety margins. "
+    "over SLA: share of requests slower than the SLA; req/s: requests completed per simulated second; "
+    "accuracy: mean table accuracy of the chosen levels (- without --accuracy); mean α: of the exponential "
+    "levels chosen; p50/p95/p99: latency percentiles; overshoot: mean of max(0, latency - SLA) / SLA (the "
+    "paper's deviation rate); most chosen: the most frequent configuration, level@split (level: α, or rN "
+    "for ToMe's r; split s: the edge runs blocks 1..s, s = N+1 is device-only, s = 0 sends the frame), and "
+    "its share of requests.")
 
 
 def replay_cmd(

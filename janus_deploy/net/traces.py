@@ -137,6 +137,20 @@ class Trace:
         end = self._time_reaching(self.delivered_bits(start_s) + nbytes * 8.0)
         return max(end - start_s, 1e-12)
 
+    def window(self, start_s: float = 0.0, seconds: float | None = None) -> "Trace":
+        """The samples from ``start_s`` for ``seconds`` (to the end when None), as a trace of its
+        own (a shorter simulation: one pass of the window instead of the whole trace)."""
+        if not (math.isfinite(start_s) and 0 <= start_s < self.duration_s):
+            raise TraceError(f"the window start {start_s:g} s is outside trace {self.name} "
+                             f"(0 to {self.duration_s:g} s); give a start below {self.duration_s:g} s")
+        if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+            raise TraceError(f"the window length must be > 0 s, got {seconds!r}")
+        i = int(math.floor(start_s / self.interval_s + 1e-9))
+        j = len(self.samples) if seconds is None else min(
+            len(self.samples), max(i + 1, int(math.ceil((start_s + seconds) / self.interval_s - 1e-9))))
+        t0, t1 = i * self.interval_s, j * self.interval_s
+        return Trace(self.samples[i:j], self.interval_s, f"{self.name} [{t0:g}-{t1:g} s]", self.unit)
+
     def mean_rate(self, t0: float, t1: float) -> float:
         """Average bandwidth over ``[t0, t1]`` (Mbit/s); the sample at ``t0`` when t1 <= t0."""
         self._need_mbps("mean_rate")

@@ -279,10 +279,20 @@ def metrics(log: RequestLog, sla_ms: float, paper_mode: bool = False) -> dict[st
 # --------------------------------------------------------------------------- entry point
 
 
-def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
-             accuracy: Any = None, ping: Trace | None = None, progress: bool = False
-             ) -> dict[str, SystemResult]:
-    """Run every system of ``config`` over ``trace``; results keyed by system name."""
+ProgressFn = Callable[[str, int, "int | None"], None]
+PROGRESS_EVERY = 1000  # requests between progress calls
+
+
+def _schedulers(edge: Profile, cloud: Profile, config: SimConfig, accuracy: Any) -> tuple[Scheduler, Scheduler | None]:
+    deploy = Scheduler(edge, cloud, accuracy, mode="janus-deploy", codec=config.codec,
+                       sla_ms=config.sla_ms, frame_bytes=config.frame_bytes)
+    paper = (Scheduler(edge, cloud, accuracy, mode="paper", codec=config.codec,
+                       sla_ms=config.sla_ms, frame_bytes=config.frame_bytes)
+             if "janus-paper" in config.systems else None)
+    return deploy, paper
+
+
+def _check_inputs(trace: Trace, config: SimConfig, ping: Trace | None) -> None:
     config.validate()
     if ping is not None and ping.unit != "ms":
         raise SimulationError(f"the ping trace {ping.name} must hold RTTs in ms")
@@ -290,11 +300,80 @@ def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
         raise SimulationError(f"the bandwidth trace {trace.name} must be in Mbit/s")
     if max(trace.samples) <= 0:
         raise SimulationError(f"trace {trace.name} has no nonzero bandwidth sample")
-    deploy = Scheduler(edge, cloud, accuracy, mode="janus-deploy", codec=config.codec,
-                       sla_ms=config.sla_ms, frame_bytes=config.frame_bytes)
-    paper = (Scheduler(edge, cloud, accuracy, mode="paper", codec=config.codec,
-                       sla_ms=config.sla_ms, frame_bytes=config.frame_bytes)
-             if "janus-paper" in config.systems else None)
+
+
+@dataclass(frozen=True)
+class RequestEstimate:
+    """How many requests one system's run will be: ``low == high`` when known in advance
+    (``requests`` given, paper mode); else, time-driven, one pass of the trace divided by the
+    slowest and by the fastest per-request time among the options the system can choose
+    (``slowest_ms`` at the trace's mean bandwidth, ``fastest_ms`` at its peak; at least one
+    frame interval with ``fps``)."""
+
+    system: str
+    low: int
+    high: int
+    fastest_ms: float | None = None
+    slowest_ms: float | None = None
+
+    @property
+    def exact(self) -> bool:
+        return self.low == self.high
+
+
+def estimate_requests(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *, accuracy: Any = None,
+                      ping: Trace | None = None) -> dict[str, RequestEstimate]:
+    """Per system, how many requests :func:`simulate` will run (see :class:`RequestEstimate`):
+    cheap (one cost-model evaluation per option), so a caller can say it before a long run."""
+    _check_inputs(trace, config, ping)
+    if config.requests is not None or config.paper_mode:
+        n = config.requests if config.requests is not None else len(trace)
+        return {s: RequestEstimate(s, n, n) for s in config.systems}
+    deploy, paper = _schedulers(edge, cloud, config, accuracy)
+    rtt = ping.median() if ping is not None else config.rtt_ms
+    peak, mean = max(trace.samples), trace.mean()
+    floor_ms = 1e3 / config.fps if config.fps else 0.0
+    out = {}
+    for system in config.systems:
+        if system in ("device-only", "cloud-only", "mixed"):
+            kinds = ["device-only", "cloud-only"] if system == "mixed" else [system]
+            at = lambda bw: [deploy.baseline(k, bw, rtt).predicted_ms for k in kinds]  # noqa: E731
+        else:
+            sched = paper if system == "janus-paper" else deploy
+            at = lambda bw, sc=sched: [sc.evaluate(li, s, bw, rtt).predicted_ms  # noqa: E731
+                                       for li in sc.janus_levels for s in sc.candidates]
+        fastest = max(min(at(peak)), floor_ms, 1e-3)
+        slowest = max(max(at(mean)) if mean > 0 else max(at(peak)), fastest)
+        dur_ms = trace.duration_s * 1e3
+        out[system] = RequestEstimate(system, max(1, math.ceil(dur_ms / slowest)), max(1, math.ceil(dur_ms / fastest)),
+                                      fastest, slowest)
+    return out
+
+
+LONG_RUN_REQUESTS = 1_000_000
+
+
+def long_run_warning(estimates: dict[str, RequestEstimate], threshold: int = LONG_RUN_REQUESTS) -> str | None:
+    """One line when a system's pass may reach ``threshold`` requests (None otherwise), saying
+    how to shorten it."""
+    big = [e for e in estimates.values() if e.high >= threshold]
+    if not big:
+        return None
+    worst = max(big, key=lambda e: e.high)
+    why = f" (its fastest option takes {worst.fastest_ms:.3g} ms)" if worst.fastest_ms is not None else ""
+    return (f"one pass of {worst.system} may be up to {worst.high / 1e6:.1f} million requests{why}; shorten it "
+            "with --requests N (e.g. --requests 10000) or a shorter trace window (--trace-seconds S, or --run N "
+            "for one run of a 5G/LTE file)")
+
+
+def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
+             accuracy: Any = None, ping: Trace | None = None, progress: ProgressFn | None = None
+             ) -> dict[str, SystemResult]:
+    """Run every system of ``config`` over ``trace``; results keyed by system name.
+    ``progress(system, done, total)`` is called every :data:`PROGRESS_EVERY` requests and when a
+    system finishes (``total`` is None while unknown: time-driven runs without ``requests``)."""
+    _check_inputs(trace, config, ping)
+    deploy, paper = _schedulers(edge, cloud, config, accuracy)
     cold = config.cold_start_mbps if config.cold_start_mbps is not None else trace.mean()
     rtt_cold = ping.median() if ping is not None else config.rtt_ms
     if config.paper_mode:
@@ -303,51 +382,19 @@ def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
         total = config.requests
     runner = _run_paper if config.paper_mode else _run_time_driven
     results: dict[str, SystemResult] = {}
-    with _Progress(progress) as bar:
-        for system in config.systems:
-            task = bar.add(system, total)
-            ctrl = Controller(deploy, config.controller.with_(system=system, cold_start_mbps=cold,
-                                                              rtt_cold_ms=rtt_cold), paper)
-            log = runner(ctrl, trace, ping, config, lambda i, t=task: bar.tick(t, i))
-            bar.done(task, len(log))
-            results[system] = SystemResult(system, metrics(log, config.sla_ms, config.paper_mode),
-                                           log)
+    for system in config.systems:
+        ctrl = Controller(deploy, config.controller.with_(system=system, cold_start_mbps=cold,
+                                                          rtt_cold_ms=rtt_cold), paper)
+
+        def tick(i: int, system: str = system) -> None:
+            if progress is not None and i % PROGRESS_EVERY == 0:
+                progress(system, i, total)
+
+        log = runner(ctrl, trace, ping, config, tick)
+        if progress is not None:
+            progress(system, len(log), len(log))
+        results[system] = SystemResult(system, metrics(log, config.sla_ms, config.paper_mode), log)
     return results
-
-
-class _Progress:
-    """rich progress bars per system, updated every 2000 requests (no-op when disabled)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._p = None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
-
-            self._p = Progress(TextColumn("{task.description:>13}"), BarColumn(),
-                               MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
-                               console=Console(stderr=True))
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def add(self, name: str, total: int | None) -> Any:
-        return self._p.add_task(name, total=total) if self._p is not None else None
-
-    def tick(self, task: Any, i: int) -> None:
-        if self._p is not None and i % 2000 == 0:
-            self._p.update(task, completed=i)
-
-    def done(self, task: Any, n: int) -> None:
-        if self._p is not None:
-            self._p.update(task, completed=n, total=n)
 
 
 # --------------------------------------------------------------------------- replay
