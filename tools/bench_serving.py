@@ -124,12 +124,17 @@ def _start_triton(manifest, engines, tails, args):
     opts = ExportOptions(platform="python", tails=tuple(tails), instances=args.triton_instances,
                          threads=args.triton_threads, max_queue_delay_us=args.triton_delay_us,
                          preferred=tuple(int(x) for x in args.triton_preferred.split(",") if x),
-                         max_batch=args.triton_max_batch, codecs=("fp16",), dynamic=not args.no_batching)
+                         max_batch=args.triton_max_batch, codecs=("fp16",), dynamic=not args.no_batching,
+                         fuse=args.triton_fuse)
     export_repository(manifest, engines, repo, opts)
     srv = TritonServer(repo, http_port=0)
     t = time.perf_counter()
     srv.start(timeout=300)
     print(f"tritonserver ready in {time.perf_counter() - t:.1f} s ({srv.url})", file=sys.stderr)
+    from janus_deploy.triton.repository import read_repository
+
+    meta = read_repository(repo)
+    srv.batched_models = set(meta["tails"] if args.triton_fuse else meta["segments"])
     return srv, repo
 
 
@@ -161,14 +166,15 @@ def _pss_mb(pid: int) -> float:
     return total / 2**20
 
 
-def _triton_counts(url: str) -> tuple[int, int]:
-    """(inference count, execution count) summed over the segment models."""
+def _triton_counts(url: str, models: set[str]) -> tuple[int, int]:
+    """(inference count, execution count) summed over ``models`` (the segment models, or the
+    fused tails)."""
     import httpx
 
     stats = httpx.get(f"{url}/v2/models/stats", timeout=10, trust_env=False).json()
     inf = exe = 0
     for m in stats.get("model_stats", []):
-        if "_seg" in m["name"]:
+        if m["name"] in models:
             inf += int(m.get("inference_count", 0))
             exe += int(m.get("execution_count", 0))
     return inf, exe
@@ -241,7 +247,7 @@ async def _load(url: str, bodies, clients: int, warmup_s: float, duration_s: flo
     return lat, errors
 
 
-def _point(name, url, pid, bodies, clients, args, classes, triton=False):
+def _point(name, url, pid, bodies, clients, args, classes, triton=None):
     """One measurement; the server's CPU and counters are read at the window's edges."""
     import threading
 
@@ -251,11 +257,11 @@ def _point(name, url, pid, bodies, clients, args, classes, triton=False):
         time.sleep(args.warmup)
         box["cpu0"], box["t0"] = _cpu_s(pid), time.perf_counter()
         if triton:
-            box["c0"] = _triton_counts(url)
+            box["c0"] = _triton_counts(url, triton)
         time.sleep(args.duration)
         box["cpu1"], box["t1"] = _cpu_s(pid), time.perf_counter()
         if triton:
-            box["c1"] = _triton_counts(url)
+            box["c1"] = _triton_counts(url, triton)
 
     th = threading.Thread(target=edges, daemon=True)
     th.start()
@@ -294,6 +300,7 @@ def main() -> None:
     ap.add_argument("--triton-preferred", default="")
     ap.add_argument("--triton-max-batch", type=int, default=64)
     ap.add_argument("--no-batching", action="store_true", help="Triton without dynamic batching")
+    ap.add_argument("--triton-fuse", action="store_true", help="one python model per tail (export-triton --fuse)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
 
@@ -316,7 +323,8 @@ def main() -> None:
             for name in servers:
                 obj, url = procs[name]
                 pid = obj.pid
-                rows.append(_point(name, url, pid, bodies, clients, args, classes, triton=name == "triton"))
+                rows.append(_point(name, url, pid, bodies, clients, args, classes,
+                                   triton=obj.batched_models if name == "triton" else None))
     finally:
         for name, (obj, _) in procs.items():
             if name == "triton":
@@ -333,7 +341,8 @@ def main() -> None:
             "builtin": {"threads": args.server_threads, "concurrency": args.concurrency or os.cpu_count()},
             "triton": {"instances": args.triton_instances, "threads": args.triton_threads,
                        "max_queue_delay_us": args.triton_delay_us, "preferred": args.triton_preferred,
-                       "max_batch": args.triton_max_batch, "dynamic_batching": not args.no_batching}}
+                       "max_batch": args.triton_max_batch, "dynamic_batching": not args.no_batching,
+                       "fuse": args.triton_fuse}}
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"| server | clients | req/s | p50 ms | p99 ms | server CPU ms/req | server PSS MB | mean batch | errors |")

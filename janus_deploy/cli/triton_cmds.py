@@ -32,6 +32,7 @@ def export_triton(
     kind: str = typer.Option("auto", "--kind", help="Instance kind: auto (GPU for cuda/trt engines) | cpu | gpu."),
     threads: int = typer.Option(1, "--threads", help="Intra-op threads per instance (ONNX Runtime; 0 = its default)."),
     weights: str = typer.Option("link", "--weights", help="link (hard links of the plan's one weight file) | copy (each model its own tensors: object stores)."),
+    fuse: bool = typer.Option(False, "--fuse", help="--platform python: one model per tail running decode + segments in one stub (no process hop per step; more memory)."),
     tails: str = typer.Option("", "--tails", help="Only these tails, e.g. janus_L0_S1,janus_L2_S4 (default: every tail of the plan)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing repository at --out."),
     manifests: Path = typer.Option(None, "--manifests", help="Also write Kubernetes/KServe manifests for this repository here (docs/scale-out.md)."),
@@ -46,7 +47,7 @@ def export_triton(
                          max_batch=max_batch, dynamic=not no_dynamic_batching,
                          preferred=_ints(preferred_batch, "--preferred-batch"), max_queue_delay_us=max_queue_delay_us,
                          instances=instances, kind=kind, threads=threads, weights=weights,
-                         tails=tuple(t.strip() for t in tails.split(",") if t.strip()))
+                         tails=tuple(t.strip() for t in tails.split(",") if t.strip()), fuse=fuse)
     repo = export_repository(Manifest.load(plan), engines, out, opts, force=force)
     console.print(f"[green]wrote[/] {repo.path}: {len(repo.segments)} segment models, {len(repo.decoders)} decode steps, "
                   f"{len(repo.tails)} ensembles, probe; platform {repo.platform}, "

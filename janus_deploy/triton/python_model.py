@@ -1,4 +1,6 @@
-"""Triton python-backend model: runs the ONNX graph beside it (``model.onnx``) with ONNX Runtime.
+"""Triton python-backend model: runs the ONNX graph beside it (``model.onnx``) with ONNX Runtime,
+or a chain of graphs (the config parameter ``graphs``, e.g. a fused tail: decode step, then its
+segments; each graph's ``X_out`` outputs feed the next graph's ``X`` inputs).
 
 This file is copied verbatim into every non-ensemble model of a ``--platform python`` repository
 as ``<model>/1/model.py``; it needs only numpy and onnxruntime in the stub's Python (not
@@ -43,6 +45,12 @@ def _param(config, key, default):
     return default if value in (None, "") else value
 
 
+def chain_feed(outputs, wanted):
+    """The next graph's feed from the previous graph's named outputs (``tokens_out`` -> ``tokens``)."""
+    named = {(n[:-4] if n.endswith("_out") else n): v for n, v in outputs.items()}
+    return {n: named[n] for n in wanted}
+
+
 def group_requests(shapes):
     """Indices of requests grouped by their inputs' non-batch shapes (order kept)."""
     groups = {}
@@ -61,8 +69,11 @@ class TritonPythonModel:
         providers = ["CPUExecutionProvider"]
         if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers = [("CUDAExecutionProvider", {"device_id": int(args.get("model_instance_device_id") or 0)})]
-        self.session = ort.InferenceSession(os.path.join(here, "model.onnx"), session_options(ort, threads),
-                                            providers=providers)
+        files = [f.strip() for f in _param(config, "graphs", "model.onnx").split(",") if f.strip()]
+        self.sessions = [ort.InferenceSession(os.path.join(here, f), session_options(ort, threads), providers=providers)
+                         for f in files]
+        self.feeds = [[i.name for i in s.get_inputs()] for s in self.sessions]
+        self.out_names = [[o.name for o in s.get_outputs()] for s in self.sessions]
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self.batched = int(config.get("max_batch_size", 0)) > 0
@@ -79,7 +90,7 @@ class TritonPythonModel:
                     feed = dict(zip(self.inputs, arrays[idx[0]]))
                 else:
                     feed = {n: np.concatenate([arrays[i][k] for i in idx]) for k, n in enumerate(self.inputs)}
-                outs = self.session.run(self.outputs, feed)
+                outs = self._run(feed)
             except Exception as exc:  # noqa: BLE001 - one error response per request, the model stays up
                 err = pb_utils.TritonError(f"{self.name}: {type(exc).__name__}: {exc}")
                 for i in idx:
@@ -96,8 +107,17 @@ class TritonPythonModel:
                 start += b
         return responses
 
+    def _run(self, feed):
+        last = len(self.sessions) - 1
+        for i, sess in enumerate(self.sessions):
+            args = {n: feed[n] for n in self.feeds[i]}
+            if i == last:
+                return sess.run(self.outputs, args)
+            feed = chain_feed(dict(zip(self.out_names[i], sess.run(None, args))), self.feeds[i + 1])
+        return None
+
     def finalize(self):
-        self.session = None
+        self.sessions = []
 
 
-__all__ = ["TritonPythonModel", "group_requests", "session_options"]
+__all__ = ["TritonPythonModel", "chain_feed", "group_requests", "session_options"]

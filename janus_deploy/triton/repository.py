@@ -58,7 +58,10 @@ class ExportOptions:
     ``instances`` / ``kind``: instance group of every non-ensemble model. ``threads``: intra-op
     threads per instance. ``weights``: ``link`` (every segment model's ``weights.bin`` a hard link
     of the plan's one weight file: one copy on disk) or ``copy`` (each model a file of only its
-    own tensors: for object stores, which have no links). ``tails``: export only these tails."""
+    own tensors: for object stores, which have no links). ``tails``: export only these tails.
+    ``fuse`` (python platform): each ``janus_L{l}_S{s}[_{codec}]`` is one python model running the
+    ensemble's graphs in one stub process instead of an ensemble of per-step models (no process
+    hop per step; each tail holds its own sessions, so more memory)."""
 
     platform: str = "auto"
     codec: str = DEFAULT_CODEC
@@ -72,6 +75,7 @@ class ExportOptions:
     threads: int = 1
     weights: str = "link"
     tails: tuple[str, ...] = ()  # only these janus_L{l}_S{s} (and what they run); empty: every tail
+    fuse: bool = False  # python platform: one model per tail running its decode + segments in one stub
 
 
 @dataclass
@@ -172,6 +176,8 @@ def _check_options(o: ExportOptions, engines: dict[str, Any], platform: str) -> 
         raise TritonExportError(f"--instances must be >= 1, got {o.instances}")
     if o.threads < 0:
         raise TritonExportError(f"--threads must be >= 0, got {o.threads}")
+    if o.fuse and platform != "python":
+        raise TritonExportError("--fuse is for --platform python (in-process backends have no per-step process hop)")
     if o.weights not in WEIGHT_MODES:
         raise TritonExportError(f"unknown --weights {o.weights!r}; choose one of {', '.join(WEIGHT_MODES)}")
 
@@ -212,6 +218,7 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
 
     # -- segment models: every (level, segment) some tail runs
     seg_io: dict[tuple[int, int], tuple[list[Tensor], list[Tensor]]] = {}
+    graphs: dict[str, onnx.ModelProto] = {}  # model name -> graph (what a fused tail runs)
     keys = sorted({k for s in specs.values() for k in s.segment_keys})
     trt_files = {(e["level"], e["segment"]): e["file"] for e in engines.get("engines", [])} if platform == "tensorrt" else {}
     for level, seg in keys:
@@ -219,6 +226,9 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
         graph = onnx.load(str(manifest.path(entry["file"])), load_external_data=False)
         ins, outs = _graph_io(graph)
         seg_io[(level, seg)] = (ins, outs)
+        graphs[segment_model(level, seg)] = graph
+        if options.fuse:
+            continue
         name = segment_model(level, seg)
         vdir = out / name / VERSION
         vdir.mkdir(parents=True)
@@ -240,15 +250,17 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
     needed = {wire_codec(c) for c in (options.codec, *options.codecs)}
     if any(s.split == 0 for s in specs.values()):
         decoders.append(FRAME_MODEL)
-        _write_small(out, FRAME_MODEL, frame_graph(m["img_size"], m["mean"], m["std"]), mb, small,
-                     small_batching, small_params)
+        graphs[FRAME_MODEL] = frame_graph(m["img_size"], m["mean"], m["std"])
     first_reads_all = all({"tokens", "size"} <= {t.name for t in seg_io[(s.level, s.first_segment)][0]}
                           for s in specs.values() if s.split > 0)
     for codec in DECODE_CODECS:
         if codec in needed and (codec != "fp32" or not first_reads_all):
             name = f"janus_decode_{codec}"
             decoders.append(name)
-            _write_small(out, name, decode_graph(codec, m["embed_dim"]), mb, small, small_batching, small_params)
+            graphs[name] = decode_graph(codec, m["embed_dim"])
+    if not options.fuse:
+        for name in decoders:
+            _write_small(out, name, graphs[name], mb, small, small_batching, small_params)
     _write_small(out, PROBE_MODEL, probe_graph(), 0, small, Batching(False, (), 0, 1, "KIND_CPU"), small_params)
 
     # -- ensembles: one per (level, split) for the plain name, one per codec
@@ -262,10 +274,15 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
             cfg = _ensemble(name, spec, codec if spec.split > 0 else None, seg_io, mb, set(decoders))
             cfg.parameters = {"janus_plan_hash": manifest.hash, "janus_level": str(spec.level),
                               "janus_split": str(spec.split), "janus_codec": codec if spec.split else "frame"}
-            _write_config(out, cfg, "ensemble")
-            (out / name / VERSION).mkdir(exist_ok=True)
+            if options.fuse:
+                _write_fused(out, manifest, cfg, graphs, batching, params, options.weights)
+            else:
+                _write_config(out, cfg, "ensemble")
+                (out / name / VERSION).mkdir(exist_ok=True)
             tails[name] = {"level": spec.level, "split": spec.split, "codec": codec if spec.split else "frame",
                            "steps": [s.model for s in cfg.steps]}
+    if options.fuse:
+        keys, decoders = [], []
     repo = Repository(out, platform, manifest.hash, tails, [segment_model(*k) for k in keys], decoders,
                       {**asdict(options), "kind": kind})
     (out / REPOSITORY_FILE).write_text(json.dumps({
@@ -335,28 +352,46 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _write_graph(manifest: Any, graph: onnx.ModelProto, vdir: Path, weights: str) -> None:
+def _write_fused(out: Path, manifest: Any, cfg: ModelConfig, graphs: dict[str, onnx.ModelProto], batching: Batching,
+                 params: dict[str, str], weights: str) -> None:
+    """One python model named like the ensemble ``cfg`` that runs its steps' graphs in order."""
+    vdir = out / cfg.name / VERSION
+    vdir.mkdir(parents=True)
+    files = []
+    for i, step in enumerate(cfg.steps):
+        stem = f"{i}_{step.model}"
+        graph = onnx.ModelProto()
+        graph.CopyFrom(graphs[step.model])
+        _write_graph(manifest, graph, vdir, weights, stem)
+        files.append(f"{stem}.onnx")
+    _write_config(out, ModelConfig(cfg.name, cfg.max_batch_size, cfg.inputs, cfg.outputs, batching=batching,
+                                   parameters={**params, "graphs": ",".join(files), **cfg.parameters}, warmup=True,
+                                   **_runtime("python")), "python")
+
+
+def _write_graph(manifest: Any, graph: onnx.ModelProto, vdir: Path, weights: str, stem: str = "model") -> None:
     """``model.onnx`` with its external weights beside it (ONNX Runtime refuses external data
     outside the model's directory, symlinks included): a hard link of the plan's weight file
     (link; a copy across file systems), or a file of only this graph's tensors (copy)."""
     ext = [t for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if weights == "link":
-        if ext:
+        if ext and not (vdir / "weights.bin").exists():
             _place(manifest.path(manifest.data["weights"]["file"]), vdir / "weights.bin")
         for t in ext:
             _set_external(t, location="weights.bin")
     else:
         blob = manifest.path(manifest.data["weights"]["file"])
-        with open(blob, "rb") as src, open(vdir / "weights.bin", "wb") as dst:
+        wfile = "weights.bin" if stem == "model" else f"{stem}.weights.bin"
+        with open(blob, "rb") as src, open(vdir / wfile, "wb") as dst:
             for t in ext:
                 info = {e.key: e.value for e in t.external_data}
                 src.seek(int(info.get("offset", 0)))
                 data = src.read(int(info["length"]))
                 pad = (-dst.tell()) % 64
                 dst.write(b"\0" * pad)
-                _set_external(t, location="weights.bin", offset=dst.tell(), length=len(data))
+                _set_external(t, location=wfile, offset=dst.tell(), length=len(data))
                 dst.write(data)
-    onnx.save(graph, str(vdir / "model.onnx"))
+    onnx.save(graph, str(vdir / f"{stem}.onnx"))
 
 
 def _set_external(t: onnx.TensorProto, **values: Any) -> None:

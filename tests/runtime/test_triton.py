@@ -281,6 +281,36 @@ def test_parity_with_builtin_http_binary_and_json(small, triton, builtin, payloa
     assert worst <= TOL, worst
 
 
+def test_fused_tails_match_builtin(small, repo, builtin, payloads, tmp_path):
+    """--fuse: one python model per tail (decode + segments in one stub), same names and inputs
+    as the ensembles, same answers."""
+    _bundle_or_skip()
+    manifest, _, engines = small
+    tails = ("janus_L0_S0", "janus_L1_S2", "janus_L1_S6")
+    fused = export_repository(manifest, engines, tmp_path / "fused", ExportOptions(platform="python", fuse=True,
+                                                                                   tails=tails))
+    assert fused.segments == [] and fused.decoders == []
+    ens = {p.parent.name: _parse(p) for p in repo.path.glob("janus_L*_S*/config.pbtxt")}
+    for name in fused.tails:
+        cfg = _parse(fused.path / name / "config.pbtxt")
+        assert cfg.backend == "python" and cfg.dynamic_batching is not None
+        assert [(t.name, t.data_type, list(t.dims)) for t in cfg.input] == \
+            [(t.name, t.data_type, list(t.dims)) for t in ens[name].input]
+        files = cfg.parameters["graphs"].string_value.split(",")
+        assert len(files) == len(ens[name].ensemble_scheduling.step)
+        assert all((fused.path / name / "1" / f).is_file() for f in files)
+    with TritonServer(fused.path, http_port=0) as srv:
+        for name in tails:
+            payload = payloads[name]
+            for codec in ("frame",) if isinstance(payload, dict) else CODECS:
+                tensors = _wire(payload, codec)
+                model = name if codec in ("frame", "fp16") else f"{name}_{codec}"
+                np.testing.assert_allclose(_http_infer(srv.url, model, tensors), _http_infer(builtin.url, name, tensors),
+                                           atol=TOL)
+    with pytest.raises(TritonExportError, match="--fuse is for --platform python"):
+        export_repository(manifest, engines, tmp_path / "f2", ExportOptions(platform="onnxruntime", fuse=True))
+
+
 def test_parity_grpc(small, triton, builtin, payloads):
     import tritonclient.grpc as tg
 
