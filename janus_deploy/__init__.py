@@ -20,3 +20,22 @@ def read_json(path, error: type[JanusError], missing: str) -> object:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise error(f"{path} is not valid JSON ({exc})") from None
+
+
+def check_output_path(path, what: str, *, folder: bool = False, error: type[JanusError] = JanusError):
+    """Raise ``error`` (one line naming the fix) unless ``path`` can be written as a file (or, with
+    ``folder``, created or reused as a folder): called before a long computation whose result
+    goes there, so a wrong ``--out`` fails at once, not after the work."""
+    from pathlib import Path
+
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise error(f"the {what} {path} is an existing file; give a folder path")
+    if not folder and path.is_dir():
+        raise error(f"the {what} {path} is a folder; give a file path (e.g. {path / 'out.json'})")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise error(f"the {what} {path} is inside {parent}, which is a file; give another path")
+            break
+    return path

@@ -25,7 +25,7 @@ def calibrate(
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON instead of a rich table."),
 ) -> None:
     """Measure top-1 accuracy and agreement with the unpruned model at every level of a plan."""
-    from janus_deploy import JanusError
+    from janus_deploy import JanusError, check_output_path
     from janus_deploy.calibrate.accuracy import AccuracyError, calibrate as run, load_labelled_folder, save_accuracy
     from janus_deploy.plan import Manifest
 
@@ -33,6 +33,7 @@ def calibrate(
         raise JanusError("give exactly one of --images DIR (labelled class sub-folders) or --task digits")
     if limit is not None and limit < 1:
         raise JanusError(f"--limit must be >= 1, got {limit}")
+    check_output_path(out, "accuracy table")
     manifest = Manifest.load(plan)
     m = manifest.model
     if images is not None:

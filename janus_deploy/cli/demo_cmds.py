@@ -24,7 +24,10 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Print the run report (summary.json) as JSON on stdout; the steps go to stderr."),
 ) -> None:
     """Export the small digits ViT, build ORT engines, calibrate, profile, serve on loopback and run the edge client over an LTE trace."""
+    from janus_deploy import check_output_path
     from janus_deploy.demo import run_demo
+
+    check_output_path(out, "demo folder", folder=True)
 
     say_to = err_console if as_json else console
     with progress_bars() as update:

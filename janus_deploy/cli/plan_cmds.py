@@ -73,9 +73,11 @@ def build_engines(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON (engine folder, backend, precision, engines, seconds)."),
 ) -> None:
     """Build engines for every level and segment of a plan on this device."""
+    from janus_deploy import check_output_path
     from janus_deploy.backends import build_engines as build
     from janus_deploy.plan import Manifest
 
+    check_output_path(out, "engine folder", folder=True)
     manifest = Manifest.load(plan)
     kwargs = {"precision": precision or ("fp16" if backend == "trt" else "fp32"), "device_name": device_name}
     if backend == "ort":

@@ -26,12 +26,13 @@ def profile(
     as_json: bool = typer.Option(False, "--json", help="Print the consistency report as JSON (with --from-linear: the profile written)."),
 ) -> None:
     """Measure every (level, segment) engine into a latency profile, with payload codecs and a linear fit."""
-    from janus_deploy import JanusError
+    from janus_deploy import JanusError, check_output_path
     from janus_deploy.images import frames_for
     from janus_deploy.plan import Manifest
     from janus_deploy.profile.measure import linear_profile, measure_profile
     from janus_deploy.profile.table import parse_linear, save_profile
 
+    check_output_path(out, "profile file")
     manifest = Manifest.load(plan)
     if from_linear is not None:
         a, b = parse_linear(from_linear)

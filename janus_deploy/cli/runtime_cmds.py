@@ -164,6 +164,10 @@ def run(
     if len(sources) != 1:
         raise JanusError("give exactly one of --images DIR, --video FILE or --synthetic N")
     token = read_token(token, token_file)
+    if log is not None:
+        from janus_deploy import check_output_path
+
+        check_output_path(log, "run log")
     manifest = Manifest.load(plan)
     img = manifest.model["img_size"]
     if images is not None:

@@ -147,6 +147,10 @@ def simulate_cmd(
     _choice(trace_format, FORMATS, "trace format")
     if sample_interval <= 0:
         raise CliError(f"--sample-interval must be > 0 s, got {sample_interval}")
+    if plot:
+        from janus_deploy import check_output_path
+
+        check_output_path(plot, "--plot file")
     edge, cloud = _profiles(profile, cloud_profile)
     acc = load_accuracy(accuracy) if accuracy else None
     bw = load_trace(trace, fmt=trace_format, run=run, interval_s=sample_interval)

@@ -338,6 +338,12 @@ def expand_paths(spec: str | Path, unit: str = MBPS) -> list[Path]:
                              f"{'--ping' if unit == MBPS else '--trace'}")
         return [p]
     if p.is_dir():
+        other = _kind_of(p.resolve() / "-", unit, None)  # the folder itself or one of its nearest parents
+        if other is not None:
+            what = "RTT (ms)" if unit == MBPS else "throughput (Mbit/s)"
+            raise TraceError(f"{p} is a {other}/ folder: its files hold {what} samples, not "
+                             f"{'throughput' if unit == MBPS else 'RTTs'}; pass it as "
+                             f"{'--ping' if unit == MBPS else '--trace'}")
         visible = [f for f in p.rglob("*") if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts)
                    and _kind_of(f, unit, p) is None]
         files = sorted(f for f in visible if f.suffix == ".list")
