@@ -172,13 +172,26 @@ VERIFY_LEGEND = ("level: α (exponential), linN (linear), rN (ToMe's constant r)
 
 def inspect(
     plan: Path = typer.Argument(..., help="Plan directory."),
+    profile: Optional[Path] = typer.Option(None, "--profile", help="A profile of this plan: also print each level's device-only latency and the levels slower than a level with fewer merges."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
 ) -> None:
     """Summarise a plan: levels, token schedules, candidates, payload per split, files and sizes."""
     from janus_deploy.plan import Manifest
     from janus_deploy.plan.inspect import summarize
 
-    info = summarize(Manifest.load(plan))
+    manifest = Manifest.load(plan)
+    info = summarize(manifest)
+    prof = None
+    if profile is not None:
+        from janus_deploy.profile.measure import check_profile_for_plan
+        from janus_deploy.profile.table import load_profile
+
+        prof = load_profile(profile)
+        check_profile_for_plan(prof, manifest)
+        info["profile"] = {"device": prof.device_name, "levels": [
+            {"policy": lv.policy, "alpha": lv.alpha, "device_only_ms": prof.total_ms(i),
+             "slower_than": [f.to_dict() for f in flags]}
+            for i, (lv, flags) in enumerate(zip(prof.levels, prof.slower_than_lighter()))]}
     if as_json:
         print_json(info)
         return
@@ -198,6 +211,12 @@ def inspect(
     f = info["files"]
     console.print(f"{f['graphs']} graphs ({f['level_free_graphs']} of them level-free), {f['graph_bytes'] / 1e6:.2f} MB; weights {f['weights_bytes'] / 1e6:.2f} MB; "
                   f"total {f['total_bytes'] / 1e6:.2f} MB = {f['size_vs_weights']:.3f} x model weights")
+    if prof is not None:
+        from janus_deploy.cli.profile_cmds import print_slower
+
+        console.print("device-only ms on " + prof.device_name + ": " + ", ".join(
+            f"{LevelKey.of(lv.policy, lv.alpha).label} {prof.total_ms(i):.2f}" for i, lv in enumerate(prof.levels)), soft_wrap=True)
+        print_slower(prof)
 
 
 LEVEL_LEGEND = "level: α (exponential policy), linN (linear), rN (ToMe's constant r); s: split point (the edge runs blocks 1..s)."

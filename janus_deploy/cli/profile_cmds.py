@@ -79,7 +79,24 @@ def profile(
         agree = "n/a" if c["top1_agreement"] is None else f"{c['top1_agreement']:.3f}"
         codecs.add_row(name, str(c["lossless"]), agree)
     console.print(codecs)
+    print_slower(prof)
     console.print(f"[green]profile written[/] to {out}")
+
+
+def print_slower(prof) -> None:
+    """Levels slower on this device than a level with fewer merges, and where (or that none is)."""
+    from janus_deploy.levels import LevelKey
+    from janus_deploy.profile.dominance import describe
+
+    label = lambda p, a: LevelKey.of(p, a).label  # noqa: E731
+    lines = [line for lv, flags in zip(prof.levels, prof.slower_than_lighter()) for line in describe(lv, flags, prof.levels, label)]
+    if not lines:
+        console.print(f"every level is faster on {prof.device_name} than each level with fewer merges")
+        return
+    console.print(f"[yellow]levels that do not pay on {prof.device_name}[/] (slower than a level with fewer merges; "
+                  "the scheduler skips an option that another level beats at no loss of accuracy):", soft_wrap=True)
+    for line in lines:
+        console.print(f"  {line}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,10 @@ from __future__ import annotations
 
 import torch
 
+#: the exported merge graph's revision; plan export keys include it, so re-exporting into an old
+#: plan directory replaces graphs of an earlier revision (same results, slower graph)
+GRAPH_REVISION = 2
+
 
 class _Rows(torch.autograd.Function):
     """``x[b, idx[b, i, 0], :]`` for x [B, T, C] and idx [B, n, 1]: one row copy per index.

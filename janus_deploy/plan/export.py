@@ -20,6 +20,7 @@ import torch
 
 from janus_deploy import __version__, levels
 from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256, model_info
+from janus_deploy.model.merge import GRAPH_REVISION
 from janus_deploy.model.pruned import LevelFreeSegment, Segment, build_level_free_segments, build_segments
 from janus_deploy.plan.manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, Manifest, PlanError
 from janus_deploy.wire.codecs import payload_bytes
@@ -279,7 +280,7 @@ def _remove_empty(created: list[Path]) -> None:
 def _export(spec, model, info, ckpt_sha, candidates, ranges, level_list, out_dir: Path, config: ExportConfig,
             progress: ProgressFn | None) -> tuple[Manifest, dict[str, Any]]:
 
-    model_key = (spec.to_dict(), ckpt_sha, INIT_SEED, config.opset, __version__)
+    model_key = (spec.to_dict(), ckpt_sha, INIT_SEED, config.opset, __version__, GRAPH_REVISION)
     weights_key = _key(model_key)
     state_path = out_dir / STATE_FILE
     old = _previous_entries(out_dir, state_path, weights_key)

@@ -51,6 +51,14 @@ class SegmentStatDoc(_Model):
     runs: int | None = Field(None, ge=0, strict=True)
 
 
+class SlowerThanDoc(_Model):
+    policy: Literal["exponential", "linear", "constant"]
+    alpha: Ms = Field(ge=0)
+    total: StrictBool
+    head: list[NonNegInt]
+    tail: list[NonNegInt]
+
+
 class LevelDoc(_Model):
     policy: Literal["exponential", "linear", "constant"]
     alpha: Ms = Field(ge=0)
@@ -59,6 +67,7 @@ class LevelDoc(_Model):
     tail_ms: dict[str, Ms]
     payload: dict[str, dict[str, PayloadDoc]] = Field(min_length=1)
     segment_ms: list[SegmentStatDoc] | None = None
+    slower_than: list[SlowerThanDoc] | None = None  # derived; see profile.dominance
 
     @field_validator("head_ms", "tail_ms")
     @classmethod

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from janus_deploy import JanusError, read_json
 from janus_deploy import levels as P
+from janus_deploy.profile.dominance import SlowerThan, slower_than_lighter
 from janus_deploy.profile.schema import LevelDoc, ModelDoc, ProfileDoc, validate_doc
 from janus_deploy.wire import codecs as wire_codecs
 
@@ -230,6 +231,11 @@ class Profile:
             )
         return name
 
+    def slower_than_lighter(self) -> list[list[SlowerThan]]:
+        """Per level, the levels with fewer merges that run faster on this device, overall or at
+        some split (``docs/profile-format.md``; saved as ``levels[i].slower_than``)."""
+        return slower_than_lighter(self.levels)
+
     def total_ms(self, level_idx: int) -> float:
         """Device-only latency of a level (``head_ms[N+1]``)."""
         return self.head_ms(level_idx, self.num_blocks + 1)
@@ -256,13 +262,19 @@ class Profile:
             "model": self.model.to_dict(),
             "candidates": list(self.candidates),
             "segments": [list(s) for s in self.segments],
-            "levels": [lv.to_dict() for lv in self.levels],
+            "levels": [_with_flags(lv.to_dict(), flags) for lv, flags in zip(self.levels, self.slower_than_lighter())],
             "codecs": {k: dict(v) for k, v in self.codecs.items()},
             "default_codec": self.default_codec,
         }
         if self.linear_model is not None:
             out["linear_model"] = dict(self.linear_model)
         return out
+
+
+def _with_flags(level: dict[str, Any], flags: list[SlowerThan]) -> dict[str, Any]:
+    if flags:
+        level["slower_than"] = [f.to_dict() for f in flags]
+    return level
 
 
 # --------------------------------------------------------------------------- parsing + validation
@@ -421,10 +433,20 @@ def profile_from_dict(d: Any, *, where: str = "profile") -> Profile:
         default_codec=doc.default_codec,
         linear_model=doc.linear_model,
     )
+    _check_flags(doc, prof)
     if doc.default_codec is not None and doc.default_codec not in prof.codec_names:
         raise ProfileError(f"default_codec {doc.default_codec!r} has no payload in every level "
                            f"(codecs present everywhere: {', '.join(prof.codec_names) or 'none'})")
     return prof
+
+
+def _check_flags(doc: ProfileDoc, prof: Profile) -> None:
+    """Stored ``slower_than`` flags (optional; older profiles have none) must be what the
+    latencies say."""
+    for i, (lv, flags) in enumerate(zip(doc.levels, prof.slower_than_lighter())):
+        if lv.slower_than is not None and [SlowerThan.from_dict(f.model_dump()) for f in lv.slower_than] != flags:
+            raise ProfileError(f"levels[{i}].slower_than disagrees with the profile's latencies "
+                               "(edited by hand?); delete it or re-create the profile")
 
 
 def load_profile(path: str | Path) -> Profile:

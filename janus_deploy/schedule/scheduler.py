@@ -14,7 +14,9 @@ Two modes behind one :class:`Scheduler`:
     codec from the profile (the uint8 frame at s = 0), and codec encode (edge) / decode (cloud)
     time. Among the options predicted within ``SLA·(1 − margin)`` it takes the one with the
     highest accuracy (accuracy table; without one, the lowest α), ties going to lower latency;
-    if nothing fits, the fastest option overall.
+    if nothing fits, the fastest option overall. An option that another level beats at the same
+    split (no less accurate, faster, no more bytes: ``skipped``) is never taken; that rule alone
+    could not pick it either, but the skip is explicit and ``skipped`` says which and why.
 
 Janus modes choose only among exponential levels. The baselines (device-only, cloud-only,
 mixed) use the profile's constant-policy level (ToMe's r), see :meth:`Scheduler.baseline`.
@@ -33,6 +35,7 @@ import numpy as np
 
 from janus_deploy import JanusError
 from janus_deploy.levels import LevelKey, config_label
+from janus_deploy.profile.dominance import dominated_options
 from janus_deploy.profile.table import Profile, ProfileError
 from janus_deploy.schedule.accuracy_view import accuracy_by_level
 
@@ -163,6 +166,9 @@ class Scheduler:
                                  "among exponential levels (make the plan with --policy exponential)")
         self._janus = self._table(rows, paper_model=mode == "paper")
         self._janus_rank = self._ranks(rows)
+        self._dominated = (dominated_options(self._janus.fixed, self._janus.model_kbits, self._janus_rank)
+                           if mode == "janus-deploy" else np.zeros(self._janus.fixed.shape, dtype=bool))
+        self._janus_penalty = np.where(self._dominated, np.inf, self._janus_rank * _RANK_OFFSET)
         self._const_index = self._pick_baseline(baseline_level)
         self._const = (self._table([self._const_index], paper_model=False)
                        if self._const_index is not None else None)
@@ -217,6 +223,19 @@ class Scheduler:
         """Profile level indices Janus chooses from (exponential, increasing α)."""
         return list(self._janus.rows)
 
+    @property
+    def skipped(self) -> dict[int, list[int]]:
+        """janus-deploy mode: profile level index -> the splits at which :meth:`decide` skips it,
+        because another level ranks no lower (accuracy; without an accuracy table: fewer merges),
+        needs less edge + codec + cloud time there and sends no more bytes."""
+        return {li: [self.candidates[j] for j in np.flatnonzero(row)]
+                for li, row in zip(self._janus.rows, self._dominated) if row.any()}
+
+    @property
+    def skipped_levels(self) -> list[int]:
+        """Levels skipped at every split: never chosen by :meth:`decide`."""
+        return [li for li, splits in self.skipped.items() if len(splits) == self._ncand]
+
     def decide(self, bandwidth_mbps: float, rtt_ms: float = 0.0, margin: float = 0.0) -> Decision:
         """Choose (α, split) for an estimated uplink of ``bandwidth_mbps``.
 
@@ -238,7 +257,7 @@ class Scheduler:
             raise SchedulerError(f"the SLA margin must be in [0, 1), got {margin}")
         lat = t.fixed + comm + rtt_ms * self._sends
         budget = self.sla_ms * (1.0 - margin)
-        score = np.where(lat <= budget, lat + self._janus_rank * _RANK_OFFSET, np.inf)
+        score = np.where(lat <= budget, lat + self._janus_penalty, np.inf)
         k = int(score.argmin())
         if score.flat[k] == np.inf:
             k = int(lat.argmin())
