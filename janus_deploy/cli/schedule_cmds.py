@@ -45,6 +45,15 @@ def _console():
     return con if con.is_terminal or os.environ.get("COLUMNS") else Console(width=140)
 
 
+def _duration(ms: float) -> str:
+    """``2.47 ms``, ``81.9 s``, ``55 min 30 s``."""
+    from janus_deploy.cli.common import format_seconds
+
+    if ms < 1e3:
+        return f"{ms:.3g} ms"
+    return f"{ms / 1e3:.3g} s" if ms < 60e3 else format_seconds(ms / 1e3)
+
+
 def _fmt(v: Any, nd: int = 3) -> str:
     if v is None:
         return "-"
@@ -167,8 +176,9 @@ def simulate_cmd(
     def count(e) -> str:
         if e.exact:
             return f"{e.low:,} requests"
-        return (f"about {e.low:,} to {e.high:,} requests (one pass of {format_seconds(bw.duration_s)} at "
-                f"{e.slowest_ms:.3g} to {e.fastest_ms:.3g} ms per request)")
+        per = (f", {_duration(e.fastest_ms)} to {_duration(e.slowest_ms)} per request"
+               if e.fastest_ms is not None and e.slowest_ms is not None else "")
+        return f"about {e.low:,} to {e.high:,} requests (one pass of {format_seconds(bw.duration_s)}{per})"
 
     err_console.print(f"simulating {len(names)} system{'s' if len(names) > 1 else ''} over {bw.name} "
                       f"({len(bw):,} samples x {sample_interval:g} s = {format_seconds(bw.duration_s)}), "
@@ -181,6 +191,8 @@ def simulate_cmd(
     with progress_bars() as update:
         def show(system: str, done: int, total: int | None) -> None:
             e = est[system]
+            if total is None and e.exact:
+                total = e.low
             update(system, done, total, "" if total is not None else f"of about {e.low:,} to {e.high:,}")
 
         results = simulate(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace, progress=show)

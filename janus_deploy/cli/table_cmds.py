@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from janus_deploy.cli.common import console, controller_config
+from janus_deploy.cli.common import console, controller_config, print_json
 from janus_deploy.schedule.controller import SYSTEMS
 from janus_deploy.schedule.controller import ControllerConfig as _C
 
@@ -38,6 +38,7 @@ def export_table(
                                          "seconds without a link sample (0 = never)."),
     breaker_failures: int = typer.Option(_C.breaker_failures, "--breaker-failures", help="Consecutive server "
                                          "failures that stop offloading (0 = never)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON (file, bytes, format, crc32, levels, splits)."),
 ) -> None:
     """Write the decision table (levels, splits, latencies, payloads, accuracy, names, controller
     settings) that libjanus and `janus-decide` load: Janus's decisions without Python."""
@@ -56,6 +57,10 @@ def export_table(
                        engines=engines, codec=codec, sla_ms=sla, frame_bytes=frame_bytes,
                        baseline_level=baseline_level, controller=ctrl)
     head = read_header(path.read_bytes())
+    if as_json:
+        print_json({"table": str(path), "bytes": head.size, "format": head.version, "crc32": f"{head.crc32:08x}",
+                    "levels": len(edge.levels), "splits": len(edge.candidates), "names": plan is not None})
+        return
     console.print(f"wrote {path} ({head.size:,} bytes, format {head.version}, crc32 {head.crc32:08x}): "
                   f"{len(edge.levels)} levels × {len(edge.candidates)} splits"
                   + (", with model and engine names" if plan else ""), soft_wrap=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from janus_deploy import JanusError
-from janus_deploy.cli.common import console
+from janus_deploy.cli.common import console, err_console, print_json
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -38,6 +38,7 @@ def export_triton(
     manifests: Path = typer.Option(None, "--manifests", help="Also write Kubernetes/KServe manifests for this repository here (docs/scale-out.md)."),
     replicas: int = typer.Option(2, "--replicas", help="--manifests: Triton replicas (KServe: minReplicas)."),
     storage_uri: str = typer.Option("s3://CHANGE-ME/janus-triton-repository", "--storage-uri", help="--manifests: where the repository will be copied (KServe storageUri)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON (repository, platform, model counts, manifests)."),
 ) -> None:
     """Write a Triton model repository for the plan's cloud half: per-segment models, codec decode steps, per-(level, split) ensembles named like `janus-deploy serve`'s models."""
     from janus_deploy.plan.manifest import Manifest
@@ -49,7 +50,8 @@ def export_triton(
                          instances=instances, kind=kind, threads=threads, weights=weights,
                          tails=tuple(t.strip() for t in tails.split(",") if t.strip()), fuse=fuse)
     repo = export_repository(Manifest.load(plan), engines, out, opts, force=force)
-    console.print(f"[green]wrote[/] {repo.path}: {len(repo.segments)} segment models, {len(repo.decoders)} decode steps, "
+    say = err_console if as_json else console
+    say.print(f"[green]wrote[/] {repo.path}: {len(repo.segments)} segment models, {len(repo.decoders)} decode steps, "
                   f"{len(repo.tails)} ensembles, probe; platform {repo.platform}, "
                   f"instances {opts.instances} × {repo.options['kind']}")
     if manifests is not None:
@@ -59,11 +61,15 @@ def export_triton(
             raise JanusError(f"--replicas must be >= 1, got {replicas}")
         paths = write(manifests, DeployOptions(replicas=replicas, max_replicas=max(replicas, 8), platform=repo.platform,
                                                gpu=repo.options["kind"] == "KIND_GPU", storage_uri=storage_uri))
-        console.print(f"[green]wrote[/] {', '.join(str(p) for p in paths)}")
+        say.print(f"[green]wrote[/] {', '.join(str(p) for p in paths)}")
     if repo.platform == "python":
-        console.print(f"serve it here: janus-deploy serve {plan} --engines {engines} --engine triton --repository {out}")
+        say.print(f"serve it here: janus-deploy serve {plan} --engines {engines} --engine triton --repository {out}")
     else:
-        console.print(f"serve it: tritonserver --model-repository {out} (docs/scale-out.md)")
+        say.print(f"serve it: tritonserver --model-repository {out} (docs/scale-out.md)")
+    if as_json:
+        print_json({"repository": str(repo.path), "platform": repo.platform, "segments": len(repo.segments),
+                    "decoders": len(repo.decoders), "ensembles": len(repo.tails), "kind": repo.options["kind"],
+                    "instances": opts.instances, "manifests": [str(p) for p in paths] if manifests is not None else []})
 
 
 def register(app: typer.Typer) -> None:

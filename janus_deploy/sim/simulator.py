@@ -305,10 +305,11 @@ def _check_inputs(trace: Trace, config: SimConfig, ping: Trace | None) -> None:
 @dataclass(frozen=True)
 class RequestEstimate:
     """How many requests one system's run will be: ``low == high`` when known in advance
-    (``requests`` given, paper mode); else, time-driven, one pass of the trace divided by the
-    slowest and by the fastest per-request time among the options the system can choose
-    (``slowest_ms`` at the trace's mean bandwidth, ``fastest_ms`` at its peak; at least one
-    frame interval with ``fps``)."""
+    (``requests`` given, paper mode, a single option that sends nothing); else, time-driven, each
+    trace sample's seconds divided by the slowest and by the fastest per-request time among the
+    options the system can choose at that sample's bandwidth (at least one frame interval with
+    ``fps``), summed over one pass, with a 10 % allowance for requests that straddle samples.
+    ``fastest_ms`` / ``slowest_ms``: the extremes of those per-request times over the trace."""
 
     system: str
     low: int
@@ -321,41 +322,61 @@ class RequestEstimate:
         return self.low == self.high
 
 
+def _option_costs(sched: Scheduler, system: str, rtt_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """(ms that do not depend on the link, kbits sent) of every option ``system`` can choose: a
+    latency at ``b`` Mbit/s is ``fixed + kbits / b`` (``fixed`` includes the RTT when sending)."""
+    if system in ("device-only", "cloud-only", "mixed"):
+        kinds = ["device-only", "cloud-only"] if system == "mixed" else [system]
+        at = lambda bw: [sched.baseline(k, bw, rtt_ms).predicted_ms for k in kinds]  # noqa: E731
+    else:
+        at = lambda bw: [sched.evaluate(li, s, bw, rtt_ms).predicted_ms  # noqa: E731
+                         for li in sched.janus_levels for s in sched.candidates]
+    fixed = np.asarray(at(math.inf))
+    return fixed, np.asarray(at(1.0)) - fixed  # at 1 Mbit/s, kbits cost kbits ms
+
+
 def estimate_requests(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *, accuracy: Any = None,
                       ping: Trace | None = None) -> dict[str, RequestEstimate]:
     """Per system, how many requests :func:`simulate` will run (see :class:`RequestEstimate`):
-    cheap (one cost-model evaluation per option), so a caller can say it before a long run."""
+    cheap (a few cost-model evaluations per option), so a caller can say it before a long run."""
     _check_inputs(trace, config, ping)
     if config.requests is not None or config.paper_mode:
         n = config.requests if config.requests is not None else len(trace)
         return {s: RequestEstimate(s, n, n) for s in config.systems}
     deploy, paper = _schedulers(edge, cloud, config, accuracy)
     rtt = ping.median() if ping is not None else config.rtt_ms
-    peak, mean = max(trace.samples), trace.mean()
-    floor_ms = 1e3 / config.fps if config.fps else 0.0
+    bws, counts = np.unique(np.asarray(trace.samples, dtype=float), return_counts=True)
+    seconds = counts * trace.interval_s * 1e3  # ms of the trace at each distinct bandwidth
     out = {}
     for system in config.systems:
-        if system in ("device-only", "cloud-only", "mixed"):
-            kinds = ["device-only", "cloud-only"] if system == "mixed" else [system]
-            at = lambda bw: [deploy.baseline(k, bw, rtt).predicted_ms for k in kinds]  # noqa: E731
+        fixed, kbits = _option_costs(paper if system == "janus-paper" else deploy, system, rtt)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lat = fixed[:, None] + np.where(kbits[:, None] > 0, kbits[:, None] / bws[None, :], 0.0)
+        if config.fps:
+            lat = np.ceil(lat * config.fps / 1e3 - 1e-9) * 1e3 / config.fps
+        lat = np.maximum(lat, 1e-3)
+        fast, slow = lat.min(axis=0), lat.max(axis=0)  # per distinct bandwidth; inf: waits out an outage
+        high = float(np.sum(seconds / fast))
+        low = float(np.sum(seconds / slow))
+        finite = lambda a: a[np.isfinite(a)]  # noqa: E731
+        fastest = float(finite(fast).min()) if finite(fast).size else None
+        slowest = float(finite(slow).max()) if finite(slow).size else None
+        if len(fixed) == 1 and kbits[0] == 0:  # one option that sends nothing: a fixed time per request
+            n = max(1, math.ceil(trace.duration_s * 1e3 / lat[0, 0]))
+            out[system] = RequestEstimate(system, n, n, fastest, slowest)
         else:
-            sched = paper if system == "janus-paper" else deploy
-            at = lambda bw, sc=sched: [sc.evaluate(li, s, bw, rtt).predicted_ms  # noqa: E731
-                                       for li in sc.janus_levels for s in sc.candidates]
-        fastest = max(min(at(peak)), floor_ms, 1e-3)
-        slowest = max(max(at(mean)) if mean > 0 else max(at(peak)), fastest)
-        dur_ms = trace.duration_s * 1e3
-        out[system] = RequestEstimate(system, max(1, math.ceil(dur_ms / slowest)), max(1, math.ceil(dur_ms / fastest)),
-                                      fastest, slowest)
+            out[system] = RequestEstimate(system, max(1, math.floor(0.9 * low)), max(1, math.ceil(1.1 * high) + 1),
+                                          fastest, slowest)
     return out
 
 
 LONG_RUN_REQUESTS = 1_000_000
 
 
-def long_run_warning(estimates: dict[str, RequestEstimate], threshold: int = LONG_RUN_REQUESTS) -> str | None:
-    """One line when a system's pass may reach ``threshold`` requests (None otherwise), saying
-    how to shorten it."""
+def long_run_warning(estimates: dict[str, RequestEstimate], threshold: int | None = None) -> str | None:
+    """One line when a system's pass may reach ``threshold`` requests (default
+    :data:`LONG_RUN_REQUESTS`; None otherwise), saying how to shorten it."""
+    threshold = LONG_RUN_REQUESTS if threshold is None else threshold
     big = [e for e in estimates.values() if e.high >= threshold]
     if not big:
         return None
