@@ -425,3 +425,11 @@ def run_parity(lib, edge, cloud, accuracy, n, seed, codecs, frame_bytes=None):
     table.close()
     assert not bad, f"{len(bad)} of {total} decisions differ, e.g.:\n" + "\n".join(bad[:10])
     return total, exact
+
+
+def doc_examples() -> dict[str, str]:
+    """The C examples of docs/c-api.md: ``<!-- example: NAME.c -->`` followed by a ```c block."""
+    import re
+
+    text = (REPO / "docs" / "c-api.md").read_text()
+    return {m.group(1): m.group(2) for m in re.finditer(r"<!-- example: (\S+\.c) -->\n```c\n(.*?)```", text, re.S)}

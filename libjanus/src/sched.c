@@ -232,26 +232,69 @@ void js_fill(const janus_scheduler *s, int mode, int level, int j, double comm, 
     o->engines = (t->has_names && t->eseg[j] > 0) ? (const char *const *)lv->engines : NULL;
 }
 
+/* Screening with a multiplication. A division costs ~5x a multiplication, and most options of a
+ * decision are far from the budget (or from a row's minimum). For a bandwidth in [1e-6, 1e15]
+ * Mbit/s, a = (fixed + kbits·(1/bw)) + rtt·sends is within a few ulps (relative 1e-15) of the
+ * latency the exact expression (fixed + kbits/bw) + rtt·sends gives, so an option whose screen
+ * value exceeds a threshold by a relative 1e-12 cannot be the one chosen; every other option is
+ * computed exactly. The choice and its latency are the exact ones, bit for bit. */
+#define SLACK 1e-12
+static int screens(double bw) { return bw >= 1e-6 && bw <= 1e15; }
+
+static double exact_lat(double fx, double kb, double bw, double rs) { return (fx + comm_of(kb, bw)) + rs; }
+
+/* The first index of the exact minimum of a row, among the options that screen close to it; -1
+ * (without exact work) when the row's screened minimum already exceeds ``cap`` by the slack. */
+static int row_argmin(const double *fx, const double *kb, const double *rs, int C, double bw, double cap,
+                      double *best_out) {
+    int bj = 0;
+    double best = 0.0;
+    if (screens(bw)) {
+        const double inv = 1.0 / bw;
+        double am = INFINITY;
+        for (int j = 0; j < C; j++) {
+            double a = (fx[j] + kb[j] * inv) + (rs ? rs[j] : 0.0);
+            if (a < am) am = a;
+        }
+        if (am > cap * (1.0 + SLACK)) return -1;
+        const double th = am * (1.0 + SLACK);
+        int found = 0;
+        for (int j = 0; j < C; j++) {
+            if ((fx[j] + kb[j] * inv) + (rs ? rs[j] : 0.0) > th) continue;
+            double v = rs ? exact_lat(fx[j], kb[j], bw, rs[j]) : fx[j] + comm_of(kb[j], bw);
+            if (!found || v < best) {
+                best = v;
+                bj = j;
+                found = 1;
+            }
+        }
+    } else {
+        for (int j = 0; j < C; j++) {
+            double v = rs ? exact_lat(fx[j], kb[j], bw, rs[j]) : fx[j] + comm_of(kb[j], bw);
+            if (j == 0 || v < best) {
+                best = v;
+                bj = j;
+            }
+        }
+    }
+    *best_out = best;
+    return bj;
+}
+
 static int decide_paper(const janus_scheduler *s, double bw, double sla, janus_decision *o) {
     const janus_table *t = s->t;
     const js_mode_table *m = &s->mode[JANUS_MODE_PAPER];
-    int C = t->C, li = 0, bj = 0;
-    double bcomm = 0.0;
+    const int C = t->C;
+    int li = 0, bj = 0;
     for (int r = 0; r < s->E; r++) {
         li = s->rows[r];
-        const double *fx = m->fixed + (size_t)li * (size_t)C, *kb = m->kbits + (size_t)li * (size_t)C;
-        double best = 0.0;
-        for (int j = 0; j < C; j++) {
-            double comm = comm_of(kb[j], bw), lat = fx[j] + comm;
-            if (j == 0 || lat < best) {
-                best = lat;
-                bj = j;
-                bcomm = comm;
-            }
-        }
-        if (best <= sla) break; /* the first α whose best split meets the SLA */
+        double best;
+        int last = r == s->E - 1; /* if no α meets the SLA: αmax at its fastest split */
+        bj = row_argmin(m->fixed + (size_t)li * (size_t)C, m->kbits + (size_t)li * (size_t)C, NULL, C, bw,
+                        last ? INFINITY : sla, &best);
+        if (bj >= 0 && (best <= sla || last)) break; /* the first α whose best split meets the SLA */
     }
-    js_fill(s, JANUS_MODE_PAPER, li, bj, bcomm, 0.0, sla, o);
+    js_fill(s, JANUS_MODE_PAPER, li, bj, comm_of(m->kbits[(size_t)li * (size_t)C + (size_t)bj], bw), 0.0, sla, o);
     return JANUS_OK;
 }
 
@@ -259,11 +302,15 @@ static int decide_deploy(const janus_scheduler *s, double bw, double rtt, double
                          janus_decision *o) {
     const janus_table *t = s->t;
     const js_mode_table *m = &s->mode[JANUS_MODE_DEPLOY];
-    const int C = t->C;
-    const double budget = sla * (1.0 - margin);
+    const int C = t->C, scr = screens(bw);
+    const double budget = sla * (1.0 - margin), inv = scr ? 1.0 / bw : 0.0, thresh = budget * (1.0 + SLACK);
     const int early = budget < EARLY_EXIT_BUDGET;
-    double best_score = INFINITY, min_lat = INFINITY;
-    long best_k = -1, min_k = -1;
+    double small[64], *rs = C <= 64 ? small : malloc(sizeof(double) * (size_t)C);
+    if (!rs) return JANUS_E_NOMEM;
+    for (int j = 0; j < C; j++) rs[j] = rtt * s->sends[j];
+    /* pass 1: the best feasible option by (rank·1e9 + latency), rows by preference rank */
+    double best_score = INFINITY, am = INFINITY;
+    long best_k = -1;
     int q = 0;
     for (int g = 0; g < s->ngroups; g++) {
         for (; q < s->group_end[g]; q++) {
@@ -271,24 +318,40 @@ static int decide_deploy(const janus_scheduler *s, double bw, double rtt, double
             const double *fx = m->fixed + (size_t)li * (size_t)C, *kb = m->kbits + (size_t)li * (size_t)C;
             const double off = s->rank_offset[r];
             for (int j = 0; j < C; j++) {
-                double lat = (fx[j] + comm_of(kb[j], bw)) + rtt * s->sends[j];
-                long k = (long)r * C + j;
-                if (min_k < 0 || lat < min_lat || (lat == min_lat && k < min_k)) {
-                    min_lat = lat;
-                    min_k = k;
+                if (scr) {
+                    double a = (fx[j] + kb[j] * inv) + rs[j];
+                    if (a < am) am = a; /* the screened minimum, for pass 2 */
+                    if (a > thresh) continue;
                 }
-                if (lat <= budget) {
-                    double score = lat + off;
-                    if (best_k < 0 || score < best_score || (score == best_score && k < best_k)) {
-                        best_score = score;
-                        best_k = k;
-                    }
+                double lat = exact_lat(fx[j], kb[j], bw, rs[j]);
+                if (!(lat <= budget)) continue;
+                double score = lat + off;
+                long k = (long)r * C + j;
+                if (best_k < 0 || score < best_score || (score == best_score && k < best_k)) {
+                    best_score = score;
+                    best_k = k;
                 }
             }
         }
         if (best_k >= 0 && early) break;
     }
-    long k = best_k >= 0 ? best_k : min_k; /* nothing fits: the fastest option overall */
+    long k = best_k;
+    if (k < 0) { /* pass 2, nothing fits: the fastest option overall (the first in row-major order) */
+        /* pass 1 screened every option (it stops early only after a feasible one) */
+        double min_lat = INFINITY, th = scr ? am * (1.0 + SLACK) : INFINITY;
+        for (int r = 0; r < s->E; r++) {
+            const double *fx = m->fixed + (size_t)s->rows[r] * (size_t)C, *kb = m->kbits + (size_t)s->rows[r] * (size_t)C;
+            for (int j = 0; j < C; j++) {
+                if (scr && (fx[j] + kb[j] * inv) + rs[j] > th) continue;
+                double lat = exact_lat(fx[j], kb[j], bw, rs[j]);
+                if (k < 0 || lat < min_lat) {
+                    min_lat = lat;
+                    k = (long)r * C + j;
+                }
+            }
+        }
+    }
+    if (rs != small) free(rs);
     int r = (int)(k / C), j = (int)(k % C), li = s->rows[r];
     double comm = comm_of(m->kbits[(size_t)li * (size_t)C + (size_t)j], bw);
     js_fill(s, JANUS_MODE_DEPLOY, li, j, comm, s->sends[j] != 0.0 ? rtt : 0.0, sla, o);
@@ -305,7 +368,7 @@ int janus_decide(const janus_scheduler *s, int mode, double bw, double rtt, doub
     } else if (mode == JANUS_MODE_DEPLOY) {
         if (!(margin >= 0.0 && margin < 1.0))
             return jn_fail(err, JANUS_E_INVALID, "the SLA margin must be in [0, 1), got %g", margin);
-        decide_deploy(s, bw, rtt, margin, sla, out);
+        if (decide_deploy(s, bw, rtt, margin, sla, out)) return jn_fail(err, JANUS_E_NOMEM, "out of memory");
     } else {
         return jn_fail(err, JANUS_E_INVALID, "unknown scheduler mode %d", mode);
     }

@@ -131,3 +131,26 @@ def test_parity_on_measured_profiles(plan, local):
     assert edge.source == "measured"
     total, exact = run_parity(Lib(), edge, cloud, None, 20_000, seed=11, codecs=edge.codec_names)
     assert total == 20_000 and exact == total
+
+
+def test_embed_example_of_the_docs_runs(plan, server, tmp_path):
+    """docs/c-api.md's embedded-runtime example, as written, against the loopback server."""
+    from libjanus_support import doc_examples
+
+    ensure_built()
+    if not (native.build_info() or {}).get("embed"):
+        pytest.skip("libjanus_embed was not built (this Python has no shared libpython)")
+    manifest, plan_dir, engines = plan
+    edge, cloud = one_option_profiles(manifest, 2, manifest.candidates[1])
+    edge_json, cloud_json = save_profile(edge, tmp_path / "edge.json"), save_profile(cloud, tmp_path / "cloud.json")
+    src = tmp_path / "embed.c"
+    src.write_text(doc_examples()["embed.c"])
+    exe = compile_c([src], tmp_path / "embed", *native.cflags(), *native.libs(embed=True))
+    img = manifest.model["img_size"]
+    out = subprocess.run([str(exe), str(plan_dir), str(engines), str(edge_json), str(cloud_json), server.url,
+                          str(SLA_MS), "2", str(img)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    label = f"@{manifest.candidates[1]}"
+    assert len([ln for ln in lines if ln.startswith("frame ") and label in ln and "janus_L2_S" in ln]) == 2, out.stdout
+    assert json.loads(lines[-1])["answered"] == 2
