@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from janus_deploy import JanusError
+from janus_deploy.wire import jsonload
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -184,15 +185,17 @@ def _load_header(body: bytes | bytearray, header_length: int | None) -> tuple[di
         raise WireError("the request has an empty JSON header")
     hint = "" if header_length is not None else f" (binary tensors need the {HEADER_LENGTH} header)"
     try:
-        header = json.loads(head if isinstance(head, (bytes, bytearray)) else bytes(head))
+        header = jsonload.loads(head)  # in slices: a large body does not stall the other threads
     except UnicodeDecodeError:
         raise WireError(f"the JSON header is not UTF-8 text{hint}") from None
-    except json.JSONDecodeError as exc:
-        raise WireError(f"the JSON header does not parse: {exc.msg} at byte {exc.pos}{hint}") from None
-    except RecursionError:
-        raise WireError("the JSON header is nested too deeply") from None
-    except ValueError:  # an integer of thousands of digits (over Python's int-string limit)
-        raise WireError("the JSON header holds a number too long to parse") from None
+    except jsonload.JsonError as exc:
+        if exc.kind == "too_large":
+            raise WireError(f"{exc}; send tensors with the binary tensor extension ({HEADER_LENGTH})", 413) from None
+        if exc.kind == "depth":
+            raise WireError("the JSON header is nested too deeply") from None
+        if exc.kind == "number":
+            raise WireError(f"the JSON header holds a number too long to parse ({exc})") from None
+        raise WireError(f"the JSON header does not parse: {exc}{hint}") from None
     if not isinstance(header, dict):
         raise WireError(f"the JSON header must be an object, got {type(header).__name__}")
     return header, rest
@@ -213,6 +216,20 @@ def _shape(entry: Mapping[str, Any], where: str) -> tuple[int, ...]:
 
 #: ``check(name, datatype, shape)`` runs on each tensor's header entry before its data is decoded
 EntryCheck = Callable[[str, str, tuple[int, ...]], None]
+
+
+def json_values(data: Any, dtype: np.dtype) -> np.ndarray:
+    """A tensor's JSON ``data`` (nested lists, numpy arrays from :mod:`jsonload`, or both) as
+    ``dtype``; integers out of an integer type's range are an OverflowError, never wrapped."""
+    src = data if isinstance(data, np.ndarray) else np.asarray(data)
+    if dtype.kind in "iu" and src.dtype.kind in "iuf" and src.size:
+        if src.dtype.kind == "f" and not np.isfinite(src).all():
+            raise ValueError("NaN or infinite values for an integer type")
+        info = np.iinfo(dtype)
+        lo, hi = src.min(), src.max()
+        if lo < info.min or hi > info.max:
+            raise OverflowError(f"values {short(lo.item())}..{short(hi.item())} are out of range")
+    return src.astype(dtype)
 
 
 def _decode_tensors(entries: Any, rest: memoryview, key: str, *, copy: bool,
@@ -262,7 +279,7 @@ def _decode_tensors(entries: Any, rest: memoryview, key: str, *, copy: bool,
             if "data" not in entry:
                 raise WireError(f"{where} has neither 'data' nor a binary_data_size parameter")
             try:
-                arr = np.asarray(entry["data"], dtype=dtype)
+                arr = json_values(entry["data"], dtype)
             except (TypeError, ValueError, OverflowError, RecursionError) as exc:
                 raise WireError(f"{where}: 'data' is not a list of {entry['datatype']} values "
                                 f"({short(str(exc))})") from None
