@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from janus_deploy.cli.common import console, print_json, progress_bar
+from janus_deploy.levels import LevelKey
 
 TASKS = ("digits",)
 
@@ -61,13 +62,17 @@ def calibrate(
     if as_json:
         print_json(table)
         return
-    t = Table("level", "policy", "alpha", "tokens x0..xN", "accuracy", "agreement",
-              title=f"{task_name}: {table['num_images']} images, plan {table['plan_hash'][:12]}")
+    t = Table("level", "accuracy", "agreement", "tokens x0..xN (leaving each block)",
+              title=f"{task_name}: {table['num_images']} images, plan {table['plan_hash'][:12]}", title_justify="left")
     for lv in table["levels"]:
         acc = "-" if lv["accuracy"] is None else f"{lv['accuracy']:.4f}"
-        t.add_row(str(lv["index"]), lv["policy"], f"{lv['alpha']:.4g}", " ".join(map(str, lv["tokens"])),
-                  acc, f"{lv['agreement']:.4f}")
+        t.add_row(LevelKey.of(lv["policy"], lv["alpha"]).label, acc, f"{lv['agreement']:.4f}",
+                  " ".join(map(str, lv["tokens"])))
+    for col in t.columns[:3]:
+        col.no_wrap = True
     console.print(t)
+    console.print("[dim]level: α (exponential), linN (linear), rN (ToMe's constant r); accuracy: top-1 against the "
+                  "labels; agreement: top-1 agreement with the unpruned model (level 0)[/]")
     console.print(f"[green]accuracy table written[/] to {out}")
 
 

@@ -65,11 +65,17 @@ def profile(
     if as_json:
         print_json(report)
         return
-    table = Table("level", "policy", "alpha", "sum of segments ms", "unsplit ms", "ratio", title=f"profile of {plan} on {device_name}")
+    from janus_deploy.cli.common import narrow_table
+    from janus_deploy.levels import LevelKey
+
+    table = narrow_table(f"profile of {plan} on {device_name}", "level", "sum of\nsegments ms", "unsplit\nms",
+                         "ratio")
     for r in report["levels"]:
-        table.add_row(str(r["index"]), r["policy"], f"{r['alpha']:.4g}", f"{r['sum_segments_ms']:.2f}",
+        table.add_row(LevelKey.of(r["policy"], r["alpha"]).label, f"{r['sum_segments_ms']:.2f}",
                       f"{r['unsplit_ms']:.2f}", f"{r['ratio']:.3f}")
     console.print(table)
+    console.print("[dim]level: α (exponential), linN (linear), rN (ToMe's constant r); ratio: the sum of the level's "
+                  "segment times over its unsplit graph's time (near 1: splitting costs little)[/]")
     fit = report["linear_model"]
     if fit["a_ms"] is not None and fit["r"] is not None:
         console.print(f"per-block linear model: {fit['a_ms']:.4f} + {fit['b_ms_per_token']:.6f}·tokens ms "

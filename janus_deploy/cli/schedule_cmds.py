@@ -93,12 +93,16 @@ def schedule_cmd(
         return
     from rich.table import Table
 
+    from janus_deploy.levels import LevelKey
+
     t = Table(title=f"{mode} decision at {bandwidth:g} Mbit/s, SLA {sla:g} ms")
     t.add_column("field")
     t.add_column("value", justify="right")
-    t.add_row("level", f"{d.policy} {d.alpha:g}")
-    t.add_row("split", f"{d.split}" + (" (cloud only)" if d.split == 0 else
-                                       " (device only)" if d.split == sched.n + 1 else ""))
+    where = (" (cloud only: the frame is sent)" if d.split == 0 else
+             " (device only)" if d.split == sched.n + 1 else f" (the edge runs blocks 1..{d.split})")
+    t.add_row("configuration", d.label)
+    t.add_row("level", f"{LevelKey.of(d.policy, d.alpha).label} ({d.policy})")
+    t.add_row("split", f"{d.split}{where}")
     t.add_row("bytes sent", f"{d.bytes:,}")
     for k, v in d.breakdown.items():
         t.add_row(k, f"{v:.2f}")
@@ -106,7 +110,14 @@ def schedule_cmd(
     t.add_row("meets_sla", "[green]yes[/]" if d.meets_sla else "[red]no[/]")
     if d.accuracy is not None:
         t.add_row(sched.accuracy_metric, f"{d.accuracy:.4f}")
-    _console().print(t)
+    con = _console()
+    con.print(t)
+    if d.meets_sla:
+        con.print(f"[green]verdict: {d.label} meets the {sla:g} ms SLA (predicted {d.predicted_ms:.1f} ms)[/]",
+                  soft_wrap=True)
+    else:
+        con.print(f"[red]verdict: no configuration meets the {sla:g} ms SLA at {bandwidth:g} Mbit/s; {d.label} is "
+                  f"the fastest (predicted {d.predicted_ms:.1f} ms)[/]", soft_wrap=True)
 
 
 def simulate_cmd(
