@@ -45,7 +45,7 @@ DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_KEEP_ALIVE_S = 5
 DEFAULT_MAX_INFLIGHT_MB = 64.0
-DEFAULT_MAX_JSON_MB = 4.0  # JSON is parsed holding the GIL: about 30 ms per MB on a 2-core VM
+DEFAULT_MAX_JSON_MB = 4.0  # parsed JSON takes 4-6x its size in memory while it is decoded
 
 
 class LimitError(JanusError):
