@@ -309,9 +309,9 @@ static int decide_deploy(const janus_scheduler *s, double bw, double rtt, double
     if (!rs) return JANUS_E_NOMEM;
     for (int j = 0; j < C; j++) rs[j] = rtt * s->sends[j];
     /* pass 1: the best feasible option by (rank·1e9 + latency), rows by preference rank */
-    double best_score = INFINITY, am = INFINITY;
-    long best_k = -1;
-    int q = 0;
+    double best_score = INFINITY, am = INFINITY, amth = INFINITY;
+    long best_k = -1, cand[64]; /* options screening near the minimum so far: pass 2's candidates */
+    int nc = 0, overflow = 0, q = 0;
     for (int g = 0; g < s->ngroups; g++) {
         for (; q < s->group_end[g]; q++) {
             int r = s->order[q], li = s->rows[r];
@@ -320,7 +320,14 @@ static int decide_deploy(const janus_scheduler *s, double bw, double rtt, double
             for (int j = 0; j < C; j++) {
                 if (scr) {
                     double a = (fx[j] + kb[j] * inv) + rs[j];
-                    if (a < am) am = a; /* the screened minimum, for pass 2 */
+                    if (a < am) {
+                        am = a;
+                        amth = am * (1.0 + SLACK);
+                    }
+                    if (a <= amth) { /* the minimum only falls: every final candidate passes here */
+                        if (nc < 64) cand[nc++] = (long)r * C + j;
+                        else overflow = 1;
+                    }
                     if (a > thresh) continue;
                 }
                 double lat = exact_lat(fx[j], kb[j], bw, rs[j]);
@@ -339,7 +346,18 @@ static int decide_deploy(const janus_scheduler *s, double bw, double rtt, double
     if (k < 0) { /* pass 2, nothing fits: the fastest option overall (the first in row-major order) */
         /* pass 1 screened every option (it stops early only after a feasible one) */
         double min_lat = INFINITY, th = scr ? am * (1.0 + SLACK) : INFINITY;
-        for (int r = 0; r < s->E; r++) {
+        for (int c = 0; scr && !overflow && c < nc; c++) {
+            long kc = cand[c];
+            int r = (int)(kc / C), j = (int)(kc % C);
+            const double *fx = m->fixed + (size_t)s->rows[r] * (size_t)C, *kb = m->kbits + (size_t)s->rows[r] * (size_t)C;
+            if ((fx[j] + kb[j] * inv) + rs[j] > th) continue;
+            double lat = exact_lat(fx[j], kb[j], bw, rs[j]);
+            if (k < 0 || lat < min_lat || (lat == min_lat && kc < k)) {
+                min_lat = lat;
+                k = kc;
+            }
+        }
+        for (int r = 0; (!scr || overflow) && r < s->E; r++) {
             const double *fx = m->fixed + (size_t)s->rows[r] * (size_t)C, *kb = m->kbits + (size_t)s->rows[r] * (size_t)C;
             for (int j = 0; j < C; j++) {
                 if (scr && (fx[j] + kb[j] * inv) + rs[j] > th) continue;

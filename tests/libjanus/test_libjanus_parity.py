@@ -125,3 +125,23 @@ def test_janus_decide_errors(lib, tmp_path):
         assert r.returncode == 2 and r.stdout == "" and says in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     r = subprocess.run([exe, "--codec", "fp8", str(table)], input="", capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "codec 'fp8' is not in the table" in r.stderr
+
+
+def test_parity_when_every_option_ties(lib):
+    """A degenerate plan where every option costs the same (zero compute, equal payloads): ties
+    everywhere, the nothing-fits path with more near-minimum options than the C code keeps at hand
+    (its full second pass), and numpy's first-index tie-breaking."""
+    from janus_deploy.profile.table import profile_from_dict, profile_from_linear
+
+    base = resolve_profile(VITB[0])
+    levels = [(lv.policy, lv.alpha) for lv in base.levels]
+    d = profile_from_linear(base.model, base.candidates, levels, 0.0, 0.0).to_dict()
+    n1 = str(base.num_blocks + 1)
+    for lv in d["levels"]:
+        lv["head_ms"][n1] = 1e6  # device only never ties: every sending option does
+        for payloads in lv["payload"].values():
+            for s, p in payloads.items():
+                p["bytes"] = 0 if s == n1 else 1000
+    flat = profile_from_dict(d)
+    total, exact = run_parity(lib, flat, flat, None, 6000, seed=21, codecs=["fp16"])
+    assert exact == total
