@@ -56,3 +56,23 @@ def test_settings_are_checked():
         cloud_only([1.0], requests=1, timeout_factor=0.0)
     with pytest.raises(SimulationError, match="exchange_ms"):
         cloud_only([1.0], requests=1, exchange_ms=-1.0)
+
+
+def device_only(samples, **cfg):
+    res = simulate(Trace(samples, 1.0), *profiles(), SimConfig(systems=["device-only"], sla_ms=300.0, **cfg))
+    return res["device-only"]
+
+
+def test_probe_takes_its_time_before_the_next_request():
+    # device-only (280 ms): no link sample for 2 s, so the request ending at 2.24 s probes: 1000 B at
+    # 1 Mbit/s = 8 ms + RTT 20 ms; the next request starts 28 ms later; latencies stay 280 ms
+    res = device_only([1.0], requests=10, rtt_ms=20.0, probe_bytes=1000)
+    assert res.log.latency_ms == pytest.approx([280.0] * 10)
+    assert res.log.start_s[8] == pytest.approx(2.268) and res.log.elapsed_s == pytest.approx(2.828)
+    assert device_only([1.0], requests=10, rtt_ms=20.0).log.elapsed_s == pytest.approx(2.8)  # default: free
+
+
+def test_probe_in_an_outage_is_cancelled_at_the_deadline():
+    # the link is down until 5 s: the probe at 2.24 s gets nothing through by its 300 ms deadline
+    res = device_only([0.0] * 5 + [1.0], requests=10, rtt_ms=20.0, probe_bytes=1000, timeout_factor=1.0)
+    assert res.log.start_s[8] == pytest.approx(2.54) and res.log.elapsed_s == pytest.approx(3.1)

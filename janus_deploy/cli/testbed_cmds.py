@@ -49,6 +49,7 @@ def testbed(
     server_threads: int = typer.Option(0, "--server-threads", help="Intra-op threads of the server's sessions (0 = default)."),
     rtt_mode: str = typer.Option("auto", "--rtt-mode", help="auto (netem if the kernel has it) | netem | user-space"),
     user_space: bool = typer.Option(True, "--user-space/--no-user-space", help="Also run the user-space shaper over the window."),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Measure one exchange's cost beyond link and RTT first (the simulator charges it)."),
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Write the runs' request logs (kernel.jsonl, user_space.jsonl) here."),
     as_json: bool = typer.Option(False, "--json", help='Print {"kernel", "simulated", "user_space", "differences", ...} as JSON.'),
 ) -> None:
@@ -79,7 +80,7 @@ def testbed(
     cfg = TestbedConfig(plan=plan, engines=engines, edge_profile=profile, cloud_profile=cloud_profile, trace=bw,
                         ping=rtt, sla_ms=sla, requests=requests, accuracy=accuracy, codec=codec, controller=ctrl,
                         fps=fps, edge_timing=edge_timing, edge_slowdown=edge_slowdown, threads=threads, server_threads=server_threads,
-                        frames=frames, timeout_factor=timeout_factor, user_space=user_space, log_dir=log_dir,
+                        frames=frames, timeout_factor=timeout_factor, user_space=user_space, calibrate=calibrate, log_dir=log_dir,
                         rtt_mode=rtt_mode)
     say = (lambda s: None) if as_json else (lambda s: err_console.print(f"[bold cyan]{s}"))
     try:
@@ -161,7 +162,11 @@ def render(out: dict[str, Any]) -> None:
         colour = "green" if not missed else "yellow"
         console.print(f"[{colour}]simulator vs kernel: {len(met)} of {len(out['targets'])} targets met"
                       + (f"; missed: {', '.join(missed)}" if missed else "") + "[/]")
-    console.print(f"RTT: {info['rtt']}; kernel link: {json.dumps(info.get('kernel_link'))}; {info['teardown']}")
+    cal = info.get("calibration")
+    console.print(f"RTT: {info['rtt']}; edge timing: {info['edge_timing']}; "
+                  + (f"one exchange costs {cal['exchange_ms']:.2f} ms beyond link and RTT (calibrated, charged by the "
+                     "simulator); " if cal else "")
+                  + f"kernel link: {json.dumps(info.get('kernel_link'))}; {info['teardown']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -34,6 +34,9 @@ controller then observes what the runtime would: the bytes that crossed the link
 link sample), an outage if none did, a server failure if all did. ``exchange_ms`` is the fixed
 cost of one HTTP exchange beyond link and RTT (both stacks, parsing); it is charged with the RTT
 and observed as part of it, as the runtime's RTT samples (network time − upload) include it.
+``probe_bytes`` makes a probe what the runtime's is: that many bytes up the link and one RTT
+after the request (under the same deadline), observed as a transfer, the next request starting
+once it is answered (the probe is not in the request's latency).
 
 **Paper mode** (``paper_mode=True``): as in the paper, one trace sample is one request and the
 bandwidth is constant within it (= that sample). The estimator sees every sample after its request.
@@ -84,6 +87,7 @@ class SimConfig:
     timeout_factor: float | None = None  # None: no deadline; else as the runtime's --timeout-factor
     min_timeout_ms: float = 20.0  # as the runtime's TransportOptions.min_timeout_ms
     exchange_ms: float = 0.0  # fixed cost of one exchange beyond link and RTT
+    probe_bytes: int | None = None  # None: a probe costs no time; else as the runtime's probe
 
     def validate(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -104,6 +108,8 @@ class SimConfig:
             raise SimulationError(f"--timeout-factor must be > 0, got {self.timeout_factor}")
         if self.min_timeout_ms < 0 or self.exchange_ms < 0:
             raise SimulationError("min_timeout_ms and exchange_ms must be >= 0")
+        if self.probe_bytes is not None and self.probe_bytes < 1:
+            raise SimulationError(f"probe_bytes must be >= 1, got {self.probe_bytes}")
         try:
             self.controller.validate()
         except ControllerError as exc:
@@ -157,6 +163,7 @@ def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: Si
     t, i = 0.0, 0
     limit, end = cfg.requests, trace.duration_s
     fps = cfg.fps
+    probe_s = 0.0
     while (i < limit) if limit is not None else (t < end):
         if fps is not None:
             t = math.ceil(t * fps - 1e-9) / fps
@@ -179,15 +186,39 @@ def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: Si
         else:
             lat = compute_edge + bd["decode_ms"] + bd["cloud_ms"]
             done = t + lat / 1e3
-            if ctrl.probe_due(done):
+            if ctrl.probe_due(done) and cfg.probe_bytes:
+                probe_s, obs = _probe(trace, cfg, done, rtt)
+                ctrl.observe(obs)
+            elif ctrl.probe_due(done):
                 ctrl.observe(Observation(done, "rate", mbps=trace.mean_rate(t, done),
                                          rtt_ms=rtt if ping is not None else None, server_ok=True, probe=True))
         _log(log, t, trace.value_at(send_t), choice.bandwidth_mbps, d, lat)
         t += lat / 1e3
+        if d.bytes == 0 and probe_s:
+            t += probe_s  # the next request starts once the probe is answered (not in this latency)
+            probe_s = 0.0
         i += 1
         tick(i)
     log.elapsed_s = t
     return log
+
+
+def _probe(trace: Trace, cfg: SimConfig, t: float, rtt: float) -> tuple[float, Observation]:
+    """The runtime's probe at ``t``: ``probe_bytes`` up the link and one RTT, cancelled (as an
+    exchange) at ``max(SLA·timeout_factor, min_timeout_ms)``; (seconds it takes, what it shows)."""
+    nbytes = float(cfg.probe_bytes)  # type: ignore[arg-type]
+    tx = trace.transfer_time(t, nbytes)
+    took = tx + rtt / 1e3
+    if cfg.timeout_factor is not None:
+        limit = max(cfg.sla_ms * cfg.timeout_factor, cfg.min_timeout_ms) / 1e3
+        if took > limit:
+            crossed = min(nbytes, (trace.delivered_bits(t + limit) - trace.delivered_bits(t)) / 8.0)
+            if crossed >= nbytes:
+                return limit, Observation(t + limit, "server", server_ok=False, probe=True)
+            if crossed > 0:
+                return limit, Observation(t + limit, "transfer", nbytes=crossed, seconds=limit, probe=True)
+            return limit, Observation(t + limit, "outage", probe=True)
+    return took, Observation(t + took, "transfer", nbytes=nbytes, seconds=tx, rtt_ms=rtt, server_ok=True, probe=True)
 
 
 def _cancelled(ctrl: Controller, trace: Trace, d: Decision, t: float, send_t: float, compute_edge: float,

@@ -43,7 +43,7 @@ SUBNET = ipaddress.ip_network("10.213.0.0/16")
 OUTAGE_BPS = 1000  # an outage sample is replayed as 1 kbit/s
 MIN_RATE_BPS = 1000
 BURST_S = 0.0  # token bucket depth: this much of the current rate ...
-MIN_BURST_BYTES = 2 * 1514  # ... but at least two full frames
+MIN_BURST_BYTES = 2 * 1514  # ... but at least two full frames (one starves the link on a busy CPU)
 QUEUE_BYTES = 1 << 20  # tbf queue (bytes waiting for tokens): 1 MiB, a deep cellular buffer
 # a full TCP segment on the veth: 1448 payload bytes (MSS with timestamps) in a 1514-byte frame
 FRAME_OVERHEAD = 1514 / 1448

@@ -549,7 +549,7 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
 
         sim = SimConfig(sla_ms=cfg.sla_ms, systems=("janus-deploy",), requests=cfg.requests, fps=cfg.fps,
                         rtt_ms=0.0, codec=cfg.codec, controller=ctrl, timeout_factor=cfg.timeout_factor,
-                        min_timeout_ms=TransportOptions().min_timeout_ms,
+                        min_timeout_ms=TransportOptions().min_timeout_ms, probe_bytes=TransportOptions().probe_bytes,
                         exchange_ms=(info.get("calibration") or {}).get("exchange_ms", 0.0))
         res = simulate(cfg.trace, edge, cloud, sim, accuracy=acc, ping=cfg.ping)["janus-deploy"]
         out["simulated"] = dict(res.metrics, elapsed_s=res.log.elapsed_s)

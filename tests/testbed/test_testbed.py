@@ -32,6 +32,11 @@ def test_tbf_spec_scales_goodput_and_replays_outages():
     assert f"burst {2 * 1514} " in nsmod.tbf_spec(10.0) and nsmod.tbf_spec(10.0).endswith(f"limit {1 << 20}")
 
 
+def test_netem_spec():
+    assert nsmod.netem_spec(33.25) == "netem delay 33.250ms limit 100000"
+    assert nsmod.netem_spec(-1.0) == "netem delay 0.000ms limit 100000"
+
+
 def test_window_rotates_and_keeps_looping():
     t = Trace([1.0, 2.0, 3.0, 4.0], 0.5, "t")
     w = window(t, 1.0)
@@ -119,6 +124,13 @@ def test_without_root_one_line_error(monkeypatch):
 
 
 # ------------------------------------------------------------------------------ as root
+
+
+@needs_root
+def test_netem_detection_leaves_nothing():
+    before = leftovers()
+    assert nsmod.netem_available() in (True, False)
+    assert leftovers() == before
 
 
 @needs_root
