@@ -279,7 +279,7 @@ def _remove_empty(created: list[Path]) -> None:
 
 def _export(spec, model, info, ckpt_sha, candidates, ranges, level_list, out_dir: Path, config: ExportConfig,
             progress: ProgressFn | None) -> tuple[Manifest, dict[str, Any]]:
-
+    """The export itself, once every check passed and the folder exists."""
     model_key = (spec.to_dict(), ckpt_sha, INIT_SEED, config.opset, __version__, GRAPH_REVISION)
     weights_key = _key(model_key)
     state_path = out_dir / STATE_FILE
