@@ -117,7 +117,10 @@ class HarmonicMean(Estimator):
             return self.cold_start_mbps
         if any(s <= 0 for s in self._samples):
             return 0.0
-        return len(self._samples) / sum(1.0 / s for s in self._samples)
+        acc = 0.0  # a plain left-to-right sum: Python 3.12's sum() compensates, libjanus (C) does not
+        for s in self._samples:
+            acc += 1.0 / s
+        return len(self._samples) / acc
 
 
 class EWMA(Estimator):
