@@ -1,22 +1,8 @@
-"""Fixtures of the testbed tests: the root check and a small plan with linear profiles."""
+"""Fixtures of the testbed tests: a small plan with linear profiles, short traces."""
 
 from __future__ import annotations
 
 import pytest
-
-from janus_deploy.testbed import TestbedError, check_privileges
-
-
-def _why_not_root() -> str | None:
-    try:
-        check_privileges()
-    except TestbedError as exc:
-        return str(exc)
-    return None
-
-
-WHY_NOT = _why_not_root()
-needs_root = pytest.mark.skipif(WHY_NOT is not None, reason=f"needs root: {WHY_NOT}")
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import types
 
 import numpy as np
 import pytest
-from conftest import needs_root
+from testbed_support import needs_root
 
 from janus_deploy.net.traces import Trace, load_ping, load_trace
 from janus_deploy.report import REPORT_KEYS
