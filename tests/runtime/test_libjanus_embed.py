@@ -1,37 +1,62 @@
-"""libjanus with a real plan: a C program compiled against the installed header and library runs
-frames through the embedded runtime (janus_embed.h) against the loopback server and answers as
-`janus-deploy run` does; and the C decision core decides as the Python scheduler on profiles
-measured on this machine (the measured share of the 100,000-case parity)."""
+"""libjanus with the demo's plan (the digits ViT of `janus-deploy demo`, exported small): a C
+program compiled against the installed header and library runs 20 of the digits through the
+embedded runtime (janus_embed.h) against the loopback server and answers as `janus-deploy run`
+does; `export-table --plan` names every model and engine; and the C decision core decides as the
+Python scheduler on profiles measured here (the measured share of the 100,000-case parity)."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 from libjanus_support import SRC, Lib, compile_c, ensure_built, run_parity
 from typer.testing import CliRunner
 
-from janus_deploy.backends import run_segments
+from janus_deploy.backends import build_engines, load_runner, run_segments
+from janus_deploy.calibrate.digits import (SMALL_MODEL_CHECKPOINT, SMALL_MODEL_NAME, SMALL_MODEL_OVERRIDES,
+                                           write_image_folder)
 from janus_deploy.cli.main import app
 from janus_deploy.images import normalize, synthetic_frames
+from janus_deploy.levels import edge_segment_count
+from janus_deploy.model import ModelSpec
+from janus_deploy.plan import ExportConfig, export_plan
 from janus_deploy.profile.measure import measure_profile
 from janus_deploy.profile.table import profile_from_dict, profile_from_linear, save_profile
 from janus_deploy.report import read_run_log
-from janus_deploy.runtime.edge import frames_synthetic
+from janus_deploy.runtime.edge import frames_from_images
 from janus_deploy.runtime.server import BackgroundServer, create_app
 from janus_deploy.schedule import native
 
 FRAMES = 20
 SLA_MS = 10_000.0
 FAR_MS = 1e5  # an option this slow never fits the SLA
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    """The demo's digits ViT (its committed checkpoint), 2 levels, k = 1, ORT engines, and 20
+    held-out digits as an image folder: (manifest, plan_dir, engine_dir, image_dir)."""
+    root = tmp_path_factory.mktemp("demo-plan")
+    spec = ModelSpec(SMALL_MODEL_NAME, dict(SMALL_MODEL_OVERRIDES), str(REPO / SMALL_MODEL_CHECKPOINT))
+    manifest, _ = export_plan(spec, root / "plan", ExportConfig(k=1, levels=2))
+    build_engines(manifest, root / "engines", "ort")
+    write_image_folder(root / "images", "test", limit=FRAMES)
+    return manifest, root / "plan", root / "engines", root / "images"
+
+
+@pytest.fixture(scope="module")
+def local(plan):
+    return load_runner(plan[0], plan[2], threads=1)
 
 
 @pytest.fixture(scope="module")
 def server(plan):
-    _, plan_dir, engines = plan
+    _, plan_dir, engines, _ = plan
     with BackgroundServer(create_app(plan_dir, engines, threads=1, concurrency=2)) as srv:
         yield srv
 
@@ -66,12 +91,14 @@ def test_embedded_runtime_answers_like_janus_deploy_run(plan, local, server, tmp
     ensure_built()
     if not (native.build_info() or {}).get("embed"):
         pytest.skip("libjanus_embed was not built (this Python has no shared libpython)")
-    manifest, plan_dir, engines = plan
-    level, split = 1, manifest.candidates[len(manifest.candidates) // 2]
+    manifest, plan_dir, engines, images = plan
+    level, split = 0, manifest.candidates[len(manifest.candidates) // 2]  # α = 0, a middle split
     edge, cloud = one_option_profiles(manifest, level, split)
     edge_json, cloud_json = save_profile(edge, tmp_path / "edge.json"), save_profile(cloud, tmp_path / "cloud.json")
     img = manifest.model["img_size"]
-    frames = [f for _, f in frames_synthetic(FRAMES, img)]  # what `run --synthetic` sends
+    sources = list(frames_from_images(images, img, FRAMES))  # what `run --images` sends, in its order
+    frames = [f for _, f in sources]
+    labels = [int(Path(src).parent.name) for src, _ in sources]
     raw = tmp_path / "frames.raw"
     raw.write_bytes(np.stack(frames).tobytes())
 
@@ -79,8 +106,8 @@ def test_embedded_runtime_answers_like_janus_deploy_run(plan, local, server, tmp
     run_log = tmp_path / "run.jsonl"
     r = CliRunner().invoke(app, ["run", str(plan_dir), "--engines", str(engines), "--profile", str(edge_json),
                                  "--cloud-profile", str(cloud_json), "--server", server.url, "--sla", str(SLA_MS),
-                                 "--synthetic", str(FRAMES), "--rtt", "1", "--codec", "fp32", "--threads", "1",
-                                 "--log", str(run_log), "--json"])
+                                 "--images", str(images), "--limit", str(FRAMES), "--rtt", "1", "--codec", "fp32",
+                                 "--threads", "1", "--log", str(run_log), "--json"])
     assert r.exit_code == 0, r.output
 
     # a C program built against the installed header and library, through the embedded runtime
@@ -116,6 +143,8 @@ def test_embedded_runtime_answers_like_janus_deploy_run(plan, local, server, tmp
         np.testing.assert_allclose(logits[i], ref, atol=1e-4)
         assert int(np.argmax(logits[i])) == py_recs[i]["top1"]
         assert re.search(rf"top1={py_recs[i]['top1']} level={level} split={split} ", lines[i]), lines[i]
+    # real answers: the trained digits model reads the digits
+    assert np.mean([int(np.argmax(x)) == y for x, y in zip(logits, labels)]) >= 0.75
     # and the embedded run's log replays through the simulator's controller
     rep = CliRunner().invoke(app, ["replay", str(c_log), "--json"])
     assert rep.exit_code == 0 and json.loads(rep.output)["decisions_reproduced"] == 1.0, rep.output
@@ -140,8 +169,8 @@ def test_embed_example_of_the_docs_runs(plan, server, tmp_path):
     ensure_built()
     if not (native.build_info() or {}).get("embed"):
         pytest.skip("libjanus_embed was not built (this Python has no shared libpython)")
-    manifest, plan_dir, engines = plan
-    edge, cloud = one_option_profiles(manifest, 2, manifest.candidates[1])
+    manifest, plan_dir, engines, _ = plan
+    edge, cloud = one_option_profiles(manifest, 1, manifest.candidates[1])
     edge_json, cloud_json = save_profile(edge, tmp_path / "edge.json"), save_profile(cloud, tmp_path / "cloud.json")
     src = tmp_path / "embed.c"
     src.write_text(doc_examples()["embed.c"])
@@ -152,5 +181,34 @@ def test_embed_example_of_the_docs_runs(plan, server, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     label = f"@{manifest.candidates[1]}"
-    assert len([ln for ln in lines if ln.startswith("frame ") and label in ln and "janus_L2_S" in ln]) == 2, out.stdout
+    assert len([ln for ln in lines if ln.startswith("frame ") and label in ln and "janus_L1_S" in ln]) == 2, out.stdout
     assert json.loads(lines[-1])["answered"] == 2
+
+
+def test_export_table_names_models_and_engines(plan, tmp_path):
+    """`export-table --plan [--engines]`: the V2 model of every (level, split) and the engine file of
+    every segment the edge runs, as the plan and engines.json name them (read back through C)."""
+    manifest, plan_dir, engines, _ = plan
+    edge, cloud = one_option_profiles(manifest, 0, manifest.candidates[1])
+    edge_json, cloud_json = save_profile(edge, tmp_path / "edge.json"), save_profile(cloud, tmp_path / "cloud.json")
+    ensure_built()
+    n, cands = manifest.num_blocks, manifest.candidates
+    for extra in ([], ["--engines", str(engines)]):
+        table = tmp_path / "t.jdt"
+        r = CliRunner().invoke(app, ["export-table", "--profile", str(edge_json), "--cloud-profile", str(cloud_json),
+                                     "--plan", str(plan_dir), *extra, "--out", str(table)])
+        assert r.exit_code == 0 and "with model and engine names" in r.output, r.output
+        with Lib().load_table_file(table) as t:
+            assert t.info().has_names == 1 and t.info().plan_hash.decode() == manifest.hash
+            s = t.scheduler()
+            for li, lv in enumerate(manifest.levels):
+                for split in cands:
+                    d = s.evaluate("janus-deploy", li, split, 10.0, 1.0, 100.0)
+                    k = edge_segment_count(split, n, cands)
+                    assert d.plan_level == li and d.num_engines == k
+                    assert (d.model.decode() if d.model else None) == (f"janus_L{li}_S{split}" if split <= n else None)
+                    assert (d.engine_list or []) == [seg["file"] for seg in lv["segments"][:k]]
+            s.close()
+    bad = CliRunner().invoke(app, ["export-table", "--profile", str(edge_json), "--cloud-profile", str(cloud_json),
+                                   "--engines", str(engines), "--out", str(tmp_path / "x.jdt")])
+    assert bad.exit_code == 2 and "give --plan too" in bad.output
