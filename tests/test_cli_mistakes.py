@@ -197,3 +197,29 @@ def test_export_failure_after_mkdir_leaves_no_empty_folder(tmp_path, monkeypatch
     res = CliRunner().invoke(app, ["export", *TINY, "--k", "1", "--levels", "2", "--out", str(out)])
     assert res.exit_code == 2 and "simulated failure" in res.output
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["schedule", "--profile", "x"], "Missing option '--cloud-profile'. (see `janus-deploy schedule -h`)"),
+    (["simulate", "--sla", "abc"], "Invalid value for '--sla'"),
+    (["export", "--bogus"], "No such option: --bogus"),
+    (["nosuchcommand"], "No such command 'nosuchcommand'"),
+])
+def test_usage_mistakes_are_one_line_too(capsys, argv, message):
+    """The installed entry point (main) prints click's usage errors as one line, not a box."""
+    from janus_deploy.cli.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_entry_point_exit_codes(capsys):
+    from janus_deploy.cli.main import main
+
+    for argv, code in ((["--version"], 0), (["inspect", "/nonexistent/plan"], 2)):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == code, argv

@@ -87,7 +87,31 @@ def main(argv: list[str] | None = None) -> None:
         args = [a for a in args if a != "--debug"]
         _state["debug"] = True
         args.insert(0, "--debug")
-    app(args=args, prog_name="janus-deploy")
+    if not args:  # no_args_is_help: typer prints the help
+        app(args=args, prog_name="janus-deploy")
+        return
+    try:
+        code = app(args=args, prog_name="janus-deploy", standalone_mode=False)
+    except Exception as exc:  # click's exceptions (typer may vendor click: matched by class name)
+        kinds = {c.__name__ for c in type(exc).__mro__}
+        if "UsageError" in kinds:  # unknown option, missing or malformed value
+            from rich.console import Console
+            from rich.markup import escape
+
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "janus-deploy"
+            # one line, as for every other mistake (typer would draw a box, hard-wrapped at the width)
+            Console(stderr=True, soft_wrap=True).print(
+                f"[bold red]error:[/] {escape(' '.join(exc.format_message().split()))} (see `{escape(where)} -h`)")
+            sys.exit(exc.exit_code)
+        if "ClickException" in kinds:
+            exc.show()
+            sys.exit(exc.exit_code)
+        if "Abort" in kinds:
+            print("Aborted!", file=sys.stderr)
+            sys.exit(1)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
