@@ -120,6 +120,9 @@ MISTAKES = [
     ("replay-missing", ["replay", "{w}/missing.jsonl"], "does not exist"),
     # serve, run
     ("serve-busy-port", ["serve", "{w}/plan", "--engines", "{w}/eng", "--port", "{port}"], "is already in use"),
+    ("serve-busy-grpc-port", ["serve", "{w}/plan", "--engines", "{w}/eng", "--engine", "triton", "--port", "{free}",
+                              "--grpc-port", "{port}"], "choose another --grpc-port"),
+    ("serve-not-a-port", ["serve", "{w}/plan", "--engines", "{w}/eng", "--port", "70000"], "is not a TCP port"),
     ("run-log-is-a-folder", ["run", "{w}/plan", "--engines", "{w}/eng", "--profile", "{w}/edge.json",
                              "--cloud-profile", "{w}/cloud.json", "--server", "http://127.0.0.1:9", "--sla", "100",
                              "--synthetic", "1", "--log", "{w}/folder"], "is a folder; give a file path"),
@@ -132,7 +135,10 @@ MISTAKES = [
 @pytest.mark.parametrize("args, message", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
 def test_mistake_gets_one_clear_line(work, busy_port, args, message):
     before = sorted(p.relative_to(work) for p in work.rglob("*"))
-    argv = [a.format(w=work, port=busy_port) for a in args]
+    with socket.socket() as s:  # a port nothing listens on (free again once closed)
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    argv = [a.format(w=work, port=busy_port, free=free) for a in args]
     res = CliRunner().invoke(app, argv)
     assert res.exit_code == 2, res.output
     assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit), res.exception

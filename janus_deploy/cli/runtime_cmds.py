@@ -55,6 +55,9 @@ def serve(
     check_port_free(host, port)  # before anything is loaded: a busy port is one line, at once
     if engine not in ("builtin", "triton"):
         raise JanusError(f"unknown --engine {engine!r}; choose builtin or triton")
+    if engine == "triton":
+        check_port_free(host, grpc_port if grpc_port is not None else port + 1, "--grpc-port")
+        check_port_free(host, metrics_port if metrics_port is not None else port + 2, "--metrics-port")
     if engine == "builtin":
         _require("fastapi")
         _require("uvicorn")
