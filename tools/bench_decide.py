@@ -78,7 +78,7 @@ def main() -> None:
         tmp = Path(tmp)
         table = write_table(tmp / "vitl.jdt", edge, cloud)
         exe = tmp / "bench_decide"
-        cmd = [native._compiler()[0], "-std=c11", "-O2", "-ffp-contract=off", str(ROOT / "libjanus/bench/bench_decide.c"),
+        cmd = [native.compiler()[0], "-std=c11", "-O2", "-ffp-contract=off", str(ROOT / "libjanus/bench/bench_decide.c"),
                "-o", str(exe), *native.cflags(), *native.libs()]
         subprocess.run(cmd, check=True)
         for name, cases in mixes(rng, args.cases).items():

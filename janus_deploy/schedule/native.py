@@ -75,7 +75,7 @@ def libs(embed: bool = False) -> list[str]:
     return out + (["-ljanus_embed", "-ljanus"] if embed else ["-ljanus", "-lm"])
 
 
-def _compiler() -> list[str]:
+def compiler() -> list[str]:
     cc = os.environ.get("CC") or (sysconfig.get_config_var("CC") or "cc")
     cmd = shlex.split(cc)
     if not shutil.which(cmd[0]):
@@ -121,7 +121,7 @@ def build(src: Path | None = None, dest: Path | None = None, *, extra_cflags: tu
     dest = Path(dest or install_dir()).resolve()
     if not (src / "include" / "janus.h").is_file():
         raise NativeError(f"{src} is not the libjanus source folder (no include/janus.h)")
-    cc = _compiler()
+    cc = compiler()
     flags = [*CFLAGS, *extra_cflags]
     py = _python_embed() if embed else None
     dest.parent.mkdir(parents=True, exist_ok=True)
