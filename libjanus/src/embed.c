@@ -66,7 +66,7 @@ static int py_fail(janus_error *err, const char *what) {
  * (<root>/janus_deploy/_libjanus/lib/libjanus_embed.so): <root> goes first on sys.path. */
 static void add_package_root(void) {
     Dl_info info;
-    if (!dladdr((void *)&janus_rt_open, &info) || !info.dli_fname) return;
+    if (!dladdr((const void *)&g_init_lock, &info) || !info.dli_fname) return; /* an address in this library */
     char path[4096];
     snprintf(path, sizeof path, "%s", info.dli_fname);
     for (int up = 0; up < 4; up++) {

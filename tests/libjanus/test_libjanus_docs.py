@@ -108,3 +108,18 @@ def test_cmake_install_and_pkg_config(built, vitl, tmp_path):
     r = subprocess.run([str(decide), str(vitl[0])], input="12.5 20 300 janus-deploy\n", capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 0 and '"split": ' in r.stdout, r.stderr
+
+
+def test_headers_compile_as_cpp(built, tmp_path):
+    """The camera pipeline is C++: both headers compile there (extern "C", no C-only syntax)."""
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        pytest.skip("no C++ compiler")
+    src = tmp_path / "app.cpp"
+    src.write_text('#include <janus.h>\n#include <janus_embed.h>\n'
+                   'int main() { janus_error e{}; janus_decision d{}; janus_rt_options o{}; (void)e; (void)d; (void)o;\n'
+                   '  return janus_version()[0] == 0; }\n')
+    r = subprocess.run([cxx, "-std=c++11", "-Wall", "-Wextra", "-pedantic", "-Werror", *native.cflags(), str(src),
+                        "-o", str(tmp_path / "app"), *native.libs()], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert subprocess.run([str(tmp_path / "app")]).returncode == 0
