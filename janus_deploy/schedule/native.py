@@ -24,6 +24,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import uuid
 from pathlib import Path
 
 OUT_NAME = "_libjanus"
@@ -161,10 +162,16 @@ def build(src: Path | None = None, dest: Path | None = None, *, extra_cflags: tu
         (tmp / "BUILD").write_text(json.dumps({"version": VERSION, "sources": _digest(src, " ".join(flags)),
                                                "compiler": cc, "cflags": flags, "embed": py is not None,
                                                "python": py["python"] if py else None}, indent=1) + "\n")
-        old = dest.with_name(f".{dest.name}-old-{os.getpid()}")
-        if dest.exists():
+        old = dest.with_name(f".{dest.name}-old-{uuid.uuid4().hex}")
+        try:
             dest.rename(old)
-        tmp.rename(dest)
+        except FileNotFoundError:
+            pass
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process (a parallel test session) just put its build there
+            if (build_info(dest) or {}).get("sources") != json.loads((tmp / "BUILD").read_text())["sources"]:
+                raise
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
