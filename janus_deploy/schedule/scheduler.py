@@ -219,6 +219,11 @@ class Scheduler:
 
     # ------------------------------------------------------------------ public API
     @property
+    def baseline_level_index(self) -> int | None:
+        """Profile level index of the baselines' constant-policy level (None without one)."""
+        return self._const_index
+
+    @property
     def janus_levels(self) -> list[int]:
         """Profile level indices Janus chooses from (exponential, increasing α)."""
         return list(self._janus.rows)

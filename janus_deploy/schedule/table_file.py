@@ -149,7 +149,7 @@ def build_table(edge: Profile, cloud: Profile, *, accuracy: Any = None, plan: An
     codec_rec = b"".join(
         _CODEC.pack(strs.add(c), (1 if CODECS.get(c) is not None and CODECS[c].lossless else 0)
                     | (2 if CODECS.get(c) is not None and CODECS[c].compress == "zstd" else 0)) for c in codecs)
-    const = sched._const_index  # the baselines' level, as the Scheduler picked it
+    const = sched.baseline_level_index
     m = edge.model
     info = _INFO.pack(n, m.embed_dim, m.num_tokens, m.num_prefix_tokens, m.img_size[0], m.img_size[1],
                       len(edge.levels), len(cands), len(codecs), codecs.index(sched.codec),
