@@ -65,6 +65,14 @@ class _PlainProgress:
             return
         self.last = now
         of = f"/{total:,} ({100 * done / total:.0f} %)" if total else ""
+        if text:
+            from rich.errors import MarkupError
+            from rich.text import Text
+
+            try:
+                text = Text.from_markup(text).plain
+            except MarkupError:
+                pass
         err_console.print(f"{key}: {done:,}{of}, {format_seconds(now - self.t0)} elapsed" + (f", {text}" if text else ""),
                           markup=False, highlight=False)
 

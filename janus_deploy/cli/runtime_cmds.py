@@ -210,12 +210,11 @@ def run(
         if as_json:
             rt.run(frames)
         else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from janus_deploy.cli.common import progress_bars
 
             total = int(synthetic) if synthetic is not None else None
-            with Progress(TextColumn("[bold]requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          TextColumn("{task.fields[text]}"), console=err_console) as prog:
-                task = prog.add_task("run", total=total, text="")
+            with progress_bars() as update:
+                done = [0]
 
                 def show(res) -> None:
                     d = res.record.get("decision") or {}
@@ -223,7 +222,8 @@ def run(
                     text = (f"{d.get('label', '?')} {res.record['measured']['total_ms']:.0f} ms"
                             + (f" [yellow]fallback: {fb['kind']}[/]" if fb else "")
                             + (" [red]error[/]" if res.error else ""))
-                    prog.update(task, advance=1, text=text)
+                    done[0] += 1
+                    update("requests", done[0], total, text)
 
                 rt.run(frames, progress=show)
         summary = rt.summary()
