@@ -76,3 +76,9 @@ def test_probe_in_an_outage_is_cancelled_at_the_deadline():
     # the link is down until 5 s: the probe at 2.24 s gets nothing through by its 300 ms deadline
     res = device_only([0.0] * 5 + [1.0], requests=10, rtt_ms=20.0, probe_bytes=1000, timeout_factor=1.0)
     assert res.log.start_s[8] == pytest.approx(2.54) and res.log.elapsed_s == pytest.approx(3.1)
+
+
+def test_probe_exchange_cost():
+    # as above with exchange_ms 5 and a probe costing 12: the probe takes 8 + 20 + 12 = 40 ms
+    res = device_only([1.0], requests=10, rtt_ms=20.0, probe_bytes=1000, exchange_ms=5.0, probe_exchange_ms=12.0)
+    assert res.log.start_s[8] == pytest.approx(2.28)

@@ -47,6 +47,7 @@ def testbed(
     edge_slowdown: float = typer.Option(1.0, "--edge-slowdown", min=1.0, help="With --edge-timing real: emulate an edge this many times slower (profile with the same factor)."),
     threads: int = typer.Option(1, help="Intra-op threads of the edge's engine sessions."),
     server_threads: int = typer.Option(0, "--server-threads", help="Intra-op threads of the server's sessions (0 = default)."),
+    nice: Optional[int] = typer.Option(None, "--nice", help="Run the testbed's processes at this niceness (e.g. -10 on a shared machine; negative needs root)."),
     rtt_mode: str = typer.Option("auto", "--rtt-mode", help="auto (netem if the kernel has it) | netem | user-space"),
     user_space: bool = typer.Option(True, "--user-space/--no-user-space", help="Also run the user-space shaper over the window."),
     calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Measure one exchange's cost beyond link and RTT first (the simulator charges it)."),
@@ -81,7 +82,7 @@ def testbed(
                         ping=rtt, sla_ms=sla, requests=requests, accuracy=accuracy, codec=codec, controller=ctrl,
                         fps=fps, edge_timing=edge_timing, edge_slowdown=edge_slowdown, threads=threads, server_threads=server_threads,
                         frames=frames, timeout_factor=timeout_factor, user_space=user_space, calibrate=calibrate, log_dir=log_dir,
-                        rtt_mode=rtt_mode)
+                        rtt_mode=rtt_mode, nice=nice)
     say = (lambda s: None) if as_json else (lambda s: err_console.print(f"[bold cyan]{s}"))
     try:
         if as_json:
@@ -164,8 +165,9 @@ def render(out: dict[str, Any]) -> None:
                       + (f"; missed: {', '.join(missed)}" if missed else "") + "[/]")
     cal = info.get("calibration")
     console.print(f"RTT: {info['rtt']}; edge timing: {info['edge_timing']}; "
-                  + (f"one exchange costs {cal['exchange_ms']:.2f} ms beyond link and RTT (calibrated, charged by the "
-                     "simulator); " if cal else "")
+                  + (f"nice {info['nice']}; " if info.get("nice") is not None else "")
+                  + (f"one exchange costs {cal['exchange_ms']:.2f} ms beyond link and RTT, a probe "
+                     f"{cal['probe_exchange_ms']:.2f} ms (calibrated, charged by the simulator); " if cal else "")
                   + f"kernel link: {json.dumps(info.get('kernel_link'))}; {info['teardown']}")
 
 

@@ -36,7 +36,8 @@ cost of one HTTP exchange beyond link and RTT (both stacks, parsing); it is char
 and observed as part of it, as the runtime's RTT samples (network time − upload) include it.
 ``probe_bytes`` makes a probe what the runtime's is: that many bytes up the link and one RTT
 after the request (under the same deadline), observed as a transfer, the next request starting
-once it is answered (the probe is not in the request's latency).
+once it is answered (the probe is not in the request's latency); ``probe_exchange_ms`` is its
+exchange cost where it differs from a request's.
 
 **Paper mode** (``paper_mode=True``): as in the paper, one trace sample is one request and the
 bandwidth is constant within it (= that sample). The estimator sees every sample after its request.
@@ -88,6 +89,7 @@ class SimConfig:
     min_timeout_ms: float = 20.0  # as the runtime's TransportOptions.min_timeout_ms
     exchange_ms: float = 0.0  # fixed cost of one exchange beyond link and RTT
     probe_bytes: int | None = None  # None: a probe costs no time; else as the runtime's probe
+    probe_exchange_ms: float | None = None  # a probe's exchange cost (None: exchange_ms)
 
     def validate(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -106,8 +108,8 @@ class SimConfig:
             raise SimulationError(f"--rtt must be >= 0 ms, got {self.rtt_ms}")
         if self.timeout_factor is not None and not self.timeout_factor > 0:
             raise SimulationError(f"--timeout-factor must be > 0, got {self.timeout_factor}")
-        if self.min_timeout_ms < 0 or self.exchange_ms < 0:
-            raise SimulationError("min_timeout_ms and exchange_ms must be >= 0")
+        if self.min_timeout_ms < 0 or self.exchange_ms < 0 or (self.probe_exchange_ms or 0.0) < 0:
+            raise SimulationError("min_timeout_ms, exchange_ms and probe_exchange_ms must be >= 0")
         if self.probe_bytes is not None and self.probe_bytes < 1:
             raise SimulationError(f"probe_bytes must be >= 1, got {self.probe_bytes}")
         try:
@@ -187,7 +189,8 @@ def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: Si
             lat = compute_edge + bd["decode_ms"] + bd["cloud_ms"]
             done = t + lat / 1e3
             if ctrl.probe_due(done) and cfg.probe_bytes:
-                probe_s, obs = _probe(trace, cfg, done, rtt)
+                extra = cfg.exchange_ms if cfg.probe_exchange_ms is None else cfg.probe_exchange_ms
+                probe_s, obs = _probe(trace, cfg, done, rtt - cfg.exchange_ms + extra)
                 ctrl.observe(obs)
             elif ctrl.probe_due(done):
                 ctrl.observe(Observation(done, "rate", mbps=trace.mean_rate(t, done),
