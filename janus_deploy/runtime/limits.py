@@ -342,9 +342,32 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
+MMAP_THRESHOLD = 1 << 20
+
+
+def return_large_frees() -> bool:
+    """glibc only: allocations of 1 MiB or more are memory-mapped and given back to the system
+    when freed. glibc's default threshold grows with the largest block freed (up to 32 MiB), after
+    which a 12 MB body freed stays in the heap as resident memory; a server that reads bodies of
+    any size should not keep its largest one. False where it does not apply."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+
+
 def uvicorn_config(app: Any, limits: ServerLimits, guard: ConnectionGuard, **kwargs: Any):
     """A uvicorn ``Config`` with the limits applied (kwargs: host, port, log_level, ...)."""
     import uvicorn
+
+    return_large_frees()
 
     return uvicorn.Config(
         app, http=guarded_protocol(guard), timeout_keep_alive=int(limits.keep_alive_s),
@@ -356,5 +379,5 @@ def uvicorn_config(app: Any, limits: ServerLimits, guard: ConnectionGuard, **kwa
         **kwargs)
 
 
-__all__ = ["BodyBudget", "ConnectionGuard", "Ticket", "LimitError", "MAX_HEADER_BYTES", "ServerLimits", "fd_capacity",
+__all__ = ["BodyBudget", "ConnectionGuard", "Ticket", "return_large_frees", "LimitError", "MAX_HEADER_BYTES", "ServerLimits", "fd_capacity",
            "guarded_protocol", "quiet_accept_errors", "uvicorn_config"]

@@ -306,9 +306,11 @@ def create_app(
             if isinstance(raw, JSONResponse):
                 return raw
             t_recv = time.perf_counter()
-            req = await anyio.to_thread.run_sync(
-                plane.parse, model, raw, request.headers.get("content-encoding"), hlen, limiter=state.parse_limiter)
-            del raw
+            box, raw = [raw], None  # the worker takes the body out: freed when it is done with it
+            req, refused = await anyio.to_thread.run_sync(
+                _parse, plane, model, box, request.headers.get("content-encoding"), hlen, limiter=state.parse_limiter)
+            if refused is not None:
+                return error(*refused)
             ticket.resize(req.nbytes)  # what the request keeps until it is answered: its decoded tensors
         except ClientDisconnect:
             return error(400, "the client disconnected before the request body was complete")
@@ -316,15 +318,15 @@ def create_app(
             return error(exc.status, str(exc))
         t_parsed = time.perf_counter()
         try:
-            answer = await anyio.to_thread.run_sync(plane.run, req, limiter=state.limiter)
-        except WireError as exc:
-            return error(exc.status, str(exc))
-        except JanusError as exc:  # ModelFailure, EngineError
-            log.error("model %s failed: %s", name, exc)
-            return error(500, f"model {name} failed: {exc}")
+            answer, failed = await anyio.to_thread.run_sync(_run, plane, req, limiter=state.limiter)
         except Exception as exc:  # noqa: BLE001 - runtime errors from the engine
             log.exception("model %s failed", name)
             return error(500, f"model {name} failed: {type(exc).__name__}")
+        if failed is not None:
+            if failed[0] >= 500:
+                log.error("model %s failed: %s", name, failed[1])
+                return error(500, f"model {name} failed: {failed[1]}")
+            return error(*failed)
         t_done = time.perf_counter()
         params = {
             "janus_receive_ms": round((t_recv - t_start) * 1e3, 3),
@@ -342,6 +344,30 @@ def create_app(
                         headers={HEADER_LENGTH: str(out_hlen)})
 
     return app
+
+
+def _parse(plane: DataPlane, model: TailSpec, box: list, encoding: str | None, hlen: str | None):
+    """``plane.parse`` of the body in ``box`` (taken out, so that the body is freed as soon as this
+    returns, not when the worker thread drops its arguments), returning ``(request, None)`` or
+    ``(None, (status, message))``: a WireError raised across the thread boundary would keep the
+    body alive until the garbage collector runs (its traceback holds the parse frames, and
+    asyncio's future and the awaiting frame hold it in a cycle): 60 MB per refused 60 MB body,
+    measured."""
+    raw = box.pop()
+    try:
+        return plane.parse(model, raw, encoding, hlen), None
+    except WireError as exc:
+        return None, (exc.status, str(exc))
+
+
+def _run(plane: DataPlane, req: Any):
+    """``plane.run`` returning ``(answer, None)`` or ``(None, (status, message))`` (see _parse)."""
+    try:
+        return plane.run(req), None
+    except WireError as exc:
+        return None, (exc.status, str(exc))
+    except JanusError as exc:  # ModelFailure, EngineError, IntegrityError: the server's side
+        return None, (500, str(exc))
 
 
 def serve(
