@@ -47,6 +47,7 @@ def testbed(
     edge_slowdown: float = typer.Option(1.0, "--edge-slowdown", min=1.0, help="With --edge-timing real: emulate an edge this many times slower (profile with the same factor)."),
     threads: int = typer.Option(1, help="Intra-op threads of the edge's engine sessions."),
     server_threads: int = typer.Option(0, "--server-threads", help="Intra-op threads of the server's sessions (0 = default)."),
+    server_engine: str = typer.Option("builtin", "--server-engine", help="The server in the namespace: builtin | triton (`serve --engine`)."),
     nice: Optional[int] = typer.Option(None, "--nice", help="Run the testbed's processes at this niceness (e.g. -10 on a shared machine; negative needs root)."),
     rtt_mode: str = typer.Option("auto", "--rtt-mode", help="auto (netem if the kernel has it) | netem | user-space"),
     user_space: bool = typer.Option(True, "--user-space/--no-user-space", help="Also run the user-space shaper over the window."),
@@ -82,7 +83,7 @@ def testbed(
                         ping=rtt, sla_ms=sla, requests=requests, accuracy=accuracy, codec=codec, controller=ctrl,
                         fps=fps, edge_timing=edge_timing, edge_slowdown=edge_slowdown, threads=threads, server_threads=server_threads,
                         frames=frames, timeout_factor=timeout_factor, user_space=user_space, calibrate=calibrate, log_dir=log_dir,
-                        rtt_mode=rtt_mode, nice=nice)
+                        rtt_mode=rtt_mode, nice=nice, server_engine=server_engine)
     say = (lambda s: None) if as_json else (lambda s: err_console.print(f"[bold cyan]{s}"))
     try:
         if as_json:

@@ -98,6 +98,7 @@ class TestbedConfig:
     calibrate: bool = True  # measure the exchange cost for the simulator first
     edge_timing: str = "profile"  # profile (ProfiledRunner) | real (× edge_slowdown)
     nice: int | None = None  # scheduling priority of the testbed's processes (None: unchanged)
+    server_engine: str = "builtin"  # builtin | triton (``serve --engine``)
 
     def validate(self) -> "TestbedConfig":
         if self.trace.unit != MBPS:
@@ -117,6 +118,8 @@ class TestbedConfig:
         if self.edge_timing == "profile" and self.edge_slowdown != 1.0:
             raise TestbedError("--edge-slowdown applies to --edge-timing real only (with profile timing every "
                                "segment takes its profiled time)")
+        if self.server_engine not in ("builtin", "triton"):
+            raise TestbedError(f"unknown --server-engine {self.server_engine!r}; choose builtin or triton")
         if self.nice is not None and not -20 <= self.nice <= 19:
             raise TestbedError(f"--nice must be in -20..19, got {self.nice}")
         if self.rtt_mode not in ("auto", "netem", "user-space"):
@@ -202,7 +205,7 @@ class _Cloud:
         cfg = self.cfg
         argv = [sys.executable, "-m", "janus_deploy.cli.main", "serve", str(cfg.plan), "--engines", str(cfg.engines),
                 "--host", self.server_addr[0], "--port", str(SERVER_PORT), "--preload", "--threads",
-                str(cfg.server_threads)]
+                str(cfg.server_threads), "--engine", cfg.server_engine]
         env = dict(os.environ, JANUS_TOKEN=self.token)
         with open(self.server_log, "w") as log:
             self.server = self.ns.popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -507,7 +510,7 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
                 "user-space": "user space, on the reply path (this kernel has no netem)"}[rtt],
         "requests": cfg.requests, "sla_ms": cfg.sla_ms, "fps": cfg.fps, "controller": ctrl.to_dict(),
         "edge_timing": cfg.edge_timing if cfg.edge_timing == "profile" else f"real x{cfg.edge_slowdown:g}",
-        "nice": cfg.nice,
+        "nice": cfg.nice, "server_engine": cfg.server_engine,
         "stale_removed": swept,
     }
     out: dict[str, Any] = {"testbed": info}
