@@ -50,7 +50,9 @@ log = logging.getLogger("janus_deploy.runtime.server")
 SERVER_NAME = "janus-deploy"
 DEFAULT_BODY_TIMEOUT_S = 60.0
 GRACEFUL_SHUTDOWN_S = 5
-PARSE_CONCURRENCY = 2  # bodies decompressed/parsed at once (each may briefly hold up to --max-body-mb more)
+PARSE_CONCURRENCY = 2  # binary bodies decompressed/parsed at once (each may briefly hold up to --max-body-mb more)
+JSON_CONCURRENCY = 1  # JSON bodies parsed at once: two parsing threads and the event loop share one GIL
+SMALL_JSON = 64 * 1024  # a binary request's JSON header up to this size parses with the binary bodies
 MAX_ERROR_CHARS = 400
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 TailModel = TailSpec  # the name before the data plane moved out
@@ -109,6 +111,7 @@ def create_app(
     async def lifespan(app):
         state.limiter = anyio.CapacityLimiter(state.concurrency)
         state.parse_limiter = anyio.CapacityLimiter(min(state.concurrency, PARSE_CONCURRENCY))
+        state.json_limiter = anyio.CapacityLimiter(JSON_CONCURRENCY)
         quiet_accept_errors(asyncio.get_running_loop())
         yield
 
@@ -307,8 +310,10 @@ def create_app(
                 return raw
             t_recv = time.perf_counter()
             box, raw = [raw], None  # the worker takes the body out: freed when it is done with it
+            big_json = hlen is None or not hlen.strip().isdigit() or int(hlen) > SMALL_JSON
             req, refused = await anyio.to_thread.run_sync(
-                _parse, plane, model, box, request.headers.get("content-encoding"), hlen, limiter=state.parse_limiter)
+                _parse, plane, model, box, request.headers.get("content-encoding"), hlen,
+                limiter=state.json_limiter if big_json else state.parse_limiter)
             if refused is not None:
                 return error(*refused)
             ticket.resize(req.nbytes)  # what the request keeps until it is answered: its decoded tensors
@@ -461,6 +466,7 @@ class _RouteState:
         self.concurrency = concurrency
         self.limiter: Any = None
         self.parse_limiter: Any = None
+        self.json_limiter: Any = None
         self.budget = BodyBudget(limits.max_inflight)
         self.guard = ConnectionGuard(limits)
         self.stats = {"infer_requests": 0, "ok": 0, "client_errors": 0, "server_errors": 0, "busy": 0}
