@@ -139,7 +139,7 @@ def test_level_free_graphs_serve_every_level(family):
 def test_bad_models_fail_clearly(tmp_path):
     with pytest.raises(ModelError, match="not supported"):
         create_model("resnet18")
-    with pytest.raises(ModelError, match="unknown timm model"):
+    with pytest.raises(ModelError, match="unknown model .vit_nonexistent"):
         create_model("vit_nonexistent_patch3_999")
     with pytest.raises(ModelError, match="only timm's standard pre-norm Block"):
         create_model("vit_tiny_patch16_224", block_fn=__import__("timm").models.vision_transformer.ResPostBlock)
