@@ -395,9 +395,12 @@ def serve(
     limits: ServerLimits | None = None,
 ) -> None:
     """Run the V2 server with uvicorn until interrupted. ``on_ready(app)`` runs once the app is
-    built (the CLI prints its banner there)."""
+    built (the CLI prints its banner there). A busy port is a :class:`PortError` before anything loads."""
     import uvicorn
 
+    from janus_deploy.net.ports import check_port_free
+
+    check_port_free(host, port)
     app = create_app(plan_dir, engine_dir, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
                      concurrency=concurrency, threads=threads, body_timeout_s=body_timeout_s, preload=preload,
                      max_json_mb=max_json_mb, limits=limits)
