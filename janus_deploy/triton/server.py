@@ -11,7 +11,8 @@ stops it (SIGTERM, then SIGKILL of the group), removing its ``/dev/shm`` regions
 
 ``--token``: Triton's own mechanism, ``--http-restricted-api`` / ``--grpc-restricted-protocol``:
 every API except health needs the header ``authorization: Bearer TOKEN``, which is what the edge
-and the built-in server's clients already send.
+and the built-in server's clients already send (403 otherwise); gRPC clients send it as
+``triton-grpc-protocol-authorization`` (Triton prefixes restricted gRPC headers).
 """
 
 from __future__ import annotations
