@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -308,6 +309,7 @@ def main() -> None:
     from janus_deploy.backends import load_runner
 
     manifest, plan_dir, engines = _plan(args)
+    made_plan = None if args.plan else plan_dir.parent  # exported here: removed at the end
     tails = [t for t in args.tails.split(",") if t] or _default_tails(manifest)
     bodies = _bodies(manifest, load_runner(manifest, engines, threads=1), tails)
     classes = manifest.model["num_classes"]
@@ -331,12 +333,15 @@ def main() -> None:
             if name == "triton":
                 obj.stop()
                 obj.cleanup()
+                shutil.rmtree(obj.repository.parent, ignore_errors=True)  # the exported repository
             else:
                 obj.terminate()
                 try:
                     obj.wait(15)
                 except subprocess.TimeoutExpired:
                     obj.kill()
+    if made_plan is not None:
+        shutil.rmtree(made_plan, ignore_errors=True)
     meta = {"plan": manifest.model["name"], "overrides": manifest.model.get("overrides"), "tails": tails,
             "duration_s": args.duration, "warmup_s": args.warmup, "cpus": os.cpu_count(),
             "builtin": {"threads": args.server_threads, "concurrency": args.concurrency or os.cpu_count()},
