@@ -19,8 +19,8 @@ profiler (SessionOptions.enable_profiling): kernel ms per op type, level graph (
 ``--before`` one) next to the drop reference.
 
 Usage: python tools/bench_pruning.py [--models vit_small_patch16_224 vit_base_patch16_224]
-       [--levels 8] [--runs 15] [--threads 1] [--stat median|min] [--ops 1,7] [--prepack]
-       [--before DIR]
+       [--levels 8] [--runs 15] [--threads 1] [--stat median|min] [--clock wall|cpu] [--ops 1,7]
+       [--prepack] [--before DIR]
 """
 
 from __future__ import annotations
@@ -161,18 +161,23 @@ def sessions(out: Path, keys: list[str], threads: int, prepack: bool, profile: s
     return out_sessions
 
 
-def round_robin(fns: list, warmup: int, runs: int) -> list[list[float]]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def round_robin(fns: list, warmup: int, runs: int, clock=time.perf_counter) -> list[list[float]]:
     """Milliseconds of every call of each of ``fns``, one call of each per round, so that a change
-    in machine load affects all alike."""
+    in machine load affects all alike. ``clock``: wall time, or this thread's CPU time (with one
+    ORT thread the kernels run on the calling thread, so time the CPU spent on other processes is
+    left out)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
     out: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
         for t, fn in zip(out, fns):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            t.append((time.perf_counter() - t0) * 1e3)
+            t.append((clock() - t0) * 1e3)
     return out
 
 
@@ -215,7 +220,7 @@ def level_rows(name: str, model: nn.Module, schedules: list, ms: dict[str, float
 
 
 def bench_model(name: str, levels: int, runs: int, threads: int, work: Path, *, stat: str = "median",
-                prepack: bool = False, before: Path | None = None, ops: list[int] = ()) -> list[dict]:
+                clock: str = "wall", prepack: bool = False, before: Path | None = None, ops: list[int] = ()) -> list[dict]:
     model, scheds = model_and_schedules(name, levels)
     export_graphs(model, scheds, work / name)
     keys = ["fixed"] + [f"{p}{i}" for i in range(len(scheds)) for p in "LD"]
@@ -230,11 +235,11 @@ def bench_model(name: str, levels: int, runs: int, threads: int, work: Path, *, 
             labels.append(k if i == 0 else "B" + k[1:])
     info = runners[0].get_inputs()[0]
     feed = {info.name: np.random.default_rng(0).normal(size=[1, *info.shape[1:]]).astype(np.float32)}
-    samples = round_robin([lambda s=s: s.run(None, feed) for s in runners], 3, runs)
+    samples = round_robin([lambda s=s: s.run(None, feed) for s in runners], 3, runs, CLOCKS[clock])
     pick = np.median if stat == "median" else np.min
     ms = {k: float(pick(t)) for k, t in zip(labels, samples)}
-    print(f"{name}: embedding + head {ms['fixed']:.2f} ms; {stat} of {runs} round-robin runs, {threads} "
-          f"thread(s), prepacking {'on' if prepack else 'off'}", file=sys.stderr)
+    print(f"{name}: embedding + head {ms['fixed']:.2f} ms; {stat} {clock} time of {runs} round-robin runs, "
+          f"{threads} thread(s), prepacking {'on' if prepack else 'off'}", file=sys.stderr)
     for i in ops:
         profiled = {"level": (work / name, f"L{i}"), "drop": (work / name, f"D{i}")}
         if before is not None:
@@ -279,6 +284,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--stat", choices=("median", "min"), default="median",
                     help="latency statistic: median, or min (best of the runs; steadier on a busy machine)")
+    ap.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                    help="wall time, or the calling thread's CPU time (needs --threads 1; leaves out time other processes took)")
     ap.add_argument("--prepack", action="store_true", help="let ORT prepack the weights (a private copy per session)")
     ap.add_argument("--ops", default="", help="comma-separated level indices to profile per op type")
     ap.add_argument("--before", type=Path, default=None, help="directory holding an older janus_deploy package to compare with")
@@ -289,12 +296,14 @@ def main() -> None:
             model, scheds = model_and_schedules(name, args.levels)
             export_graphs(model, scheds, args.export_only, references=False)
         return
+    if args.clock == "cpu" and args.threads != 1:
+        ap.error("--clock cpu measures the calling thread: use it with --threads 1")
     ops = [int(i) for i in args.ops.split(",") if i]
     rows = []
     with tempfile.TemporaryDirectory(prefix="janus-pruning-") as tmp:
         for name in args.models:
             rows += bench_model(name, args.levels, args.runs, args.threads, Path(tmp), stat=args.stat,
-                                prepack=args.prepack, before=args.before, ops=ops)
+                                clock=args.clock, prepack=args.prepack, before=args.before, ops=ops)
     print()
     print_table(rows)
 

@@ -4,12 +4,13 @@ TensorRT >= 10. ``merge`` (``r`` an int) gives per-level graphs with static toke
 
 Prefix tokens (class, distillation, register) are never merged. The non-prefix tokens are split
 alternately into set A (even positions) and set B (odd positions); each A token is scored against
-every B token by the cosine similarity of its attention key (mean over heads); the ``r`` A tokens
-with the best match are merged into their B partner by size-weighted average.
-Output order: ``[prefix, unmerged A (original order), B]``.
+every B token by the cosine similarity of its attention key (summed over heads: ToMe's mean up to
+a scale the cosine ignores); the ``r`` A tokens with the best match are merged into their B
+partner by size-weighted average. Output order: ``[prefix, unmerged A (original order), B]``.
 
-What the graph does per merging block (docs/pruning-efficiency.md has the measured cost): only
-two ops touch every token, the rest works on r rows or on the small key matrix.
+What the graph does per merging block (docs/pruning-efficiency.md has the measured cost): besides
+the key sum (one MatMul over the keys), only one Concat and one row gather touch every token; the
+rest works on r rows, on one key per token or on the [Na, Nb] score matrix.
 
 * matching: one TopK(1) gives every A token's best score and partner, TopK(r) ranks them (ties
   to the lower index, as a stable sort);
@@ -171,16 +172,17 @@ def _merged(x, size, metric, r, num_prefix) -> tuple[torch.Tensor, torch.Tensor]
     new_s = dst_s + total[..., d:]
     new_x = (rows(x, dst, r) * dst_s + total[..., :d]) / new_s
     # The output is one row gather from [x, merged rows], in the order of one sort of a key per
-    # row: prefix and unmerged A tokens keep their position t, B tokens follow (t + T), a merged
-    # row takes its destination's key. Cut off (keys >= 2T): merged A tokens, destinations, and
-    # all but the last merged row of a destination. With r = 0 (level-free graphs) nothing
-    # moves: the B offset is switched off.
-    is_b = (t >= p) & ((t - p) % 2 == 1)
+    # row (float, as TopK takes it): prefix and unmerged A tokens keep their position t, B tokens
+    # follow (t + T), a merged row takes its destination's key. Cut off (keys >= 2T): merged A
+    # tokens, destinations, and all but the last merged row of a destination. With r = 0
+    # (level-free graphs) nothing moves: the B offset is switched off.
+    f = torch.float32
+    is_b = ((t >= p) & ((t - p) % 2 == 1)).to(f)
     if dynamic:
-        is_b = is_b & (r > 0)
-    cut = (torch.cat([src, dst], dim=1) == t).sum(dim=1, keepdim=True)  # [B, 1, T]
+        is_b = is_b * (r > 0).to(f)
+    cut = (torch.cat([src, dst], dim=1) == t).to(f).sum(dim=1, keepdim=True)  # [B, 1, T]
     i = torch.arange(_count(src, dynamic), device=x.device)
     later = (same * (i.unsqueeze(-1) > i).to(x.dtype)).sum(dim=1, keepdim=True)  # [B, 1, r]
-    key = torch.cat([t + n * is_b + 2 * n * cut, dst_row + n + 2 * n * later.to(dst.dtype)], dim=2)
-    order = _smallest(key.to(torch.float32), n - r, 2).transpose(1, 2)  # [B, T - r, 1]
+    key = torch.cat([t.to(f) + n * is_b + 2 * n * cut, dst_row.to(f) + n + 2 * n * later.to(f)], dim=2)
+    order = _smallest(key, n - r, 2).reshape(-1, n - r, 1)  # [B, T - r, 1]
     return rows(torch.cat([x, new_x], dim=1), order, n - r), rows(torch.cat([size, new_s], dim=1), order, n - r)

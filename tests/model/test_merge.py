@@ -80,3 +80,19 @@ def test_merge_dynamic_equals_reference_for_every_r(tokens, prefix):
         torch.testing.assert_close(got_s, want_s)
     with pytest.raises(ValueError, match="cannot merge"):
         merge_dynamic(x, size, metric, torch.tensor((tokens - prefix) // 2 + 1), prefix)
+
+
+def test_match_equals_reference_ranking():
+    """match's (src, dst, unmerged) are the reference's stable-sort ranking."""
+    from janus_deploy.model.merge import match
+
+    g = torch.Generator().manual_seed(7)
+    metric = torch.randn(2, 40, 8, generator=g)
+    metric[:, 4] = metric[:, 6]  # two A tokens with equal scores: ties go to the lower index
+    for r in (1, 7, 20):
+        src, dst, unm = match(metric, r)
+        m = metric / metric.norm(dim=-1, keepdim=True)
+        node_max, node_idx = (m[:, ::2] @ m[:, 1::2].transpose(1, 2)).max(dim=-1)
+        order = node_max.argsort(dim=-1, descending=True, stable=True)
+        assert torch.equal(src, order[:, :r]) and torch.equal(dst, node_idx.gather(1, order[:, :r]))
+        assert torch.equal(unm, order[:, r:].sort(dim=-1).values)
