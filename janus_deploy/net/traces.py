@@ -190,11 +190,44 @@ def _numbers(text: str, path: Path, lineno: int) -> list[float]:
     return out
 
 
-def read_runs(path: str | Path) -> list[tuple[int, list[float]]]:
+def _timed_pairs(lines: list[list[float]]) -> list[tuple[list[float], list[float]]] | None:
+    """A run written as (timestamps, values) line pairs, as some shipped 5G files are: both lines
+    of one length, the first a clock (at least 90 % of its steps forward; the shipped clocks step
+    back now and then by a second). None for a plain run."""
+    if len(lines) < 2 or len(lines) % 2:
+        return None
+    pairs = list(zip(lines[0::2], lines[1::2]))
+    for t, v in pairs:
+        if len(t) != len(v) or len(t) < 10 or min(t) < 0:
+            return None
+        if sum(b > a for a, b in zip(t, t[1:])) < 0.9 * (len(t) - 1):
+            return None
+    return pairs
+
+
+def _resample(pairs: list[tuple[list[float], list[float]]], interval_s: float) -> list[float]:
+    """Timed samples onto a grid of ``interval_s``: the mean of the samples in each bin (a bin
+    without one repeats the previous value); the pairs follow each other in time."""
+    out: list[float] = []
+    for times, values in pairs:
+        t0 = min(times)
+        bins: dict[int, list[float]] = {}
+        for t, v in zip(times, values):
+            bins.setdefault(int((t - t0) / interval_s + 1e-9), []).append(v)
+        prev = 0.0
+        for k in range(max(bins) + 1):
+            if k in bins:
+                prev = sum(bins[k]) / len(bins[k])
+            out.append(prev)
+    return out
+
+
+def read_runs(path: str | Path, interval_s: float = 1.0) -> list[tuple[int, list[float]]]:
     """``[(run number, samples), ...]`` of a 5G/LTE-format file. Numbers before any ``Run`` line
-    form run 0."""
+    form run 0. A run written as (timestamps, values) line pairs is resampled onto
+    ``interval_s`` (:func:`_resample`); every other run's numbers are its samples, in order."""
     p = Path(path)
-    runs: list[tuple[int, list[float]]] = []
+    runs: list[tuple[int, list[list[float]]]] = []
     for lineno, line in enumerate(_read_text(p).splitlines(), start=1):
         s = line.strip()
         if not s or set(s) == {"#"}:
@@ -205,18 +238,23 @@ def read_runs(path: str | Path) -> list[tuple[int, list[float]]]:
             continue
         if not runs:
             runs.append((0, []))
-        runs[-1][1].extend(_numbers(s, p, lineno))
-    runs = [(n, v) for n, v in runs if v]
-    if not runs:
+        runs[-1][1].append(_numbers(s, p, lineno))
+    out = []
+    for n, lines in runs:
+        pairs = _timed_pairs(lines)
+        samples = _resample(pairs, interval_s) if pairs else [x for ln in lines for x in ln]
+        if samples:
+            out.append((n, samples))
+    if not out:
         raise TraceError(f"{p} holds no samples")
-    return runs
+    return out
 
 
 def load_5g_lte(path: str | Path, *, run: int | None = None, interval_s: float = 1.0,
                 unit: str = MBPS) -> Trace:
     """One run (``run``: its number as written in ``Run <n>``) or all runs concatenated."""
     p = Path(path)
-    runs = read_runs(p)
+    runs = read_runs(p, interval_s)
     if run is not None:
         pick = [v for n, v in runs if n == run]
         if not pick:

@@ -29,8 +29,10 @@ def test_lte_driving_counts():
 def test_5g_driving_counts_and_outages():
     tr = load_trace(TRACES / "throughput/driving/5g")  # a directory
     assert len(read_runs(TRACES / "throughput/driving/5g/throughput.list")) == 8
-    assert len(tr) == 139_498
-    assert min(tr.samples) == 0.0 and max(tr.samples) == pytest.approx(807.4, abs=0.1)
+    # 8 runs of (timestamps, values) line pairs at ~0.1 s, averaged into 1 s samples; the clock
+    # lines (up to 807 s) were once read as 807 "Mbit/s" and the trace was 139,498 samples long
+    assert len(tr) == 24_140
+    assert min(tr.samples) == 0.0 and max(tr.samples) == pytest.approx(488.0, abs=0.1)
 
 
 @needs_traces
@@ -125,3 +127,17 @@ def test_trace_directories_never_pool_the_other_kind(tmp_path):
     assert list(load_ping(tmp_path / "set").samples) == [500.0, 700.0]
     with pytest.raises(TraceError, match="--ping"):
         load_trace(tmp_path / "set" / "ping" / "static" / "a.list")
+
+
+def test_runs_written_as_timestamp_value_pairs_are_resampled(tmp_path):
+    """Some shipped 5G runs hold (timestamps, values) line pairs: the timestamps are not samples.
+    Values at 0.1 s steps averaged into 1 s bins: [1..10] → 5.5, [20] → 20 (hand-computed)."""
+    times = [round(0.1 * i, 1) for i in range(11)]
+    values = [float(i) for i in range(1, 11)] + [20.0]
+    f = tmp_path / "timed.list"
+    f.write_text("#" * 31 + "\nRun 1\n" + ",".join(map(str, times)) + "\n" + ",".join(map(str, values)) + "\n"
+                 + "#" * 31 + "\nRun 2\n1,2,3\n")
+    runs = read_runs(f)
+    assert runs == [(1, [5.5, 20.0]), (2, [1.0, 2.0, 3.0])]
+    assert read_runs(f, interval_s=0.5)[0][1] == [3.0, 8.0, 20.0]  # [1..5], [6..10], [20]
+
