@@ -83,14 +83,14 @@ def table(net: str, setting: str, cells: dict[str, dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="net:scenario, e.g. lte:driving")
+    ap.add_argument("--only", help="a network (5g) or net:scenario (lte:driving)")
     ap.add_argument("--settings", default="paper,paper-fp32-frame,deploy")
     args = ap.parse_args()
     nets = ["lte", "5g"]
     scenarios = SCENARIOS
     if args.only:
-        n, s = args.only.split(":")
-        nets, scenarios = [n], [s]
+        n, _, s = args.only.partition(":")
+        nets, scenarios = [n], [s] if s else SCENARIOS
     for setting in args.settings.split(","):
         for net in nets:
             cells = {}
