@@ -375,6 +375,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-abuse")
     ap.add_argument("--requests", type=int, default=100)
+    ap.add_argument("--sla", type=float, default=100.0, help="SLA of section 1 (ms)")
     ap.add_argument("--limit", type=int, default=1000, help="--max-connections of the idle-connection server")
     ap.add_argument("--quick", action="store_true", help="shorter phases (smoke run)")
     ap.add_argument("--only", default="1234", help="which sections to run (digits)")
@@ -390,9 +391,10 @@ def main() -> None:
     results: dict = {"plan": str(demo / "plan"), "model": manifest.model["name"], "cpus": os.cpu_count()}
 
     if "1" in args.only:
-        print(f"1. edge vs a server that never answers: {args.requests} requests, SLA 100 ms, demo plan", flush=True)
+        print(f"1. edge vs a server that never answers: {args.requests} requests, SLA {args.sla:g} ms, demo plan",
+              flush=True)
         for breaker in (True, False):
-            r = sla_against_black_hole(demo, args.requests, 100.0, breaker)
+            r = sla_against_black_hole(demo, args.requests, args.sla, breaker)
             results[f"sla_breaker_{'on' if breaker else 'off'}"] = r
             print(f"   breaker {'on ' if breaker else 'off'}: SLA violations {100 * r['violation_ratio']:.1f} % "
                   f"(target <= 5 % with the breaker): {r['late_tried_server']} of {r['tried_server']} requests that "
