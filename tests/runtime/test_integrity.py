@@ -132,3 +132,23 @@ def test_build_engines_refuses_a_damaged_plan(copy, tmp_path):
     flip_exponent_bit(plan_dir / "weights.bin")
     with pytest.raises(IntegrityError, match="weights.bin"):
         build_engines(manifest, tmp_path / "rebuilt", "ort")
+
+
+def test_run_preload_refuses_a_damaged_plan_before_any_request(copy, tmp_path):
+    from janus_deploy.profile.table import profile_from_linear, save_profile
+
+    manifest, plan_dir, engines = copy
+    info = {k: manifest.model[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens",
+                                           "img_size")}
+    levels = [(lv["policy"], lv["alpha"]) for lv in manifest.levels]
+    for name, (a, b) in (("edge", (2.0, 0.05)), ("cloud", (0.2, 0.005))):
+        save_profile(profile_from_linear(info, manifest.candidates, levels, a, b, plan_hash=manifest.hash),
+                     tmp_path / f"{name}.json")
+    a, b = plan_dir / "L00_S00.onnx", plan_dir / "L00_S01.onnx"
+    da, db = a.read_bytes(), b.read_bytes()
+    a.write_bytes(db)
+    b.write_bytes(da)
+    r = CliRunner().invoke(cli, ["run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
+                                 "--cloud-profile", str(tmp_path / "cloud.json"), "--server", "http://127.0.0.1:9",
+                                 "--sla", "2000", "--synthetic", "1", "--threads", "1", "--preload"])
+    assert r.exit_code == 2 and "L00_S00.onnx does not match the sha256 recorded in manifest.json" in r.output, r.output
