@@ -176,12 +176,14 @@ class Transport:
             self.kind = dialect.TRITON if dialect.is_triton(info) else "janus"
         return r.status_code, info
 
-    def triton(self) -> bool:
+    def triton(self, timeout_s: float = 1.0) -> bool:
         """Whether the server is Triton Inference Server (asks ``GET /v2``, at most once a second,
-        until the server answers; then remembered): its conventions differ (:mod:`janus_deploy.triton.dialect`)."""
+        until the server answers; then remembered): its conventions differ (:mod:`janus_deploy.triton.dialect`).
+        ``timeout_s`` bounds the question (a request passes a share of its own deadline, so a
+        server that accepts and never answers does not stall it for a second)."""
         if self.kind is None and time.perf_counter() - self._kind_asked > 1.0:
             self._kind_asked = time.perf_counter()
-            self.server_metadata(timeout_s=1.0)
+            self.server_metadata(timeout_s=max(min(timeout_s, 1.0), 0.001))
         return self.kind == dialect.TRITON
 
     def infer(self, model: str, body: bytes, headers: dict[str, str], timeout_s: float, rid: str,
