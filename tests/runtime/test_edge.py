@@ -14,10 +14,10 @@ import time
 import httpx
 import numpy as np
 import pytest
+from linear_profiles import profiles
 
 from janus_deploy.backends import run_segments
 from janus_deploy.images import normalize, synthetic_frames
-from janus_deploy.profile.table import profile_from_dict, profile_from_linear
 from janus_deploy.net.shaper import TraceShaper
 from janus_deploy.net.traces import Trace
 from janus_deploy.report import read_run_log
@@ -38,19 +38,6 @@ def server(plan, local):
 @pytest.fixture(scope="module")
 def frames():
     return synthetic_frames(3, 224, seed=11)
-
-
-def profiles(manifest, edge_ms=(2.0, 0.05), cloud_ms=(0.2, 0.005)):
-    """Linear edge/cloud profiles of the plan, plus an fp16-zstd payload (sized like fp16)."""
-    mi = {k: manifest.model[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
-    levels = [(lv["policy"], lv["alpha"]) for lv in manifest.levels]
-    out = []
-    for a, b in (edge_ms, cloud_ms):
-        d = profile_from_linear(mi, manifest.candidates, levels, a, b, plan_hash=manifest.hash).to_dict()
-        for lv in d["levels"]:
-            lv["payload"]["fp16-zstd"] = json.loads(json.dumps(lv["payload"]["fp16"]))
-        out.append(profile_from_dict(d))
-    return out
 
 
 def reference(manifest, runner, frame, level):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from linear_profiles import profiles
 from google.protobuf import text_format
 
 from janus_deploy.backends import build_engines, load_runner, run_segments
@@ -343,27 +344,13 @@ def test_triton_refuses_bad_input_and_keeps_serving(triton, payloads):
     del th
 
 
-def _profiles(manifest, edge_ms=(2.0, 0.05), cloud_ms=(0.2, 0.005)):
-    from janus_deploy.profile.table import profile_from_dict, profile_from_linear
-
-    mi = {k: manifest.model[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
-    levels = [(lv["policy"], lv["alpha"]) for lv in manifest.levels]
-    out = []
-    for a, b in (edge_ms, cloud_ms):
-        d = profile_from_linear(mi, manifest.candidates, levels, a, b, plan_hash=manifest.hash).to_dict()
-        for lv in d["levels"]:
-            lv["payload"]["fp16-zstd"] = json.loads(json.dumps(lv["payload"]["fp16"]))
-        out.append(profile_from_dict(d))
-    return out
-
-
 def _edge(small, local, url, codec, **kw):
     from janus_deploy.runtime.edge import EdgeRuntime
     from janus_deploy.runtime.transport import TransportOptions
     from janus_deploy.schedule.controller import ControllerConfig
 
     manifest = small[0]
-    edge, cloud = _profiles(manifest, *kw.pop("profile_ms", ()))
+    edge, cloud = profiles(manifest, *kw.pop("profile_ms", ()))
     ctrl = kw.pop("controller", None)
     return EdgeRuntime(manifest, local, edge, cloud, server_url=url, sla_ms=kw.pop("sla_ms", 3000), codec=codec,
                        controller=ControllerConfig(**ctrl) if ctrl else None,
@@ -453,7 +440,7 @@ def test_serve_engine_triton_cli_and_run(small, tmp_path):
     from janus_deploy.triton.server import free_port
 
     manifest, plan_dir, engines = small
-    edge, cloud = _profiles(manifest, (50.0, 5.0), (0.1, 0.001))
+    edge, cloud = profiles(manifest, (50.0, 5.0), (0.1, 0.001))
     save_profile(edge, tmp_path / "edge.json")
     save_profile(cloud, tmp_path / "cloud.json")
     port = free_port()
