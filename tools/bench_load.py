@@ -27,7 +27,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -42,21 +41,15 @@ def _free_port() -> int:
 
 
 def _plan(args):
-    from janus_deploy.backends import build_engines
-    from janus_deploy.plan.manifest import Manifest
+    from bench_plans import bench_plan
 
-    if args.plan:
-        if not args.engines:
-            sys.exit("--plan needs --engines")
-        return Manifest.load(args.plan), Path(args.plan), Path(args.engines)
-    from janus_deploy.model.load import ModelSpec
-    from janus_deploy.plan.export import ExportConfig, export_plan
+    def make():
+        from janus_deploy.model.load import ModelSpec
+        from janus_deploy.plan.export import ExportConfig
 
-    root = Path(tempfile.mkdtemp(prefix="janus-bench-"))
-    print(f"exporting vit_tiny_patch16_224 (k=3, 3 levels) to {root} ...", file=sys.stderr)
-    manifest, _ = export_plan(ModelSpec("vit_tiny_patch16_224"), root / "plan", ExportConfig(k=3, levels=3))
-    build_engines(manifest, root / "engines", "ort")
-    return manifest, root / "plan", root / "engines"
+        return ModelSpec("vit_tiny_patch16_224"), ExportConfig(k=3, levels=3)
+
+    return bench_plan(args.plan, args.engines, make, "janus-bench-")
 
 
 def _start_server(plan_dir: Path, engines: Path, args) -> tuple[subprocess.Popen, str]:

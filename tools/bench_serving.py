@@ -38,29 +38,20 @@ sys.path.insert(0, str(ROOT))
 
 
 def _plan(args):
-    from janus_deploy.backends import build_engines
-    from janus_deploy.plan.manifest import Manifest
+    from bench_plans import bench_plan
 
-    if args.plan:
-        if not args.engines:
-            sys.exit("--plan needs --engines")
-        return Manifest.load(args.plan), Path(args.plan), Path(args.engines)
-    from janus_deploy.model.load import ModelSpec
-    from janus_deploy.plan.export import ExportConfig, export_plan
+    def make():
+        from janus_deploy.model.load import ModelSpec
+        from janus_deploy.plan.export import ExportConfig
 
-    root = Path(tempfile.mkdtemp(prefix="janus-bench-serving-"))
-    if args.model == "digits":
-        from janus_deploy.calibrate.digits import SMALL_MODEL_CHECKPOINT, SMALL_MODEL_NAME, SMALL_MODEL_OVERRIDES
+        if args.model == "digits":
+            from janus_deploy.calibrate.digits import SMALL_MODEL_CHECKPOINT, SMALL_MODEL_NAME, SMALL_MODEL_OVERRIDES
 
-        spec = ModelSpec(SMALL_MODEL_NAME, dict(SMALL_MODEL_OVERRIDES), str(ROOT / SMALL_MODEL_CHECKPOINT))
-        cfg = ExportConfig(k=2, levels=8)
-    else:
-        spec = ModelSpec(f"{args.model}_patch16_224")
-        cfg = ExportConfig(k=3, levels=3)
-    print(f"exporting {spec.name} {cfg} to {root} ...", file=sys.stderr)
-    manifest, _ = export_plan(spec, root / "plan", cfg)
-    build_engines(manifest, root / "engines", "ort")
-    return manifest, root / "plan", root / "engines"
+            return (ModelSpec(SMALL_MODEL_NAME, dict(SMALL_MODEL_OVERRIDES), str(ROOT / SMALL_MODEL_CHECKPOINT)),
+                    ExportConfig(k=2, levels=8))
+        return ModelSpec(f"{args.model}_patch16_224"), ExportConfig(k=3, levels=3)
+
+    return bench_plan(args.plan, args.engines, make, "janus-bench-serving-")
 
 
 def _default_tails(manifest) -> list[str]:
