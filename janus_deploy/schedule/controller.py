@@ -217,10 +217,10 @@ class Controller:
     def rtt_estimate(self) -> float:
         return self.config.rtt_cold_ms if self.config.rtt_fixed else self.rtt.estimate()
 
-    def offloading(self, t: float) -> bool:
-        """False while the breaker is open or after a 401/403."""
-        b = self.breaker
-        return self.config_error is None and b.open_until is None
+    @property
+    def offloading(self) -> bool:
+        """False while the breaker is open (until a probe succeeds) or after a 401/403."""
+        return self.config_error is None and self.breaker.open_until is None
 
     def decide(self, t: float) -> Choice:
         """The decision for a request starting at ``t``."""
@@ -232,7 +232,7 @@ class Controller:
         if cfg.system == "janus-deploy" and cfg.deflate and not self.estimator.discounts_error:
             bw = est / (1.0 + err)
         reason = "scheduler"
-        if not self.offloading(t):
+        if not self.offloading:
             bw, reason = 0.0, ("unauthorized" if self.config_error else "breaker-open")
         try:
             if cfg.system in ("device-only", "cloud-only", "mixed"):
