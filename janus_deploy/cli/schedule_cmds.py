@@ -259,14 +259,17 @@ def replay_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Feed a run's recorded observations to the controller (the simulator's path) and check that
-    it makes the same decisions; the mismatches (if any) say where and why the edge chose."""
+    it makes the same decisions; the mismatches (if any) say where and why the edge chose.
+    Exits 1 when a decision is not reproduced."""
     from janus_deploy.sim.simulator import replay_log
 
     out = replay_log(run_log)
+    share = out["decisions_reproduced"]
     if as_json:
         typer.echo(json.dumps(out, indent=1, default=str))
+        if share is not None and share < 1.0:
+            raise typer.Exit(1)
         return
-    share = out["decisions_reproduced"]
     con = _console()
     con.print(f"{out['requests']} controller decisions in {run_log} "
               f"({out['log_requests'] - out['requests']} forced or failed requests not counted)")
@@ -277,6 +280,8 @@ def replay_cmd(
     con.print(f"[{colour}]verdict: {share:.1%} of the decisions reproduced by the simulator's controller[/]")
     for m in out["mismatches"]:
         con.print(f"  t={m['t']:.3f} s: recorded {m['recorded'].get('label')}, replayed {m['replayed']}")
+    if share < 1.0:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
