@@ -2,19 +2,23 @@
 """Re-run the trace-driven evaluation of docs/reproduction.md and print its tables (markdown).
 
 Every number comes from a ``janus-deploy simulate ... --json`` command, printed above its table.
-Run from the repository root (takes a few minutes on 2 cores):
+Run from the repository root; the cells run in parallel, ``--jobs`` at a time (default: every
+core), and are printed in the same order whatever the number of jobs:
 
     .venv/bin/python tools/reproduce_paper.py > /tmp/repro.md
     .venv/bin/python tools/reproduce_paper.py --only lte:driving   # one cell
+    .venv/bin/python tools/reproduce_paper.py --jobs 1             # one cell at a time
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +59,19 @@ def run(cmd: list[str]) -> dict:
     return json.loads(out.stdout)
 
 
+def run_all(cmds: list[list[str]], jobs: int, runner=None) -> list[dict]:
+    """``runner(cmd)`` (default :func:`run`) of every command, ``jobs`` processes at a time; the
+    results in the order of ``cmds`` (each cell is its own ``janus-deploy simulate`` process, so
+    the threads here only wait on them)."""
+    runner = runner or run
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    if jobs == 1:
+        return [runner(c) for c in cmds]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(runner, cmds))
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
@@ -85,20 +102,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="a network (5g) or net:scenario (lte:driving)")
     ap.add_argument("--settings", default="paper,paper-fp32-frame,deploy")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="cells simulated at once (default: every core)")
     args = ap.parse_args()
+    if args.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {args.jobs}")
     nets = ["lte", "5g"]
     scenarios = SCENARIOS
     if args.only:
         n, _, s = args.only.partition(":")
         nets, scenarios = [n], [s] if s else SCENARIOS
+    grid = [(setting, net, sc) for setting in args.settings.split(",") for net in nets for sc in scenarios]
+    results = iter(run_all([command(net, sc, setting) for setting, net, sc in grid], args.jobs))
     for setting in args.settings.split(","):
         for net in nets:
             cells = {}
             print(f"\n#### {net.upper()}, setting `{setting}`\n")
             for sc in scenarios:
-                cmd = command(net, sc, setting)
-                print(f"    {shlex.join(cmd)}")
-                cells[sc] = run(cmd)
+                print(f"    {shlex.join(command(net, sc, setting))}")
+                cells[sc] = next(results)
             print()
             print(table(net, setting, cells))
             sys.stdout.flush()
