@@ -155,6 +155,8 @@ def simulate_cmd(
     trace_start: float = typer.Option(0.0, "--trace-start", help="Start the trace this many seconds in."),
     trace_seconds: Optional[float] = typer.Option(None, "--trace-seconds",
                                                   help="Use only this many seconds of the trace (a shorter pass)."),
+    jobs: int = typer.Option(1, "--jobs", help="Simulate the systems in this many processes at once "
+                             "(0: one per core)."),
 ) -> None:
     """Trace-driven simulation of Janus and the baselines."""
     from janus_deploy.cli.common import err_console, format_seconds, print_chunked, progress_bars
@@ -167,6 +169,9 @@ def simulate_cmd(
     _choice(trace_format, FORMATS, "trace format")
     if sample_interval <= 0:
         raise CliError(f"--sample-interval must be > 0 s, got {sample_interval}")
+    if jobs < 0:
+        raise CliError(f"--jobs must be >= 0 (0: one per core), got {jobs}")
+    jobs = jobs or (os.cpu_count() or 1)
     if plot:
         from janus_deploy import check_output_path
 
@@ -206,7 +211,7 @@ def simulate_cmd(
                 total = e.low
             update(system, done, total, "" if total is not None else f"of about {e.low:,} to {e.high:,}")
 
-        results = simulate(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace, progress=show)
+        results = simulate(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace, progress=show, jobs=jobs)
     plots = []
     if plot:
         from janus_deploy.sim.plots import plot_all

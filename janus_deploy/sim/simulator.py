@@ -422,12 +422,34 @@ def long_run_warning(estimates: dict[str, RequestEstimate], threshold: int | Non
 
 
 def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
-             accuracy: Any = None, ping: Trace | None = None, progress: ProgressFn | None = None
-             ) -> dict[str, SystemResult]:
+             accuracy: Any = None, ping: Trace | None = None, progress: ProgressFn | None = None,
+             jobs: int = 1) -> dict[str, SystemResult]:
     """Run every system of ``config`` over ``trace``; results keyed by system name.
     ``progress(system, done, total)`` is called every :data:`PROGRESS_EVERY` requests and when a
-    system finishes (``total`` is None while unknown: time-driven runs without ``requests``)."""
+    system finishes (``total`` is None while unknown: time-driven runs without ``requests``).
+    ``jobs`` > 1 runs the systems in that many processes (each system's run is independent: the
+    same results as one at a time; ``progress`` is then called only when a system finishes)."""
     _check_inputs(trace, config, ping)
+    if jobs < 1:
+        raise SimulationError(f"--jobs must be >= 1, got {jobs}")
+    if jobs > 1 and len(config.systems) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(config.systems))) as pool:
+            futures = {s: pool.submit(_simulate_system, trace, edge, cloud, config, accuracy, ping, s)
+                       for s in config.systems}
+            results = {}
+            for system, fut in futures.items():
+                results[system] = fut.result()
+                if progress is not None:
+                    progress(system, len(results[system].log), len(results[system].log))
+        return results
+    return {s: _simulate_system(trace, edge, cloud, config, accuracy, ping, s, progress) for s in config.systems}
+
+
+def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, accuracy: Any,
+                     ping: Trace | None, system: str, progress: ProgressFn | None = None) -> SystemResult:
+    """One system's run of :func:`simulate` (a top-level function: it runs in worker processes)."""
     deploy, paper = _schedulers(edge, cloud, config, accuracy)
     cold = config.cold_start_mbps if config.cold_start_mbps is not None else trace.mean()
     rtt_cold = ping.median() if ping is not None else config.rtt_ms
@@ -436,20 +458,17 @@ def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
     else:
         total = config.requests
     runner = _run_paper if config.paper_mode else _run_time_driven
-    results: dict[str, SystemResult] = {}
-    for system in config.systems:
-        ctrl = Controller(deploy, config.controller.with_(system=system, cold_start_mbps=cold,
-                                                          rtt_cold_ms=rtt_cold), paper)
+    ctrl = Controller(deploy, config.controller.with_(system=system, cold_start_mbps=cold,
+                                                      rtt_cold_ms=rtt_cold), paper)
 
-        def tick(i: int, system: str = system) -> None:
-            if progress is not None and i % PROGRESS_EVERY == 0:
-                progress(system, i, total)
+    def tick(i: int) -> None:
+        if progress is not None and i % PROGRESS_EVERY == 0:
+            progress(system, i, total)
 
-        log = runner(ctrl, trace, ping, config, tick)
-        if progress is not None:
-            progress(system, len(log), len(log))
-        results[system] = SystemResult(system, metrics(log, config.sla_ms, config.paper_mode), log)
-    return results
+    log = runner(ctrl, trace, ping, config, tick)
+    if progress is not None:
+        progress(system, len(log), len(log))
+    return SystemResult(system, metrics(log, config.sla_ms, config.paper_mode), log)
 
 
 # --------------------------------------------------------------------------- replay
