@@ -119,8 +119,8 @@ def run_demo(
         from janus_deploy.triton.repository import ExportOptions, export_repository
         from janus_deploy.triton.server import TritonServer
 
-        export_repository(manifest, out / "engines", out / "triton-repository", ExportOptions(platform="python"),
-                          force=True)
+        export_repository(manifest, out / "engines", out / "triton-repository", ExportOptions(platform="python", fuse=False),
+                          force=True)  # every tail: fused would be one process per tail and codec
         cloud_server: Any = TritonServer(out / "triton-repository", http_port=0)
     else:
         cloud_server = BackgroundServer(create_app(out / "plan", out / "engines", preload=True))

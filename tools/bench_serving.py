@@ -118,7 +118,7 @@ def _start_triton(manifest, engines, tails, args):
                          threads=args.triton_threads, max_queue_delay_us=args.triton_delay_us,
                          preferred=tuple(int(x) for x in args.triton_preferred.split(",") if x),
                          max_batch=args.triton_max_batch, codecs=("fp16",), dynamic=not args.no_batching,
-                         fuse=args.triton_fuse)
+                         fuse=not args.triton_ensembles)
     export_repository(manifest, engines, repo, opts)
     srv = TritonServer(repo, http_port=0)
     t = time.perf_counter()
@@ -127,7 +127,7 @@ def _start_triton(manifest, engines, tails, args):
     from janus_deploy.triton.repository import read_repository
 
     meta = read_repository(repo)
-    srv.batched_models = set(meta["tails"] if args.triton_fuse else meta["segments"])
+    srv.batched_models = set(meta["tails"] if not args.triton_ensembles else meta["segments"])
     return srv, repo
 
 
@@ -293,7 +293,9 @@ def main() -> None:
     ap.add_argument("--triton-preferred", default="")
     ap.add_argument("--triton-max-batch", type=int, default=64)
     ap.add_argument("--no-batching", action="store_true", help="Triton without dynamic batching")
-    ap.add_argument("--triton-fuse", action="store_true", help="one python model per tail (export-triton --fuse)")
+    ap.add_argument("--triton-ensembles", action="store_true",
+                    help="Triton repository as ensembles of per-step models (export-triton --ensembles); "
+                         "default: the fused tails, export-triton's default")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
 
@@ -339,7 +341,7 @@ def main() -> None:
             "triton": {"instances": args.triton_instances, "threads": args.triton_threads,
                        "max_queue_delay_us": args.triton_delay_us, "preferred": args.triton_preferred,
                        "max_batch": args.triton_max_batch, "dynamic_batching": not args.no_batching,
-                       "fuse": args.triton_fuse}}
+                       "fuse": not args.triton_ensembles}}
     if args.json:
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"| server | clients | req/s | p50 ms | p99 ms | server CPU ms/req | server PSS MB | mean batch | errors |")

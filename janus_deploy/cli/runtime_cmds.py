@@ -102,7 +102,7 @@ def serve(
 def _triton_options(threads: int):
     from janus_deploy.triton.repository import ExportOptions
 
-    return ExportOptions(platform="python", threads=threads or 1)
+    return ExportOptions(platform="python", threads=threads or 1, fuse=False)  # every tail: ensembles bound the processes
 
 
 def read_token(token: str | None, token_file: Path | None) -> str | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,9 @@ class ExportOptions:
     own tensors: for object stores, which have no links). ``tails``: export only these tails.
     ``fuse`` (python platform): each ``janus_L{l}_S{s}[_{codec}]`` is one python model running the
     ensemble's graphs in one stub process instead of an ensemble of per-step models (no process
-    hop per step; each tail holds its own sessions, so more memory)."""
+    hop per step; each tail holds its own sessions, so more memory). None (the default): fused
+    tails on the python platform (the layout that meets the serving target against the built-in
+    server, ``docs/benchmarks.md``), ensembles on the in-process platforms; False: ensembles."""
 
     platform: str = "auto"
     codec: str = DEFAULT_CODEC
@@ -75,7 +77,7 @@ class ExportOptions:
     threads: int = 1
     weights: str = "link"
     tails: tuple[str, ...] = ()  # only these janus_L{l}_S{s} (and what they run); empty: every tail
-    fuse: bool = False  # python platform: one model per tail running its decode + segments in one stub
+    fuse: bool | None = None  # one model per tail running decode + segments in one stub; None: on python
 
 
 @dataclass
@@ -191,6 +193,8 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
     engines = read_engines_file(engine_dir, manifest)
     platform, kind = _resolve(options, engines)
     _check_options(options, engines, platform)
+    if options.fuse is None:  # the default layout: fused tails where the platform has a process hop per step
+        options = replace(options, fuse=platform == "python")
     out = Path(out)
     if out.exists():
         if not out.is_dir():

@@ -307,7 +307,7 @@ def serve(plan_dir: str | Path, engine_dir: str | Path, *, host: str = "127.0.0.
         if repository is None:
             tmp = Path(tempfile.mkdtemp(prefix="janus-triton-repo-"))
         repo = Path(repository) if repository is not None else tmp / "repository"
-        export_repository(manifest, engine_dir, repo, options or ExportOptions(platform="python"))
+        export_repository(manifest, engine_dir, repo, options or ExportOptions(platform="python", fuse=False))
     srv = TritonServer(repo, host=host, http_port=port, grpc_port=grpc_port, metrics_port=metrics_port, token=token,
                        http_threads=http_threads)
     stop = threading.Event()

@@ -61,7 +61,8 @@ def local(small):
 @pytest.fixture(scope="module")
 def repo(small, tmp_path_factory):
     manifest, _, engines = small
-    return export_repository(manifest, engines, tmp_path_factory.mktemp("repo") / "r", ExportOptions(platform="python"))
+    return export_repository(manifest, engines, tmp_path_factory.mktemp("repo") / "r",
+                             ExportOptions(platform="python", fuse=False))
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +281,22 @@ def test_parity_with_builtin_http_binary_and_json(small, triton, builtin, payloa
                     assert got.shape == want.shape == (2, small[0].model["num_classes"])
                     worst = max(worst, float(np.abs(got - want).max()))
     assert worst <= TOL, worst
+
+
+def test_default_layout_is_fused_on_python_ensembles_elsewhere(small, tmp_path):
+    """The python platform's default is the fused tails (one model per tail, no segment or decode
+    models); fuse=False gives ensembles; the in-process onnxruntime backend defaults to ensembles."""
+    manifest, _, engines = small
+    tails = ("janus_L0_S0", "janus_L1_S2")
+    fused = export_repository(manifest, engines, tmp_path / "d", ExportOptions(platform="python", tails=tails))
+    assert fused.segments == [] and fused.decoders == [] and fused.options["fuse"] is True
+    assert all(_parse(fused.path / n / "config.pbtxt").backend == "python" for n in fused.tails)
+    ens = export_repository(manifest, engines, tmp_path / "e", ExportOptions(platform="python", tails=tails,
+                                                                             fuse=False))
+    assert ens.segments and ens.options["fuse"] is False
+    assert all(_parse(ens.path / n / "config.pbtxt").platform == "ensemble" for n in ens.tails)
+    ort = export_repository(manifest, engines, tmp_path / "o", ExportOptions(platform="onnxruntime", tails=tails))
+    assert ort.segments and ort.options["fuse"] is False
 
 
 def test_fused_tails_match_builtin(small, repo, builtin, payloads, tmp_path):
