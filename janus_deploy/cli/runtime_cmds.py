@@ -14,13 +14,13 @@ from janus_deploy.runtime import limits as _L
 from janus_deploy.schedule.controller import ControllerConfig as _C
 
 
-def _require(module: str, extra: str = "serve") -> None:
+def _require(module: str) -> None:
     import importlib
 
     try:
         importlib.import_module(module)
-    except ImportError:
-        raise JanusError(f"this command needs {module}: pip install 'janus-deploy[{extra}]'") from None
+    except ImportError:  # a base dependency (pyproject.toml): only an install with --no-deps lacks it
+        raise JanusError(f"this command needs {module}: pip install 'janus-deploy' (it is a dependency)") from None
 
 
 def serve(
