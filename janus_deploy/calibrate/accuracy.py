@@ -19,7 +19,7 @@ import numpy as np
 
 from janus_deploy import JanusError, read_json
 from janus_deploy.images import ImageError, list_images, load_frame, normalize
-from janus_deploy.levels import POLICIES, LevelKey
+from janus_deploy.levels import LevelKey
 from janus_deploy.profile.schema import AccuracyDoc, validate_doc
 
 KIND = "janus-deploy/accuracy"

@@ -40,10 +40,9 @@ from janus_deploy.plan.manifest import Manifest
 from janus_deploy.profile.table import Profile, load_profile
 from janus_deploy.report import RUN_LOG_KIND, RUN_LOG_VERSION, dumps_line, run_report
 from janus_deploy.runtime.transport import Exchange, Transport, TransportError, TransportOptions
-from janus_deploy.schedule.controller import (Choice, Controller, ControllerConfig, ControllerError, Observation,
-                                              build_controller)
-from janus_deploy.wire.codecs import Codec, compress, encode_tokens, get_codec
+from janus_deploy.schedule.controller import Choice, ControllerConfig, ControllerError, Observation, build_controller
 from janus_deploy.triton import dialect
+from janus_deploy.wire.codecs import Codec, compress, encode_tokens, get_codec
 from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request, model_name
 
 DEFAULT_COLD_START_MBPS = 100.0
@@ -441,7 +440,7 @@ class EdgeRuntime:
         finally:
             self._log.close()
 
-    def __enter__(self) -> "EdgeRuntime":
+    def __enter__(self) -> EdgeRuntime:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -150,7 +150,7 @@ class BodyBudget:
         self.used -= n
         self._wake()
 
-    def ticket(self) -> "Ticket":
+    def ticket(self) -> Ticket:
         return Ticket(self)
 
     def _wake(self) -> None:

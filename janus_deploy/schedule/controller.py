@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from janus_deploy import JanusError
@@ -71,7 +71,7 @@ class ControllerConfig:
     breaker_open_s: float = 1.0
     breaker_max_open_s: float = 30.0
 
-    def validate(self) -> "ControllerConfig":
+    def validate(self) -> ControllerConfig:
         def bad(msg: str) -> ControllerError:
             return ControllerError(msg)
 
@@ -99,11 +99,11 @@ class ControllerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ControllerConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ControllerConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known}).validate()
 
-    def with_(self, **changes: Any) -> "ControllerConfig":
+    def with_(self, **changes: Any) -> ControllerConfig:
         return replace(self, **changes).validate()
 
 
@@ -135,7 +135,7 @@ class Observation:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Observation":
+    def from_dict(cls, d: dict[str, Any]) -> Observation:
         if d.get("kind") not in OBSERVATION_KINDS:
             raise ControllerError(f"observation kind {d.get('kind')!r} is not one of {', '.join(OBSERVATION_KINDS)}")
         known = {f.name for f in fields(cls)}

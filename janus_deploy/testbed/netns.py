@@ -206,7 +206,7 @@ class Netns:
         self.created = False
         self._procs: list[subprocess.Popen] = []
 
-    def up(self) -> "Netns":
+    def up(self) -> Netns:
         net = _free_subnet()
         a, b = list(net.hosts())[:2]
         self.host_ip, self.ns_ip = str(a), str(b)
@@ -244,7 +244,7 @@ class Netns:
             run_cmd(["ip", "link", "delete", self.host_if], check=False)
         self.created = False
 
-    def __enter__(self) -> "Netns":
+    def __enter__(self) -> Netns:
         try:
             return self.up()
         except BaseException:

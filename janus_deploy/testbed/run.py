@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,7 @@ from janus_deploy import JanusError
 from janus_deploy.net.traces import MBPS, MS, Trace
 from janus_deploy.report import REPORT_KEYS, report_differences
 from janus_deploy.schedule.controller import ControllerConfig
-from janus_deploy.testbed.netns import (KernelDelay, KernelLink, Netns, TestbedError, check_privileges,
-                                        netem_available, stop_process, sweep_stale)
+from janus_deploy.testbed.netns import KernelDelay, KernelLink, Netns, TestbedError, check_privileges, netem_available, stop_process, sweep_stale
 
 SERVER_PORT = 8000
 CALIBRATION_REQUESTS = 30
@@ -100,7 +99,7 @@ class TestbedConfig:
     nice: int | None = None  # scheduling priority of the testbed's processes (None: unchanged)
     server_engine: str = "builtin"  # builtin | triton (``serve --engine``)
 
-    def validate(self) -> "TestbedConfig":
+    def validate(self) -> TestbedConfig:
         if self.trace.unit != MBPS:
             raise TestbedError(f"--trace needs a throughput trace (Mbit/s); {self.trace.name} is in {self.trace.unit}")
         if not any(v > 0 for v in self.trace.samples):
@@ -575,9 +574,8 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
     info["teardown"] = "namespace, veth pair and qdiscs removed"
     # 3. the simulator over the same window
     if cfg.simulated:
-        from janus_deploy.sim.simulator import SimConfig, simulate
-
         from janus_deploy.runtime.transport import TransportOptions
+        from janus_deploy.sim.simulator import SimConfig, simulate
 
         sim = SimConfig(sla_ms=cfg.sla_ms, systems=("janus-deploy",), requests=cfg.requests, fps=cfg.fps,
                         rtt_ms=0.0, codec=cfg.codec, controller=ctrl, timeout_factor=cfg.timeout_factor,
