@@ -6,7 +6,7 @@ The routes are thin: everything from a request body to a response body is the da
 binary-tensor extension (:mod:`janus_deploy.wire.v2`), optionally compressed
 (``Content-Encoding: zstd``, also gzip/deflate as the Triton client sends).
 
-Needs the [serve] extra (fastapi, uvicorn). Body decompression, parsing, validation and
+Needs fastapi and uvicorn (base dependencies of the runtime install). Body decompression, parsing, validation and
 inference all run in worker threads (bounded by ``concurrency``), so the event loop keeps
 answering health checks while bodies are decoded and models compute. Request bodies held in
 memory are bounded by a byte budget, JSON by its own size limit (it is parsed holding the GIL),

@@ -477,7 +477,7 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
     "user_space", "differences", "targets"}``."""
     from janus_deploy.plan.manifest import Manifest
     from janus_deploy.profile.table import Profile, resolve_profile
-    from janus_deploy.runtime.edge import EdgeRuntime  # noqa: F401 - fail before any namespace without [serve]
+    from janus_deploy.runtime.edge import EdgeRuntime  # noqa: F401 - fail before any namespace is made if the runtime cannot load
 
     cfg.validate()
     check_privileges()
