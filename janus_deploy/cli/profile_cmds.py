@@ -93,7 +93,7 @@ def print_slower(prof) -> None:
     from janus_deploy.levels import LevelKey
     from janus_deploy.profile.dominance import describe
 
-    label = lambda p, a: LevelKey.of(p, a).label  # noqa: E731
+    label = lambda p, a: LevelKey.of(p, a).label  # noqa: E731 - a one-line named lambda reads better than a def here
     lines = [line for lv, flags in zip(prof.levels, prof.slower_than_lighter()) for line in describe(lv, flags, prof.levels, label)]
     if not lines:
         console.print(f"every level is faster on {prof.device_name} than each level with fewer merges")

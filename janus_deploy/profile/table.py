@@ -509,7 +509,7 @@ def token_payload_bytes(tokens: int, dim: int, codec: str) -> int:
 def _model_info(d: Mapping[str, Any] | ModelInfo) -> ModelInfo:
     if isinstance(d, ModelInfo):
         return d
-    return _model_of(validate_doc(ModelDoc, dict(d), "model", ProfileError))  # type: ignore[arg-type]
+    return _model_of(validate_doc(ModelDoc, dict(d), "model", ProfileError))  # type: ignore[arg-type]  # validate_doc is typed BaseModel; here it returns a ModelDoc
 
 
 def profile_from_linear(

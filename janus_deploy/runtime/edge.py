@@ -272,7 +272,7 @@ class EdgeRuntime:
             meas["cloud_ms"] = round(ex.server.get("janus_server_ms", ex.server.get("assumed_server_ms", 0.0)), 3)
             meas["transfer_ms"] = round(ex.network_s * 1e3, 3)
             rec["server"] = ex.server
-            return ex.logits[0]  # type: ignore[index]
+            return ex.logits[0]  # type: ignore[index]  # logits are set when the exchange answered (checked above)
         meas.update(transfer_ms=round(ex.elapsed_s * 1e3, 3), cloud_ms=0.0)
         return self._fallback(level, split, k, nseg, frame, state, ex, rec)
 
@@ -504,7 +504,7 @@ def frames_from_video(path: str | Path, img_size: int, limit: int | None = None)
         return np.asarray(im.resize((img_size, img_size), Image.BILINEAR), dtype=np.uint8)
 
     try:
-        import imageio.v3 as iio  # type: ignore[import-not-found]
+        import imageio.v3 as iio  # type: ignore[import-not-found]  # optional video reader, not a dependency
     except ImportError:
         iio = None
     if iio is not None:
@@ -514,7 +514,7 @@ def frames_from_video(path: str | Path, img_size: int, limit: int | None = None)
             yield f"{p.name}#{i}", resize(fr)
         return
     try:
-        import cv2  # type: ignore[import-not-found]
+        import cv2  # type: ignore[import-not-found]  # optional video reader, not a dependency
     except ImportError:
         raise EdgeError("--video needs a video reader: pip install 'imageio[ffmpeg]' (or "
                         "opencv-python-headless); or extract frames and use --images") from None

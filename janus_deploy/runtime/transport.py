@@ -164,7 +164,7 @@ class Transport:
 
         try:
             r = self._loop.run_until_complete(go())
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - every failure of the exchange, cancellation included, is reported, not raised
             if isinstance(exc, KeyboardInterrupt):
                 raise
             return None, classify(exc)[1]

@@ -239,7 +239,7 @@ class Controller:
                 system = "device-only" if reason != "scheduler" else cfg.system
                 d = self.deploy.baseline(system, bw, rtt)
             elif cfg.system == "janus-paper":
-                d = self.paper.decide(bw)  # type: ignore[union-attr]
+                d = self.paper.decide(bw)  # type: ignore[union-attr]  # self.paper is set whenever system is janus-paper
             else:
                 d = self.deploy.decide(bw, rtt, cfg.margin)
         except SchedulerError as exc:
@@ -255,8 +255,8 @@ class Controller:
             if obs.kind == "transfer":
                 sample = self.estimator.observe(obs.nbytes, obs.seconds)
             elif obs.kind == "rate":
-                self.estimator.observe_rate(float(obs.mbps))  # type: ignore[arg-type]
-                sample = float(obs.mbps)  # type: ignore[arg-type]
+                self.estimator.observe_rate(float(obs.mbps))  # type: ignore[arg-type]  # a rate observation always carries mbps
+                sample = float(obs.mbps)  # type: ignore[arg-type]  # a rate observation always carries mbps
             elif obs.kind == "outage":
                 self.estimator.observe_rate(0.0)
                 sample = 0.0

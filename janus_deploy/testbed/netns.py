@@ -333,7 +333,7 @@ class _Replayer:
         k = 0
         try:
             while not self._stop.is_set():
-                due = self.t0 + k * dt  # type: ignore[operator]
+                due = self.t0 + k * dt  # type: ignore[operator]  # t0 is set before the loop starts
                 wait = due - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     return
