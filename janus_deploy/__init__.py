@@ -7,6 +7,26 @@ class JanusError(Exception):
     """Base class of errors a user can cause; the CLI prints them without a traceback."""
 
 
+# Optional modules -> the extra of pyproject.toml that installs them. `pip install janus-deploy` is
+# the runtime (engines, profile, schedule, simulate, serve, run); export, verify and calibrate
+# re-create the model in PyTorch and need [export].
+EXTRAS = {
+    "torch": "export", "torchvision": "export", "timm": "export", "safetensors": "export",
+    "sklearn": "calib", "matplotlib": "plot", "tritonclient": "triton", "yaml": "triton",
+    "tensorrt": "trt", "pycuda": "trt",
+}
+
+
+def missing_extra_hint(exc: ImportError, what: str = "this") -> str | None:
+    """One line naming the extra to install when ``exc`` is the import of an optional module
+    (``EXTRAS``); None for any other import error (a bug or a broken install: not ours to word)."""
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    extra = EXTRAS.get(name)
+    if extra is None:
+        return None
+    return f"{what} needs {name}, which this install leaves out: pip install 'janus-deploy[{extra}]'"
+
+
 def read_json(path, error: type[JanusError], missing: str) -> object:
     """Parse a contract file (manifest, engines, profile, accuracy table), raising ``error`` with
     ``missing`` (what to do) when the file is absent and a clear message when it is not JSON."""

@@ -71,15 +71,14 @@ def run_demo(
     from janus_deploy.backends.base import SlowedRunner
     from janus_deploy.backends.ort import OrtRunner
     from janus_deploy.calibrate.accuracy import calibrate, save_accuracy
-    from janus_deploy.calibrate.digits import (SMALL_MODEL_CHECKPOINT, SMALL_MODEL_NAME, SMALL_MODEL_OVERRIDES,
-                                               make_digits, write_image_folder)
+    from janus_deploy.calibrate.digits import SMALL_MODEL_CHECKPOINT, SMALL_MODEL_NAME, SMALL_MODEL_OVERRIDES, make_digits, write_image_folder
     from janus_deploy.model import ModelSpec
+    from janus_deploy.net.traces import load_trace
     from janus_deploy.plan import ExportConfig, export_plan
     from janus_deploy.profile.measure import measure_profile
     from janus_deploy.profile.table import save_profile
     from janus_deploy.runtime.edge import EdgeRuntime, frames_from_images
     from janus_deploy.runtime.server import BackgroundServer, create_app
-    from janus_deploy.net.traces import load_trace
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

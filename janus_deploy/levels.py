@@ -31,7 +31,7 @@ class LevelKey:
     alpha: float
 
     @classmethod
-    def of(cls, policy: str, alpha: float) -> "LevelKey":
+    def of(cls, policy: str, alpha: float) -> LevelKey:
         return cls(str(policy), round(float(alpha), 6))
 
     @property

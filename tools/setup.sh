@@ -4,7 +4,7 @@
 # from the local wheel cache on our machines, any other version downloads gigabytes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3.11}
+PY=${PYTHON:-python3.11}  # the full suite runs on 3.11; the package itself supports 3.10 (vermin in .ci/run)
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

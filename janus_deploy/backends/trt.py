@@ -71,7 +71,7 @@ class _Calibrator:
             def get_batch_size(self) -> int:
                 return 1
 
-            def get_batch(self, names_):  # noqa: ARG002
+            def get_batch(self, names_):  # noqa: ARG002 - TensorRT's calibrator protocol passes the names; unused
                 if self.i >= len(self.batches):
                     return None
                 self.dev = [torch.from_numpy(a).cuda() for a in self.batches[self.i]]

@@ -46,7 +46,7 @@ class Tolerance:
     min_top1: float = 1.0
 
     @classmethod
-    def for_precision(cls, precision: str) -> "Tolerance":
+    def for_precision(cls, precision: str) -> Tolerance:
         if precision == "fp16":
             return cls(max_abs=float("inf"), min_cosine=0.999, min_top1=0.9)
         if precision == "int8":

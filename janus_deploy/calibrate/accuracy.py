@@ -19,7 +19,7 @@ import numpy as np
 
 from janus_deploy import JanusError, read_json
 from janus_deploy.images import ImageError, list_images, load_frame, normalize
-from janus_deploy.levels import POLICIES, LevelKey
+from janus_deploy.levels import LevelKey
 from janus_deploy.profile.schema import AccuracyDoc, validate_doc
 
 KIND = "janus-deploy/accuracy"
@@ -48,7 +48,7 @@ def validate_accuracy(data: Any, where: str = "accuracy table") -> dict[str, Any
                             f"reads {FORMAT_VERSION}; re-run `janus-deploy calibrate`")
     doc = validate_doc(AccuracyDoc, data, where, AccuracyError)
     seen: set[LevelKey] = set()
-    for i, lv in enumerate(doc.levels):  # type: ignore[attr-defined]
+    for i, lv in enumerate(doc.levels):  # type: ignore[attr-defined]  # validate_doc is typed BaseModel; here it returns an AccuracyDoc
         at = f"{where}.levels[{i}]"
         key = LevelKey.of(lv.policy, lv.alpha)
         if key in seen:

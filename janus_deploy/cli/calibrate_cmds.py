@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -17,9 +16,9 @@ TASKS = ("digits",)
 def calibrate(
     plan: Path = typer.Argument(..., help="Plan directory written by `janus-deploy export`."),
     out: Path = typer.Option(..., "--out", "-o", help="Accuracy table to write (JSON, kind janus-deploy/accuracy)."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Labelled images: DIR/<class>/<image>; numeric class folder names are the class index, other names are numbered in sorted order from 0."),
-    task: Optional[str] = typer.Option(None, "--task", help="A built-in offline task instead of --images: 'digits' (held-out cluttered sklearn digits; fits the small 64 px ViT of calibration/)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use at most N images (class-balanced prefix)."),
+    images: Path | None = typer.Option(None, "--images", help="Labelled images: DIR/<class>/<image>; numeric class folder names are the class index, other names are numbered in sorted order from 0."),
+    task: str | None = typer.Option(None, "--task", help="A built-in offline task instead of --images: 'digits' (held-out cluttered sklearn digits; fits the small 64 px ViT of calibration/)."),
+    limit: int | None = typer.Option(None, "--limit", help="Use at most N images (class-balanced prefix)."),
     split: str = typer.Option("test", "--split", help="digits task only: test (held out, default) or train."),
     seed: int = typer.Option(0, "--seed", help="digits task only: rendering seed."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
@@ -27,7 +26,8 @@ def calibrate(
 ) -> None:
     """Measure top-1 accuracy and agreement with the unpruned model at every level of a plan."""
     from janus_deploy import JanusError, check_output_path
-    from janus_deploy.calibrate.accuracy import AccuracyError, calibrate as run, load_labelled_folder, save_accuracy
+    from janus_deploy.calibrate.accuracy import AccuracyError, load_labelled_folder, save_accuracy
+    from janus_deploy.calibrate.accuracy import calibrate as run
     from janus_deploy.plan import Manifest
 
     if (images is None) == (task is None):

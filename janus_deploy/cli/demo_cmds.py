@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,7 +15,7 @@ def demo(
     sla: float = typer.Option(100.0, help="Latency SLA in ms."),
     levels: int = typer.Option(8, min=1, help="Pruning levels to export."),
     k: int = typer.Option(2, min=1, help="Split-point density k (Eq. 3)."),
-    trace: Optional[str] = typer.Option(None, help="Uplink trace to replay (default: the shipped LTE driving trace)."),
+    trace: str | None = typer.Option(None, help="Uplink trace to replay (default: the shipped LTE driving trace)."),
     sample_interval: float = typer.Option(0.05, help="Seconds per trace sample."),
     runs: int = typer.Option(20, min=1, help="Timed runs per engine when profiling."),
     edge_slowdown: float = typer.Option(8.0, min=1.0, help="Emulate an edge device this many times slower than this machine (edge and cloud share it on loopback)."),

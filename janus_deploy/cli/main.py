@@ -7,7 +7,7 @@ import importlib
 
 import typer
 
-from janus_deploy import JanusError, __version__
+from janus_deploy import JanusError, __version__, missing_extra_hint
 
 app = typer.Typer(
     name="janus-deploy",
@@ -53,28 +53,30 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
-def _friendly(fn):
-    """Print user errors (JanusError) in one red line and exit 2; --debug shows the traceback."""
+def _friendly(fn, name: str = "this command"):
+    """Print user errors (JanusError, and a missing optional dependency: which extra to install)
+    in one red line and exit 2; --debug shows the traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except JanusError as exc:
-            if _state["debug"]:
+        except (JanusError, ImportError) as exc:
+            message = missing_extra_hint(exc, f"`janus-deploy {name}`") if isinstance(exc, ImportError) else str(exc)
+            if _state["debug"] or message is None:
                 raise
             from rich.console import Console
             from rich.markup import escape
 
             # soft_wrap: a message is never hard-wrapped at the terminal width (greppable, testable)
-            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
             raise typer.Exit(2) from None
 
     return wrapper
 
 
 for _cmd in app.registered_commands:
-    _cmd.callback = _friendly(_cmd.callback)
+    _cmd.callback = _friendly(_cmd.callback, _cmd.name or _cmd.callback.__name__.replace("_", "-"))
 
 
 def main(argv: list[str] | None = None) -> None:

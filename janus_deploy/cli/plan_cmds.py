@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
 
-from janus_deploy.cli.common import (console, err_console, narrow_table, parse_overrides, print_chunked, print_json,
-                                     progress_bar)
+from janus_deploy.cli.common import console, err_console, narrow_table, parse_overrides, print_chunked, print_json, progress_bar
 from janus_deploy.levels import LevelKey
 
 
 def export(
     model: str = typer.Option(..., "--model", "-m", help="timm model name (vit_*/deit_*), e.g. vit_tiny_patch16_224."),
     out: Path = typer.Option(..., "--out", "-o", help="Plan directory to write (created; re-running reuses unchanged graphs and resumes an interrupted export)."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Local checkpoint (.safetensors/.pth/.pt). Never downloads; without one the model is randomly initialised with a fixed seed."),
-    img_size: Optional[int] = typer.Option(None, help="Input resolution (e.g. 224 or 384); default: the model's."),
+    checkpoint: Path | None = typer.Option(None, help="Local checkpoint (.safetensors/.pth/.pt). Never downloads; without one the model is randomly initialised with a fixed seed."),
+    img_size: int | None = typer.Option(None, help="Input resolution (e.g. 224 or 384); default: the model's."),
     k: int = typer.Option(3, help="Split-point density k of Eq. 3 (paper: 5 for 24 blocks)."),
-    levels: Optional[int] = typer.Option(None, help="Number of pruning levels, evenly spaced in [0, alpha_max] (default 8 unless --alpha-step)."),
-    alpha_step: Optional[float] = typer.Option(None, help="Pruning level step t (paper: 0.01); alternative to --levels."),
+    levels: int | None = typer.Option(None, help="Number of pruning levels, evenly spaced in [0, alpha_max] (default 8 unless --alpha-step)."),
+    alpha_step: float | None = typer.Option(None, help="Pruning level step t (paper: 0.01); alternative to --levels."),
     policy: str = typer.Option("exponential", help="Pruning policy: exponential (Janus), linear, or constant (ToMe r)."),
-    baseline_r: Optional[int] = typer.Option(None, help="Also export ToMe's constant-r level for the baselines (paper: 23 for ViT-L@384)."),
+    baseline_r: int | None = typer.Option(None, help="Also export ToMe's constant-r level for the baselines (paper: 23 for ViT-L@384)."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
-    override: Optional[list[str]] = typer.Option(None, "--set", help="Extra timm constructor argument key=value (repeatable), e.g. --set num_classes=10."),
+    override: list[str] | None = typer.Option(None, "--set", help="Extra timm constructor argument key=value (repeatable), e.g. --set num_classes=10."),
     force: bool = typer.Option(False, "--force", help="Replace another model's plan (or write into a folder of other files) at --out."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON (plan folder, hash, levels, segments, graphs)."),
 ) -> None:
@@ -66,9 +64,9 @@ def build_engines(
     plan: Path = typer.Argument(..., help="Plan directory written by `janus-deploy export`."),
     out: Path = typer.Option(..., "--out", "-o", help="Engine directory to write."),
     backend: str = typer.Option("ort", help="ort (ONNX Runtime, embedded default) or trt (TensorRT 10, NVIDIA GPUs)."),
-    precision: Optional[str] = typer.Option(None, help="fp32 | fp16 | int8 (default: fp32 for ort, fp16 for trt)."),
+    precision: str | None = typer.Option(None, help="fp32 | fp16 | int8 (default: fp32 for ort, fp16 for trt)."),
     device: str = typer.Option("cpu", help="ort only: cpu or cuda execution provider."),
-    device_name: Optional[str] = typer.Option(None, help="A name for this device, recorded with the engines (e.g. jetson-orin-nano)."),
+    device_name: str | None = typer.Option(None, help="A name for this device, recorded with the engines (e.g. jetson-orin-nano)."),
     graphs: str = typer.Option("level", help="ort only: 'level' (one session per level and segment; fastest) or 'level-free' (one session per segment serving every merging level, plus level 0's; memory does not grow with the number of levels, merging levels run a few percent slower; see docs/engines.md)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON (engine folder, backend, precision, engines, seconds)."),
 ) -> None:
@@ -99,18 +97,18 @@ def build_engines(
 
 def verify(
     plan: Path = typer.Argument(..., help="Plan directory."),
-    engines: Optional[Path] = typer.Option(None, help="Engine directory to check (default: both graph families of the plan, per-level and level-free, in ONNX Runtime on the CPU)."),
-    images: Optional[Path] = typer.Option(None, help="Folder of images to check with (default: synthetic frames)."),
+    engines: Path | None = typer.Option(None, help="Engine directory to check (default: both graph families of the plan, per-level and level-free, in ONNX Runtime on the CPU)."),
+    images: Path | None = typer.Option(None, help="Folder of images to check with (default: synthetic frames)."),
     num_images: int = typer.Option(4, min=1, help="How many images (synthetic, or the first N of --images)."),
-    save_references: Optional[Path] = typer.Option(None, help="Write per-segment reference inputs/outputs as Polygraphy JSON here."),
+    save_references: Path | None = typer.Option(None, help="Write per-segment reference inputs/outputs as Polygraphy JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
 ) -> None:
     """Check every level's segment chain against PyTorch and the level's unsplit graph; non-zero exit beyond tolerance."""
     from janus_deploy.backends import EngineError, load_runner, read_engines_file
     from janus_deploy.backends.ort import GRAPHS, OrtRunner
+    from janus_deploy.backends.verify import Tolerance, check_engines, reports_to_dicts, verify_runners
     from janus_deploy.images import frames_for, normalize
     from janus_deploy.plan import Manifest
-    from janus_deploy.backends.verify import Tolerance, check_engines, reports_to_dicts, verify_runners
 
     manifest = Manifest.load(plan)
     if engines is not None:
@@ -172,7 +170,7 @@ VERIFY_LEGEND = ("level: α (exponential), linN (linear), rN (ToMe's constant r)
 
 def inspect(
     plan: Path = typer.Argument(..., help="Plan directory."),
-    profile: Optional[Path] = typer.Option(None, "--profile", help="A profile of this plan: also print each level's device-only latency and the levels slower than a level with fewer merges."),
+    profile: Path | None = typer.Option(None, "--profile", help="A profile of this plan: also print each level's device-only latency and the levels slower than a level with fewer merges."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON."),
 ) -> None:
     """Summarise a plan: levels, token schedules, candidates, payload per split, files and sizes."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -14,15 +13,15 @@ from janus_deploy.cli.common import console, print_json, progress_bar
 def profile(
     plan: Path = typer.Argument(..., help="Plan directory."),
     out: Path = typer.Option(..., "--out", "-o", help="Profile JSON to write."),
-    engines: Optional[Path] = typer.Option(None, help="Engine directory (from build-engines); required unless --from-linear."),
+    engines: Path | None = typer.Option(None, help="Engine directory (from build-engines); required unless --from-linear."),
     device_name: str = typer.Option(..., help="Name of this device, e.g. jetson-orin-nano or cloud-v100."),
     warmup: int = typer.Option(5, min=0, help="Untimed runs before measuring each engine."),
     runs: int = typer.Option(30, min=1, help="Timed runs per engine."),
     threads: int = typer.Option(0, min=0, help="Intra-op threads (0 = the runtime's default)."),
     edge_slowdown: float = typer.Option(1.0, "--edge-slowdown", min=1.0, help="Emulate a device this many times slower than this machine (as the demo does for its edge; pass the same factor to `run`)."),
-    images: Optional[Path] = typer.Option(None, help="Folder of images for the codec measurements (default: synthetic frames)."),
+    images: Path | None = typer.Option(None, help="Folder of images for the codec measurements (default: synthetic frames)."),
     num_images: int = typer.Option(8, min=1, help="Images used for codec agreement."),
-    from_linear: Optional[str] = typer.Option(None, help="Synthesise instead of measuring: per-block latency 'a,b' = a + b*tokens ms (e.g. 0.41,0.0235)."),
+    from_linear: str | None = typer.Option(None, help="Synthesise instead of measuring: per-block latency 'a,b' = a + b*tokens ms (e.g. 0.41,0.0235)."),
     as_json: bool = typer.Option(False, "--json", help="Print the consistency report as JSON (with --from-linear: the profile written)."),
 ) -> None:
     """Measure every (level, segment) engine into a latency profile, with payload codecs and a linear fit."""
@@ -94,7 +93,7 @@ def print_slower(prof) -> None:
     from janus_deploy.levels import LevelKey
     from janus_deploy.profile.dominance import describe
 
-    label = lambda p, a: LevelKey.of(p, a).label  # noqa: E731
+    label = lambda p, a: LevelKey.of(p, a).label  # noqa: E731 - a one-line named lambda reads better than a def here
     lines = [line for lv, flags in zip(prof.levels, prof.slower_than_lighter()) for line in describe(lv, flags, prof.levels, label)]
     if not lines:
         console.print(f"every level is faster on {prof.device_name} than each level with fewer merges")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,13 +13,13 @@ from janus_deploy.runtime import limits as _L
 from janus_deploy.schedule.controller import ControllerConfig as _C
 
 
-def _require(module: str, extra: str = "serve") -> None:
+def _require(module: str) -> None:
     import importlib
 
     try:
         importlib.import_module(module)
-    except ImportError:
-        raise JanusError(f"this command needs {module}: pip install 'janus-deploy[{extra}]'") from None
+    except ImportError:  # a base dependency (pyproject.toml): only an install with --no-deps lacks it
+        raise JanusError(f"this command needs {module}: pip install 'janus-deploy' (it is a dependency)") from None
 
 
 def serve(
@@ -29,13 +28,13 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (default: loopback only)."),
     port: int = typer.Option(8000, help="TCP port."),
     max_loaded: int = typer.Option(128, "--max-loaded", help="Most (level, segment) engine sessions kept resident (LRU)."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="JANUS_TOKEN",
+    token: str | None = typer.Option(None, "--token", envvar="JANUS_TOKEN",
                                         help="Require 'Authorization: Bearer TOKEN' (health endpoints stay open)."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Larger request bodies (also after decompression) get 413."),
-    concurrency: Optional[int] = typer.Option(None, help="Inferences running at once (default: CPU count)."),
+    concurrency: int | None = typer.Option(None, help="Inferences running at once (default: CPU count)."),
     threads: int = typer.Option(0, help="Intra-op threads per engine session (0 = runtime default)."),
     body_timeout: float = typer.Option(60.0, "--body-timeout", help="Seconds a request body may take to arrive (408 after)."),
-    token_file: Optional[Path] = typer.Option(None, "--token-file", help="Read the bearer token from this file (the way: --token is visible in the process list)."),
+    token_file: Path | None = typer.Option(None, "--token-file", help="Read the bearer token from this file (the way: --token is visible in the process list)."),
     max_json_mb: float = typer.Option(_L.DEFAULT_MAX_JSON_MB, "--max-json-mb", help="Most JSON per request (a JSON-only body, or the JSON header before binary tensors); more gets 413. JSON is parsed holding Python's GIL."),
     max_inflight_mb: float = typer.Option(_L.DEFAULT_MAX_INFLIGHT_MB, "--max-inflight-mb", help="Request bodies held in memory at once; others wait (503 after --body-timeout)."),
     max_connections: int = typer.Option(_L.DEFAULT_MAX_CONNECTIONS, "--max-connections", help="Open connections; past it the connection idle longest is closed for each new one."),
@@ -45,9 +44,9 @@ def serve(
     access_log: bool = typer.Option(False, help="Log every HTTP request."),
     preload: bool = typer.Option(False, help="Check every file against its sha256 and load engines (up to --max-loaded) before serving, instead of on first use."),
     engine: str = typer.Option("builtin", "--engine", help="builtin (this process) | triton (the tritonserver bundled in nvidia-pytriton, docs/scale-out.md)."),
-    grpc_port: Optional[int] = typer.Option(None, "--grpc-port", help="--engine triton: gRPC port (default --port + 1)."),
-    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="--engine triton: Prometheus metrics port (default --port + 2)."),
-    repository: Optional[Path] = typer.Option(None, "--repository", help="--engine triton: repository from `janus-deploy export-triton --platform python` (default: export one to a temporary directory)."),
+    grpc_port: int | None = typer.Option(None, "--grpc-port", help="--engine triton: gRPC port (default --port + 1)."),
+    metrics_port: int | None = typer.Option(None, "--metrics-port", help="--engine triton: Prometheus metrics port (default --port + 2)."),
+    repository: Path | None = typer.Option(None, "--repository", help="--engine triton: repository from `janus-deploy export-triton --platform python` (default: export one to a temporary directory)."),
 ) -> None:
     """Serve a plan's tail models over KServe V2 / Open Inference Protocol (REST, binary tensors)."""
     from janus_deploy.net.ports import check_port_free
@@ -125,35 +124,35 @@ def run(
     engines: Path = typer.Option(..., "--engines", help="Engine directory of this (edge) device."),
     profile: str = typer.Option(..., "--profile", help="Edge profile (file or preset name)."),
     cloud_profile: str = typer.Option(..., "--cloud-profile", help="Cloud profile (file or preset name)."),
-    accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="Accuracy table of this plan (default: prefer the lowest α)."),
+    accuracy: Path | None = typer.Option(None, "--accuracy", help="Accuracy table of this plan (default: prefer the lowest α)."),
     server: str = typer.Option(..., "--server", help="URL of `janus-deploy serve`, e.g. http://10.0.0.2:8000."),
     sla: float = typer.Option(..., "--sla", help="Latency SLA in ms."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images."),
-    video: Optional[Path] = typer.Option(None, "--video", help="Video file (needs imageio or OpenCV)."),
-    synthetic: Optional[int] = typer.Option(None, "--synthetic", help="N synthetic frames."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many frames of --images/--video."),
-    trace: Optional[list[str]] = typer.Option(None, "--trace", help="Bandwidth trace replayed on the upload (file, directory or glob)."),
+    images: Path | None = typer.Option(None, "--images", help="Folder of images."),
+    video: Path | None = typer.Option(None, "--video", help="Video file (needs imageio or OpenCV)."),
+    synthetic: int | None = typer.Option(None, "--synthetic", help="N synthetic frames."),
+    limit: int | None = typer.Option(None, "--limit", help="At most this many frames of --images/--video."),
+    trace: list[str] | None = typer.Option(None, "--trace", help="Bandwidth trace replayed on the upload (file, directory or glob)."),
     trace_format: str = typer.Option("auto", "--trace-format", help="auto | 5g-lte | pensieve | mahimahi"),
     sample_interval: float = typer.Option(1.0, "--sample-interval", help="Seconds per trace sample."),
-    codec: Optional[str] = typer.Option(None, "--codec", help="fp32 | fp16 | fp16-zstd | int8 (default: the profile's)."),
+    codec: str | None = typer.Option(None, "--codec", help="fp32 | fp16 | fp16-zstd | int8 (default: the profile's)."),
     estimator: str = typer.Option(_C.estimator, "--estimator", help="harmonic | ewma | robustmpc"),
     window: int = typer.Option(_C.window, "--window", help="Estimator window (samples)."),
-    cold_start: Optional[float] = typer.Option(None, "--cold-start-mbps", help="Bandwidth assumed before the first transfer (default: trace mean, else 100)."),
-    rtt: Optional[float] = typer.Option(None, "--rtt", help="Fixed RTT (ms) for the scheduler (default: measured)."),
+    cold_start: float | None = typer.Option(None, "--cold-start-mbps", help="Bandwidth assumed before the first transfer (default: trace mean, else 100)."),
+    rtt: float | None = typer.Option(None, "--rtt", help="Fixed RTT (ms) for the scheduler (default: measured)."),
     margin: float = typer.Option(_C.margin, "--margin", help="Fraction of the SLA held back when deciding."),
     rtt_estimate: str = typer.Option(_C.rtt_estimate, "--rtt-estimate", help="RTT estimate over the last RTTs: max | median."),
     no_deflate: bool = typer.Option(False, "--no-deflate", help="Do not deflate the bandwidth estimate by its recent error."),
     breaker_failures: int = typer.Option(_C.breaker_failures, "--breaker-failures", help="Consecutive server failures that stop offloading until a probe succeeds (0 = never)."),
     timeout_factor: float = typer.Option(1.0, "--timeout-factor", help="Cancel the server exchange at SLA x this (then finish locally)."),
-    token: Optional[str] = typer.Option(None, "--token", envvar="JANUS_TOKEN", help="Bearer token of the server (prefer JANUS_TOKEN or --token-file: a command line is visible to other users)."),
-    token_file: Optional[Path] = typer.Option(None, "--token-file", help="Read the bearer token from this file."),
+    token: str | None = typer.Option(None, "--token", envvar="JANUS_TOKEN", help="Bearer token of the server (prefer JANUS_TOKEN or --token-file: a command line is visible to other users)."),
+    token_file: Path | None = typer.Option(None, "--token-file", help="Read the bearer token from this file."),
     probe_interval: float = typer.Option(_C.probe_interval_s, "--probe-interval", help="Probe the uplink after this many seconds without a transfer (0 = never)."),
     edge_slowdown: float = typer.Option(1.0, "--edge-slowdown", min=1.0, help="Emulate an edge this many times slower than this machine (as the demo does; profile with the same factor)."),
     server_wait: float = typer.Option(10.0, "--server-wait", min=0.0, help="Seconds to wait for the server to answer before the first request (it may still be loading)."),
     max_error_share: float = typer.Option(0.0, "--max-error-share", min=0.0, max=1.0, help="Exit 3 when more than this share of requests errored."),
     threads: int = typer.Option(0, help="Intra-op threads per local engine session (0 = default)."),
     preload: bool = typer.Option(False, "--preload", help="Check every engine file's sha256 and load every engine before the first request (else each is checked when first loaded)."),
-    log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per request here (input of `janus-deploy replay`)."),
+    log: Path | None = typer.Option(None, "--log", help="Write one JSON line per request here (input of `janus-deploy replay`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run frames through the edge runtime: decide (α, split), run the head here, the tail on the server."""

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
 from janus_deploy import JanusError
+from janus_deploy.cli.common import controller_config
+from janus_deploy.net.traces import FORMATS, load_ping, load_trace
 from janus_deploy.profile.table import Profile, resolve_profile
 from janus_deploy.schedule.accuracy_view import load_accuracy
-from janus_deploy.cli.common import controller_config
 from janus_deploy.schedule.controller import ControllerConfig as _C
 from janus_deploy.schedule.estimators import ESTIMATORS
 from janus_deploy.schedule.scheduler import MODES, Scheduler
 from janus_deploy.sim.simulator import SYSTEMS, SimConfig, simulate
-from janus_deploy.net.traces import FORMATS, load_ping, load_trace
 
 
 class CliError(JanusError):
@@ -65,14 +65,14 @@ def _fmt(v: Any, nd: int = 3) -> str:
 def schedule_cmd(
     profile: str = typer.Option(..., "--profile", help=_PROFILE_HELP),
     cloud_profile: str = typer.Option(..., "--cloud-profile", help=_CLOUD_HELP),
-    accuracy: Optional[str] = typer.Option(None, "--accuracy", help="Accuracy table JSON."),
+    accuracy: str | None = typer.Option(None, "--accuracy", help="Accuracy table JSON."),
     bandwidth: float = typer.Option(..., "--bandwidth", help="Estimated uplink bandwidth, Mbit/s."),
     rtt: float = typer.Option(0.0, "--rtt", help="Round-trip time, ms (janus-deploy mode)."),
     sla: float = typer.Option(..., "--sla", help="Latency SLA, ms."),
     mode: str = typer.Option("janus-deploy", "--mode", help="paper | janus-deploy"),
-    codec: Optional[str] = typer.Option(None, "--codec", help="Payload codec (default: the profile's)."),
+    codec: str | None = typer.Option(None, "--codec", help="Payload codec (default: the profile's)."),
     margin: float = typer.Option(0.0, "--margin", help="Fraction of the SLA held back (janus-deploy)."),
-    frame_bytes: Optional[int] = typer.Option(None, "--frame-bytes",
+    frame_bytes: int | None = typer.Option(None, "--frame-bytes",
                                               help="Override the bytes sent at s=0 (cloud only)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -123,17 +123,17 @@ def schedule_cmd(
 def simulate_cmd(
     trace: list[str] = typer.Option(..., "--trace", help="Throughput trace: file, directory or "
                                     "glob (repeatable; several are pooled)."),
-    ping: Optional[list[str]] = typer.Option(None, "--ping", help="Ping trace(s) (RTT ms) in the "
+    ping: list[str] | None = typer.Option(None, "--ping", help="Ping trace(s) (RTT ms) in the "
                                              "5G/LTE format; else --rtt is used."),
     rtt: float = typer.Option(0.0, "--rtt", help="Fixed RTT, ms, when no --ping is given."),
     profile: str = typer.Option(..., "--profile", help=_PROFILE_HELP),
     cloud_profile: str = typer.Option(..., "--cloud-profile", help=_CLOUD_HELP),
-    accuracy: Optional[str] = typer.Option(None, "--accuracy", help="Accuracy table JSON."),
+    accuracy: str | None = typer.Option(None, "--accuracy", help="Accuracy table JSON."),
     sla: float = typer.Option(..., "--sla", help="Latency SLA, ms."),
     systems: str = typer.Option(",".join(SYSTEMS), "--systems", help="Comma-separated systems."),
-    requests: Optional[int] = typer.Option(None, "--requests",
+    requests: int | None = typer.Option(None, "--requests",
                                            help="Number of requests (default: one pass of the trace)."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Fixed frame rate (default: back to back)."),
+    fps: float | None = typer.Option(None, "--fps", help="Fixed frame rate (default: back to back)."),
     sample_interval: float = typer.Option(1.0, "--sample-interval",
                                           help="Seconds per trace sample (not in the files)."),
     paper_mode: bool = typer.Option(False, "--paper-mode", help="One trace sample = one request."),
@@ -144,16 +144,16 @@ def simulate_cmd(
                                      f"{_C.rtt_window} RTTs: max | median."),
     no_deflate: bool = typer.Option(False, "--no-deflate", help="janus-deploy: do not deflate the "
                                     "bandwidth estimate by its recent error."),
-    codec: Optional[str] = typer.Option(None, "--codec", help="janus-deploy payload codec."),
-    frame_bytes: Optional[int] = typer.Option(None, "--frame-bytes",
+    codec: str | None = typer.Option(None, "--codec", help="janus-deploy payload codec."),
+    frame_bytes: int | None = typer.Option(None, "--frame-bytes",
                                               help="Override the bytes sent at s=0 (cloud only)."),
     trace_format: str = typer.Option("auto", "--trace-format", help="auto | 5g-lte | pensieve | mahimahi"),
-    run: Optional[int] = typer.Option(None, "--run", help="Use only 'Run <n>' of each 5G/LTE file."),
+    run: int | None = typer.Option(None, "--run", help="Use only 'Run <n>' of each 5G/LTE file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    plot: Optional[str] = typer.Option(None, "--plot", help="Write Fig. 7/8-style PNGs (OUT.png, "
+    plot: str | None = typer.Option(None, "--plot", help="Write Fig. 7/8-style PNGs (OUT.png, "
                                        "OUT-timeseries.png)."),
     trace_start: float = typer.Option(0.0, "--trace-start", help="Start the trace this many seconds in."),
-    trace_seconds: Optional[float] = typer.Option(None, "--trace-seconds",
+    trace_seconds: float | None = typer.Option(None, "--trace-seconds",
                                                   help="Use only this many seconds of the trace (a shorter pass)."),
     jobs: int = typer.Option(1, "--jobs", help="Simulate the systems in this many processes at once "
                              "(0: one per core)."),

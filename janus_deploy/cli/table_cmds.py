@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,22 +15,22 @@ def export_table(
     profile: str = typer.Option(..., "--profile", help="Edge profile JSON, or a preset name."),
     cloud_profile: str = typer.Option(..., "--cloud-profile", help="Cloud profile JSON, or a preset name."),
     out: Path = typer.Option(..., "--out", help="Decision table file to write (docs/decision-table.md)."),
-    plan: Optional[Path] = typer.Option(None, "--plan", help="Plan directory: adds the V2 model name of every "
+    plan: Path | None = typer.Option(None, "--plan", help="Plan directory: adds the V2 model name of every "
                                         "(level, split) and the engine file of every edge segment."),
-    engines: Optional[Path] = typer.Option(None, "--engines", help="Engine directory whose files to name (with "
+    engines: Path | None = typer.Option(None, "--engines", help="Engine directory whose files to name (with "
                                            "--plan; default: the plan's own graphs)."),
-    accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="Accuracy table of the plan."),
-    codec: Optional[str] = typer.Option(None, "--codec", help="Default payload codec (default: the profile's)."),
+    accuracy: Path | None = typer.Option(None, "--accuracy", help="Accuracy table of the plan."),
+    codec: str | None = typer.Option(None, "--codec", help="Default payload codec (default: the profile's)."),
     sla: float = typer.Option(300.0, "--sla", help="Default latency SLA, ms."),
-    frame_bytes: Optional[int] = typer.Option(None, "--frame-bytes", help="Override the bytes sent at s=0."),
-    baseline_level: Optional[float] = typer.Option(None, "--baseline-level", help="ToMe r of the baselines "
+    frame_bytes: int | None = typer.Option(None, "--frame-bytes", help="Override the bytes sent at s=0."),
+    baseline_level: float | None = typer.Option(None, "--baseline-level", help="ToMe r of the baselines "
                                                    "(default: the profiles' only constant level)."),
     system: str = typer.Option(_C.system, "--system", help=" | ".join(SYSTEMS)),
     estimator: str = typer.Option(_C.estimator, "--estimator", help="harmonic | ewma | robustmpc"),
     window: int = typer.Option(_C.window, "--window", help="Estimator window (samples)."),
     cold_start: float = typer.Option(_C.cold_start_mbps, "--cold-start-mbps", help="Bandwidth before the first sample."),
     margin: float = typer.Option(_C.margin, "--margin", help="Fraction of the SLA held back."),
-    rtt: Optional[float] = typer.Option(None, "--rtt", help="Fixed RTT (ms) instead of the measured one."),
+    rtt: float | None = typer.Option(None, "--rtt", help="Fixed RTT (ms) instead of the measured one."),
     rtt_estimate: str = typer.Option(_C.rtt_estimate, "--rtt-estimate", help="max | median of the last RTTs."),
     no_deflate: bool = typer.Option(False, "--no-deflate", help="Do not deflate the estimate by its recent error."),
     probe_interval: float = typer.Option(_C.probe_interval_s, "--probe-interval", help="Probe after this many "

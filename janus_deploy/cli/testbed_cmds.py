@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -22,21 +22,21 @@ def testbed(
     profile: str = typer.Option(..., "--profile", help="Edge profile (file or preset name)."),
     cloud_profile: str = typer.Option(..., "--cloud-profile", help="Cloud profile (file or preset name)."),
     trace: list[str] = typer.Option(..., "--trace", help="Throughput trace replayed on the uplink (file, directory or glob)."),
-    ping: Optional[list[str]] = typer.Option(None, "--ping", help="Ping trace (RTT ms, 5G/LTE format) added on the reply path."),
+    ping: list[str] | None = typer.Option(None, "--ping", help="Ping trace (RTT ms, 5G/LTE format) added on the reply path."),
     sla: float = typer.Option(..., "--sla", help="Latency SLA in ms."),
     requests: int = typer.Option(..., "--requests", min=1, help="Requests per run (kernel, user space, simulated)."),
     sample_interval: float = typer.Option(1.0, "--sample-interval", help="Seconds per trace sample."),
     trace_start: float = typer.Option(0.0, "--trace-start", help="Start the window this many seconds into the trace."),
-    run: Optional[int] = typer.Option(None, "--run", help="Use only 'Run <n>' of each 5G/LTE throughput file."),
-    ping_run: Optional[int] = typer.Option(None, "--ping-run", help="Use only 'Run <n>' of each ping file."),
+    run: int | None = typer.Option(None, "--run", help="Use only 'Run <n>' of each 5G/LTE throughput file."),
+    ping_run: int | None = typer.Option(None, "--ping-run", help="Use only 'Run <n>' of each ping file."),
     trace_format: str = typer.Option("auto", "--trace-format", help="auto | 5g-lte | pensieve | mahimahi"),
-    accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="Accuracy table of this plan."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder of images sent in turn (default: 16 synthetic frames)."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Fixed frame rate (default: back to back)."),
-    codec: Optional[str] = typer.Option(None, "--codec", help="fp32 | fp16 | fp16-zstd | int8 (default: the profile's)."),
+    accuracy: Path | None = typer.Option(None, "--accuracy", help="Accuracy table of this plan."),
+    images: Path | None = typer.Option(None, "--images", help="Folder of images sent in turn (default: 16 synthetic frames)."),
+    fps: float | None = typer.Option(None, "--fps", help="Fixed frame rate (default: back to back)."),
+    codec: str | None = typer.Option(None, "--codec", help="fp32 | fp16 | fp16-zstd | int8 (default: the profile's)."),
     estimator: str = typer.Option(_C.estimator, "--estimator", help="harmonic | ewma | robustmpc"),
     window: int = typer.Option(_C.window, "--window", help="Estimator window (samples)."),
-    cold_start: Optional[float] = typer.Option(None, "--cold-start-mbps", help="Bandwidth assumed before the first transfer (default: the trace mean)."),
+    cold_start: float | None = typer.Option(None, "--cold-start-mbps", help="Bandwidth assumed before the first transfer (default: the trace mean)."),
     margin: float = typer.Option(_C.margin, "--margin", help="Fraction of the SLA held back when deciding."),
     rtt_estimate: str = typer.Option(_C.rtt_estimate, "--rtt-estimate", help="RTT estimate over the last RTTs: max | median."),
     no_deflate: bool = typer.Option(False, "--no-deflate", help="Do not deflate the bandwidth estimate by its recent error."),
@@ -48,17 +48,18 @@ def testbed(
     threads: int = typer.Option(1, help="Intra-op threads of the edge's engine sessions."),
     server_threads: int = typer.Option(0, "--server-threads", help="Intra-op threads of the server's sessions (0 = default)."),
     server_engine: str = typer.Option("builtin", "--server-engine", help="The server in the namespace: builtin | triton (`serve --engine`)."),
-    nice: Optional[int] = typer.Option(None, "--nice", help="Run the testbed's processes at this niceness (e.g. -10 on a shared machine; negative needs root)."),
+    nice: int | None = typer.Option(None, "--nice", help="Run the testbed's processes at this niceness (e.g. -10 on a shared machine; negative needs root)."),
     rtt_mode: str = typer.Option("auto", "--rtt-mode", help="auto (netem if the kernel has it) | netem | user-space"),
     user_space: bool = typer.Option(True, "--user-space/--no-user-space", help="Also run the user-space shaper over the window."),
     calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Measure one exchange's cost beyond link and RTT first (the simulator charges it)."),
-    log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Write the runs' request logs (kernel.jsonl, user_space.jsonl) here."),
+    log_dir: Path | None = typer.Option(None, "--log-dir", help="Write the runs' request logs (kernel.jsonl, user_space.jsonl) here."),
     as_json: bool = typer.Option(False, "--json", help='Print {"kernel", "simulated", "user_space", "differences", ...} as JSON.'),
 ) -> None:
     """Kernel-shaped uplink in a network namespace (needs root): the edge runtime against the built-in
     server over a tbf-replayed trace, next to the simulator and the user-space shaper on the same window."""
     from janus_deploy.net.traces import FORMATS, load_ping, load_trace
-    from janus_deploy.testbed import TestbedConfig, check_privileges, run_testbed, window as trace_window
+    from janus_deploy.testbed import TestbedConfig, check_privileges, run_testbed
+    from janus_deploy.testbed import window as trace_window
 
     check_privileges()  # first: one line without root, before anything loads
     if trace_format not in FORMATS:

@@ -37,7 +37,7 @@ class _Rows(torch.autograd.Function):
     [B, n, C] and read an int64 per element."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, idx: torch.Tensor, count: int | None) -> torch.Tensor:  # noqa: ARG004
+    def forward(ctx, x: torch.Tensor, idx: torch.Tensor, count: int | None) -> torch.Tensor:  # noqa: ARG004 - ctx is autograd.Function's protocol, unused here
         return x.gather(1, idx.expand(-1, -1, x.shape[-1]))
 
     @staticmethod

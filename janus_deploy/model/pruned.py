@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from janus_deploy.model.merge import key_metric, merge, merge_dynamic
 from janus_deploy.levels import Schedule, segment_ranges
+from janus_deploy.model.merge import key_metric, merge, merge_dynamic
 
 
 def attention(

@@ -8,7 +8,8 @@ when the link would have finished carrying it), and idle time banks at most ``bu
 credit (default 0: an idle link does not save up capacity, so every chunk, the first included,
 takes its transmission time). Within one body, a chunk that the HTTP stack asks for late (socket
 write, event-loop overhead) may catch up on up to ``CATCHUP_CHUNKS`` chunks of credit, so the
-body as a whole still takes the time the trace dictates instead of that plus the overheads. Chunks are yielded by an async generator that httpx streams as the request body;
+body as a whole still takes the time the trace dictates instead of that plus the overheads.
+Chunks are yielded by an async generator that httpx streams as the request body;
 an outage (0 Mbit/s) holds the body until bandwidth returns (or the request times out).
 
 Fidelity (achieved vs trace bandwidth, measured at the receiver) is reported in docs/runtime.md.

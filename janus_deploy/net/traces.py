@@ -25,9 +25,9 @@ import glob as _glob
 import math
 import re
 from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from janus_deploy import JanusError
 
@@ -137,7 +137,7 @@ class Trace:
         end = self._time_reaching(self.delivered_bits(start_s) + nbytes * 8.0)
         return max(end - start_s, 1e-12)
 
-    def window(self, start_s: float = 0.0, seconds: float | None = None) -> "Trace":
+    def window(self, start_s: float = 0.0, seconds: float | None = None) -> Trace:
         """The samples from ``start_s`` for ``seconds`` (to the end when None), as a trace of its
         own (a shorter simulation: one pass of the window instead of the whole trace)."""
         if not (math.isfinite(start_s) and 0 <= start_s < self.duration_s):

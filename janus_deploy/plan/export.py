@@ -23,8 +23,8 @@ from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256, mo
 from janus_deploy.model.merge import GRAPH_REVISION
 from janus_deploy.model.pruned import LevelFreeSegment, Segment, build_level_free_segments, build_segments
 from janus_deploy.plan.manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, Manifest, PlanError
-from janus_deploy.wire.codecs import payload_bytes
 from janus_deploy.plan.weights import INDEX_FILE, WEIGHTS_FILE, SharedWeights
+from janus_deploy.wire.codecs import payload_bytes
 
 DEFAULT_OPSET = 17
 DEFAULT_LEVELS = 8

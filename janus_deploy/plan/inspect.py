@@ -27,7 +27,8 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
             }
             for lv in manifest.levels
         ],
-        "files": {"graphs": len(files), "level_free_graphs": len(manifest.level_free_segments), "graph_bytes": graph_bytes, "weights_bytes": d["weights"]["bytes"],
+        "files": {"graphs": len(files), "level_free_graphs": len(manifest.level_free_segments), "graph_bytes": graph_bytes,
+                  "weights_bytes": d["weights"]["bytes"],
                   "total_bytes": graph_bytes + d["weights"]["bytes"],
                   "size_vs_weights": round((graph_bytes + d["weights"]["bytes"]) / d["model"]["weight_bytes"], 4)},
     }

@@ -44,7 +44,7 @@ class Manifest:
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, plan_dir: str | Path) -> "Manifest":
+    def load(cls, plan_dir: str | Path) -> Manifest:
         plan_dir = Path(plan_dir)
         data = read_json(plan_dir / MANIFEST_FILE, PlanError,
                          f"{plan_dir} is not a plan (run `janus-deploy export`)")

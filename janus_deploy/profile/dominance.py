@@ -42,7 +42,7 @@ class SlowerThan:
                 "head": list(self.head), "tail": list(self.tail)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SlowerThan":
+    def from_dict(cls, d: Mapping[str, Any]) -> SlowerThan:
         return cls(str(d["policy"]), float(d["alpha"]), bool(d["total"]),
                    tuple(int(s) for s in d["head"]), tuple(int(s) for s in d["tail"]))
 

@@ -18,7 +18,6 @@ import numpy as np
 from janus_deploy import __version__
 from janus_deploy.backends.base import Runner, run_segments
 from janus_deploy.plan.manifest import Manifest
-from janus_deploy.wire import codecs as C
 from janus_deploy.profile.table import (
     FORMAT_VERSION,
     KIND,
@@ -27,6 +26,7 @@ from janus_deploy.profile.table import (
     profile_from_dict,
     profile_from_linear,
 )
+from janus_deploy.wire import codecs as C
 
 PROFILE_CODECS = ("fp32", "fp16", "fp16-zstd", "int8")
 
@@ -116,8 +116,9 @@ def measure_profile(
         nseg = len(lv["segments"])
         all_bounds = _boundaries(runner, li, nseg, x)  # every segment's inputs, for all frames
         bounds = [[np.ascontiguousarray(a[:1]) for a in b] for b in all_bounds]  # batch 1 for timing
-        fns = [lambda j=j: runner.run_segment(li, j, bounds[j]) for j in range(nseg)]
-        fns.append(lambda: runner.run_unsplit(li, x[:1]))
+        # the closures run in this iteration (time_calls below), so they see this li, bounds and x
+        fns = [lambda j=j: runner.run_segment(li, j, bounds[j]) for j in range(nseg)]  # noqa: B023 - called in this iteration
+        fns.append(lambda: runner.run_unsplit(li, x[:1]))  # noqa: B023 - called in this iteration
         *seg_stats, unsplit = time_calls(fns, warmup, runs)
         medians = [s["median"] for s in seg_stats]
         head, tail = {}, {}

@@ -9,11 +9,11 @@ the value, as the hand-written checks did.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError, field_validator
 
-Ms = Union[StrictInt, StrictFloat]  # no booleans, no strings
+Ms = StrictInt | StrictFloat  # no booleans, no strings
 NonNegInt = StrictInt
 
 
@@ -27,7 +27,7 @@ class ModelDoc(_Model):
     embed_dim: int = Field(ge=1, strict=True)
     num_tokens: int = Field(ge=1, strict=True)
     num_prefix_tokens: int = Field(ge=0, strict=True)
-    img_size: Union[StrictInt, tuple[StrictInt, StrictInt]]
+    img_size: StrictInt | tuple[StrictInt, StrictInt]
 
     @field_validator("img_size")
     @classmethod

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from janus_deploy import JanusError, read_json
 from janus_deploy import levels as P
@@ -508,7 +509,7 @@ def token_payload_bytes(tokens: int, dim: int, codec: str) -> int:
 def _model_info(d: Mapping[str, Any] | ModelInfo) -> ModelInfo:
     if isinstance(d, ModelInfo):
         return d
-    return _model_of(validate_doc(ModelDoc, dict(d), "model", ProfileError))  # type: ignore[arg-type]
+    return _model_of(validate_doc(ModelDoc, dict(d), "model", ProfileError))  # type: ignore[arg-type]  # validate_doc is typed BaseModel; here it returns a ModelDoc
 
 
 def profile_from_linear(

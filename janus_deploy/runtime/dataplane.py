@@ -26,7 +26,7 @@ from janus_deploy.images import normalize
 from janus_deploy.runtime.limits import DEFAULT_MAX_JSON_MB
 from janus_deploy.wire.codecs import BodyTooLargeError, CodecError, UnsupportedEncodingError, decode_tokens, decompress
 from janus_deploy.wire.spec import TailSpec, entry_check, tail_models, validate_inputs
-from janus_deploy.wire.v2 import HEADER_LENGTH, encode_response, parse_header_length, parse_request, requested_outputs, WireError
+from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, encode_response, parse_header_length, parse_request, requested_outputs
 
 DEFAULT_MAX_LOADED = 128
 DEFAULT_MAX_BODY_MB = 64.0

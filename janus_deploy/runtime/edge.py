@@ -40,10 +40,9 @@ from janus_deploy.plan.manifest import Manifest
 from janus_deploy.profile.table import Profile, load_profile
 from janus_deploy.report import RUN_LOG_KIND, RUN_LOG_VERSION, dumps_line, run_report
 from janus_deploy.runtime.transport import Exchange, Transport, TransportError, TransportOptions
-from janus_deploy.schedule.controller import (Choice, Controller, ControllerConfig, ControllerError, Observation,
-                                              build_controller)
-from janus_deploy.wire.codecs import Codec, compress, encode_tokens, get_codec
+from janus_deploy.schedule.controller import Choice, ControllerConfig, ControllerError, Observation, build_controller
 from janus_deploy.triton import dialect
+from janus_deploy.wire.codecs import Codec, compress, encode_tokens, get_codec
 from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request, model_name
 
 DEFAULT_COLD_START_MBPS = 100.0
@@ -273,7 +272,7 @@ class EdgeRuntime:
             meas["cloud_ms"] = round(ex.server.get("janus_server_ms", ex.server.get("assumed_server_ms", 0.0)), 3)
             meas["transfer_ms"] = round(ex.network_s * 1e3, 3)
             rec["server"] = ex.server
-            return ex.logits[0]  # type: ignore[index]
+            return ex.logits[0]  # type: ignore[index]  # logits are set when the exchange answered (checked above)
         meas.update(transfer_ms=round(ex.elapsed_s * 1e3, 3), cloud_ms=0.0)
         return self._fallback(level, split, k, nseg, frame, state, ex, rec)
 
@@ -441,7 +440,7 @@ class EdgeRuntime:
         finally:
             self._log.close()
 
-    def __enter__(self) -> "EdgeRuntime":
+    def __enter__(self) -> EdgeRuntime:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -505,7 +504,7 @@ def frames_from_video(path: str | Path, img_size: int, limit: int | None = None)
         return np.asarray(im.resize((img_size, img_size), Image.BILINEAR), dtype=np.uint8)
 
     try:
-        import imageio.v3 as iio  # type: ignore[import-not-found]
+        import imageio.v3 as iio  # type: ignore[import-not-found]  # optional video reader, not a dependency
     except ImportError:
         iio = None
     if iio is not None:
@@ -515,7 +514,7 @@ def frames_from_video(path: str | Path, img_size: int, limit: int | None = None)
             yield f"{p.name}#{i}", resize(fr)
         return
     try:
-        import cv2  # type: ignore[import-not-found]
+        import cv2  # type: ignore[import-not-found]  # optional video reader, not a dependency
     except ImportError:
         raise EdgeError("--video needs a video reader: pip install 'imageio[ffmpeg]' (or "
                         "opencv-python-headless); or extract frames and use --images") from None

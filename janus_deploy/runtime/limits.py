@@ -150,7 +150,7 @@ class BodyBudget:
         self.used -= n
         self._wake()
 
-    def ticket(self) -> "Ticket":
+    def ticket(self) -> Ticket:
         return Ticket(self)
 
     def _wake(self) -> None:
@@ -272,7 +272,7 @@ def guarded_protocol(guard: ConnectionGuard) -> type:
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class GuardedH11(H11Protocol):
-        def connection_made(self, transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport) -> None:  # type: ignore[override]  # uvicorn annotates asyncio.Transport; any transport is passed on
             super().connection_made(transport)
             self._janus_timer = None
             self._janus_evicted = False

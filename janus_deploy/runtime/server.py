@@ -6,7 +6,7 @@ The routes are thin: everything from a request body to a response body is the da
 binary-tensor extension (:mod:`janus_deploy.wire.v2`), optionally compressed
 (``Content-Encoding: zstd``, also gzip/deflate as the Triton client sends).
 
-Needs the [serve] extra (fastapi, uvicorn). Body decompression, parsing, validation and
+Needs fastapi and uvicorn (base dependencies of the runtime install). Body decompression, parsing, validation and
 inference all run in worker threads (bounded by ``concurrency``), so the event loop keeps
 answering health checks while bodies are decoded and models compute. Request bodies held in
 memory are bounded by a byte budget, JSON by its own size limit (it is parsed holding the GIL),
@@ -16,6 +16,7 @@ and connections by a cap, a header deadline and uvicorn's keep-alive timeout
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -25,8 +26,6 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-
-import asyncio
 
 import anyio
 from fastapi import FastAPI, Request
@@ -38,10 +37,16 @@ from starlette.requests import ClientDisconnect
 from janus_deploy import JanusError, __version__
 from janus_deploy.backends import load_runner
 from janus_deploy.plan.manifest import Manifest
-from janus_deploy.runtime.dataplane import (DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_MB, DEFAULT_MAX_JSON_MB,
-                                            DEFAULT_MAX_LOADED, DataPlane, ModelFailure, ServerError, SessionLRU)
-from janus_deploy.runtime.limits import (BodyBudget, ConnectionGuard, ServerLimits, Ticket, quiet_accept_errors,
-                                         uvicorn_config)
+from janus_deploy.runtime.dataplane import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_MB,
+    DEFAULT_MAX_JSON_MB,
+    DEFAULT_MAX_LOADED,
+    DataPlane,
+    ServerError,
+    SessionLRU,
+)
+from janus_deploy.runtime.limits import BodyBudget, ConnectionGuard, ServerLimits, Ticket, quiet_accept_errors, uvicorn_config
 from janus_deploy.wire.spec import MODEL_VERSION, TailSpec, tail_models
 from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, model_name, short
 
@@ -435,7 +440,7 @@ class BackgroundServer:
         self.thread = threading.Thread(target=self.server.run, name="janus-v2-server", daemon=True)
         self.port = port
 
-    def start(self, timeout: float = 30.0) -> "BackgroundServer":
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -453,7 +458,7 @@ class BackgroundServer:
         self.server.should_exit = True
         self.thread.join(timeout)
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -48,7 +48,7 @@ class TransportOptions:
     probe_bytes: int = DEFAULT_PROBE_BYTES
     probe_rtt: bool = True
 
-    def validate(self) -> "TransportOptions":
+    def validate(self) -> TransportOptions:
         if not self.timeout_factor > 0 or not self.min_timeout_ms >= 0:
             raise TransportError("timeout_factor must be > 0 and min_timeout_ms >= 0")
         if self.probe_bytes < 1:
@@ -164,7 +164,7 @@ class Transport:
 
         try:
             r = self._loop.run_until_complete(go())
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - every failure of the exchange, cancellation included, is reported, not raised
             if isinstance(exc, KeyboardInterrupt):
                 raise
             return None, classify(exc)[1]

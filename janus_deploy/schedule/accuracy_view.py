@@ -8,7 +8,8 @@ agreement with the unpruned model when the table has no labels (``accuracy`` nul
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from janus_deploy.calibrate.accuracy import AccuracyError, load_accuracy  # noqa: F401 - re-exported
 from janus_deploy.levels import LevelKey

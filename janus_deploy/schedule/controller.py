@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from janus_deploy import JanusError
@@ -71,7 +71,7 @@ class ControllerConfig:
     breaker_open_s: float = 1.0
     breaker_max_open_s: float = 30.0
 
-    def validate(self) -> "ControllerConfig":
+    def validate(self) -> ControllerConfig:
         def bad(msg: str) -> ControllerError:
             return ControllerError(msg)
 
@@ -99,11 +99,11 @@ class ControllerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ControllerConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ControllerConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known}).validate()
 
-    def with_(self, **changes: Any) -> "ControllerConfig":
+    def with_(self, **changes: Any) -> ControllerConfig:
         return replace(self, **changes).validate()
 
 
@@ -135,7 +135,7 @@ class Observation:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Observation":
+    def from_dict(cls, d: dict[str, Any]) -> Observation:
         if d.get("kind") not in OBSERVATION_KINDS:
             raise ControllerError(f"observation kind {d.get('kind')!r} is not one of {', '.join(OBSERVATION_KINDS)}")
         known = {f.name for f in fields(cls)}
@@ -239,7 +239,7 @@ class Controller:
                 system = "device-only" if reason != "scheduler" else cfg.system
                 d = self.deploy.baseline(system, bw, rtt)
             elif cfg.system == "janus-paper":
-                d = self.paper.decide(bw)  # type: ignore[union-attr]
+                d = self.paper.decide(bw)  # type: ignore[union-attr]  # self.paper is set whenever system is janus-paper
             else:
                 d = self.deploy.decide(bw, rtt, cfg.margin)
         except SchedulerError as exc:
@@ -255,8 +255,8 @@ class Controller:
             if obs.kind == "transfer":
                 sample = self.estimator.observe(obs.nbytes, obs.seconds)
             elif obs.kind == "rate":
-                self.estimator.observe_rate(float(obs.mbps))  # type: ignore[arg-type]
-                sample = float(obs.mbps)  # type: ignore[arg-type]
+                self.estimator.observe_rate(float(obs.mbps))  # type: ignore[arg-type]  # a rate observation always carries mbps
+                sample = float(obs.mbps)  # type: ignore[arg-type]  # a rate observation always carries mbps
             elif obs.kind == "outage":
                 self.estimator.observe_rate(0.0)
                 sample = 0.0

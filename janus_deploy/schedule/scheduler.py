@@ -107,7 +107,7 @@ def check_compatible(edge: Profile, cloud: Profile) -> None:
     if edge.plan_hash and cloud.plan_hash and edge.plan_hash != cloud.plan_hash:
         raise SchedulerError("edge and cloud profiles were made from different plans (plan_hash "
                              "differs); profile the same plan on both")
-    for i, lv in enumerate(edge.levels):
+    for _i, lv in enumerate(edge.levels):
         try:
             j = cloud.level_index(lv.policy, lv.alpha)
         except ProfileError:

@@ -156,7 +156,7 @@ def build_table(edge: Profile, cloud: Profile, *, accuracy: Any = None, plan: An
                       -1 if const is None else const, FLAG_NAMES if manifest is not None else 0,
                       METRICS.index(metric), strs.add(m.name), strs.add(edge.plan_hash or cloud.plan_hash),
                       strs.add(edge.device_name), strs.add(cloud.device_name), 0, 0, 0)
-    ewma_alpha = make_estimator("ewma", 1.0).alpha  # type: ignore[attr-defined]
+    ewma_alpha = make_estimator("ewma", 1.0).alpha  # type: ignore[attr-defined]  # make_estimator is typed as the protocol; the ewma one has alpha
     ctl = _CTRL.pack(float(sla_ms), ctrl.cold_start_mbps, ewma_alpha, ctrl.margin, ctrl.rtt_cold_ms,
                      ctrl.probe_interval_s or 0.0, ctrl.breaker_open_s, ctrl.breaker_max_open_s,
                      -1 if frame_bytes is None else int(frame_bytes), SYSTEMS.index(ctrl.system),

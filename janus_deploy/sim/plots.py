@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from janus_deploy import JanusError
 from janus_deploy.sim.simulator import SystemResult

@@ -53,8 +53,9 @@ decisions with the recorded ones.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -209,7 +210,7 @@ def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: Si
 def _probe(trace: Trace, cfg: SimConfig, t: float, rtt: float) -> tuple[float, Observation]:
     """The runtime's probe at ``t``: ``probe_bytes`` up the link and one RTT, cancelled (as an
     exchange) at ``max(SLA·timeout_factor, min_timeout_ms)``; (seconds it takes, what it shows)."""
-    nbytes = float(cfg.probe_bytes)  # type: ignore[arg-type]
+    nbytes = float(cfg.probe_bytes)  # type: ignore[arg-type]  # probe_bytes is always set by the exchange policy here
     tx = trace.transfer_time(t, nbytes)
     took = tx + rtt / 1e3
     if cfg.timeout_factor is not None:
@@ -361,9 +362,9 @@ def _option_costs(sched: Scheduler, system: str, rtt_ms: float) -> tuple[np.ndar
     latency at ``b`` Mbit/s is ``fixed + kbits / b`` (``fixed`` includes the RTT when sending)."""
     if system in ("device-only", "cloud-only", "mixed"):
         kinds = ["device-only", "cloud-only"] if system == "mixed" else [system]
-        at = lambda bw: [sched.baseline(k, bw, rtt_ms).predicted_ms for k in kinds]  # noqa: E731
+        at = lambda bw: [sched.baseline(k, bw, rtt_ms).predicted_ms for k in kinds]  # noqa: E731 - a one-line named lambda reads better than a def here
     else:
-        at = lambda bw: [sched.evaluate(li, s, bw, rtt_ms).predicted_ms  # noqa: E731
+        at = lambda bw: [sched.evaluate(li, s, bw, rtt_ms).predicted_ms  # noqa: E731 - a one-line named lambda reads better than a def here
                          for li in sched.janus_levels for s in sched.candidates]
     fixed = np.asarray(at(math.inf))
     return fixed, np.asarray(at(1.0)) - fixed  # at 1 Mbit/s, kbits cost kbits ms
@@ -392,7 +393,7 @@ def estimate_requests(trace: Trace, edge: Profile, cloud: Profile, config: SimCo
         fast, slow = lat.min(axis=0), lat.max(axis=0)  # per distinct bandwidth; inf: waits out an outage
         high = float(np.sum(seconds / fast))
         low = float(np.sum(seconds / slow))
-        finite = lambda a: a[np.isfinite(a)]  # noqa: E731
+        finite = lambda a: a[np.isfinite(a)]  # noqa: E731 - a one-line named lambda reads better than a def here
         fastest = float(finite(fast).min()) if finite(fast).size else None
         slowest = float(finite(slow).max()) if finite(slow).size else None
         if len(fixed) == 1 and kbits[0] == 0:  # one option that sends nothing: a fixed time per request

@@ -25,7 +25,7 @@ import asyncio
 import json
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 READ_BYTES = 65536
 

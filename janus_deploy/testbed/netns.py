@@ -206,7 +206,7 @@ class Netns:
         self.created = False
         self._procs: list[subprocess.Popen] = []
 
-    def up(self) -> "Netns":
+    def up(self) -> Netns:
         net = _free_subnet()
         a, b = list(net.hosts())[:2]
         self.host_ip, self.ns_ip = str(a), str(b)
@@ -244,7 +244,7 @@ class Netns:
             run_cmd(["ip", "link", "delete", self.host_if], check=False)
         self.created = False
 
-    def __enter__(self) -> "Netns":
+    def __enter__(self) -> Netns:
         try:
             return self.up()
         except BaseException:
@@ -333,7 +333,7 @@ class _Replayer:
         k = 0
         try:
             while not self._stop.is_set():
-                due = self.t0 + k * dt  # type: ignore[operator]
+                due = self.t0 + k * dt  # type: ignore[operator]  # t0 is set before the loop starts
                 wait = due - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
                     return

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,7 @@ from janus_deploy import JanusError
 from janus_deploy.net.traces import MBPS, MS, Trace
 from janus_deploy.report import REPORT_KEYS, report_differences
 from janus_deploy.schedule.controller import ControllerConfig
-from janus_deploy.testbed.netns import (KernelDelay, KernelLink, Netns, TestbedError, check_privileges,
-                                        netem_available, stop_process, sweep_stale)
+from janus_deploy.testbed.netns import KernelDelay, KernelLink, Netns, TestbedError, check_privileges, netem_available, stop_process, sweep_stale
 
 SERVER_PORT = 8000
 CALIBRATION_REQUESTS = 30
@@ -100,7 +99,7 @@ class TestbedConfig:
     nice: int | None = None  # scheduling priority of the testbed's processes (None: unchanged)
     server_engine: str = "builtin"  # builtin | triton (``serve --engine``)
 
-    def validate(self) -> "TestbedConfig":
+    def validate(self) -> TestbedConfig:
         if self.trace.unit != MBPS:
             raise TestbedError(f"--trace needs a throughput trace (Mbit/s); {self.trace.name} is in {self.trace.unit}")
         if not any(v > 0 for v in self.trace.samples):
@@ -218,9 +217,9 @@ class _Cloud:
                 [sys.executable, "-m", "janus_deploy.testbed.delay", "--listen", f"{self.ns.ns_ip}:{RELAY_PORT}",
                  "--target", f"127.0.0.1:{SERVER_PORT}", "--rtt-file", str(rtt_file), "--interval", str(interval)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-            line = self.relay.stdout.readline()  # type: ignore[union-attr]
+            line = self.relay.stdout.readline()  # type: ignore[union-attr]  # the relay is started with PIPE streams
             if not line.startswith("listening"):
-                err = self.relay.stderr.read() if self.relay.poll() is not None else ""  # type: ignore[union-attr]
+                err = self.relay.stderr.read() if self.relay.poll() is not None else ""  # type: ignore[union-attr]  # the relay is started with PIPE streams
                 raise TestbedError(f"the RTT relay did not start: {(err or line).strip().splitlines()[-1:] or '?'}")
         self._wait_ready()
 
@@ -246,8 +245,8 @@ class _Cloud:
     def _tell(self, line: str) -> None:
         if self.relay is not None:
             try:
-                self.relay.stdin.write(line + "\n")  # type: ignore[union-attr]
-                self.relay.stdin.flush()  # type: ignore[union-attr]
+                self.relay.stdin.write(line + "\n")  # type: ignore[union-attr]  # the relay is started with PIPE streams
+                self.relay.stdin.flush()  # type: ignore[union-attr]  # the relay is started with PIPE streams
             except OSError as exc:
                 raise TestbedError(f"the RTT relay is gone ({exc})") from None
 
@@ -305,7 +304,7 @@ class ProfiledRunner:
         t0 = time.perf_counter()
         last = self._last
         chained = last is not None and last[:2] == (level, segment - 1) and t0 - last[2] < CHAIN_GAP_S
-        due = (last[3] if chained else t0) + self.target_ms(level, segment) / 1e3  # type: ignore[index]
+        due = (last[3] if chained else t0) + self.target_ms(level, segment) / 1e3  # type: ignore[index]  # last is not None when chained
         out = self.inner.run_segment(level, segment, inputs)
         rest = due - time.perf_counter()
         if rest > 0:
@@ -420,7 +419,7 @@ def _calibrate(cfg: TestbedConfig, manifest: Any, runner: Any, edge: Any, cloud:
     with EdgeRuntime(manifest, runner, edge, cloud, server_url=url, sla_ms=max(cfg.sla_ms, 1000.0), accuracy=acc,
                      codec=cfg.codec, controller=ctrl, transport=TransportOptions(token=token)) as rt:
         for i in range(CALIBRATION_REQUESTS):
-            res = rt.infer(cfg.frames[i % len(cfg.frames)][1], force=(0, 0))  # type: ignore[index]
+            res = rt.infer(cfg.frames[i % len(cfg.frames)][1], force=(0, 0))  # type: ignore[index]  # cfg.frames is filled before calibration
             obs = res.record["observations"]
             if res.fallback is None and obs and obs[0].get("rtt_ms") is not None:
                 samples.append(obs[0]["rtt_ms"])
@@ -478,7 +477,7 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
     "user_space", "differences", "targets"}``."""
     from janus_deploy.plan.manifest import Manifest
     from janus_deploy.profile.table import Profile, resolve_profile
-    from janus_deploy.runtime.edge import EdgeRuntime  # noqa: F401 - fail before any namespace without [serve]
+    from janus_deploy.runtime.edge import EdgeRuntime  # noqa: F401 - fail before any namespace is made if the runtime cannot load
 
     cfg.validate()
     check_privileges()
@@ -524,7 +523,7 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
         cloud_side.start()
         delay = None
         if rtt == "netem":
-            delay = KernelDelay(ns.name, ns.ns_if, cfg.ping)  # type: ignore[arg-type]
+            delay = KernelDelay(ns.name, ns.ns_if, cfg.ping)  # type: ignore[arg-type]  # cfg.ping is set when rtt is netem
             stack.callback(delay.remove)
             delay.install()
         say(f"server ready at {cloud_side.url}; RTT: {info['rtt']}")
@@ -538,7 +537,7 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
                 f"a probe {info['calibration']['probe_exchange_ms']:.2f} ms")
             cloud_side.start_clock(math.inf)  # the RTT trace's first sample until a run starts
             if delay is not None:
-                delay.set_rtt(cfg.ping.samples[0])  # type: ignore[union-attr]
+                delay.set_rtt(cfg.ping.samples[0])  # type: ignore[union-attr]  # cfg.ping is set when rtt is netem
 
         def clocks(t0: float) -> None:
             cloud_side.start_clock(t0)
@@ -575,9 +574,8 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
     info["teardown"] = "namespace, veth pair and qdiscs removed"
     # 3. the simulator over the same window
     if cfg.simulated:
-        from janus_deploy.sim.simulator import SimConfig, simulate
-
         from janus_deploy.runtime.transport import TransportOptions
+        from janus_deploy.sim.simulator import SimConfig, simulate
 
         sim = SimConfig(sla_ms=cfg.sla_ms, systems=("janus-deploy",), requests=cfg.requests, fps=cfg.fps,
                         rtt_ms=0.0, codec=cfg.codec, controller=ctrl, timeout_factor=cfg.timeout_factor,

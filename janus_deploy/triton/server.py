@@ -189,7 +189,7 @@ class TritonServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = DEFAULT_READY_TIMEOUT_S) -> "TritonServer":
+    def start(self, timeout: float = DEFAULT_READY_TIMEOUT_S) -> TritonServer:
         if self.alive():
             raise JanusError("this TritonServer is already running")
         self._log_file = open(self.log_path, "ab")
@@ -270,7 +270,7 @@ class TritonServer:
         """Remove the work directory (backend links and, unless given, the log)."""
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
