@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -33,7 +32,7 @@ def export_triton(
     kind: str = typer.Option("auto", "--kind", help="Instance kind: auto (GPU for cuda/trt engines) | cpu | gpu."),
     threads: int = typer.Option(1, "--threads", help="Intra-op threads per instance (ONNX Runtime; 0 = its default)."),
     weights: str = typer.Option("link", "--weights", help="link (hard links of the plan's one weight file) | copy (each model its own tensors: object stores)."),
-    fuse: Optional[bool] = typer.Option(None, "--fuse/--ensembles", help="--platform python: one model per tail running decode + segments in one stub (the default there: no process hop per step; more memory) | an ensemble of per-step models (the default on onnxruntime/tensorrt)."),
+    fuse: bool | None = typer.Option(None, "--fuse/--ensembles", help="--platform python: one model per tail running decode + segments in one stub (the default there: no process hop per step; more memory) | an ensemble of per-step models (the default on onnxruntime/tensorrt)."),
     tails: str = typer.Option("", "--tails", help="Only these tails, e.g. janus_L0_S1,janus_L2_S4 (default: every tail of the plan)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing repository at --out."),
     manifests: Path = typer.Option(None, "--manifests", help="Also write Kubernetes/KServe manifests for this repository here (docs/scale-out.md)."),
