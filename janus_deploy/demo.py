@@ -18,23 +18,11 @@ from typing import Any
 from janus_deploy import JanusError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TRACE = "throughput/driving/lte/*.list"
+DEFAULT_TRACE = "throughput/driving/lte/*.list"  # below the shipped traces (net.traces.shipped_traces_dir)
 
 
 class DemoError(JanusError):
     """Something the demo needs (checkpoint, trace) is missing."""
-
-
-def find_traces_dir() -> Path:
-    """The shipped 5G/LTE uplink traces: $JANUS_TRACES, or ../shared/traces/uplink-5g-lte."""
-    import os
-
-    candidates = [os.environ.get("JANUS_TRACES"), REPO_ROOT.parent / "shared" / "traces" / "uplink-5g-lte"]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    raise DemoError("the 5G/LTE uplink traces were not found: set JANUS_TRACES to the uplink-5g-lte folder "
-                    "or pass --trace PATH")
 
 
 def run_demo(
@@ -79,14 +67,14 @@ def run_demo(
     from janus_deploy.profile.table import save_profile
     from janus_deploy.runtime.edge import EdgeRuntime, frames_from_images
     from janus_deploy.runtime.server import BackgroundServer, create_app
-    from janus_deploy.net.traces import load_trace
+    from janus_deploy.net.traces import load_trace, shipped_trace
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = REPO_ROOT / SMALL_MODEL_CHECKPOINT
     if not ckpt.is_file():
         raise DemoError(f"the small digits checkpoint {ckpt} is missing; run tools/train_small_vit.py")
-    trace_spec = trace or str(find_traces_dir() / DEFAULT_TRACE)
+    trace_spec = trace or str(shipped_trace(DEFAULT_TRACE))
 
     say(f"1/7 export {SMALL_MODEL_NAME} {SMALL_MODEL_OVERRIDES} ({levels} levels, k={k}) → {out / 'plan'}")
     spec = ModelSpec(SMALL_MODEL_NAME, dict(SMALL_MODEL_OVERRIDES), str(ckpt))

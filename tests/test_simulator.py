@@ -14,9 +14,9 @@ from janus_deploy.cli.schedule_cmds import CliError, register
 from janus_deploy.profile.table import load_preset
 from janus_deploy.schedule.controller import ControllerConfig
 from janus_deploy.sim.simulator import SimConfig, SimulationError, simulate
-from janus_deploy.net.traces import Trace
+from janus_deploy.net.traces import Trace, shipped_traces_dir
 
-TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "uplink-5g-lte"
+TRACES = shipped_traces_dir()
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,6 @@ def test_cli_simulate_json(cli, tmp_path):
     assert all(m["requests"] == 300 for m in sysm.values())
 
 
-@pytest.mark.skipif(not TRACES.is_dir(), reason=f"shipped traces not found at {TRACES}")
 def test_cli_simulate_paper_mode_real_trace(cli, tmp_path):
     out = invoke(cli, ["simulate", "--trace", str(TRACES / "throughput/driving/lte/throughput.list"),
                        "--run", "8", "--paper-mode", *PRESETS, "--sla", "300", "--requests", "300",
