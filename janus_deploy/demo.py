@@ -246,5 +246,9 @@ def write_decision_map(log: str | Path, path: str | Path, title: str = "", trace
                             ControllerConfig.from_dict(header["controller"]), accuracy=header.get("accuracy"),
                             sla_ms=header["sla_ms"], codec=header["codec"])
     series = DecisionSeries.from_run_records(records, trace)
-    return plot_decision_map(series, ctrl.deploy, path, margin=ctrl.config.margin, rtt_ms=observed_rtt_ms(records),
+    import numpy as np
+
+    used = [r["controller"]["rtt_ms"] for r in records if (r.get("controller") or {}).get("rtt_ms") is not None]
+    rtt = float(np.median(used)) if used else observed_rtt_ms(records)  # the RTT the controller decided with
+    return plot_decision_map(series, ctrl.deploy, path, margin=ctrl.config.margin, rtt_ms=rtt,
                              title=title, measured="measured")
