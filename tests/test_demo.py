@@ -66,7 +66,7 @@ def test_demo_runs_from_a_bare_copy_with_nothing_beside_it(tmp_path):
     shutil.copytree(repo / "janus_deploy", clone / "janus_deploy", ignore=ignore)
     shutil.copytree(repo / "calibration", clone / "calibration")
     shutil.copy(repo / "pyproject.toml", clone / "pyproject.toml")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clone"]  # no ../shared, nothing beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clone"]  # nothing beside the copy (no shared folder)
     env = {k: v for k, v in os.environ.items() if k not in ("JANUS_TRACES", "VIRTUAL_ENV")}
     env.update(PYTHONPATH=str(clone), COLUMNS="80", PYTHONUNBUFFERED="1")
     code = ("import janus_deploy, sys; from janus_deploy.cli.main import main; "
