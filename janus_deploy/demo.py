@@ -18,23 +18,14 @@ from typing import Any
 from janus_deploy import JanusError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TRACE = "throughput/driving/lte/*.list"
+DEFAULT_TRACE = "throughput/driving/lte/*.list"  # below the shipped traces (net.traces.shipped_traces_dir)
+BASELINE_R = 4  # ToMe's constant r of the device-only / cloud-only baselines (as the README's pipeline)
+REPLAYED = ("janus-deploy", "janus-paper", "device-only", "cloud-only")  # simulator systems in the comparison
+DECISION_MAP = "decision-map.png"
 
 
 class DemoError(JanusError):
     """Something the demo needs (checkpoint, trace) is missing."""
-
-
-def find_traces_dir() -> Path:
-    """The shipped 5G/LTE uplink traces: $JANUS_TRACES, or ../shared/traces/uplink-5g-lte."""
-    import os
-
-    candidates = [os.environ.get("JANUS_TRACES"), REPO_ROOT.parent / "shared" / "traces" / "uplink-5g-lte"]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    raise DemoError("the 5G/LTE uplink traces were not found: set JANUS_TRACES to the uplink-5g-lte folder "
-                    "or pass --trace PATH")
 
 
 def run_demo(
@@ -73,7 +64,7 @@ def run_demo(
     from janus_deploy.calibrate.accuracy import calibrate, save_accuracy
     from janus_deploy.calibrate.digits import SMALL_MODEL_CHECKPOINT, SMALL_MODEL_NAME, SMALL_MODEL_OVERRIDES, make_digits, write_image_folder
     from janus_deploy.model import ModelSpec
-    from janus_deploy.net.traces import load_trace
+    from janus_deploy.net.traces import load_trace, shipped_trace
     from janus_deploy.plan import ExportConfig, export_plan
     from janus_deploy.profile.measure import measure_profile
     from janus_deploy.profile.table import save_profile
@@ -85,11 +76,11 @@ def run_demo(
     ckpt = REPO_ROOT / SMALL_MODEL_CHECKPOINT
     if not ckpt.is_file():
         raise DemoError(f"the small digits checkpoint {ckpt} is missing; run tools/train_small_vit.py")
-    trace_spec = trace or str(find_traces_dir() / DEFAULT_TRACE)
+    trace_spec = trace or str(shipped_trace(DEFAULT_TRACE))
 
     say(f"1/7 export {SMALL_MODEL_NAME} {SMALL_MODEL_OVERRIDES} ({levels} levels, k={k}) → {out / 'plan'}")
     spec = ModelSpec(SMALL_MODEL_NAME, dict(SMALL_MODEL_OVERRIDES), str(ckpt))
-    manifest, _ = export_plan(spec, out / "plan", ExportConfig(k=k, levels=levels),
+    manifest, _ = export_plan(spec, out / "plan", ExportConfig(k=k, levels=levels, baseline_r=BASELINE_R),
                               progress=step("export") and (lambda _file, d, t: progress("export", d, t)))
     say("2/7 build ONNX Runtime engines (CPU)")
     build_engines(manifest, out / "engines", "ort", device_name="this-cpu", progress=step("build engines"))
@@ -141,5 +132,122 @@ def run_demo(
     # the images sit in class folders (DIR/<digit>/<i>.png): score the answers against them
     labelled = [(r.top1, int(Path(r.record["source"]).parent.name)) for r in results if r.top1 is not None]
     summary["top1_accuracy"] = sum(p == y for p, y in labelled) / len(labelled) if labelled else None
+    summary["trace"] = {"spec": trace_spec, "name": link.name, "sample_interval_s": sample_interval_s}
+    say("   compare with the baselines on the same frames and trace window (replayed through the simulator)")
+    summary["comparison"] = compare_with_baselines(out / "requests.jsonl", link, manifest,
+                                                   OrtRunner(manifest), out / "images")
+    summary["decision_map"] = str(write_decision_map(out / "requests.jsonl", out / DECISION_MAP,
+                                                     title=f"janus-deploy demo over {link.name}", trace=link))
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
+
+
+def _label_of(source: str) -> int:
+    """The digit of an image written by :func:`write_image_folder` (``DIR/<digit>/<i>.png``)."""
+    return int(Path(source).parent.name)
+
+
+def observed_rtt_ms(records: list[dict[str, Any]]) -> float:
+    """The median RTT sample of a run's exchanges (network time beyond the upload: the loopback
+    and HTTP cost a replay charges per exchange); 0 when the run never sent anything."""
+    import numpy as np
+
+    rtts = [o["rtt_ms"] for r in records for o in r.get("observations") or [] if o.get("rtt_ms") is not None]
+    return float(np.median(rtts)) if rtts else 0.0
+
+
+def compare_with_baselines(log: str | Path, trace: Any, manifest: Any, runner: Any, images: str | Path,
+                           systems: tuple[str, ...] = REPLAYED) -> dict[str, Any]:
+    """The run of ``log`` next to what the baselines would have done with the same frames (the
+    images, in the run's order) over the same trace from the same start (trace time 0, as the
+    run's shaper): the run's own row from its records, every other system replayed through the
+    simulator with the run's profiles, controller settings, SLA and codec, the run's median RTT
+    sample, and the runtime's deadline and probes. Top-1 of a replayed request is the answer of
+    the level it chose on that frame (``runner``, the whole model: a split does not change the
+    answer). Returns ``{"rows": [...], "rtt_ms": ..., "frames": N, "trace": name}``."""
+    import numpy as np
+
+    from janus_deploy.backends import run_segments
+    from janus_deploy.images import normalize
+    from janus_deploy.profile.table import profile_from_dict
+    from janus_deploy.report import read_run_log
+    from janus_deploy.runtime.edge import frames_from_images
+    from janus_deploy.runtime.transport import TransportOptions
+    from janus_deploy.schedule.controller import ControllerConfig
+    from janus_deploy.sim.simulator import SimConfig, simulate
+
+    header, records = read_run_log(log)
+    sla = float(header["sla_ms"])
+    edge = profile_from_dict(header["edge_profile"], where="run log edge_profile")
+    cloud = profile_from_dict(header["cloud_profile"], where="run log cloud_profile")
+    ctrl = ControllerConfig.from_dict(header["controller"])
+    rtt = observed_rtt_ms(records)
+    n = len(records)
+    frames = list(frames_from_images(images, manifest.model["img_size"], limit=n))
+    if len(frames) != n:
+        raise DemoError(f"{images} holds {len(frames)} images, the run answered {n}")
+    labels = np.asarray([_label_of(src) for src, _ in frames])
+    answered = [r for r in records if r.get("error") is None]
+    wall = (max(r["t"] + r["measured"]["total_ms"] / 1e3 for r in records) - min(r["t"] for r in records)
+            if records else 0.0)
+
+    def row(system: str, how: str, lat: list[float], seconds: float, top1: list[bool], sent: list[float],
+            choices: list[str]) -> dict[str, Any]:
+        within = sum(v <= sla + 1e-9 for v in lat)
+        top = max(set(choices), key=choices.count) if choices else None
+        return {"system": system, "how": how, "requests": len(lat),
+                "violation_ratio": 1 - within / len(lat) if lat else None,
+                "goodput_rps": within / seconds if seconds > 0 else None,
+                "top1": float(np.mean(top1)) if top1 else None,
+                "mean_bytes": float(np.mean(sent)) if sent else None,
+                "most_chosen": top, "most_chosen_share": choices.count(top) / len(choices) if choices else None}
+
+    rows = [row("janus-deploy", "ran", [r["measured"]["total_ms"] for r in answered], wall,
+                [r["top1"] == _label_of(r["source"]) for r in answered], [r.get("bytes", 0) for r in answered],
+                [r["decision"]["label"] for r in answered if r.get("decision")])]
+    opts = TransportOptions()
+    cfg = SimConfig(sla_ms=sla, systems=systems, requests=n, codec=header["codec"], controller=ctrl,
+                    cold_start_mbps=ctrl.cold_start_mbps, rtt_ms=rtt, timeout_factor=opts.timeout_factor,
+                    min_timeout_ms=opts.min_timeout_ms, probe_bytes=opts.probe_bytes)
+    sim = simulate(trace, edge, cloud, cfg, accuracy=header.get("accuracy"))
+    m = manifest.model
+    answers: dict[int, np.ndarray] = {}
+
+    def answer(profile_level: int) -> np.ndarray:
+        if profile_level not in answers:
+            lv = edge.levels[profile_level]
+            level = manifest.find_level(lv.alpha, lv.policy)
+            nseg = len(manifest.level(level)["segments"])
+            answers[profile_level] = np.asarray([
+                int(np.argmax(run_segments(runner, level, 0, nseg, [normalize(fr[None], m["mean"], m["std"])])[0][0]))
+                for _, fr in frames])
+        return answers[profile_level]
+
+    for system in systems:
+        lg = sim[system].log
+        top1 = [bool(answer(li)[i] == labels[i]) for i, li in enumerate(lg.level_index)]
+        rows.append(row(system, "replayed", lg.latency_ms, lg.elapsed_s, top1, lg.bytes, lg.labels))
+    return {"rows": rows, "rtt_ms": rtt, "frames": n, "trace": getattr(trace, "name", str(trace)), "sla_ms": sla}
+
+
+def write_decision_map(log: str | Path, path: str | Path, title: str = "", trace: Any = None) -> Path:
+    """The decision map of a run (:func:`janus_deploy.sim.plots.plot_decision_map`) from its log:
+    what the scheduler chose per request, the predicted and the measured latency, against the
+    bandwidth it was given, and the options it weighed at the run's RTT."""
+    from janus_deploy.profile.table import profile_from_dict
+    from janus_deploy.report import read_run_log
+    from janus_deploy.schedule.controller import ControllerConfig, build_controller
+    from janus_deploy.sim.plots import DecisionSeries, plot_decision_map
+
+    header, records = read_run_log(log)
+    ctrl = build_controller(profile_from_dict(header["edge_profile"], where="run log edge_profile"),
+                            profile_from_dict(header["cloud_profile"], where="run log cloud_profile"),
+                            ControllerConfig.from_dict(header["controller"]), accuracy=header.get("accuracy"),
+                            sla_ms=header["sla_ms"], codec=header["codec"])
+    series = DecisionSeries.from_run_records(records, trace)
+    import numpy as np
+
+    used = [r["controller"]["rtt_ms"] for r in records if (r.get("controller") or {}).get("rtt_ms") is not None]
+    rtt = float(np.median(used)) if used else observed_rtt_ms(records)  # the RTT the controller decided with
+    return plot_decision_map(series, ctrl.deploy, path, margin=ctrl.config.margin, rtt_ms=rtt,
+                             title=title, measured="measured")

@@ -148,5 +148,38 @@ def read_run_log(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     return header, records
 
 
-__all__ = ["REPORT_KEYS", "RUN_LOG_KIND", "RUN_LOG_VERSION", "RunLogError", "dumps_line", "read_run_log",
+# --------------------------------------------------------------------------- comparison table
+
+COMPARISON_WIDTH = 80
+
+
+def format_comparison(comparison: dict[str, Any]) -> str:
+    """The demo's comparison (:func:`janus_deploy.demo.compare_with_baselines`) as plain text
+    that fits :data:`COMPARISON_WIDTH` columns: one row per system, then the legend."""
+    import textwrap
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    head = f"{'system':<13} {'how':<8} {'over SLA':>8} {'goodput/s':>9} {'top-1':>7} {'bytes/req':>9}  most chosen"
+    lines = [head, "-" * len(head)]
+    for r in comparison["rows"]:
+        top = "-" if r["most_chosen"] is None else f"{r['most_chosen']} {100 * r['most_chosen_share']:.0f}%"
+        lines.append(f"{r['system']:<13} {r['how']:<8} {pct(r['violation_ratio']):>8} {num(r['goodput_rps'], '.1f'):>9} "
+                     f"{pct(r['top1']):>7} {num(r['mean_bytes'], ',.0f'):>9}  {top}")
+    legend = (f"Same {comparison['frames']} frames, same trace ({comparison['trace']}) from its start, SLA "
+              f"{comparison['sla_ms']:g} ms. ran: this run, measured. replayed: the simulator's controller over the "
+              f"trace with the run's profiles and settings, its median RTT sample ({comparison['rtt_ms']:.2f} ms) and "
+              "the runtime's deadline; top-1 there is the chosen level's answer on that frame. device-only / "
+              "cloud-only: ToMe's constant r, the whole model on the edge / every frame sent; janus-paper: "
+              "Algorithm 1 (no RTT, fp32 tokens). goodput: answers within the SLA per second; bytes/req: mean "
+              "payload sent.")
+    lines += textwrap.wrap(legend, COMPARISON_WIDTH)
+    return "\n".join(lines)
+
+
+__all__ = ["COMPARISON_WIDTH", "format_comparison", "REPORT_KEYS", "RUN_LOG_KIND", "RUN_LOG_VERSION", "RunLogError", "dumps_line", "read_run_log",
            "report_differences", "run_report"]

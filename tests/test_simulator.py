@@ -14,9 +14,9 @@ from janus_deploy.cli.schedule_cmds import CliError, register
 from janus_deploy.profile.table import load_preset
 from janus_deploy.schedule.controller import ControllerConfig
 from janus_deploy.sim.simulator import SimConfig, SimulationError, simulate
-from janus_deploy.net.traces import Trace
+from janus_deploy.net.traces import Trace, shipped_traces_dir
 
-TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "uplink-5g-lte"
+TRACES = shipped_traces_dir()
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,6 @@ def test_cli_simulate_json(cli, tmp_path):
     assert all(m["requests"] == 300 for m in sysm.values())
 
 
-@pytest.mark.skipif(not TRACES.is_dir(), reason=f"shipped traces not found at {TRACES}")
 def test_cli_simulate_paper_mode_real_trace(cli, tmp_path):
     out = invoke(cli, ["simulate", "--trace", str(TRACES / "throughput/driving/lte/throughput.list"),
                        "--run", "8", "--paper-mode", *PRESETS, "--sla", "300", "--requests", "300",
@@ -214,3 +213,15 @@ def test_rtt_tracker_max_or_median(tiny):
         assert tr.estimate() == want
     with pytest.raises(SimulationError, match="RTT estimate"):
         simulate(Trace([1.0], 1.0), *tiny, SimConfig(controller=ControllerConfig(rtt_estimate="mean")))
+
+
+def test_cli_simulate_plot_writes_janus_deploys_decision_map(cli, tmp_path):
+    """`simulate --plot OUT.png` adds OUT-decisions.png (janus-deploy's decision map) when
+    janus-deploy is simulated; its series are the simulated requests, level and bytes kept."""
+    out = invoke(cli, ["simulate", "--trace", "uplink-5g-lte/throughput/driving/lte", "--run", "8", *PRESETS,
+                       "--sla", "300", "--requests", "200", "--rtt", "20", "--systems", "cloud-only,janus-deploy",
+                       "--json", "--plot", str(tmp_path / "fig.png")])
+    decisions = tmp_path / "fig-decisions.png"
+    assert str(decisions) in out["plots"] and decisions.stat().st_size > 10_000
+    # cloud-only sends the uint8 384x384 frame on every request: the mean bytes say so
+    assert out["systems"]["cloud-only"]["mean_bytes"] == 3 * 384 * 384

@@ -22,7 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = "../shared/traces/uplink-5g-lte"
+sys.path.insert(0, str(ROOT))
+from janus_deploy.net.traces import SHIPPED  # noqa: E402
+
+TRACES = SHIPPED  # trace names the CLI reads from the shipped traces (net.traces.resolve_shipped)
 EDGE, CLOUD = "vit_large_patch16_384-jetson-orin-nano", "vit_large_patch16_384-v100"
 SYSTEMS = ["device-only", "cloud-only", "mixed", "janus-paper", "janus-deploy"]
 SCENARIOS = ["pooled", "static", "walking", "driving"]

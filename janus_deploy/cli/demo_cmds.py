@@ -40,8 +40,16 @@ def demo(
     render_report(summary, "janus-deploy demo")
     if summary.get("top1_accuracy") is not None:
         console.print(f"top-1 accuracy of the answers against the images' labels: {summary['top1_accuracy']:.1%}")
+    from janus_deploy.report import format_comparison
+
+    if summary.get("comparison"):
+        console.print("\nwhat the choice buys: janus-deploy next to the baselines", markup=False, highlight=False)
+        console.print(format_comparison(summary["comparison"]), markup=False, highlight=False, soft_wrap=True)
+    if summary.get("decision_map"):
+        console.print(f"decision map (when it offloads, splits or stays on the device, and why): {summary['decision_map']}",
+                      markup=False, highlight=False)
     console.print(f"[green]artefacts in {out}[/]: plan/ engines/ accuracy.json edge-profile.json cloud-profile.json "
-                  "images/ requests.jsonl summary.json")
+                  "images/ requests.jsonl summary.json decision-map.png")
     console.print(f"why did the edge choose that? `janus-deploy replay {out / 'requests.jsonl'}` re-makes every "
                   "decision from the log")
 

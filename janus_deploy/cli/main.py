@@ -42,6 +42,7 @@ _COMMAND_MODULES = [
     "janus_deploy.cli.plan_cmds",
     "janus_deploy.cli.profile_cmds",
     "janus_deploy.cli.calibrate_cmds",
+    "janus_deploy.cli.traces_cmds",
     "janus_deploy.cli.schedule_cmds",
     "janus_deploy.cli.table_cmds",
     "janus_deploy.cli.runtime_cmds",

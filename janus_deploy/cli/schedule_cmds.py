@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -151,7 +152,7 @@ def simulate_cmd(
     run: int | None = typer.Option(None, "--run", help="Use only 'Run <n>' of each 5G/LTE file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     plot: str | None = typer.Option(None, "--plot", help="Write Fig. 7/8-style PNGs (OUT.png, "
-                                       "OUT-timeseries.png)."),
+                                       "OUT-timeseries.png) and janus-deploy's decision map (OUT-decisions.png)."),
     trace_start: float = typer.Option(0.0, "--trace-start", help="Start the trace this many seconds in."),
     trace_seconds: float | None = typer.Option(None, "--trace-seconds",
                                                   help="Use only this many seconds of the trace (a shorter pass)."),
@@ -218,6 +219,18 @@ def simulate_cmd(
 
         plots = [str(p) for p in plot_all(results, plot, sla, title=f"{bw.name}, SLA {sla:g} ms",
                                           accuracy=acc is not None, num_blocks=edge.num_blocks)]
+        if "janus-deploy" in results:  # the decision map of janus-deploy: <stem>-decisions.png
+            from janus_deploy.schedule.controller import build_controller
+            from janus_deploy.sim.plots import DecisionSeries, plot_decision_map
+
+            base = Path(plot) if Path(plot).suffix else Path(plot).with_suffix(".png")
+            deploy = build_controller(edge, cloud, ctrl, accuracy=acc, sla_ms=sla, codec=codec,
+                                      frame_bytes=frame_bytes).deploy
+            series = DecisionSeries.from_request_log(results["janus-deploy"].log)
+            plots.append(str(plot_decision_map(series, deploy, base.with_name(f"{base.stem}-decisions{base.suffix}"),
+                                               margin=ctrl.margin, rtt_ms=rtt_trace.median() if rtt_trace else rtt,
+                                               title=f"janus-deploy over {bw.name}, SLA {sla:g} ms",
+                                               measured="simulated")))
     if as_json:
         out = {
             "trace": bw.name, "samples": len(bw), "sample_interval_s": sample_interval,

@@ -6,7 +6,7 @@ never divided by.
 
 Formats:
 
-* ``5g-lte``: the shipped 5G-MeMU uplink traces (``shared/traces/uplink-5g-lte``): runs started by
+* ``5g-lte``: the shipped 5G-MeMU uplink traces (package data, :func:`shipped_traces_dir`): runs started by
   an optional line of 31 ``#`` and a line ``Run <n>``, then comma-separated numbers (possibly over
   several lines, possibly with a trailing comma). Throughput and ping files share the format.
 * ``pensieve``: Pensieve "cooked" traces, one ``<seconds> <Mbit/s>`` pair per line.
@@ -16,13 +16,16 @@ Formats:
 
 A path can be a file, a directory (its ``*.list`` files, recursively, never those of the other
 kind of trace: see :func:`expand_paths`) or a glob; several files
-are pooled (concatenated in sorted path order).
+are pooled (concatenated in sorted path order). A relative path that starts with
+``uplink-5g-lte/`` and does not exist where it is given names a file of the shipped set
+(:func:`resolve_shipped`): ``--trace uplink-5g-lte/throughput/driving/lte`` works from any folder.
 """
 
 from __future__ import annotations
 
 import glob as _glob
 import math
+import os
 import re
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -36,6 +39,9 @@ MBPS = "Mbit/s"
 MS = "ms"
 MAHIMAHI_PACKET_BYTES = 1500
 _RUN = re.compile(r"^run\s+(\d+)\s*$", re.IGNORECASE)
+SHIPPED = "uplink-5g-lte"  # the name of the shipped set, also the prefix of its trace names
+TRACES_ENV = "JANUS_TRACES"
+_PACKAGE_TRACES = Path(__file__).resolve().parent / "traces_data" / SHIPPED
 
 
 class TraceError(JanusError):
@@ -172,6 +178,48 @@ def pool(traces: Sequence[Trace], name: str | None = None) -> Trace:
         return traces[0]
     samples = [v for t in traces for v in t.samples]
     return Trace(samples, first.interval_s, name or f"pooled({len(traces)} traces)", first.unit)
+
+
+# --------------------------------------------------------------------------- where the shipped traces are
+
+
+def shipped_traces_dir() -> Path:
+    """The one answer to "where are the shipped 5G/LTE uplink traces": ``$JANUS_TRACES`` when
+    set (a folder laid out like the shipped one), else the copy inside the package
+    (``janus_deploy/net/traces_data/uplink-5g-lte``, package data: an installed janus-deploy
+    has it). TraceError naming the fix when neither is a folder."""
+    env = os.environ.get(TRACES_ENV)
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_dir():
+            raise TraceError(f"{TRACES_ENV}={env} is not a folder; point it at a folder laid out like "
+                             f"{SHIPPED}/ (throughput/, ping/) or unset it to use the shipped traces")
+        return p
+    if not _PACKAGE_TRACES.is_dir():
+        raise TraceError(f"the shipped traces are missing from this installation ({_PACKAGE_TRACES}); "
+                         f"reinstall janus-deploy, or set {TRACES_ENV} to an {SHIPPED} folder")
+    return _PACKAGE_TRACES
+
+
+def resolve_shipped(spec: str | Path) -> Path:
+    """``uplink-5g-lte/REST`` → ``shipped_traces_dir() / REST`` when no such relative path exists
+    here; every other spec unchanged (a real path always wins)."""
+    p = Path(spec)
+    parts = p.parts
+    if p.is_absolute() or not parts or parts[0] != SHIPPED or p.exists() or _glob.glob(str(spec)):
+        return p
+    return shipped_traces_dir().joinpath(*parts[1:])
+
+
+def shipped_trace(name: str) -> Path:
+    """A path of the shipped set by its name below it (e.g. ``throughput/driving/lte``);
+    TraceError listing the top folders when it is not there."""
+    root = shipped_traces_dir()
+    p = root / name
+    if not p.exists() and not _glob.glob(str(p)):
+        raise TraceError(f"the shipped traces ({root}) have no {name!r}; they hold "
+                         f"{', '.join(sorted(d.name for d in root.iterdir() if d.is_dir()))}/...")
+    return p
 
 
 # --------------------------------------------------------------------------- shipped 5G/LTE format
@@ -365,8 +413,9 @@ def expand_paths(spec: str | Path, unit: str = MBPS) -> list[Path]:
     """A file, a directory or a glob. A directory means its ``*.list`` files (else all visible
     files), recursively, except those under a folder of the other kind of trace (``ping/`` or
     ``rtt/`` for throughput, ``throughput/`` for ping): ``--trace uplink-5g-lte`` pools the
-    throughput files only."""
-    p = Path(spec)
+    throughput files only. ``uplink-5g-lte/...`` names the shipped set (:func:`resolve_shipped`)."""
+    p = resolve_shipped(spec)
+    spec = str(p)
     if p.is_file():
         other = _kind_of(p.resolve(), unit, None)
         if other is not None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from janus_deploy import JanusError
-from janus_deploy.sim.simulator import SystemResult
+from janus_deploy.sim.simulator import RequestLog, SystemResult
 
 # one colour per system in every figure (matplotlib's tab10 entries)
 SYSTEM_COLOURS = {
@@ -180,3 +181,196 @@ def plot_all(results: Mapping[str, SystemResult], path: str | Path, sla_ms: floa
     return [plot_bars(results, out, title, accuracy=accuracy),
             plot_timeseries(results, series, sla_ms, title=title, num_blocks=num_blocks, accuracy=accuracy,
                             window_s=window_s)]
+
+
+# --------------------------------------------------------------------------- decision map
+
+KIND_COLOURS = {"frame": "#1f77b4", "split": "#9467bd", "device": "#7f7f7f"}
+
+
+@dataclass
+class DecisionSeries:
+    """Per request of one run (real or simulated): when it started, the link, the bandwidth the
+    scheduler was given, what it chose (profile level index, split), the predicted and the
+    measured (or simulated) latency, and whether it fell back to the device."""
+
+    t: list[float]
+    link_mbps: list[float | None]
+    est_mbps: list[float]
+    level_index: list[int]
+    split: list[int]
+    predicted_ms: list[float]
+    latency_ms: list[float]
+    fallback: list[bool]
+    probe_t: list[float] = field(default_factory=list)  # when a probe measured the link
+
+    @classmethod
+    def from_request_log(cls, log: RequestLog) -> DecisionSeries:
+        """A simulated system's :class:`~janus_deploy.sim.simulator.RequestLog`."""
+        n = len(log)
+        return cls(list(log.start_s), list(log.bw_mbps), list(log.est_mbps), list(log.level_index), list(log.split),
+                   list(log.predicted_ms), list(log.latency_ms), [False] * n)
+
+    @classmethod
+    def from_run_records(cls, records: Sequence[Mapping], trace=None) -> DecisionSeries:
+        """The request records of a run log (``run --log``, the demo's ``requests.jsonl``);
+        forced and failed requests are left out. ``trace``: the run's link trace (the link at
+        each request's start; else what the records saw, nothing for device-only requests)."""
+        rows = [r for r in records if r.get("error") is None and r.get("decision") and not r["decision"].get("forced")]
+        link = ([trace.value_at(float(r["t"])) for r in rows] if trace is not None
+                else [(r.get("link") or {}).get("trace_mbps") for r in rows])
+        probes = [float(r["t"]) + float(r["measured"]["total_ms"]) / 1e3 for r in rows if r.get("probe")]
+        return cls([float(r["t"]) for r in rows], link,
+                   [float(r["controller"]["bandwidth_mbps"]) for r in rows],
+                   [int(r["decision"]["profile_level"]) for r in rows],
+                   [int(r["decision"]["split"]) for r in rows],
+                   [float(r["predicted"]["total_ms"]) for r in rows],
+                   [float(r["measured"]["total_ms"]) for r in rows],
+                   [bool(r.get("fallback")) for r in rows], probes)
+
+
+def _kind(split: int, n_blocks: int) -> str:
+    return "frame" if split == 0 else "device" if split > n_blocks else "split"
+
+
+def _kind_text(kind: str, split: int | None = None) -> str:
+    return {"frame": "send the frame (s=0)", "device": "device only",
+            "split": "split" if split is None else f"split at s={split}"}[kind]
+
+
+def plot_decision_map(series: DecisionSeries, scheduler, path: str | Path, *, margin: float = 0.0,
+                      rtt_ms: float = 0.0, title: str = "", measured: str = "measured") -> Path:
+    """What the scheduler chose and why, in three panels.
+
+    1. The map: against the bandwidth the scheduler is given (log x), the predicted latency
+       (log y) of sending the frame, of every intermediate split and of device-only, each at
+       the level chosen most often in the run (the scheduler's own cost model,
+       :meth:`Scheduler.evaluate`, at ``rtt_ms``); the background says what
+       :meth:`Scheduler.decide` picks at each bandwidth (frame / split / device only, with the
+       crossing bandwidths marked), the SLA and the budget ``SLA·(1 − margin)`` are lines; the
+       run's requests are dots at (bandwidth given, ``measured`` latency), coloured by what they
+       chose, fallbacks crossed.
+    2. Over the run's time: the link and the bandwidth given to the scheduler, the background
+       coloured by the chosen configuration.
+    3. Predicted and ``measured`` latency per request against the SLA.
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    if not series.t:
+        raise PlotError("no request to draw in the decision map")
+    sla = scheduler.sla_ms
+    n = scheduler.n
+    kinds = [_kind(s, n) for s in series.split]
+    top_level = max(set(series.level_index), key=series.level_index.count)
+    lv = scheduler.edge.levels[top_level]
+    level_text = f"level {lv.label}"
+    est = np.asarray(series.est_mbps, dtype=float)
+    pos = est[est > 0]
+    lo = max(0.05, min(0.3, float(pos.min()) / 2)) if pos.size else 0.3
+    hi = max(300.0, float(pos.max()) * 2) if pos.size else 300.0
+    grid = np.geomspace(lo, hi, 400)
+    zero_x = lo * 1.25  # where requests given 0 Mbit/s (an outage seen, offloading off) are drawn
+    x_of = np.where(est > 0, np.maximum(est, zero_x), zero_x)  # (estimates below the axis: at its edge too)
+
+    fig = plt.figure(figsize=(10.5, 11.5))
+    gs = fig.add_gridspec(3, 1, height_ratios=[2.3, 1.0, 1.2])
+    ax = fig.add_subplot(gs[0])
+    ax_bw = fig.add_subplot(gs[1])
+    ax_lat = fig.add_subplot(gs[2], sharex=ax_bw)
+
+    # 1. the map: what decide() picks at each bandwidth, as background bands
+    picks = [scheduler.decide(float(b), rtt_ms, margin) for b in grid]
+    pick_kind = [_kind(d.split, n) for d in picks]
+    start = 0
+    for i in range(1, len(grid) + 1):
+        if i == len(grid) or pick_kind[i] != pick_kind[start] or picks[i].label != picks[start].label:
+            k = pick_kind[start]
+            ax.axvspan(grid[start], grid[min(i, len(grid) - 1)], color=KIND_COLOURS[k], alpha=0.10, lw=0)
+            if i < len(grid):
+                ax.axvline(grid[i], color="0.4", lw=0.7, ls=":")
+                ax.text(grid[i], 0.45, f"{grid[i]:.3g} Mbit/s", transform=ax.get_xaxis_transform(), rotation=90,
+                        va="center", ha="right", fontsize=7.5, color="0.2",
+                        bbox=dict(fc="white", ec="none", alpha=0.8, pad=1))
+            mid = math.sqrt(grid[start] * grid[min(i, len(grid) - 1)])
+            ax.text(mid, 0.80, f"picks {picks[start].label}\n({_kind_text(k, picks[start].split)})",
+                    transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8,
+                    color=KIND_COLOURS[k], fontweight="bold")
+            start = i
+    # the options it weighs, at the level chosen most often
+    curves = []
+    for s in scheduler.candidates:
+        y = np.asarray([scheduler.evaluate(top_level, s, float(b), rtt_ms).predicted_ms for b in grid])
+        k = _kind(s, n)
+        style = {"frame": dict(lw=2.0, ls="-"), "device": dict(lw=2.0, ls="-"), "split": dict(lw=1.0, ls="--")}[k]
+        ax.plot(grid, y, color=KIND_COLOURS[k], label=f"predicted: {_kind_text(k, s)}", **style)
+        curves.append(y)
+    ax.axhline(sla, color=SLA_COLOUR, ls="--", lw=1.0)
+    ax.text(grid[0], sla, f" SLA {sla:g} ms", ha="left", va="bottom", fontsize=8)
+    if margin > 0:
+        ax.axhline(sla * (1 - margin), color=SLA_COLOUR, ls=":", lw=0.8)
+        ax.text(grid[0], sla * (1 - margin), f" budget SLA·(1−{margin:g})", ha="left", va="top", fontsize=7)
+    lat = np.asarray(series.latency_ms, dtype=float)
+    for k in ("frame", "split", "device"):
+        idx = [i for i, kk in enumerate(kinds) if kk == k and not series.fallback[i]]
+        if idx:
+            ax.plot(x_of[idx], lat[idx], "o", ms=3.5, alpha=0.7, color=KIND_COLOURS[k], mec="none",
+                    label=f"{measured}: {_kind_text(k)} ({len(idx)})")
+    fb = [i for i, f in enumerate(series.fallback) if f]
+    if fb:
+        ax.plot(x_of[fb], lat[fb], "x", ms=6, color="#d62728", label=f"{measured}: fell back ({len(fb)})")
+    zeros = int(np.sum(est < zero_x))
+    if zeros:
+        ax.annotate(f"{zeros} given ≤ {zero_x:.2g} Mbit/s\n(an outage seen,\nor offloading off)",
+                    (zero_x, float(np.median(lat[est < zero_x]))),
+                    textcoords="offset points", xytext=(8, 18), fontsize=7, color="0.25",
+                    arrowprops=dict(arrowstyle="-", color="0.5", lw=0.6))
+    if "split" not in pick_kind:
+        ax.text(0.5, 0.93, "no split is ever picked at this RTT: at every bandwidth a dashed split curve lies above "
+                "the lower of\nsending the frame and device only (payload of the tokens at s ≥ 1 ≥ the frame's, "
+                "plus the edge's head)", transform=ax.transAxes, ha="center", va="top", fontsize=7.5,
+                color=KIND_COLOURS["split"], bbox=dict(fc="white", ec=KIND_COLOURS["split"], lw=0.6, alpha=0.9))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    finite = np.concatenate([c[np.isfinite(c)] for c in curves] + [lat])
+    ax.set_ylim(max(0.5, float(finite.min()) / 1.5), max(float(lat.max()), sla) * 4)
+    ax.set_xlabel("bandwidth the scheduler is given (Mbit/s, log; 0 is drawn at the left edge)")
+    ax.set_ylabel("latency (ms, log)")
+    ax.set_title(f"decision map: options at {level_text} (chosen most often), RTT {rtt_ms:.2g} ms; background: "
+                 "what the scheduler picks", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left", ncol=2, framealpha=0.9)
+
+    # 2. over time: link, estimate, chosen kind as background
+    t = np.asarray(series.t, dtype=float)
+    ends = np.append(t[1:], t[-1] + lat[-1] / 1e3)
+    for i, k in enumerate(kinds):
+        ax_bw.axvspan(t[i], ends[i], color=KIND_COLOURS[k], alpha=0.18, lw=0)
+    link = [math.nan if v is None else v for v in series.link_mbps]
+    ax_bw.step(t, link, where="post", color=LINK_COLOUR, lw=0.9, label="link (trace)")
+    ax_bw.step(t, est, where="post", color=ESTIMATE_COLOUR, lw=1.1, label="given to the scheduler")
+    for i, pt in enumerate(series.probe_t):
+        ax_bw.axvline(pt, color="black", lw=0.8, ls="-.", label="probe of the link" if i == 0 else None)
+    ax_bw.set_yscale("symlog", linthresh=1.0)
+    ax_bw.set_ylim(bottom=0)
+    ax_bw.set_ylabel("Mbit/s")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=KIND_COLOURS[k], alpha=0.4) for k in ("frame", "split", "device")]
+    counts = {k: kinds.count(k) for k in ("frame", "split", "device")}
+    leg1 = ax_bw.legend(fontsize=7, loc="upper left")
+    ax_bw.add_artist(leg1)
+    ax_bw.legend(handles, [f"chose: {_kind_text(k)} ({counts[k]})" for k in ("frame", "split", "device")],
+                 fontsize=7, loc="upper right", ncol=3)
+    ax_bw.tick_params(labelbottom=False)
+
+    # 3. predicted vs measured latency
+    ax_lat.plot(t, series.predicted_ms, ".", ms=3, color="0.2", label="predicted")
+    ax_lat.plot(t, lat, ".", ms=3, color="#d62728", alpha=0.7, label=measured)
+    ax_lat.axhline(sla, color=SLA_COLOUR, ls="--", lw=0.8)
+    over = int(np.sum(lat > sla + 1e-9))
+    ax_lat.text(0.99, 0.03, f"{over} of {len(lat)} over the {sla:g} ms SLA", transform=ax_lat.transAxes,
+                ha="right", fontsize=8)
+    ax_lat.set_yscale("log")
+    ax_lat.set_ylabel("latency (ms, log)")
+    ax_lat.set_xlabel("time (s)")
+    ax_lat.legend(fontsize=7, loc="upper left", ncol=2)
+    return _save(fig, plt, path, title, dpi=100)

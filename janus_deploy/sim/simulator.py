@@ -132,6 +132,8 @@ class RequestLog:
     predicted_ms: list[float] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     accuracy: list[float | None] = field(default_factory=list)
+    level_index: list[int] = field(default_factory=list)  # into the profiles' levels
+    bytes: list[int] = field(default_factory=list)  # the payload the decision sends (0: device only)
     elapsed_s: float = 0.0  # simulated time from the first start to the last completion
 
     def __len__(self) -> int:
@@ -158,6 +160,8 @@ def _log(log: RequestLog, start: float, bw: float, est: float, d: Decision, lat:
     log.predicted_ms.append(d.predicted_ms)
     log.labels.append(d.label)
     log.accuracy.append(d.accuracy)
+    log.level_index.append(d.level_index)
+    log.bytes.append(d.bytes)
 
 
 def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: SimConfig,
@@ -308,7 +312,7 @@ def metrics(log: RequestLog, sla_ms: float, paper_mode: bool = False) -> dict[st
     else:
         throughput = n / log.elapsed_s if log.elapsed_s > 0 else None
     return run_report(lat, sla_ms, throughput_rps=throughput, labels=log.labels, alphas=log.alpha,
-                      accuracies=log.accuracy, predicted_ms=log.predicted_ms)
+                      accuracies=log.accuracy, predicted_ms=log.predicted_ms, sent_bytes=log.bytes)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -7,15 +7,13 @@ from pathlib import Path
 import pytest
 
 from janus_deploy.net.traces import (Trace, TraceError, detect_format, load_5g_lte, load_mahimahi,
-                                     load_pensieve, load_ping, load_trace, read_runs)
+                                     load_pensieve, load_ping, load_trace, read_runs,
+                                     shipped_traces_dir)
 
-TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces" / "uplink-5g-lte"
-needs_traces = pytest.mark.skipif(not TRACES.is_dir(),
-                                  reason=f"shipped traces not found at {TRACES}")
+TRACES = shipped_traces_dir()
 
 
 # ---------------------------------------------------------------- shipped files
-@needs_traces
 def test_lte_driving_counts():
     runs = read_runs(TRACES / "throughput/driving/lte/throughput.list")
     assert [n for n, _ in runs] == list(range(1, 11))
@@ -25,7 +23,6 @@ def test_lte_driving_counts():
     assert len(run8) == 5_740 and run8.name.endswith("#run8")
 
 
-@needs_traces
 def test_5g_driving_counts_and_outages():
     tr = load_trace(TRACES / "throughput/driving/5g")  # a directory
     assert len(read_runs(TRACES / "throughput/driving/5g/throughput.list")) == 8
@@ -35,7 +32,6 @@ def test_5g_driving_counts_and_outages():
     assert min(tr.samples) == 0.0 and max(tr.samples) == pytest.approx(488.0, abs=0.1)
 
 
-@needs_traces
 def test_pooling_by_glob_and_ping():
     lte = load_trace(str(TRACES / "throughput/*/lte/*.list"))
     # 10 files: 6 static + 3 walking + 1 driving, pooled
@@ -141,3 +137,69 @@ def test_runs_written_as_timestamp_value_pairs_are_resampled(tmp_path):
     assert runs == [(1, [5.5, 20.0]), (2, [1.0, 2.0, 3.0])]
     assert read_runs(f, interval_s=0.5)[0][1] == [3.0, 8.0, 20.0]  # [1..5], [6..10], [20]
 
+
+
+# ---------------------------------------------------------------- where the shipped traces are
+def test_the_shipped_traces_are_package_data():
+    """The traces live inside the package (an installed janus-deploy has them), with their
+    licence and source note, and nothing of the project points outside the checkout for them."""
+    import janus_deploy
+
+    pkg = Path(janus_deploy.__file__).resolve().parent
+    assert TRACES == pkg / "net" / "traces_data" / "uplink-5g-lte"
+    for name in ("LICENSE", "SOURCE.md", "README.md"):
+        assert (TRACES / name).is_file(), name
+    assert "MIT License" in (TRACES / "LICENSE").read_text()
+    assert len(list(TRACES.rglob("*.list"))) == 40  # 20 throughput + 20 ping files
+    root = pkg.parent
+    pyproject = (root / "pyproject.toml").read_text()
+    assert '"janus_deploy.net" = ["traces_data/' in pyproject  # shipped in wheels
+    assert "janus_deploy/net/traces_data" in (root / "MANIFEST.in").read_text()  # and in sdists
+
+
+def test_trace_names_resolve_to_the_shipped_set_from_any_folder(tmp_path, monkeypatch):
+    from janus_deploy.net.traces import SHIPPED, resolve_shipped
+
+    monkeypatch.delenv("JANUS_TRACES", raising=False)
+    monkeypatch.chdir(tmp_path)  # nothing called uplink-5g-lte here
+    run8 = load_trace(f"{SHIPPED}/throughput/driving/lte", run=8)
+    assert len(run8) == 5_740
+    assert len(load_trace(f"{SHIPPED}/throughput/*/lte/*.list")) > 53_487  # globs too
+    # a real path of that name wins over the shipped set
+    local = tmp_path / SHIPPED / "throughput"
+    local.mkdir(parents=True)
+    (local / "mine.list").write_text("Run 1\n7,8\n")
+    assert resolve_shipped(f"{SHIPPED}/throughput") == Path(SHIPPED) / "throughput"
+    assert load_trace(f"{SHIPPED}/throughput").samples == [7.0, 8.0]
+
+
+def test_janus_traces_overrides_and_a_wrong_one_is_named(tmp_path, monkeypatch):
+    other = tmp_path / "elsewhere"
+    (other / "throughput" / "x").mkdir(parents=True)
+    (other / "throughput" / "x" / "a.list").write_text("Run 1\n1,2,3\n")
+    monkeypatch.setenv("JANUS_TRACES", str(other))
+    assert shipped_traces_dir() == other
+    monkeypatch.chdir(tmp_path)
+    assert load_trace("uplink-5g-lte/throughput").samples == [1.0, 2.0, 3.0]
+    monkeypatch.setenv("JANUS_TRACES", str(tmp_path / "nope"))
+    with pytest.raises(TraceError, match="JANUS_TRACES=.*nope is not a folder"):
+        shipped_traces_dir()
+
+
+def test_cli_traces_lists_names_that_load(monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.main import app
+
+    monkeypatch.delenv("JANUS_TRACES", raising=False)
+    r = CliRunner().invoke(app, ["traces", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert Path(out["folder"]) == TRACES and len(out["traces"]) == 40
+    lte = next(t for t in out["traces"] if t["name"] == "uplink-5g-lte/throughput/driving/lte/throughput.list")
+    assert lte["runs"] == list(range(1, 11)) and lte["samples"] == 53_487
+    assert len(load_trace(lte["name"], run=8)) == 5_740  # the listed name is what --trace takes
+    r = CliRunner().invoke(app, ["traces", "--path"])
+    assert r.output.strip() == str(TRACES)
