@@ -238,3 +238,13 @@ def test_cli_names_the_extra_verbatim(tiny_plan, tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["build-engines", str(tiny_plan.dir), "--backend", "trt", "--out", str(tmp_path)])
     assert res.exit_code == 2
     assert "janus-deploy[trt]" in " ".join(res.output.split())  # brackets are not eaten as markup
+
+
+def test_dataplane_honours_the_engines_batch_range(built, tiny_plan):
+    """serve's data plane caps a request's batch at the engines' max_batch (16 here, not 64)."""
+    from janus_deploy.runtime.dataplane import DataPlane
+
+    out, _, _, _ = built
+    plane = DataPlane(tiny_plan, load_runner(tiny_plan, out), max_batch=64)
+    assert plane.max_batch == 16
+    assert DataPlane(tiny_plan, OrtRunner(tiny_plan), max_batch=64).max_batch == 64
