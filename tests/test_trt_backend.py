@@ -248,3 +248,9 @@ def test_dataplane_honours_the_engines_batch_range(built, tiny_plan):
     plane = DataPlane(tiny_plan, load_runner(tiny_plan, out), max_batch=64)
     assert plane.max_batch == 16
     assert DataPlane(tiny_plan, OrtRunner(tiny_plan), max_batch=64).max_batch == 64
+
+
+def test_standin_is_findable_by_importlib(monkeypatch):
+    """torch's dynamo calls importlib.util.find_spec('tensorrt'); the stand-in must not break it."""
+    trt_standin.install(monkeypatch)
+    assert importlib.util.find_spec("tensorrt") is not None

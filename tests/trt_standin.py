@@ -295,6 +295,7 @@ def make_cudart(name: str = "Stand-in Orin Nano", cc: tuple[int, int] = (8, 7)) 
         ctypes.memmove(int(dst), int(src), int(n))
         return (0,)
 
+    cu.cudaMemGetInfo = lambda: (0, (8 << 30) - sum(a.nbytes for a in cu.allocations.values()), 8 << 30)
     cu.cudaMalloc, cu.cudaFree, cu.cudaMemcpyAsync = malloc, free, memcpy
     cu.streams = 0
 
@@ -314,6 +315,10 @@ def install(monkeypatch, version: str = "11.4.0", gpu: str = "Stand-in Orin Nano
     cuda = types.ModuleType("cuda")
     bindings = types.ModuleType("cuda.bindings")
     bindings.runtime, cuda.bindings = cu, bindings
+    import importlib.machinery
+
+    for mod in (trt, cuda, bindings, cu):  # importlib.util.find_spec (torch's dynamo calls it) needs one
+        mod.__spec__ = importlib.machinery.ModuleSpec(mod.__name__, None)
     for mod_name, mod in (("tensorrt", trt), ("cuda", cuda), ("cuda.bindings", bindings),
                           ("cuda.bindings.runtime", cu)):
         monkeypatch.setitem(sys.modules, mod_name, mod)
