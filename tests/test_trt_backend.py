@@ -11,13 +11,13 @@ import threading
 
 import numpy as np
 import pytest
+import trt_standin  # tests/trt_standin.py (pytest puts tests/ on sys.path)
 
 from janus_deploy.backends import EngineError, build_engines, load_runner, run_segments
 from janus_deploy.backends import trt as trt_backend
 from janus_deploy.backends.ort import OrtRunner
 from janus_deploy.backends.trt import check_version, engine_name
 from janus_deploy.images import normalize, synthetic_frames
-import trt_standin  # tests/trt_standin.py (pytest puts tests/ on sys.path)
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -61,7 +61,7 @@ def test_supported_versions(version):
 
 
 def test_engines_json_records_batch_range_and_keys(built, tiny_plan):
-    out, meta, _, _ = built
+    out, _, _, _ = built
     data = json.loads((out / "engines.json").read_text())
     assert (data["min_batch"], data["max_batch"]) == (1, 16)
     assert data["tensorrt_version"] == "11.4.0" and data["compute_capability"] == "8.7"

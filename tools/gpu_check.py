@@ -38,7 +38,12 @@ def cos(a, b) -> float:
 def main(work: Path) -> int:
     import onnxruntime as ort
 
-    from janus_deploy.backends import EngineError, build_engines, load_runner, run_segments
+    from janus_deploy.backends import (
+        EngineError,
+        build_engines,
+        load_runner,
+        run_segments,
+    )
     from janus_deploy.backends import trt as trtb
     from janus_deploy.backends.ort import OrtRunner
     from janus_deploy.images import normalize, synthetic_frames

@@ -41,7 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from janus_deploy.backends.base import EngineError, read_engines_file, write_engines_file
+from janus_deploy.backends.base import (
+    EngineError,
+    read_engines_file,
+    write_engines_file,
+)
 from janus_deploy.plan.integrity import CheckStats, read_verified
 from janus_deploy.plan.manifest import Manifest
 
