@@ -1,6 +1,6 @@
 """Backends: a builder (plan -> engine directory) and a runner per runtime, behind one registry.
 
-``ort`` (ONNX Runtime, CPU or CUDA) is the embedded default; ``trt`` (TensorRT 10) needs an
+``ort`` (ONNX Runtime, CPU or CUDA) is the embedded default; ``trt`` (TensorRT 10 or 11) needs an
 NVIDIA GPU and the [trt] extra. Each backend module defines ``build(manifest, out_dir, **kw)``
 and ``load(manifest, engine_dir, **kw)``; the registry names the module, which is imported only
 when that backend is used (optional heavy imports stay inside it).

@@ -310,7 +310,7 @@ def build(
     if precision != "fp32":
         raise EngineError(
             f"the ort backend builds fp32 engines; {precision} is available with --backend trt "
-            "(fp16 needs a GPU; int8 is experimental there)"
+            "(fp16 needs a GPU; int8 Q/DQ engines are not built yet)"
         )
     provider = resolve_provider(device)
     runner = OrtRunner(manifest, provider=provider, graphs=graphs)

@@ -1,15 +1,39 @@
-"""TensorRT 10 backend (NVIDIA GPUs and Jetson): one serialized engine per (level, segment).
+"""TensorRT 10 and 11 backend (NVIDIA GPUs and Jetson): one serialized engine per (level, segment).
 
-Needs the ``[trt]`` extra (``tensorrt``) and a CUDA GPU; device memory is handled through PyTorch's
-CUDA allocator (torch is a core dependency). Engines are keyed by plan hash, level, segment,
-precision, TensorRT version and GPU compute capability, and a runner refuses engines built for
-another TensorRT version or GPU. A shared timing cache speeds up rebuilding. Every engine file is
-read once and checked against its sha256 in ``engines.json`` before it is deserialised.
+TensorRT itself has never run in this project's CI: the tests use a stand-in
+(``tests/trt_standin.py``) that enforces the documented rules and executes each engine's ONNX
+with ONNX Runtime. See ``docs/engines.md``.
+
+* **Versions**: TensorRT 10.x (JetPack 6.1/6.2 ship 10.3) and 11.x. Anything else is one clear line.
+* **Precision comes from the graph's own types**, never from builder flags or calibrators (11.x
+  removed ``BuilderFlag.FP16``/``INT8`` and the calibrators; networks are always strongly
+  typed): fp32 parses the plan's graph; fp16 parses a graph rewritten by
+  :func:`fp16_graph` (MatMul/Gemm/Conv weights and inputs in fp16, LayerNorm, Softmax and
+  reductions kept in fp32), built as a strongly typed network on 10.x too.
+* **Device memory and streams** go through NVIDIA's ``cuda-python`` (``cuda.bindings.runtime``,
+  or ``cuda.cudart`` before 12.8): it has binary wheels for x86-64 and aarch64 (Jetson) and
+  needs no CUDA build of torch.
+* **Concurrency**: each engine has a bounded pool of execution contexts, one per concurrent
+  caller, each with its own stream and reusable device buffers; a caller beyond the pool waits.
+* **Shapes**: the optimization profile's batch range is recorded in ``engines.json``
+  (``min_batch``/``max_batch``); a batch outside it is refused with one line, and the result of
+  ``set_input_shape`` is checked (a False is an error, never a stale shape).
+* **Portability**: engines are keyed by TensorRT version, compute capability and device name
+  (and the hardware-compatibility level when one is asked for); a runner refuses a mismatch
+  naming both sides.
+* **Resumable builds**: every segment graph is checked against the plan's sha256 first; finished
+  engines (file present, sha256 as recorded in ``engines.partial.json``) are skipped; the timing
+  cache is saved after every engine; ``progress(done, total)`` after each (the CLI bar shows the
+  time left) and ``engines.partial.json`` records ``eta_seconds``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import queue
+import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,12 +41,25 @@ from typing import Any
 
 import numpy as np
 
-from janus_deploy.backends.base import EngineError, read_engines_file, write_engines_file
+from janus_deploy.backends.base import (
+    EngineError,
+    read_engines_file,
+    write_engines_file,
+)
 from janus_deploy.plan.integrity import CheckStats, read_verified
 from janus_deploy.plan.manifest import Manifest
 
 TIMING_CACHE = "timing.cache"
+PARTIAL_FILE = "engines.partial.json"
+MIN_BATCH = 1
 MAX_BATCH = 8
+#: execution contexts per engine (one per concurrent caller)
+DEFAULT_CONTEXTS = 4
+SUPPORTED_MAJORS = (10, 11)
+#: ops whose math stays fp32 in the fp16 graph (the rest of the graph is fp32 too: only the
+#: weight-bearing ops below are cast to fp16)
+FP16_OPS = ("MatMul", "Gemm", "Conv")
+FP32_KEPT = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceMax", "Pow", "Sqrt", "Div")
 
 
 def _trt():
@@ -30,61 +67,132 @@ def _trt():
         import tensorrt as trt
     except ImportError as exc:
         raise EngineError(
-            "TensorRT is not installed: the trt backend needs an NVIDIA GPU with TensorRT >= 10 "
-            "(`pip install janus-deploy[trt]` on that machine, or JetPack on Jetson); use --backend ort here"
+            "TensorRT is not installed: the trt backend needs an NVIDIA GPU with TensorRT 10 or 11 "
+            "(`pip install janus-deploy[trt]` on that machine, or JetPack 6 on Jetson); use --backend ort here"
         ) from exc
-    if int(trt.__version__.split(".")[0]) < 10:
-        raise EngineError(f"TensorRT {trt.__version__} is too old; janus-deploy needs TensorRT >= 10")
+    check_version(trt.__version__)
     return trt
 
 
-def _cuda():
-    import torch
+def check_version(version: str) -> int:
+    """The major version of a supported TensorRT (EngineError in one line otherwise)."""
+    try:
+        major = int(str(version).split(".")[0])
+    except ValueError:
+        major = -1
+    if major not in SUPPORTED_MAJORS:
+        raise EngineError(f"TensorRT {version} is not supported; janus-deploy supports TensorRT 10.x and 11.x "
+                          "(install one of those, e.g. `pip install 'tensorrt>=10,<12'`)")
+    return major
 
-    if not torch.cuda.is_available():
-        raise EngineError("the trt backend needs a CUDA GPU, and none is visible (torch.cuda.is_available() is False)")
-    return torch
+
+def _cudart():
+    """NVIDIA's cuda-python runtime binding (module name moved in cuda-python 12.8)."""
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.8
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError as exc:
+            raise EngineError("the trt backend needs cuda-python (`pip install janus-deploy[trt]`)") from exc
+    return cudart
+
+
+def _check(result, what: str):
+    """cuda-python calls return (error, *values); raise on an error, return the values."""
+    err, *rest = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise EngineError(f"CUDA {what} failed: {err}")
+    return rest[0] if len(rest) == 1 else rest
 
 
 def gpu_key() -> dict[str, str]:
-    torch = _cuda()
-    major, minor = torch.cuda.get_device_capability()
-    return {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
+    cudart = _cudart()
+    dev = _check(cudart.cudaGetDevice(), "cudaGetDevice")
+    prop = _check(cudart.cudaGetDeviceProperties(dev), "cudaGetDeviceProperties")
+    name = prop.name.decode() if isinstance(prop.name, bytes) else str(prop.name)
+    return {"gpu": name.rstrip("\x00"), "compute_capability": f"{prop.major}.{prop.minor}"}
 
 
-def engine_name(plan_hash: str, level: int, segment: int, precision: str, trt_version: str, cc: str) -> str:
-    return f"{plan_hash[:12]}_L{level:02d}_S{segment:02d}_{precision}_trt{trt_version}_sm{cc.replace('.', '')}.engine"
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
-class _Calibrator:
-    """INT8 entropy calibrator over normalised calibration images (experimental)."""
+def engine_name(plan_hash: str, level: int, segment: int, precision: str, trt_version: str, cc: str,
+                gpu: str = "") -> str:
+    tail = f"_{_slug(gpu)}" if gpu else ""
+    return (f"{plan_hash[:12]}_L{level:02d}_S{segment:02d}_{precision}_trt{trt_version}"
+            f"_sm{cc.replace('.', '')}{tail}.engine")
 
-    def __new__(cls, batches: list[list[np.ndarray]], cache: Path):
-        trt = _trt()
-        torch = _cuda()
 
-        class Calib(trt.IInt8EntropyCalibrator2):
-            def __init__(self) -> None:
-                super().__init__()
-                self.batches, self.i, self.dev = batches, 0, []
+def fp16_graph(model):
+    """A strongly typed fp16 version of an fp32 ONNX model (in place; returns it).
 
-            def get_batch_size(self) -> int:
-                return 1
+    Every MatMul/Gemm/Conv whose weight is an initializer gets that weight in fp16, its
+    activation input cast to fp16 and its output cast back to fp32; everything else (LayerNorm,
+    Softmax, reductions, the merge/prune arithmetic) stays fp32, so the graph's own types say
+    where fp16 is used and TensorRT needs no precision flag.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-            def get_batch(self, names_):  # noqa: ARG002 - TensorRT's calibrator protocol passes the names; unused
-                if self.i >= len(self.batches):
-                    return None
-                self.dev = [torch.from_numpy(a).cuda() for a in self.batches[self.i]]
-                self.i += 1
-                return [t.data_ptr() for t in self.dev]
+    inits = {i.name: i for i in model.graph.initializer}
+    converted: set[str] = set()
+    nodes = []
+    for node in model.graph.node:
+        weight = next((n for n in node.input[1:2] if n in inits
+                       and inits[n].data_type == TensorProto.FLOAT), None)
+        if node.op_type not in FP16_OPS or weight is None:
+            nodes.append(node)
+            continue
+        if weight not in converted:
+            arr = numpy_helper.to_array(inits[weight]).astype(np.float16)
+            inits[weight].CopyFrom(numpy_helper.from_array(arr, weight))
+            converted.add(weight)
+        ins = list(node.input)
+        cast_in = f"{node.name or node.output[0]}_in16"
+        nodes.append(helper.make_node("Cast", [ins[0]], [cast_in], to=TensorProto.FLOAT16, name=cast_in))
+        ins[0] = cast_in
+        for j in range(2, len(ins)):  # a bias
+            if ins[j] in inits and inits[ins[j]].data_type == TensorProto.FLOAT and ins[j] not in converted:
+                arr = numpy_helper.to_array(inits[ins[j]]).astype(np.float16)
+                inits[ins[j]].CopyFrom(numpy_helper.from_array(arr, ins[j]))
+                converted.add(ins[j])
+        out16 = f"{node.output[0]}_out16"
+        new = helper.make_node(node.op_type, ins, [out16], name=node.name)
+        new.attribute.extend(node.attribute)
+        nodes.append(new)
+        nodes.append(helper.make_node("Cast", [out16], [node.output[0]], to=TensorProto.FLOAT, name=out16 + "_cast"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    del model.graph.value_info[:]  # stale fp32 annotations of now-fp16 tensors
+    onnx.checker.check_model(model)
+    return model
 
-            def read_calibration_cache(self):
-                return cache.read_bytes() if cache.is_file() else None
 
-            def write_calibration_cache(self, data) -> None:
-                cache.write_bytes(bytes(data))
+def _graph_for(manifest: Manifest, seg: dict[str, Any], precision: str, out_dir: Path, stats: CheckStats) -> Path:
+    """The ONNX file TensorRT parses for one segment, checked against the plan's sha256 first."""
+    import onnx
 
-        return Calib()
+    src = manifest.path(seg["file"])
+    read_verified(src, seg["sha256"], str(manifest.dir / "manifest.json") if manifest.dir else "manifest.json",
+                  "re-export the plan", stats)
+    if precision == "fp32":
+        return src
+    if precision == "int8":
+        raise EngineError("int8 TensorRT engines need Q/DQ graphs, which this version does not build yet; "
+                          "use --precision fp16 or fp32")
+    dst = out_dir / "graphs" / (Path(seg["file"]).stem + f"_{precision}.onnx")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    model = fp16_graph(onnx.load(str(src)))  # loads weights.bin (external data) beside the graph
+    onnx.save(model, str(dst))
+    return dst
+
+
+def network_flags(trt) -> int:
+    """Strongly typed networks: the flag on 10.x; 11.x networks are always strongly typed."""
+    flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
+    return 0 if flag is None else 1 << int(flag)
 
 
 def build(
@@ -94,114 +202,185 @@ def build(
     precision: str = "fp16",
     device_name: str | None = None,
     workspace_mb: int = 1024,
-    calibration: list[np.ndarray] | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    min_batch: int = MIN_BATCH,
+    max_batch: int = MAX_BATCH,
+    hardware_compatibility: str | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
-    """Build one TensorRT engine per (level, segment) from the plan's ONNX graphs."""
+    """Build one TensorRT engine per (level, segment) from the plan's ONNX graphs (resumable)."""
     trt = _trt()
     if precision not in ("fp32", "fp16", "int8"):
         raise EngineError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
+    if not 1 <= min_batch <= max_batch:
+        raise EngineError(f"batch range {min_batch}..{max_batch} is empty; need 1 <= min_batch <= max_batch")
     key = gpu_key()
     out_dir.mkdir(parents=True, exist_ok=True)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     cache_path = out_dir / TIMING_CACHE
-    config0 = builder.create_builder_config()
-    timing_cache = config0.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    timing_cache = builder.create_builder_config().create_timing_cache(
+        cache_path.read_bytes() if cache_path.is_file() else b"")
+    partial_path = out_dir / PARTIAL_FILE
+    try:
+        partial = json.loads(partial_path.read_text()) if partial_path.is_file() else {}
+    except ValueError:
+        partial = {}
+    stamp = {"plan_hash": manifest.hash, "precision": precision, "tensorrt_version": trt.__version__, **key,
+             "min_batch": min_batch, "max_batch": max_batch, "hardware_compatibility": hardware_compatibility}
+    done_before = {e["file"]: e for e in partial.get("engines", [])} if partial.get("stamp") == stamp else {}
     jobs = [(li, si) for li, lv in enumerate(manifest.levels) for si in range(len(lv["segments"]))]
-    engines, t0 = [], time.perf_counter()
+    engines: list[dict[str, Any]] = []
+    stats, t0, built = CheckStats(), time.perf_counter(), 0
     for done, (li, si) in enumerate(jobs, 1):
         seg = manifest.level(li)["segments"][si]
-        network = builder.create_network(0)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(manifest.path(seg["file"]))):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise EngineError(f"TensorRT cannot parse {seg['file']}: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-        config.set_timing_cache(timing_cache, ignore_mismatch=False)
-        if precision == "fp16":
-            config.set_flag(trt.BuilderFlag.FP16)
-        elif precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
-            config.set_flag(trt.BuilderFlag.FP16)
-            if calibration is None:
-                raise EngineError("int8 needs calibration images (build-engines --calibration DIR)")
-            batches = _segment_inputs(manifest, li, si, calibration)
-            config.int8_calibrator = _Calibrator(batches, out_dir / f"L{li:02d}_S{si:02d}.calib")
-        profile = builder.create_optimization_profile()
-        for i in range(network.num_inputs):
-            t = network.get_input(i)
-            shape = [d if d > 0 else 1 for d in t.shape]
-            profile.set_shape(t.name, [1, *shape[1:]], [1, *shape[1:]], [MAX_BATCH, *shape[1:]])
-        config.add_optimization_profile(profile)
-        blob = builder.build_serialized_network(network, config)
-        if blob is None:
-            raise EngineError(f"TensorRT failed to build an engine for {seg['file']} (see the log above)")
-        name = engine_name(manifest.hash, li, si, precision, trt.__version__, key["compute_capability"])
-        (out_dir / name).write_bytes(bytes(blob))
-        engines.append({"level": li, "segment": si, "file": name,
-                        "sha256": hashlib.sha256(bytes(blob)).hexdigest()})
-        if progress:
+        name = engine_name(manifest.hash, li, si, precision, trt.__version__, key["compute_capability"], key["gpu"])
+        prev = done_before.get(name)
+        if prev and (out_dir / name).is_file() and \
+                hashlib.sha256((out_dir / name).read_bytes()).hexdigest() == prev["sha256"]:
+            engines.append(prev)
+        else:
+            graph = _graph_for(manifest, seg, precision, out_dir, stats)
+            network = builder.create_network(network_flags(trt))
+            parser = trt.OnnxParser(network, logger)
+            if not parser.parse_from_file(str(graph)):
+                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+                raise EngineError(f"TensorRT cannot parse {seg['file']}: {errors}")
+            config = builder.create_builder_config()
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+            config.set_timing_cache(timing_cache, ignore_mismatch=False)
+            if hardware_compatibility:
+                level = getattr(trt.HardwareCompatibilityLevel, hardware_compatibility.upper(), None)
+                if level is None:
+                    raise EngineError(f"unknown hardware-compatibility level {hardware_compatibility!r}; "
+                                      f"this TensorRT offers {', '.join(trt.HardwareCompatibilityLevel.__members__)}")
+                config.hardware_compatibility_level = level
+            profile = builder.create_optimization_profile()
+            for i in range(network.num_inputs):
+                t = network.get_input(i)
+                rest = [d if d > 0 else 1 for d in list(t.shape)[1:]]
+                profile.set_shape(t.name, [min_batch, *rest], [min_batch, *rest], [max_batch, *rest])
+            config.add_optimization_profile(profile)
+            blob = builder.build_serialized_network(network, config)
+            if blob is None:
+                raise EngineError(f"TensorRT failed to build an engine for {seg['file']} (see the log above)")
+            data = bytes(blob)
+            (out_dir / name).write_bytes(data)
+            engines.append({"level": li, "segment": si, "file": name, "sha256": hashlib.sha256(data).hexdigest()})
+            cache_path.write_bytes(bytes(timing_cache.serialize()))  # saved as we go
+            built += 1
+        elapsed = time.perf_counter() - t0
+        eta = round(elapsed / built * (len(jobs) - done), 1) if built else None
+        partial_path.write_text(json.dumps({"stamp": stamp, "engines": engines, "eta_seconds": eta}))
+        if progress:  # the CLI's progress bar shows the time left from these calls
             progress(done, len(jobs))
-    cache_path.write_bytes(bytes(timing_cache.serialize()))
-    data = {
-        "backend": "trt", "plan_hash": manifest.hash, "precision": precision, "device_name": device_name,
-        "tensorrt_version": trt.__version__, **key, "max_batch": MAX_BATCH,
-        "build_seconds": round(time.perf_counter() - t0, 3), "engines": engines,
-    }
-    write_engines_file(out_dir, data)
-    return data
+    meta = {"backend": "trt", "device_name": device_name, "graph_bytes_checked": stats.bytes, **stamp,
+            "built": built, "skipped": len(jobs) - built,
+            "build_seconds": round(time.perf_counter() - t0, 3), "engines": engines}
+    write_engines_file(out_dir, meta)
+    partial_path.unlink(missing_ok=True)
+    return meta
 
 
-def _segment_inputs(manifest: Manifest, level: int, segment: int, images: list[np.ndarray]) -> list[list[np.ndarray]]:
-    """Inputs of one segment for each calibration image (earlier segments run in ONNX Runtime)."""
-    from janus_deploy.backends.ort import OrtRunner
+class _Slot:
+    """One execution context with its own stream and reusable device buffers."""
 
-    runner = OrtRunner(manifest)
-    out = []
-    for img in images:
-        ins = [img]
-        for j in range(segment):
-            ins = runner.run_segment(level, j, ins)
-        out.append(ins)
-    return out
+    def __init__(self, engine, cudart) -> None:
+        self.ctx = engine.create_execution_context()
+        if self.ctx is None:
+            raise EngineError("TensorRT could not create an execution context (out of device memory?)")
+        self.cudart = cudart
+        self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self.buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+
+    def buffer(self, name: str, nbytes: int) -> int:
+        ptr, size = self.buffers.get(name, (0, 0))
+        if size < nbytes:
+            if ptr:
+                _check(self.cudart.cudaFree(ptr), "cudaFree")
+            ptr = int(_check(self.cudart.cudaMalloc(nbytes), "cudaMalloc"))
+            self.buffers[name] = (ptr, nbytes)
+        return ptr
+
+    def close(self) -> None:
+        for ptr, _ in self.buffers.values():
+            self.cudart.cudaFree(ptr)
+        self.buffers.clear()
+        self.cudart.cudaStreamDestroy(self.stream)
+
+
+class _Engine:
+    """A deserialised engine and its bounded pool of execution contexts."""
+
+    def __init__(self, engine, cudart, contexts: int) -> None:
+        self.engine, self.cudart, self.size = engine, cudart, contexts
+        self.pool: queue.Queue[_Slot] = queue.Queue()
+        self.created = 0
+        self.lock = threading.Lock()
+
+    def acquire(self) -> _Slot:
+        try:
+            return self.pool.get_nowait()
+        except queue.Empty:
+            pass
+        with self.lock:
+            if self.created < self.size:
+                self.created += 1
+                try:
+                    return _Slot(self.engine, self.cudart)
+                except Exception:
+                    self.created -= 1
+                    raise
+        return self.pool.get()  # bounded: wait for a context to come back
+
+    def release(self, slot: _Slot) -> None:
+        self.pool.put(slot)
+
+    def close(self) -> None:
+        while True:
+            try:
+                self.pool.get_nowait().close()
+            except queue.Empty:
+                return
 
 
 class TrtRunner:
-    """Deserialised engines per (level, segment), created lazily and kept resident."""
+    """Deserialised engines per (level, segment), created lazily and kept resident; thread-safe."""
 
-    def __init__(self, manifest: Manifest, engine_dir: str | Path, meta: dict[str, Any]) -> None:
+    def __init__(self, manifest: Manifest, engine_dir: str | Path, meta: dict[str, Any],
+                 contexts: int = DEFAULT_CONTEXTS) -> None:
         trt = _trt()
-        self.torch = _cuda()
+        self.trt, self.cudart = trt, _cudart()
         key = gpu_key()
-        if meta.get("tensorrt_version") != trt.__version__:
-            raise EngineError(
-                f"engines in {engine_dir} were built with TensorRT {meta.get('tensorrt_version')}, this is "
-                f"{trt.__version__}; rebuild them with `janus-deploy build-engines --backend trt`"
-            )
-        if meta.get("compute_capability") != key["compute_capability"]:
-            raise EngineError(
-                f"engines in {engine_dir} were built for compute capability {meta.get('compute_capability')} "
-                f"({meta.get('gpu')}), this GPU is {key['compute_capability']} ({key['gpu']}); rebuild them here"
-            )
-        self.manifest, self.dir, self.meta = manifest, Path(engine_dir), meta
+        here = {"tensorrt_version": trt.__version__, **key}
+        for field, label in (("tensorrt_version", "TensorRT"), ("compute_capability", "compute capability"),
+                             ("gpu", "device")):
+            if field == "gpu" and meta.get("hardware_compatibility"):
+                continue  # hardware-compatible engines may move between GPUs of that level
+            if meta.get(field) != here[field]:
+                raise EngineError(
+                    f"engines in {engine_dir} were built for {label} {meta.get(field)!r}, this machine has "
+                    f"{here[field]!r}; rebuild them here with `janus-deploy build-engines --backend trt`")
+        if contexts < 1:
+            raise EngineError(f"a TensorRT runner needs at least one execution context per engine, got {contexts}")
+        self.manifest, self.dir, self.meta, self.contexts = manifest, Path(engine_dir), meta, contexts
+        self.min_batch = int(meta.get("min_batch", MIN_BATCH))
+        self.max_batch = int(meta.get("max_batch", MAX_BATCH))
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.entries = {(e["level"], e["segment"]): e for e in meta["engines"]}
         self.checks = CheckStats()
-        self._ctx: dict[tuple[int, int], Any] = {}
-        self.stream = self.torch.cuda.Stream()
+        self._engines: dict[tuple[int, int], _Engine] = {}
+        self._lock = threading.Lock()
 
-    def _context(self, level: int, segment: int):
-        ctx = self._ctx.get((level, segment))
-        if ctx is None:
-            path = self.dir / self.entries[(level, segment)]["file"]
-            engine = self.runtime.deserialize_cuda_engine(self._engine_bytes(level, segment))
-            if engine is None:
-                raise EngineError(f"TensorRT cannot load {path} (corrupt, or built for another version/GPU)")
-            ctx = (engine, engine.create_execution_context())
-            self._ctx[(level, segment)] = ctx
-        return ctx
+    def _engine(self, level: int, segment: int) -> _Engine:
+        with self._lock:
+            eng = self._engines.get((level, segment))
+            if eng is None:
+                path = self.dir / self.entries.get((level, segment), {}).get("file", "?")
+                engine = self.runtime.deserialize_cuda_engine(self._engine_bytes(level, segment))
+                if engine is None:
+                    raise EngineError(f"TensorRT cannot load {path} (corrupt, or built for another version/GPU)")
+                eng = self._engines[(level, segment)] = _Engine(engine, self.cudart, self.contexts)
+            return eng
 
     def _engine_bytes(self, level: int, segment: int) -> bytes:
         entry = self.entries.get((level, segment))
@@ -212,7 +391,6 @@ class TrtRunner:
                              "rebuild the engines with `janus-deploy build-engines --backend trt`", self.checks)
 
     def check_files(self, progress: Any = None) -> None:
-        """Check every engine file against engines.json now."""
         keys = sorted(self.entries)
         for i, key in enumerate(keys, 1):
             self._engine_bytes(*key)
@@ -220,49 +398,68 @@ class TrtRunner:
                 progress(i, len(keys))
 
     def loaded(self) -> int:
-        return len(self._ctx)
+        return len(self._engines)
 
     def load(self, level: int, segment: int) -> None:
-        self._context(level, segment)
+        self._engine(level, segment)
 
     def preload(self, progress: Any = None) -> None:
         pairs = [(li, si) for li, lv in enumerate(self.manifest.levels) for si in range(len(lv["segments"]))]
         for i, (li, si) in enumerate(pairs, 1):
-            self._context(li, si)
+            self._engine(li, si)
             if progress:
                 progress(i, len(pairs))
 
     def unload(self, level: int, segment: int) -> None:
-        self._ctx.pop((level, segment), None)
+        with self._lock:
+            eng = self._engines.pop((level, segment), None)
+        if eng is not None:
+            eng.close()
 
     def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        torch = self.torch
-        trt = _trt()
-        engine, ctx = self._context(level, segment)
+        trt, cudart = self.trt, self.cudart
         entry = self.manifest.level(level)["segments"][segment]
-        names_in = [i["name"] for i in entry["inputs"]]
-        keep = []
-        for name, arr in zip(names_in, inputs):
-            try:
-                engine.get_tensor_mode(name)
-            except Exception:
-                continue
-            if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
-                continue
-            t = torch.from_numpy(np.ascontiguousarray(arr)).cuda()
-            keep.append(t)
-            ctx.set_input_shape(name, tuple(t.shape))
-            ctx.set_tensor_address(name, t.data_ptr())
-        outs = []
-        for o in entry["outputs"]:
-            shape = tuple(ctx.get_tensor_shape(o["name"]))
-            t = torch.empty(shape, dtype=torch.float32, device="cuda")
-            ctx.set_tensor_address(o["name"], t.data_ptr())
-            outs.append(t)
-        if not ctx.execute_async_v3(self.stream.cuda_stream):
-            raise EngineError(f"TensorRT execution failed for level {level} segment {segment}")
-        self.stream.synchronize()
-        return [t.cpu().numpy() for t in outs]
+        batch = int(inputs[0].shape[0]) if inputs and np.ndim(inputs[0]) else 0
+        if not self.min_batch <= batch <= self.max_batch:
+            raise EngineError(f"batch {batch} is outside the engines' range {self.min_batch}..{self.max_batch} "
+                              "(rebuild with a wider --max-batch, or send smaller batches)")
+        eng = self._engine(level, segment)
+        slot = eng.acquire()
+        try:
+            ctx, engine, h2d = slot.ctx, eng.engine, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+            hold = []
+            for spec, arr in zip(entry["inputs"], inputs):
+                name = spec["name"]
+                if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+                    continue  # an input the engine does not use (TensorRT drops unused inputs)
+                host = np.ascontiguousarray(arr, dtype=trt.nptype(engine.get_tensor_dtype(name)))
+                hold.append(host)
+                if not ctx.set_input_shape(name, tuple(host.shape)):
+                    raise EngineError(f"TensorRT refused shape {tuple(host.shape)} for {name!r} of level {level} "
+                                      f"segment {segment} (outside the optimization profile)")
+                ptr = slot.buffer(name, max(host.nbytes, 1))
+                _check(cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, h2d, slot.stream), "copy to device")
+                ctx.set_tensor_address(name, ptr)
+            outs = []
+            for spec in entry["outputs"]:
+                name = spec["name"]
+                shape = tuple(ctx.get_tensor_shape(name))
+                if any(d < 0 for d in shape):
+                    raise EngineError(f"output {name!r} of level {level} segment {segment} has no shape yet {shape}: "
+                                      "an input shape was not set")
+                host = np.empty(shape, dtype=trt.nptype(engine.get_tensor_dtype(name)))
+                ptr = slot.buffer(name, max(host.nbytes, 1))
+                ctx.set_tensor_address(name, ptr)
+                outs.append((host, ptr))
+            if not ctx.execute_async_v3(int(slot.stream)):
+                raise EngineError(f"TensorRT execution failed for level {level} segment {segment}")
+            d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+            for host, ptr in outs:
+                _check(cudart.cudaMemcpyAsync(host.ctypes.data, ptr, host.nbytes, d2h, slot.stream), "copy to host")
+            _check(cudart.cudaStreamSynchronize(slot.stream), "stream synchronize")
+            return [h.astype(np.float32, copy=False) if h.dtype == np.float16 else h for h, _ in outs]
+        finally:
+            eng.release(slot)
 
     def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
         out: list[np.ndarray] = [image]
@@ -271,6 +468,7 @@ class TrtRunner:
         return out[0]
 
 
-def load(manifest: Manifest, engine_dir: str | Path, *, meta: dict[str, Any] | None = None, **_: Any) -> TrtRunner:
+def load(manifest: Manifest, engine_dir: str | Path, *, meta: dict[str, Any] | None = None,
+         contexts: int = DEFAULT_CONTEXTS, **_: Any) -> TrtRunner:
     meta = meta if meta is not None else read_engines_file(engine_dir, manifest)
-    return TrtRunner(manifest, engine_dir, meta)
+    return TrtRunner(manifest, engine_dir, meta, contexts=contexts)

@@ -63,7 +63,7 @@ def export(
 def build_engines(
     plan: Path = typer.Argument(..., help="Plan directory written by `janus-deploy export`."),
     out: Path = typer.Option(..., "--out", "-o", help="Engine directory to write."),
-    backend: str = typer.Option("ort", help="ort (ONNX Runtime, embedded default) or trt (TensorRT 10, NVIDIA GPUs)."),
+    backend: str = typer.Option("ort", help="ort (ONNX Runtime, embedded default) or trt (TensorRT 10 or 11, NVIDIA GPUs)."),
     precision: str | None = typer.Option(None, help="fp32 | fp16 | int8 (default: fp32 for ort, fp16 for trt)."),
     device: str = typer.Option("cpu", help="ort only: cpu or cuda execution provider."),
     device_name: str | None = typer.Option(None, help="A name for this device, recorded with the engines (e.g. jetson-orin-nano)."),

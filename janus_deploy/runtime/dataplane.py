@@ -159,6 +159,11 @@ class DataPlane:
             raise ServerError(f"--max-json-mb must be > 0, got {self.max_json / MiB:g}")
         if self.max_batch < 1:
             raise ServerError(f"the maximum batch must be >= 1, got {self.max_batch}")
+        # engines with a fixed batch range (TensorRT's optimization profile, engines.json's
+        # max_batch) cap the batch a request may carry: a larger one is a 4xx, never a crash
+        engine_max = getattr(self.runner, "max_batch", None)
+        if isinstance(engine_max, int) and 1 <= engine_max < self.max_batch:
+            self.max_batch = engine_max
         self.models = tail_models(self.manifest)
         self.lru = SessionLRU(self.runner, self.max_loaded)
 
