@@ -154,6 +154,7 @@ def run(
     threads: int = typer.Option(0, help="Intra-op threads per local engine session (0 = default)."),
     preload: bool = typer.Option(False, "--preload", help="Check every engine file's sha256 and load every engine before the first request (else each is checked when first loaded)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per request here (input of `janus-deploy replay`)."),
+    allow_unverified_server: bool = typer.Option(False, "--allow-unverified-server", help="Use the answers of a server that does not say which plan it serves (refused by default)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run frames through the edge runtime: decide (α, split), run the head here, the tail on the server."""
@@ -201,7 +202,8 @@ def run(
             runner = SlowedRunner(runner, edge_slowdown)
     rt = EdgeRuntime(manifest, runner, profile_path(profile), profile_path(cloud_profile), server_url=server,
                      sla_ms=sla, accuracy=accuracy, codec=codec, controller=ctrl,
-                     transport=TransportOptions(token=token, timeout_factor=timeout_factor), trace=bw, log=log,
+                     transport=TransportOptions(token=token, timeout_factor=timeout_factor,
+                                                allow_unverified_plan=allow_unverified_server), trace=bw, log=log,
                      threads=threads)
     with rt:
         check = check_server(rt, server_wait)
@@ -242,6 +244,9 @@ def check_server(rt, wait_s: float = 0.0) -> str:
     answer (JanusError when it serves another plan); returns one line for the user."""
     import time
 
+    from janus_deploy.runtime.transport import served_plan
+    from janus_deploy.triton import dialect
+
     deadline = time.monotonic() + wait_s
     while True:
         status, info = rt.transport.server_metadata()
@@ -256,10 +261,19 @@ def check_server(rt, wait_s: float = 0.0) -> str:
                          "set JANUS_TOKEN or --token-file to the server's token")
     if status != 200:
         return f"[yellow]warning:[/] the server answered GET /v2 with {status}: {info}"
-    served = (info.get("janus") or {}).get("plan_hash") if isinstance(info, dict) else None
+    if not isinstance(info, dict):
+        raise JanusError(f"the server {rt.transport.server_url} answered GET /v2 with 200 but {info}: "
+                         "is --server the URL of a V2 server (`janus-deploy serve` or Triton)?")
+    served = served_plan(info)
+    if served is None and dialect.is_triton(info):
+        return (f"server {rt.transport.server_url} (triton {info.get('version', '')}) reachable; "
+                "the plan hash is checked in each tail model's configuration before its answers are used")
     if served is None:
-        return (f"server {rt.transport.server_url} ({info.get('name', '?')} {info.get('version', '')}) reachable; "
-                "it does not report a plan hash, so the plan is checked per request")
+        if rt.transport.options.allow_unverified_plan:
+            return (f"[yellow]warning:[/] the server {rt.transport.server_url} does not say which plan it serves; "
+                    "its answers are used anyway (--allow-unverified-server)")
+        raise JanusError(f"the server {rt.transport.server_url} does not say which plan it serves (no plan hash in "
+                         "GET /v2); serve this plan with `janus-deploy serve`, or pass --allow-unverified-server")
     if served != rt.manifest.hash:
         raise JanusError(f"the server {rt.transport.server_url} serves plan {served[:12]}, not this plan "
                          f"({rt.manifest.hash[:12]}); start `janus-deploy serve` with the same plan directory")

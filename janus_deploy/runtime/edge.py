@@ -135,7 +135,7 @@ class EdgeRuntime:
                 trace, chunk_bytes=(transport or TransportOptions()).chunk_bytes)
         try:
             self.transport = Transport(server_url, transport or TransportOptions(), shaper,
-                                       num_classes=self.manifest.model["num_classes"])
+                                       num_classes=self.manifest.model["num_classes"], plan_hash=self.manifest.hash)
         except TransportError as exc:
             raise EdgeError(str(exc)) from None
         try:
