@@ -47,6 +47,7 @@ def serve(
     engine: str = typer.Option("builtin", "--engine", help="builtin (this process) | triton (the tritonserver bundled in nvidia-pytriton, docs/scale-out.md)."),
     grpc_port: Optional[int] = typer.Option(None, "--grpc-port", help="--engine triton: gRPC port (default --port + 1)."),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="--engine triton: Prometheus metrics port (default --port + 2)."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="--engine triton: address the metrics port binds (per-model request counts; loopback by default, 0.0.0.0 for a scraper elsewhere)."),
     repository: Optional[Path] = typer.Option(None, "--repository", help="--engine triton: repository from `janus-deploy export-triton --platform python` (default: export one to a temporary directory)."),
 ) -> None:
     """Serve a plan's tail models over KServe V2 / Open Inference Protocol (REST, binary tensors)."""
@@ -57,7 +58,7 @@ def serve(
         raise JanusError(f"unknown --engine {engine!r}; choose builtin or triton")
     if engine == "triton":
         check_port_free(host, grpc_port if grpc_port is not None else port + 1, "--grpc-port")
-        check_port_free(host, metrics_port if metrics_port is not None else port + 2, "--metrics-port")
+        check_port_free(metrics_host, metrics_port if metrics_port is not None else port + 2, "--metrics-port")
     if engine == "builtin":
         _require("fastapi")
         _require("uvicorn")
@@ -80,7 +81,8 @@ def serve(
                               f"(repository {repo}): {srv.url}/v2, gRPC {srv.grpc_url}, metrics {srv.metrics_url}"
                               + (" [bold](token required)[/]" if token else ""))
 
-        serve_triton(plan, engines, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port, token=token,
+        serve_triton(plan, engines, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port,
+                     metrics_host=metrics_host, token=token,
                      http_threads=concurrency, repository=repository, on_ready=triton_banner,
                      options=_triton_options(threads))
         return
