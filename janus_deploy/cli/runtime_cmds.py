@@ -156,6 +156,7 @@ def run(
     threads: int = typer.Option(0, help="Intra-op threads per local engine session (0 = default)."),
     preload: bool = typer.Option(False, "--preload", help="Check every engine file's sha256 and load every engine before the first request (else each is checked when first loaded)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per request here (input of `janus-deploy replay`)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --log file."),
     allow_unverified_server: bool = typer.Option(False, "--allow-unverified-server", help="Use the answers of a server that does not say which plan it serves (refused by default)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -173,7 +174,7 @@ def run(
     if log is not None:
         from janus_deploy import check_output_path
 
-        check_output_path(log, "run log")
+        check_output_path(log, "run log", force=force)
     manifest = Manifest.load(plan)
     img = manifest.model["img_size"]
     if images is not None:
@@ -232,12 +233,17 @@ def run(
                 rt.run(frames, progress=show)
         summary = rt.summary()
         summary["config_error"] = rt.config_error
+        summary["log_error"] = rt.log_error
     if as_json:
         print_json(summary)
     else:
         render_report(summary)
-        if log:
+        if log and not summary["log_error"]:
             console.print(f"per-request log: {log} (`janus-deploy replay {log}` re-runs its decisions)")
+    if summary["log_error"]:
+        err_console.print(f"[bold red]error:[/] the run log {log} could not be written ({summary['log_error']}); "
+                          "give another --log path")
+        raise typer.Exit(1)
     honest_exit(summary, max_error_share)
 
 
