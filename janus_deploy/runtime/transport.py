@@ -277,11 +277,15 @@ class Transport:
                 raise _Failure("protocol", f"the answer is {int(declared)} bytes, more than the "
                                            f"{self.max_answer} this plan's answer can take")
             buf = bytearray()
-            async for chunk in resp.aiter_raw():
-                buf += chunk
-                if len(buf) > self.max_answer:
-                    raise _Failure("protocol", f"the answer is longer than the {self.max_answer} bytes this plan's "
-                                               "answer can take")
+            chunks = resp.aiter_raw()
+            try:
+                async for chunk in chunks:
+                    buf += chunk
+                    if len(buf) > self.max_answer:
+                        raise _Failure("protocol", f"the answer is longer than the {self.max_answer} bytes this "
+                                                   "plan's answer can take")
+            finally:
+                await chunks.aclose()
         finally:
             await resp.aclose()
         enc = resp.headers.get("Content-Encoding", "").strip().lower()
