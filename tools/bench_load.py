@@ -27,7 +27,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -144,6 +143,7 @@ def _edge_client(cid: int, url: str, manifest, engines, stop_at: float, results:
     from janus_deploy.images import synthetic_frames
     from janus_deploy.profile.table import profile_from_linear
     from janus_deploy.runtime.edge import EdgeRuntime
+    from janus_deploy.runtime.transport import TransportOptions
 
     mi = {k: manifest.model[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
     levels = [(lv["policy"], lv["alpha"]) for lv in manifest.levels]
@@ -151,7 +151,7 @@ def _edge_client(cid: int, url: str, manifest, engines, stop_at: float, results:
     cloud = profile_from_linear(mi, manifest.candidates, levels, 0.2, 0.005, plan_hash=manifest.hash)
     frames = synthetic_frames(4, manifest.model["img_size"], seed=cid)
     with EdgeRuntime(manifest, engines, edge, cloud, server_url=url, sla_ms=args.sla, threads=1,
-                     codec="fp16", token=args.token) as rt:
+                     codec="fp16", transport=TransportOptions(token=args.token)) as rt:
         i = 0
         while time.monotonic() < stop_at:
             res = rt.infer(frames[i % 4])
@@ -177,6 +177,8 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
+    from bench_clients import exit_if_failed, start_clients
+
     from janus_deploy.backends import load_runner
 
     manifest, plan_dir, engines = _plan(args)
@@ -197,12 +199,9 @@ def main() -> None:
             _warm(url, bodies, args.token)
         t0 = time.monotonic()
         stop_at = t0 + args.duration
-        threads = []
-        for cid in range(args.clients):
-            a = (cid, url, *extra, stop_at, results) + ((args.token,) if args.mode == "payload" else (args,))
-            threads.append(threading.Thread(target=target, args=a, daemon=True))
-        for t in threads:
-            t.start()
+        arg_tuples = [(cid, url, *extra, stop_at, results) + ((args.token,) if args.mode == "payload" else (args,))
+                      for cid in range(args.clients)]
+        threads, crashes = start_clients(target, arg_tuples)
         for t in threads:
             t.join()
         wall = time.monotonic() - t0
@@ -223,7 +222,8 @@ def main() -> None:
     report = {
         "mode": args.mode, "clients": args.clients, "duration_s": round(wall, 2), "codec": args.codec,
         "cpu_count": os.cpu_count(), "requests": len(results), "errors": len(errors),
-        "error_examples": sorted(set(errors))[:5],
+        "error_examples": sorted(set(errors))[:5], "client_crashes": crashes[:5],
+        "offloaded": sum(1 for r in results if r[1] is None and r[2] != "device-only"),
         "throughput_rps": round(len(results) / wall, 2),
         "latency_ms": {k: round(float(np.percentile(lat[ok], q)), 1) if ok.any() else None
                        for k, q in (("p50", 50), ("p95", 95), ("p99", 99))},
@@ -233,6 +233,8 @@ def main() -> None:
     print(json.dumps(report, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
+    exit_if_failed(len(results), len(errors), crashes,
+                   offloaded=report["offloaded"] if args.mode == "edge" else None)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def serve(
     engine: str = typer.Option("builtin", "--engine", help="builtin (this process) | triton (the tritonserver bundled in nvidia-pytriton, docs/scale-out.md)."),
     grpc_port: int | None = typer.Option(None, "--grpc-port", help="--engine triton: gRPC port (default --port + 1)."),
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="--engine triton: Prometheus metrics port (default --port + 2)."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="--engine triton: address the metrics port binds (per-model request counts; loopback by default, 0.0.0.0 for a scraper elsewhere)."),
     repository: Path | None = typer.Option(None, "--repository", help="--engine triton: repository from `janus-deploy export-triton --platform python` (default: export one to a temporary directory)."),
 ) -> None:
     """Serve a plan's tail models over KServe V2 / Open Inference Protocol (REST, binary tensors)."""
@@ -56,7 +57,7 @@ def serve(
         raise JanusError(f"unknown --engine {engine!r}; choose builtin or triton")
     if engine == "triton":
         check_port_free(host, grpc_port if grpc_port is not None else port + 1, "--grpc-port")
-        check_port_free(host, metrics_port if metrics_port is not None else port + 2, "--metrics-port")
+        check_port_free(metrics_host, metrics_port if metrics_port is not None else port + 2, "--metrics-port")
     if engine == "builtin":
         _require("fastapi")
         _require("uvicorn")
@@ -79,7 +80,8 @@ def serve(
                               f"(repository {repo}): {srv.url}/v2, gRPC {srv.grpc_url}, metrics {srv.metrics_url}"
                               + (" [bold](token required)[/]" if token else ""))
 
-        serve_triton(plan, engines, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port, token=token,
+        serve_triton(plan, engines, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port,
+                     metrics_host=metrics_host, token=token,
                      http_threads=concurrency, repository=repository, on_ready=triton_banner,
                      options=_triton_options(threads))
         return
@@ -153,6 +155,8 @@ def run(
     threads: int = typer.Option(0, help="Intra-op threads per local engine session (0 = default)."),
     preload: bool = typer.Option(False, "--preload", help="Check every engine file's sha256 and load every engine before the first request (else each is checked when first loaded)."),
     log: Path | None = typer.Option(None, "--log", help="Write one JSON line per request here (input of `janus-deploy replay`)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --log file."),
+    allow_unverified_server: bool = typer.Option(False, "--allow-unverified-server", help="Use the answers of a server that does not say which plan it serves (refused by default)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run frames through the edge runtime: decide (α, split), run the head here, the tail on the server."""
@@ -169,7 +173,7 @@ def run(
     if log is not None:
         from janus_deploy import check_output_path
 
-        check_output_path(log, "run log")
+        check_output_path(log, "run log", force=force)
     manifest = Manifest.load(plan)
     img = manifest.model["img_size"]
     if images is not None:
@@ -200,7 +204,8 @@ def run(
             runner = SlowedRunner(runner, edge_slowdown)
     rt = EdgeRuntime(manifest, runner, profile_path(profile), profile_path(cloud_profile), server_url=server,
                      sla_ms=sla, accuracy=accuracy, codec=codec, controller=ctrl,
-                     transport=TransportOptions(token=token, timeout_factor=timeout_factor), trace=bw, log=log,
+                     transport=TransportOptions(token=token, timeout_factor=timeout_factor,
+                                                allow_unverified_plan=allow_unverified_server), trace=bw, log=log,
                      threads=threads)
     with rt:
         check = check_server(rt, server_wait)
@@ -227,12 +232,17 @@ def run(
                 rt.run(frames, progress=show)
         summary = rt.summary()
         summary["config_error"] = rt.config_error
+        summary["log_error"] = rt.log_error
     if as_json:
         print_json(summary)
     else:
         render_report(summary)
-        if log:
+        if log and not summary["log_error"]:
             console.print(f"per-request log: {log} (`janus-deploy replay {log}` re-runs its decisions)")
+    if summary["log_error"]:
+        err_console.print(f"[bold red]error:[/] the run log {log} could not be written ({summary['log_error']}); "
+                          "give another --log path")
+        raise typer.Exit(1)
     honest_exit(summary, max_error_share)
 
 
@@ -240,6 +250,9 @@ def check_server(rt, wait_s: float = 0.0) -> str:
     """Ask the server what it serves before the first request, waiting up to ``wait_s`` for it to
     answer (JanusError when it serves another plan); returns one line for the user."""
     import time
+
+    from janus_deploy.runtime.transport import served_plan
+    from janus_deploy.triton import dialect
 
     deadline = time.monotonic() + wait_s
     while True:
@@ -255,10 +268,19 @@ def check_server(rt, wait_s: float = 0.0) -> str:
                          "set JANUS_TOKEN or --token-file to the server's token")
     if status != 200:
         return f"[yellow]warning:[/] the server answered GET /v2 with {status}: {info}"
-    served = (info.get("janus") or {}).get("plan_hash") if isinstance(info, dict) else None
+    if not isinstance(info, dict):
+        raise JanusError(f"the server {rt.transport.server_url} answered GET /v2 with 200 but {info}: "
+                         "is --server the URL of a V2 server (`janus-deploy serve` or Triton)?")
+    served = served_plan(info)
+    if served is None and dialect.is_triton(info):
+        return (f"server {rt.transport.server_url} (triton {info.get('version', '')}) reachable; "
+                "the plan hash is checked in each tail model's configuration before its answers are used")
     if served is None:
-        return (f"server {rt.transport.server_url} ({info.get('name', '?')} {info.get('version', '')}) reachable; "
-                "it does not report a plan hash, so the plan is checked per request")
+        if rt.transport.options.allow_unverified_plan:
+            return (f"[yellow]warning:[/] the server {rt.transport.server_url} does not say which plan it serves; "
+                    "its answers are used anyway (--allow-unverified-server)")
+        raise JanusError(f"the server {rt.transport.server_url} does not say which plan it serves (no plan hash in "
+                         "GET /v2); serve this plan with `janus-deploy serve`, or pass --allow-unverified-server")
     if served != rt.manifest.hash:
         raise JanusError(f"the server {rt.transport.server_url} serves plan {served[:12]}, not this plan "
                          f"({rt.manifest.hash[:12]}); start `janus-deploy serve` with the same plan directory")

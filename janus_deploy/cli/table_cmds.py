@@ -38,12 +38,16 @@ def export_table(
     breaker_failures: int = typer.Option(_C.breaker_failures, "--breaker-failures", help="Consecutive server "
                                          "failures that stop offloading (0 = never)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON (file, bytes, format, crc32, levels, splits)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
 ) -> None:
     """Write the decision table (levels, splits, latencies, payloads, accuracy, names, controller
     settings) that libjanus and `janus-decide` load: Janus's decisions without Python."""
+    from janus_deploy import JanusError, check_output_path
     from janus_deploy.calibrate.accuracy import load_accuracy
     from janus_deploy.profile.table import resolve_profile
     from janus_deploy.schedule.table_file import read_header, write_table
+
+    check_output_path(out, "decision table", force=force)
 
     extra = {"system": system, "cold_start_mbps": cold_start,
              "probe_interval_s": probe_interval if probe_interval > 0 else None}
@@ -52,9 +56,12 @@ def export_table(
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
                              no_deflate=no_deflate, breaker_failures=breaker_failures, **extra)
     edge, cloud = resolve_profile(profile), resolve_profile(cloud_profile)
-    path = write_table(out, edge, cloud, accuracy=load_accuracy(accuracy) if accuracy else None, plan=plan,
-                       engines=engines, codec=codec, sla_ms=sla, frame_bytes=frame_bytes,
-                       baseline_level=baseline_level, controller=ctrl)
+    try:
+        path = write_table(out, edge, cloud, accuracy=load_accuracy(accuracy) if accuracy else None, plan=plan,
+                           engines=engines, codec=codec, sla_ms=sla, frame_bytes=frame_bytes,
+                           baseline_level=baseline_level, controller=ctrl)
+    except OSError as exc:
+        raise JanusError(f"cannot write the decision table {out}: {exc.strerror or exc}; give another --out") from None
     head = read_header(path.read_bytes())
     if as_json:
         print_json({"table": str(path), "bytes": head.size, "format": head.version, "crc32": f"{head.crc32:08x}",

@@ -86,20 +86,33 @@ class _Log:
 
     def __init__(self, log: str | Path | IO[str] | None) -> None:
         self.f, self.own = None, False
+        self.error: str | None = None  # the first write error: the log stops there, the run goes on
         if isinstance(log, (str, Path)):
-            Path(log).parent.mkdir(parents=True, exist_ok=True)
-            self.f, self.own = open(log, "w"), True
+            from janus_deploy import check_output_path
+
+            check_output_path(log, "run log", error=EdgeError)
+            try:
+                Path(log).parent.mkdir(parents=True, exist_ok=True)
+                self.f, self.own = open(log, "w"), True
+            except OSError as exc:
+                raise EdgeError(f"cannot write the run log {log}: {exc.strerror or exc}; give another path") from None
         elif log is not None:
             self.f = log
 
     def write(self, rec: dict[str, Any]) -> None:
-        if self.f is not None:
-            self.f.write(dumps_line(rec) + "\n")
-            self.f.flush()
+        if self.f is not None and self.error is None:
+            try:
+                self.f.write(dumps_line(rec) + "\n")
+                self.f.flush()
+            except OSError as exc:
+                self.error = exc.strerror or str(exc)
 
     def close(self) -> None:
         if self.own and self.f is not None:
-            self.f.close()
+            try:
+                self.f.close()
+            except OSError as exc:
+                self.error = self.error or exc.strerror or str(exc)
 
 
 class EdgeRuntime:
@@ -134,7 +147,7 @@ class EdgeRuntime:
                 trace, chunk_bytes=(transport or TransportOptions()).chunk_bytes)
         try:
             self.transport = Transport(server_url, transport or TransportOptions(), shaper,
-                                       num_classes=self.manifest.model["num_classes"])
+                                       num_classes=self.manifest.model["num_classes"], plan_hash=self.manifest.hash)
         except TransportError as exc:
             raise EdgeError(str(exc)) from None
         try:
@@ -426,6 +439,11 @@ class EdgeRuntime:
     @property
     def config_error(self) -> str | None:
         return self.controller.config_error
+
+    @property
+    def log_error(self) -> str | None:
+        """Why the run log stopped being written (None while it is written)."""
+        return self._log.error
 
     def summary(self) -> dict[str, Any]:
         wall = None if self._t_first is None else (self._t_end or time.perf_counter()) - self._t_first

@@ -8,14 +8,18 @@ network or server problem: deciding what that means is the controller's job.
 Failure kinds (``docs/runtime.md``): ``unreachable`` (no connection), ``dropped`` (connection
 lost mid-exchange), ``timeout`` (no answer before the deadline), ``server-error`` (a non-200
 answer), ``unauthorized`` (401/403), ``protocol`` (an answer that is unreadable, or whose logits
-are not finite or not of the plan's shape).
+are not finite or not of the plan's shape, from another model than asked, longer than the plan's
+answer can be, or from a server that does not serve this plan: asked again after every new
+connection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,12 +38,36 @@ class TransportError(JanusError):
     """The transport cannot be set up (bad URL or options)."""
 
 
+def answer_limit(num_classes: int | None) -> int:
+    """The most bytes an inference answer of ``num_classes`` logits can take: the fp32 tensor
+    (binary or as JSON numbers of at most ~26 characters each) plus 64 KiB of JSON header."""
+    return 64 * 1024 + 32 * max(int(num_classes or 0), 1000)
+
+
+def served_plan(metadata: Any) -> str | None:
+    """The plan hash a ``GET /v2`` answer (built-in server) or a Triton model configuration
+    (``parameters.janus_plan_hash``) says is served; None when it says none."""
+    if not isinstance(metadata, dict):
+        return None
+    janus = metadata.get("janus")
+    if isinstance(janus, dict) and isinstance(janus.get("plan_hash"), str):
+        return janus["plan_hash"]
+    p = (metadata.get("parameters") or {}) if isinstance(metadata.get("parameters"), dict) else {}
+    v = p.get("janus_plan_hash")
+    if isinstance(v, dict):
+        v = v.get("string_value")
+    return v if isinstance(v, str) else None
+
+
 @dataclass(frozen=True)
 class TransportOptions:
     """``token``: bearer token sent to the server. The exchange is cancelled
     ``sla_ms·timeout_factor`` after the request started, never sooner than ``min_timeout_ms``
     after sending. ``probe_bytes``: size of a bandwidth probe. ``probe_rtt``: measure the RTT at
-    start with health checks (else the controller's cold value)."""
+    start with health checks (else the controller's cold value). ``allow_unverified_plan``: use
+    answers of a server that cannot say which plan it serves (refused by default).
+    ``max_answer_bytes``: read at most this much of an answer (default: what the plan's logits
+    can take, see :func:`answer_limit`)."""
 
     token: str | None = None
     timeout_factor: float = 1.0
@@ -47,6 +75,8 @@ class TransportOptions:
     chunk_bytes: int | None = DEFAULT_CHUNK_BYTES
     probe_bytes: int = DEFAULT_PROBE_BYTES
     probe_rtt: bool = True
+    allow_unverified_plan: bool = False
+    max_answer_bytes: int | None = None
 
     def validate(self) -> TransportOptions:
         if not self.timeout_factor > 0 or not self.min_timeout_ms >= 0:
@@ -106,19 +136,21 @@ class _Failure(Exception):
         self.kind, self.reason, self.status = kind, reason, status
 
 
-def _error_text(resp: Any) -> str:
+def _error_text(resp: Any, data: bytes | None = None) -> str:
+    text = data.decode("utf-8", "replace")[:200] if data is not None else resp.text[:200]
     try:
-        j = resp.json()
-        return str(j.get("error", resp.text[:200]) if isinstance(j, dict) else resp.text[:200])
+        j = json.loads(data) if data is not None else resp.json()
+        return str(j.get("error", text) if isinstance(j, dict) else text)
     except ValueError:
-        return resp.text[:200]
+        return text
 
 
 class Transport:
     """HTTP client of one edge runtime (one request at a time)."""
 
     def __init__(self, server_url: str, options: TransportOptions = TransportOptions(),
-                 shaper: TraceShaper | None = None, num_classes: int | None = None) -> None:
+                 shaper: TraceShaper | None = None, num_classes: int | None = None,
+                 plan_hash: str | None = None) -> None:
         import httpx
 
         self.options = options.validate()
@@ -136,6 +168,12 @@ class Transport:
         self.kind: str | None = None  # "triton" or "janus" once GET /v2 answered (docs/runtime.md)
         self._kind_asked = -1e9
         self._sockets: list[Any] = []  # of this client's connections, for _unacked_bytes
+        # the plan check: answers are used only from a server that serves ``plan_hash``; asked
+        # again after every new connection (a restarted server may serve another plan)
+        self.plan_hash = plan_hash
+        self._connects = 0
+        self._verified: dict[str, int] = {}  # what was checked ("/v2" or a Triton model) -> connection count
+        self.max_answer = options.max_answer_bytes or answer_limit(num_classes)
 
     # ------------------------------------------------------------------ calls
     def health_rtt(self, count: int = 3) -> float | None:
@@ -171,7 +209,9 @@ class Transport:
         try:
             info = r.json() if r.status_code == 200 else _error_text(r)
         except ValueError:
-            return r.status_code, "the answer is not JSON"
+            return r.status_code, f"the answer is not JSON ({r.text[:60]!r})"
+        if r.status_code == 200 and not isinstance(info, dict):
+            return r.status_code, f"the answer is JSON but not an object ({type(info).__name__})"
         if r.status_code == 200:
             self.kind = dialect.TRITON if dialect.is_triton(info) else "janus"
         return r.status_code, info
@@ -225,40 +265,115 @@ class Transport:
         out.link = self._link_record(stats, out.upload_s)
         return out
 
+    async def _bounded_post(self, path: str, content: Any, headers: dict[str, str]) -> tuple[Any, bytes]:
+        """POST and read at most ``max_answer`` bytes of the answer (a longer one is a protocol
+        failure, found without holding more than the limit)."""
+        req = self._client.build_request("POST", path, content=content, headers=headers,
+                                         extensions={"trace": self._on_trace})
+        resp = await self._client.send(req, stream=True)
+        try:
+            declared = resp.headers.get("Content-Length")
+            if declared is not None and declared.strip().isdigit() and int(declared) > self.max_answer:
+                raise _Failure("protocol", f"the answer is {int(declared)} bytes, more than the "
+                                           f"{self.max_answer} this plan's answer can take")
+            buf = bytearray()
+            chunks = resp.aiter_raw()
+            try:
+                async for chunk in chunks:
+                    buf += chunk
+                    if len(buf) > self.max_answer:
+                        raise _Failure("protocol", f"the answer is longer than the {self.max_answer} bytes this "
+                                                   "plan's answer can take")
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]  # httpx returns an async generator (has aclose); its annotation says AsyncIterator
+        finally:
+            await resp.aclose()
+        enc = resp.headers.get("Content-Encoding", "").strip().lower()
+        data = bytes(buf)
+        if enc in ("gzip", "deflate"):
+            d = zlib.decompressobj(zlib.MAX_WBITS | 32 if enc == "gzip" else zlib.MAX_WBITS)
+            data = d.decompress(data, self.max_answer + 1)
+            if len(data) > self.max_answer or d.unconsumed_tail:
+                raise _Failure("protocol", f"the answer inflates past the {self.max_answer} bytes this plan's "
+                                           "answer can take")
+        elif enc not in ("", "identity"):
+            raise _Failure("protocol", f"the answer has an unsupported Content-Encoding {enc!r}")
+        return resp, data
+
+    def _check_answer(self, header: dict[str, Any], raw: Any, model: str | None) -> None:
+        """The answer is the one asked for: the model's name (and a version, when given, that is a
+        version string), float32 logits."""
+        name = header.get("model_name")
+        if model is not None and name != model:
+            raise _Failure("protocol", f"the answer is from model {str(name)[:60]!r}, not {model!r}")
+        version = header.get("model_version")
+        if version is not None and not (isinstance(version, str) and version.isdigit()):
+            raise _Failure("protocol", f"the answer's model_version {str(version)[:20]!r} is not a version number")
+        if getattr(raw, "dtype", None) != np.float32:
+            raise _Failure("protocol", f"the answer's logits are {getattr(raw, 'dtype', type(raw).__name__)}, "
+                                       "expected float32")
+
+    async def _check_plan(self, model: str | None, timeout_s: float) -> None:
+        """Use an answer only from a server that serves this plan; asked once per connection
+        (``GET /v2``; a Triton model's configuration), so a restarted server is asked again."""
+        if self.plan_hash is None:
+            return
+        key = f"/v2/models/{model}/config" if self.kind == dialect.TRITON and model else "/v2"
+        if self._verified.get(key) == self._connects:
+            return
+        r = await asyncio.wait_for(self._client.get(key, extensions={"trace": self._on_trace}),
+                                   max(timeout_s, 0.05))
+        try:
+            served = served_plan(r.json()) if r.status_code == 200 else None
+        except ValueError:
+            served = None
+        if served is None and not self.options.allow_unverified_plan:
+            raise _Failure("protocol", f"the server does not say which plan it serves ({key} answered "
+                                       f"{r.status_code}); pass --allow-unverified-server to use it anyway")
+        if served is not None and served != self.plan_hash:
+            raise _Failure("protocol", f"the server now serves plan {served[:12]}, not this plan "
+                                       f"({self.plan_hash[:12]})")
+        self._verified[key] = self._connects
+
     async def _send(self, path: str, body: bytes, headers: dict[str, str], stats: dict[str, Any],
                     timeout_s: float, rid: str | None) -> Exchange:
+        model = path.split("/")[3] if path.startswith("/v2/models/") and path.count("/") >= 4 else None
         content = self.shaper.stream(body, stats) if self.shaper is not None else unshaped_stream(body, stats)
         t = time.perf_counter()
-        task = asyncio.ensure_future(self._client.post(path, content=content, headers=headers,
-                                                       extensions={"trace": self._on_trace}))
+        task = asyncio.ensure_future(self._bounded_post(path, content, headers))
         done, _ = await asyncio.wait({task}, timeout=timeout_s)
         if not done:  # the deadline: what of the body is still on this side of the link?
             stats["unacked"] = self._unacked_bytes()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             raise asyncio.TimeoutError
-        resp = task.result()
+        resp, data = task.result()
         wall_s = time.perf_counter() - t
         if resp.status_code in (401, 403):
-            raise _Failure("unauthorized", f"server answered {resp.status_code}: {_error_text(resp)}", resp.status_code)
+            raise _Failure("unauthorized", f"server answered {resp.status_code}: {_error_text(resp, data)}",
+                           resp.status_code)
         if resp.status_code != 200:
-            raise _Failure("server-error", f"server answered {resp.status_code}: {_error_text(resp)}", resp.status_code)
+            raise _Failure("server-error", f"server answered {resp.status_code}: {_error_text(resp, data)}",
+                           resp.status_code)
         ex = Exchange(True, 0, len(body), 0.0, 0.0, status=200)
         if rid is None:  # a probe: only the server's receive time (ours says so) matters
             ex.network_s = wall_s
             try:
-                ex.server = {"janus_receive_ms": float(resp.json()["receive_ms"])}
+                ex.server = {"janus_receive_ms": float(json.loads(data)["receive_ms"])}
             except (ValueError, KeyError, TypeError):
                 pass
             return ex
         try:
-            hlen = parse_header_length(resp.headers.get(HEADER_LENGTH), len(resp.content))
-            header, outs = parse_response(resp.content, hlen)
-            logits = np.asarray(outs["logits"], dtype=np.float32)
+            hlen = parse_header_length(resp.headers.get(HEADER_LENGTH), len(data))
+            header, outs = parse_response(data, hlen)
+            raw = outs["logits"]
         except (WireError, KeyError) as exc:
             raise _Failure("protocol", f"unreadable server response: {exc}") from None
         if header.get("id") not in (None, rid):
             raise _Failure("protocol", f"response id {header.get('id')!r} does not match request {rid!r}")
+        self._check_answer(header, raw, model)
+        logits = np.asarray(raw, dtype=np.float32)
+        await self._check_plan(model, timeout_s - (time.perf_counter() - t))
         want = [1, self.num_classes] if self.num_classes else None
         if logits.ndim != 2 or logits.shape[0] != 1 or (want and list(logits.shape) != want):
             raise _Failure("protocol", f"logits of shape {list(logits.shape)}, expected {want or '[1, classes]'}")
@@ -272,6 +387,8 @@ class Transport:
 
     async def _on_trace(self, name: str, info: dict[str, Any]) -> None:
         """httpcore's trace hook: remember each new connection's socket."""
+        if name == "connection.connect_tcp.complete":
+            self._connects += 1
         if name == "connection.connect_tcp.complete" and info.get("return_value") is not None:
             sock = info["return_value"].get_extra_info("socket")
             if sock is not None:
@@ -323,4 +440,4 @@ class Transport:
 
 
 __all__ = ["DEFAULT_PROBE_BYTES", "Exchange", "PROBE_PATH", "Transport", "TransportError", "TransportOptions",
-           "classify"]
+           "answer_limit", "classify", "served_plan"]

@@ -132,9 +132,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+TMP_PREFIX = "janus-testbed-"
+
+
+def temp_dir() -> str:
+    """A fresh work folder ``/tmp/janus-testbed-<pid>-*``: the pid lets :func:`sweep_stale`
+    remove it after this process dies without cleaning up."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-")
+
+
 def sweep_stale() -> list[str]:
-    """Delete testbed namespaces and links whose creating process is gone; returns their names."""
+    """Delete testbed namespaces (and the processes inside), links and work folders whose
+    creating process is gone; returns their names."""
+    import shutil
+    import tempfile
+
     gone = []
+    root = tempfile.gettempdir()
+    for entry in sorted(os.listdir(root)):
+        m = re.match(rf"{TMP_PREFIX}(\d+)-", entry)
+        if m and os.path.isdir(os.path.join(root, entry)) and not _alive(int(m.group(1))):
+            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+            gone.append(os.path.join(root, entry))
     for ns in namespaces():
         pid = _pid_of(ns)
         if pid is not None and not _alive(pid):
@@ -465,4 +486,4 @@ class KernelDelay:
 
 
 __all__ = ["KernelDelay", "KernelLink", "Netns", "PREFIX", "TestbedError", "check_privileges", "leftovers",
-           "netem_available", "run_cmd", "stop_process", "sweep_stale", "tbf_spec"]
+           "netem_available", "run_cmd", "stop_process", "sweep_stale", "tbf_spec", "temp_dir"]

@@ -30,10 +30,10 @@ import json
 import math
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +48,17 @@ from janus_deploy import JanusError
 from janus_deploy.net.traces import MBPS, MS, Trace
 from janus_deploy.report import REPORT_KEYS, report_differences
 from janus_deploy.schedule.controller import ControllerConfig
-from janus_deploy.testbed.netns import KernelDelay, KernelLink, Netns, TestbedError, check_privileges, netem_available, stop_process, sweep_stale
+from janus_deploy.testbed.netns import (
+    KernelDelay,
+    KernelLink,
+    Netns,
+    TestbedError,
+    check_privileges,
+    netem_available,
+    stop_process,
+    sweep_stale,
+    temp_dir,
+)
 
 SERVER_PORT = 8000
 CALIBRATION_REQUESTS = 30
@@ -502,6 +512,8 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
             raise TestbedError("--rtt-mode netem: this kernel has no netem qdisc (sch_netem); use --rtt-mode auto")
     rtt = "none" if cfg.ping is None else ("netem" if netem else "user-space")
     swept = sweep_stale()
+    if swept:
+        say(f"swept what killed testbeds left behind: {', '.join(swept)}")
     info: dict[str, Any] = {
         "trace": cfg.trace.name, "sample_interval_s": cfg.trace.interval_s, "trace_mean_mbps": cfg.trace.mean(),
         "ping": cfg.ping.name if cfg.ping else None,
@@ -514,7 +526,8 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
     }
     out: dict[str, Any] = {"testbed": info}
     with _sigterm_as_interrupt(), _priority(cfg.nice), ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="janus-testbed-")))
+        tmp = Path(temp_dir())
+        stack.callback(shutil.rmtree, tmp, True)
         ns = stack.enter_context(Netns())
         info.update(namespace=ns.name, edge_if=ns.host_if, edge_ip=ns.host_ip, cloud_ip=ns.ns_ip)
         say(f"namespace {ns.name}: edge {ns.host_ip} ({ns.host_if}) ↔ cloud {ns.ns_ip}; starting the server inside")

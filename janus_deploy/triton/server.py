@@ -111,7 +111,8 @@ class TritonServer:
 
     def __init__(self, repository: str | Path, *, host: str = "127.0.0.1", http_port: int = 8000,
                  grpc_port: int | None = None, metrics_port: int | None = None, token: str | None = None,
-                 http_threads: int | None = None, log: str | Path | None = None, verbose: int = 0) -> None:
+                 http_threads: int | None = None, log: str | Path | None = None, verbose: int = 0,
+                 metrics_host: str = "127.0.0.1") -> None:
         self.repository = Path(repository).resolve()
         if not (self.repository / "janus-repository.json").is_file():
             from janus_deploy.triton.repository import read_repository
@@ -121,11 +122,12 @@ class TritonServer:
             raise JanusError("--token for Triton must be non-empty without spaces, commas, colons or '='")
         self.bundle = find_bundle()
         self.host = host
+        self.metrics_host = metrics_host  # per-model request counts: loopback unless the user says otherwise
         self.http_port = http_port or free_port(host)
         self.grpc_port = grpc_port if grpc_port is not None else (self.http_port + 1 if http_port else 0)
         self.grpc_port = self.grpc_port or free_port(host)
         self.metrics_port = metrics_port if metrics_port is not None else (self.http_port + 2 if http_port else 0)
-        self.metrics_port = self.metrics_port or free_port(host)
+        self.metrics_port = self.metrics_port or free_port(metrics_host)
         self.token = token
         self.http_threads = http_threads
         self.verbose = verbose
@@ -160,7 +162,7 @@ class TritonServer:
                f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
                f"--http-address={self.host}", f"--http-port={self.http_port}",
                f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-               f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+               f"--metrics-address={self.metrics_host}", f"--metrics-port={self.metrics_port}",
                "--allow-gpu-metrics=false", f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
                "--disable-auto-complete-config", "--strict-readiness=true", f"--log-verbose={self.verbose}"]
         if self.http_threads:
@@ -180,7 +182,7 @@ class TritonServer:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.metrics_port}/metrics"
+        return f"http://{self.metrics_host}:{self.metrics_port}/metrics"
 
     @property
     def pid(self) -> int | None:
@@ -281,7 +283,8 @@ class TritonServer:
 def serve(plan_dir: str | Path, engine_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
           grpc_port: int | None = None, metrics_port: int | None = None, token: str | None = None,
           http_threads: int | None = None, repository: str | Path | None = None, options: Any = None,
-          ready_timeout: float = DEFAULT_READY_TIMEOUT_S, on_ready: Any = None) -> None:
+          ready_timeout: float = DEFAULT_READY_TIMEOUT_S, on_ready: Any = None,
+          metrics_host: str = "127.0.0.1") -> None:
     """``janus-deploy serve --engine triton``: export the plan's python-backend repository (to a
     temporary directory, or to ``repository`` when it does not exist yet; an existing one must
     have been exported for this plan), run tritonserver on it until SIGINT/SIGTERM, then stop it
@@ -309,7 +312,7 @@ def serve(plan_dir: str | Path, engine_dir: str | Path, *, host: str = "127.0.0.
         repo = Path(repository) if repository is not None else tmp / "repository"
         export_repository(manifest, engine_dir, repo, options or ExportOptions(platform="python", fuse=False))
     srv = TritonServer(repo, host=host, http_port=port, grpc_port=grpc_port, metrics_port=metrics_port, token=token,
-                       http_threads=http_threads)
+                       http_threads=http_threads, metrics_host=metrics_host)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -393,6 +393,9 @@ def test_run_cli(plan, server, tmp_path):
     summary = json.loads(r.output)
     assert summary["requests"] == summary["answered"] == 4 and summary["errors"] == 0
     assert len(read_run_log(tmp_path / "log.jsonl")[1]) == 4
+    r = CliRunner().invoke(app, [*args, "--synthetic", "2"])  # the log exists: no silent overwrite
+    assert r.exit_code == 2 and "--force" in r.output
+    args.append("--force")
     r = CliRunner().invoke(app, [*args, "--synthetic", "2"])  # rich summary
     assert r.exit_code == 0 and "SLA violations" in r.output and "verdict" in r.output
     r = CliRunner().invoke(app, [*args, "--synthetic", "2", "--images", str(tmp_path)])

@@ -593,3 +593,29 @@ def test_demo_against_triton(tmp_path):
     recs = [json.loads(x) for x in (tmp_path / "demo" / "requests.jsonl").read_text().splitlines()]
     offloaded = [r for r in recs if (r.get("decision") or {}).get("model") and r.get("fallback") is None]
     assert offloaded, "no request was answered by Triton"
+
+
+def _listening(port: int) -> set[str]:
+    """Addresses (hex, as /proc/net/tcp writes them) with a LISTEN socket on ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, p = local.split(":")
+            if state == "0A" and int(p, 16) == port:
+                found.add(addr)
+    return found
+
+
+def test_metrics_bind_loopback_unless_told(repo, triton):
+    """Triton's metrics (per-model request counts) bind 127.0.0.1 by default, even when the HTTP
+    port binds every address (issue 21 item 4)."""
+    assert _listening(triton.metrics_port) == {"0100007F"}
+    cmd = TritonServer(repo.path, host="0.0.0.0", http_port=0).command()
+    assert "--http-address=0.0.0.0" in cmd and "--metrics-address=127.0.0.1" in cmd
+    cmd = TritonServer(repo.path, host="0.0.0.0", http_port=0, metrics_port=9102, metrics_host="10.1.2.3").command()
+    assert "--metrics-address=10.1.2.3" in cmd

@@ -256,3 +256,34 @@ def test_interrupt_tears_down(small, short_traces, sig, when):
     assert p.returncode == 130, err[-2000:]
     assert "interrupted" in err
     assert leftovers() == before
+
+
+@needs_root
+def test_kill_9_leaves_nothing_the_next_start_does_not_sweep(small, short_traces):
+    """SIGKILL mid-run leaves the namespace, its veth and tbf, the server inside and the work
+    folder; the next testbed start removes them all and says so (issue 21 item 10)."""
+    import glob
+    import tempfile
+
+    before = leftovers()
+    p = subprocess.Popen([sys.executable, "-m", "janus_deploy.cli.main", "testbed", *_args(small, short_traces, 5000)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    try:
+        def mine() -> list[str]:
+            return [n for n in leftovers()["namespaces"] if n.startswith(f"jtb{p.pid}n")]
+
+        assert _wait_for(lambda: bool(mine()), 60), "the namespace never came up"
+        ns = mine()[0]
+        assert _wait_for(lambda: "tbf" in nsmod.run_cmd(["tc", "qdisc", "show", "dev", ns + "e"], check=False).stdout,
+                         90), "the kernel run never started"
+    finally:
+        p.kill()
+        p.wait()
+    folders = glob.glob(os.path.join(tempfile.gettempdir(), f"janus-testbed-{p.pid}-*"))
+    assert folders and mine()  # what SIGKILL leaves
+    inside = [int(x) for x in nsmod.run_cmd(["ip", "netns", "pids", ns], check=False).stdout.split()]
+    swept = nsmod.sweep_stale()
+    assert ns in swept and set(folders) <= set(swept)
+    assert leftovers() == before
+    assert not any(os.path.isdir(f) for f in folders)
+    assert _wait_for(lambda: not any(nsmod._alive(q) and not nsmod._zombie(q) for q in inside), 10)
