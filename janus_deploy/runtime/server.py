@@ -43,7 +43,7 @@ from janus_deploy.runtime.dataplane import (DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_
 from janus_deploy.runtime.limits import (BodyBudget, ConnectionGuard, ServerLimits, Ticket, quiet_accept_errors,
                                          uvicorn_config)
 from janus_deploy.wire.spec import MODEL_VERSION, TailSpec, tail_models
-from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, model_name, short
+from janus_deploy.wire.v2 import HEADER_LENGTH, MAX_LENGTH_DIGITS, WireError, header_length_value, model_name, short
 
 log = logging.getLogger("janus_deploy.runtime.server")
 
@@ -214,8 +214,10 @@ def create_app(
         declared = None
         if cl is not None:
             try:
-                declared = int(cl)
+                declared = int(cl) if len(cl.strip()) <= MAX_LENGTH_DIGITS else -1
             except ValueError:
+                declared = -1
+            if declared < 0:
                 raise WireError(f"Content-Length must be an integer, got {short(cl)}") from None
             if declared > plane.max_body:
                 raise WireError(f"request body of {declared} bytes is over the server's --max-body-mb "
@@ -224,8 +226,8 @@ def create_app(
             if json_only and identity and declared > plane.json_limit:
                 raise plane.json_too_large(declared)
         hl = request.headers.get(HEADER_LENGTH.lower())
-        if hl is not None and hl.strip().isdigit() and int(hl) > plane.json_limit:
-            raise plane.json_too_large(int(hl))
+        if hl is not None and (n := header_length_value(hl)) > plane.json_limit:
+            raise plane.json_too_large(n)
         return declared
 
     async def read_body(request: Request, declared: int | None) -> bytearray:
@@ -310,7 +312,7 @@ def create_app(
                 return raw
             t_recv = time.perf_counter()
             box, raw = [raw], None  # the worker takes the body out: freed when it is done with it
-            big_json = hlen is None or not hlen.strip().isdigit() or int(hlen) > SMALL_JSON
+            big_json = hlen is None or header_length_value(hlen) > SMALL_JSON
             req, refused = await anyio.to_thread.run_sync(
                 _parse, plane, model, box, request.headers.get("content-encoding"), hlen,
                 limiter=state.json_limiter if big_json else state.parse_limiter)
