@@ -10,6 +10,9 @@ import typer
 
 from janus_deploy import JanusError
 from janus_deploy.cli.common import console, controller_config, err_console, print_json, render_report
+from janus_deploy.cli.options import (BreakerFailures, ColdStart, EdgeSlowdown, Estimator, Margin, NoDeflate, ProbeInterval,
+                                      Rtt, RttEstimate, SampleInterval, Sla, Threads, TimeoutFactor, TokenFile, TraceFormat,
+                                      Window, megabytes, seconds)
 from janus_deploy.runtime import limits as _L
 from janus_deploy.schedule.controller import ControllerConfig as _C
 
@@ -31,15 +34,15 @@ def serve(
     max_loaded: int = typer.Option(128, "--max-loaded", help="Most (level, segment) engine sessions kept resident (LRU)."),
     token: Optional[str] = typer.Option(None, "--token", envvar="JANUS_TOKEN",
                                         help="Require 'Authorization: Bearer TOKEN' (health endpoints stay open)."),
-    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Larger request bodies (also after decompression) get 413."),
+    max_body_mb: megabytes("--max-body-mb", "Larger request bodies (also after decompression) get 413.") = 64.0,
     concurrency: Optional[int] = typer.Option(None, help="Inferences running at once (default: CPU count)."),
-    threads: int = typer.Option(0, help="Intra-op threads per engine session (0 = runtime default)."),
-    body_timeout: float = typer.Option(60.0, "--body-timeout", help="Seconds a request body may take to arrive (408 after)."),
-    token_file: Optional[Path] = typer.Option(None, "--token-file", help="Read the bearer token from this file (the way: --token is visible in the process list)."),
-    max_json_mb: float = typer.Option(_L.DEFAULT_MAX_JSON_MB, "--max-json-mb", help="Most JSON per request (a JSON-only body, or the JSON header before binary tensors); more gets 413. JSON is parsed holding Python's GIL."),
-    max_inflight_mb: float = typer.Option(_L.DEFAULT_MAX_INFLIGHT_MB, "--max-inflight-mb", help="Request bodies held in memory at once; others wait (503 after --body-timeout)."),
+    threads: Threads = 0,
+    body_timeout: seconds("--body-timeout", "Seconds a request body may take to arrive (408 after).") = 60.0,
+    token_file: TokenFile = None,
+    max_json_mb: megabytes("--max-json-mb", "Most JSON per request (a JSON-only body, or the JSON header before binary tensors); more gets 413. JSON is parsed holding Python's GIL.") = _L.DEFAULT_MAX_JSON_MB,
+    max_inflight_mb: megabytes("--max-inflight-mb", "Request bodies held in memory at once; others wait (503 after --body-timeout).") = _L.DEFAULT_MAX_INFLIGHT_MB,
     max_connections: int = typer.Option(_L.DEFAULT_MAX_CONNECTIONS, "--max-connections", help="Open connections; past it the connection idle longest is closed for each new one."),
-    header_timeout: float = typer.Option(_L.DEFAULT_HEADER_TIMEOUT_S, "--header-timeout", help="Seconds a connection has to send a request's headers (closed after)."),
+    header_timeout: seconds("--header-timeout", "Seconds a connection has to send a request's headers (closed after).") = _L.DEFAULT_HEADER_TIMEOUT_S,
     keep_alive: int = typer.Option(_L.DEFAULT_KEEP_ALIVE_S, "--keep-alive", help="Seconds an idle connection stays open after a response."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     access_log: bool = typer.Option(False, help="Log every HTTP request."),
@@ -127,31 +130,31 @@ def run(
     cloud_profile: str = typer.Option(..., "--cloud-profile", help="Cloud profile (file or preset name)."),
     accuracy: Optional[Path] = typer.Option(None, "--accuracy", help="Accuracy table of this plan (default: prefer the lowest α)."),
     server: str = typer.Option(..., "--server", help="URL of `janus-deploy serve`, e.g. http://10.0.0.2:8000."),
-    sla: float = typer.Option(..., "--sla", help="Latency SLA in ms."),
+    sla: Sla = ...,
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of images."),
     video: Optional[Path] = typer.Option(None, "--video", help="Video file (needs imageio or OpenCV)."),
     synthetic: Optional[int] = typer.Option(None, "--synthetic", help="N synthetic frames."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many frames of --images/--video."),
     trace: Optional[list[str]] = typer.Option(None, "--trace", help="Bandwidth trace replayed on the upload (file, directory or glob)."),
-    trace_format: str = typer.Option("auto", "--trace-format", help="auto | 5g-lte | pensieve | mahimahi"),
-    sample_interval: float = typer.Option(1.0, "--sample-interval", help="Seconds per trace sample."),
+    trace_format: TraceFormat = "auto",
+    sample_interval: SampleInterval = 1.0,
     codec: Optional[str] = typer.Option(None, "--codec", help="fp32 | fp16 | fp16-zstd | int8 (default: the profile's)."),
-    estimator: str = typer.Option(_C.estimator, "--estimator", help="harmonic | ewma | robustmpc"),
-    window: int = typer.Option(_C.window, "--window", help="Estimator window (samples)."),
-    cold_start: Optional[float] = typer.Option(None, "--cold-start-mbps", help="Bandwidth assumed before the first transfer (default: trace mean, else 100)."),
-    rtt: Optional[float] = typer.Option(None, "--rtt", help="Fixed RTT (ms) for the scheduler (default: measured)."),
-    margin: float = typer.Option(_C.margin, "--margin", help="Fraction of the SLA held back when deciding."),
-    rtt_estimate: str = typer.Option(_C.rtt_estimate, "--rtt-estimate", help="RTT estimate over the last RTTs: max | median."),
-    no_deflate: bool = typer.Option(False, "--no-deflate", help="Do not deflate the bandwidth estimate by its recent error."),
-    breaker_failures: int = typer.Option(_C.breaker_failures, "--breaker-failures", help="Consecutive server failures that stop offloading until a probe succeeds (0 = never)."),
-    timeout_factor: float = typer.Option(1.0, "--timeout-factor", help="Cancel the server exchange at SLA x this (then finish locally)."),
+    estimator: Estimator = _C.estimator,
+    window: Window = _C.window,
+    cold_start: ColdStart = None,
+    rtt: Rtt = None,
+    margin: Margin = _C.margin,
+    rtt_estimate: RttEstimate = _C.rtt_estimate,
+    no_deflate: NoDeflate = False,
+    breaker_failures: BreakerFailures = _C.breaker_failures,
+    timeout_factor: TimeoutFactor = 1.0,
     token: Optional[str] = typer.Option(None, "--token", envvar="JANUS_TOKEN", help="Bearer token of the server (prefer JANUS_TOKEN or --token-file: a command line is visible to other users)."),
-    token_file: Optional[Path] = typer.Option(None, "--token-file", help="Read the bearer token from this file."),
-    probe_interval: float = typer.Option(_C.probe_interval_s, "--probe-interval", help="Probe the uplink after this many seconds without a transfer (0 = never)."),
-    edge_slowdown: float = typer.Option(1.0, "--edge-slowdown", min=1.0, help="Emulate an edge this many times slower than this machine (as the demo does; profile with the same factor)."),
+    token_file: TokenFile = None,
+    probe_interval: ProbeInterval = _C.probe_interval_s,
+    edge_slowdown: EdgeSlowdown = 1.0,
     server_wait: float = typer.Option(10.0, "--server-wait", min=0.0, help="Seconds to wait for the server to answer before the first request (it may still be loading)."),
     max_error_share: float = typer.Option(0.0, "--max-error-share", min=0.0, max=1.0, help="Exit 3 when more than this share of requests errored."),
-    threads: int = typer.Option(0, help="Intra-op threads per local engine session (0 = default)."),
+    threads: Threads = 0,
     preload: bool = typer.Option(False, "--preload", help="Check every engine file's sha256 and load every engine before the first request (else each is checked when first loaded)."),
     log: Optional[Path] = typer.Option(None, "--log", help="Write one JSON line per request here (input of `janus-deploy replay`)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -204,9 +207,13 @@ def run(
                      transport=TransportOptions(token=token, timeout_factor=timeout_factor), trace=bw, log=log,
                      threads=threads)
     with rt:
+        from janus_deploy.runtime.session import check_server, settings_mismatch
+
         check = check_server(rt, server_wait)
         if not as_json:
-            err_console.print(check)
+            err_console.print(f"[yellow]warning:[/] {check.line}" if check.warning else check.line)
+        for line in settings_mismatch(rt.edge_profile.device, edge_slowdown=edge_slowdown, threads=threads):
+            err_console.print(f"[yellow]warning:[/] {line}")
         if as_json:
             rt.run(frames)
         else:
@@ -228,60 +235,27 @@ def run(
                 rt.run(frames, progress=show)
         summary = rt.summary()
         summary["config_error"] = rt.config_error
+        records = rt.records
+        summary["server_reachable"] = check.reachable
+        summary["server_answers"] = sum(r.get("server") is not None for r in records)
     if as_json:
         print_json(summary)
     else:
         render_report(summary)
         if log:
             console.print(f"per-request log: {log} (`janus-deploy replay {log}` re-runs its decisions)")
-    honest_exit(summary, max_error_share)
+    honest_exit(summary, max_error_share, check, records)
 
 
-def check_server(rt, wait_s: float = 0.0) -> str:
-    """Ask the server what it serves before the first request, waiting up to ``wait_s`` for it to
-    answer (JanusError when it serves another plan); returns one line for the user."""
-    import time
+def honest_exit(summary: dict, max_error_share: float, server=None, records=None) -> None:
+    """Exit non-zero when the run did not do its job (one line saying why; the policy is
+    :func:`janus_deploy.runtime.session.run_outcome`)."""
+    from janus_deploy.runtime.session import run_outcome
 
-    deadline = time.monotonic() + wait_s
-    while True:
-        status, info = rt.transport.server_metadata()
-        if status is not None or time.monotonic() >= deadline:
-            break
-        time.sleep(0.25)
-    if status is None:
-        return (f"[yellow]warning:[/] the server {rt.transport.server_url} is not reachable ({info}); "
-                "requests run on this device until it answers")
-    if status in (401, 403):
-        raise JanusError(f"the server {rt.transport.server_url} refused the token ({status}: {info}); "
-                         "set JANUS_TOKEN or --token-file to the server's token")
-    if status != 200:
-        return f"[yellow]warning:[/] the server answered GET /v2 with {status}: {info}"
-    served = (info.get("janus") or {}).get("plan_hash") if isinstance(info, dict) else None
-    if served is None:
-        return (f"server {rt.transport.server_url} ({info.get('name', '?')} {info.get('version', '')}) reachable; "
-                "it does not report a plan hash, so the plan is checked per request")
-    if served != rt.manifest.hash:
-        raise JanusError(f"the server {rt.transport.server_url} serves plan {served[:12]}, not this plan "
-                         f"({rt.manifest.hash[:12]}); start `janus-deploy serve` with the same plan directory")
-    return f"server {rt.transport.server_url} serves this plan ({served[:12]})"
-
-
-def honest_exit(summary: dict, max_error_share: float) -> None:
-    """Exit non-zero when the run did not do its job (one line saying why)."""
-    n = summary["requests"] or 1
-    if summary.get("config_error"):
-        err_console.print(f"[bold red]error:[/] {summary['config_error']}: every request ran on this device; "
-                          "check the token (JANUS_TOKEN or --token-file)")
-        raise typer.Exit(2)
-    if summary["errors"] / n > max_error_share:
-        err_console.print(f"[bold red]error:[/] {summary['errors']} of {summary['requests']} requests failed "
-                          f"(more than --max-error-share {max_error_share:g}); see the log for the causes")
-        raise typer.Exit(3)
-    if summary["answered"] and summary["fallbacks"] == summary["answered"]:
-        kinds = ", ".join(f"{k}: {v}" for k, v in summary["fallback_kinds"].items())
-        err_console.print(f"[bold red]error:[/] every request fell back to the device ({kinds}): the server never "
-                          "answered usably")
-        raise typer.Exit(3)
+    outcome = run_outcome(summary, max_error_share, server, records)
+    if outcome.rc:
+        err_console.print(f"[bold red]error:[/] {outcome.line}")
+        raise typer.Exit(outcome.rc)
 
 
 def profile_path(spec: str):
