@@ -163,25 +163,17 @@ def run(
     _require("httpx")
     from janus_deploy.net.traces import load_trace
     from janus_deploy.plan.manifest import Manifest
-    from janus_deploy.runtime.edge import EdgeRuntime, frames_from_images, frames_from_video, frames_synthetic
+    from janus_deploy.runtime.edge import EdgeRuntime
+    from janus_deploy.runtime.session import check_server, edge_runner, frame_source, settings_mismatch
     from janus_deploy.runtime.transport import TransportOptions
 
-    sources = [s for s in (images, video, synthetic) if s is not None]
-    if len(sources) != 1:
-        raise JanusError("give exactly one of --images DIR, --video FILE or --synthetic N")
     token = read_token(token, token_file)
     if log is not None:
         from janus_deploy import check_output_path
 
         check_output_path(log, "run log")
     manifest = Manifest.load(plan)
-    img = manifest.model["img_size"]
-    if images is not None:
-        frames = frames_from_images(images, img, limit)
-    elif video is not None:
-        frames = frames_from_video(video, img, limit)
-    else:
-        frames = frames_synthetic(int(synthetic), img)
+    frames = frame_source(manifest, images=images, video=video, synthetic=synthetic, limit=limit)
     bw = load_trace(trace, fmt=trace_format, interval_s=sample_interval) if trace else None
     extra = {"probe_interval_s": probe_interval if probe_interval > 0 else None}
     cold = cold_start if cold_start is not None else (bw.mean() if bw is not None and bw.mean() > 0 else None)
@@ -191,24 +183,12 @@ def run(
         extra.update(rtt_cold_ms=rtt, rtt_fixed=True)
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
                              no_deflate=no_deflate, breaker_failures=breaker_failures, **extra)
-    runner = engines
-    if edge_slowdown > 1 or preload:
-        from janus_deploy.backends import load_runner
-        from janus_deploy.backends.base import SlowedRunner
-
-        runner = load_runner(manifest, engines, threads=threads)
-        if preload:
-            runner.check_files()
-            runner.preload()
-        if edge_slowdown > 1:
-            runner = SlowedRunner(runner, edge_slowdown)
+    runner = edge_runner(manifest, engines, edge_slowdown=edge_slowdown, threads=threads, preload=preload)
     rt = EdgeRuntime(manifest, runner, profile_path(profile), profile_path(cloud_profile), server_url=server,
                      sla_ms=sla, accuracy=accuracy, codec=codec, controller=ctrl,
                      transport=TransportOptions(token=token, timeout_factor=timeout_factor), trace=bw, log=log,
                      threads=threads)
     with rt:
-        from janus_deploy.runtime.session import check_server, settings_mismatch
-
         check = check_server(rt, server_wait)
         if not as_json:
             err_console.print(f"[yellow]warning:[/] {check.line}" if check.warning else check.line)

@@ -101,3 +101,36 @@ def run_outcome(summary: dict[str, Any], max_error_share: float = 0.0, server: S
         return Outcome(3, f"verdict: the server was never reached: {summary['requests']} request(s) ran on this "
                           "device only; start `janus-deploy serve` or fix --server")
     return Outcome(0)
+
+
+def frame_source(manifest: Any, *, images: Any = None, video: Any = None, synthetic: int | None = None,
+                 limit: int | None = None):
+    """The frames of a run from exactly one source (a folder of images, a video, N synthetic
+    frames), sized for the plan's model; JanusError unless exactly one is given."""
+    from janus_deploy.runtime.edge import frames_from_images, frames_from_video, frames_synthetic
+
+    if sum(s is not None for s in (images, video, synthetic)) != 1:
+        raise JanusError("give exactly one of --images DIR, --video FILE or --synthetic N")
+    img = manifest.model["img_size"]
+    if images is not None:
+        return frames_from_images(images, img, limit)
+    if video is not None:
+        return frames_from_video(video, img, limit)
+    return frames_synthetic(int(synthetic), img)  # type: ignore[arg-type]  # checked above: one is set
+
+
+def edge_runner(manifest: Any, engines: Any, *, edge_slowdown: float = 1.0, threads: int = 0,
+                preload: bool = False) -> Any:
+    """What runs the edge's segments: the engine folder as it is (the runtime loads it), or, for
+    ``preload`` (every file checked and every engine loaded first) or an emulated slower edge
+    (``edge_slowdown`` > 1), a runner built here."""
+    if edge_slowdown <= 1 and not preload:
+        return engines
+    from janus_deploy.backends import load_runner
+    from janus_deploy.backends.base import SlowedRunner
+
+    runner = load_runner(manifest, engines, threads=threads)
+    if preload:
+        runner.check_files()
+        runner.preload()
+    return SlowedRunner(runner, edge_slowdown) if edge_slowdown > 1 else runner
