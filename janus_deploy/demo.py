@@ -119,6 +119,10 @@ def run_demo(
         with EdgeRuntime(manifest, edge_runner, edge, cloud, server_url=server.url,
                          sla_ms=sla_ms, accuracy=out / "accuracy.json", trace=link,
                          log=out / "requests.jsonl") as rt:
+            from janus_deploy.runtime.session import check_server
+
+            check = check_server(rt, wait_s=10.0)  # the plan-hash refusal, as `run` does
+            say(("warning: " if check.warning else "") + check.line)
             count = [0]
 
             def one_done(_result) -> None:

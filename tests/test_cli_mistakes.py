@@ -93,8 +93,6 @@ MISTAKES = [
     ("calibrate-images-missing", ["calibrate", "{w}/plan", "--out", "{w}/a.json", "--images", "{w}/missing"],
      "does not exist"),
     # schedule, simulate, replay
-    ("schedule-sla-0", ["schedule", "--profile", "{w}/edge.json", "--cloud-profile", "{w}/cloud.json",
-                        "--bandwidth", "10", "--sla", "0"], "the SLA must be a positive number of ms"),
     ("schedule-codec", ["schedule", "--profile", "{w}/edge.json", "--cloud-profile", "{w}/cloud.json",
                         "--bandwidth", "10", "--sla", "100", "--codec", "jpeg"], "codec 'jpeg' is not in the profile"),
     ("schedule-profile-missing", ["schedule", "--profile", "{w}/missing.json", "--cloud-profile", "{w}/cloud.json",
@@ -110,7 +108,6 @@ MISTAKES = [
     ("simulate-trace-is-ping", ["simulate", "--trace", "{w}/ping", *PRESETS, "--sla", "300"], "pass it as --ping"),
     ("simulate-requests-0", ["simulate", "--trace", "{w}/flat.list", *PRESETS, "--sla", "300", "--requests", "0"],
      "--requests must be >= 1"),
-    ("simulate-sla-negative", ["simulate", "--trace", "{w}/flat.list", *PRESETS, "--sla", "-5"], "must be"),
     ("simulate-system", ["simulate", "--trace", "{w}/flat.list", *PRESETS, "--sla", "300", "--systems", "edge-only"],
      "unknown system 'edge-only'"),
     ("simulate-window", ["simulate", "--trace", "{w}/flat.list", *PRESETS, "--sla", "300", "--trace-start", "60"],
@@ -130,6 +127,61 @@ MISTAKES = [
                          "--cloud-profile", "{w}/cloud.json", "--server", "http://127.0.0.1:9", "--sla", "100"],
      "give exactly one of --images DIR, --video FILE or --synthetic N"),
 ]
+
+
+# Values checked where they enter (issue 21 item 8): the shared option declarations
+# (janus_deploy/cli/options.py) refuse non-finite and out-of-range numbers before any work. These
+# are usage errors, so they go through the real entry point (main), which prints them in one line.
+VALUE_MISTAKES = [
+    ("simulate-sla-negative", ["simulate", "--trace", "{w}/flat.list", *PRESETS, "--sla", "-5"], "'--sla': must be > 0"),
+    ("schedule-sla-0", ["schedule", "--profile", "{w}/edge.json", "--cloud-profile", "{w}/cloud.json",
+                        "--bandwidth", "10", "--sla", "0"], "'--sla': must be > 0"),
+    ("serve-max-body-nan", ["serve", "{w}/plan", "--engines", "{w}/folder", "--max-body-mb", "nan"],
+     "'--max-body-mb': must be a finite number, got nan"),
+    ("serve-body-timeout-nan", ["serve", "{w}/plan", "--engines", "{w}/folder", "--body-timeout", "nan"],
+     "'--body-timeout': must be a finite number"),
+    ("serve-max-json-0", ["serve", "{w}/plan", "--engines", "{w}/folder", "--max-json-mb", "0"], "must be > 0"),
+    ("run-edge-slowdown-1e9", ["run", "{w}/plan", "--engines", "{w}/folder", "--profile", "{w}/edge.json",
+                               "--cloud-profile", "{w}/cloud.json", "--server", "http://127.0.0.1:9", "--sla", "100",
+                               "--synthetic", "1", "--edge-slowdown", "1e9"], "'--edge-slowdown': must be <= 1000"),
+    ("run-probe-interval-neg", ["run", "{w}/plan", "--engines", "{w}/folder", "--profile", "{w}/edge.json",
+                                "--cloud-profile", "{w}/cloud.json", "--server", "http://127.0.0.1:9", "--sla", "100",
+                                "--synthetic", "1", "--probe-interval", "-1"], "'--probe-interval': must be >= 0"),
+    ("run-probe-interval-nan", ["run", "{w}/plan", "--engines", "{w}/folder", "--profile", "{w}/edge.json",
+                                "--cloud-profile", "{w}/cloud.json", "--server", "http://127.0.0.1:9", "--sla", "100",
+                                "--synthetic", "1", "--probe-interval", "nan"], "'--probe-interval': must be a finite"),
+    ("run-threads-neg", ["run", "{w}/plan", "--engines", "{w}/folder", "--profile", "{w}/edge.json",
+                         "--cloud-profile", "{w}/cloud.json", "--server", "http://127.0.0.1:9", "--sla", "100",
+                         "--synthetic", "1", "--threads", "-1"], "'--threads'"),
+    ("run-sla-inf", ["run", "{w}/plan", "--engines", "{w}/folder", "--profile", "{w}/edge.json",
+                     "--cloud-profile", "{w}/cloud.json", "--server", "http://127.0.0.1:9", "--sla", "inf",
+                     "--synthetic", "1"], "'--sla': must be a finite number"),
+    ("run-estimator-choice", ["run", "{w}/plan", "--engines", "{w}/folder", "--profile", "{w}/edge.json",
+                              "--cloud-profile", "{w}/cloud.json", "--server", "http://127.0.0.1:9", "--sla", "100",
+                              "--synthetic", "1", "--estimator", "kalman"], "'kalman' is not one of 'harmonic'"),
+    ("testbed-margin-nan", ["testbed", "{w}/plan", "--engines", "{w}/folder", "--profile", "{w}/edge.json",
+                            "--cloud-profile", "{w}/cloud.json", "--sla", "100", "--margin", "nan"],
+     "'--margin': must be a finite number"),
+    ("simulate-sample-interval-0", ["simulate", "--profile", "{w}/edge.json", "--cloud-profile", "{w}/cloud.json",
+                                    "--sla", "100", "--sample-interval", "0"], "'--sample-interval': must be > 0"),
+    ("profile-edge-slowdown-inf", ["profile", "{w}/plan", "--out", "{w}/p.json", "--engines", "{w}/folder",
+                                   "--edge-slowdown", "inf"], "'--edge-slowdown': must be a finite number"),
+]
+
+
+@pytest.mark.parametrize("args, message", [m[1:] for m in VALUE_MISTAKES], ids=[m[0] for m in VALUE_MISTAKES])
+def test_bad_value_gets_one_usage_line(work, capsys, args, message):
+    from janus_deploy.cli.main import main
+
+    before = sorted(p.relative_to(work) for p in work.rglob("*"))
+    with pytest.raises(SystemExit) as info:
+        main([a.format(w=work) for a in args])
+    assert info.value.code == 2
+    out = capsys.readouterr()
+    lines = [line for line in (out.out + out.err).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: Invalid value for ") and message in lines[0], lines[0]
+    assert sorted(p.relative_to(work) for p in work.rglob("*")) == before
 
 
 @pytest.mark.parametrize("args, message", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])

@@ -214,6 +214,9 @@ def verdict(rep: dict[str, Any]) -> str:
     """One line: did the run meet its SLA, and what went wrong."""
     if not rep["answered"]:
         return "[red]verdict: no request was answered[/]"
+    if rep.get("server_reachable") is False and not rep.get("server_answers"):
+        return (f"[red]verdict: the server was never reached: all {rep['answered']} answered requests ran on "
+                "this device only[/]")
     vr = rep["violation_ratio"] or 0.0
     tail = []
     if rep["fallbacks"]:

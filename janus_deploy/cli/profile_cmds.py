@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from janus_deploy.cli.common import console, print_json, progress_bar
+from janus_deploy.cli.options import EdgeSlowdown, Threads
 
 
 def profile(
@@ -17,8 +18,8 @@ def profile(
     device_name: str = typer.Option(..., help="Name of this device, e.g. jetson-orin-nano or cloud-v100."),
     warmup: int = typer.Option(5, min=0, help="Untimed runs before measuring each engine."),
     runs: int = typer.Option(30, min=1, help="Timed runs per engine."),
-    threads: int = typer.Option(0, min=0, help="Intra-op threads (0 = the runtime's default)."),
-    edge_slowdown: float = typer.Option(1.0, "--edge-slowdown", min=1.0, help="Emulate a device this many times slower than this machine (as the demo does for its edge; pass the same factor to `run`)."),
+    threads: Threads = 0,
+    edge_slowdown: EdgeSlowdown = 1.0,
     images: Path | None = typer.Option(None, help="Folder of images for the codec measurements (default: synthetic frames)."),
     num_images: int = typer.Option(8, min=1, help="Images used for codec agreement."),
     from_linear: str | None = typer.Option(None, help="Synthesise instead of measuring: per-block latency 'a,b' = a + b*tokens ms (e.g. 0.41,0.0235)."),

@@ -9,6 +9,26 @@ import typer
 
 from janus_deploy import JanusError
 from janus_deploy.cli.common import console, controller_config, err_console, print_json, render_report
+from janus_deploy.cli.options import (
+    BreakerFailures,
+    ColdStart,
+    EdgeSlowdown,
+    Estimator,
+    Margin,
+    NoDeflate,
+    ProbeInterval,
+    Rtt,
+    RttEstimate,
+    SampleInterval,
+    Sla,
+    Threads,
+    TimeoutFactor,
+    TokenFile,
+    TraceFormat,
+    Window,
+    megabytes,
+    seconds,
+)
 from janus_deploy.runtime import limits as _L
 from janus_deploy.schedule.controller import ControllerConfig as _C
 
@@ -30,15 +50,15 @@ def serve(
     max_loaded: int = typer.Option(128, "--max-loaded", help="Most (level, segment) engine sessions kept resident (LRU)."),
     token: str | None = typer.Option(None, "--token", envvar="JANUS_TOKEN",
                                         help="Require 'Authorization: Bearer TOKEN' (health endpoints stay open)."),
-    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Larger request bodies (also after decompression) get 413."),
+    max_body_mb: megabytes("--max-body-mb", "Larger request bodies (also after decompression) get 413.") = 64.0,
     concurrency: int | None = typer.Option(None, help="Inferences running at once (default: CPU count)."),
-    threads: int = typer.Option(0, help="Intra-op threads per engine session (0 = runtime default)."),
-    body_timeout: float = typer.Option(60.0, "--body-timeout", help="Seconds a request body may take to arrive (408 after)."),
-    token_file: Path | None = typer.Option(None, "--token-file", help="Read the bearer token from this file (the way: --token is visible in the process list)."),
-    max_json_mb: float = typer.Option(_L.DEFAULT_MAX_JSON_MB, "--max-json-mb", help="Most JSON per request (a JSON-only body, or the JSON header before binary tensors); more gets 413. JSON is parsed holding Python's GIL."),
-    max_inflight_mb: float = typer.Option(_L.DEFAULT_MAX_INFLIGHT_MB, "--max-inflight-mb", help="Request bodies held in memory at once; others wait (503 after --body-timeout)."),
+    threads: Threads = 0,
+    body_timeout: seconds("--body-timeout", "Seconds a request body may take to arrive (408 after).") = 60.0,
+    token_file: TokenFile = None,
+    max_json_mb: megabytes("--max-json-mb", "Most JSON per request (a JSON-only body, or the JSON header before binary tensors); more gets 413. JSON is parsed holding Python's GIL.") = _L.DEFAULT_MAX_JSON_MB,
+    max_inflight_mb: megabytes("--max-inflight-mb", "Request bodies held in memory at once; others wait (503 after --body-timeout).") = _L.DEFAULT_MAX_INFLIGHT_MB,
     max_connections: int = typer.Option(_L.DEFAULT_MAX_CONNECTIONS, "--max-connections", help="Open connections; past it the connection idle longest is closed for each new one."),
-    header_timeout: float = typer.Option(_L.DEFAULT_HEADER_TIMEOUT_S, "--header-timeout", help="Seconds a connection has to send a request's headers (closed after)."),
+    header_timeout: seconds("--header-timeout", "Seconds a connection has to send a request's headers (closed after).") = _L.DEFAULT_HEADER_TIMEOUT_S,
     keep_alive: int = typer.Option(_L.DEFAULT_KEEP_ALIVE_S, "--keep-alive", help="Seconds an idle connection stays open after a response."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     access_log: bool = typer.Option(False, help="Log every HTTP request."),
@@ -128,31 +148,31 @@ def run(
     cloud_profile: str = typer.Option(..., "--cloud-profile", help="Cloud profile (file or preset name)."),
     accuracy: Path | None = typer.Option(None, "--accuracy", help="Accuracy table of this plan (default: prefer the lowest α)."),
     server: str = typer.Option(..., "--server", help="URL of `janus-deploy serve`, e.g. http://10.0.0.2:8000."),
-    sla: float = typer.Option(..., "--sla", help="Latency SLA in ms."),
+    sla: Sla = ...,
     images: Path | None = typer.Option(None, "--images", help="Folder of images."),
     video: Path | None = typer.Option(None, "--video", help="Video file (needs imageio or OpenCV)."),
     synthetic: int | None = typer.Option(None, "--synthetic", help="N synthetic frames."),
     limit: int | None = typer.Option(None, "--limit", help="At most this many frames of --images/--video."),
     trace: list[str] | None = typer.Option(None, "--trace", help="Bandwidth trace replayed on the upload (file, directory or glob)."),
-    trace_format: str = typer.Option("auto", "--trace-format", help="auto | 5g-lte | pensieve | mahimahi"),
-    sample_interval: float = typer.Option(1.0, "--sample-interval", help="Seconds per trace sample."),
+    trace_format: TraceFormat = "auto",
+    sample_interval: SampleInterval = 1.0,
     codec: str | None = typer.Option(None, "--codec", help="fp32 | fp16 | fp16-zstd | int8 (default: the profile's)."),
-    estimator: str = typer.Option(_C.estimator, "--estimator", help="harmonic | ewma | robustmpc"),
-    window: int = typer.Option(_C.window, "--window", help="Estimator window (samples)."),
-    cold_start: float | None = typer.Option(None, "--cold-start-mbps", help="Bandwidth assumed before the first transfer (default: trace mean, else 100)."),
-    rtt: float | None = typer.Option(None, "--rtt", help="Fixed RTT (ms) for the scheduler (default: measured)."),
-    margin: float = typer.Option(_C.margin, "--margin", help="Fraction of the SLA held back when deciding."),
-    rtt_estimate: str = typer.Option(_C.rtt_estimate, "--rtt-estimate", help="RTT estimate over the last RTTs: max | median."),
-    no_deflate: bool = typer.Option(False, "--no-deflate", help="Do not deflate the bandwidth estimate by its recent error."),
-    breaker_failures: int = typer.Option(_C.breaker_failures, "--breaker-failures", help="Consecutive server failures that stop offloading until a probe succeeds (0 = never)."),
-    timeout_factor: float = typer.Option(1.0, "--timeout-factor", help="Cancel the server exchange at SLA x this (then finish locally)."),
+    estimator: Estimator = _C.estimator,
+    window: Window = _C.window,
+    cold_start: ColdStart = None,
+    rtt: Rtt = None,
+    margin: Margin = _C.margin,
+    rtt_estimate: RttEstimate = _C.rtt_estimate,
+    no_deflate: NoDeflate = False,
+    breaker_failures: BreakerFailures = _C.breaker_failures,
+    timeout_factor: TimeoutFactor = 1.0,
     token: str | None = typer.Option(None, "--token", envvar="JANUS_TOKEN", help="Bearer token of the server (prefer JANUS_TOKEN or --token-file: a command line is visible to other users)."),
-    token_file: Path | None = typer.Option(None, "--token-file", help="Read the bearer token from this file."),
-    probe_interval: float = typer.Option(_C.probe_interval_s, "--probe-interval", help="Probe the uplink after this many seconds without a transfer (0 = never)."),
-    edge_slowdown: float = typer.Option(1.0, "--edge-slowdown", min=1.0, help="Emulate an edge this many times slower than this machine (as the demo does; profile with the same factor)."),
+    token_file: TokenFile = None,
+    probe_interval: ProbeInterval = _C.probe_interval_s,
+    edge_slowdown: EdgeSlowdown = 1.0,
     server_wait: float = typer.Option(10.0, "--server-wait", min=0.0, help="Seconds to wait for the server to answer before the first request (it may still be loading)."),
     max_error_share: float = typer.Option(0.0, "--max-error-share", min=0.0, max=1.0, help="Exit 3 when more than this share of requests errored."),
-    threads: int = typer.Option(0, help="Intra-op threads per local engine session (0 = default)."),
+    threads: Threads = 0,
     preload: bool = typer.Option(False, "--preload", help="Check every engine file's sha256 and load every engine before the first request (else each is checked when first loaded)."),
     log: Path | None = typer.Option(None, "--log", help="Write one JSON line per request here (input of `janus-deploy replay`)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --log file."),
@@ -163,25 +183,17 @@ def run(
     _require("httpx")
     from janus_deploy.net.traces import load_trace
     from janus_deploy.plan.manifest import Manifest
-    from janus_deploy.runtime.edge import EdgeRuntime, frames_from_images, frames_from_video, frames_synthetic
+    from janus_deploy.runtime.edge import EdgeRuntime
+    from janus_deploy.runtime.session import check_server, edge_runner, frame_source, settings_mismatch
     from janus_deploy.runtime.transport import TransportOptions
 
-    sources = [s for s in (images, video, synthetic) if s is not None]
-    if len(sources) != 1:
-        raise JanusError("give exactly one of --images DIR, --video FILE or --synthetic N")
     token = read_token(token, token_file)
     if log is not None:
         from janus_deploy import check_output_path
 
         check_output_path(log, "run log", force=force)
     manifest = Manifest.load(plan)
-    img = manifest.model["img_size"]
-    if images is not None:
-        frames = frames_from_images(images, img, limit)
-    elif video is not None:
-        frames = frames_from_video(video, img, limit)
-    else:
-        frames = frames_synthetic(int(synthetic), img)
+    frames = frame_source(manifest, images=images, video=video, synthetic=synthetic, limit=limit)
     bw = load_trace(trace, fmt=trace_format, interval_s=sample_interval) if trace else None
     extra = {"probe_interval_s": probe_interval if probe_interval > 0 else None}
     cold = cold_start if cold_start is not None else (bw.mean() if bw is not None and bw.mean() > 0 else None)
@@ -191,17 +203,7 @@ def run(
         extra.update(rtt_cold_ms=rtt, rtt_fixed=True)
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
                              no_deflate=no_deflate, breaker_failures=breaker_failures, **extra)
-    runner = engines
-    if edge_slowdown > 1 or preload:
-        from janus_deploy.backends import load_runner
-        from janus_deploy.backends.base import SlowedRunner
-
-        runner = load_runner(manifest, engines, threads=threads)
-        if preload:
-            runner.check_files()
-            runner.preload()
-        if edge_slowdown > 1:
-            runner = SlowedRunner(runner, edge_slowdown)
+    runner = edge_runner(manifest, engines, edge_slowdown=edge_slowdown, threads=threads, preload=preload)
     rt = EdgeRuntime(manifest, runner, profile_path(profile), profile_path(cloud_profile), server_url=server,
                      sla_ms=sla, accuracy=accuracy, codec=codec, controller=ctrl,
                      transport=TransportOptions(token=token, timeout_factor=timeout_factor,
@@ -210,7 +212,9 @@ def run(
     with rt:
         check = check_server(rt, server_wait)
         if not as_json:
-            err_console.print(check)
+            err_console.print(f"[yellow]warning:[/] {check.line}" if check.warning else check.line)
+        for line in settings_mismatch(rt.edge_profile.device, edge_slowdown=edge_slowdown, threads=threads):
+            err_console.print(f"[yellow]warning:[/] {line}")
         if as_json:
             rt.run(frames)
         else:
@@ -233,6 +237,9 @@ def run(
         summary = rt.summary()
         summary["config_error"] = rt.config_error
         summary["log_error"] = rt.log_error
+        records = rt.records
+        summary["server_reachable"] = check.reachable
+        summary["server_answers"] = sum(r.get("server") is not None for r in records)
     if as_json:
         print_json(summary)
     else:
@@ -242,67 +249,20 @@ def run(
     if summary["log_error"]:
         err_console.print(f"[bold red]error:[/] the run log {log} could not be written ({summary['log_error']}); "
                           "give another --log path")
+        honest_exit(summary, max_error_share, check, records)
         raise typer.Exit(1)
-    honest_exit(summary, max_error_share)
+    honest_exit(summary, max_error_share, check, records)
 
 
-def check_server(rt, wait_s: float = 0.0) -> str:
-    """Ask the server what it serves before the first request, waiting up to ``wait_s`` for it to
-    answer (JanusError when it serves another plan); returns one line for the user."""
-    import time
+def honest_exit(summary: dict, max_error_share: float, server=None, records=None) -> None:
+    """Exit non-zero when the run did not do its job (one line saying why; the policy is
+    :func:`janus_deploy.runtime.session.run_outcome`)."""
+    from janus_deploy.runtime.session import run_outcome
 
-    from janus_deploy.runtime.transport import served_plan
-    from janus_deploy.triton import dialect
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        status, info = rt.transport.server_metadata()
-        if status is not None or time.monotonic() >= deadline:
-            break
-        time.sleep(0.25)
-    if status is None:
-        return (f"[yellow]warning:[/] the server {rt.transport.server_url} is not reachable ({info}); "
-                "requests run on this device until it answers")
-    if status in (401, 403):
-        raise JanusError(f"the server {rt.transport.server_url} refused the token ({status}: {info}); "
-                         "set JANUS_TOKEN or --token-file to the server's token")
-    if status != 200:
-        return f"[yellow]warning:[/] the server answered GET /v2 with {status}: {info}"
-    if not isinstance(info, dict):
-        raise JanusError(f"the server {rt.transport.server_url} answered GET /v2 with 200 but {info}: "
-                         "is --server the URL of a V2 server (`janus-deploy serve` or Triton)?")
-    served = served_plan(info)
-    if served is None and dialect.is_triton(info):
-        return (f"server {rt.transport.server_url} (triton {info.get('version', '')}) reachable; "
-                "the plan hash is checked in each tail model's configuration before its answers are used")
-    if served is None:
-        if rt.transport.options.allow_unverified_plan:
-            return (f"[yellow]warning:[/] the server {rt.transport.server_url} does not say which plan it serves; "
-                    "its answers are used anyway (--allow-unverified-server)")
-        raise JanusError(f"the server {rt.transport.server_url} does not say which plan it serves (no plan hash in "
-                         "GET /v2); serve this plan with `janus-deploy serve`, or pass --allow-unverified-server")
-    if served != rt.manifest.hash:
-        raise JanusError(f"the server {rt.transport.server_url} serves plan {served[:12]}, not this plan "
-                         f"({rt.manifest.hash[:12]}); start `janus-deploy serve` with the same plan directory")
-    return f"server {rt.transport.server_url} serves this plan ({served[:12]})"
-
-
-def honest_exit(summary: dict, max_error_share: float) -> None:
-    """Exit non-zero when the run did not do its job (one line saying why)."""
-    n = summary["requests"] or 1
-    if summary.get("config_error"):
-        err_console.print(f"[bold red]error:[/] {summary['config_error']}: every request ran on this device; "
-                          "check the token (JANUS_TOKEN or --token-file)")
-        raise typer.Exit(2)
-    if summary["errors"] / n > max_error_share:
-        err_console.print(f"[bold red]error:[/] {summary['errors']} of {summary['requests']} requests failed "
-                          f"(more than --max-error-share {max_error_share:g}); see the log for the causes")
-        raise typer.Exit(3)
-    if summary["answered"] and summary["fallbacks"] == summary["answered"]:
-        kinds = ", ".join(f"{k}: {v}" for k, v in summary["fallback_kinds"].items())
-        err_console.print(f"[bold red]error:[/] every request fell back to the device ({kinds}): the server never "
-                          "answered usably")
-        raise typer.Exit(3)
+    outcome = run_outcome(summary, max_error_share, server, records)
+    if outcome.rc:
+        err_console.print(f"[bold red]error:[/] {outcome.line}")
+        raise typer.Exit(outcome.rc)
 
 
 def profile_path(spec: str):

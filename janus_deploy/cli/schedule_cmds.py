@@ -11,6 +11,7 @@ import typer
 
 from janus_deploy import JanusError
 from janus_deploy.cli.common import controller_config
+from janus_deploy.cli.options import Estimator, Margin, NoDeflate, Rtt, RttEstimate, SampleInterval, Sla, TraceFormat, Window
 from janus_deploy.net.traces import FORMATS, load_ping, load_trace
 from janus_deploy.profile.table import Profile, resolve_profile
 from janus_deploy.schedule.accuracy_view import load_accuracy
@@ -68,11 +69,11 @@ def schedule_cmd(
     cloud_profile: str = typer.Option(..., "--cloud-profile", help=_CLOUD_HELP),
     accuracy: str | None = typer.Option(None, "--accuracy", help="Accuracy table JSON."),
     bandwidth: float = typer.Option(..., "--bandwidth", help="Estimated uplink bandwidth, Mbit/s."),
-    rtt: float = typer.Option(0.0, "--rtt", help="Round-trip time, ms (janus-deploy mode)."),
-    sla: float = typer.Option(..., "--sla", help="Latency SLA, ms."),
+    rtt: Rtt = 0.0,
+    sla: Sla = ...,
     mode: str = typer.Option("janus-deploy", "--mode", help="paper | janus-deploy"),
     codec: str | None = typer.Option(None, "--codec", help="Payload codec (default: the profile's)."),
-    margin: float = typer.Option(0.0, "--margin", help="Fraction of the SLA held back (janus-deploy)."),
+    margin: Margin = 0.0,
     frame_bytes: int | None = typer.Option(None, "--frame-bytes",
                                               help="Override the bytes sent at s=0 (cloud only)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -126,29 +127,26 @@ def simulate_cmd(
                                     "glob (repeatable; several are pooled)."),
     ping: list[str] | None = typer.Option(None, "--ping", help="Ping trace(s) (RTT ms) in the "
                                              "5G/LTE format; else --rtt is used."),
-    rtt: float = typer.Option(0.0, "--rtt", help="Fixed RTT, ms, when no --ping is given."),
+    rtt: Rtt = 0.0,
     profile: str = typer.Option(..., "--profile", help=_PROFILE_HELP),
     cloud_profile: str = typer.Option(..., "--cloud-profile", help=_CLOUD_HELP),
     accuracy: str | None = typer.Option(None, "--accuracy", help="Accuracy table JSON."),
-    sla: float = typer.Option(..., "--sla", help="Latency SLA, ms."),
+    sla: Sla = ...,
     systems: str = typer.Option(",".join(SYSTEMS), "--systems", help="Comma-separated systems."),
     requests: int | None = typer.Option(None, "--requests",
                                            help="Number of requests (default: one pass of the trace)."),
     fps: float | None = typer.Option(None, "--fps", help="Fixed frame rate (default: back to back)."),
-    sample_interval: float = typer.Option(1.0, "--sample-interval",
-                                          help="Seconds per trace sample (not in the files)."),
+    sample_interval: SampleInterval = 1.0,
     paper_mode: bool = typer.Option(False, "--paper-mode", help="One trace sample = one request."),
-    estimator: str = typer.Option(_C.estimator, "--estimator", help="harmonic | ewma | robustmpc"),
-    window: int = typer.Option(_C.window, "--window", help="Estimator window (samples)."),
-    margin: float = typer.Option(_C.margin, "--margin", help="janus-deploy: fraction of the SLA held back."),
-    rtt_estimate: str = typer.Option(_C.rtt_estimate, "--rtt-estimate", help="RTT estimate over the last "
-                                     f"{_C.rtt_window} RTTs: max | median."),
-    no_deflate: bool = typer.Option(False, "--no-deflate", help="janus-deploy: do not deflate the "
-                                    "bandwidth estimate by its recent error."),
+    estimator: Estimator = _C.estimator,
+    window: Window = _C.window,
+    margin: Margin = _C.margin,
+    rtt_estimate: RttEstimate = _C.rtt_estimate,
+    no_deflate: NoDeflate = False,
     codec: str | None = typer.Option(None, "--codec", help="janus-deploy payload codec."),
     frame_bytes: int | None = typer.Option(None, "--frame-bytes",
                                               help="Override the bytes sent at s=0 (cloud only)."),
-    trace_format: str = typer.Option("auto", "--trace-format", help="auto | 5g-lte | pensieve | mahimahi"),
+    trace_format: TraceFormat = "auto",
     run: int | None = typer.Option(None, "--run", help="Use only 'Run <n>' of each 5G/LTE file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     plot: str | None = typer.Option(None, "--plot", help="Write Fig. 7/8-style PNGs (OUT.png, "

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from janus_deploy.cli.common import console, controller_config, print_json
+from janus_deploy.cli.options import BreakerFailures, ColdStart, Estimator, Margin, NoDeflate, ProbeInterval, Rtt, RttEstimate, Sla, Window
 from janus_deploy.schedule.controller import SYSTEMS
 from janus_deploy.schedule.controller import ControllerConfig as _C
 
@@ -21,22 +22,20 @@ def export_table(
                                            "--plan; default: the plan's own graphs)."),
     accuracy: Path | None = typer.Option(None, "--accuracy", help="Accuracy table of the plan."),
     codec: str | None = typer.Option(None, "--codec", help="Default payload codec (default: the profile's)."),
-    sla: float = typer.Option(300.0, "--sla", help="Default latency SLA, ms."),
+    sla: Sla = 300.0,
     frame_bytes: int | None = typer.Option(None, "--frame-bytes", help="Override the bytes sent at s=0."),
     baseline_level: float | None = typer.Option(None, "--baseline-level", help="ToMe r of the baselines "
                                                    "(default: the profiles' only constant level)."),
     system: str = typer.Option(_C.system, "--system", help=" | ".join(SYSTEMS)),
-    estimator: str = typer.Option(_C.estimator, "--estimator", help="harmonic | ewma | robustmpc"),
-    window: int = typer.Option(_C.window, "--window", help="Estimator window (samples)."),
-    cold_start: float = typer.Option(_C.cold_start_mbps, "--cold-start-mbps", help="Bandwidth before the first sample."),
-    margin: float = typer.Option(_C.margin, "--margin", help="Fraction of the SLA held back."),
-    rtt: float | None = typer.Option(None, "--rtt", help="Fixed RTT (ms) instead of the measured one."),
-    rtt_estimate: str = typer.Option(_C.rtt_estimate, "--rtt-estimate", help="max | median of the last RTTs."),
-    no_deflate: bool = typer.Option(False, "--no-deflate", help="Do not deflate the estimate by its recent error."),
-    probe_interval: float = typer.Option(_C.probe_interval_s, "--probe-interval", help="Probe after this many "
-                                         "seconds without a link sample (0 = never)."),
-    breaker_failures: int = typer.Option(_C.breaker_failures, "--breaker-failures", help="Consecutive server "
-                                         "failures that stop offloading (0 = never)."),
+    estimator: Estimator = _C.estimator,
+    window: Window = _C.window,
+    cold_start: ColdStart = _C.cold_start_mbps,
+    margin: Margin = _C.margin,
+    rtt: Rtt = None,
+    rtt_estimate: RttEstimate = _C.rtt_estimate,
+    no_deflate: NoDeflate = False,
+    probe_interval: ProbeInterval = _C.probe_interval_s,
+    breaker_failures: BreakerFailures = _C.breaker_failures,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON (file, bytes, format, crc32, levels, splits)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),
 ) -> None:

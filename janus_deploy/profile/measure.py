@@ -165,7 +165,8 @@ def measure_profile(
         "provenance": f"janus-deploy {__version__} profile: {warmup} warm-up + {runs} timed runs per "
                       f"segment, batch 1, {len(frames)} image(s) for codecs",
         "plan_hash": manifest.hash,
-        "device": device_info(device_name, backend, precision, threads),
+        "device": device_info(device_name, backend, precision, threads,
+                              {"edge_slowdown": float(getattr(runner, "factor", 1.0))}),
         "model": {k: m[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")},
         "candidates": cands, "segments": manifest.data["segments"],
         "levels": levels_out, "codecs": codec_info,

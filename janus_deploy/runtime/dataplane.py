@@ -23,10 +23,10 @@ import numpy as np
 from janus_deploy import JanusError
 from janus_deploy.backends import run_segments
 from janus_deploy.images import normalize
-from janus_deploy.runtime.limits import DEFAULT_MAX_JSON_MB
+from janus_deploy.runtime.limits import DEFAULT_MAX_JSON_MB, BodyLimits
 from janus_deploy.wire.codecs import BodyTooLargeError, CodecError, UnsupportedEncodingError, decode_tokens, decompress
 from janus_deploy.wire.spec import TailSpec, entry_check, tail_models, validate_inputs
-from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, encode_response, parse_header_length, parse_request, requested_outputs
+from janus_deploy.wire.v2 import WireError, encode_response, parse_header_length, parse_request, requested_outputs
 
 DEFAULT_MAX_LOADED = 128
 DEFAULT_MAX_BODY_MB = 64.0
@@ -184,16 +184,15 @@ class DataPlane:
                         f"0..{len(m.levels) - 1} and splits {[s for s in m.candidates if s <= m.num_blocks]}", 404)
 
     @property
+    def body_limits(self) -> BodyLimits:
+        return BodyLimits(self.max_body, self.max_json)
+
+    @property
     def json_limit(self) -> int:
-        """Most bytes of JSON in a request (a JSON-only body, or the JSON header before binary
-        tensors): JSON is parsed holding Python's GIL, so its size bounds how long one request
-        can stall every other thread of the server (docs/runtime.md)."""
-        return min(self.max_json, self.max_body)
+        return self.body_limits.json_limit
 
     def json_too_large(self, nbytes: int | str) -> WireError:
-        return WireError(f"the request's JSON ({nbytes} bytes) is over the server's --max-json-mb limit "
-                         f"({self.json_limit} bytes); send tensors with the binary tensor extension "
-                         f"({HEADER_LENGTH})", 413)
+        return self.body_limits.json_too_large(nbytes)
 
     def parse(self, model: TailSpec, raw: bytes | bytearray, content_encoding: str | None,
               header_length: str | None) -> Request:

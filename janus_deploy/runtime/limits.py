@@ -381,3 +381,61 @@ def uvicorn_config(app: Any, limits: ServerLimits, guard: ConnectionGuard, **kwa
 
 __all__ = ["BodyBudget", "ConnectionGuard", "Ticket", "return_large_frees", "LimitError", "MAX_HEADER_BYTES", "ServerLimits", "fd_capacity",
            "guarded_protocol", "quiet_accept_errors", "uvicorn_config"]
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """The request-body rules of the V2 server, apart from any web framework (so they are tested
+    without one): a body over ``max_body`` bytes (``--max-body-mb``, also after decompression)
+    is 413; so is JSON over :attr:`json_limit` (``--max-json-mb``: a JSON-only body, or the JSON
+    header before binary tensors), refused from the headers alone where they announce it."""
+
+    max_body: int
+    max_json: int
+
+    @property
+    def json_limit(self) -> int:
+        """JSON is parsed holding Python's GIL: its size bounds how long one request can stall
+        every other thread of the server (docs/runtime.md)."""
+        return min(self.max_json, self.max_body)
+
+    def json_too_large(self, nbytes: int | str):
+        from janus_deploy.wire.v2 import HEADER_LENGTH, WireError
+
+        return WireError(f"the request's JSON ({nbytes} bytes) is over the server's --max-json-mb limit "
+                         f"({self.json_limit} bytes); send tensors with the binary tensor extension "
+                         f"({HEADER_LENGTH})", 413)
+
+    def body_too_large(self, nbytes: int | None = None):
+        from janus_deploy.wire.v2 import WireError
+
+        what = f"request body of {nbytes} bytes" if nbytes is not None else "request body"
+        return WireError(f"{what} is over the server's --max-body-mb limit ({self.max_body} bytes)", 413)
+
+    def declared(self, content_length: str | None, content_encoding: str | None, header_length: str | None,
+                 json_only: bool) -> int | None:
+        """The body's length from its headers (None: chunked), refusing from the headers alone
+        what could not be served: a body over ``max_body``, an uncompressed ``json_only`` body or
+        a JSON header (``header_length``) over :attr:`json_limit`. Every length is parsed
+        bounded (WireError 400 for a malformed one, never Python's int-size limit)."""
+        from janus_deploy.wire.v2 import MAX_LENGTH_DIGITS, WireError, header_length_value, short
+
+        declared = None
+        if content_length is not None:
+            text = content_length.strip()
+            if not (text.isdigit() and text.isascii() and len(text) <= MAX_LENGTH_DIGITS):
+                raise WireError(f"Content-Length must be an integer, got {short(content_length)}")
+            declared = int(text)
+            if declared > self.max_body:
+                raise self.body_too_large(declared)
+            identity = (content_encoding or "identity").strip().lower() in ("", "identity")
+            if json_only and identity and declared > self.json_limit:
+                raise self.json_too_large(declared)
+        if header_length is not None and (n := header_length_value(header_length)) > self.json_limit:
+            raise self.json_too_large(n)
+        return declared
+
+    def check_streamed(self, nbytes: int) -> None:
+        """A chunked body that has reached ``nbytes`` so far."""
+        if nbytes > self.max_body:
+            raise self.body_too_large()

@@ -48,7 +48,7 @@ from janus_deploy.runtime.dataplane import (
 )
 from janus_deploy.runtime.limits import BodyBudget, ConnectionGuard, ServerLimits, Ticket, quiet_accept_errors, uvicorn_config
 from janus_deploy.wire.spec import MODEL_VERSION, TailSpec, tail_models
-from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, model_name, short
+from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, header_length_value, model_name
 
 log = logging.getLogger("janus_deploy.runtime.server")
 
@@ -108,6 +108,7 @@ def create_app(
         raise ServerError(f"--max-json-mb must be > 0, got {max_json_mb}")
     plane = DataPlane(manifest, runner, max_loaded=max_loaded, max_body=int(max_body_mb * 1024 * 1024),
                       max_batch=int(max_batch), max_json=int(max_json_mb * 1024 * 1024))
+    body_limits = plane.body_limits
     if preload:
         plane.preload()
     state = _RouteState(plane, token, conc, limits)
@@ -211,28 +212,6 @@ def create_app(
         return {"name": name, "ready": True}
 
     # ---------------------------------------------------------------- inference
-    def declared_length(request: Request, json_only: bool) -> int | None:
-        """Content-Length (None: chunked), refusing from the headers alone what could not be
-        served: a body over --max-body-mb, an uncompressed JSON body or a JSON header over
-        --max-json-mb."""
-        cl = request.headers.get("content-length")
-        declared = None
-        if cl is not None:
-            try:
-                declared = int(cl)
-            except ValueError:
-                raise WireError(f"Content-Length must be an integer, got {short(cl)}") from None
-            if declared > plane.max_body:
-                raise WireError(f"request body of {declared} bytes is over the server's --max-body-mb "
-                                f"limit ({plane.max_body} bytes)", 413)
-            identity = request.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
-            if json_only and identity and declared > plane.json_limit:
-                raise plane.json_too_large(declared)
-        hl = request.headers.get(HEADER_LENGTH.lower())
-        if hl is not None and hl.strip().isdigit() and int(hl) > plane.json_limit:
-            raise plane.json_too_large(int(hl))
-        return declared
-
     async def read_body(request: Request, declared: int | None) -> bytearray:
         """The body into one buffer (sized by Content-Length: no list of chunks, no join)."""
         if declared is not None:
@@ -250,9 +229,7 @@ def create_app(
             return buf
         buf = bytearray()
         async for chunk in request.stream():
-            if len(buf) + len(chunk) > plane.max_body:
-                raise WireError(f"request body is over the server's --max-body-mb limit "
-                                f"({plane.max_body} bytes)", 413)
+            body_limits.check_streamed(len(buf) + len(chunk))
             buf += chunk
         return buf
 
@@ -260,7 +237,9 @@ def create_app(
         """Reserve the body's bytes in the in-flight budget (503 if that takes longer than the body
         timeout), then read it (408 if it is not complete by then). The caller releases
         ``ticket`` once the request is answered."""
-        declared = declared_length(request, json_only)
+        h = request.headers
+        declared = body_limits.declared(h.get("content-length"), h.get("content-encoding"),
+                                        h.get(HEADER_LENGTH.lower()), json_only)
         deadline = anyio.current_time() + body_timeout_s
         try:
             with anyio.fail_after(body_timeout_s):
@@ -315,7 +294,7 @@ def create_app(
                 return raw
             t_recv = time.perf_counter()
             box, raw = [raw], None  # the worker takes the body out: freed when it is done with it
-            big_json = hlen is None or not hlen.strip().isdigit() or int(hlen) > SMALL_JSON
+            big_json = hlen is None or header_length_value(hlen) > SMALL_JSON
             req, refused = await anyio.to_thread.run_sync(
                 _parse, plane, model, box, request.headers.get("content-encoding"), hlen,
                 limiter=state.json_limiter if big_json else state.parse_limiter)

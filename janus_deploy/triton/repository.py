@@ -231,18 +231,6 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
         ins, outs = _graph_io(graph)
         seg_io[(level, seg)] = (ins, outs)
         graphs[segment_model(level, seg)] = graph
-        if options.fuse:
-            continue
-        name = segment_model(level, seg)
-        vdir = out / name / VERSION
-        vdir.mkdir(parents=True)
-        if platform == "tensorrt":
-            _place(Path(engine_dir) / trt_files[(level, seg)], vdir / "model.plan")
-        else:
-            _write_graph(manifest, graph, vdir, options.weights)
-        _write_config(out, ModelConfig(name, mb, _unbatch(ins), _unbatch(outs), batching=batching,
-                                       parameters={**params, "janus_level": str(level), "janus_segment": str(seg)},
-                                       warmup=True, **_runtime(platform)), platform)
 
     # -- decode steps and the probe (ONNX graphs; on tensorrt repositories they run on ONNX Runtime)
     small = "onnxruntime" if platform == "tensorrt" else platform
@@ -262,13 +250,11 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
             name = f"janus_decode_{codec}"
             decoders.append(name)
             graphs[name] = decode_graph(codec, m["embed_dim"])
-    if not options.fuse:
-        for name in decoders:
-            _write_small(out, name, graphs[name], mb, small, small_batching, small_params)
     _write_small(out, PROBE_MODEL, probe_graph(), 0, small, Batching(False, (), 0, 1, "KIND_CPU"), small_params)
 
     # -- ensembles: one per (level, split) for the plain name, one per codec
     tails: dict[str, dict[str, Any]] = {}
+    ensembles: list[ModelConfig] = []
     for spec in specs.values():
         variants: list[tuple[str, str | None]] = [(options.codec, None)]
         if spec.split > 0:
@@ -278,15 +264,33 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
             cfg = _ensemble(name, spec, codec if spec.split > 0 else None, seg_io, mb, set(decoders))
             cfg.parameters = {"janus_plan_hash": manifest.hash, "janus_level": str(spec.level),
                               "janus_split": str(spec.split), "janus_codec": codec if spec.split else "frame"}
-            if options.fuse:
-                _write_fused(out, manifest, cfg, graphs, batching, params, options.weights)
-            else:
-                _write_config(out, cfg, "ensemble")
-                (out / name / VERSION).mkdir(exist_ok=True)
+            ensembles.append(cfg)
             tails[name] = {"level": spec.level, "split": spec.split, "codec": codec if spec.split else "frame",
                            "steps": [s.model for s in cfg.steps]}
+    # -- the one place the fuse mode decides the layout: one python model per tail, or the
+    #    segment, decode and ensemble models a Triton ensemble chains
     if options.fuse:
+        for cfg in ensembles:
+            _write_fused(out, manifest, cfg, graphs, batching, params, options.weights)
         keys, decoders = [], []
+    else:
+        for level, seg in keys:
+            name = segment_model(level, seg)
+            ins, outs = seg_io[(level, seg)]
+            vdir = out / name / VERSION
+            vdir.mkdir(parents=True)
+            if platform == "tensorrt":
+                _place(Path(engine_dir) / trt_files[(level, seg)], vdir / "model.plan")
+            else:
+                _write_graph(manifest, graphs[name], vdir, options.weights)
+            _write_config(out, ModelConfig(name, mb, _unbatch(ins), _unbatch(outs), batching=batching,
+                                           parameters={**params, "janus_level": str(level), "janus_segment": str(seg)},
+                                           warmup=True, **_runtime(platform)), platform)
+        for name in decoders:
+            _write_small(out, name, graphs[name], mb, small, small_batching, small_params)
+        for cfg in ensembles:
+            _write_config(out, cfg, "ensemble")
+            (out / cfg.name / VERSION).mkdir(exist_ok=True)
     repo = Repository(out, platform, manifest.hash, tails, [segment_model(*k) for k in keys], decoders,
                       {**asdict(options), "kind": kind})
     (out / REPOSITORY_FILE).write_text(json.dumps({

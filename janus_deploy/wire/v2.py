@@ -156,16 +156,25 @@ def encode_response(
     return _assemble(header, chunks)
 
 
+MAX_LENGTH_DIGITS = 18  # a byte count up to 10**18 - 1: longer is no length any body can have
+
+
+def header_length_value(value: str) -> int:
+    """A byte count from a length header: digits only, at most :data:`MAX_LENGTH_DIGITS` of them
+    (so a 5000-digit value is a short WireError, never Python's int-size limit), else WireError."""
+    text = value.strip() if isinstance(value, str) else ""
+    if not text.isdigit() or not text.isascii():
+        raise WireError(f"{HEADER_LENGTH} must be an integer >= 0, got {short(str(value))}")
+    if len(text) > MAX_LENGTH_DIGITS:
+        raise WireError(f"{HEADER_LENGTH} has {len(text)} digits; a byte count has at most {MAX_LENGTH_DIGITS}")
+    return int(text)
+
+
 def parse_header_length(value: str | None, body_len: int) -> int | None:
     """Validate the ``Inference-Header-Content-Length`` header value against the body length."""
     if value is None:
         return None
-    try:
-        n = int(value.strip())
-    except (ValueError, AttributeError):
-        raise WireError(f"{HEADER_LENGTH} must be an integer, got {short(value)}") from None
-    if n < 0:
-        raise WireError(f"{HEADER_LENGTH} must be >= 0, got {n}")
+    n = header_length_value(value)
     if n > body_len:
         raise WireError(
             f"body is truncated: {HEADER_LENGTH} says the JSON header has {n} bytes but the body "

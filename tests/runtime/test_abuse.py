@@ -403,3 +403,23 @@ def test_serve_cli_takes_the_token_from_a_file_and_passes_the_limits(plan, tmp_p
     assert r.exit_code == 2 and "cannot read --token-file" in r.output
     r = CliRunner().invoke(cli, [*args, "--max-connections", "0"])
     assert r.exit_code == 2 and "--max-connections must be an integer >= 1" in r.output
+
+
+def test_a_header_length_of_thousands_of_digits_is_a_short_400(srv, client, plan):
+    """Issue 21 item 5: a 5000-digit Inference-Header-Content-Length was Python's int-size error
+    (500); a length header is parsed bounded, so every odd value is a short 400."""
+    url = "/v2/models/janus_L0_S3/infer"
+    body, hlen = wire.encode_request(tokens(plan[0]))
+    before = client.get("/v2").json()["janus"]["stats"]["server_errors"]
+    for value, fragment in (("9" * 5000, "digits"), ("1" * 19, "digits"), ("-5", "integer"), ("abc", "integer")):
+        assert_short_4xx(client.post(url, content=body, headers={wire.HEADER_LENGTH: value}), 400, fragment)
+    assert client.get("/v2").json()["janus"]["stats"]["server_errors"] == before
+    ok = client.post(url, content=body, headers={wire.HEADER_LENGTH: str(hlen)})
+    assert ok.status_code == 200, ok.text[:200]
+
+
+def test_header_length_value_is_bounded():
+    assert wire.header_length_value(" 123 ") == 123
+    for bad in ("9" * 5000, "", "1e3", "-1", "+1", "١"):
+        with pytest.raises(wire.WireError):
+            wire.header_length_value(bad)

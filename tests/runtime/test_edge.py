@@ -414,3 +414,54 @@ def test_run_cli(plan, server, tmp_path):
     if not has_reader:
         r = CliRunner().invoke(app, [*args, "--video", str(video)])
         assert r.exit_code == 2 and "imageio" in r.output
+
+
+def test_run_that_never_reached_its_server_is_not_a_success(plan, tmp_path):
+    """Issue 19 item 6: `run --server http://127.0.0.1:1` ran every frame on the device and exited
+    0 with "100 % within the SLA"; now rc 3 and a verdict saying the server was never reached."""
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.main import app
+    from janus_deploy.profile.table import save_profile
+
+    manifest, plan_dir, engines = plan
+    edge, cloud = profiles(manifest)
+    save_profile(edge, tmp_path / "edge.json")
+    save_profile(cloud, tmp_path / "cloud.json")
+    args = ["run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
+            "--cloud-profile", str(tmp_path / "cloud.json"), "--server", "http://127.0.0.1:1", "--sla", "2000",
+            "--server-wait", "0", "--synthetic", "2"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 3, r.output
+    assert "verdict: the server was never reached" in r.output and "within the" not in r.output
+    assert "the server was never reached: 2 request(s) ran on this device only" in r.output
+
+
+def test_settings_that_differ_from_the_profile_are_named_before_the_first_frame(plan, server, tmp_path):
+    """Issue 19 item 6: a run without --edge-slowdown 8 against a profile measured with it gave a
+    971 % prediction error and no word why; now one line per setting names both sides."""
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.main import app
+    from janus_deploy.profile.table import save_profile
+    from janus_deploy.runtime.session import settings_mismatch
+
+    manifest, plan_dir, engines = plan
+    edge, cloud = profiles(manifest)
+    save_profile(edge, tmp_path / "edge.json")
+    save_profile(cloud, tmp_path / "cloud.json")
+    data = json.loads((tmp_path / "edge.json").read_text())
+    data["device"].update(edge_slowdown=8.0, threads=1, backend="ort")
+    (tmp_path / "edge.json").write_text(json.dumps(data))
+    args = ["run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
+            "--cloud-profile", str(tmp_path / "cloud.json"), "--server", server.url, "--sla", "2000",
+            "--synthetic", "1", "--threads", "2"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "measured with --edge-slowdown 8 but this run uses --edge-slowdown 1" in r.output
+    assert "measured with --threads 1 but this run uses --threads 2" in r.output
+    # the same settings: nothing to say; a profile that recorded nothing is not judged
+    assert settings_mismatch(data["device"], edge_slowdown=8.0, threads=1) == []
+    assert settings_mismatch({"name": "preset"}, edge_slowdown=3.0, threads=4) == []
+    assert settings_mismatch({"name": "jetson"}, edge_slowdown=1.0, threads=0, device_name="orin") == [
+        "the edge profile was measured on device 'jetson' but this run names 'orin'"]
