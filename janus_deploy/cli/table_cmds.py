@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from janus_deploy.cli.common import console, controller_config, print_json
-from janus_deploy.schedule.controller import SYSTEMS
+from janus_deploy.schedule.controller import COLD_START_MBPS, SYSTEMS
 from janus_deploy.schedule.controller import ControllerConfig as _C
 
 
@@ -29,7 +29,7 @@ def export_table(
     system: str = typer.Option(_C.system, "--system", help=" | ".join(SYSTEMS)),
     estimator: str = typer.Option(_C.estimator, "--estimator", help="harmonic | ewma | robustmpc"),
     window: int = typer.Option(_C.window, "--window", help="Estimator window (samples)."),
-    cold_start: float = typer.Option(_C.cold_start_mbps, "--cold-start-mbps", help="Bandwidth before the first sample."),
+    cold_start: float = typer.Option(COLD_START_MBPS, "--cold-start-mbps", help="Bandwidth before the first sample."),
     margin: float = typer.Option(_C.margin, "--margin", help="Fraction of the SLA held back."),
     rtt: Optional[float] = typer.Option(None, "--rtt", help="Fixed RTT (ms) instead of the measured one."),
     rtt_estimate: str = typer.Option(_C.rtt_estimate, "--rtt-estimate", help="max | median of the last RTTs."),

@@ -46,7 +46,6 @@ from janus_deploy.wire.codecs import Codec, compress, encode_tokens, get_codec
 from janus_deploy.triton import dialect
 from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request, model_name
 
-DEFAULT_COLD_START_MBPS = 100.0
 
 
 class EdgeError(JanusError):
@@ -183,8 +182,7 @@ class EdgeRuntime:
             check_profile_for_plan(prof, self.manifest, f"{name} profile")
 
     def _controller_config(self, cfg: ControllerConfig | None, shaper: TraceShaper | None) -> ControllerConfig:
-        cfg = cfg or ControllerConfig(cold_start_mbps=shaper.trace.mean() if shaper and shaper.trace.mean() > 0
-                                      else DEFAULT_COLD_START_MBPS)
+        cfg = (cfg or ControllerConfig()).for_trace(shaper.trace if shaper else None)
         if self.transport.options.probe_rtt and not cfg.rtt_fixed:
             probed = self.transport.health_rtt()
             if probed is not None:

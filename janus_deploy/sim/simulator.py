@@ -73,14 +73,15 @@ class SimulationError(JanusError):
 @dataclass
 class SimConfig:
     """Simulation parameters (see the module docstring); ``controller`` is the control loop's
-    settings, shared with the runtime (its ``system`` and ``cold_start_mbps`` are set per run)."""
+    settings, shared with the runtime (its ``system`` is set per run; its cold start, unless given,
+    by :meth:`ControllerConfig.for_trace`); ``cold_start_mbps``, when given, overrides the controller's."""
 
     sla_ms: float = 300.0
     systems: Sequence[str] = SYSTEMS
     requests: int | None = None  # default: one pass through the trace
     fps: float | None = None  # None: back to back
     paper_mode: bool = False
-    cold_start_mbps: float | None = None  # default: the trace's mean ("seen offline")
+    cold_start_mbps: float | None = None  # default: the controller's (ControllerConfig.for_trace)
     rtt_ms: float = 0.0  # used when no ping trace is given
     codec: str | None = None  # janus-deploy payload codec (default: profile's default_codec)
     frame_bytes: int | None = None  # override the s = 0 payload (see Scheduler)
@@ -429,7 +430,9 @@ def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
     system finishes (``total`` is None while unknown: time-driven runs without ``requests``)."""
     _check_inputs(trace, config, ping)
     deploy, paper = _schedulers(edge, cloud, config, accuracy)
-    cold = config.cold_start_mbps if config.cold_start_mbps is not None else trace.mean()
+    ctrl_config = config.controller if config.cold_start_mbps is None else \
+        config.controller.with_(cold_start_mbps=config.cold_start_mbps)
+    ctrl_config = ctrl_config.for_trace(trace)
     rtt_cold = ping.median() if ping is not None else config.rtt_ms
     if config.paper_mode:
         total = config.requests if config.requests is not None else len(trace)
@@ -438,7 +441,7 @@ def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
     runner = _run_paper if config.paper_mode else _run_time_driven
     results: dict[str, SystemResult] = {}
     for system in config.systems:
-        ctrl = Controller(deploy, config.controller.with_(system=system, cold_start_mbps=cold,
+        ctrl = Controller(deploy, ctrl_config.with_(system=system,
                                                           rtt_cold_ms=rtt_cold), paper)
 
         def tick(i: int, system: str = system) -> None:

@@ -332,10 +332,8 @@ def _edge_runner(cfg: TestbedConfig, manifest: Any, edge: Any) -> Any:
 
 
 def _controller(cfg: TestbedConfig) -> ControllerConfig:
-    """The given settings, or the defaults with the trace's mean as cold start (as ``run`` does)."""
-    if cfg.controller is not None:
-        return cfg.controller.validate()
-    return ControllerConfig(cold_start_mbps=cfg.trace.mean()).validate()
+    """The given settings, or the defaults; the cold start by ControllerConfig.for_trace (as ``run``)."""
+    return (cfg.controller or ControllerConfig()).for_trace(cfg.trace)
 
 
 def _link_fidelity(records: list[dict[str, Any]], trace: Trace, offset_s: float) -> dict[str, Any]:
