@@ -329,9 +329,8 @@ class EdgeRuntime:
         return body, headers
 
     def _timeout_s(self, t0: float) -> float:
-        o = self.transport.options
         elapsed_ms = (time.perf_counter() - t0) * 1e3
-        return max(self.sla_ms * o.timeout_factor - elapsed_ms, o.min_timeout_ms) / 1e3
+        return self.transport.options.policy.timeout_ms(self.sla_ms, elapsed_ms) / 1e3
 
     def _fallback(self, level: int, split: int, k: int, nseg: int, frame: np.ndarray, state: list[np.ndarray],
                   ex: Exchange, rec: dict[str, Any]) -> np.ndarray:
@@ -395,8 +394,7 @@ class EdgeRuntime:
 
     def _probe(self, rec: dict[str, Any]) -> dict[str, Any]:
         """Probe the server (bandwidth sample; closes the breaker when it answers)."""
-        o = self.transport.options
-        ex = self.transport.probe(max(self.sla_ms * o.timeout_factor, o.min_timeout_ms) / 1e3)
+        ex = self.transport.probe(self.transport.options.policy.probe_timeout_ms(self.sla_ms) / 1e3)
         sample = self._observe(ex, rec, probe=True)
         out: dict[str, Any] = {"bytes": ex.body_bytes, "ok": ex.ok, "ms": round(ex.elapsed_s * 1e3, 3),
                                "sample_mbps": None if sample is None else round(sample, 4),

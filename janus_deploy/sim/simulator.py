@@ -63,6 +63,7 @@ from janus_deploy.net.traces import Trace
 from janus_deploy.profile.table import Profile
 from janus_deploy.report import run_report
 from janus_deploy.schedule.controller import SYSTEMS, Controller, ControllerConfig, ControllerError, Observation
+from janus_deploy.schedule.exchange import MIN_TIMEOUT_MS, PROBE_BYTES, ExchangePolicy
 from janus_deploy.schedule.scheduler import Decision, Scheduler
 
 
@@ -87,10 +88,17 @@ class SimConfig:
     frame_bytes: int | None = None  # override the s = 0 payload (see Scheduler)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     timeout_factor: float | None = None  # None: no deadline; else as the runtime's --timeout-factor
-    min_timeout_ms: float = 20.0  # as the runtime's TransportOptions.min_timeout_ms
+    min_timeout_ms: float = MIN_TIMEOUT_MS  # the exchange policy's (shared with the runtime)
     exchange_ms: float = 0.0  # fixed cost of one exchange beyond link and RTT
     probe_bytes: int | None = None  # None: a probe costs no time; else as the runtime's probe
     probe_exchange_ms: float | None = None  # a probe's exchange cost (None: exchange_ms)
+
+    @property
+    def policy(self) -> ExchangePolicy | None:
+        """The exchange policy the runtime applies (None: no deadline, the paper's model)."""
+        if self.timeout_factor is None:
+            return None
+        return ExchangePolicy(self.timeout_factor, self.min_timeout_ms, self.probe_bytes or PROBE_BYTES)
 
     def validate(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -179,8 +187,8 @@ def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: Si
         if d.bytes > 0:
             tx = trace.transfer_time(send_t, d.bytes)
             lat = compute_edge + tx * 1e3 + rtt + bd["decode_ms"] + bd["cloud_ms"]
-            deadline = None if cfg.timeout_factor is None else max(cfg.sla_ms * cfg.timeout_factor,
-                                                                    compute_edge + cfg.min_timeout_ms)
+            policy = cfg.policy
+            deadline = None if policy is None else policy.deadline_ms(cfg.sla_ms, compute_edge)
             if deadline is not None and lat > deadline:
                 lat, obs = _cancelled(ctrl, trace, d, t, send_t, compute_edge, deadline)
             else:
@@ -213,8 +221,9 @@ def _probe(trace: Trace, cfg: SimConfig, t: float, rtt: float) -> tuple[float, O
     nbytes = float(cfg.probe_bytes)  # type: ignore[arg-type]
     tx = trace.transfer_time(t, nbytes)
     took = tx + rtt / 1e3
-    if cfg.timeout_factor is not None:
-        limit = max(cfg.sla_ms * cfg.timeout_factor, cfg.min_timeout_ms) / 1e3
+    policy = cfg.policy
+    if policy is not None:
+        limit = policy.probe_timeout_ms(cfg.sla_ms) / 1e3
         if took > limit:
             crossed = min(nbytes, (trace.delivered_bits(t + limit) - trace.delivered_bits(t)) / 8.0)
             if crossed >= nbytes:

@@ -577,9 +577,10 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
 
         from janus_deploy.runtime.transport import TransportOptions
 
+        policy = TransportOptions(timeout_factor=cfg.timeout_factor).policy  # the runtime's exchange policy
         sim = SimConfig(sla_ms=cfg.sla_ms, systems=("janus-deploy",), requests=cfg.requests, fps=cfg.fps,
                         rtt_ms=0.0, codec=cfg.codec, controller=ctrl, timeout_factor=cfg.timeout_factor,
-                        min_timeout_ms=TransportOptions().min_timeout_ms, probe_bytes=TransportOptions().probe_bytes,
+                        min_timeout_ms=policy.min_timeout_ms, probe_bytes=policy.probe_bytes,
                         exchange_ms=(info.get("calibration") or {}).get("exchange_ms", 0.0),
                         probe_exchange_ms=(info.get("calibration") or {}).get("probe_exchange_ms"))
         res = simulate(cfg.trace, edge, cloud, sim, accuracy=acc, ping=cfg.ping)["janus-deploy"]
