@@ -490,6 +490,48 @@ def replay(ctrl: Controller, steps: Iterable[tuple[float, dict[str, Any] | None,
             "mismatches": mismatches}
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _replay_step(i: int, r: dict[str, Any]) -> tuple[float, dict[str, Any] | None, list[Observation]]:
+    """One request record as a replay step; RunLogError naming the record and field otherwise."""
+    from janus_deploy.report import RunLogError
+
+    def bad(field: str, why: str) -> RunLogError:
+        return RunLogError(f"run log request record {i}: {field} {why}")
+
+    t = r.get("t", 0.0)
+    if not _number(t):
+        raise bad("t", f"must be a finite number, got {t!r:.40}")
+    d = r.get("decision")
+    if d is not None and not isinstance(d, dict):
+        raise bad("decision", f"must be an object or null, got {type(d).__name__}")
+    recorded = d if d is not None and not d.get("forced") else None
+    if recorded is not None:
+        if not isinstance(recorded.get("policy"), str):
+            raise bad("decision.policy", "must be a string")
+        if not isinstance(recorded.get("split"), int) or isinstance(recorded.get("split"), bool):
+            raise bad("decision.split", "must be an integer")
+        if not _number(recorded.get("alpha")):
+            raise bad("decision.alpha", f"must be a finite number, got {recorded.get('alpha')!r:.40}")
+    raw = r.get("observations")
+    if raw is not None and not isinstance(raw, list):
+        raise bad("observations", f"must be a list, got {type(raw).__name__}")
+    obs = []
+    for k, o in enumerate(raw or []):
+        if not isinstance(o, dict):
+            raise bad(f"observations[{k}]", "must be an object")
+        for name in ("t", "nbytes", "seconds", "mbps", "rtt_ms"):
+            if name in o and not (o[name] is None and name in ("mbps", "rtt_ms")) and not _number(o[name]):
+                raise bad(f"observations[{k}].{name}", f"must be a finite number, got {o[name]!r:.40}")
+        try:
+            obs.append(Observation.from_dict(o))
+        except (ControllerError, TypeError) as exc:
+            raise bad(f"observations[{k}]", str(exc)) from None
+    return float(t), recorded, obs
+
+
 def replay_log(path: Any) -> dict[str, Any]:
     """Replay a run log (``run --log``, the demo's ``requests.jsonl``): rebuild the controller
     from its header (settings, profiles, accuracy table, SLA, codec) and feed it the recorded
@@ -499,6 +541,7 @@ def replay_log(path: Any) -> dict[str, Any]:
     from janus_deploy.schedule.controller import build_controller
 
     header, records = read_run_log(path)
+    steps = [_replay_step(i, r) for i, r in enumerate(records, 1)]  # every record checked first
     try:
         edge = profile_from_dict(header["edge_profile"], where="run log edge_profile")
         cloud = profile_from_dict(header["cloud_profile"], where="run log cloud_profile")
@@ -506,12 +549,6 @@ def replay_log(path: Any) -> dict[str, Any]:
                                 accuracy=header.get("accuracy"), sla_ms=header["sla_ms"], codec=header["codec"])
     except KeyError as exc:
         raise SimulationError(f"the run log header lacks {exc}") from None
-    steps = []
-    for r in records:
-        d = r.get("decision")
-        recorded = d if d is not None and not d.get("forced") else None
-        obs = [Observation.from_dict(o) for o in r.get("observations") or []]
-        steps.append((float(r.get("t", 0.0)), recorded, obs))
     out = replay(ctrl, steps)
     out["log_requests"] = len(records)
     return out
