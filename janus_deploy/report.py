@@ -123,8 +123,12 @@ def read_run_log(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]
         raise RunLogError(f"run log {p} does not exist (write one with `janus-deploy run --log FILE` or the demo)")
     header: dict[str, Any] | None = None
     records = []
-    with p.open() as f:
-        for i, line in enumerate(f, 1):
+    with p.open("rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RunLogError(f"{p}:{i} is not UTF-8 text (byte {exc.start}; a compressed or binary file?)") from None
             if not line.strip():
                 continue
             try:

@@ -111,3 +111,16 @@ def test_replay_reproduces_and_detects_a_different_history(tiny):
     assert same["requests"] == len(rates) and same["decisions_reproduced"] == 1.0
     blind = replay(make(tiny, cold_start_mbps=1000.0), [(t, d, []) for t, d, _ in steps])
     assert blind["decisions_reproduced"] < 1.0 and blind["mismatches"]
+
+
+def test_cold_start_rule_for_trace():
+    from janus_deploy.net.traces import Trace
+    from janus_deploy.schedule.controller import COLD_START_MBPS
+
+    assert ControllerConfig().cold_start_mbps is None  # unresolved until a trace (or none) is known
+    assert ControllerConfig().for_trace(Trace([10.0, 30.0], 1.0)).cold_start_mbps == 20.0
+    assert ControllerConfig().for_trace(Trace([0.0, 0.0], 1.0)).cold_start_mbps == COLD_START_MBPS  # mean 0: guard
+    assert ControllerConfig().for_trace(None).cold_start_mbps == COLD_START_MBPS
+    assert ControllerConfig(cold_start_mbps=3.0).for_trace(Trace([10.0], 1.0)).cold_start_mbps == 3.0
+    with pytest.raises(ControllerError, match="cold-start"):
+        ControllerConfig(cold_start_mbps=0.0).for_trace(None)

@@ -82,3 +82,20 @@ def test_probe_exchange_cost():
     # as above with exchange_ms 5 and a probe costing 12: the probe takes 8 + 20 + 12 = 40 ms
     res = device_only([1.0], requests=10, rtt_ms=20.0, probe_bytes=1000, exchange_ms=5.0, probe_exchange_ms=12.0)
     assert res.log.start_s[8] == pytest.approx(2.28)
+
+
+def test_one_exchange_policy_for_runtime_and_simulator():
+    from janus_deploy.runtime.transport import TransportOptions
+    from janus_deploy.schedule.exchange import ExchangePolicy, ExchangePolicyError
+
+    p = ExchangePolicy(timeout_factor=1.5, min_timeout_ms=20.0)
+    assert p.timeout_ms(300.0, 100.0) == 350.0  # 450 from the start, 100 already spent
+    assert p.timeout_ms(300.0, 440.0) == 20.0  # never sooner than the minimum after sending
+    assert p.deadline_ms(300.0, 440.0) == 460.0
+    assert p.probe_timeout_ms(10.0) == 20.0
+    # the runtime's defaults and the simulator's are the policy's, not copies
+    assert TransportOptions().policy == ExchangePolicy()
+    assert SimConfig(timeout_factor=1.0, probe_bytes=TransportOptions().probe_bytes).policy == ExchangePolicy()
+    assert SimConfig().policy is None  # no deadline: the paper's model
+    with pytest.raises(ExchangePolicyError, match="timeout-factor"):
+        ExchangePolicy(timeout_factor=float("nan")).validate()

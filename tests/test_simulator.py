@@ -225,3 +225,35 @@ def test_cli_simulate_plot_writes_janus_deploys_decision_map(cli, tmp_path):
     assert str(decisions) in out["plots"] and decisions.stat().st_size > 10_000
     # cloud-only sends the uint8 384x384 frame on every request: the mean bytes say so
     assert out["systems"]["cloud-only"]["mean_bytes"] == 3 * 384 * 384
+
+
+# ---------------------------------------------------------------- the cold-start rule (issue 20)
+def _cold_starts(monkeypatch, tiny, trace, config):
+    import janus_deploy.sim.simulator as sim
+
+    seen = []
+
+    class Recording(sim.Controller):
+        def __init__(self, deploy, config, *a, **k):
+            super().__init__(deploy, config, *a, **k)
+            seen.append(self.config.cold_start_mbps)
+
+    monkeypatch.setattr(sim, "Controller", Recording)
+    simulate(trace, *tiny, config)
+    return seen
+
+
+def test_simulator_keeps_the_controllers_cold_start(monkeypatch, tiny):
+    # the bug: SimConfig's default (None = trace mean) overrode the controller's given cold start,
+    # so `testbed --cold-start-mbps 1` judged a kernel run started at 1 against a simulation at 40
+    flat = Trace([40.0] * 20, 1.0)
+    cfg = SimConfig(systems=["janus-deploy"], requests=3, controller=ControllerConfig(cold_start_mbps=1.0))
+    assert _cold_starts(monkeypatch, tiny, flat, cfg) == [1.0]
+
+
+def test_simulator_cold_start_defaults_and_override(monkeypatch, tiny):
+    flat = Trace([40.0, 20.0], 1.0)
+    assert _cold_starts(monkeypatch, tiny, flat, SimConfig(systems=["janus-deploy"], requests=3)) == [30.0]
+    over = SimConfig(systems=["janus-deploy"], requests=3, cold_start_mbps=5.0,
+                     controller=ControllerConfig(cold_start_mbps=1.0))
+    assert _cold_starts(monkeypatch, tiny, flat, over) == [5.0]

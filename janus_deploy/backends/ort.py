@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from janus_deploy.backends.base import EngineError, read_engines_file, write_engines_file
+from janus_deploy.backends.ort_session import session_options
 from janus_deploy.plan.integrity import CheckStats, IntegrityError, map_verified, read_verified
 from janus_deploy.plan.manifest import Manifest
 from janus_deploy.plan.weights import external_initializers
@@ -151,11 +152,7 @@ class OrtRunner:
 
     def _options(self, model_bytes: bytes):
         ort = _ort()
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        opts = session_options(ort, self.threads, prepacking=not self.disable_prepacking)
         if self.provider == PROVIDERS["cpu"]:
             # One CPU arena for every session of the process instead of malloc per tensor (or an
             # arena per session, each holding its own peak): activations of all levels reuse the
@@ -165,12 +162,6 @@ class OrtRunner:
             opts.add_session_config_entry("session.use_env_allocators", "1")
         else:
             opts.enable_cpu_mem_arena = False
-        opts.enable_mem_pattern = False
-        # Segments run one after another in different sessions: a finished session's spinning
-        # worker threads would steal the cores the next segment needs.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self.disable_prepacking:
-            opts.add_session_config_entry("session.disable_prepacking", "1")
         # the graph comes as (checked) bytes; external data, where ORT reads it itself, is in the plan
         opts.add_session_config_entry("session.model_external_initializers_file_folder_path", str(self.manifest.dir))
         blob = self._weight_file()  # checked before any session uses it, shared or not

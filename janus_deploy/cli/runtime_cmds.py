@@ -196,9 +196,7 @@ def run(
     frames = frame_source(manifest, images=images, video=video, synthetic=synthetic, limit=limit)
     bw = load_trace(trace, fmt=trace_format, interval_s=sample_interval) if trace else None
     extra = {"probe_interval_s": probe_interval if probe_interval > 0 else None}
-    cold = cold_start if cold_start is not None else (bw.mean() if bw is not None and bw.mean() > 0 else None)
-    if cold is not None:
-        extra["cold_start_mbps"] = cold
+    extra["cold_start_mbps"] = cold_start  # None: ControllerConfig.for_trace's rule
     if rtt is not None:
         extra.update(rtt_cold_ms=rtt, rtt_fixed=True)
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,

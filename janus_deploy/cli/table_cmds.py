@@ -8,7 +8,7 @@ import typer
 
 from janus_deploy.cli.common import console, controller_config, print_json
 from janus_deploy.cli.options import BreakerFailures, ColdStart, Estimator, Margin, NoDeflate, ProbeInterval, Rtt, RttEstimate, Sla, Window
-from janus_deploy.schedule.controller import SYSTEMS
+from janus_deploy.schedule.controller import COLD_START_MBPS, SYSTEMS
 from janus_deploy.schedule.controller import ControllerConfig as _C
 
 
@@ -29,7 +29,7 @@ def export_table(
     system: str = typer.Option(_C.system, "--system", help=" | ".join(SYSTEMS)),
     estimator: Estimator = _C.estimator,
     window: Window = _C.window,
-    cold_start: ColdStart = _C.cold_start_mbps,
+    cold_start: ColdStart = COLD_START_MBPS,
     margin: Margin = _C.margin,
     rtt: Rtt = None,
     rtt_estimate: RttEstimate = _C.rtt_estimate,

@@ -85,7 +85,7 @@ def testbed(
     bw = trace_window(load_trace(trace, fmt=trace_format, run=run, interval_s=sample_interval), trace_start)
     rtt = trace_window(load_ping(ping, run=ping_run, interval_s=sample_interval), trace_start) if ping else None
     extra: dict[str, Any] = {"probe_interval_s": probe_interval if probe_interval > 0 else None,
-                             "cold_start_mbps": cold_start if cold_start is not None else bw.mean()}
+                             "cold_start_mbps": cold_start}
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
                              no_deflate=no_deflate, breaker_failures=breaker_failures, **extra)
     frames = None

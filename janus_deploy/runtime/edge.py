@@ -45,8 +45,6 @@ from janus_deploy.triton import dialect
 from janus_deploy.wire.codecs import Codec, compress, encode_tokens, get_codec
 from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request, model_name
 
-DEFAULT_COLD_START_MBPS = 100.0
-
 
 class EdgeError(JanusError):
     """The edge runtime cannot start (inconsistent plan / profiles / options)."""
@@ -195,8 +193,7 @@ class EdgeRuntime:
             check_profile_for_plan(prof, self.manifest, f"{name} profile")
 
     def _controller_config(self, cfg: ControllerConfig | None, shaper: TraceShaper | None) -> ControllerConfig:
-        cfg = cfg or ControllerConfig(cold_start_mbps=shaper.trace.mean() if shaper and shaper.trace.mean() > 0
-                                      else DEFAULT_COLD_START_MBPS)
+        cfg = (cfg or ControllerConfig()).for_trace(shaper.trace if shaper else None)
         if self.transport.options.probe_rtt and not cfg.rtt_fixed:
             probed = self.transport.health_rtt()
             if probed is not None:
@@ -343,9 +340,8 @@ class EdgeRuntime:
         return body, headers
 
     def _timeout_s(self, t0: float) -> float:
-        o = self.transport.options
         elapsed_ms = (time.perf_counter() - t0) * 1e3
-        return max(self.sla_ms * o.timeout_factor - elapsed_ms, o.min_timeout_ms) / 1e3
+        return self.transport.options.policy.timeout_ms(self.sla_ms, elapsed_ms) / 1e3
 
     def _fallback(self, level: int, split: int, k: int, nseg: int, frame: np.ndarray, state: list[np.ndarray],
                   ex: Exchange, rec: dict[str, Any]) -> np.ndarray:
@@ -409,8 +405,7 @@ class EdgeRuntime:
 
     def _probe(self, rec: dict[str, Any]) -> dict[str, Any]:
         """Probe the server (bandwidth sample; closes the breaker when it answers)."""
-        o = self.transport.options
-        ex = self.transport.probe(max(self.sla_ms * o.timeout_factor, o.min_timeout_ms) / 1e3)
+        ex = self.transport.probe(self.transport.options.policy.probe_timeout_ms(self.sla_ms) / 1e3)
         sample = self._observe(ex, rec, probe=True)
         out: dict[str, Any] = {"bytes": ex.body_bytes, "ok": ex.ok, "ms": round(ex.elapsed_s * 1e3, 3),
                                "sample_mbps": None if sample is None else round(sample, 4),

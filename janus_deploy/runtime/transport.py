@@ -27,11 +27,12 @@ import numpy as np
 
 from janus_deploy import JanusError
 from janus_deploy.net.shaper import DEFAULT_CHUNK_BYTES, TraceShaper, unshaped_stream
+from janus_deploy.schedule.exchange import MIN_TIMEOUT_MS, PROBE_BYTES, TIMEOUT_FACTOR, ExchangePolicy
 from janus_deploy.triton import dialect
 from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, parse_header_length, parse_response
 
 PROBE_PATH = "/janus/probe"
-DEFAULT_PROBE_BYTES = 32768
+DEFAULT_PROBE_BYTES = PROBE_BYTES
 
 
 class TransportError(JanusError):
@@ -67,16 +68,22 @@ class TransportOptions:
     start with health checks (else the controller's cold value). ``allow_unverified_plan``: use
     answers of a server that cannot say which plan it serves (refused by default).
     ``max_answer_bytes``: read at most this much of an answer (default: what the plan's logits
-    can take, see :func:`answer_limit`)."""
+    can take, see :func:`answer_limit`). The deadline rule and the defaults are
+    :class:`~janus_deploy.schedule.exchange.ExchangePolicy`'s (:attr:`policy`)."""
 
     token: str | None = None
-    timeout_factor: float = 1.0
-    min_timeout_ms: float = 20.0
+    timeout_factor: float = TIMEOUT_FACTOR
+    min_timeout_ms: float = MIN_TIMEOUT_MS
     chunk_bytes: int | None = DEFAULT_CHUNK_BYTES
     probe_bytes: int = DEFAULT_PROBE_BYTES
     probe_rtt: bool = True
     allow_unverified_plan: bool = False
     max_answer_bytes: int | None = None
+
+    @property
+    def policy(self) -> ExchangePolicy:
+        """The exchange policy these options set (the rule the simulator applies too)."""
+        return ExchangePolicy(self.timeout_factor, self.min_timeout_ms, self.probe_bytes)
 
     def validate(self) -> TransportOptions:
         if not self.timeout_factor > 0 or not self.min_timeout_ms >= 0:

@@ -36,6 +36,7 @@ from janus_deploy.schedule.scheduler import Decision, Scheduler, SchedulerError
 
 SYSTEMS = ("device-only", "cloud-only", "mixed", "janus-paper", "janus-deploy")
 RTT_ESTIMATES = ("max", "median")
+COLD_START_MBPS = 100.0  # the cold start when no trace is known (ControllerConfig.for_trace)
 OBSERVATION_KINDS = ("transfer", "rate", "outage", "server", "unauthorized")
 
 
@@ -53,13 +54,17 @@ class ControllerConfig:
     median of the last ``rtt_window`` RTT samples, ``rtt_cold_ms`` until one is seen; ``rtt_fixed``
     keeps ``rtt_cold_ms`` whatever is observed. ``probe_interval_s``: when no link sample has
     arrived for this long, a probe is due (None: never). ``breaker_*``: server health (module
-    docstring; ``breaker_failures`` 0 turns the breaker off).
+    docstring; ``breaker_failures`` 0 turns the breaker off). ``cold_start_mbps``: the bandwidth
+    assumed before the first link sample; None (the default) means the cold-start rule of
+    :meth:`for_trace`: the trace's mean when a trace with a mean > 0 is known ("seen offline"),
+    else :data:`COLD_START_MBPS`. The :class:`Controller` resolves it, so what it runs with (and
+    what a run log's header records) is always a number.
     """
 
     system: str = "janus-deploy"
     estimator: str = "harmonic"
     window: int = 5
-    cold_start_mbps: float = 100.0
+    cold_start_mbps: float | None = None
     margin: float = 0.1
     deflate: bool = True
     rtt_cold_ms: float = 0.0
@@ -79,7 +84,8 @@ class ControllerConfig:
             raise bad(f"unknown system {self.system!r}; choose one of {', '.join(SYSTEMS)}")
         if self.estimator not in ESTIMATORS:
             raise bad(f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-        if not (math.isfinite(self.cold_start_mbps) and self.cold_start_mbps > 0):
+        if self.cold_start_mbps is not None and not (math.isfinite(self.cold_start_mbps)
+                                                     and self.cold_start_mbps > 0):
             raise bad(f"the cold-start bandwidth must be > 0 Mbit/s, got {self.cold_start_mbps}")
         if not 0 <= self.margin < 1:
             raise bad(f"--margin must be in [0, 1), got {self.margin}")
@@ -105,6 +111,15 @@ class ControllerConfig:
 
     def with_(self, **changes: Any) -> ControllerConfig:
         return replace(self, **changes).validate()
+
+    def for_trace(self, trace: Any = None) -> ControllerConfig:
+        """The cold-start rule, its one home: a cold start given explicitly is kept; else the
+        mean of ``trace`` (anything with ``mean()``: the bandwidth the run will see, known
+        offline) when it is > 0; else :data:`COLD_START_MBPS`."""
+        if self.cold_start_mbps is not None:
+            return self.validate()
+        mean = float(trace.mean()) if trace is not None else 0.0
+        return self.with_(cold_start_mbps=mean if math.isfinite(mean) and mean > 0 else COLD_START_MBPS)
 
 
 @dataclass(frozen=True)
@@ -195,12 +210,13 @@ class Controller:
 
     def __init__(self, deploy: Scheduler, config: ControllerConfig = ControllerConfig(),
                  paper: Scheduler | None = None, estimator: Estimator | None = None) -> None:
-        self.config = config.validate()
+        self.config = config = config.for_trace(None)  # an unresolved cold start: the default
         if config.system == "janus-paper" and paper is None:
             raise ControllerError("the janus-paper system needs a paper-mode scheduler")
         if deploy.mode != "janus-deploy":
             raise ControllerError("the controller's main scheduler must be in janus-deploy mode")
         self.deploy, self.paper = deploy, paper
+        assert config.cold_start_mbps is not None  # for_trace resolved it
         try:
             self.estimator = estimator or make_estimator(config.estimator, config.cold_start_mbps,
                                                          window=config.window)

@@ -101,7 +101,7 @@ def build_table(edge: Profile, cloud: Profile, *, accuracy: Any = None, plan: An
     the plan's graphs. The other arguments are the Scheduler's and the controller's."""
     try:
         sched = Scheduler(edge, cloud, accuracy, "janus-deploy", codec, sla_ms, baseline_level, frame_bytes)
-        ctrl = (controller or ControllerConfig()).validate()
+        ctrl = (controller or ControllerConfig()).for_trace(None)  # an unresolved cold start: the default
     except (SchedulerError, ControllerError) as exc:
         raise TableFileError(str(exc)) from None
     acc, metric = accuracy_by_level(accuracy)

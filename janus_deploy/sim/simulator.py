@@ -64,6 +64,7 @@ from janus_deploy.net.traces import Trace
 from janus_deploy.profile.table import Profile
 from janus_deploy.report import run_report
 from janus_deploy.schedule.controller import SYSTEMS, Controller, ControllerConfig, ControllerError, Observation
+from janus_deploy.schedule.exchange import MIN_TIMEOUT_MS, PROBE_BYTES, ExchangePolicy
 from janus_deploy.schedule.scheduler import Decision, Scheduler
 
 
@@ -74,23 +75,31 @@ class SimulationError(JanusError):
 @dataclass
 class SimConfig:
     """Simulation parameters (see the module docstring); ``controller`` is the control loop's
-    settings, shared with the runtime (its ``system`` and ``cold_start_mbps`` are set per run)."""
+    settings, shared with the runtime (its ``system`` is set per run; its cold start, unless given,
+    by :meth:`ControllerConfig.for_trace`); ``cold_start_mbps``, when given, overrides the controller's."""
 
     sla_ms: float = 300.0
     systems: Sequence[str] = SYSTEMS
     requests: int | None = None  # default: one pass through the trace
     fps: float | None = None  # None: back to back
     paper_mode: bool = False
-    cold_start_mbps: float | None = None  # default: the trace's mean ("seen offline")
+    cold_start_mbps: float | None = None  # default: the controller's (ControllerConfig.for_trace)
     rtt_ms: float = 0.0  # used when no ping trace is given
     codec: str | None = None  # janus-deploy payload codec (default: profile's default_codec)
     frame_bytes: int | None = None  # override the s = 0 payload (see Scheduler)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     timeout_factor: float | None = None  # None: no deadline; else as the runtime's --timeout-factor
-    min_timeout_ms: float = 20.0  # as the runtime's TransportOptions.min_timeout_ms
+    min_timeout_ms: float = MIN_TIMEOUT_MS  # the exchange policy's (shared with the runtime)
     exchange_ms: float = 0.0  # fixed cost of one exchange beyond link and RTT
     probe_bytes: int | None = None  # None: a probe costs no time; else as the runtime's probe
     probe_exchange_ms: float | None = None  # a probe's exchange cost (None: exchange_ms)
+
+    @property
+    def policy(self) -> ExchangePolicy | None:
+        """The exchange policy the runtime applies (None: no deadline, the paper's model)."""
+        if self.timeout_factor is None:
+            return None
+        return ExchangePolicy(self.timeout_factor, self.min_timeout_ms, self.probe_bytes or PROBE_BYTES)
 
     def validate(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -183,8 +192,8 @@ def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: Si
         if d.bytes > 0:
             tx = trace.transfer_time(send_t, d.bytes)
             lat = compute_edge + tx * 1e3 + rtt + bd["decode_ms"] + bd["cloud_ms"]
-            deadline = None if cfg.timeout_factor is None else max(cfg.sla_ms * cfg.timeout_factor,
-                                                                    compute_edge + cfg.min_timeout_ms)
+            policy = cfg.policy
+            deadline = None if policy is None else policy.deadline_ms(cfg.sla_ms, compute_edge)
             if deadline is not None and lat > deadline:
                 lat, obs = _cancelled(ctrl, trace, d, t, send_t, compute_edge, deadline)
             else:
@@ -217,8 +226,9 @@ def _probe(trace: Trace, cfg: SimConfig, t: float, rtt: float) -> tuple[float, O
     nbytes = float(cfg.probe_bytes)  # type: ignore[arg-type]  # probe_bytes is always set by the exchange policy here
     tx = trace.transfer_time(t, nbytes)
     took = tx + rtt / 1e3
-    if cfg.timeout_factor is not None:
-        limit = max(cfg.sla_ms * cfg.timeout_factor, cfg.min_timeout_ms) / 1e3
+    policy = cfg.policy
+    if policy is not None:
+        limit = policy.probe_timeout_ms(cfg.sla_ms) / 1e3
         if took > limit:
             crossed = min(nbytes, (trace.delivered_bits(t + limit) - trace.delivered_bits(t)) / 8.0)
             if crossed >= nbytes:
@@ -456,15 +466,16 @@ def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimCon
                      ping: Trace | None, system: str, progress: ProgressFn | None = None) -> SystemResult:
     """One system's run of :func:`simulate` (a top-level function: it runs in worker processes)."""
     deploy, paper = _schedulers(edge, cloud, config, accuracy)
-    cold = config.cold_start_mbps if config.cold_start_mbps is not None else trace.mean()
+    ctrl_config = config.controller if config.cold_start_mbps is None else \
+        config.controller.with_(cold_start_mbps=config.cold_start_mbps)
+    ctrl_config = ctrl_config.for_trace(trace)
     rtt_cold = ping.median() if ping is not None else config.rtt_ms
     if config.paper_mode:
         total = config.requests if config.requests is not None else len(trace)
     else:
         total = config.requests
     runner = _run_paper if config.paper_mode else _run_time_driven
-    ctrl = Controller(deploy, config.controller.with_(system=system, cold_start_mbps=cold,
-                                                      rtt_cold_ms=rtt_cold), paper)
+    ctrl = Controller(deploy, ctrl_config.with_(system=system, rtt_cold_ms=rtt_cold), paper)
 
     def tick(i: int) -> None:
         if progress is not None and i % PROGRESS_EVERY == 0:
@@ -502,6 +513,48 @@ def replay(ctrl: Controller, steps: Iterable[tuple[float, dict[str, Any] | None,
             "mismatches": mismatches}
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _replay_step(i: int, r: dict[str, Any]) -> tuple[float, dict[str, Any] | None, list[Observation]]:
+    """One request record as a replay step; RunLogError naming the record and field otherwise."""
+    from janus_deploy.report import RunLogError
+
+    def bad(field: str, why: str) -> RunLogError:
+        return RunLogError(f"run log request record {i}: {field} {why}")
+
+    t = r.get("t", 0.0)
+    if not _number(t):
+        raise bad("t", f"must be a finite number, got {t!r:.40}")
+    d = r.get("decision")
+    if d is not None and not isinstance(d, dict):
+        raise bad("decision", f"must be an object or null, got {type(d).__name__}")
+    recorded = d if d is not None and not d.get("forced") else None
+    if recorded is not None:
+        if not isinstance(recorded.get("policy"), str):
+            raise bad("decision.policy", "must be a string")
+        if not isinstance(recorded.get("split"), int) or isinstance(recorded.get("split"), bool):
+            raise bad("decision.split", "must be an integer")
+        if not _number(recorded.get("alpha")):
+            raise bad("decision.alpha", f"must be a finite number, got {recorded.get('alpha')!r:.40}")
+    raw = r.get("observations")
+    if raw is not None and not isinstance(raw, list):
+        raise bad("observations", f"must be a list, got {type(raw).__name__}")
+    obs = []
+    for k, o in enumerate(raw or []):
+        if not isinstance(o, dict):
+            raise bad(f"observations[{k}]", "must be an object")
+        for name in ("t", "nbytes", "seconds", "mbps", "rtt_ms"):
+            if name in o and not (o[name] is None and name in ("mbps", "rtt_ms")) and not _number(o[name]):
+                raise bad(f"observations[{k}].{name}", f"must be a finite number, got {o[name]!r:.40}")
+        try:
+            obs.append(Observation.from_dict(o))
+        except (ControllerError, TypeError) as exc:
+            raise bad(f"observations[{k}]", str(exc)) from None
+    return float(t), recorded, obs
+
+
 def replay_log(path: Any) -> dict[str, Any]:
     """Replay a run log (``run --log``, the demo's ``requests.jsonl``): rebuild the controller
     from its header (settings, profiles, accuracy table, SLA, codec) and feed it the recorded
@@ -511,6 +564,7 @@ def replay_log(path: Any) -> dict[str, Any]:
     from janus_deploy.schedule.controller import build_controller
 
     header, records = read_run_log(path)
+    steps = [_replay_step(i, r) for i, r in enumerate(records, 1)]  # every record checked first
     try:
         edge = profile_from_dict(header["edge_profile"], where="run log edge_profile")
         cloud = profile_from_dict(header["cloud_profile"], where="run log cloud_profile")
@@ -518,12 +572,6 @@ def replay_log(path: Any) -> dict[str, Any]:
                                 accuracy=header.get("accuracy"), sla_ms=header["sla_ms"], codec=header["codec"])
     except KeyError as exc:
         raise SimulationError(f"the run log header lacks {exc}") from None
-    steps = []
-    for r in records:
-        d = r.get("decision")
-        recorded = d if d is not None and not d.get("forced") else None
-        obs = [Observation.from_dict(o) for o in r.get("observations") or []]
-        steps.append((float(r.get("t", 0.0)), recorded, obs))
     out = replay(ctrl, steps)
     out["log_requests"] = len(records)
     return out

@@ -341,10 +341,8 @@ def _edge_runner(cfg: TestbedConfig, manifest: Any, edge: Any) -> Any:
 
 
 def _controller(cfg: TestbedConfig) -> ControllerConfig:
-    """The given settings, or the defaults with the trace's mean as cold start (as ``run`` does)."""
-    if cfg.controller is not None:
-        return cfg.controller.validate()
-    return ControllerConfig(cold_start_mbps=cfg.trace.mean()).validate()
+    """The given settings, or the defaults; the cold start by ControllerConfig.for_trace (as ``run``)."""
+    return (cfg.controller or ControllerConfig()).for_trace(cfg.trace)
 
 
 def _link_fidelity(records: list[dict[str, Any]], trace: Trace, offset_s: float) -> dict[str, Any]:
@@ -590,9 +588,10 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
         from janus_deploy.runtime.transport import TransportOptions
         from janus_deploy.sim.simulator import SimConfig, simulate
 
+        policy = TransportOptions(timeout_factor=cfg.timeout_factor).policy  # the runtime's exchange policy
         sim = SimConfig(sla_ms=cfg.sla_ms, systems=("janus-deploy",), requests=cfg.requests, fps=cfg.fps,
                         rtt_ms=0.0, codec=cfg.codec, controller=ctrl, timeout_factor=cfg.timeout_factor,
-                        min_timeout_ms=TransportOptions().min_timeout_ms, probe_bytes=TransportOptions().probe_bytes,
+                        min_timeout_ms=policy.min_timeout_ms, probe_bytes=policy.probe_bytes,
                         exchange_ms=(info.get("calibration") or {}).get("exchange_ms", 0.0),
                         probe_exchange_ms=(info.get("calibration") or {}).get("probe_exchange_ms"))
         res = simulate(cfg.trace, edge, cloud, sim, accuracy=acc, ping=cfg.ping)["janus-deploy"]

@@ -28,16 +28,9 @@ except ImportError:  # imported outside Triton (tests read the helpers)
     pb_utils = None
 
 
-def session_options(ort, threads):
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.enable_mem_pattern = False
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.disable_prepacking", "1")
-    return opts
+# The session options are janus_deploy.backends.ort_session's; export writes that function's
+# source in place of the next line (the stub cannot import janus-deploy).
+from janus_deploy.backends.ort_session import session_options  # noqa: E402  JANUS-SESSION-OPTIONS
 
 
 def _param(config, key, default):

@@ -337,7 +337,24 @@ def _write_config(out: Path, cfg: ModelConfig, platform: str) -> None:
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.pbtxt").write_text(cfg.render())
     if platform == "python":
-        (d / VERSION / "model.py").write_text((Path(__file__).parent / "python_model.py").read_text())
+        (d / VERSION / "model.py").write_text(python_model_source())
+
+
+def python_model_source() -> str:
+    """``python_model.py`` as Triton's stub runs it: the package's session-options function
+    (``janus_deploy.backends.ort_session``) written in place of its import line, since the stub
+    cannot import janus-deploy."""
+    import inspect
+
+    from janus_deploy.backends import ort_session
+
+    src = (Path(__file__).parent / "python_model.py").read_text()
+    lines = src.splitlines(keepends=True)
+    marked = [i for i, line in enumerate(lines) if line.rstrip().endswith("JANUS-SESSION-OPTIONS")]
+    if len(marked) != 1:
+        raise RuntimeError("python_model.py must import session_options on exactly one marked line")
+    lines[marked[0]] = inspect.getsource(ort_session.session_options)
+    return "".join(lines)
 
 
 def _write_small(out: Path, name: str, graph: onnx.ModelProto, max_batch: int, platform: str,
