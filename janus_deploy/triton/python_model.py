@@ -30,7 +30,7 @@ except ImportError:  # imported outside Triton (tests read the helpers)
 
 # The session options are janus_deploy.backends.ort_session's; export writes that function's
 # source in place of the next line (the stub cannot import janus-deploy).
-from janus_deploy.backends.ort_session import session_options  # noqa: E402  JANUS-SESSION-OPTIONS
+from janus_deploy.backends.ort_session import session_options  # noqa: E402 - replaced at export by the source JANUS-SESSION-OPTIONS
 
 
 def _param(config, key, default):

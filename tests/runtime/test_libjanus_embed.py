@@ -196,7 +196,7 @@ def test_export_table_names_models_and_engines(plan, tmp_path):
     for extra in ([], ["--engines", str(engines)]):
         table = tmp_path / "t.jdt"
         r = CliRunner().invoke(app, ["export-table", "--profile", str(edge_json), "--cloud-profile", str(cloud_json),
-                                     "--plan", str(plan_dir), *extra, "--out", str(table)])
+                                     "--plan", str(plan_dir), *extra, "--out", str(table), "--force"])
         assert r.exit_code == 0 and "with model and engine names" in r.output, r.output
         with Lib().load_table_file(table) as t:
             assert t.info().has_names == 1 and t.info().plan_hash.decode() == manifest.hash

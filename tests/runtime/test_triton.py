@@ -564,7 +564,7 @@ def test_deploy_manifests_are_generated_and_agree(small, triton, tmp_path):
 
     _, plan_dir, engines = small
     res = CliRunner().invoke(app, ["export-triton", str(plan_dir), "--engines", str(engines), "--out", str(tmp_path / "r"),
-                                   "--platform", "python", "--tails", "janus_L0_S1", "--manifests", str(tmp_path / "m"),
+                                   "--platform", "python", "--ensembles", "--tails", "janus_L0_S1", "--manifests", str(tmp_path / "m"),
                                    "--replicas", "3"])
     assert res.exit_code == 0, res.output
     meta = read_repository(tmp_path / "r")
