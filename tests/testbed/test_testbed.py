@@ -233,8 +233,11 @@ def _wait_for(cond, timeout_s: float) -> bool:
 @pytest.mark.parametrize("sig, when", [(signal.SIGINT, "kernel run"), (signal.SIGTERM, "namespace up")])
 def test_interrupt_tears_down(small, short_traces, sig, when):
     before = leftovers()
+    # SIGINT back to its default in the child: pytest started as a background job of a
+    # non-interactive shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
     p = subprocess.Popen([sys.executable, "-m", "janus_deploy.cli.main", "testbed", *_args(small, short_traces, 5000)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         dev = None
 
