@@ -99,6 +99,12 @@ class Trace:
         m = len(s) // 2
         return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
 
+    @property
+    def cumulative_bits(self) -> list[float]:
+        """Bits delivered by the start of each sample (``len + 1`` values; empty unless Mbit/s):
+        the sums :meth:`delivered_bits` reads (the simulator's fast engine is handed these)."""
+        return self._cum
+
     # ---- bandwidth integration
     def _need_mbps(self, what: str) -> None:
         if self.unit != MBPS:

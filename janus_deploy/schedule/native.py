@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 
 OUT_NAME = "_libjanus"
-LIB_SOURCES = ("error.c", "table.c", "sched.c", "controller.c", "v2.c")
+LIB_SOURCES = ("error.c", "table.c", "sched.c", "controller.c", "v2.c", "sim.c")
 HEADERS = ("janus.h", "janus_embed.h")
 #: -ffp-contract=off: no fused multiply-adds, so results match Python's bit for bit (aarch64 GCC
 #: contracts by default); -fvisibility=hidden: only the JANUS_API functions are exported

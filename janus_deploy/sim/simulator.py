@@ -154,6 +154,7 @@ class SystemResult:
     name: str
     metrics: dict[str, Any]
     log: RequestLog
+    engine: str = "python"  # the loop that ran it: "fast" (libjanus) or "python"
 
 
 # --------------------------------------------------------------------------- simulation loops
@@ -436,22 +437,43 @@ def long_run_warning(estimates: dict[str, RequestEstimate], threshold: int | Non
             "for one run of a 5G/LTE file)")
 
 
+def engine_for(config: SimConfig, engine: str = "fast") -> tuple[str, str | None]:
+    """(the loop that runs ``config``, why not the fast one): ``engine`` "fast" runs libjanus's
+    loop (:mod:`janus_deploy.sim.fast`) where it models every setting of ``config``, else the
+    Python loop with the reason (also logged); "python" always runs the Python loop."""
+    from janus_deploy.sim import fast
+
+    if engine not in fast.ENGINES:
+        raise SimulationError(f"unknown engine {engine!r}; choose one of {', '.join(fast.ENGINES)}")
+    if engine == "python":
+        return "python", None
+    why = fast.unsupported(config)
+    if why is not None:
+        fast.log.info("simulate: %s; the Python loop runs", why)
+        return "python", why
+    return "fast", None
+
+
 def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
              accuracy: Any = None, ping: Trace | None = None, progress: ProgressFn | None = None,
-             jobs: int = 1) -> dict[str, SystemResult]:
+             jobs: int = 1, engine: str = "fast") -> dict[str, SystemResult]:
     """Run every system of ``config`` over ``trace``; results keyed by system name.
     ``progress(system, done, total)`` is called every :data:`PROGRESS_EVERY` requests and when a
-    system finishes (``total`` is None while unknown: time-driven runs without ``requests``).
+    system finishes (``total`` is None while unknown: time-driven runs without ``requests``; the
+    fast engine calls it only when a system finishes).
     ``jobs`` > 1 runs the systems in that many processes (each system's run is independent: the
-    same results as one at a time; ``progress`` is then called only when a system finishes)."""
+    same results as one at a time; ``progress`` is then called only when a system finishes).
+    ``engine``: "fast" (default: libjanus's loop, the same decisions bit for bit, the Python loop
+    where it does not apply: :func:`engine_for`) or "python"; each result says which ran."""
     _check_inputs(trace, config, ping)
     if jobs < 1:
         raise SimulationError(f"--jobs must be >= 1, got {jobs}")
+    engine = engine_for(config, engine)[0]
     if jobs > 1 and len(config.systems) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=min(jobs, len(config.systems))) as pool:
-            futures = {s: pool.submit(_simulate_system, trace, edge, cloud, config, accuracy, ping, s)
+            futures = {s: pool.submit(_simulate_system, trace, edge, cloud, config, accuracy, ping, s, None, engine)
                        for s in config.systems}
             results = {}
             for system, fut in futures.items():
@@ -459,12 +481,32 @@ def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
                 if progress is not None:
                     progress(system, len(results[system].log), len(results[system].log))
         return results
-    return {s: _simulate_system(trace, edge, cloud, config, accuracy, ping, s, progress) for s in config.systems}
+    return {s: _simulate_system(trace, edge, cloud, config, accuracy, ping, s, progress, engine)
+            for s in config.systems}
+
+
+def _fast_log(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, config: SimConfig, accuracy: Any,
+              ctrl_config: ControllerConfig, deploy: Scheduler) -> RequestLog | None:
+    """One system's RequestLog from libjanus's loop (None: it refused; the reason is logged)."""
+    from janus_deploy.sim import fast
+
+    out = fast.run_system(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy)
+    if out is None:
+        return None
+    cols, elapsed = out
+    per = fast.decision_columns(cols, deploy)
+    return RequestLog(start_s=cols["start_s"].tolist(), bw_mbps=cols["bw_mbps"].tolist(),
+                      est_mbps=cols["est_mbps"].tolist(), alpha=per["alpha"], split=cols["split"].tolist(),
+                      latency_ms=cols["latency_ms"].tolist(), predicted_ms=cols["predicted_ms"].tolist(),
+                      labels=per["labels"], accuracy=per["accuracy"], level_index=cols["level_index"].tolist(),
+                      bytes=cols["bytes"].tolist(), elapsed_s=elapsed)
 
 
 def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, accuracy: Any,
-                     ping: Trace | None, system: str, progress: ProgressFn | None = None) -> SystemResult:
-    """One system's run of :func:`simulate` (a top-level function: it runs in worker processes)."""
+                     ping: Trace | None, system: str, progress: ProgressFn | None = None,
+                     engine: str = "python") -> SystemResult:
+    """One system's run of :func:`simulate` (a top-level function: it runs in worker processes);
+    ``engine`` as :func:`engine_for` resolved it."""
     deploy, paper = _schedulers(edge, cloud, config, accuracy)
     ctrl_config = config.controller if config.cold_start_mbps is None else \
         config.controller.with_(cold_start_mbps=config.cold_start_mbps)
@@ -475,16 +517,20 @@ def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimCon
     else:
         total = config.requests
     runner = _run_paper if config.paper_mode else _run_time_driven
-    ctrl = Controller(deploy, ctrl_config.with_(system=system, rtt_cold_ms=rtt_cold), paper)
+    ctrl_config = ctrl_config.with_(system=system, rtt_cold_ms=rtt_cold)
+    log = _fast_log(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy) if engine == "fast" else None
+    ran = "fast" if log is not None else "python"
+    if log is None:
+        ctrl = Controller(deploy, ctrl_config, paper)
 
-    def tick(i: int) -> None:
-        if progress is not None and i % PROGRESS_EVERY == 0:
-            progress(system, i, total)
+        def tick(i: int) -> None:
+            if progress is not None and i % PROGRESS_EVERY == 0:
+                progress(system, i, total)
 
-    log = runner(ctrl, trace, ping, config, tick)
+        log = runner(ctrl, trace, ping, config, tick)
     if progress is not None:
         progress(system, len(log), len(log))
-    return SystemResult(system, metrics(log, config.sla_ms, config.paper_mode), log)
+    return SystemResult(system, metrics(log, config.sla_ms, config.paper_mode), log, ran)
 
 
 # --------------------------------------------------------------------------- replay

@@ -413,6 +413,53 @@ JANUS_API int janus_v2_response_parameter(const janus_v2_response *resp, const c
 JANUS_API uint16_t janus_fp16_from_float(float value);
 JANUS_API float janus_fp16_to_float(uint16_t bits);
 
+
+/* ------------------------------------------------------------------------------ simulation */
+
+/** A piecewise-constant trace: ``samples`` (Mbit/s, or ms for a ping trace) of ``interval_s``
+ * each, looping; ``cum`` (n + 1 values, bandwidth traces only, NULL for a ping trace) the bits
+ * delivered by the start of each sample, as janus_deploy's Trace holds them (passed in, not
+ * recomputed, so the sums are the same bits). */
+typedef struct janus_sim_trace {
+    const double *samples;
+    size_t n;
+    double interval_s;
+    const double *cum;
+} janus_sim_trace;
+
+/** janus_deploy.sim.simulator.SimConfig, the parts the loop reads. */
+typedef struct janus_sim_options {
+    double sla_ms;
+    int paper_mode;             /* 1: one trace sample = one request (SimConfig.paper_mode) */
+    int64_t requests;           /* −1: one pass through the trace */
+    double fps;                 /* 0: back to back */
+    double rtt_ms;              /* the RTT when no ping trace is given */
+    double exchange_ms;         /* fixed cost of one exchange beyond link and RTT */
+    int deadline;               /* 1: the exchange policy applies (timeout_factor given) */
+    double timeout_factor, min_timeout_ms;
+    double probe_bytes;         /* 0: a probe costs no time */
+    double probe_exchange_ms;   /* a probe's exchange cost */
+    const double *local_ms;     /* levels × candidates: edge total − head (the deadline's fallback) */
+} janus_sim_options;
+
+/** One system's per-request records (janus_deploy RequestLog's numeric columns), owned by the
+ * result (janus_sim_result_free). */
+typedef struct janus_sim_result {
+    size_t n;
+    double *start_s, *bw_mbps, *est_mbps, *latency_ms, *predicted_ms;
+    int32_t *level_index, *split;
+    uint64_t *bytes;
+    double elapsed_s;           /* simulated time from the first start to the last completion */
+} janus_sim_result;
+
+/** Run the simulator's whole per-request loop (time-driven or paper mode) over ``bw`` with the
+ * controller ``ctl`` (fresh: janus_controller_new with the run's system and settings) and the
+ * optional ``ping`` trace: the same operations as janus_deploy.sim.simulator, so the same
+ * decisions, latencies and times to the last bit. On success ``out`` owns the records. */
+JANUS_API int janus_simulate(janus_controller *ctl, const janus_sim_trace *bw, const janus_sim_trace *ping,
+                             const janus_sim_options *opt, janus_sim_result *out, janus_error *err);
+JANUS_API void janus_sim_result_free(janus_sim_result *res);
+
 #ifdef __cplusplus
 }
 #endif

@@ -18,7 +18,7 @@ from sched_fixtures import profiles
 from janus_deploy.profile.table import resolve_profile
 from janus_deploy.schedule.table_file import write_table
 
-LIB_SOURCES = [SRC / "src" / n for n in ("error.c", "table.c", "sched.c", "controller.c", "v2.c")]
+LIB_SOURCES = [SRC / "src" / n for n in ("error.c", "table.c", "sched.c", "controller.c", "v2.c", "sim.c")]
 SANITIZE = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer")
 SAN_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1:strict_string_checks=1",
            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
