@@ -77,8 +77,19 @@ def test_long_run_warning_says_how_to_shorten_it(flat_trace, monkeypatch):
     assert long_run_warning(estimate_requests(long.window(0, 60), edge, cloud, SimConfig(sla_ms=300))) is None
     monkeypatch.setattr(simulator, "LONG_RUN_REQUESTS", 100)
     res = CliRunner().invoke(app, ["simulate", "--trace", str(flat_trace), *PRESETS, "--sla", "300",
-                                   "--systems", "device-only", "--json"])
+                                   "--systems", "device-only", "--json", "--engine", "python"])
     assert res.exit_code == 0 and "warning: one pass of device-only may be up to" in res.stderr
+    assert "engine: python" in res.stderr
+    # the fast engine (the default) runs a million requests a second: its threshold is FAST_LONG_RUN_REQUESTS
+    res = CliRunner().invoke(app, ["simulate", "--trace", str(flat_trace), *PRESETS, "--sla", "300",
+                                   "--systems", "device-only", "--json"])
+    assert res.exit_code == 0 and "warning:" not in res.stderr and "engine: fast" in res.stderr
+    monkeypatch.setattr(simulator, "FAST_LONG_RUN_REQUESTS", 100)
+    res = CliRunner().invoke(app, ["simulate", "--trace", str(flat_trace), *PRESETS, "--sla", "300",
+                                   "--systems", "device-only", "--json"])
+    assert "warning: one pass of device-only may be up to" in res.stderr
+    res = CliRunner().invoke(app, ["simulate", "--trace", str(flat_trace), *PRESETS, "--sla", "300", "--engine", "c"])
+    assert res.exit_code == 2 and "unknown engine 'c'; choose one of fast, python" in res.output
 
 
 def test_trace_window(flat_trace):

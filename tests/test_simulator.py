@@ -239,7 +239,7 @@ def _cold_starts(monkeypatch, tiny, trace, config):
             seen.append(self.config.cold_start_mbps)
 
     monkeypatch.setattr(sim, "Controller", Recording)
-    simulate(trace, *tiny, config)
+    simulate(trace, *tiny, config, engine="python")  # the Python controller it records (test_sim_fast: the same in C)
     return seen
 
 

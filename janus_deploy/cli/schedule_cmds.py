@@ -156,10 +156,13 @@ def simulate_cmd(
                                                   help="Use only this many seconds of the trace (a shorter pass)."),
     jobs: int = typer.Option(1, "--jobs", help="Simulate the systems in this many processes at once "
                              "(0: one per core)."),
+    engine: str = typer.Option("fast", "--engine", help="fast: the per-request loop in libjanus (C; the same "
+                               "decisions as python, bit for bit; the python loop runs where it does not model "
+                               "a setting, and says why); python: the Python loop."),
 ) -> None:
     """Trace-driven simulation of Janus and the baselines."""
     from janus_deploy.cli.common import err_console, format_seconds, print_chunked, progress_bars
-    from janus_deploy.sim.simulator import estimate_requests, long_run_warning
+    from janus_deploy.sim.simulator import FAST_LONG_RUN_REQUESTS, SimulationError, engine_for, estimate_requests, long_run_warning
 
     names = [s.strip() for s in systems.split(",") if s.strip()]
     for s in names:
@@ -187,6 +190,10 @@ def simulate_cmd(
     cfg = SimConfig(sla_ms=sla, systems=names, requests=requests, fps=fps, paper_mode=paper_mode,
                     rtt_ms=rtt, codec=codec, frame_bytes=frame_bytes, controller=ctrl)
     est = estimate_requests(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace)
+    try:
+        ran, why = engine_for(cfg, engine)
+    except SimulationError as exc:
+        raise CliError(str(exc)) from None
 
     def count(e) -> str:
         if e.exact:
@@ -200,7 +207,8 @@ def simulate_cmd(
                       f"SLA {sla:g} ms:", markup=False, highlight=False)
     for n in names:
         err_console.print(f"  {n:<13} {count(est[n])}", markup=False, highlight=False)
-    warning = long_run_warning(est)
+    err_console.print(f"  engine: {ran}" + (f" ({why})" if why else ""), markup=False, highlight=False)
+    warning = long_run_warning(est, None if ran == "python" else FAST_LONG_RUN_REQUESTS)
     if warning:
         err_console.print(f"[yellow]warning:[/] {warning}")
     with progress_bars() as update:
@@ -210,7 +218,7 @@ def simulate_cmd(
                 total = e.low
             update(system, done, total, "" if total is not None else f"of about {e.low:,} to {e.high:,}")
 
-        results = simulate(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace, progress=show, jobs=jobs)
+        results = simulate(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace, progress=show, jobs=jobs, engine=ran)
     plots = []
     if plot:
         from janus_deploy.sim.plots import plot_all

@@ -421,6 +421,7 @@ def estimate_requests(trace: Trace, edge: Profile, cloud: Profile, config: SimCo
 
 
 LONG_RUN_REQUESTS = 1_000_000
+FAST_LONG_RUN_REQUESTS = 50_000_000  # the fast engine's threshold (it runs about a million requests a second)
 
 
 def long_run_warning(estimates: dict[str, RequestEstimate], threshold: int | None = None) -> str | None:
