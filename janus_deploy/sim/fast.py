@@ -48,6 +48,15 @@ class _Err(C.Structure):
     _fields_ = [("code", C.c_int), ("message", C.c_char * 512)]
 
 
+class _Config(C.Structure):  # janus_config
+    _fields_ = [("sla_ms", C.c_double), ("codec", C.c_char_p), ("frame_bytes", C.c_int64), ("system", C.c_int),
+                ("estimator", C.c_int), ("window", C.c_int), ("cold_start_mbps", C.c_double),
+                ("ewma_alpha", C.c_double), ("margin", C.c_double), ("deflate", C.c_int),
+                ("rtt_cold_ms", C.c_double), ("rtt_fixed", C.c_int), ("rtt_window", C.c_int),
+                ("rtt_estimate", C.c_int), ("probe_interval_s", C.c_double), ("breaker_failures", C.c_int),
+                ("breaker_open_s", C.c_double), ("breaker_max_open_s", C.c_double)]
+
+
 class _Trace(C.Structure):
     _fields_ = [("samples", C.c_void_p), ("n", C.c_size_t), ("interval_s", C.c_double), ("cum", C.c_void_p)]
 
@@ -85,7 +94,8 @@ def _lib() -> Any:
         for name, res, args in (
                 ("janus_table_load_memory", ip, [C.c_char_p, C.c_size_t, C.POINTER(vp), C.POINTER(_Err)]),
                 ("janus_table_free", None, [vp]),
-                ("janus_controller_new", ip, [vp, vp, C.POINTER(vp), C.POINTER(_Err)]),
+                ("janus_table_config", None, [vp, C.POINTER(_Config)]),
+                ("janus_controller_new", ip, [vp, C.POINTER(_Config), C.POINTER(vp), C.POINTER(_Err)]),
                 ("janus_controller_free", None, [vp]),
                 ("janus_simulate", ip, [vp, C.POINTER(_Trace), C.POINTER(_Trace), C.POINTER(_Options),
                                         C.POINTER(_Result), C.POINTER(_Err)]),
@@ -128,18 +138,55 @@ def _trace(tr: Trace, bandwidth: bool) -> tuple[_Trace, list[np.ndarray]]:
     return _Trace(samples.ctypes.data, len(samples), float(tr.interval_s), cum), keep
 
 
+_TABLES: dict[tuple[Any, ...], tuple[bytes, tuple[Any, ...]]] = {}  # a few recent tables (the systems of one run)
+
+
+def _table(edge: Profile, cloud: Profile, config: Any, accuracy: Any) -> bytes:
+    """:func:`~janus_deploy.schedule.table_file.build_table`'s bytes for these profiles and
+    scheduler settings, built once for every system of a run (the controller settings the table
+    also stores are the defaults here: each run's are handed to libjanus in a janus_config)."""
+    from janus_deploy.schedule.table_file import build_table
+
+    key = (id(edge), id(cloud), id(accuracy), config.codec, float(config.sla_ms), config.frame_bytes)
+    hit = _TABLES.get(key)
+    if hit is not None and hit[1][0] is edge and hit[1][1] is cloud and hit[1][2] is accuracy:
+        return hit[0]
+    data = build_table(edge, cloud, accuracy=accuracy, codec=config.codec, sla_ms=config.sla_ms,
+                       frame_bytes=config.frame_bytes)
+    if len(_TABLES) >= 4:
+        _TABLES.pop(next(iter(_TABLES)))
+    _TABLES[key] = (data, (edge, cloud, accuracy))  # the objects kept alive: their ids stay theirs
+    return data
+
+
+def _config(lib: Any, table: Any, c: ControllerConfig) -> _Config:
+    """The table's janus_config with every controller setting of ``c`` (as build_table packs them)."""
+    from janus_deploy.schedule.controller import RTT_ESTIMATES, SYSTEMS
+    from janus_deploy.schedule.estimators import ESTIMATORS
+
+    out = _Config()
+    lib.janus_table_config(table, C.byref(out))
+    assert c.cold_start_mbps is not None  # resolved by the caller (ControllerConfig.for_trace)
+    out.system, out.estimator, out.window = SYSTEMS.index(c.system), ESTIMATORS.index(c.estimator), c.window
+    out.cold_start_mbps, out.margin, out.deflate = float(c.cold_start_mbps), float(c.margin), int(c.deflate)
+    out.rtt_cold_ms, out.rtt_fixed, out.rtt_window = float(c.rtt_cold_ms), int(c.rtt_fixed), c.rtt_window
+    out.rtt_estimate, out.probe_interval_s = RTT_ESTIMATES.index(c.rtt_estimate), float(c.probe_interval_s or 0.0)
+    out.breaker_failures, out.breaker_open_s = c.breaker_failures, float(c.breaker_open_s)
+    out.breaker_max_open_s = float(c.breaker_max_open_s)
+    return out
+
+
 def run_system(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, config: Any, accuracy: Any,
                ctrl_config: ControllerConfig, deploy: Scheduler) -> tuple[dict[str, Any], float] | None:
     """One system's loop in C: (the RequestLog's columns, simulated elapsed seconds), or None
     (logged) when libjanus refuses; ``ctrl_config`` is resolved (system, cold start, cold RTT)."""
-    from janus_deploy.schedule.table_file import TableFileError, build_table
+    from janus_deploy.schedule.table_file import TableFileError
 
     lib = _lib()
     if lib is None:
         return None
     try:
-        data = build_table(edge, cloud, accuracy=accuracy, codec=config.codec, sla_ms=config.sla_ms,
-                           frame_bytes=config.frame_bytes, controller=ctrl_config)
+        data = _table(edge, cloud, config, accuracy)
     except TableFileError as exc:
         log.info("fast engine: no decision table (%s); the Python loop runs", exc)
         return None
@@ -147,7 +194,7 @@ def run_system(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, 
     res = _Result()
     try:
         if lib.janus_table_load_memory(data, len(data), C.byref(table), C.byref(err)) or \
-                lib.janus_controller_new(table, None, C.byref(ctl), C.byref(err)):
+                lib.janus_controller_new(table, C.byref(_config(lib, table, ctrl_config)), C.byref(ctl), C.byref(err)):
             log.info("fast engine: libjanus refused the settings (%s); the Python loop runs", err.message.decode())
             return None
         cands = list(edge.candidates)
@@ -183,19 +230,22 @@ def run_system(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, 
 
 def decision_columns(cols: dict[str, np.ndarray], deploy: Scheduler) -> dict[str, list[Any]]:
     """The RequestLog's per-decision columns (alpha with NaN for the constant policy, label,
-    accuracy) from level and split, through the scheduler's own Decision of each option."""
+    accuracy) from level and split, through the scheduler's own Decision of each option taken."""
     li, sp = cols["level_index"].astype(np.int64), cols["split"].astype(np.int64)
     if not len(li):
         return {"alpha": [], "labels": [], "accuracy": []}
     width = int(sp.max()) + 1
-    keys, inverse = np.unique(li * width + sp, return_inverse=True)
+    key = li * width + sp
+    taken = np.flatnonzero(np.bincount(key))  # the options chosen at least once
+    lut = np.zeros(int(taken[-1]) + 1, dtype=np.int64)
+    lut[taken] = np.arange(len(taken))
     alpha, labels, acc = [], [], []
-    for k in keys.tolist():
+    for k in taken.tolist():
         d = deploy.evaluate(k // width, k % width, 1.0)
         alpha.append(d.alpha if d.policy != "constant" else math.nan)
         labels.append(d.label)
         acc.append(d.accuracy)
-    inv = inverse.ravel()
-    return {"alpha": np.asarray(alpha, dtype=float)[inv].tolist(),
-            "labels": [labels[i] for i in inv.tolist()],
-            "accuracy": [acc[i] for i in inv.tolist()]}
+    idx = lut[key]
+    return {"alpha": np.asarray(alpha, dtype=float)[idx].tolist(),
+            "labels": np.asarray(labels, dtype=object)[idx].tolist(),
+            "accuracy": np.asarray(acc, dtype=object)[idx].tolist()}
