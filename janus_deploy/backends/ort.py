@@ -193,7 +193,25 @@ class OrtRunner:
         except Exception as exc:  # ORT raises its own types for corrupt graphs
             raise EngineError(f"ONNX Runtime cannot load {path}: {exc}") from exc
         self._sessions[key] = sess
+        if self.share_weights and not self.disable_prepacking:
+            self._release_mapped()
         return sess
+
+    def _release_mapped(self) -> None:
+        """With prepacking, a session packs its own copy of every weight a MatMul/Gemm consumes
+        and drops its reference to the shared original once every consumer packed it (ORT's
+        SessionState::PrepackConstantInitializedTensors); the mapped weight-file pages it read
+        them through are then returned (MADV_DONTNEED: clean file pages, mapped again from the
+        page cache when a graph reads a weight that is not packed, e.g. a LayerNorm's), so the
+        process keeps the packed copy, not both. With level-free graphs serving every level
+        (one session per segment), each weight is packed once: all levels at prepacked speed
+        in about the weight bytes (docs/benchmarks.md)."""
+        import mmap
+
+        raw = getattr(self._weights, "_mmap", None)
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if raw is not None and advice is not None and len(raw):
+            raw.madvise(advice)
 
     def _route(self, level: int, segment: int) -> tuple[tuple, dict[str, Any], tuple[np.ndarray, ...]]:
         """Session key, manifest entry and extra inputs (a level-free graph's reductions) of the
