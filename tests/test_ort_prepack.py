@@ -62,3 +62,25 @@ def test_prepacked_runner_returns_the_mapped_weights_and_answers_the_same(small_
     # is mapped again
     assert mapped_kb(weights) < 0.3 * size_kb, (mapped_kb(weights), size_kb)
     assert packed.loaded() == len(small_plan.level_free_segments)  # one session per segment for every level
+
+
+def test_build_engines_prepack_records_it_and_the_runner_uses_it(small_plan, tmp_path):
+    from typer.testing import CliRunner
+
+    from janus_deploy.backends import build_engines, load_runner
+    from janus_deploy.cli.main import app
+
+    data = build_engines(small_plan, tmp_path / "e", "ort", graphs="level-free", prepack=True)
+    assert data["session"]["disable_prepacking"] is False and data["session"]["level_free_everywhere"] is True
+    runner = load_runner(small_plan, tmp_path / "e", threads=1)
+    assert not runner.disable_prepacking and runner.level_free_everywhere and runner.graphs == "level-free"
+    want = _run_all(OrtRunner(small_plan, threads=1), small_plan)
+    for a, b in zip(want, _run_all(runner, small_plan)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert runner.loaded() == len(small_plan.level_free_segments)  # level 0 runs the level-free graphs too
+    cli = CliRunner()
+    res = cli.invoke(app, ["build-engines", str(small_plan.dir), "--out", str(tmp_path / "x"), "--prepack"])
+    assert res.exit_code != 0 and "add --graphs level-free" in res.output
+    res = cli.invoke(app, ["build-engines", str(small_plan.dir), "--out", str(tmp_path / "y"), "--backend", "trt",
+                           "--prepack"])
+    assert res.exit_code != 0 and "--prepack is for the ort backend" in res.output

@@ -17,6 +17,16 @@ Two graph families (``graphs=``):
   pay that once per level and level-free ones twice: memory no longer grows with the number of
   levels, at the price of a few percent at merging levels (symbolic token counts).
   docs/engines.md has the measured trade-off.
+
+Prepacking: ORT re-lays out MatMul/Gemm weights once per session when prepacking is on; without
+it every call re-packs them (a fixed cost per call that pruning does not shrink). Packed copies
+are per session (ORT's Python API has no prepacked-weights container), so the runner turns it off
+by default to keep all levels on one copy of the weights. ``build(..., graphs="level-free",
+prepack=True)`` (``build-engines --graphs level-free --prepack``) has both: the level-free graphs
+serve every level, α = 0 included (one session per segment, each weight in one session), with
+prepacking on; a session drops its reference to a shared weight once every consumer packed it, and
+the runner then returns the weight file's mapped pages (:meth:`OrtRunner._release_mapped`), so
+each weight is resident once, packed. docs/benchmarks.md has the measurement.
 """
 
 from __future__ import annotations
@@ -311,18 +321,25 @@ def build(
     device: str = "cpu",
     device_name: str | None = None,
     graphs: str = "level",
+    prepack: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Check every graph of the chosen family (``level`` or ``level-free``, see the module
-    docstring) loads in ORT on this device and write ``engines.json``."""
+    docstring) loads in ORT on this device and write ``engines.json``. ``prepack`` (level-free
+    graphs only): prepacked weights, the level-free graphs serving every level (α = 0 too), each
+    weight packed once (the module docstring)."""
     ort = _ort()
+    if prepack and graphs != "level-free":
+        raise EngineError("--prepack packs each weight once only with level-free graphs (one session per segment "
+                          "for every level); per-level graphs would pack a copy per level: add --graphs level-free")
     if precision != "fp32":
         raise EngineError(
             f"the ort backend builds fp32 engines; {precision} is available with --backend trt "
             "(fp16 needs a GPU; int8 Q/DQ engines are not built yet)"
         )
     provider = resolve_provider(device)
-    runner = OrtRunner(manifest, provider=provider, graphs=graphs)
+    runner = OrtRunner(manifest, provider=provider, graphs=graphs, disable_prepacking=not prepack,
+                       level_free_everywhere=prepack)
     t0 = time.perf_counter()
     runner.preload(progress)
     by_graph: dict[str, dict[str, Any]] = {}  # one entry per graph, with the levels it serves
@@ -343,7 +360,8 @@ def build(
         "device_name": device_name,
         "onnxruntime_version": ort.__version__,
         "session": {"graph_optimization_level": "ORT_ENABLE_ALL", "share_weights": runner.share_weights,
-                    "disable_prepacking": runner.disable_prepacking, "graphs": graphs},
+                    "disable_prepacking": runner.disable_prepacking, "graphs": graphs,
+                    "level_free_everywhere": runner.level_free_everywhere},
         "build_seconds": round(time.perf_counter() - t0, 3),
         "engines": engines,
     }
@@ -367,7 +385,8 @@ def load(manifest: Manifest, engine_dir: str | Path, *, threads: int = 0,
     return OrtRunner(manifest, provider=provider, threads=threads,
                      share_weights=session.get("share_weights", True),
                      disable_prepacking=session.get("disable_prepacking", True),
-                     graphs=session.get("graphs", "level"))
+                     graphs=session.get("graphs", "level"),
+                     level_free_everywhere=bool(session.get("level_free_everywhere", False)))
 
 
 def index_problems(manifest: Manifest, data: dict[str, Any]) -> list[str]:

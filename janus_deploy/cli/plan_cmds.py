@@ -68,6 +68,7 @@ def build_engines(
     device: str = typer.Option("cpu", help="ort only: cpu or cuda execution provider."),
     device_name: str | None = typer.Option(None, help="A name for this device, recorded with the engines (e.g. jetson-orin-nano)."),
     graphs: str = typer.Option("level", help="ort only: 'level' (one session per level and segment; fastest) or 'level-free' (one session per segment serving every merging level, plus level 0's; memory does not grow with the number of levels, merging levels run a few percent slower; see docs/engines.md)."),
+    prepack: bool = typer.Option(False, "--prepack", help="ort, with --graphs level-free: prepacked weights (every level at the speed of a default ONNX Runtime session), the level-free graphs serving every level, each weight resident once, packed (docs/benchmarks.md)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON (engine folder, backend, precision, engines, seconds)."),
 ) -> None:
     """Build engines for every level and segment of a plan on this device."""
@@ -79,7 +80,11 @@ def build_engines(
     manifest = Manifest.load(plan)
     kwargs = {"precision": precision or ("fp16" if backend == "trt" else "fp32"), "device_name": device_name}
     if backend == "ort":
-        kwargs.update(device=device, graphs=graphs)
+        kwargs.update(device=device, graphs=graphs, prepack=prepack)
+    elif prepack:
+        from janus_deploy import JanusError
+
+        raise JanusError(f"--prepack is for the ort backend ({backend} engines pack their weights themselves)")
     elif graphs != "level":
         from janus_deploy import JanusError
 
