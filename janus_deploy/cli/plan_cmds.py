@@ -78,7 +78,7 @@ def build_engines(
 
     check_output_path(out, "engine folder", folder=True)
     manifest = Manifest.load(plan)
-    kwargs = {"precision": precision or ("fp16" if backend == "trt" else "fp32"), "device_name": device_name}
+    kwargs: dict[str, object] = {"precision": precision or ("fp16" if backend == "trt" else "fp32"), "device_name": device_name}
     if backend == "ort":
         kwargs.update(device=device, graphs=graphs, prepack=prepack)
     elif prepack:
