@@ -127,6 +127,72 @@ static long exercise(const janus_table *t) {
     return calls;
 }
 
+/* janus_simulate over a trace with outages, every system, both clocks, with and without the
+ * deadline and probes: every record in range, time moving forward, error paths (the Python
+ * parity is tests/test_sim_fast.py; here: memory safety under the sanitizers and valgrind). */
+static void test_simulate(const janus_table *t) {
+    janus_table_info info;
+    janus_table_get_info(t, &info);
+    enum { N = 37 };
+    double samples[N], cum[N + 1], ping[5] = {20, 35, 250, 40, 900};
+    cum[0] = 0.0;
+    for (int i = 0; i < N; i++) {
+        samples[i] = (i % 5 == 0) ? 0.0 : (i % 7 == 0) ? 0.02 : 1.0 + (double)(i % 11) * 9.0;
+        cum[i + 1] = cum[i] + samples[i] * 1e6 * 0.5;
+    }
+    janus_sim_trace bw = {samples, N, 0.5, cum}, pg = {ping, 5, 0.5, NULL};
+    double *local = calloc((size_t)info.num_levels * (size_t)info.num_candidates, sizeof(double));
+    CHECK(local != NULL, "calloc");
+    if (!local) return;
+    for (int q = 0; q < info.num_levels * info.num_candidates; q++) local[q] = 5.0 + (double)(q % 13);
+    janus_error err;
+    for (int system = 0; system <= JANUS_SYSTEM_JANUS_DEPLOY; system++) {
+        for (int variant = 0; variant < 4; variant++) {
+            janus_config cfg;
+            janus_table_config(t, &cfg);
+            cfg.system = system;
+            cfg.breaker_failures = variant == 2 ? 1 : 3;
+            janus_controller *c = NULL;
+            if (janus_controller_new(t, &cfg, &c, &err) != JANUS_OK) {
+                CHECK(system <= JANUS_SYSTEM_MIXED && info.baseline_level < 0, "controller: %s", err.message);
+                continue;
+            }
+            janus_sim_options o = {cfg.sla_ms, variant == 3, variant == 3 ? 200 : -1, variant == 1 ? 5.0 : 0.0, 12.0,
+                                   variant == 2 ? 2.0 : 0.0, variant == 2, 1.0, 20.0, variant == 2 ? 4096.0 : 0.0,
+                                   1.0, local};
+            janus_sim_result r;
+            int rc = janus_simulate(c, &bw, variant % 2 ? NULL : &pg, &o, &r, &err);
+            CHECK(rc == JANUS_OK, "simulate system %d variant %d: %s", system, variant, err.message);
+            if (rc == JANUS_OK) {
+                CHECK(r.n > 0 && (variant != 3 || r.n == 200), "simulate: %zu records", r.n);
+                for (size_t i = 0; i < r.n; i++) {
+                    CHECK(r.level_index[i] >= 0 && r.level_index[i] < info.num_levels, "level %d", r.level_index[i]);
+                    CHECK(r.latency_ms[i] >= 0 && !isnan(r.latency_ms[i]), "latency %g", r.latency_ms[i]);
+                    CHECK(i == 0 || r.start_s[i] >= r.start_s[i - 1], "time went back at %zu", i);
+                }
+                CHECK(r.elapsed_s >= r.start_s[r.n - 1], "elapsed");
+                janus_sim_result_free(&r);
+                CHECK(r.n == 0 && r.latency_ms == NULL, "result freed");
+            }
+            janus_controller_free(c);
+        }
+    }
+    janus_controller *c = NULL;
+    if (janus_controller_new(t, NULL, &c, &err) == JANUS_OK) {
+        janus_sim_options o = {300.0, 0, 10, 0.0, 0.0, 0.0, 0, 1.0, 20.0, 0.0, 0.0, local};
+        janus_sim_result r;
+        CHECK(janus_simulate(NULL, &bw, NULL, &o, &r, &err) == JANUS_E_INVALID, "NULL controller");
+        double zero_cum[N + 1] = {0};
+        janus_sim_trace dead = {samples, N, 0.5, zero_cum};
+        CHECK(janus_simulate(c, &dead, NULL, &o, &r, &err) == JANUS_E_INVALID && r.n == 0, "a trace without bandwidth");
+        o.fps = 5.0;
+        o.paper_mode = 1;
+        CHECK(janus_simulate(c, &bw, NULL, &o, &r, &err) == JANUS_E_INVALID, "fps in paper mode");
+        janus_controller_free(c);
+    }
+    free(local);
+}
+
 static int expect_load(const unsigned char *b, size_t n, int want, const char *what) {
     janus_table *t = NULL;
     janus_error err;
@@ -516,6 +582,7 @@ int main(int argc, char **argv) {
         CHECK(janus_table_load(tables[k], &t, &err) == JANUS_OK, "load %s: %s", tables[k], err.message);
         if (t) {
             exercise(t);
+            test_simulate(t);
             test_api_errors(t);
             test_threads(t, nthreads);
             janus_table_free(t);
