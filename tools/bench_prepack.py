@@ -15,7 +15,7 @@
 Round-robin median of ``--runs`` calls; the machine is shared: the ratios, not the milliseconds.
 
 Usage: nice python tools/bench_prepack.py [--models vit_small_patch16_224 vit_base_patch16_224]
-       [--threads 1 0] [--runs 9] [--plans DIR]
+       [--threads 1 0] [--runs 9] [--plans DIR] [--clock wall|cpu] [--no-memory]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,12 +99,25 @@ def default_runner(manifest, graphs: str, threads: int):
     return Default(manifest, graphs=graphs, level_free_everywhere=True, threads=threads)
 
 
-def speed(manifest, plain: Path, threads: int, runs: int) -> list[dict]:
+def time_calls(fns, warmup: int, runs: int, clock) -> list[float]:
+    """Median ms of each of ``fns``, round-robin (one call of each per round)."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for i, fn in enumerate(fns):
+            t0 = clock()
+            fn()
+            samples[i].append((clock() - t0) * 1e3)
+    return [float(np.median(s)) for s in samples]
+
+
+def speed(manifest, plain: Path, threads: int, runs: int, clock) -> list[dict]:
     import onnxruntime as ort
 
     from janus_deploy.backends import run_segments
     from janus_deploy.backends.ort import OrtRunner
-    from janus_deploy.profile.measure import time_calls
 
     ours = OrtRunner(manifest, threads=threads, **CONFIGS["level-free-prepacked"])
     same = default_runner(manifest, "level-free", threads)
@@ -119,9 +133,9 @@ def speed(manifest, plain: Path, threads: int, runs: int) -> list[dict]:
         fns = [lambda r=r, li=li, n=n: run_segments(r, li, 0, n, [x]) for r in (ours, same, fastest)]
         if li == 0:
             fns.append(lambda: timm_sess.run(None, {"image": x}))
-        st = time_calls(fns, 2, runs)
-        row = {"level": li, "alpha": lv["alpha"], "ours_ms": st[0]["median"], "same_ms": st[1]["median"],
-               "fastest_ms": st[2]["median"], "timm_ms": st[3]["median"] if li == 0 else None}
+        st = time_calls(fns, 2, runs, clock)
+        row = {"level": li, "alpha": lv["alpha"], "ours_ms": st[0], "same_ms": st[1], "fastest_ms": st[2],
+               "timm_ms": st[3] if li == 0 else None}
         rows.append(row)
         print(f"    α={lv['alpha']:.4f}: ours {row['ours_ms']:8.2f} ms; / same graphs in default sessions "
               f"{row['ours_ms'] / row['same_ms']:.3f}; / per-level graphs in default sessions "
@@ -138,7 +152,14 @@ def main() -> None:
     ap.add_argument("--levels", type=int, default=8)
     ap.add_argument("--plans", type=Path, default=Path("/tmp/janus-bench-prepack"),
                     help="where the plans and plain exports are written (reused when present)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: the calling thread's CPU time (1 thread only: ORT runs a 1-thread session in the caller; "
+                         "robust to a shared machine)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     args = ap.parse_args()
+    if args.clock == "cpu" and any(t != 1 for t in args.threads):
+        ap.error("--clock cpu measures 1-thread sessions only (--threads 1)")
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     from janus_deploy.model import ModelSpec
     from janus_deploy.plan import ExportConfig, Manifest, export_plan
 
@@ -154,13 +175,15 @@ def main() -> None:
         print(f"{name}: weights {wb / 1e6:.1f} MB, {len(manifest.levels)} levels; resident memory with every level "
               "loaded and run / weight bytes (1 thread):", flush=True)
         for cname, kw in CONFIGS.items():
+            if args.no_memory:
+                break
             r = memory(plan, kw)
             print(f"  {cname:<22} {r['sessions']:3d} sessions {r['rss_bytes'] / 1e6:8.1f} MB = "
                   f"{r['rss_bytes'] / wb:.2f} x", flush=True)
         for threads in args.threads:
-            print(f"  speed, {threads or os.cpu_count()} thread(s), median of {args.runs} round-robin runs "
+            print(f"  speed, {threads or os.cpu_count()} thread(s), median {args.clock} time of {args.runs} round-robin runs "
                   f"(load average {os.getloadavg()[0]:.2f}):", flush=True)
-            speed(manifest, plain, threads, args.runs)
+            speed(manifest, plain, threads, args.runs, clock)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
