@@ -219,6 +219,10 @@ def simulate_cmd(
             update(system, done, total, "" if total is not None else f"of about {e.low:,} to {e.high:,}")
 
         results = simulate(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace, progress=show, jobs=jobs, engine=ran)
+    fell_back = [n for n, r in results.items() if r.engine != ran]
+    if fell_back:  # libjanus refused a run (e.g. an observation the controller refuses): the Python loop ran it
+        err_console.print(f"  engine: python for {', '.join(fell_back)} (libjanus refused the run)", markup=False,
+                          highlight=False)
     plots = []
     if plot:
         from janus_deploy.sim.plots import plot_all
