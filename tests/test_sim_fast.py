@@ -220,3 +220,18 @@ def test_parity_helper_sees_a_difference(vit_l):
     assert not differences(a, b)
     b.log.latency_ms[4] = math.nextafter(b.log.latency_ms[4], math.inf)
     assert any(d.startswith("latency_ms[4]") for d in differences(a, b))
+
+
+def test_cli_says_which_systems_fell_back(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.main import app
+
+    trace = tmp_path / "flat.list"
+    trace.write_text("\n".join(["5.0"] * 20) + "\n")
+    monkeypatch.setattr(fast, "run_system", lambda *a, **k: None)  # libjanus refuses every run
+    res = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--profile", "vit_large_patch16_384-jetson-orin-nano",
+                                   "--cloud-profile", "vit_large_patch16_384-v100", "--sla", "300",
+                                   "--systems", "device-only,janus-deploy", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "engine: fast" in res.stderr and "engine: python for device-only, janus-deploy (libjanus refused" in res.stderr
