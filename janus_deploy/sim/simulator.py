@@ -316,14 +316,22 @@ def metrics(log: RequestLog, sla_ms: float, paper_mode: bool = False) -> dict[st
     summing latencies instead would charge an outage's wait once per request inside it, and one
     request stuck for minutes on a 0.01 Mbit/s sample would dominate the whole trace.
     """
-    lat = np.asarray(log.latency_ms, dtype=float)
+    return _report(log.latency_ms, log.elapsed_s, log.labels, log.alpha, log.accuracy, log.predicted_ms, log.bytes,
+                   sla_ms, paper_mode)
+
+
+def _report(latency_ms: Sequence[float], elapsed_s: float, labels: Sequence[str], alphas: Sequence[float],
+            accuracies: Sequence[float | None], predicted_ms: Sequence[float], sent_bytes: Sequence[float],
+            sla_ms: float, paper_mode: bool) -> dict[str, Any]:
+    """:func:`metrics` of a request log's columns (lists, or the fast engine's arrays)."""
+    lat = np.asarray(latency_ms, dtype=float)
     n = len(lat)
     if paper_mode:
         throughput = float(np.mean(1e3 / lat)) if n and lat.min() > 0 else None
     else:
-        throughput = n / log.elapsed_s if log.elapsed_s > 0 else None
-    return run_report(lat, sla_ms, throughput_rps=throughput, labels=log.labels, alphas=log.alpha,
-                      accuracies=log.accuracy, predicted_ms=log.predicted_ms, sent_bytes=log.bytes)
+        throughput = n / elapsed_s if elapsed_s > 0 else None
+    return run_report(lat, sla_ms, throughput_rps=throughput, labels=labels, alphas=alphas,
+                      accuracies=accuracies, predicted_ms=predicted_ms, sent_bytes=sent_bytes)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -486,9 +494,10 @@ def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
             for s in config.systems}
 
 
-def _fast_log(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, config: SimConfig, accuracy: Any,
-              ctrl_config: ControllerConfig, deploy: Scheduler) -> RequestLog | None:
-    """One system's RequestLog from libjanus's loop (None: it refused; the reason is logged)."""
+def _fast_run(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, config: SimConfig, accuracy: Any,
+              ctrl_config: ControllerConfig, deploy: Scheduler) -> tuple[RequestLog, dict[str, Any]] | None:
+    """One system's RequestLog and report from libjanus's loop (None: it refused; the reason is
+    logged); the report is made from the loop's arrays (the same numbers as from the lists)."""
     from janus_deploy.sim import fast
 
     out = fast.run_system(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy)
@@ -496,11 +505,14 @@ def _fast_log(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, c
         return None
     cols, elapsed = out
     per = fast.decision_columns(cols, deploy)
-    return RequestLog(start_s=cols["start_s"].tolist(), bw_mbps=cols["bw_mbps"].tolist(),
-                      est_mbps=cols["est_mbps"].tolist(), alpha=per["alpha"], split=cols["split"].tolist(),
-                      latency_ms=cols["latency_ms"].tolist(), predicted_ms=cols["predicted_ms"].tolist(),
-                      labels=per["labels"], accuracy=per["accuracy"], level_index=cols["level_index"].tolist(),
-                      bytes=cols["bytes"].tolist(), elapsed_s=elapsed)
+    report = _report(cols["latency_ms"], elapsed, per["labels"], per["alpha"], per["accuracy"], cols["predicted_ms"],
+                     cols["bytes"], config.sla_ms, config.paper_mode)
+    log = RequestLog(start_s=cols["start_s"].tolist(), bw_mbps=cols["bw_mbps"].tolist(),
+                     est_mbps=cols["est_mbps"].tolist(), alpha=per["alpha"], split=cols["split"].tolist(),
+                     latency_ms=cols["latency_ms"].tolist(), predicted_ms=cols["predicted_ms"].tolist(),
+                     labels=per["labels"], accuracy=per["accuracy"], level_index=cols["level_index"].tolist(),
+                     bytes=cols["bytes"].tolist(), elapsed_s=elapsed)
+    return log, report
 
 
 def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, accuracy: Any,
@@ -519,9 +531,10 @@ def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimCon
         total = config.requests
     runner = _run_paper if config.paper_mode else _run_time_driven
     ctrl_config = ctrl_config.with_(system=system, rtt_cold_ms=rtt_cold)
-    log = _fast_log(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy) if engine == "fast" else None
-    ran = "fast" if log is not None else "python"
-    if log is None:
+    done = _fast_run(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy) if engine == "fast" else None
+    if done is not None:
+        log, report = done
+    else:
         ctrl = Controller(deploy, ctrl_config, paper)
 
         def tick(i: int) -> None:
@@ -529,9 +542,10 @@ def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimCon
                 progress(system, i, total)
 
         log = runner(ctrl, trace, ping, config, tick)
+        report = metrics(log, config.sla_ms, config.paper_mode)
     if progress is not None:
         progress(system, len(log), len(log))
-    return SystemResult(system, metrics(log, config.sla_ms, config.paper_mode), log, ran)
+    return SystemResult(system, report, log, "fast" if done is not None else "python")
 
 
 # --------------------------------------------------------------------------- replay
