@@ -235,3 +235,16 @@ def test_cli_says_which_systems_fell_back(monkeypatch, tmp_path):
                                    "--systems", "device-only,janus-deploy", "--json"])
     assert res.exit_code == 0, res.output
     assert "engine: fast" in res.stderr and "engine: python for device-only, janus-deploy (libjanus refused" in res.stderr
+
+
+def test_the_decision_table_is_one_runs(vit_l):
+    """The table the fast engine builds is kept for the systems of one simulate() call only: an
+    accuracy table changed in place between two calls is the one the second call decides with."""
+    edge, cloud = vit_l
+    acc = {(lv.policy, lv.alpha): 0.8 for lv in edge.levels}
+    trace = Trace([3.0, 0.5, 12.0, 40.0, 1.5, 7.0] * 10, 1.0)
+    cfg = SimConfig(sla_ms=400, requests=300, systems=["janus-deploy", "janus-paper"])
+    check_parity(trace, None, edge, cloud, cfg, accuracy=acc)
+    for lv in edge.levels:  # now the least merged level is the most accurate (before: all equal, the fastest wins)
+        acc[(lv.policy, lv.alpha)] = round(0.9 - lv.alpha, 4)
+    check_parity(trace, None, edge, cloud, cfg, accuracy=acc)

@@ -138,24 +138,19 @@ def _trace(tr: Trace, bandwidth: bool) -> tuple[_Trace, list[np.ndarray]]:
     return _Trace(samples.ctypes.data, len(samples), float(tr.interval_s), cum), keep
 
 
-_TABLES: dict[tuple[Any, ...], tuple[bytes, tuple[Any, ...]]] = {}  # a few recent tables (the systems of one run)
-
-
-def _table(edge: Profile, cloud: Profile, config: Any, accuracy: Any) -> bytes:
+def _table(edge: Profile, cloud: Profile, config: Any, accuracy: Any, tables: dict[str, bytes] | None) -> bytes:
     """:func:`~janus_deploy.schedule.table_file.build_table`'s bytes for these profiles and
-    scheduler settings, built once for every system of a run (the controller settings the table
-    also stores are the defaults here: each run's are handed to libjanus in a janus_config)."""
+    scheduler settings; ``tables`` (one simulate() call's: the same profiles, accuracy and
+    settings for every system) keeps it for the next system. The controller settings the table
+    also stores are the defaults here: each run's are handed to libjanus in a janus_config."""
     from janus_deploy.schedule.table_file import build_table
 
-    key = (id(edge), id(cloud), id(accuracy), config.codec, float(config.sla_ms), config.frame_bytes)
-    hit = _TABLES.get(key)
-    if hit is not None and hit[1][0] is edge and hit[1][1] is cloud and hit[1][2] is accuracy:
-        return hit[0]
+    if tables is not None and "table" in tables:
+        return tables["table"]
     data = build_table(edge, cloud, accuracy=accuracy, codec=config.codec, sla_ms=config.sla_ms,
                        frame_bytes=config.frame_bytes)
-    if len(_TABLES) >= 4:
-        _TABLES.pop(next(iter(_TABLES)))
-    _TABLES[key] = (data, (edge, cloud, accuracy))  # the objects kept alive: their ids stay theirs
+    if tables is not None:
+        tables["table"] = data
     return data
 
 
@@ -177,16 +172,18 @@ def _config(lib: Any, table: Any, c: ControllerConfig) -> _Config:
 
 
 def run_system(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, config: Any, accuracy: Any,
-               ctrl_config: ControllerConfig, deploy: Scheduler) -> tuple[dict[str, Any], float] | None:
+               ctrl_config: ControllerConfig, deploy: Scheduler,
+               tables: dict[str, bytes] | None = None) -> tuple[dict[str, Any], float] | None:
     """One system's loop in C: (the RequestLog's columns, simulated elapsed seconds), or None
-    (logged) when libjanus refuses; ``ctrl_config`` is resolved (system, cold start, cold RTT)."""
+    (logged) when libjanus refuses; ``ctrl_config`` is resolved (system, cold start, cold RTT);
+    ``tables``: see :func:`_table`."""
     from janus_deploy.schedule.table_file import TableFileError
 
     lib = _lib()
     if lib is None:
         return None
     try:
-        data = _table(edge, cloud, config, accuracy)
+        data = _table(edge, cloud, config, accuracy, tables)
     except TableFileError as exc:
         log.info("fast engine: no decision table (%s); the Python loop runs", exc)
         return None

@@ -490,17 +490,19 @@ def simulate(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, *,
                 if progress is not None:
                     progress(system, len(results[system].log), len(results[system].log))
         return results
-    return {s: _simulate_system(trace, edge, cloud, config, accuracy, ping, s, progress, engine)
+    tables: dict[str, bytes] = {}  # the fast engine's decision table, built once for every system
+    return {s: _simulate_system(trace, edge, cloud, config, accuracy, ping, s, progress, engine, tables)
             for s in config.systems}
 
 
 def _fast_run(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, config: SimConfig, accuracy: Any,
-              ctrl_config: ControllerConfig, deploy: Scheduler) -> tuple[RequestLog, dict[str, Any]] | None:
+              ctrl_config: ControllerConfig, deploy: Scheduler,
+              tables: dict[str, bytes] | None) -> tuple[RequestLog, dict[str, Any]] | None:
     """One system's RequestLog and report from libjanus's loop (None: it refused; the reason is
     logged); the report is made from the loop's arrays (the same numbers as from the lists)."""
     from janus_deploy.sim import fast
 
-    out = fast.run_system(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy)
+    out = fast.run_system(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy, tables)
     if out is None:
         return None
     cols, elapsed = out
@@ -517,9 +519,9 @@ def _fast_run(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, c
 
 def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimConfig, accuracy: Any,
                      ping: Trace | None, system: str, progress: ProgressFn | None = None,
-                     engine: str = "python") -> SystemResult:
+                     engine: str = "python", tables: dict[str, bytes] | None = None) -> SystemResult:
     """One system's run of :func:`simulate` (a top-level function: it runs in worker processes);
-    ``engine`` as :func:`engine_for` resolved it."""
+    ``engine`` as :func:`engine_for` resolved it; ``tables``: the run's decision-table cache."""
     deploy, paper = _schedulers(edge, cloud, config, accuracy)
     ctrl_config = config.controller if config.cold_start_mbps is None else \
         config.controller.with_(cold_start_mbps=config.cold_start_mbps)
@@ -531,7 +533,8 @@ def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimCon
         total = config.requests
     runner = _run_paper if config.paper_mode else _run_time_driven
     ctrl_config = ctrl_config.with_(system=system, rtt_cold_ms=rtt_cold)
-    done = _fast_run(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy) if engine == "fast" else None
+    done = _fast_run(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy, tables) if engine == "fast" \
+        else None
     if done is not None:
         log, report = done
     else:
