@@ -238,8 +238,11 @@ class Controller:
         """False while the breaker is open (until a probe succeeds) or after a 401/403."""
         return self.config_error is None and self.breaker.open_until is None
 
-    def decide(self, t: float) -> Choice:
-        """The decision for a request starting at ``t``."""
+    def decide(self, t: float, *, edge_wait_ms: float = 0.0, uplink_wait_ms: float = 0.0,
+               sla_ms: float | None = None) -> Choice:
+        """The decision for a request starting at ``t``. ``edge_wait_ms``/``uplink_wait_ms``: the
+        pipeline's waits for this frame and ``sla_ms`` its stream's SLA
+        (:meth:`Scheduler.decide`; janus-deploy only: the baselines and Algorithm 1 ignore them)."""
         cfg = self.config
         est = self.estimator.estimate()
         err = self.estimator.recent_error()
@@ -257,7 +260,8 @@ class Controller:
             elif cfg.system == "janus-paper":
                 d = self.paper.decide(bw)  # type: ignore[union-attr]  # self.paper is set whenever system is janus-paper
             else:
-                d = self.deploy.decide(bw, rtt, cfg.margin)
+                d = self.deploy.decide(bw, rtt, cfg.margin, edge_wait_ms=edge_wait_ms,
+                                       uplink_wait_ms=uplink_wait_ms, sla_ms=sla_ms)
         except SchedulerError as exc:
             raise ControllerError(str(exc)) from None
         return Choice(d, est, bw, rtt, err, reason)
