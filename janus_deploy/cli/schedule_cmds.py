@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,18 @@ def simulate_cmd(
                                                   help="Use only this many seconds of the trace (a shorter pass)."),
     jobs: int = typer.Option(1, "--jobs", help="Simulate the systems in this many processes at once "
                              "(0: one per core)."),
+    streams: int | None = typer.Option(None, "--streams", help="Camera streams, each at --fps, through the "
+                                          "pipelined edge (docs/scheduler.md, 'Camera streams'); the table then "
+                                          "shows goodput and drops."),
+    drop: str = typer.Option("stale", "--drop", help="--streams: stale (keep each stream's newest frame, drop "
+                             "frames that can no longer meet the SLA) | none (answer every frame)."),
+    serial: bool = typer.Option(False, "--serial", help="--streams: one frame at a time (the serial runtime); "
+                                "frames arriving meanwhile are dropped and counted."),
+    stream_sla: str | None = typer.Option(None, "--stream-sla", help="--streams: comma-separated SLA (ms) per "
+                                             "stream (default: --sla for every stream)."),
+    timeout_factor: float | None = typer.Option(None, "--timeout-factor", help="Cancel an exchange at SLA x "
+                                                   "this and finish on the edge, as the runtime does (default: "
+                                                   "no deadline)."),
 ) -> None:
     """Trace-driven simulation of Janus and the baselines."""
     from janus_deploy.cli.common import err_console, format_seconds, print_chunked, progress_bars
@@ -184,11 +197,19 @@ def simulate_cmd(
         rtt_trace = rtt_trace.window(trace_start % rtt_trace.duration_s, trace_seconds) if rtt_trace else None
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
                              no_deflate=no_deflate)
+    _choice(drop, ("stale", "none"), "--drop policy")
+    slas = _stream_slas(stream_sla) if stream_sla else None
     cfg = SimConfig(sla_ms=sla, systems=names, requests=requests, fps=fps, paper_mode=paper_mode,
-                    rtt_ms=rtt, codec=codec, frame_bytes=frame_bytes, controller=ctrl)
+                    rtt_ms=rtt, codec=codec, frame_bytes=frame_bytes, controller=ctrl, streams=streams, drop=drop,
+                    serial=serial, stream_sla_ms=slas, timeout_factor=timeout_factor)
+    if streams is not None:
+        cfg.validate()  # --streams' own rules (it needs --fps, ...), before the request estimate
     est = estimate_requests(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace)
 
     def count(e) -> str:
+        if streams is not None:
+            per = requests if requests is not None else math.ceil(bw.duration_s * fps)  # type: ignore[operator]  # --streams needs --fps (validated)
+            return f"{streams} streams x {per:,} frames ({fps:g} fps)"
         if e.exact:
             return f"{e.low:,} requests"
         per = (f", {_duration(e.fastest_ms)} to {_duration(e.slowest_ms)} per request"
@@ -241,6 +262,12 @@ def simulate_cmd(
         typer.echo(json.dumps(out, indent=1))
         return
     con = _console()
+    if streams is not None:
+        _streams_table(con, results, f"{bw.name}: {streams} stream{'s' if streams > 1 else ''} x {fps:g} fps, "
+                                     f"{'serial' if serial else 'pipelined, --drop ' + drop}, SLA {sla:g} ms")
+        for p in plots:
+            con.print(f"wrote {p}")
+        return
     rows = []
     for n, r in results.items():
         m = r.metrics
@@ -256,6 +283,43 @@ def simulate_cmd(
     con.print(f"[dim]{SIMULATE_LEGEND}[/]")
     for p in plots:
         con.print(f"wrote {p}")
+
+
+def _stream_slas(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CliError(f"--stream-sla must be comma-separated numbers of ms, got {text!r}") from None
+
+
+def _streams_table(con: Any, results: dict[str, Any], title: str) -> None:
+    """The simulator's streams table: per system the camera figures, then per stream."""
+    from janus_deploy.cli.common import print_chunked
+
+    rows = []
+    for n, r in results.items():
+        m = r.metrics
+        per_stream = [(f"  {k}", v) for k, v in m["streams"].items()] if len(m["streams"]) > 1 else []
+        for label, s in [(n, m), *per_stream]:
+            rows.append((label, [f"{s['frames']:,}", _fmt(s["goodput_fps"], 2), _pct(s["drop_ratio"]),
+                                 _pct(s["violation_ratio"]), _fmt(s["latency_ms_p50"], 1),
+                                 _fmt(s["latency_ms_p95"], 1), _fmt(s["latency_ms_p99"], 1),
+                                 ", ".join(f"{k} {v}" for k, v in s["drop_reasons"].items()) or "-"]))
+    print_chunked(con, title, "system / stream", ["frames", "goodput\nfps", "dropped", "late\n(answered)",
+                                                  "p50\nms", "p95\nms", "p99\nms", "drops by reason"], rows)
+    con.print(f"[dim]{STREAMS_LEGEND}[/]")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+STREAMS_LEGEND = (
+    "goodput: frames answered within their stream's SLA per second (first arrival to last answer); dropped: "
+    "share of frames dropped (superseded: a newer frame of the stream arrived while it waited; queue-full; late: "
+    "no option could meet the SLA when the edge took it; busy: it arrived while the serial loop was busy); late "
+    "(answered): share of answered frames over the SLA; p50/p95/p99: latency from the frame's arrival, answered "
+    "frames.")
 
 
 SIMULATE_LEGEND = (

@@ -233,6 +233,18 @@ class Controller:
     def rtt_estimate(self) -> float:
         return self.config.rtt_cold_ms if self.config.rtt_fixed else self.rtt.estimate()
 
+    def scheduler_bandwidth(self) -> float:
+        """The bandwidth (Mbit/s) :meth:`decide` gives the scheduler now: the estimate, deflated by
+        its recent error (janus-deploy), 0 while offloading is off; the pipeline's uplink wait is
+        predicted at it."""
+        est = self.estimator.estimate()
+        if not self.offloading:
+            return 0.0
+        cfg = self.config
+        if cfg.system == "janus-deploy" and cfg.deflate and not self.estimator.discounts_error:
+            return est / (1.0 + self.estimator.recent_error())
+        return est
+
     @property
     def offloading(self) -> bool:
         """False while the breaker is open (until a probe succeeds) or after a 401/403."""
@@ -247,12 +259,8 @@ class Controller:
         est = self.estimator.estimate()
         err = self.estimator.recent_error()
         rtt = self.rtt_estimate()
-        bw = est
-        if cfg.system == "janus-deploy" and cfg.deflate and not self.estimator.discounts_error:
-            bw = est / (1.0 + err)
-        reason = "scheduler"
-        if not self.offloading:
-            bw, reason = 0.0, ("unauthorized" if self.config_error else "breaker-open")
+        bw = self.scheduler_bandwidth()
+        reason = "scheduler" if self.offloading else ("unauthorized" if self.config_error else "breaker-open")
         try:
             if cfg.system in ("device-only", "cloud-only", "mixed"):
                 system = "device-only" if reason != "scheduler" else cfg.system
