@@ -58,7 +58,7 @@ from janus_deploy import JanusError
 
 DROP_POLICIES = ("stale", "none")
 OUTCOMES = ("answered", "fallback", "dropped")
-DROP_REASONS = ("superseded", "queue-full", "late", "busy")
+DROP_REASONS = ("superseded", "queue-full", "late", "busy", "error")
 
 
 class PipelineError(JanusError):
@@ -255,6 +255,13 @@ class Pipeline:
         self.edge_busy = None
         self._in_system -= 1
         self._drop(frame, now, "late")
+
+    def abandon(self, frame: Frame, now: float) -> None:
+        """The edge's job failed (an error, logged with the frame): the frame is dropped, ``error``."""
+        self._check_on_edge(frame)
+        self.edge_busy = None
+        self._in_system -= 1
+        self._drop(frame, now, "error")
 
     def edge_done(self, frame: Frame, now: float) -> None:
         """The edge finished ``frame``'s job: a payload joins the uplink queue; a device-only

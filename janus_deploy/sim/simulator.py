@@ -621,6 +621,8 @@ def replay_log(path: Any) -> dict[str, Any]:
                                 accuracy=header.get("accuracy"), sla_ms=header["sla_ms"], codec=header["codec"])
     except KeyError as exc:
         raise SimulationError(f"the run log header lacks {exc}") from None
-    out = replay(ctrl, steps)
+    from janus_deploy.sim.streams import is_pipelined_log, replay_pipelined
+
+    out = replay_pipelined(ctrl, records) if is_pipelined_log(records) else replay(ctrl, steps)
     out["log_requests"] = len(records)
     return out

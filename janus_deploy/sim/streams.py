@@ -20,6 +20,7 @@ earlier answers are known, as in the runtime. A probe (no link sample for
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -206,3 +207,57 @@ def simulate_streams_system(ctrl: Controller, trace: Trace, ping: Trace | None, 
     if progress is not None:
         progress(system, len(run.frames), len(run.frames))
     return SystemResult(system, metrics, log)
+
+
+def is_pipelined_log(records: Sequence[dict[str, Any]]) -> bool:
+    """A log of the pipelined runtime: its records say what the controller had seen (``obs_before``)."""
+    return any("obs_before" in r or r.get("kind") == "probe" for r in records)
+
+
+def replay_pipelined(ctrl: Controller, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Replay a pipelined, multi-stream run (:mod:`janus_deploy.runtime.streams`): its
+    observations in the order the controller got them (``obs_index``), each decision after the
+    ``obs_before`` observations it had seen, with the frame's waits and SLA; counts and the first
+    mismatches as :func:`janus_deploy.sim.simulator.replay`."""
+    from janus_deploy.report import RunLogError
+    from janus_deploy.sim.simulator import _replay_step
+
+    observed: dict[int, Observation] = {}
+    decisions = []
+    for i, r in enumerate(records, 1):
+        t, recorded, obs = _replay_step(i, r)
+        if obs:
+            start = r.get("obs_index")
+            if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+                raise RunLogError(f"run log request record {i}: obs_index must be an integer >= 0 with observations")
+            for k, o in enumerate(obs):
+                if start + k in observed:
+                    raise RunLogError(f"run log request record {i}: observation {start + k} is recorded twice")
+                observed[start + k] = o
+        if recorded is not None:
+            before, waits = r.get("obs_before"), r.get("waits") or {}
+            if not isinstance(before, int) or isinstance(before, bool) or before < 0:
+                raise RunLogError(f"run log request record {i}: obs_before must be an integer >= 0")
+            ew, uw = waits.get("edge_ms", 0.0), waits.get("uplink_ms", 0.0)
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in (ew, uw)):
+                raise RunLogError(f"run log request record {i}: waits must be numbers >= 0 (ms), got {waits!r:.60}")
+            decisions.append((before, t, i, float(ew), float(uw), r.get("sla_ms"), recorded))
+    missing = [k for k in range(len(observed)) if k not in observed]
+    if missing:
+        raise RunLogError(f"the run log lacks observation {missing[0]} of {len(observed)} (records deleted?)")
+    decisions.sort(key=lambda d: (d[0], d[1], d[2]))
+    fed = same = 0
+    mismatches: list[dict[str, Any]] = []
+    for before, t, _, ew, uw, sla, recorded in decisions:
+        while fed < before and fed in observed:
+            ctrl.observe(observed[fed])
+            fed += 1
+        d = ctrl.decide(t, edge_wait_ms=ew, uplink_wait_ms=uw, sla_ms=sla).decision
+        if (recorded["policy"], recorded["split"]) == (d.policy, d.split) and \
+                math.isclose(recorded["alpha"], d.alpha, rel_tol=0, abs_tol=1e-9):
+            same += 1
+        elif len(mismatches) < 10:
+            mismatches.append({"t": t, "recorded": recorded,
+                               "replayed": {"policy": d.policy, "alpha": d.alpha, "split": d.split}})
+    total = len(decisions)
+    return {"requests": total, "decisions_reproduced": (same / total) if total else None, "mismatches": mismatches}
