@@ -263,7 +263,9 @@ def simulate_cmd(
         return
     con = _console()
     if streams is not None:
-        _streams_table(con, results, f"{bw.name}: {streams} stream{'s' if streams > 1 else ''} x {fps:g} fps, "
+        from janus_deploy.cli.common import streams_table
+
+        streams_table(con, [(n, r.metrics) for n, r in results.items()], f"{bw.name}: {streams} stream{'s' if streams > 1 else ''} x {fps:g} fps, "
                                      f"{'serial' if serial else 'pipelined, --drop ' + drop}, SLA {sla:g} ms")
         for p in plots:
             con.print(f"wrote {p}")
@@ -290,36 +292,6 @@ def _stream_slas(text: str) -> list[float]:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise CliError(f"--stream-sla must be comma-separated numbers of ms, got {text!r}") from None
-
-
-def _streams_table(con: Any, results: dict[str, Any], title: str) -> None:
-    """The simulator's streams table: per system the camera figures, then per stream."""
-    from janus_deploy.cli.common import print_chunked
-
-    rows = []
-    for n, r in results.items():
-        m = r.metrics
-        per_stream = [(f"  {k}", v) for k, v in m["streams"].items()] if len(m["streams"]) > 1 else []
-        for label, s in [(n, m), *per_stream]:
-            rows.append((label, [f"{s['frames']:,}", _fmt(s["goodput_fps"], 2), _pct(s["drop_ratio"]),
-                                 _pct(s["violation_ratio"]), _fmt(s["latency_ms_p50"], 1),
-                                 _fmt(s["latency_ms_p95"], 1), _fmt(s["latency_ms_p99"], 1),
-                                 ", ".join(f"{k} {v}" for k, v in s["drop_reasons"].items()) or "-"]))
-    print_chunked(con, title, "system / stream", ["frames", "goodput\nfps", "dropped", "late\n(answered)",
-                                                  "p50\nms", "p95\nms", "p99\nms", "drops by reason"], rows)
-    con.print(f"[dim]{STREAMS_LEGEND}[/]")
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f} %"
-
-
-STREAMS_LEGEND = (
-    "goodput: frames answered within their stream's SLA per second (first arrival to last answer); dropped: "
-    "share of frames dropped (superseded: a newer frame of the stream arrived while it waited; queue-full; late: "
-    "no option could meet the SLA when the edge took it; busy: it arrived while the serial loop was busy); late "
-    "(answered): share of answered frames over the SLA; p50/p95/p99: latency from the frame's arrival, answered "
-    "frames.")
 
 
 SIMULATE_LEGEND = (

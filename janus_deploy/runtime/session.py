@@ -155,18 +155,18 @@ DEFAULT_FPS = 15.0  # images and synthetic frames have no rate of their own
 def frames_from_av(location: str, img_size: int, limit: int | None = None) -> tuple[Any, float | None]:
     """(frames, the stream's own rate or None) of a video file or stream URL (RTSP, HTTP, ...)
     decoded by PyAV (FFmpeg), resized to the model's input: the optional ``video`` extra."""
+    from pathlib import Path
+
+    if "://" not in location and not Path(location).is_file():
+        raise JanusError(f"video file {location} does not exist")
     try:
         import av  # the optional video extra (PyAV)
     except ImportError:
         raise JanusError("video files and stream URLs need PyAV: pip install 'janus-deploy[video]' "
                          "(or pip install av); or extract frames and use --images") from None
-    from pathlib import Path
-
     import numpy as np
     from PIL import Image
 
-    if "://" not in location and not Path(location).is_file():
-        raise JanusError(f"video file {location} does not exist")
     try:
         container = av.open(location, timeout=10.0) if "://" in location else av.open(location)
     except Exception as exc:  # noqa: BLE001 - PyAV raises its own classes (av.error.*, OSError subclasses)

@@ -74,3 +74,62 @@ def test_source_specs_are_checked():
                      ("images=d,speed=2", "unknown option")):
         with pytest.raises(JanusError, match=why):
             parse_source(bad)
+
+
+def test_video_source_through_pyav(plan, tmp_path):
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    path = tmp_path / "cam.mp4"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("mpeg4", rate=12)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            img = np.full((48, 64, 3), 40 * i, dtype=np.uint8)
+            for packet in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in vs.encode():
+            out.mux(packet)
+    src = open_source(plan[0], parse_source(f"video={path},limit=4"), name="cam")
+    assert src.fps == pytest.approx(12.0)  # the video's own rate
+    frames = list(src.frames)
+    assert len(frames) == 4 and frames[0][1].shape == (224, 224, 3) and frames[0][1].dtype == np.uint8
+    assert frames[3][1].mean() > frames[0][1].mean() + 50  # decoded, not blank: frame 3 is brighter
+    assert open_source(plan[0], parse_source(f"video={path},fps=5"), name="c").fps == 5.0
+
+
+def test_missing_video_is_one_clear_error(plan, tmp_path):
+    from janus_deploy import JanusError
+
+    with pytest.raises(JanusError, match="does not exist"):
+        open_source(plan[0], parse_source(f"video={tmp_path / 'nope.mp4'}"), name="cam")
+
+
+def test_cli_run_cameras(plan, server, tmp_path):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.runtime_cmds import register
+
+    manifest, plan_dir, engines = plan
+    e, c = profiles(manifest)
+    for name, p in (("edge", e), ("cloud", c)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(p.to_dict()))
+    app = typer.Typer()
+    register(app)
+    log = tmp_path / "cams.jsonl"
+    r = CliRunner().invoke(app, ["run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
+                                 "--cloud-profile", str(tmp_path / "cloud.json"), "--server", server.url, "--sla", "2000",
+                                 "--codec", "fp32", "--stream", "synthetic=6,fps=30", "--stream", "synthetic=4,sla=1500",
+                                 "--fps", "20", "--log", str(log), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout[r.stdout.index("{"):])
+    assert out["frames"] == 10 and set(out["streams"]) == {"cam0", "cam1"}
+    assert out["streams"]["cam0"]["frames"] == 6 and out["goodput_fps"] > 0
+    assert replay_log(log)["decisions_reproduced"] == 1.0
+    bad = CliRunner().invoke(app, ["run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
+                                   "--cloud-profile", str(tmp_path / "cloud.json"), "--server", server.url, "--sla", "2000",
+                                   "--stream", "synthetic=3", "--synthetic", "3"])
+    assert bad.exit_code != 0 and "not both" in str(bad.exception) + bad.output
