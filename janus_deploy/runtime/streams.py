@@ -22,6 +22,7 @@ replay`` feeds them back in that order (:func:`janus_deploy.sim.streams.replay_p
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -34,7 +35,7 @@ from janus_deploy import JanusError
 from janus_deploy.net.shaper import unshaped_stream
 from janus_deploy.runtime.edge import EdgeRuntime, summarize
 from janus_deploy.runtime.transport import Transport
-from janus_deploy.schedule.pipeline import Frame, Pipeline, PipelineConfig, StreamSpec, stream_report
+from janus_deploy.schedule.pipeline import Frame, Pipeline, PipelineConfig, StreamSpec, stagger_s, stream_report
 from janus_deploy.triton import dialect
 from janus_deploy.wire.v2 import model_name
 
@@ -97,7 +98,9 @@ class StreamRuntime:
         if exchanges < 1:
             raise StreamError(f"exchanges must be >= 1, got {exchanges}")
         self.rt, self.sources = rt, list(sources)
-        self.specs = [StreamSpec(s.name, s.fps, s.sla_ms or rt.sla_ms, s.limit).validate() for s in sources]
+        n = len(sources)
+        self.specs = [StreamSpec(s.name, s.fps, s.sla_ms or rt.sla_ms, s.limit, stagger_s(i, n, s.fps)).validate()
+                      for i, s in enumerate(sources)]
         self.pipe = Pipeline(self.specs, pipeline or PipelineConfig())
         self.cond = threading.Condition()
         self.exchanges = exchanges
@@ -109,14 +112,18 @@ class StreamRuntime:
         self._triton = rt.transport.kind == dialect.TRITON
         self._probing = False
         self._probes: list[dict[str, Any]] = []
+        self._started = threading.Event()
         self.wall_s: float | None = None
 
     # ------------------------------------------------------------------ run
     def run(self, progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
         """Run every source to its end and every frame to its outcome; the records, by id."""
         self._progress = progress
-        t0 = self.rt.now()
-        threads = [threading.Thread(target=self._guard, args=(self._reader, i, t0), daemon=True, name=f"reader{i}")
+        # every reader holds its first frame before the clock starts (t0), and the uplink's trace
+        # starts with it: the first frames are not late for the time their sources took to open
+        self._ready = threading.Barrier(len(self.sources) + 1)
+        self._t0 = 0.0
+        threads = [threading.Thread(target=self._guard, args=(self._reader, i), daemon=True, name=f"reader{i}")
                    for i in range(len(self.sources))]
         threads.append(threading.Thread(target=self._guard, args=(self._edge,), daemon=True, name="edge"))
         transports = [Transport(self.rt.transport.server_url, self.rt.transport.options,
@@ -125,10 +132,19 @@ class StreamRuntime:
                                 plan_hash=self.rt.transport.plan_hash) for _ in range(self.exchanges)]
         for tr in transports:
             tr.kind = self.rt.transport.kind
+            tr.server_metadata(timeout_s=2.0)  # open its connection now, not in a frame's exchange
         threads += [threading.Thread(target=self._guard, args=(self._exchange, tr), daemon=True, name=f"exchange{k}")
                     for k, tr in enumerate(transports)]
         for th in threads:
             th.start()
+        try:
+            self._ready.wait()
+        except threading.BrokenBarrierError:
+            pass  # a reader failed before its first frame: run() reports its error below
+        self._t0 = t0 = self.rt.now()
+        if self.rt.transport.shaper is not None:
+            self.rt.transport.shaper.start()
+        self._started.set()
         try:
             for th in threads:
                 while th.is_alive():
@@ -159,11 +175,18 @@ class StreamRuntime:
         return self._stop or (self._readers_left == 0 and self.pipe.idle)
 
     # ------------------------------------------------------------------ readers
-    def _reader(self, i: int, t0: float) -> None:
+    def _reader(self, i: int) -> None:
         src, spec = self.sources[i], self.specs[i]
         seq = 0
         try:
-            for label, pixels in src.frames:
+            frames = iter(src.frames)
+            try:
+                first = next(frames, None)
+            finally:
+                self._ready.wait()
+            self._started.wait()
+            t0 = self._t0
+            for label, pixels in itertools.chain([first] if first is not None else [], frames):
                 if spec.frames is not None and seq >= spec.frames:
                     break
                 due = t0 + spec.start_s + seq / spec.fps

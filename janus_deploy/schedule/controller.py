@@ -312,6 +312,8 @@ class Controller:
         if ok:
             b.failures, b.open_until, b.open_s = 0, None, 0.0
             return
+        if b.open_until is not None and not probe:
+            return  # an exchange in flight when the breaker opened (pipelined runs): nothing new
         b.failures += 1
         if b.open_until is not None:  # a failed probe while open: back off
             b.open_s = min(b.open_s * 2, cfg.breaker_max_open_s)

@@ -92,6 +92,12 @@ class StreamSpec:
         return self.start_s + seq / self.fps
 
 
+def stagger_s(index: int, count: int, fps: float) -> float:
+    """When camera ``index`` of ``count`` starts: ``index/(fps·count)`` s, spread over one frame
+    interval, as unsynchronised cameras are (the simulator's streams and the runtime's alike)."""
+    return index / (fps * count)
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """``drop``: ``stale`` | ``none`` (module docstring); ``edge_queue``: frames waiting for the
@@ -377,5 +383,5 @@ def stream_report(frames: Iterable[Frame], names: Sequence[str] | None = None,
     return out
 
 
-__all__ = ["DROP_POLICIES", "DROP_REASONS", "OUTCOMES", "Frame", "Pipeline", "PipelineConfig", "PipelineError",
+__all__ = ["stagger_s", "DROP_POLICIES", "DROP_REASONS", "OUTCOMES", "Frame", "Pipeline", "PipelineConfig", "PipelineError",
            "StreamSpec", "stream_report"]

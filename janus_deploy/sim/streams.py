@@ -27,11 +27,11 @@ from typing import Any
 
 from janus_deploy.net.traces import Trace
 from janus_deploy.schedule.controller import Controller, Observation
-from janus_deploy.schedule.pipeline import Frame, Pipeline, PipelineConfig, StreamSpec
+from janus_deploy.schedule.pipeline import Frame, Pipeline, PipelineConfig, StreamSpec, stagger_s
 
 # event kinds, in the order they are handled at one instant: work that ends frees resources
 # before a new frame arrives (a frame arriving as the previous one is answered is taken)
-EDGE_DONE, UPLINK_DONE, ANSWER, CANCEL, ARRIVE = range(5)
+EDGE_DONE, UPLINK_DONE, ANSWER, CANCEL, PROBE_DONE, ARRIVE = range(6)
 
 
 @dataclass
@@ -48,9 +48,13 @@ class StreamsRun:
 
 def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Sequence[StreamSpec],
                 pipeline: PipelineConfig, *, duration_s: float, rtt_ms: float = 0.0, exchange_ms: float = 0.0,
-                policy: Any = None, tick: Callable[[int], None] | None = None) -> StreamsRun:
+                policy: Any = None, probe: Callable[[float, float], tuple[float, Observation]] | None = None,
+                tick: Callable[[int], None] | None = None) -> StreamsRun:
     """Simulate ``streams`` for ``duration_s`` of arrivals (the work in flight then drains).
-    ``policy``: an :class:`~janus_deploy.schedule.exchange.ExchangePolicy` (None: no deadline)."""
+    ``policy``: an :class:`~janus_deploy.schedule.exchange.ExchangePolicy` (None: no deadline).
+    ``probe(t, rtt_ms)``: the runtime's probe started at ``t`` as (seconds it takes, what it
+    shows), started whenever the controller says one is due and none is running (None: a probe
+    costs no time and observes the link's mean rate over the device-only frame that finished)."""
     pipe = Pipeline(streams, pipeline)
     edge = ctrl.deploy.edge
     heap: list[tuple[float, int, int, Any]] = []
@@ -118,9 +122,15 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
                                                    server_ok=True)))
         return True
 
+    probing = [False]
+
     def pump(now: float) -> None:
         while start_edge(now) or start_uplink(now):
             pass
+        if probe is not None and not probing[0] and heap and ctrl.probe_due(now):
+            probing[0] = True
+            took, obs = probe(now, (ping.value_at(now) if ping is not None else rtt_ms) + exchange_ms)
+            push(now + took, PROBE_DONE, obs)
 
     now = 0.0
     handled = 0
@@ -134,7 +144,7 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
             f = item
             was_fallback = pipe.edge_busy is not None and pipe.edge_busy.fallback
             pipe.edge_done(f, now)
-            if not was_fallback and f.nbytes == 0 and ctrl.probe_due(now):
+            if probe is None and not was_fallback and f.nbytes == 0 and ctrl.probe_due(now):
                 start = f.info["edge_start_s"]
                 ctrl.observe(Observation(now, "rate", mbps=trace.mean_rate(start, now) if now > start
                                          else trace.value_at(now),
@@ -146,10 +156,13 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
             f, obs = item
             ctrl.observe(obs)
             pipe.answered(f, now)
-        else:  # CANCEL
+        elif kind == CANCEL:
             f, obs = item
             ctrl.observe(obs)
             pipe.fell_back(f, now, "timeout")
+        else:  # PROBE_DONE
+            ctrl.observe(item)
+            probing[0] = False
         pump(now)
         handled += 1
         if tick is not None:
@@ -162,14 +175,14 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
 
 
 def stream_specs(count: int, fps: float, sla_ms: float | Sequence[float], frames: int | None = None) -> list[StreamSpec]:
-    """``count`` streams at ``fps`` (started 1/(fps·count) apart, as unsynchronised cameras are),
+    """``count`` streams at ``fps`` (started :func:`stagger_s` apart),
     each with its SLA (one for all, or one per stream)."""
     slas = [float(sla_ms)] * count if isinstance(sla_ms, (int, float)) else [float(s) for s in sla_ms]
     if len(slas) != count:
         from janus_deploy.schedule.pipeline import PipelineError
 
         raise PipelineError(f"{len(slas)} SLAs for {count} streams; give one per stream (or one for all)")
-    return [StreamSpec(f"stream{i}", fps, slas[i], frames, start_s=i / (fps * count)) for i in range(count)]
+    return [StreamSpec(f"stream{i}", fps, slas[i], frames, start_s=stagger_s(i, count, fps)) for i in range(count)]
 
 
 __all__ = ["StreamsRun", "run_streams", "stream_specs"]
@@ -187,8 +200,15 @@ def simulate_streams_system(ctrl: Controller, trace: Trace, ping: Trace | None, 
     specs = stream_specs(config.streams, config.fps, config.stream_sla_ms or config.sla_ms,
                          frames=config.requests)
     duration = trace.duration_s if config.requests is None else config.requests / config.fps
+    from janus_deploy.sim.simulator import _probe
+
+    probe = None
+    if config.probe_bytes:
+        def probe(t: float, rtt: float) -> tuple[float, Observation]:
+            extra = config.exchange_ms if config.probe_exchange_ms is None else config.probe_exchange_ms
+            return _probe(trace, config, t, rtt - config.exchange_ms + extra)
     run = run_streams(ctrl, trace, ping, specs, config.pipeline(), duration_s=duration, rtt_ms=config.rtt_ms,
-                      exchange_ms=config.exchange_ms, policy=config.policy)
+                      exchange_ms=config.exchange_ms, policy=config.policy, probe=probe)
     log = RequestLog()
     decided = [f for f in run.frames if f.outcome in ("answered", "fallback")]
     for f in sorted(decided, key=lambda f: f.arrival_s):
