@@ -67,7 +67,7 @@ def build(work: Path, edge_slowdown: float, runs: int) -> dict[str, Any]:
             "edge": load_profile(edge_path), "cloud": load_profile(cloud_path), "images": work / "images"}
 
 
-def warm_up(b: dict[str, Any], server_url: str) -> None:
+def warm_up(b: dict[str, Any], server_url: str) -> float:
     """Every (level, split) once, head here and tail on the server, before anything is measured:
     a first inference of an ORT session is several times slower than the next ones, and a cold
     server's timeouts would open the breaker (the controller's rule for a failing server)."""
@@ -76,23 +76,32 @@ def warm_up(b: dict[str, Any], server_url: str) -> None:
 
     m = b["manifest"]
     frame = synthetic_frames(1, m.model["img_size"], seed=1)[0]
+    from janus_deploy.demo import observed_rtt_ms
+
     with EdgeRuntime(m, b["runner"], b["edge"], b["cloud"], server_url=server_url, sla_ms=10_000.0) as rt:
-        for level in range(len(m.levels)):
-            for split in m.candidates:
-                rt.infer(frame, force=(level, split))
+        for _ in range(2):
+            for level in range(len(m.levels)):
+                for split in m.candidates:
+                    rt.infer(frame, force=(level, split))
+        return observed_rtt_ms(rt.records)  # the RTT both runs and the simulator start from
 
 
 def loopback(b: dict[str, Any], server_url: str, link: Any, args: argparse.Namespace, serial: bool,
-             log: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One run of the cameras through the runtime (serial or pipelined) on the loopback server."""
+             log: Path, rtt_ms: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One run of the cameras through the runtime (serial or pipelined) on the loopback server,
+    its RTT estimate starting at ``rtt_ms`` (the warm-up's; a health check on a busy machine can
+    say 30 ms where exchanges then see 4)."""
     from janus_deploy.runtime.edge import EdgeRuntime
     from janus_deploy.runtime.session import check_server, open_source
     from janus_deploy.runtime.streams import StreamRuntime
+    from janus_deploy.runtime.transport import TransportOptions
+    from janus_deploy.schedule.controller import ControllerConfig
     from janus_deploy.schedule.pipeline import PipelineConfig
 
     per_stream = int(args.seconds * args.fps)
     with EdgeRuntime(b["manifest"], b["runner"], b["edge"], b["cloud"], server_url=server_url, sla_ms=args.sla,
-                     trace=link, log=log) as rt:
+                     trace=link, log=log, transport=TransportOptions(probe_rtt=False),
+                     controller=ControllerConfig(rtt_cold_ms=rtt_ms)) as rt:
         check = check_server(rt, 10.0)
         if not check.reachable:
             raise SystemExit(f"bench_streams: {check.line}")
@@ -140,10 +149,11 @@ def main() -> int:
                                         "sla_ms": args.sla, "drop": args.drop, "trace": link.name,
                                         "trace_mean_mbps": link.mean(), "edge_slowdown": args.edge_slowdown}}
     with BackgroundServer(create_app(b["plan"], b["engines"], preload=True)) as server:
-        warm_up(b, server.url)
+        rtt0 = warm_up(b, server.url)
+        out["workload"]["warm_rtt_ms"] = rtt0
         for mode in ("serial", "pipelined"):
             print(f"loopback run: {mode}, {args.streams} x {args.fps:g} fps for {args.seconds:g} s", file=sys.stderr)
-            summary, records = loopback(b, server.url, link, args, mode == "serial", args.work / f"{mode}.jsonl")
+            summary, records = loopback(b, server.url, link, args, mode == "serial", args.work / f"{mode}.jsonl", rtt0)
             answered = [r for r in records if r.get("server")]
             rtt = observed_rtt_ms(answered) if answered else 0.0
             out[mode] = {"loopback": {k: summary[k] for k in KEYS}, "observed_rtt_ms": rtt,
