@@ -150,7 +150,7 @@ def run(
     server: str = typer.Option(..., "--server", help="URL of `janus-deploy serve`, e.g. http://10.0.0.2:8000."),
     sla: Sla = ...,
     images: Path | None = typer.Option(None, "--images", help="Folder of images."),
-    video: Path | None = typer.Option(None, "--video", help="Video file (needs imageio or OpenCV)."),
+    video: Path | None = typer.Option(None, "--video", help="Video file (needs imageio or OpenCV; with --streams/--fps/--serial it is decoded by PyAV, the video extra)."),
     synthetic: int | None = typer.Option(None, "--synthetic", help="N synthetic frames."),
     limit: int | None = typer.Option(None, "--limit", help="At most this many frames of --images/--video."),
     trace: list[str] | None = typer.Option(None, "--trace", help="Bandwidth trace replayed on the upload (file, directory or glob)."),
