@@ -273,6 +273,11 @@ def run(
                           "give another --log path")
         honest_exit(summary, max_error_share, check, records)
         raise typer.Exit(1)
+    if cameras and summary["frames"] and not summary["answered"]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in summary["drop_reasons"].items())
+        err_console.print(f"[bold red]error:[/] no frame of {summary['frames']} was answered (dropped: {reasons}); "
+                          "a longer --sla, a lower --fps or --drop none")
+        raise typer.Exit(3)
     honest_exit(summary, max_error_share, check, records)
 
 

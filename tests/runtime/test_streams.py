@@ -133,3 +133,25 @@ def test_cli_run_cameras(plan, server, tmp_path):
                                    "--cloud-profile", str(tmp_path / "cloud.json"), "--server", server.url, "--sla", "2000",
                                    "--stream", "synthetic=3", "--synthetic", "3"])
     assert bad.exit_code != 0 and "not both" in str(bad.exception) + bad.output
+
+
+def test_cli_run_cameras_that_answer_nothing_exit_3(plan, server, tmp_path):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.runtime_cmds import register
+
+    manifest, plan_dir, engines = plan
+    e, c = profiles(manifest)
+    for name, p in (("edge", e), ("cloud", c)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(p.to_dict()))
+    app = typer.Typer()
+    register(app)
+    # a 0.5 ms SLA: no option can meet it, so --drop stale drops every frame as late
+    r = CliRunner().invoke(app, ["run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
+                                 "--cloud-profile", str(tmp_path / "cloud.json"), "--server", server.url, "--sla", "0.5",
+                                 "--codec", "fp32", "--synthetic", "4", "--streams", "2", "--fps", "20", "--json"])
+    assert r.exit_code == 3, r.output
+    assert "no frame of 8 was answered" in r.output and "late: 8" in r.output
