@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from sched_fixtures import profiles
+from sched_fixtures import profile_dict, profiles
 from typer.testing import CliRunner
 
 from janus_deploy.net.traces import Trace
@@ -91,7 +91,6 @@ def test_per_stream_sla_and_deadline_fallbacks(tiny):
 
 def test_cli_simulate_streams(tmp_path):
     import typer
-    from sched_fixtures import profile_dict
 
     from janus_deploy.cli.schedule_cmds import register
 
@@ -110,3 +109,24 @@ def test_cli_simulate_streams(tmp_path):
     r = CliRunner().invoke(app, args + ["--serial"])
     assert r.exit_code == 0, r.output
     assert "goodput" in r.stdout and "busy" in r.stdout
+
+
+def test_cli_simulate_fps_reports_the_frames_it_drops(tmp_path):
+    import typer
+
+    from janus_deploy.cli.schedule_cmds import register
+
+    app = typer.Typer()
+    register(app)
+    for side in ("edge", "cloud"):
+        (tmp_path / f"{side}.json").write_text(json.dumps(profile_dict(side)))
+    (tmp_path / "t.csv").write_text("\n".join(["0.02"] * 2) + "\n")
+    r = CliRunner().invoke(app, ["simulate", "--trace", str(tmp_path / "t.csv"), "--profile", str(tmp_path / "edge.json"),
+                                 "--cloud-profile", str(tmp_path / "cloud.json"), "--sla", "100", "--systems",
+                                 "janus-deploy", "--fps", "40"])
+    assert r.exit_code == 0, r.output
+    # 59.2 ms per request at 40 fps: a request every third tick, two ticks dropped each time
+    assert "frames at 40 fps dropped" in r.stdout
+    m = simulate(Trace([0.02] * 2, 1.0), *profiles(), SimConfig(systems=["janus-deploy"], sla_ms=100, fps=40))
+    met = m["janus-deploy"].metrics
+    assert met["dropped"] == 2 * (met["requests"] - 1) and met["frames"] == met["requests"] + met["dropped"]

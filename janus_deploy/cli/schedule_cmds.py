@@ -283,6 +283,12 @@ def simulate_cmd(
                   ["requests", "over\nSLA", "req/s", "accuracy", "mean α", "p50\nms", "p95\nms", "p99\nms",
                    "over-\nshoot", "most chosen\nlevel@split"], rows)
     con.print(f"[dim]{SIMULATE_LEGEND}[/]")
+    if fps is not None:  # the one-request loop skips what arrives while it is busy: say how much
+        for n, r in results.items():
+            m = r.metrics
+            con.print(f"{n}: {m['dropped']:,} of {m['frames']:,} frames at {fps:g} fps dropped (they arrived while a "
+                      f"request ran; --streams 1 --fps {fps:g} queues them); goodput {_fmt(m['goodput_fps'], 2)} "
+                      "frames/s within the SLA", soft_wrap=True)
     for p in plots:
         con.print(f"wrote {p}")
 
