@@ -155,3 +155,23 @@ def test_cli_run_cameras_that_answer_nothing_exit_3(plan, server, tmp_path):
                                  "--codec", "fp32", "--synthetic", "4", "--streams", "2", "--fps", "20", "--json"])
     assert r.exit_code == 3, r.output
     assert "no frame of 8 was answered" in r.output and "late: 8" in r.output
+
+
+def test_failed_exchanges_fall_back_on_the_edge(plan, local, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    manifest = plan[0]
+    e, c = profiles(manifest)
+    with EdgeRuntime(manifest, local, e, c, server_url=f"http://127.0.0.1:{port}", sla_ms=2000.0, codec="fp32",
+                     transport=TransportOptions(probe_rtt=False), log=tmp_path / "down.jsonl") as rt:
+        sr = StreamRuntime(rt, sources(manifest, 2, 3, 20.0), PipelineConfig(drop="none"))
+        records = [r for r in sr.run() if r.get("kind") != "probe"]
+    assert len(records) == 6 and all(r["top1"] is not None and r["error"] is None for r in records)
+    fell = [r for r in records if r["outcome"] == "fallback"]
+    assert fell and all(r["fallback"]["kind"] == "unreachable" and r["measured"]["fallback_ms"] > 0 for r in fell)
+    assert all(r["outcome"] == "answered" and r["decision"]["split"] == manifest.num_blocks + 1
+               for r in records if r["outcome"] != "fallback")  # the rest ran device-only
+    assert replay_log(tmp_path / "down.jsonl")["decisions_reproduced"] == 1.0
