@@ -116,8 +116,11 @@ class StreamRuntime:
         self.wall_s: float | None = None
 
     # ------------------------------------------------------------------ run
-    def run(self, progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-        """Run every source to its end and every frame to its outcome; the records, by id."""
+    def run(self, progress: Callable[[dict[str, Any]], None] | None = None,
+            on_start: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+        """Run every source to its end and every frame to its outcome; the records, by id.
+        ``on_start``: called when the clock starts (the first frames are in hand), e.g. to start
+        a kernel link's trace with the uplink's."""
         self._progress = progress
         # every reader holds its first frame before the clock starts (t0), and the uplink's trace
         # starts with it: the first frames are not late for the time their sources took to open
@@ -144,6 +147,8 @@ class StreamRuntime:
         self._t0 = t0 = self.rt.now()
         if self.rt.transport.shaper is not None:
             self.rt.transport.shaper.start()
+        if on_start is not None:
+            on_start()
         self._started.set()
         try:
             for th in threads:
@@ -161,6 +166,11 @@ class StreamRuntime:
         if self._errors:
             raise self._errors[0]
         return sorted(self._records, key=lambda r: r["id"])
+
+    @property
+    def t0(self) -> float:
+        """When the clock started (the edge runtime's seconds), once :meth:`run` began."""
+        return self._t0
 
     def _guard(self, fn: Callable[..., None], *args: Any) -> None:
         try:
