@@ -124,3 +124,13 @@ def test_cold_start_rule_for_trace():
     assert ControllerConfig(cold_start_mbps=3.0).for_trace(Trace([10.0], 1.0)).cold_start_mbps == 3.0
     with pytest.raises(ControllerError, match="cold-start"):
         ControllerConfig(cold_start_mbps=0.0).for_trace(None)
+
+
+def test_exchanges_in_flight_when_the_breaker_opened_do_not_back_it_off(tiny):
+    # pipelined runs: exchanges started before the breaker opened fail after it; only probes back off
+    c = make(tiny, breaker_failures=3, breaker_open_s=1.0, breaker_max_open_s=4.0)
+    for t in (1.0, 1.1, 1.2):
+        c.observe(Observation(t, "server", server_ok=False))
+    c.observe(Observation(1.3, "server", server_ok=False))  # in flight: not a failed probe
+    assert not c.probe_due(2.19) and c.probe_due(2.2)  # still open for 1 s from 1.2
+    assert c.breaker.failures == 3

@@ -226,3 +226,34 @@ def verdict(rep: dict[str, Any]) -> str:
     colour = "green" if vr <= 0.05 and not rep["errors"] else "yellow"
     return (f"[{colour}]verdict: {100 * (1 - vr):.1f} % of answered requests within the {rep['sla_ms']:g} ms SLA"
             + (f"; {', '.join(tail)}" if tail else "") + "[/]")
+
+
+def streams_table(con: Console, reports: list[tuple[str, dict[str, Any]]], title: str) -> None:
+    """Camera streams' figures (``simulate --streams``, ``run --stream``): per report (a system,
+    a run) the totals, then one row per stream."""
+
+    def fmt(v: Any, nd: int) -> str:
+        return "-" if v is None else f"{v:.{nd}f}"
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    rows = []
+    for name, m in reports:
+        per_stream = [(f"  {k}", v) for k, v in m["streams"].items()] if len(m["streams"]) > 1 else []
+        for label, s in [(name, m), *per_stream]:
+            rows.append((label, [f"{s['frames']:,}", fmt(s["goodput_fps"], 2), pct(s["drop_ratio"]),
+                                 pct(s["violation_ratio"]), fmt(s["latency_ms_p50"], 1),
+                                 fmt(s["latency_ms_p95"], 1), fmt(s["latency_ms_p99"], 1),
+                                 ", ".join(f"{k} {v}" for k, v in s["drop_reasons"].items()) or "-"]))
+    print_chunked(con, title, "stream", ["frames", "goodput\nfps", "dropped", "late\n(answered)",
+                                         "p50\nms", "p95\nms", "p99\nms", "drops by reason"], rows)
+    con.print(f"[dim]{STREAMS_LEGEND}[/]")
+
+
+STREAMS_LEGEND = (
+    "goodput: frames answered within their stream's SLA per second (first arrival to last answer); dropped: "
+    "share of frames dropped (superseded: a newer frame of the stream arrived while it waited; queue-full; late: "
+    "no option could meet the SLA when the edge took it; busy: it arrived while the serial loop was busy; error); "
+    "late (answered): share of answered frames over their SLA; p50/p95/p99: latency from the frame's arrival "
+    "(capture), answered frames.")

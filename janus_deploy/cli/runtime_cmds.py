@@ -150,7 +150,7 @@ def run(
     server: str = typer.Option(..., "--server", help="URL of `janus-deploy serve`, e.g. http://10.0.0.2:8000."),
     sla: Sla = ...,
     images: Path | None = typer.Option(None, "--images", help="Folder of images."),
-    video: Path | None = typer.Option(None, "--video", help="Video file (needs imageio or OpenCV)."),
+    video: Path | None = typer.Option(None, "--video", help="Video file (needs imageio or OpenCV; with --streams/--fps/--serial it is decoded by PyAV, the video extra)."),
     synthetic: int | None = typer.Option(None, "--synthetic", help="N synthetic frames."),
     limit: int | None = typer.Option(None, "--limit", help="At most this many frames of --images/--video."),
     trace: list[str] | None = typer.Option(None, "--trace", help="Bandwidth trace replayed on the upload (file, directory or glob)."),
@@ -178,6 +178,12 @@ def run(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --log file."),
     allow_unverified_server: bool = typer.Option(False, "--allow-unverified-server", help="Use the answers of a server that does not say which plan it serves (refused by default)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    stream: list[str] | None = typer.Option(None, "--stream", help="A camera: KIND=WHERE[,fps=F][,sla=MS][,limit=N], KIND video (file, via PyAV), url (rtsp://... stream), images (folder) or synthetic (count); repeat for several. Runs the pipelined runtime (docs/runtime.md, 'Camera streams')."),
+    streams: int | None = typer.Option(None, "--streams", min=1, help="Run N copies of the --images/--video/--synthetic source as N cameras through the pipelined runtime."),
+    fps: float | None = typer.Option(None, "--fps", min=0.001, help="Frame rate of every camera (default: a video's own rate, else 15); alone, it runs the one source at that rate, pipelined."),
+    drop: str = typer.Option("stale", "--drop", help="Cameras: stale (keep each stream's newest frame, drop frames that can no longer meet the SLA) | none (answer every frame)."),
+    serial: bool = typer.Option(False, "--serial", help="Cameras: one frame at a time (the serial loop); frames arriving meanwhile are dropped and counted."),
+    exchanges: int = typer.Option(3, "--exchanges", min=1, help="Cameras: exchanges with the server at once (their uploads still take the uplink one at a time)."),
 ) -> None:
     """Run frames through the edge runtime: decide (α, split), run the head here, the tail on the server."""
     _require("httpx")
@@ -193,7 +199,14 @@ def run(
 
         check_output_path(log, "run log", force=force)
     manifest = Manifest.load(plan)
-    frames = frame_source(manifest, images=images, video=video, synthetic=synthetic, limit=limit)
+    cameras = stream or streams is not None or fps is not None or serial
+    if cameras:
+        if drop not in ("stale", "none"):
+            raise JanusError(f"unknown --drop {drop!r}; choose stale or none")
+        sources = camera_sources(manifest, stream or [], streams=streams, images=images, video=video,
+                                 synthetic=synthetic, limit=limit, fps=fps)
+    else:
+        frames = frame_source(manifest, images=images, video=video, synthetic=synthetic, limit=limit)
     bw = load_trace(trace, fmt=trace_format, interval_s=sample_interval) if trace else None
     extra = {"probe_interval_s": probe_interval if probe_interval > 0 else None}
     extra["cold_start_mbps"] = cold_start  # None: ControllerConfig.for_trace's rule
@@ -213,7 +226,13 @@ def run(
             err_console.print(f"[yellow]warning:[/] {check.line}" if check.warning else check.line)
         for line in settings_mismatch(rt.edge_profile.device, edge_slowdown=edge_slowdown, threads=threads):
             err_console.print(f"[yellow]warning:[/] {line}")
-        if as_json:
+        if cameras:
+            from janus_deploy.runtime.streams import StreamRuntime
+            from janus_deploy.schedule.pipeline import PipelineConfig
+
+            sr = StreamRuntime(rt, sources, PipelineConfig(drop=drop, serial=serial), exchanges=exchanges)
+            _run_cameras(sr, as_json)
+        elif as_json:
             rt.run(frames)
         else:
             from janus_deploy.cli.common import progress_bars
@@ -232,7 +251,7 @@ def run(
                     update("requests", done[0], total, text)
 
                 rt.run(frames, progress=show)
-        summary = rt.summary()
+        summary = sr.summary() if cameras else rt.summary()
         summary["config_error"] = rt.config_error
         summary["log_error"] = rt.log_error
         records = rt.records
@@ -242,6 +261,11 @@ def run(
         print_json(summary)
     else:
         render_report(summary)
+        if cameras:
+            from janus_deploy.cli.common import streams_table
+
+            streams_table(console, [("all", summary)], f"{len(sources)} camera{'s' if len(sources) > 1 else ''}, "
+                          + ("serial" if serial else f"pipelined, --drop {drop}"))
         if log and not summary["log_error"]:
             console.print(f"per-request log: {log} (`janus-deploy replay {log}` re-runs its decisions)")
     if summary["log_error"]:
@@ -249,7 +273,50 @@ def run(
                           "give another --log path")
         honest_exit(summary, max_error_share, check, records)
         raise typer.Exit(1)
+    if cameras and summary["frames"] and not summary["answered"]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in summary["drop_reasons"].items())
+        err_console.print(f"[bold red]error:[/] no frame of {summary['frames']} was answered (dropped: {reasons}); "
+                          "a longer --sla, a lower --fps or --drop none")
+        raise typer.Exit(3)
     honest_exit(summary, max_error_share, check, records)
+
+
+def camera_sources(manifest, specs: list[str], *, streams: int | None, images, video, synthetic, limit, fps):
+    """The cameras of ``run``: one per ``--stream``, or ``--streams`` N copies (default 1) of the
+    ``--images``/``--video``/``--synthetic`` source."""
+    from janus_deploy.runtime.session import open_source, parse_source
+
+    if specs:
+        if any(v is not None for v in (images, video, synthetic)) or streams is not None:
+            raise JanusError("give cameras as --stream KIND=WHERE (repeatable) or as --streams N with one of "
+                             "--images/--video/--synthetic, not both")
+        parsed = [parse_source(s) for s in specs]
+    else:
+        given = [(k, v) for k, v in (("images", images), ("video", video), ("synthetic", synthetic)) if v is not None]
+        if len(given) != 1:
+            raise JanusError("give exactly one of --images DIR, --video FILE or --synthetic N (or --stream ...)")
+        kind, where = given[0]
+        parsed = [{"kind": kind, "where": str(where), **({"limit": limit} if limit else {})}] * (streams or 1)
+    return [open_source(manifest, p, name=f"cam{i}", fps=fps, seed=1000 * i) for i, p in enumerate(parsed)]
+
+
+def _run_cameras(sr, as_json: bool) -> None:
+    """Run the cameras to the end, with a progress bar of frames by outcome (not with --json)."""
+    if as_json:
+        sr.run()
+        return
+    from janus_deploy.cli.common import progress_bars
+
+    with progress_bars() as update:
+        counts: dict[str, int] = {}
+
+        def show(rec) -> None:
+            if rec.get("kind") == "probe":
+                return
+            counts[rec["outcome"]] = counts.get(rec["outcome"], 0) + 1
+            update("frames", sum(counts.values()), None, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+        sr.run(progress=show)
 
 
 def honest_exit(summary: dict, max_error_share: float, server=None, records=None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,18 @@ def simulate_cmd(
     engine: str = typer.Option("fast", "--engine", help="fast: the per-request loop in libjanus (C; the same "
                                "decisions as python, bit for bit; the python loop runs where it does not model "
                                "a setting, and says why); python: the Python loop."),
+    streams: int | None = typer.Option(None, "--streams", help="Camera streams, each at --fps, through the "
+                                          "pipelined edge (docs/scheduler.md, 'Camera streams'); the table then "
+                                          "shows goodput and drops."),
+    drop: str = typer.Option("stale", "--drop", help="--streams: stale (keep each stream's newest frame, drop "
+                             "frames that can no longer meet the SLA) | none (answer every frame)."),
+    serial: bool = typer.Option(False, "--serial", help="--streams: one frame at a time (the serial runtime); "
+                                "frames arriving meanwhile are dropped and counted."),
+    stream_sla: str | None = typer.Option(None, "--stream-sla", help="--streams: comma-separated SLA (ms) per "
+                                             "stream (default: --sla for every stream)."),
+    timeout_factor: float | None = typer.Option(None, "--timeout-factor", help="Cancel an exchange at SLA x "
+                                                   "this and finish on the edge, as the runtime does (default: "
+                                                   "no deadline)."),
 ) -> None:
     """Trace-driven simulation of Janus and the baselines."""
     from janus_deploy.cli.common import err_console, format_seconds, print_chunked, progress_bars
@@ -187,8 +200,13 @@ def simulate_cmd(
         rtt_trace = rtt_trace.window(trace_start % rtt_trace.duration_s, trace_seconds) if rtt_trace else None
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
                              no_deflate=no_deflate)
+    _choice(drop, ("stale", "none"), "--drop policy")
+    slas = _stream_slas(stream_sla) if stream_sla else None
     cfg = SimConfig(sla_ms=sla, systems=names, requests=requests, fps=fps, paper_mode=paper_mode,
-                    rtt_ms=rtt, codec=codec, frame_bytes=frame_bytes, controller=ctrl)
+                    rtt_ms=rtt, codec=codec, frame_bytes=frame_bytes, controller=ctrl, streams=streams, drop=drop,
+                    serial=serial, stream_sla_ms=slas, timeout_factor=timeout_factor)
+    if streams is not None:
+        cfg.validate()  # --streams' own rules (it needs --fps, ...), before the request estimate
     est = estimate_requests(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace)
     try:
         ran, why = engine_for(cfg, engine)
@@ -196,6 +214,9 @@ def simulate_cmd(
         raise CliError(str(exc)) from None
 
     def count(e) -> str:
+        if streams is not None:
+            per = requests if requests is not None else math.ceil(bw.duration_s * fps)  # type: ignore[operator]  # --streams needs --fps (validated)
+            return f"{streams} streams x {per:,} frames ({fps:g} fps)"
         if e.exact:
             return f"{e.low:,} requests"
         per = (f", {_duration(e.fastest_ms)} to {_duration(e.slowest_ms)} per request"
@@ -253,6 +274,14 @@ def simulate_cmd(
         typer.echo(json.dumps(out, indent=1))
         return
     con = _console()
+    if streams is not None:
+        from janus_deploy.cli.common import streams_table
+
+        streams_table(con, [(n, r.metrics) for n, r in results.items()], f"{bw.name}: {streams} stream{'s' if streams > 1 else ''} x {fps:g} fps, "
+                                     f"{'serial' if serial else 'pipelined, --drop ' + drop}, SLA {sla:g} ms")
+        for p in plots:
+            con.print(f"wrote {p}")
+        return
     rows = []
     for n, r in results.items():
         m = r.metrics
@@ -266,8 +295,21 @@ def simulate_cmd(
                   ["requests", "over\nSLA", "req/s", "accuracy", "mean α", "p50\nms", "p95\nms", "p99\nms",
                    "over-\nshoot", "most chosen\nlevel@split"], rows)
     con.print(f"[dim]{SIMULATE_LEGEND}[/]")
+    if fps is not None:  # the one-request loop skips what arrives while it is busy: say how much
+        for n, r in results.items():
+            m = r.metrics
+            con.print(f"{n}: {m['dropped']:,} of {m['frames']:,} frames at {fps:g} fps dropped (they arrived while a "
+                      f"request ran; --streams 1 --fps {fps:g} queues them); goodput {_fmt(m['goodput_fps'], 2)} "
+                      "frames/s within the SLA", soft_wrap=True)
     for p in plots:
         con.print(f"wrote {p}")
+
+
+def _stream_slas(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CliError(f"--stream-sla must be comma-separated numbers of ms, got {text!r}") from None
 
 
 SIMULATE_LEGEND = (

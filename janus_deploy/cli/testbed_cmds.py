@@ -70,6 +70,9 @@ def testbed(
     calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Measure one exchange's cost beyond link and RTT first (the simulator charges it)."),
     log_dir: Path | None = typer.Option(None, "--log-dir", help="Write the runs' request logs (kernel.jsonl, user_space.jsonl) here."),
     as_json: bool = typer.Option(False, "--json", help='Print {"kernel", "simulated", "user_space", "differences", ...} as JSON.'),
+    streams: int | None = typer.Option(None, "--streams", min=1, help="Run N cameras at --fps (--requests frames each) through the pipelined runtime, and the simulator's streams."),
+    drop: str = typer.Option("stale", "--drop", help="--streams: stale | none (docs/runtime.md, 'Camera streams')."),
+    serial: bool = typer.Option(False, "--serial", help="--streams: one frame at a time, the rest dropped."),
 ) -> None:
     """Kernel-shaped uplink in a network namespace (needs root): the edge runtime against the built-in
     server over a tbf-replayed trace, next to the simulator and the user-space shaper on the same window."""
@@ -100,7 +103,8 @@ def testbed(
                         ping=rtt, sla_ms=sla, requests=requests, accuracy=accuracy, codec=codec, controller=ctrl,
                         fps=fps, edge_timing=edge_timing, edge_slowdown=edge_slowdown, threads=threads, server_threads=server_threads,
                         frames=frames, timeout_factor=timeout_factor, user_space=user_space, calibrate=calibrate, log_dir=log_dir,
-                        rtt_mode=rtt_mode, nice=nice, server_engine=server_engine)
+                        rtt_mode=rtt_mode, nice=nice, server_engine=server_engine, streams=streams, drop=drop,
+                        serial=serial)
     say = (lambda s: None) if as_json else (lambda s: err_console.print(f"[bold cyan]{s}"))
     try:
         if as_json:

@@ -292,10 +292,12 @@ class EdgeRuntime:
             got = f"{frame.dtype} {list(frame.shape)}" if isinstance(frame, np.ndarray) else type(frame).__name__
             raise ImageError(f"a frame must be uint8 [{img}, {img}, 3], got {got}")
 
-    def _decide(self, force: tuple[int, int] | None, rec: dict[str, Any]) -> tuple[int, int, Choice]:
-        """(plan level, split, the controller's choice); a forced pair is evaluated, not chosen."""
+    def _decide(self, force: tuple[int, int] | None, rec: dict[str, Any],
+                choice: Choice | None = None) -> tuple[int, int, Choice]:
+        """(plan level, split, the controller's choice); a forced pair is evaluated, not chosen.
+        ``choice``: one the caller already made (the pipelined runtime decides with its waits)."""
         m = self.manifest
-        choice = self.controller.decide(self.now())
+        choice = choice if choice is not None else self.controller.decide(self.now())
         rec["controller"] = choice.state()
         if force is not None:
             level, split = force

@@ -144,3 +144,96 @@ def edge_runner(manifest: Any, engines: Any, *, edge_slowdown: float = 1.0, thre
         runner.check_files()
         runner.preload()
     return SlowedRunner(runner, edge_slowdown) if edge_slowdown > 1 else runner
+
+
+# ------------------------------------------------------------------ frame sources at a rate
+
+SOURCE_KINDS = ("video", "url", "images", "synthetic")
+DEFAULT_FPS = 15.0  # images and synthetic frames have no rate of their own
+
+
+def frames_from_av(location: str, img_size: int, limit: int | None = None) -> tuple[Any, float | None]:
+    """(frames, the stream's own rate or None) of a video file or stream URL (RTSP, HTTP, ...)
+    decoded by PyAV (FFmpeg), resized to the model's input: the optional ``video`` extra."""
+    from pathlib import Path
+
+    if "://" not in location and not Path(location).is_file():
+        raise JanusError(f"video file {location} does not exist")
+    try:
+        import av  # the optional video extra (PyAV)
+    except ImportError:
+        raise JanusError("video files and stream URLs need PyAV: pip install 'janus-deploy[video]' "
+                         "(or pip install av); or extract frames and use --images") from None
+    import numpy as np
+    from PIL import Image
+
+    try:
+        container = av.open(location, timeout=10.0) if "://" in location else av.open(location)
+    except Exception as exc:  # noqa: BLE001 - PyAV raises its own classes (av.error.*, OSError subclasses)
+        raise JanusError(f"PyAV cannot open {location}: {exc}") from None
+    vs = next((s for s in container.streams if s.type == "video"), None)
+    if vs is None:
+        container.close()
+        raise JanusError(f"{location} has no video stream")
+    rate = float(vs.average_rate) if vs.average_rate else None
+    name = location.rsplit("/", 1)[-1]
+
+    def gen() -> Any:
+        try:
+            i = 0
+            for fr in container.decode(vs):
+                if not isinstance(fr, av.VideoFrame):
+                    continue
+                if limit and i >= limit:
+                    return
+                im = fr.to_image().convert("RGB").resize((img_size, img_size), Image.Resampling.BILINEAR)
+                yield f"{name}#{i}", np.asarray(im, dtype=np.uint8)
+                i += 1
+        finally:
+            container.close()
+
+    return gen(), rate
+
+
+def parse_source(spec: str) -> dict[str, Any]:
+    """One ``--stream`` value: ``KIND=WHERE[,fps=F][,sla=MS][,limit=N]`` with KIND video (a
+    file), url (a stream URL), images (a folder) or synthetic (a frame count)."""
+    head, *opts = spec.split(",")
+    kind, sep, where = head.partition("=")
+    if not sep or kind not in SOURCE_KINDS or not where:
+        raise JanusError(f"--stream {spec!r}: write KIND=WHERE[,fps=F][,sla=MS][,limit=N] with KIND one of "
+                         f"{', '.join(SOURCE_KINDS)} (e.g. video=cam.mp4,fps=15 or synthetic=300)")
+    out: dict[str, Any] = {"kind": kind, "where": where}
+    for o in opts:
+        k, sep, v = o.partition("=")
+        if k not in ("fps", "sla", "limit") or not sep:
+            raise JanusError(f"--stream {spec!r}: unknown option {o!r} (fps=F, sla=MS, limit=N)")
+        try:
+            out[k] = int(v) if k == "limit" else float(v)
+        except ValueError:
+            raise JanusError(f"--stream {spec!r}: {k} must be a number, got {v!r}") from None
+        if not out[k] > 0:
+            raise JanusError(f"--stream {spec!r}: {k} must be > 0")
+    if kind == "synthetic" and not (where.isdigit() and int(where) > 0):
+        raise JanusError(f"--stream {spec!r}: synthetic=N needs a frame count N >= 1")
+    return out
+
+
+def open_source(manifest: Any, spec: dict[str, Any], *, name: str, fps: float | None = None, seed: int = 0) -> Any:
+    """A :class:`~janus_deploy.runtime.streams.Source` for one parsed ``--stream`` (or one copy
+    of ``--images``/``--video``/``--synthetic`` for ``--streams N``): its rate is the spec's
+    ``fps``, else ``fps`` (``--fps``), else the video's own, else :data:`DEFAULT_FPS`."""
+    from janus_deploy.runtime.edge import frames_from_images, frames_synthetic
+    from janus_deploy.runtime.streams import Source
+
+    img = manifest.model["img_size"]
+    kind, where, limit = spec["kind"], spec["where"], spec.get("limit")
+    own = None
+    if kind in ("video", "url"):
+        frames, own = frames_from_av(str(where), img, limit)
+    elif kind == "images":
+        frames = frames_from_images(where, img, limit)
+    else:
+        frames = frames_synthetic(int(where), img, seed=seed)
+    rate = spec.get("fps") or fps or own or DEFAULT_FPS
+    return Source(name, frames, float(rate), spec.get("sla"), limit)

@@ -233,23 +233,34 @@ class Controller:
     def rtt_estimate(self) -> float:
         return self.config.rtt_cold_ms if self.config.rtt_fixed else self.rtt.estimate()
 
+    def scheduler_bandwidth(self) -> float:
+        """The bandwidth (Mbit/s) :meth:`decide` gives the scheduler now: the estimate, deflated by
+        its recent error (janus-deploy), 0 while offloading is off; the pipeline's uplink wait is
+        predicted at it."""
+        est = self.estimator.estimate()
+        if not self.offloading:
+            return 0.0
+        cfg = self.config
+        if cfg.system == "janus-deploy" and cfg.deflate and not self.estimator.discounts_error:
+            return est / (1.0 + self.estimator.recent_error())
+        return est
+
     @property
     def offloading(self) -> bool:
         """False while the breaker is open (until a probe succeeds) or after a 401/403."""
         return self.config_error is None and self.breaker.open_until is None
 
-    def decide(self, t: float) -> Choice:
-        """The decision for a request starting at ``t``."""
+    def decide(self, t: float, *, edge_wait_ms: float = 0.0, uplink_wait_ms: float = 0.0,
+               sla_ms: float | None = None) -> Choice:
+        """The decision for a request starting at ``t``. ``edge_wait_ms``/``uplink_wait_ms``: the
+        pipeline's waits for this frame and ``sla_ms`` its stream's SLA
+        (:meth:`Scheduler.decide`; janus-deploy only: the baselines and Algorithm 1 ignore them)."""
         cfg = self.config
         est = self.estimator.estimate()
         err = self.estimator.recent_error()
         rtt = self.rtt_estimate()
-        bw = est
-        if cfg.system == "janus-deploy" and cfg.deflate and not self.estimator.discounts_error:
-            bw = est / (1.0 + err)
-        reason = "scheduler"
-        if not self.offloading:
-            bw, reason = 0.0, ("unauthorized" if self.config_error else "breaker-open")
+        bw = self.scheduler_bandwidth()
+        reason = "scheduler" if self.offloading else ("unauthorized" if self.config_error else "breaker-open")
         try:
             if cfg.system in ("device-only", "cloud-only", "mixed"):
                 system = "device-only" if reason != "scheduler" else cfg.system
@@ -257,7 +268,8 @@ class Controller:
             elif cfg.system == "janus-paper":
                 d = self.paper.decide(bw)  # type: ignore[union-attr]  # self.paper is set whenever system is janus-paper
             else:
-                d = self.deploy.decide(bw, rtt, cfg.margin)
+                d = self.deploy.decide(bw, rtt, cfg.margin, edge_wait_ms=edge_wait_ms,
+                                       uplink_wait_ms=uplink_wait_ms, sla_ms=sla_ms)
         except SchedulerError as exc:
             raise ControllerError(str(exc)) from None
         return Choice(d, est, bw, rtt, err, reason)
@@ -300,6 +312,8 @@ class Controller:
         if ok:
             b.failures, b.open_until, b.open_s = 0, None, 0.0
             return
+        if b.open_until is not None and not probe:
+            return  # an exchange in flight when the breaker opened (pipelined runs): nothing new
         b.failures += 1
         if b.open_until is not None:  # a failed probe while open: back off
             b.open_s = min(b.open_s * 2, cfg.breaker_max_open_s)

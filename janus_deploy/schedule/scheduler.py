@@ -91,6 +91,8 @@ class _Table:
 
     def __post_init__(self) -> None:
         self.fixed = self.head + self.enc + self.dec + self.tail
+        self.edge_side = self.head + self.enc  # the edge's share (pipeline waits: docs/scheduler.md)
+        self.cloud_side = self.dec + self.tail
         self.outage_comm = np.where(self.model_kbits > 0, np.inf, 0.0)
 
 
@@ -241,11 +243,20 @@ class Scheduler:
         """Levels skipped at every split: never chosen by :meth:`decide`."""
         return [li for li, splits in self.skipped.items() if len(splits) == self._ncand]
 
-    def decide(self, bandwidth_mbps: float, rtt_ms: float = 0.0, margin: float = 0.0) -> Decision:
+    def decide(self, bandwidth_mbps: float, rtt_ms: float = 0.0, margin: float = 0.0, *,
+               edge_wait_ms: float = 0.0, uplink_wait_ms: float = 0.0, sla_ms: float | None = None) -> Decision:
         """Choose (α, split) for an estimated uplink of ``bandwidth_mbps``.
 
         ``rtt_ms`` and ``margin`` (fraction of the SLA held back, 0 ≤ margin < 1) are used in
         janus-deploy mode only; paper mode is Algorithm 1, which has neither.
+
+        Pipeline waits (janus-deploy mode; :mod:`janus_deploy.schedule.pipeline`), both in ms
+        from the frame's arrival: ``edge_wait_ms`` until the edge starts it, ``uplink_wait_ms``
+        until the uplink is predicted free. An option then takes
+        ``max(edge_wait + head + encode, uplink_wait) + comm + rtt + decode + tail`` (an option
+        that sends nothing: ``edge_wait + head``), so a busy uplink pushes the choice toward
+        lighter payloads or the device. ``sla_ms``: this frame's SLA (default: the scheduler's).
+        With zero waits and no ``sla_ms`` the decision is exactly the one without them.
         """
         if not bandwidth_mbps >= 0:  # also catches NaN
             raise SchedulerError(f"bandwidth must be >= 0 Mbit/s, got {bandwidth_mbps!r}")
@@ -260,14 +271,43 @@ class Scheduler:
             return self._decision(t, r, int(best[r]), comm, 0.0)
         if not 0.0 <= margin < 1.0:
             raise SchedulerError(f"the SLA margin must be in [0, 1), got {margin}")
-        lat = t.fixed + comm + rtt_ms * self._sends
-        budget = self.sla_ms * (1.0 - margin)
+        sla = self.sla_ms if sla_ms is None else self._check_sla(sla_ms)
+        waited = bool(edge_wait_ms or uplink_wait_ms)
+        lat = (self._waited(t, comm, rtt_ms, edge_wait_ms, uplink_wait_ms) if waited
+               else t.fixed + comm + rtt_ms * self._sends)
+        budget = sla * (1.0 - margin)
         score = np.where(lat <= budget, lat + self._janus_penalty, np.inf)
         k = int(score.argmin())
         if score.flat[k] == np.inf:
             k = int(lat.argmin())
         r, j = divmod(k, self._ncand)
-        return self._decision(t, r, j, comm, rtt_ms)
+        if not waited and sla_ms is None:
+            return self._decision(t, r, j, comm, rtt_ms)
+        return self._with_waits(self._decision(t, r, j, comm, rtt_ms), float(lat[r, j]), sla,
+                                edge_wait_ms, uplink_wait_ms)
+
+    def _waited(self, t: _Table, comm: np.ndarray, rtt_ms: float, edge_wait_ms: float,
+                uplink_wait_ms: float) -> np.ndarray:
+        """Every option's latency from the frame's arrival behind the pipeline's waits (decide())."""
+        for name, v in (("edge_wait_ms", edge_wait_ms), ("uplink_wait_ms", uplink_wait_ms)):
+            if not v >= 0:  # NaN too; inf is a valid uplink wait (an outage estimate)
+                raise SchedulerError(f"{name} must be >= 0 ms, got {v!r}")
+        uplink = np.where(self._sends > 0, float(uplink_wait_ms), 0.0)
+        return np.maximum(edge_wait_ms + t.edge_side, uplink) + comm + rtt_ms * self._sends + t.cloud_side
+
+    def _check_sla(self, sla_ms: float) -> float:
+        if not (isinstance(sla_ms, (int, float)) and math.isfinite(sla_ms) and sla_ms > 0):
+            raise SchedulerError(f"the SLA must be a positive number of ms, got {sla_ms!r}")
+        return float(sla_ms)
+
+    @staticmethod
+    def _with_waits(d: Decision, total: float, sla: float, edge_wait_ms: float, uplink_wait_ms: float) -> Decision:
+        """``d`` predicted behind the pipeline's waits: its latency from the frame's arrival;
+        the breakdown keeps the service times and adds the waits."""
+        d.breakdown["edge_wait_ms"] = float(edge_wait_ms)
+        d.breakdown["uplink_wait_ms"] = float(uplink_wait_ms)
+        d.predicted_ms, d.meets_sla = total, total <= sla
+        return d
 
     def baseline(self, system: str, bandwidth_mbps: float, rtt_ms: float = 0.0) -> Decision:
         """Decision of a baseline at the constant-policy level: ``device-only`` (s = N+1),

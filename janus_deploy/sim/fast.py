@@ -246,3 +246,12 @@ def decision_columns(cols: dict[str, np.ndarray], deploy: Scheduler) -> dict[str
     return {"alpha": np.asarray(alpha, dtype=float)[idx].tolist(),
             "labels": np.asarray(labels, dtype=object)[idx].tolist(),
             "accuracy": np.asarray(acc, dtype=object)[idx].tolist()}
+
+
+def skipped_frames(start_s: np.ndarray, fps: float) -> int:
+    """With ``--fps``: the frame ticks that passed while a request ran, from the requests' start
+    times (each starts on a tick ``k / fps``), as the Python loop counts them."""
+    if len(start_s) < 2:
+        return 0
+    k = np.rint(np.asarray(start_s, dtype=np.float64) * fps).astype(np.int64)
+    return int(k[-1] - k[0] - (len(k) - 1))

@@ -93,6 +93,19 @@ class SimConfig:
     exchange_ms: float = 0.0  # fixed cost of one exchange beyond link and RTT
     probe_bytes: int | None = None  # None: a probe costs no time; else as the runtime's probe
     probe_exchange_ms: float | None = None  # a probe's exchange cost (None: exchange_ms)
+    # camera streams (sim/streams.py, the pipeline model): None runs the one-request loop above
+    streams: int | None = None
+    drop: str = "stale"  # the pipeline's drop policy (stale | none)
+    serial: bool = False  # streams through the serial loop: one frame at a time, the rest dropped
+    stream_sla_ms: Sequence[float] | None = None  # one SLA per stream (default: sla_ms for all)
+    uplink_queue: int = 2
+    edge_queue: int | None = None
+
+    def pipeline(self) -> Any:
+        """The pipeline settings of a streams run."""
+        from janus_deploy.schedule.pipeline import PipelineConfig
+
+        return PipelineConfig(self.drop, self.edge_queue, self.uplink_queue, self.serial)
 
     @property
     def policy(self) -> ExchangePolicy | None:
@@ -122,9 +135,29 @@ class SimConfig:
             raise SimulationError("min_timeout_ms, exchange_ms and probe_exchange_ms must be >= 0")
         if self.probe_bytes is not None and self.probe_bytes < 1:
             raise SimulationError(f"probe_bytes must be >= 1, got {self.probe_bytes}")
+        if self.streams is not None:
+            self._validate_streams()
         try:
             self.controller.validate()
         except ControllerError as exc:
+            raise SimulationError(str(exc)) from None
+
+
+    def _validate_streams(self) -> None:
+        from janus_deploy.schedule.pipeline import PipelineError
+
+        if self.streams is None or self.streams < 1:
+            raise SimulationError(f"--streams must be >= 1, got {self.streams}")
+        if self.fps is None:
+            raise SimulationError("--streams needs --fps (each stream's frame rate)")
+        if self.paper_mode:
+            raise SimulationError("--streams has no meaning in paper mode (one sample = one request)")
+        if self.stream_sla_ms is not None and len(self.stream_sla_ms) != self.streams:
+            raise SimulationError(f"{len(self.stream_sla_ms)} stream SLAs for {self.streams} streams; "
+                                  "give one per stream")
+        try:
+            self.pipeline().validate()
+        except PipelineError as exc:
             raise SimulationError(str(exc)) from None
 
 
@@ -144,6 +177,7 @@ class RequestLog:
     level_index: list[int] = field(default_factory=list)  # into the profiles' levels
     bytes: list[int] = field(default_factory=list)  # the payload the decision sends (0: device only)
     elapsed_s: float = 0.0  # simulated time from the first start to the last completion
+    skipped: int | None = None  # --fps: frame ticks that passed while a request ran (dropped, not queued)
 
     def __len__(self) -> int:
         return len(self.latency_ms)
@@ -181,9 +215,13 @@ def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: Si
     limit, end = cfg.requests, trace.duration_s
     fps = cfg.fps
     probe_s = 0.0
+    last_tick: int | None = None
+    skipped = 0
     while (i < limit) if limit is not None else (t < end):
         if fps is not None:
-            t = math.ceil(t * fps - 1e-9) / fps
+            k = math.ceil(t * fps - 1e-9)
+            skipped += 0 if last_tick is None else k - last_tick - 1
+            last_tick, t = k, k / fps
         choice = ctrl.decide(t)
         d = choice.decision
         bd = d.breakdown
@@ -218,6 +256,7 @@ def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: Si
         i += 1
         tick(i)
     log.elapsed_s = t
+    log.skipped = skipped if fps is not None else None
     return log
 
 
@@ -317,21 +356,28 @@ def metrics(log: RequestLog, sla_ms: float, paper_mode: bool = False) -> dict[st
     request stuck for minutes on a 0.01 Mbit/s sample would dominate the whole trace.
     """
     return _report(log.latency_ms, log.elapsed_s, log.labels, log.alpha, log.accuracy, log.predicted_ms, log.bytes,
-                   sla_ms, paper_mode)
+                   sla_ms, paper_mode, log.skipped)
 
 
 def _report(latency_ms: Sequence[float], elapsed_s: float, labels: Sequence[str], alphas: Sequence[float],
             accuracies: Sequence[float | None], predicted_ms: Sequence[float], sent_bytes: Sequence[float],
-            sla_ms: float, paper_mode: bool) -> dict[str, Any]:
-    """:func:`metrics` of a request log's columns (lists, or the fast engine's arrays)."""
+            sla_ms: float, paper_mode: bool, skipped: int | None = None) -> dict[str, Any]:
+    """:func:`metrics` of a request log's columns (lists, or the fast engine's arrays);
+    ``skipped``: with ``--fps``, the frame ticks that passed while a request ran."""
     lat = np.asarray(latency_ms, dtype=float)
     n = len(lat)
     if paper_mode:
         throughput = float(np.mean(1e3 / lat)) if n and lat.min() > 0 else None
     else:
         throughput = n / elapsed_s if elapsed_s > 0 else None
-    return run_report(lat, sla_ms, throughput_rps=throughput, labels=labels, alphas=alphas,
-                      accuracies=accuracies, predicted_ms=predicted_ms, sent_bytes=sent_bytes)
+    rep = run_report(lat, sla_ms, throughput_rps=throughput, labels=labels, alphas=alphas,
+                     accuracies=accuracies, predicted_ms=predicted_ms, sent_bytes=sent_bytes)
+    if skipped is not None:  # --fps: the frames that passed while a request ran are dropped frames
+        frames = n + skipped
+        good = int(np.sum(lat <= sla_ms + 1e-9))
+        rep.update(frames=frames, dropped=skipped, drop_ratio=skipped / frames if frames else None,
+                   goodput_fps=good / elapsed_s if elapsed_s > 0 else None)
+    return rep
 
 
 # --------------------------------------------------------------------------- entry point
@@ -507,13 +553,14 @@ def _fast_run(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, c
         return None
     cols, elapsed = out
     per = fast.decision_columns(cols, deploy)
+    skipped = fast.skipped_frames(cols["start_s"], config.fps) if config.fps is not None else None
     report = _report(cols["latency_ms"], elapsed, per["labels"], per["alpha"], per["accuracy"], cols["predicted_ms"],
-                     cols["bytes"], config.sla_ms, config.paper_mode)
+                     cols["bytes"], config.sla_ms, config.paper_mode, skipped)
     log = RequestLog(start_s=cols["start_s"].tolist(), bw_mbps=cols["bw_mbps"].tolist(),
                      est_mbps=cols["est_mbps"].tolist(), alpha=per["alpha"], split=cols["split"].tolist(),
                      latency_ms=cols["latency_ms"].tolist(), predicted_ms=cols["predicted_ms"].tolist(),
                      labels=per["labels"], accuracy=per["accuracy"], level_index=cols["level_index"].tolist(),
-                     bytes=cols["bytes"].tolist(), elapsed_s=elapsed)
+                     bytes=cols["bytes"].tolist(), elapsed_s=elapsed, skipped=skipped)
     return log, report
 
 
@@ -533,6 +580,10 @@ def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimCon
         total = config.requests
     runner = _run_paper if config.paper_mode else _run_time_driven
     ctrl_config = ctrl_config.with_(system=system, rtt_cold_ms=rtt_cold)
+    if config.streams is not None:
+        from janus_deploy.sim.streams import simulate_streams_system
+
+        return simulate_streams_system(Controller(deploy, ctrl_config, paper), trace, ping, config, system, progress)
     done = _fast_run(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy, tables) if engine == "fast" \
         else None
     if done is not None:
@@ -636,6 +687,8 @@ def replay_log(path: Any) -> dict[str, Any]:
                                 accuracy=header.get("accuracy"), sla_ms=header["sla_ms"], codec=header["codec"])
     except KeyError as exc:
         raise SimulationError(f"the run log header lacks {exc}") from None
-    out = replay(ctrl, steps)
+    from janus_deploy.sim.streams import is_pipelined_log, replay_pipelined
+
+    out = replay_pipelined(ctrl, records) if is_pipelined_log(records) else replay(ctrl, steps)
     out["log_requests"] = len(records)
     return out

@@ -108,6 +108,9 @@ class TestbedConfig:
     edge_timing: str = "profile"  # profile (ProfiledRunner) | real (× edge_slowdown)
     nice: int | None = None  # scheduling priority of the testbed's processes (None: unchanged)
     server_engine: str = "builtin"  # builtin | triton (``serve --engine``)
+    streams: int | None = None  # cameras at ``fps`` through the pipelined runtime (``requests`` frames each)
+    drop: str = "stale"  # their drop policy (stale | none)
+    serial: bool = False  # one frame at a time, the rest dropped
 
     def validate(self) -> TestbedConfig:
         if self.trace.unit != MBPS:
@@ -122,6 +125,10 @@ class TestbedConfig:
             raise TestbedError(f"--sla must be > 0 ms, got {self.sla_ms}")
         if self.fps is not None and not self.fps > 0:
             raise TestbedError(f"--fps must be > 0, got {self.fps}")
+        if self.streams is not None and (self.streams < 1 or self.fps is None):
+            raise TestbedError("--streams needs a count >= 1 and --fps (each camera's rate)")
+        if self.drop not in ("stale", "none"):
+            raise TestbedError(f"unknown --drop {self.drop!r}; choose stale or none")
         if self.edge_timing not in ("profile", "real"):
             raise TestbedError(f"unknown edge timing {self.edge_timing!r}; choose profile or real")
         if self.edge_timing == "profile" and self.edge_slowdown != 1.0:
@@ -389,6 +396,8 @@ def _drive(cfg: TestbedConfig, manifest: Any, runner: Any, edge: Any, cloud: Any
         served = ((info.get("janus") or {}) if isinstance(info, dict) else {}).get("plan_hash")
         if served not in (None, manifest.hash):
             raise TestbedError(f"the server serves plan {str(served)[:12]}, not {manifest.hash[:12]}")
+        if cfg.streams:
+            return _drive_streams(cfg, rt, kind, start_clocks, checks, progress)
         t0 = time.monotonic()
         offset = rt.now()
         if shaper is not None:
@@ -411,6 +420,63 @@ def _drive(cfg: TestbedConfig, manifest: Any, runner: Any, edge: Any, cloud: Any
         rep["link"] = _link_fidelity(rt.records, cfg.trace, offset)
         rep["elapsed_s"] = time.monotonic() - t0
         rep["probes"] = sum(1 for r in rt.records if r.get("probe"))
+    return rep
+
+
+def _drive_streams(cfg: TestbedConfig, rt: Any, kind: str, start_clocks: Callable[[float], None],
+                   checks: Callable[[], None], progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+    """``cfg.streams`` cameras (``cfg.requests`` frames each, at ``cfg.fps``) through the
+    pipelined runtime on ``rt``; its report (camera figures included) with the link fidelity."""
+    import itertools
+    import threading
+
+    from janus_deploy.runtime.streams import Source, StreamRuntime
+    from janus_deploy.schedule.pipeline import PipelineConfig
+
+    frames = cfg.frames
+    assert frames and cfg.fps is not None and cfg.streams
+    sources = [Source(f"cam{i}", itertools.islice(itertools.cycle(frames[i:] + frames[:i]), cfg.requests), cfg.fps,
+                      None, cfg.requests) for i in range(cfg.streams)]
+    sr = StreamRuntime(rt, sources, PipelineConfig(drop=cfg.drop, serial=cfg.serial))
+    t0: list[float] = []
+    done = [0]
+    total = cfg.streams * cfg.requests
+    stop = threading.Event()
+
+    failed: list[BaseException] = []
+
+    def watch() -> None:  # the kernel link and the server are checked while the cameras run
+        while not stop.wait(0.5):
+            try:
+                checks()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the driving thread below
+                failed.append(exc)
+                return
+
+    def show(rec: dict[str, Any]) -> None:
+        if rec.get("kind") != "probe":
+            done[0] += 1
+            if progress is not None:
+                progress(kind, done[0], total)
+
+    def started() -> None:
+        t0.append(time.monotonic())
+        start_clocks(t0[0])
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        records = sr.run(progress=show, on_start=started)
+    finally:
+        stop.set()
+        watcher.join(2.0)
+    if failed:
+        raise failed[0]
+    checks()
+    rep = sr.summary()
+    rep["link"] = _link_fidelity([r for r in records if r.get("kind") != "probe"], cfg.trace, sr.t0)
+    rep["elapsed_s"] = time.monotonic() - t0[0] if t0 else None
+    rep["probes"] = sum(1 for r in records if r.get("kind") == "probe")
     return rep
 
 
@@ -520,6 +586,7 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
         "requests": cfg.requests, "sla_ms": cfg.sla_ms, "fps": cfg.fps, "controller": ctrl.to_dict(),
         "edge_timing": cfg.edge_timing if cfg.edge_timing == "profile" else f"real x{cfg.edge_slowdown:g}",
         "nice": cfg.nice, "server_engine": cfg.server_engine,
+        "streams": cfg.streams, "drop": cfg.drop if cfg.streams else None, "serial": cfg.serial,
         "stale_removed": swept,
     }
     out: dict[str, Any] = {"testbed": info}
@@ -590,6 +657,7 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
 
         policy = TransportOptions(timeout_factor=cfg.timeout_factor).policy  # the runtime's exchange policy
         sim = SimConfig(sla_ms=cfg.sla_ms, systems=("janus-deploy",), requests=cfg.requests, fps=cfg.fps,
+                        streams=cfg.streams, drop=cfg.drop, serial=cfg.serial,
                         rtt_ms=0.0, codec=cfg.codec, controller=ctrl, timeout_factor=cfg.timeout_factor,
                         min_timeout_ms=policy.min_timeout_ms, probe_bytes=policy.probe_bytes,
                         exchange_ms=(info.get("calibration") or {}).get("exchange_ms", 0.0),

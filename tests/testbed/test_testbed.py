@@ -290,3 +290,25 @@ def test_kill_9_leaves_nothing_the_next_start_does_not_sweep(small, short_traces
     assert leftovers() == before
     assert not any(os.path.isdir(f) for f in folders)
     assert _wait_for(lambda: not any(nsmod._alive(q) and not nsmod._zombie(q) for q in inside), 10)
+
+
+@needs_root
+def test_testbed_streams_kernel_user_space_and_simulated(small, short_traces):
+    """Cameras on the testbed: 2 x 10 fps through the pipelined runtime over the kernel-shaped
+    link and the user-space shaper, and the simulator's streams on the same window."""
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.main import app
+
+    before = leftovers()
+    r = CliRunner().invoke(app, ["testbed", *_args(small, short_traces, 20), "--streams", "2", "--fps", "10",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert leftovers() == before
+    for k in ("kernel", "simulated", "user_space"):
+        m = out[k]
+        assert m["frames"] == 40 and set(m["streams"]) == ({"cam0", "cam1"} if k != "simulated"
+                                                            else {"stream0", "stream1"}), k
+        assert m["dropped"] + m["answered"] == 40 and m["goodput_fps"] is not None, k
+    assert out["testbed"]["streams"] == 2 and "simulated_vs_kernel" in out["differences"]
