@@ -24,6 +24,8 @@ def tiny():
 
 
 def make(tiny, **cfg):
+    cfg.setdefault("cloud_load", "extra")
+    cfg.setdefault("cloud_half_life_s", 1.0)
     cfg.setdefault("margin", 0.1)
     cfg.setdefault("cold_start_mbps", 1000.0)
     cfg.setdefault("probe_interval_s", None)
@@ -126,8 +128,9 @@ def run_loop(ctrl: Controller, seconds: float = 14.0, dt: float = 0.05):
     return out, steps
 
 
-def test_a_slowing_server_moves_decisions_to_the_device_before_requests_violate_and_back(tiny):
-    aware, steps = run_loop(make(tiny))
+@pytest.mark.parametrize("mode", ["extra", "factor"])
+def test_a_slowing_server_moves_decisions_to_the_device_before_requests_violate_and_back(tiny, mode):
+    aware, steps = run_loop(make(tiny, cloud_load=mode))
     unaware, _ = run_loop(make(tiny, cloud_load="off"))
     first_device = next(t for t, _a, s, _lat, _x in aware if s == 4)
     first_violation = next((t for t, *_r, lat, _x in aware if lat > SLA), None)
@@ -144,7 +147,7 @@ def test_a_slowing_server_moves_decisions_to_the_device_before_requests_violate_
     assert all((a, s) == (0.0, 0) for t, a, s, *_ in aware if t > 12.0)
     assert all(x == 0.0 for t, *_r, x in aware if t < 1.0)
     # replay (the observations made after each decision) reproduces every decision
-    rep = replay(make(tiny), steps)
+    rep = replay(make(tiny, cloud_load=mode), steps)
     assert rep["decisions_reproduced"] == 1.0 and rep["requests"] == len(aware)
 
 

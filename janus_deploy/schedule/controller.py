@@ -84,9 +84,9 @@ class ControllerConfig:
     breaker_failures: int = 3
     breaker_open_s: float = 1.0
     breaker_max_open_s: float = 30.0
-    cloud_load: str = "extra"
+    cloud_load: str = "factor"
     cloud_window: int = 5
-    cloud_half_life_s: float = 1.0
+    cloud_half_life_s: float = 4.0
 
     def validate(self) -> ControllerConfig:
         def bad(msg: str) -> ControllerError:
