@@ -326,7 +326,7 @@ class EdgeRuntime:
                 rec: dict[str, Any], triton: bool = False) -> tuple[bytes, dict[str, str]]:
         tensors = ({"frame": np.ascontiguousarray(frame[None])} if split == 0
                    else encode_tokens(state[0], state[1], self.codec))
-        body, hlen = encode_request(tensors, request_id=str(rec["id"]))
+        body, hlen = encode_request(tensors, request_id=str(rec["id"]), **dialect.request_outputs(triton))
         rec["raw_bytes"] = len(body)
         headers = {HEADER_LENGTH: str(hlen), "Content-Type": "application/octet-stream"}
         if self.codec.compress and triton:  # Triton takes gzip, not zstd
