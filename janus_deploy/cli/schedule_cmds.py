@@ -11,7 +11,19 @@ import typer
 
 from janus_deploy import JanusError
 from janus_deploy.cli.common import controller_config
-from janus_deploy.cli.options import CloudLoad, Estimator, Margin, NoDeflate, Rtt, RttEstimate, SampleInterval, Sla, TraceFormat, Window
+from janus_deploy.cli.options import (
+    CloudLoad,
+    Estimator,
+    Margin,
+    NoDeflate,
+    Rtt,
+    RttEstimate,
+    SampleInterval,
+    Sla,
+    TimeoutFactor,
+    TraceFormat,
+    Window,
+)
 from janus_deploy.net.traces import FORMATS, load_ping, load_trace
 from janus_deploy.profile.table import Profile, resolve_profile
 from janus_deploy.schedule.accuracy_view import load_accuracy
@@ -173,10 +185,10 @@ def simulate_cmd(
                                       help="--fleet: how long a free instance waits for a batch to fill (Triton's max_queue_delay)."),
     fleet_modes: str = typer.Option("aware,unaware", "--fleet-modes", help="--fleet: controllers to compare."),
     per_edge: bool = typer.Option(False, "--per-edge", help="--fleet: one report line per edge too."),
-    timeout_factor: float = typer.Option(1.0, "--timeout-factor", min=0.01, max=100.0,
-                                         help="--fleet: cancel an exchange at SLA × this and run the tail locally (the runtime's rule)."),
+    timeout_factor: TimeoutFactor = 1.0,
 ) -> None:
-    """Trace-driven simulation of Janus and the baselines (``--fleet N``: N edges against one server)."""
+    """Trace-driven simulation of Janus and the baselines (``--fleet N``: N edges against one server,
+    with the runtime's deadline rule, --timeout-factor; one edge keeps the paper's model, no deadline)."""
     from janus_deploy.cli.common import err_console, format_seconds, print_chunked, progress_bars
     from janus_deploy.sim.simulator import estimate_requests, long_run_warning
 
