@@ -17,6 +17,10 @@ cloud_extra_ms=)``):
   (what a queue adds, whichever tail a request runs): only "send or not", no lighter tails;
 * ``off``: the profile's idle costs (the load-unaware controller, for comparison).
 
+In ``factor`` mode the ratio is taken over at least :data:`MIN_EXPECTED_MS`: a server's fixed
+costs (parsing, a thread hop: a fraction of a ms) over a tail the profile puts at 0.1 ms would
+otherwise read as a 10× load and push every option off the cloud.
+
 The estimate is the largest of the last ``window`` samples, each decayed towards "no load" by
 its age (half-life ``half_life_s``), never below "no load": a slowing server moves decisions
 towards the device at once, and once the edge has stopped sending (no new samples), the old
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from janus_deploy import JanusError
 
 CLOUD_LOAD_MODES = ("extra", "factor", "off")
+MIN_EXPECTED_MS = 1.0  # factor: a ratio over at least this (a 0.1 ms tail's fixed costs are no load)
 NEUTRAL = (1.0, 0.0)  # (factor, extra ms): the profile's costs
 
 
@@ -71,9 +76,7 @@ class CloudLoad:
                                       and math.isfinite(expected_ms) and expected_ms >= 0):
             return None
         if self.mode == "factor":
-            if expected_ms <= 0:
-                return None
-            ratio = server_ms / expected_ms
+            ratio = server_ms / max(expected_ms, MIN_EXPECTED_MS)
             self.samples.append(CloudSample(float(t), ratio - 1.0))
             self.count += 1
             return ratio
@@ -101,4 +104,4 @@ class CloudLoad:
         return (1.0 + v, 0.0) if self.mode == "factor" else (1.0, v)
 
 
-__all__ = ["CLOUD_LOAD_MODES", "CloudLoad", "CloudLoadError", "CloudSample", "NEUTRAL"]
+__all__ = ["CLOUD_LOAD_MODES", "MIN_EXPECTED_MS", "CloudLoad", "CloudLoadError", "CloudSample", "NEUTRAL"]
