@@ -109,6 +109,33 @@ def reprofile(demo: Path, manifest: Manifest, args: Any, work: Path) -> tuple[Pa
     return paths
 
 
+def batch_curve(demo: Path, manifest: Manifest, sizes: list[int], runs: int) -> list[float]:
+    """The time of a batch of b over a batch of 1 for every b in ``sizes`` (1 first; give 1,2,3,...
+    for the simulator, which reads the curve by batch size), the fastest of ``runs`` (the least
+    disturbed on a shared box), on the cloud's runner (all threads), the first exponential level's
+    tail at split 0 (the whole model): the simulator's ``--batch-curve`` for this machine."""
+    from janus_deploy.backends import run_segments
+    from janus_deploy.backends.ort import OrtRunner
+    from janus_deploy.images import list_images, load_frame, normalize
+
+    runner = OrtRunner(manifest)
+    level = next(li for li, lv in enumerate(manifest.levels) if lv["policy"] == "exponential")
+    nseg = len(manifest.level(level)["segments"])
+    img = manifest.model["img_size"]
+    frame = load_frame(list_images(demo / "images")[0][0], img)
+    times = []
+    for b in sizes:
+        x = normalize(np.repeat(frame[None], b, axis=0), manifest.model["mean"], manifest.model["std"])
+        run_segments(runner, level, 0, nseg, [x])  # warm
+        ts = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            run_segments(runner, level, 0, nseg, [x])
+            ts.append(time.perf_counter() - t)
+        times.append(float(np.min(ts)))  # the least-disturbed run: this box is shared
+    return [t / times[0] for t in times]
+
+
 def warm_up(demo: Path, manifest: Manifest, url: str, args: Any) -> None:
     """Every tail the controllers may choose answered twice before the timed runs (a first ONNX
     Runtime run is many times slower: 8 edges' first requests at once would all time out)."""
@@ -219,6 +246,8 @@ def main() -> None:
                     help="the simulator's Triton batch model: a batch of b costs 1 + slope·(b − 1) requests")
     ap.add_argument("--profile-runs", type=int, default=5, help="timed runs per engine when profiling again")
     ap.add_argument("--demo-profiles", action="store_true", help="use the demo's profiles, not ones measured now")
+    ap.add_argument("--batch-curve", default=None, metavar="1,2,4,8",
+                    help="only measure the cloud's batch curve at these sizes (1 first) and print it")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-fleet"))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -231,6 +260,14 @@ def main() -> None:
             sys.exit(f"error: {demo} has no {f}: make it with `janus-deploy demo --levels 2 --out {demo}`")
     work.mkdir(parents=True, exist_ok=True)
     manifest = Manifest.load(demo / "plan")
+    if args.batch_curve:
+        sizes = [int(v) for v in args.batch_curve.split(",")]
+        if sizes[0] != 1:
+            sys.exit("error: --batch-curve sizes start at 1")
+        curve = batch_curve(demo, manifest, sizes, max(args.profile_runs, 5))
+        print("batch sizes " + ",".join(map(str, sizes)) + "; simulate --batch-curve "
+              + ",".join(f"{c:.3f}" for c in curve) + f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        return
     window = load_trace(args.trace, interval_s=args.sample_interval).window(args.trace_start, args.seconds)
     args.profiles = ((demo / "edge-profile.json", demo / "cloud-profile.json") if args.demo_profiles
                      else reprofile(demo, manifest, args, work))
