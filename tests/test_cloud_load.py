@@ -157,3 +157,18 @@ def test_observation_round_trip_keeps_the_server_times():
     d = o.to_dict()
     assert d["server_ms"] == 12.5 and d["expected_ms"] == 10.0 and Observation.from_dict(d) == o
     assert "server_ms" not in Observation(1.5, "outage").to_dict()  # unknown: left out (old logs unchanged)
+
+
+def test_the_edge_s_server_time_samples():
+    from janus_deploy.runtime.edge import server_time
+    from janus_deploy.runtime.transport import Exchange
+
+    ok = Exchange(True, 12500, 12500, 0.001, 0.05, server={"janus_server_ms": 12.3456}, network_s=0.04)
+    assert server_time(ok, 10.0, 20.0) == {"server_ms": 12.346, "expected_ms": 10.0}
+    assumed = Exchange(True, 12500, 12500, 0.001, 0.05, server={"assumed_server_ms": 10.0}, network_s=0.04)
+    assert server_time(assumed, 10.0, 20.0) == {}  # Triton's ensembles report nothing: no sample
+    # a timeout 300 ms after sending: the 12.5 KB body takes 100 ms at the estimated 1 Mbit/s (the
+    # socket took it in 0.2 ms), one RTT of 20 ms: the server had it for at least 180 ms
+    late = Exchange(False, 12500, 12500, 0.0002, 0.3, kind="timeout", reason="late")
+    assert server_time(late, 10.0, 20.0, mbps=1.0) == {"server_ms": pytest.approx(180.0), "expected_ms": 10.0}
+    assert server_time(Exchange(False, 0, 12500, 0.0, 0.01, kind="unreachable", reason="x"), 10.0, 20.0) == {}

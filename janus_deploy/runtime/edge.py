@@ -376,7 +376,8 @@ class EdgeRuntime:
         (or, on a timeout after the whole upload, the least the server took) is a server-load
         sample (:mod:`janus_deploy.schedule.cloud_load`)."""
         t = self.now()
-        load = server_time(ex, expected_ms, self.controller.rtt_estimate()) if expected_ms is not None else {}
+        load = {} if expected_ms is None else server_time(ex, expected_ms, self.controller.rtt_estimate(),
+                                                           self.controller.estimator.estimate())
         if ex.ok:
             recv_s = ex.server.get("janus_receive_ms", 0.0) / 1e3
             if recv_s > 0:
@@ -465,13 +466,16 @@ class EdgeRuntime:
         self.close()
 
 
-def server_time(ex: Exchange, expected_ms: float, rtt_ms: float) -> dict[str, float]:
+def server_time(ex: Exchange, expected_ms: float, rtt_ms: float, mbps: float = 0.0) -> dict[str, float]:
     """The server-load sample of an exchange as Observation fields ({} without one): the server's
-    reported ``janus_server_ms``, or on a timeout the least the server took (elapsed − upload − RTT)."""
+    reported ``janus_server_ms``, or on a timeout the least the server took: elapsed − the body's
+    transfer (the upload, or the body at the estimated ``mbps`` when longer: a kernel socket takes
+    a body at once) − RTT."""
     if ex.ok and "janus_server_ms" in ex.server:
         return {"server_ms": round(ex.server["janus_server_ms"], 3), "expected_ms": round(expected_ms, 3)}
     if not ex.ok and ex.kind == "timeout":  # the whole body went up; the answer never came
-        waited = (ex.elapsed_s - ex.upload_s) * 1e3 - rtt_ms
+        sent_s = max(ex.upload_s, ex.body_bytes * 8 / (mbps * 1e6) if mbps > 0 and math.isfinite(mbps) else 0.0)
+        waited = (ex.elapsed_s - sent_s) * 1e3 - rtt_ms
         return {"server_ms": round(max(waited, 0.0), 3), "expected_ms": round(expected_ms, 3)}
     return {}
 

@@ -90,8 +90,8 @@ class ServerModel:
 class FleetConfig:
     """``edges`` clients with ``sim``'s settings (SLA, fps, RTT, codec, exchange policy; the
     controller's, with ``cloud_load`` set per mode) against ``server``. ``modes``: which
-    controllers to compare, ``aware`` (``sim.controller``'s cloud_load, ``extra`` unless set)
-    and ``unaware`` (``cloud_load="off"``). ``system``: the controllers' system."""
+    controllers to compare, ``aware`` (``sim.controller``'s cloud_load; the default one when that
+    is ``off``) and ``unaware`` (``cloud_load="off"``). ``system``: the controllers' system."""
 
     edges: int = 8
     sim: SimConfig = field(default_factory=lambda: SimConfig(timeout_factor=1.0))
@@ -330,8 +330,8 @@ def simulate_fleet(trace: Trace, edge: Profile, cloud: Profile, config: FleetCon
     out = {}
     for mode in config.modes:
         base = config.sim.controller
-        cc: ControllerConfig = base.with_(system=config.system, cloud_load="off") if mode == "unaware" else \
-            base.with_(system=config.system, cloud_load=base.cloud_load if base.cloud_load != "off" else "extra")
+        aware_load = base.cloud_load if base.cloud_load != "off" else ControllerConfig().cloud_load
+        cc: ControllerConfig = base.with_(system=config.system, cloud_load="off" if mode == "unaware" else aware_load)
         if config.sim.cold_start_mbps is not None:
             cc = cc.with_(cold_start_mbps=config.sim.cold_start_mbps)
         ctrls = []
