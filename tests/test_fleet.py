@@ -108,7 +108,10 @@ def test_cli_fleet_sweep(cli):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["smallest_overloaded"] == 12 and set(out["runs"]["12"]) == {"aware", "unaware"}
-    res = CliRunner().invoke(cli, [*args, "--fleet", "2", "--instances", "2", "--max-batch", "4"])
-    assert res.exit_code == 0 and "aware" in res.stdout and "goodput" in res.stdout
+    res = CliRunner().invoke(cli, [*args, "--fleet", "2", "--instances", "2", "--max-batch", "4", "--per-edge"])
+    assert res.exit_code == 0 and "goodput" in res.stdout
+    assert [line.split()[0] for line in res.stdout.splitlines()[1:7]] == ["aware", "edge", "edge", "unaware", "edge", "edge"]
+    res = CliRunner().invoke(cli, [*args, "--fleet", "2", "--batch-curve", "1,x"])
+    assert res.exit_code != 0 and "--batch-curve takes comma-separated numbers" in str(res.exception)
     res = CliRunner().invoke(cli, [*args, "--fleet", "two"])
     assert res.exit_code != 0 and "--fleet takes a number of edges" in str(res.exception)
