@@ -45,6 +45,20 @@ from janus_deploy.sim.fleet import FleetConfig, ServerModel, rotated, simulate_f
 from janus_deploy.sim.simulator import SimConfig  # noqa: E402
 
 
+def frames_of(demo: Path, img: int, n: int) -> list[np.ndarray]:
+    """The demo's images (its ``images`` folder), or synthetic frames where it has none."""
+    from janus_deploy.images import list_images, load_frame, synthetic_frames
+
+    if (demo / "images").is_dir():
+        return [load_frame(p, img) for p, _ in list_images(demo / "images")[:n]]
+    return list(synthetic_frames(n, img, seed=1))
+
+
+def accuracy_of(demo: Path) -> Any:
+    p = demo / "accuracy.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
 def start_builtin(demo: Path, concurrency: int) -> tuple[Any, str, Any]:
     import httpx
 
@@ -91,12 +105,11 @@ def reprofile(demo: Path, manifest: Manifest, args: Any, work: Path) -> tuple[Pa
     the loopback edges and the simulator both use them."""
     from janus_deploy.backends.base import SlowedRunner
     from janus_deploy.backends.ort import OrtRunner
-    from janus_deploy.images import list_images, load_frame
     from janus_deploy.profile.measure import measure_profile
     from janus_deploy.profile.table import save_profile
 
     img = manifest.model["img_size"]
-    frames = np.stack([load_frame(p, img) for p, _ in list_images(demo / "images")[:4]])
+    frames = np.stack(frames_of(demo, img, 4))
     t = time.perf_counter()
     edge, _ = measure_profile(manifest, SlowedRunner(OrtRunner(manifest, threads=1), args.edge_slowdown), frames,
                               device_name=f"edge-1-thread-x{args.edge_slowdown:g}", threads=1, warmup=2, runs=args.profile_runs)
@@ -116,13 +129,13 @@ def batch_curve(demo: Path, manifest: Manifest, sizes: list[int], runs: int) -> 
     tail at split 0 (the whole model): the simulator's ``--batch-curve`` for this machine."""
     from janus_deploy.backends import run_segments
     from janus_deploy.backends.ort import OrtRunner
-    from janus_deploy.images import list_images, load_frame, normalize
+    from janus_deploy.images import normalize
 
     runner = OrtRunner(manifest)
     level = next(li for li, lv in enumerate(manifest.levels) if lv["policy"] == "exponential")
     nseg = len(manifest.level(level)["segments"])
     img = manifest.model["img_size"]
-    frame = load_frame(list_images(demo / "images")[0][0], img)
+    frame = frames_of(demo, img, 1)[0]
     times = []
     for b in sizes:
         x = normalize(np.repeat(frame[None], b, axis=0), manifest.model["mean"], manifest.model["std"])
@@ -139,12 +152,11 @@ def batch_curve(demo: Path, manifest: Manifest, sizes: list[int], runs: int) -> 
 def warm_up(demo: Path, manifest: Manifest, url: str, args: Any) -> None:
     """Every tail the controllers may choose answered twice before the timed runs (a first ONNX
     Runtime run is many times slower: 8 edges' first requests at once would all time out)."""
-    from janus_deploy.images import list_images, load_frame
     from janus_deploy.runtime.edge import EdgeRuntime
 
-    frame = load_frame(list_images(demo / "images")[0][0], manifest.model["img_size"])
+    frame = frames_of(demo, manifest.model["img_size"], 1)[0]
     with EdgeRuntime(manifest, demo / "engines", args.profiles[0], args.profiles[1], server_url=url, sla_ms=10_000,
-                     accuracy=demo / "accuracy.json") as rt:
+                     accuracy=accuracy_of(demo)) as rt:
         for li, lv in enumerate(manifest.levels):
             if lv["policy"] != "exponential":
                 continue
@@ -156,18 +168,17 @@ def warm_up(demo: Path, manifest: Manifest, url: str, args: Any) -> None:
 
 def run_fleet(demo: Path, manifest: Manifest, url: str, mode: str, args: Any, window: Any, work: Path) -> list[dict]:
     """N edges against ``url`` for ``args.seconds``; every edge's request records."""
-    from janus_deploy.images import list_images, load_frame
     from janus_deploy.runtime.edge import EdgeRuntime
     from janus_deploy.runtime.session import edge_runner
 
     runner = edge_runner(manifest, demo / "engines", edge_slowdown=args.edge_slowdown, threads=1, preload=True)
     img = manifest.model["img_size"]
-    frames = [load_frame(p, img) for p, _ in list_images(demo / "images")[:32]]
+    frames = frames_of(demo, img, 32)
     ctrl = ControllerConfig(cloud_load="off" if mode == "unaware" else args.cloud_load)
     n = args.edges
     shapers = [TraceShaper(rotated(window, i * window.duration_s / n)) for i in range(n)]
     rts = [EdgeRuntime(manifest, runner, args.profiles[0], args.profiles[1], server_url=url,
-                       sla_ms=args.sla, accuracy=demo / "accuracy.json", controller=ctrl, trace=shapers[i],
+                       sla_ms=args.sla, accuracy=accuracy_of(demo), controller=ctrl, trace=shapers[i],
                        log=work / f"{mode}-edge{i}.jsonl") for i in range(n)]
     for rt in rts:  # warm: the first exchange opens the connection and asks the server what it serves
         rt.transport.server_metadata(timeout_s=5.0)
@@ -216,7 +227,7 @@ def summarise(records: list[list[dict]], sla: float, seconds: float) -> dict[str
 
 def simulated(demo: Path, window: Any, mode: str, args: Any, rtt_ms: float) -> dict[str, Any]:
     edge, cloud = load_profile(args.profiles[0]), load_profile(args.profiles[1])
-    acc = json.loads((demo / "accuracy.json").read_text())
+    acc = accuracy_of(demo)
     ctrl = ControllerConfig(cloud_load=args.cloud_load)
     cfg = FleetConfig(edges=args.edges, sim=SimConfig(sla_ms=args.sla, rtt_ms=rtt_ms, timeout_factor=1.0, controller=ctrl,
                                                       fps=args.fps or None),
@@ -255,7 +266,7 @@ def main() -> None:
     if args.edges < 1 or args.seconds <= 0:
         sys.exit("error: --edges must be >= 1 and --seconds > 0")
     demo, work = args.demo, args.work
-    for f in ("plan", "engines", "edge-profile.json", "cloud-profile.json", "accuracy.json", "images"):
+    for f in ("plan", "engines", "edge-profile.json", "cloud-profile.json"):  # accuracy, images: optional
         if not (demo / f).exists():
             sys.exit(f"error: {demo} has no {f}: make it with `janus-deploy demo --levels 2 --out {demo}`")
     work.mkdir(parents=True, exist_ok=True)
