@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from janus_deploy.net.traces import FORMATS
+from janus_deploy.schedule.cloud_load import CLOUD_LOAD_MODES
 from janus_deploy.schedule.controller import RTT_ESTIMATES, ControllerConfig
 from janus_deploy.schedule.estimators import ESTIMATORS
 
@@ -66,6 +67,11 @@ Margin = Annotated[float, _opt("--margin", help="Fraction of the SLA held back w
 RttEstimateName = choice("RttEstimateName", tuple(RTT_ESTIMATES))
 RttEstimate = Annotated[RttEstimateName, _opt("--rtt-estimate", help="RTT estimate over the last RTTs.", check=_plain)]
 NoDeflate = Annotated[bool, _opt("--no-deflate", help="Do not deflate the bandwidth estimate by its recent error.")]
+CloudLoadName = choice("CloudLoadName", CLOUD_LOAD_MODES)
+CloudLoad = Annotated[CloudLoadName, _opt("--cloud-load", check=_plain,
+                                          help="What the controller learns from the server's reported time: factor "
+                                               "(a load factor over the profile's decode + tail), extra (an added wait) "
+                                               "or off (load-unaware: the idle profile).")]
 BreakerFailures = Annotated[int, _opt("--breaker-failures", min=0, max=1_000_000,
                                       help="Consecutive server failures that stop offloading until a probe "
                                            "succeeds (0 = never).")]

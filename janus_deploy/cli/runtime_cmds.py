@@ -11,6 +11,7 @@ from janus_deploy import JanusError
 from janus_deploy.cli.common import console, controller_config, err_console, print_json, render_report
 from janus_deploy.cli.options import (
     BreakerFailures,
+    CloudLoad,
     ColdStart,
     EdgeSlowdown,
     Estimator,
@@ -164,6 +165,7 @@ def run(
     margin: Margin = _C.margin,
     rtt_estimate: RttEstimate = _C.rtt_estimate,
     no_deflate: NoDeflate = False,
+    cloud_load: CloudLoad = _C.cloud_load,
     breaker_failures: BreakerFailures = _C.breaker_failures,
     timeout_factor: TimeoutFactor = 1.0,
     token: str | None = typer.Option(None, "--token", envvar="JANUS_TOKEN", help="Bearer token of the server (prefer JANUS_TOKEN or --token-file: a command line is visible to other users)."),
@@ -208,7 +210,7 @@ def run(
     else:
         frames = frame_source(manifest, images=images, video=video, synthetic=synthetic, limit=limit)
     bw = load_trace(trace, fmt=trace_format, interval_s=sample_interval) if trace else None
-    extra = {"probe_interval_s": probe_interval if probe_interval > 0 else None}
+    extra = {"probe_interval_s": probe_interval if probe_interval > 0 else None, "cloud_load": cloud_load}
     extra["cold_start_mbps"] = cold_start  # None: ControllerConfig.for_trace's rule
     if rtt is not None:
         extra.update(rtt_cold_ms=rtt, rtt_fixed=True)

@@ -12,7 +12,18 @@ import typer
 
 from janus_deploy import JanusError
 from janus_deploy.cli.common import controller_config
-from janus_deploy.cli.options import Estimator, Margin, NoDeflate, Rtt, RttEstimate, SampleInterval, Sla, TraceFormat, Window
+from janus_deploy.cli.options import (
+    CloudLoad,
+    Estimator,
+    Margin,
+    NoDeflate,
+    Rtt,
+    RttEstimate,
+    SampleInterval,
+    Sla,
+    TraceFormat,
+    Window,
+)
 from janus_deploy.net.traces import FORMATS, load_ping, load_trace
 from janus_deploy.profile.table import Profile, resolve_profile
 from janus_deploy.schedule.accuracy_view import load_accuracy
@@ -171,9 +182,27 @@ def simulate_cmd(
                                              "stream (default: --sla for every stream)."),
     timeout_factor: float | None = typer.Option(None, "--timeout-factor", help="Cancel an exchange at SLA x "
                                                    "this and finish on the edge, as the runtime does (default: "
-                                                   "no deadline)."),
+                                                   "no deadline; --fleet: 1)."),
+    cloud_load: CloudLoad = _C.cloud_load,
+    fleet: str | None = typer.Option(None, "--fleet",
+                                     help="Simulate N edges (each its own window of the trace) against one server with "
+                                          "a queue, load-aware vs load-unaware janus-deploy; N1,N2,...: a sweep that "
+                                          "stops at the first size where load-unaware exceeds 10 %% violations "
+                                          "(docs/scale-out.md)."),
+    instances: int = typer.Option(1, "--instances", min=1, max=10_000, help="--fleet: the server's parallel instances."),
+    max_batch: int = typer.Option(1, "--max-batch", min=1, max=10_000,
+                                  help="--fleet: the largest batch the server forms per tail model (1: the built-in server)."),
+    batch_slope: float = typer.Option(1.0, "--batch-slope", min=0.0, max=100.0,
+                                      help="--fleet: a batch of b costs 1 + slope·(b − 1) requests (without --batch-curve)."),
+    batch_curve: str | None = typer.Option(None, "--batch-curve",
+                                           help="--fleet: measured time of batch 1,2,... over batch 1, e.g. 1,1.5,1.9,2.4."),
+    queue_delay: float = typer.Option(0.0, "--queue-delay-ms", min=0.0, max=60_000.0,
+                                      help="--fleet: how long a free instance waits for a batch to fill (Triton's max_queue_delay)."),
+    fleet_modes: str = typer.Option("aware,unaware", "--fleet-modes", help="--fleet: controllers to compare."),
+    per_edge: bool = typer.Option(False, "--per-edge", help="--fleet: one report line per edge too."),
 ) -> None:
-    """Trace-driven simulation of Janus and the baselines."""
+    """Trace-driven simulation of Janus and the baselines (``--fleet N``: N edges against one server,
+    with the runtime's deadline rule, --timeout-factor; one edge keeps the paper's model, no deadline)."""
     from janus_deploy.cli.common import err_console, format_seconds, print_chunked, progress_bars
     from janus_deploy.sim.simulator import FAST_LONG_RUN_REQUESTS, SimulationError, engine_for, estimate_requests, long_run_warning
 
@@ -199,7 +228,21 @@ def simulate_cmd(
         bw = bw.window(trace_start, trace_seconds)
         rtt_trace = rtt_trace.window(trace_start % rtt_trace.duration_s, trace_seconds) if rtt_trace else None
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
-                             no_deflate=no_deflate)
+                             no_deflate=no_deflate, cloud_load=cloud_load)
+    if fleet is not None:
+        from janus_deploy.cli.fleet_cmds import run_fleet
+
+        if streams is not None:
+            raise CliError("--fleet and --streams cannot be combined yet: a fleet's edges are single-stream; "
+                           "drop one of them")
+
+        sim = SimConfig(sla_ms=sla, fps=fps, rtt_ms=rtt, codec=codec, frame_bytes=frame_bytes, controller=ctrl,
+                        timeout_factor=1.0 if timeout_factor is None else timeout_factor)
+        run_fleet(bw, edge, cloud, sim, accuracy=acc, ping=rtt_trace, edges=fleet, instances=instances,
+                  max_batch=max_batch, batch_slope=batch_slope, batch_curve=batch_curve, queue_delay_ms=queue_delay,
+                  modes=fleet_modes,
+                  per_edge=per_edge, as_json=as_json)
+        return
     _choice(drop, ("stale", "none"), "--drop policy")
     slas = _stream_slas(stream_sla) if stream_sla else None
     cfg = SimConfig(sla_ms=sla, systems=names, requests=requests, fps=fps, paper_mode=paper_mode,

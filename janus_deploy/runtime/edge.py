@@ -275,7 +275,7 @@ class EdgeRuntime:
         rec["decision"]["model"] = name
         ex = self.transport.infer(name, body, headers, timeout_s, str(rec["id"]),
                                   dialect.assumed_server_ms(rec["predicted"]) if triton else 0.0)
-        self._observe(ex, rec)
+        self._observe(ex, rec, expected_ms=self.controller.deploy.server_ms(rec["decision"]["profile_level"], split))
         meas["upload_ms"] = round(ex.upload_s * 1e3, 3)
         rec["link"] = ex.link
         if ex.ok:
@@ -328,7 +328,7 @@ class EdgeRuntime:
                 rec: dict[str, Any], triton: bool = False) -> tuple[bytes, dict[str, str]]:
         tensors = ({"frame": np.ascontiguousarray(frame[None])} if split == 0
                    else encode_tokens(state[0], state[1], self.codec))
-        body, hlen = encode_request(tensors, request_id=str(rec["id"]))
+        body, hlen = encode_request(tensors, request_id=str(rec["id"]), **dialect.request_outputs(triton))
         rec["raw_bytes"] = len(body)
         headers = {HEADER_LENGTH: str(hlen), "Content-Type": "application/octet-stream"}
         if self.codec.compress and triton:  # Triton takes gzip, not zstd
@@ -363,7 +363,7 @@ class EdgeRuntime:
         return run_segments(self.runner, level, first, last, inputs)
 
     # ------------------------------------------------------------------ observations
-    def observations_of(self, ex: Exchange, *, probe: bool = False) -> list[Observation]:
+    def observations_of(self, ex: Exchange, *, probe: bool = False, expected_ms: float | None = None) -> list[Observation]:
         """What one exchange tells the controller (the runtime's half of the one feedback loop).
 
         Success: the upload is a link sample and ``network − upload`` an RTT sample, where the
@@ -373,8 +373,13 @@ class EdgeRuntime:
         (docs/testbed.md). A timeout: the bytes that crossed the link (handed to the socket and
         acknowledged by the server, :attr:`Exchange.unacked`) are a link sample, nothing at all
         is an outage; if all of them crossed, a 5xx or an unusable answer: the server's fault,
-        never the link's. 401/403: a configuration error."""
+        never the link's. 401/403: a configuration error. ``expected_ms``: what the profile expects
+        the server to spend on this request; with it, the server's reported ``janus_server_ms``
+        (or, on a timeout after the whole upload, the least the server took) is a server-load
+        sample (:mod:`janus_deploy.schedule.cloud_load`)."""
         t = self.now()
+        load = {} if expected_ms is None else server_time(ex, expected_ms, self.controller.rtt_estimate(),
+                                                           self.controller.estimator.estimate())
         if ex.ok:
             recv_s = ex.server.get("janus_receive_ms", 0.0) / 1e3
             if recv_s > 0:
@@ -383,19 +388,20 @@ class EdgeRuntime:
                 transfer_s = max(ex.upload_s, ex.network_s - self.controller.rtt_estimate() / 1e3, 1e-4)
             rtt_ms = max(ex.network_s - (transfer_s if recv_s > 0 else ex.upload_s), 0.0) * 1e3
             return [Observation(t, "transfer", nbytes=ex.body_bytes, seconds=transfer_s, rtt_ms=rtt_ms,
-                                server_ok=True, probe=probe)]
+                                server_ok=True, probe=probe, **load)]
         crossed = ex.sent - ex.unacked
         if ex.kind == "unauthorized":
             return [Observation(t, "unauthorized", probe=probe)]
         if ex.kind in ("server-error", "protocol") or (ex.kind == "timeout" and crossed >= ex.body_bytes):
-            return [Observation(t, "server", server_ok=False, probe=probe)]
+            return [Observation(t, "server", server_ok=False, probe=probe, **(load if ex.kind == "timeout" else {}))]
         if ex.kind == "timeout" and crossed > 0 and ex.elapsed_s > 0:
             return [Observation(t, "transfer", nbytes=crossed, seconds=ex.elapsed_s, probe=probe)]
         return [Observation(t, "outage", server_ok=False if ex.kind == "unreachable" else None, probe=probe)]
 
-    def _observe(self, ex: Exchange, rec: dict[str, Any], probe: bool = False) -> float | None:
+    def _observe(self, ex: Exchange, rec: dict[str, Any], probe: bool = False,
+                 expected_ms: float | None = None) -> float | None:
         sample = None
-        for obs in self.observations_of(ex, probe=probe):
+        for obs in self.observations_of(ex, probe=probe, expected_ms=expected_ms):
             s = self.controller.observe(obs)
             sample = s if s is not None else sample
             rec["observations"].append(obs.to_dict())
@@ -460,6 +466,20 @@ class EdgeRuntime:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def server_time(ex: Exchange, expected_ms: float, rtt_ms: float, mbps: float = 0.0) -> dict[str, float]:
+    """The server-load sample of an exchange as Observation fields ({} without one): the server's
+    reported ``janus_server_ms``, or on a timeout the least the server took: elapsed − the body's
+    transfer (the upload, or the body at the estimated ``mbps`` when longer: a kernel socket takes
+    a body at once) − RTT."""
+    if ex.ok and "janus_server_ms" in ex.server:
+        return {"server_ms": round(ex.server["janus_server_ms"], 3), "expected_ms": round(expected_ms, 3)}
+    if not ex.ok and ex.kind == "timeout":  # the whole body went up; the answer never came
+        sent_s = max(ex.upload_s, ex.body_bytes * 8 / (mbps * 1e6) if mbps > 0 and math.isfinite(mbps) else 0.0)
+        waited = (ex.elapsed_s - sent_s) * 1e3 - rtt_ms
+        return {"server_ms": round(max(waited, 0.0), 3), "expected_ms": round(expected_ms, 3)}
+    return {}
 
 
 def summarize(records: list[dict[str, Any]], sla_ms: float, wall_s: float | None) -> dict[str, Any]:

@@ -389,6 +389,9 @@ class Transport:
         ex.logits = logits
         ex.server = {k: float(v) for k, v in (header.get("parameters") or {}).items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        timed = dialect.server_time_ms(outs) if self.kind == dialect.TRITON else None
+        if timed is not None:  # Triton's fused tails answer the time they spent as an output
+            ex.server["janus_server_ms"] = timed
         ex.network_s = max(wall_s - ex.server.get("janus_server_ms", 0.0) / 1e3, 0.0)
         return ex
 

@@ -21,6 +21,12 @@ device-only, and after ``breaker_open_s`` a probe is due (:meth:`Controller.prob
 probe that the server answers closes the breaker, one that fails re-opens it for twice as long
 (at most ``breaker_max_open_s``). A 401/403 answer disables offloading for good: it is a
 configuration error (wrong or missing token), reported once (:attr:`Controller.config_error`).
+
+Server load: answers that report the server's own time (an :class:`Observation`'s ``server_ms``
+next to the profile's ``expected_ms``) feed a :class:`~janus_deploy.schedule.cloud_load.CloudLoad`,
+whose estimate every decision adds to the cloud's share of each option (``cloud_load``:
+``extra``, ``factor`` or ``off``, the load-unaware controller). Without such answers (the
+simulator of one edge, an old log) the load stays neutral and decisions are the profile's.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from janus_deploy import JanusError
+from janus_deploy.schedule.cloud_load import CLOUD_LOAD_MODES, CloudLoad
 from janus_deploy.schedule.estimators import ESTIMATORS, Estimator, EstimatorError, make_estimator
 from janus_deploy.schedule.scheduler import Decision, Scheduler, SchedulerError
 
@@ -52,7 +59,9 @@ class ControllerConfig:
     estimate by ``1 + recent error`` (janus-deploy; not for estimators that already discount
     their error). ``rtt_window``/``rtt_estimate``: the RTT estimate is the max (conservative) or
     median of the last ``rtt_window`` RTT samples, ``rtt_cold_ms`` until one is seen; ``rtt_fixed``
-    keeps ``rtt_cold_ms`` whatever is observed. ``probe_interval_s``: when no link sample has
+    keeps ``rtt_cold_ms`` whatever is observed. ``cloud_load``/``cloud_window``/``cloud_half_life_s``:
+    the server-load estimate (:mod:`janus_deploy.schedule.cloud_load`; ``off``: load-unaware).
+    ``probe_interval_s``: when no link sample has
     arrived for this long, a probe is due (None: never). ``breaker_*``: server health (module
     docstring; ``breaker_failures`` 0 turns the breaker off). ``cold_start_mbps``: the bandwidth
     assumed before the first link sample; None (the default) means the cold-start rule of
@@ -75,6 +84,9 @@ class ControllerConfig:
     breaker_failures: int = 3
     breaker_open_s: float = 1.0
     breaker_max_open_s: float = 30.0
+    cloud_load: str = "factor"
+    cloud_window: int = 5
+    cloud_half_life_s: float = 4.0
 
     def validate(self) -> ControllerConfig:
         def bad(msg: str) -> ControllerError:
@@ -99,6 +111,10 @@ class ControllerConfig:
             raise bad(f"the probe interval must be > 0 s (or None), got {self.probe_interval_s}")
         if self.breaker_failures < 0 or not 0 < self.breaker_open_s <= self.breaker_max_open_s:
             raise bad("breaker settings: failures >= 0 and 0 < open_s <= max_open_s")
+        if self.cloud_load not in CLOUD_LOAD_MODES:
+            raise bad(f"unknown cloud-load mode {self.cloud_load!r}; choose one of {', '.join(CLOUD_LOAD_MODES)}")
+        if self.cloud_window < 1 or not (math.isfinite(self.cloud_half_life_s) and self.cloud_half_life_s > 0):
+            raise bad("cloud-load settings: window >= 1 and half-life > 0 s")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,7 +148,9 @@ class Observation:
     usably: only ``server_ok`` counts) or ``unauthorized`` (401/403). ``rtt_ms``: an RTT sample,
     if the exchange gave one. ``server_ok``: True when the server answered usably, False when it
     failed after the upload (timeout, 5xx, unreadable answer), None when this says nothing about
-    the server.
+    the server. ``server_ms``: the time the server reported for this request (or, on a timeout
+    after the whole upload, the least it took), next to ``expected_ms``, what the profile expects
+    it to spend on the same option idle (:meth:`Scheduler.server_ms`); both None when unknown.
     """
 
     t: float
@@ -143,6 +161,8 @@ class Observation:
     rtt_ms: float | None = None
     server_ok: bool | None = None
     probe: bool = False
+    server_ms: float | None = None
+    expected_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field that is set (None left out); zeros and False are values here (an RTT
@@ -167,11 +187,14 @@ class Choice:
     rtt_ms: float
     recent_error: float
     reason: str  # "scheduler", "breaker-open", "unauthorized"
+    cloud_factor: float = 1.0  # the server load the decision was made with (cloud_load)
+    cloud_extra_ms: float = 0.0
 
     def state(self) -> dict[str, Any]:
         return {"estimate_mbps": round(self.estimate_mbps, 4), "bandwidth_mbps": round(self.bandwidth_mbps, 4),
                 "rtt_ms": round(self.rtt_ms, 3), "recent_error": round(self.recent_error, 4),
-                "reason": self.reason}
+                "reason": self.reason, "cloud_factor": round(self.cloud_factor, 4),
+                "cloud_extra_ms": round(self.cloud_extra_ms, 3)}
 
 
 class _RttTracker:
@@ -223,6 +246,7 @@ class Controller:
         except EstimatorError as exc:
             raise ControllerError(str(exc)) from None
         self.rtt = _RttTracker(config.rtt_cold_ms, config.rtt_window, config.rtt_estimate)
+        self.cloud = CloudLoad(config.cloud_load, config.cloud_window, config.cloud_half_life_s)
         self.breaker = _Breaker()
         self.config_error: str | None = None
         self._last_link_t: float | None = None
@@ -261,18 +285,25 @@ class Controller:
         rtt = self.rtt_estimate()
         bw = self.scheduler_bandwidth()
         reason = "scheduler" if self.offloading else ("unauthorized" if self.config_error else "breaker-open")
+        factor, extra = self.cloud.estimate(t)
         try:
             if cfg.system in ("device-only", "cloud-only", "mixed"):
                 system = "device-only" if reason != "scheduler" else cfg.system
-                d = self.deploy.baseline(system, bw, rtt)
+                d = self.deploy.baseline(system, bw, rtt, cloud_factor=factor, cloud_extra_ms=extra)
             elif cfg.system == "janus-paper":
                 d = self.paper.decide(bw)  # type: ignore[union-attr]  # self.paper is set whenever system is janus-paper
             else:
                 d = self.deploy.decide(bw, rtt, cfg.margin, edge_wait_ms=edge_wait_ms,
-                                       uplink_wait_ms=uplink_wait_ms, sla_ms=sla_ms)
+                                       uplink_wait_ms=uplink_wait_ms, sla_ms=sla_ms,
+                                       cloud_factor=factor, cloud_extra_ms=extra)
         except SchedulerError as exc:
             raise ControllerError(str(exc)) from None
-        return Choice(d, est, bw, rtt, err, reason)
+        return Choice(d, est, bw, rtt, err, reason, factor, extra)
+
+    def expected_server_ms(self, decision: Decision) -> float:
+        """What the profile expects the server to spend on ``decision``'s option when idle (the
+        ``expected_ms`` of the observation its answer makes)."""
+        return self.deploy.server_ms(decision.level_index, decision.split)
 
     # ------------------------------------------------------------------ feedback
     def observe(self, obs: Observation) -> float | None:
@@ -303,6 +334,8 @@ class Controller:
             self.rtt.add(obs.rtt_ms)
         if obs.server_ok is not None:
             self._server(obs.t, obs.server_ok, obs.probe)
+        if obs.server_ms is not None and obs.expected_ms is not None:
+            self.cloud.observe(obs.t, float(obs.server_ms), float(obs.expected_ms))
         return sample
 
     def _server(self, t: float, ok: bool, probe: bool) -> None:
@@ -341,7 +374,8 @@ class Controller:
         b = self.breaker
         return {"breaker": "open" if b.open_until is not None else "closed", "consecutive_failures": b.failures,
                 "breaker_opened": b.opened, "config_error": self.config_error,
-                "estimate_mbps": self.estimator.estimate(), "rtt_ms": self.rtt_estimate()}
+                "estimate_mbps": self.estimator.estimate(), "rtt_ms": self.rtt_estimate(),
+                "cloud_samples": self.cloud.count}
 
 
 def build_controller(edge: Any, cloud: Any, config: ControllerConfig, *, accuracy: Any = None,

@@ -96,6 +96,16 @@ class _Table:
         self.outage_comm = np.where(self.model_kbits > 0, np.inf, 0.0)
 
 
+def _check_load(factor: float, extra_ms: float) -> tuple[float, float] | None:
+    """None for the neutral load (the profile's costs, untouched), else (factor, extra)."""
+    if factor == 1.0 and extra_ms == 0.0:
+        return None
+    if not (math.isfinite(factor) and factor > 0 and math.isfinite(extra_ms)):
+        raise SchedulerError(f"the cloud load must be a finite factor > 0 and a finite extra, got "
+                             f"factor {factor!r}, extra {extra_ms!r} ms")
+    return float(factor), float(extra_ms)
+
+
 def check_compatible(edge: Profile, cloud: Profile) -> None:
     """Edge and cloud profiles must describe the same plan (model, splits, levels, tokens)."""
     if edge.model != cloud.model:
@@ -244,7 +254,8 @@ class Scheduler:
         return [li for li, splits in self.skipped.items() if len(splits) == self._ncand]
 
     def decide(self, bandwidth_mbps: float, rtt_ms: float = 0.0, margin: float = 0.0, *,
-               edge_wait_ms: float = 0.0, uplink_wait_ms: float = 0.0, sla_ms: float | None = None) -> Decision:
+               edge_wait_ms: float = 0.0, uplink_wait_ms: float = 0.0, sla_ms: float | None = None,
+               cloud_factor: float = 1.0, cloud_extra_ms: float = 0.0) -> Decision:
         """Choose (α, split) for an estimated uplink of ``bandwidth_mbps``.
 
         ``rtt_ms`` and ``margin`` (fraction of the SLA held back, 0 ≤ margin < 1) are used in
@@ -257,6 +268,12 @@ class Scheduler:
         that sends nothing: ``edge_wait + head``), so a busy uplink pushes the choice toward
         lighter payloads or the device. ``sla_ms``: this frame's SLA (default: the scheduler's).
         With zero waits and no ``sla_ms`` the decision is exactly the one without them.
+
+        ``cloud_factor`` and ``cloud_extra_ms`` are the server's current load
+        (:mod:`janus_deploy.schedule.cloud_load`): every option that sends is predicted to spend
+        ``cloud_factor × (decode + tail) + cloud_extra_ms`` on the server instead of the profile's
+        ``decode + tail`` (janus-deploy mode; with 1 and 0 the costs are the profile's, bit for
+        bit). The options ``skipped`` stay the profile's.
         """
         if not bandwidth_mbps >= 0:  # also catches NaN
             raise SchedulerError(f"bandwidth must be >= 0 Mbit/s, got {bandwidth_mbps!r}")
@@ -273,8 +290,11 @@ class Scheduler:
             raise SchedulerError(f"the SLA margin must be in [0, 1), got {margin}")
         sla = self.sla_ms if sla_ms is None else self._check_sla(sla_ms)
         waited = bool(edge_wait_ms or uplink_wait_ms)
+        load = _check_load(cloud_factor, cloud_extra_ms)
         lat = (self._waited(t, comm, rtt_ms, edge_wait_ms, uplink_wait_ms) if waited
                else t.fixed + comm + rtt_ms * self._sends)
+        if load:
+            lat = lat + self._load(t, *load)
         budget = sla * (1.0 - margin)
         score = np.where(lat <= budget, lat + self._janus_penalty, np.inf)
         k = int(score.argmin())
@@ -282,8 +302,8 @@ class Scheduler:
             k = int(lat.argmin())
         r, j = divmod(k, self._ncand)
         if not waited and sla_ms is None:
-            return self._decision(t, r, j, comm, rtt_ms)
-        return self._with_waits(self._decision(t, r, j, comm, rtt_ms), float(lat[r, j]), sla,
+            return self._decision(t, r, j, comm, rtt_ms, load=load)
+        return self._with_waits(self._decision(t, r, j, comm, rtt_ms, load=load), float(lat[r, j]), sla,
                                 edge_wait_ms, uplink_wait_ms)
 
     def _waited(self, t: _Table, comm: np.ndarray, rtt_ms: float, edge_wait_ms: float,
@@ -309,10 +329,12 @@ class Scheduler:
         d.predicted_ms, d.meets_sla = total, total <= sla
         return d
 
-    def baseline(self, system: str, bandwidth_mbps: float, rtt_ms: float = 0.0) -> Decision:
+    def baseline(self, system: str, bandwidth_mbps: float, rtt_ms: float = 0.0, *,
+                 cloud_factor: float = 1.0, cloud_extra_ms: float = 0.0) -> Decision:
         """Decision of a baseline at the constant-policy level: ``device-only`` (s = N+1),
         ``cloud-only`` (s = 0, the frame is sent) or ``mixed`` (whichever of the two is
-        predicted faster). Predictions use the janus-deploy latency model (real bytes, RTT)."""
+        predicted faster). Predictions use the janus-deploy latency model (real bytes, RTT,
+        the server's load as in :meth:`decide`)."""
         if self._const is None:
             have = [self.edge.levels[i].label for i in self.edge.levels_of("constant")]
             raise SchedulerError(
@@ -323,6 +345,7 @@ class Scheduler:
             raise SchedulerError(f"unknown baseline {system!r}; choose one of {', '.join(BASELINES)}")
         if not bandwidth_mbps >= 0:
             raise SchedulerError(f"bandwidth must be >= 0 Mbit/s, got {bandwidth_mbps!r}")
+        load = _check_load(cloud_factor, cloud_extra_ms)
         t = self._const
         comm = self._comm(t, bandwidth_mbps)
         dev_j, cloud_j = self._ncand - 1, 0
@@ -332,10 +355,24 @@ class Scheduler:
             j = cloud_j
         else:
             lat = t.fixed[0] + comm[0] + rtt_ms * self._sends
+            if load:
+                lat = lat + self._load(t, *load)[0]
             j = cloud_j if lat[cloud_j] < lat[dev_j] else dev_j
-        return self._decision(t, 0, j, comm, rtt_ms, charge_rtt=True)
+        return self._decision(t, 0, j, comm, rtt_ms, charge_rtt=True, load=load)
 
-    def evaluate(self, level_index: int, split: int, bandwidth_mbps: float, rtt_ms: float = 0.0) -> Decision:
+    def server_ms(self, level_index: int, split: int) -> float:
+        """What the profile says the server spends on option (level, split) when idle: the
+        payload's decode plus the tail (0 at s = N+1): what a server's reported time is compared with."""
+        if split not in self.candidates:
+            raise SchedulerError(f"split {split} is not a candidate {self.candidates}")
+        lv = self.edge.levels[level_index]
+        cj = self.cloud.level_index(lv.policy, lv.alpha)
+        if split > self.n:
+            return 0.0
+        return float(self.cloud.payload(cj, split, self.codec).decode_ms + self.cloud.tail_ms(cj, split))
+
+    def evaluate(self, level_index: int, split: int, bandwidth_mbps: float, rtt_ms: float = 0.0, *,
+                 cloud_factor: float = 1.0, cloud_extra_ms: float = 0.0) -> Decision:
         """The predicted latency of one given option (same cost model as :meth:`decide`)."""
         if split not in self.candidates:
             raise SchedulerError(f"split {split} is not a candidate {self.candidates}")
@@ -346,7 +383,8 @@ class Scheduler:
             if table is None:
                 table = self._single[level_index] = self._table([level_index], self.mode == "paper")
         return self._decision(table, table.rows.index(level_index), self.candidates.index(split),
-                              self._comm(table, bandwidth_mbps), rtt_ms)
+                              self._comm(table, bandwidth_mbps), rtt_ms,
+                              load=_check_load(cloud_factor, cloud_extra_ms))
 
     # ------------------------------------------------------------------ internals
     @staticmethod
@@ -356,8 +394,12 @@ class Scheduler:
             return t.model_kbits / bw if math.isfinite(bw) else np.zeros_like(t.model_kbits)
         return t.outage_comm
 
+    def _load(self, t: _Table, factor: float, extra_ms: float) -> np.ndarray:
+        """The server's load on top of the profile, per option (ms; 0 where nothing is sent)."""
+        return ((factor - 1.0) * (t.tail + t.dec) + extra_ms) * self._sends
+
     def _decision(self, t: _Table, r: int, j: int, comm: np.ndarray, rtt_ms: float,
-                  charge_rtt: bool | None = None) -> Decision:
+                  charge_rtt: bool | None = None, load: tuple[float, float] | None = None) -> Decision:
         li = t.rows[r]
         lv = self.edge.levels[li]
         if charge_rtt is None:
@@ -369,5 +411,9 @@ class Scheduler:
             "cloud_ms": float(t.tail[r, j]),
         }
         total = float(t.fixed[r, j]) + bd["comm_ms"] + rtt
+        if load and self.mode == "janus-deploy" and self._sends[j]:
+            extra = float((load[0] - 1.0) * (t.tail[r, j] + t.dec[r, j]) + load[1])
+            bd["cloud_ms"] += extra  # the server's predicted share under its current load
+            total += extra
         return Decision(lv.alpha, lv.policy, li, self.candidates[j], total, total <= self.sla_ms,
                         bd, int(t.sent_bytes[r, j]), self._acc[li])

@@ -660,8 +660,9 @@ def _replay_step(i: int, r: dict[str, Any]) -> tuple[float, dict[str, Any] | Non
     for k, o in enumerate(raw or []):
         if not isinstance(o, dict):
             raise bad(f"observations[{k}]", "must be an object")
-        for name in ("t", "nbytes", "seconds", "mbps", "rtt_ms"):
-            if name in o and not (o[name] is None and name in ("mbps", "rtt_ms")) and not _number(o[name]):
+        for name in ("t", "nbytes", "seconds", "mbps", "rtt_ms", "server_ms", "expected_ms"):
+            if name in o and not (o[name] is None and name in ("mbps", "rtt_ms", "server_ms", "expected_ms")) \
+                    and not _number(o[name]):
                 raise bad(f"observations[{k}].{name}", f"must be a finite number, got {o[name]!r:.40}")
         try:
             obs.append(Observation.from_dict(o))

@@ -9,10 +9,14 @@ The edge learns the server's kind from ``GET /v2`` (Triton answers ``"name": "tr
   bodies are gzip-compressed (level 1) instead;
 * **probe**: Triton has no ``/janus/probe``: the probe is a V2 inference on ``janus_probe``
   (a uint8 tensor of the probe's size; the model answers its byte count);
-* **server time**: Triton returns no timing parameters, so the edge takes the cloud profile's
-  predicted decode + compute time as the server's share of the exchange (RTT samples are the
-  rest; Triton's queueing under load shows up as RTT, which makes the scheduler more careful
-  exactly when the fleet is loaded).
+* **server time**: Triton returns no timing parameters. The fused tails (the python platform's
+  default layout) answer an extra output, ``janus_server_ms`` (:data:`SERVER_TIMING`): the time
+  the tail model spent on the request, its batch included; the edge asks for every output
+  (``binary_data_output``) and reads it as the built-in server's ``janus_server_ms``, so the
+  controller learns the server's load from it (:mod:`janus_deploy.schedule.cloud_load`).
+  Triton's queue before the model is not in it: it shows up in the RTT samples, which makes the
+  scheduler more careful exactly when the fleet is loaded. Ensembles answer only the logits: the
+  edge then takes the cloud profile's predicted decode + compute time as the server's share.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request, model_name
 
 TRITON = "triton"
+SERVER_TIMING = "janus_server_ms"  # the fused tails' timing output (python_model.TIMING)
 PROBE_MODEL = "janus_probe"
 _WIRE = {"float32": "fp32", "float16": "fp16", "int8": "int8"}
 
@@ -39,6 +44,22 @@ def tail_model(level: int, split: int, codec: Any) -> str:
     if split == 0:
         return model_name(level, 0)
     return f"{model_name(level, split)}_{_WIRE[codec.token_dtype]}"
+
+
+def request_outputs(triton: bool) -> dict[str, Any]:
+    """``encode_request`` keywords: Triton is asked for every output in binary (the fused tails
+    add :data:`SERVER_TIMING`; an ensemble has only the logits); the built-in server for the logits."""
+    return {"outputs": None, "parameters": {"binary_data_output": True}} if triton else {}
+
+
+def server_time_ms(outputs: dict[str, Any]) -> float | None:
+    """The :data:`SERVER_TIMING` output of an answer, if it has a usable one (finite, >= 0)."""
+    v = outputs.get(SERVER_TIMING)
+    try:
+        ms = float(np.asarray(v, dtype=np.float64).ravel()[0]) if v is not None else None
+    except (TypeError, ValueError, IndexError):
+        return None
+    return ms if ms is not None and np.isfinite(ms) and ms >= 0 else None
 
 
 def gzip_body(body: bytes) -> bytes:
@@ -65,5 +86,5 @@ def assumed_server_ms(predicted: dict[str, Any] | None) -> float:
     return total
 
 
-__all__ = ["PROBE_MODEL", "TRITON", "assumed_server_ms", "gzip_body", "is_triton", "probe_request",
-           "tail_model"]
+__all__ = ["PROBE_MODEL", "SERVER_TIMING", "TRITON", "assumed_server_ms", "gzip_body", "is_triton", "probe_request",
+           "request_outputs", "server_time_ms", "tail_model"]

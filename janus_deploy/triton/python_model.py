@@ -15,10 +15,16 @@ returns wrong values under numpy 2, DLPack works under both.
 Dynamic batching hands ``execute`` several requests at once; requests whose inputs have the same
 shapes (beyond the batch dimension) are concatenated into one ONNX Runtime run and the outputs
 split back, so Triton's batching really batches.
+
+Server timing: when the model's configuration declares the output ``janus_server_ms`` (FP32
+``[1]``, the fused tails do), every answer carries the milliseconds from the start of ``execute``
+to the end of its group's run: what this model spent on the request, its batch included (decode
++ tail). Triton's queue before ``execute`` is not in it: the python backend does not see it.
 """
 
 import json
 import os
+import time
 
 import numpy as np
 
@@ -31,6 +37,8 @@ except ImportError:  # imported outside Triton (tests read the helpers)
 # The session options are janus_deploy.backends.ort_session's; export writes that function's
 # source in place of the next line (the stub cannot import janus-deploy).
 from janus_deploy.backends.ort_session import session_options  # noqa: E402 - replaced at export by the source JANUS-SESSION-OPTIONS
+
+TIMING = "janus_server_ms"  # the optional timing output (module docstring); dialect.SERVER_TIMING (the stub cannot import it)
 
 
 def _param(config, key, default):
@@ -68,11 +76,13 @@ class TritonPythonModel:
         self.feeds = [[i.name for i in s.get_inputs()] for s in self.sessions]
         self.out_names = [[o.name for o in s.get_outputs()] for s in self.sessions]
         self.inputs = [i["name"] for i in config["input"]]
-        self.outputs = [o["name"] for o in config["output"]]
+        self.outputs = [o["name"] for o in config["output"] if o["name"] != TIMING]
+        self.timing = any(o["name"] == TIMING for o in config["output"])
         self.batched = int(config.get("max_batch_size", 0)) > 0
         self.name = config["name"]
 
     def execute(self, requests):
+        t0 = time.perf_counter()
         arrays = [[np.from_dlpack(pb_utils.get_input_tensor_by_name(r, n)) for n in self.inputs] for r in requests]
         responses = [None] * len(requests)
         groups = (group_requests([tuple(a.shape[1:] for a in arrs) for arrs in arrays]) if self.batched
@@ -89,6 +99,7 @@ class TritonPythonModel:
                 for i in idx:
                     responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=err)
                 continue
+            ms = (time.perf_counter() - t0) * 1e3
             start = 0
             for i in idx:
                 b = arrays[i][0].shape[0] if self.batched else 0
@@ -96,6 +107,8 @@ class TritonPythonModel:
                 for name, out in zip(self.outputs, outs):
                     part = out[start:start + b] if self.batched else out
                     tensors.append(pb_utils.Tensor.from_dlpack(name, np.ascontiguousarray(part)))
+                if self.timing:
+                    tensors.append(pb_utils.Tensor.from_dlpack(TIMING, np.full((b, 1) if self.batched else (1,), ms, np.float32)))
                 responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
                 start += b
         return responses
@@ -113,4 +126,4 @@ class TritonPythonModel:
         self.sessions = []
 
 
-__all__ = ["TritonPythonModel", "chain_feed", "group_requests", "session_options"]
+__all__ = ["TIMING", "TritonPythonModel", "chain_feed", "group_requests", "session_options"]

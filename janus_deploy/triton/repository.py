@@ -31,6 +31,7 @@ from typing import Any
 import onnx
 
 from janus_deploy import JanusError, __version__
+from janus_deploy.triton.dialect import SERVER_TIMING
 from janus_deploy.triton.graphs import DECODE_CODECS, decode_graph, frame_graph, probe_graph
 from janus_deploy.triton.pbtxt import TRITON_DTYPES, V2_TO_TRITON, Batching, ModelConfig, Step, Tensor
 
@@ -389,7 +390,9 @@ def _write_fused(out: Path, manifest: Any, cfg: ModelConfig, graphs: dict[str, o
         graph.CopyFrom(graphs[step.model])
         _write_graph(manifest, graph, vdir, weights, stem)
         files.append(f"{stem}.onnx")
-    _write_config(out, ModelConfig(cfg.name, cfg.max_batch_size, cfg.inputs, cfg.outputs, batching=batching,
+    # the fused model also answers the time it spent (python_model.py's TIMING output, docs/runtime.md)
+    outputs = [*cfg.outputs, Tensor(SERVER_TIMING, "TYPE_FP32", (1,))]
+    _write_config(out, ModelConfig(cfg.name, cfg.max_batch_size, cfg.inputs, outputs, batching=batching,
                                    parameters={**params, "graphs": ",".join(files), **cfg.parameters}, warmup=True,
                                    **_runtime("python")), "python")
 

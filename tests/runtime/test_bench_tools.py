@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / "tools"
 
@@ -59,3 +61,32 @@ def test_a_crashing_client_fails_the_run():
     assert client_failure(0, 0, []) == "the clients made no request"
     assert client_failure(10, 1, []) is None
     assert "no request of 10" in client_failure(10, 0, [], offloaded=0)
+
+
+@pytest.mark.slow
+def test_bench_fleet_runs_both_controllers_and_the_simulator(plan, tmp_path):
+    """tools/bench_fleet.py end to end, small: 2 edges for 2 s against the built-in server, aware
+    then unaware, next to the fleet simulator (a folder with the plan, engines and profiles)."""
+    from linear_profiles import profiles
+
+    from janus_deploy.profile.table import save_profile
+
+    manifest, plan_dir, engines = plan
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "plan").symlink_to(plan_dir)
+    (demo / "engines").symlink_to(engines)
+    edge, cloud = profiles(manifest)
+    save_profile(edge, demo / "edge-profile.json")
+    save_profile(cloud, demo / "cloud-profile.json")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = tmp_path / "fleet.json"
+    r = subprocess.run([sys.executable, str(TOOLS / "bench_fleet.py"), "--demo", str(demo), "--edges", "2", "--seconds", "2",
+                        "--sla", "1000", "--edge-slowdown", "1", "--demo-profiles", "--work", str(tmp_path / "w"),
+                        "--json", str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(x["engine"], x["mode"]) for x in rows] == [("builtin", "aware"), ("builtin", "unaware")]
+    for x in rows:
+        assert x["loopback"]["requests"] > 0 and x["simulated"]["requests"] > 0
+    assert "| builtin | aware | 2 |" in r.stdout

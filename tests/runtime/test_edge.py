@@ -92,6 +92,10 @@ def test_end_to_end_matches_local(plan, local, server, frames, tmp_path):
     assert rec["bytes"] > 0 and rec["server"]["janus_compute_ms"] > 0
     obs = rec["observations"][0]
     assert obs["kind"] == "transfer" and obs["nbytes"] == rec["bytes"] and obs["seconds"] > 0 and obs["server_ok"]
+    # the server-load sample: the server's reported time next to the profile's idle decode + tail
+    assert obs["server_ms"] == rec["server"]["janus_server_ms"]
+    assert obs["expected_ms"] == pytest.approx(rec["predicted"]["decode_ms"] + rec["predicted"]["cloud_ms"], abs=1e-3)
+    assert {"cloud_factor", "cloud_extra_ms"} <= set(rec["controller"])
     device_only = next(x for x in lines if x["decision"]["split"] == manifest.num_blocks + 1)
     assert device_only["bytes"] == 0 and device_only["decision"]["model"] is None
     assert summary["answered"] == len(results) and summary["fallbacks"] == 0

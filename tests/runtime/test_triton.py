@@ -28,7 +28,7 @@ from janus_deploy.plan import ExportConfig, export_plan
 from janus_deploy.triton.repository import (ExportOptions, TritonExportError, export_repository, read_repository,
                                             segment_model, tail_ensemble)
 from janus_deploy.triton.server import TritonServer, TritonUnavailable, find_bundle
-from janus_deploy.wire.codecs import encode_tokens
+from janus_deploy.wire.codecs import encode_tokens, get_codec
 from janus_deploy.wire.spec import tail_models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -619,3 +619,43 @@ def test_metrics_bind_loopback_unless_told(repo, triton):
     assert "--http-address=0.0.0.0" in cmd and "--metrics-address=127.0.0.1" in cmd
     cmd = TritonServer(repo.path, host="0.0.0.0", http_port=0, metrics_port=9102, metrics_host="10.1.2.3").command()
     assert "--metrics-address=10.1.2.3" in cmd
+
+
+def test_fused_tails_answer_their_time_and_the_edge_learns_from_it(small, local, tmp_path):
+    """The fused tails' extra output janus_server_ms (per request, batch included) reaches the
+    edge as the server's time: the run log's server timing and the controller's load sample."""
+    _bundle_or_skip()
+    from janus_deploy.triton import dialect, python_model
+
+    assert python_model.TIMING == dialect.SERVER_TIMING
+    manifest, _, engines = small
+    fused = export_repository(manifest, engines, tmp_path / "fused", ExportOptions(platform="python", fuse=True,
+                                                                                   tails=("janus_L1_S2",)))
+    cfg = _parse(fused.path / "janus_L1_S2" / "config.pbtxt")
+    assert [o.name for o in cfg.output] == ["logits", dialect.SERVER_TIMING]
+    frames = synthetic_frames(2, manifest.model["img_size"], seed=3)
+    with TritonServer(fused.path, http_port=0) as srv:
+        import tritonclient.http as th
+
+        x = normalize(frames, manifest.model["mean"], manifest.model["std"])
+        head = run_segments(local, 1, 0, tail_models(manifest)["janus_L1_S2"].first_segment, [x])
+        tensors = encode_tokens(head[0], head[1], get_codec("fp16"))
+        client = th.InferenceServerClient(srv.url.removeprefix("http://"))
+        try:
+            ins = []
+            for n, arr in tensors.items():
+                i = th.InferInput(n, list(arr.shape), th.np_to_triton_dtype(arr.dtype))
+                i.set_data_from_numpy(np.ascontiguousarray(arr))
+                ins.append(i)
+            ms = client.infer("janus_L1_S2", ins).as_numpy(dialect.SERVER_TIMING)
+        finally:
+            client.close()
+        assert ms.shape == (2, 1) and (ms > 0).all() and ms[0, 0] == ms[1, 0]  # one batch, one time
+        with _edge(small, local, srv.url, "fp16") as rt:
+            res = rt.infer(frames[0], force=(1, 2))
+        assert res.fallback is None and res.error is None, res.record
+        rec = res.record
+        assert rec["server"]["janus_server_ms"] > 0 and "assumed_server_ms" not in rec["server"]
+        assert rec["measured"]["cloud_ms"] == pytest.approx(rec["server"]["janus_server_ms"], abs=1e-3)
+        obs = rec["observations"][0]
+        assert obs["server_ms"] == pytest.approx(rec["server"]["janus_server_ms"], abs=1e-3) and obs["expected_ms"] > 0
