@@ -73,10 +73,10 @@ def _qdq_problems(model, consts) -> list[str]:
         if len(n.input) > 2 and n.input[2]:
             zp = consts.get(n.input[2])
             zp_type = inits[n.input[2]].data_type if n.input[2] in inits else None
-            if zp is None or zp.shape != scale.shape or np.any(zp != 0):
-                out.append(f"{where}: the zero point must be a constant of zeros shaped like the scale")
-            elif (zp_type is not None and zp_type != TensorProto.INT8) or zp.dtype != np.int8:
+            if zp is not None and ((zp_type is not None and zp_type != TensorProto.INT8) or zp.dtype != np.int8):
                 out.append(f"{where}: zero point of type {zp.dtype}; TensorRT's int8 Q/DQ is signed int8")
+            elif zp is None or zp.shape != scale.shape or np.any(zp != 0):
+                out.append(f"{where}: the zero point must be a constant of zeros shaped like the scale")
     return out
 
 

@@ -76,7 +76,17 @@ def split(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantized_nodes(model) -> list[str]:
-    """Names of the weight-bearing MatMul/Gemm/Conv nodes (their second input is an initializer)."""
+    """Names of the weight-bearing MatMul/Gemm/Conv nodes (their second input is an initializer).
+    Unnamed nodes get unique names first (in place): the exporter leaves them empty, and
+    ``nodes_to_quantize=[""]`` would select every unnamed node, attention products included."""
+    used = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in used:
+                name += "_"
+            n.name = name
+            used.add(name)
     inits = {i.name for i in model.graph.initializer}
     return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and len(n.input) > 1 and n.input[1] in inits]
 
@@ -117,7 +127,11 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]]) -> 
             calibrate_method=CalibrationMethod.MinMax,
             # biases stay float: ORT would store Conv/Gemm biases as int32 behind a DequantizeLinear,
             # and TensorRT dequantizes int8 (fp8, int4) only (onnx-tensorrt docs/operators.md)
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            # DedicatedQDQPair: a tensor read by a quantized MatMul and by fp32 ops (LayerNorm's
+            # output, the residual stream) keeps its fp32 value for the latter; outputs of the
+            # quantized ops are not quantized (only their inputs are)
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                           "DedicatedQDQPair": True, "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)},
         )
     tmp.replace(dst)
 
