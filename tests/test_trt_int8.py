@@ -284,3 +284,49 @@ def test_int8_level_free_refused(digits_plan, calib_dir, tmp_path, monkeypatch):
     trt_standin.install(monkeypatch)
     with pytest.raises(EngineError, match="int8 level-free"):
         build_engines(digits_plan, tmp_path, "trt", precision="int8", graphs="level-free", calibration=calib_dir)
+
+
+# -- int8 on ONNX Runtime (runs here, no stand-in) and the CLI ---------------------------------------
+def test_ort_int8_engines_run_the_same_qdq_graphs(digits_plan, calib_dir, int8, tmp_path):
+    out_trt, meta_trt, _, _ = int8
+    meta = build_engines(digits_plan, tmp_path, "ort", precision="int8", calibration=calib_dir)
+    assert meta["precision"] == "int8" and meta["int8_accuracy"] == meta_trt["int8_accuracy"]
+    trt_files = {Path(e["path"]).name for e in int8[2]}
+    assert {Path(e["file"]).name for e in meta["engines"]} == trt_files  # the graphs TensorRT builds
+    runner = load_runner(digits_plan, tmp_path)
+    x = _x(digits_plan)
+    n = _nseg(digits_plan, 1)
+    got = run_segments(runner, 1, 0, n, [x])[0]
+    import onnxruntime as ort
+
+    q = [x]
+    for seg in digits_plan.levels[1]["segments"]:
+        sess = ort.InferenceSession(str(qdq.graph_path(tmp_path, seg["file"])), providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        q = sess.run(None, {s["name"]: v for s, v in zip(seg["inputs"], q) if s["name"] in names})
+    np.testing.assert_allclose(got, q[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(runner.run_unsplit(1, x), got, rtol=1e-5, atol=1e-5)
+    # a changed Q/DQ graph is refused before it runs
+    from janus_deploy.plan.integrity import IntegrityError
+
+    victim = tmp_path / meta["engines"][0]["file"]
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
+    with pytest.raises(IntegrityError):
+        load_runner(digits_plan, tmp_path).run_segment(0, 0, [x])
+
+
+def test_cli_int8_and_level_free(digits_plan, calib_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.main import app
+
+    trt_standin.install(monkeypatch)
+    res = CliRunner().invoke(app, ["build-engines", str(digits_plan.dir), "--backend", "trt", "--graphs", "level-free",
+                                   "--max-batch", "4", "--out", str(tmp_path / "lf"), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "lf" / "engines.json").read_text())
+    assert data["graphs"] == "level-free" and data["max_batch"] == 4
+    res = CliRunner().invoke(app, ["build-engines", str(digits_plan.dir), "--precision", "int8", "--calibration",
+                                   str(calib_dir), "--out", str(tmp_path / "i8")])
+    assert res.exit_code == 0, res.output
+    assert "level 0: int8 vs fp32 top-1 agreement" in res.output

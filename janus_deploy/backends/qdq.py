@@ -37,6 +37,9 @@ from typing import Any
 import numpy as np
 
 from janus_deploy.backends.base import EngineError
+from janus_deploy.backends.ort import OrtRunner
+from janus_deploy.backends.ort_session import session_options
+from janus_deploy.plan.integrity import read_verified
 from janus_deploy.plan.manifest import Manifest
 
 QDQ_FILE = "qdq.json"
@@ -184,8 +187,6 @@ def quantize_plan(
     import onnx
     import onnxruntime as ort
 
-    from janus_deploy.backends.ort import OrtRunner
-
     calib, held = split(frames)
     stamp = {"plan_hash": manifest.hash, "frames_sha256": _frames_hash(frames), "holdout_every": HOLDOUT_EVERY,
              "ops": list(QUANTIZED_OPS), "onnxruntime_version": ort.__version__}
@@ -230,8 +231,6 @@ def measure(manifest: Manifest, graphs: dict[tuple[int, int], Path], frames: np.
     top-1 agreement and the minimum / mean cosine of the logits."""
     import onnxruntime as ort
 
-    from janus_deploy.backends.ort import OrtRunner
-
     ref = ref or OrtRunner(manifest)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
@@ -248,3 +247,97 @@ def measure(manifest: Manifest, graphs: dict[tuple[int, int], Path], frames: np.
         out.append({"level": li, "alpha": lv.get("alpha"), "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
                     "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()), "images": int(len(frames))})
     return out
+
+
+# -- the ort backend's int8 engines: the same Q/DQ graphs in ONNX Runtime ----------------------------
+def build_ort(
+    manifest: Manifest,
+    out_dir: Path,
+    *,
+    calibration: str | Path | None,
+    calibration_images: int = DEFAULT_IMAGES,
+    device: str = "cpu",
+    device_name: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """``build-engines --backend ort --precision int8``: the Q/DQ graphs TensorRT would build,
+    written to ``out_dir/graphs`` and run by ONNX Runtime (CPU or CUDA); ``engines.json`` lists
+    them with their sha256 and the accuracy per level."""
+    import onnxruntime as ort
+
+    from janus_deploy.backends.base import write_engines_file
+    from janus_deploy.backends.ort import resolve_provider
+
+    if calibration is None:
+        raise EngineError("int8 engines need calibration images: give --calibration DIR (a folder of the "
+                          "deployment's images; every 4th one is held out to measure accuracy)")
+    provider = resolve_provider(device)
+    frames = calibration_frames(manifest, calibration, calibration_images)
+    t0 = time.perf_counter()
+    quant = quantize_plan(manifest, out_dir, frames, progress=progress)
+    engines = [{"level": li, "segment": si, "file": str(path.relative_to(out_dir)),
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+               for (li, si), path in sorted(quant["graphs"].items())]
+    data = {
+        "backend": "ort", "plan_hash": manifest.hash,
+        "plan_dir": str(manifest.dir.resolve()) if manifest.dir else None,
+        "precision": "int8", "device": device, "provider": provider, "device_name": device_name,
+        "onnxruntime_version": ort.__version__,
+        "session": {"graph_optimization_level": "ORT_ENABLE_ALL", "share_weights": False,
+                    "disable_prepacking": False, "graphs": "level"},
+        "build_seconds": round(time.perf_counter() - t0, 3), "engines": engines,
+        "int8_accuracy": quant["accuracy"],
+        "calibration": {"folder": str(calibration), "calibration_images": quant["calibration_images"],
+                        "heldout_images": quant["heldout_images"], "frames_sha256": quant["frames_sha256"],
+                        "method": "ORT quantize_static QDQ MinMax, symmetric int8, weights per channel"},
+    }
+    write_engines_file(out_dir, data)
+    QdqOrtRunner(manifest, out_dir, data, provider=provider).check_files()
+    return data
+
+
+class QdqOrtRunner(OrtRunner):
+    """An OrtRunner whose (level, segment) graphs are the engine folder's Q/DQ graphs (weights
+    inline, int8), each checked against its sha256 in ``engines.json`` before first use."""
+
+    def __init__(self, manifest: Manifest, engine_dir: str | Path, meta: dict[str, Any], **kw: Any) -> None:
+        # the Q/DQ graphs hold their own (int8) weights: nothing to share from weights.bin
+        super().__init__(manifest, graphs="level", share_weights=False, disable_prepacking=False, **kw)
+        self.engine_dir = Path(engine_dir)
+        self._qdq = {(e["level"], e["segment"]): e for e in meta["engines"]}
+
+    def _route(self, level: int, segment: int):
+        route = self._routes.get((level, segment))
+        if route is None:
+            e = self._qdq.get((level, segment))
+            if e is None:
+                raise EngineError(f"{self.engine_dir / 'engines.json'} lists no int8 graph for level {level} "
+                                  f"segment {segment}; rebuild the engines")
+            seg = self.manifest.level(level)["segments"][segment]
+            route = ((level, segment), {**seg, "file": e["file"], "sha256": e["sha256"]}, ())
+            self._routes[(level, segment)] = route
+        return route
+
+    def _graph_bytes(self, entry: dict[str, Any]) -> bytes:
+        return read_verified(self.engine_dir / entry["file"], entry["sha256"], str(self.engine_dir / "engines.json"),
+                             "rebuild the engines with `janus-deploy build-engines --precision int8`", self.checks)
+
+    def _options(self, model_bytes: bytes):
+        import onnxruntime as ort
+
+        opts = session_options(ort, self.threads, prepacking=True)  # private int8 weights: prepack them
+        opts.enable_cpu_mem_arena = True
+        return opts
+
+    def check_files(self, progress: Callable[[int, int], None] | None = None) -> None:
+        entries = self.graph_entries()
+        for i, entry in enumerate(entries, 1):
+            self._graph_bytes(entry)
+            if progress:
+                progress(i, len(entries))
+
+    def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
+        out: list[np.ndarray] = [image]
+        for j in range(len(self.manifest.level(level)["segments"])):
+            out = self.run_segment(level, j, out)
+        return out[0]
