@@ -346,8 +346,10 @@ def build(
 
 
 def load(manifest: Manifest, engine_dir: str | Path, *, threads: int = 0,
-         meta: dict[str, Any] | None = None) -> OrtRunner:
-    """``meta``: the engines.json already read by the caller (read here otherwise)."""
+         meta: dict[str, Any] | None = None, concurrency: int | None = None) -> OrtRunner:
+    """``meta``: the engines.json already read by the caller (read here otherwise).
+    ``concurrency`` is accepted for the backends' common signature: an ORT session serves
+    concurrent runs itself, so there is no pool to size."""
     data = meta if meta is not None else read_engines_file(engine_dir, manifest)
     if data["backend"] != "ort":
         raise EngineError(f"{engine_dir} holds {data['backend']} engines, not ort")

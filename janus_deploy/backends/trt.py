@@ -643,6 +643,8 @@ class TrtRunner:
 
 
 def load(manifest: Manifest, engine_dir: str | Path, *, meta: dict[str, Any] | None = None,
-         contexts: int = DEFAULT_CONTEXTS, **_: Any) -> TrtRunner:
+         contexts: int | None = None, concurrency: int | None = None, **_: Any) -> TrtRunner:
+    """``contexts``: execution contexts per engine; default: ``concurrency`` (the caller's
+    concurrent inferences, e.g. serve's ``--concurrency``), else DEFAULT_CONTEXTS."""
     meta = meta if meta is not None else read_engines_file(engine_dir, manifest)
-    return TrtRunner(manifest, engine_dir, meta, contexts=contexts)
+    return TrtRunner(manifest, engine_dir, meta, contexts=int(contexts or concurrency or DEFAULT_CONTEXTS))
