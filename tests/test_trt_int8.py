@@ -253,6 +253,17 @@ def test_level_free_weights_handed_to_builder_once(level_free, digits_plan, tmp_
                  for i in onnx.load(str(digits_plan.path(e["file"]))).graph.initializer)
     assert once == blocks
     assert per_level / once == pytest.approx(len(digits_plan.levels), rel=0.02)
+    # the figure tools/engine_bytes.py prints for a plan is the bytes the builder got
+    assert trt_backend.weight_bytes(digits_plan, "level") == per_level
+    assert trt_backend.weight_bytes(digits_plan, "level-free") == once
+
+
+def test_int8_weight_bytes_match_the_qdq_graphs(int8, digits_plan):
+    _, _, log, _ = int8
+    got = sum(e["weight_bytes"] for e in log)  # int8 weights, scales, zero points, float rest
+    est = trt_backend.weight_bytes(digits_plan, "level", "int8")
+    assert est == pytest.approx(got, rel=0.02)  # the activations' scalar scales are the difference
+    assert est < 0.3 * trt_backend.weight_bytes(digits_plan, "level", "fp32")
 
 
 def test_level_free_chain_matches_per_level_graphs(level_free, digits_plan, monkeypatch):

@@ -195,6 +195,45 @@ def _graph_for(manifest: Manifest, seg: dict[str, Any], precision: str, out_dir:
     return dst
 
 
+def weight_bytes(manifest: Manifest, graphs: str = "level", precision: str = "fp32") -> int:
+    """Bytes of weights the builder is handed for a whole plan: every per-level (level, segment)
+    graph (``graphs="level"``: one copy of a block's weights per level) or every level-free
+    segment graph (``"level-free"``: one copy), at ``precision``: fp16 halves the MatMul/Gemm/Conv
+    weights and biases :func:`fp16_graph` casts; int8 stores those weights in one byte plus a
+    4-byte scale and a 1-byte zero point per output channel (biases float), as
+    :mod:`janus_deploy.backends.qdq` writes them. Read from the graphs' initializer
+    records, without loading a weight. Weights only: TensorRT's engines add their own layout and
+    each execution context its activation memory."""
+    import onnx
+    from onnx import TensorProto
+
+    if graphs not in GRAPHS or precision not in ("fp32", "fp16", "int8"):
+        raise EngineError(f"weight_bytes: graphs in {GRAPHS}, precision fp32/fp16/int8 (got {graphs!r}, {precision!r})")
+    entries = manifest.level_free_segments if graphs == "level-free" else \
+        [seg for lv in manifest.levels for seg in lv["segments"]]
+    total = 0
+    for entry in entries:
+        model = onnx.load(str(manifest.path(entry["file"])), load_external_data=False)
+        sizes: dict[str, tuple[int, int, int]] = {}  # name -> (bytes, element size, output channels)
+        for init in model.graph.initializer:
+            n = int(np.prod(init.dims)) if init.dims else 1
+            item = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+            sizes[init.name] = (n * item, item, int(init.dims[-1]) if init.dims else 1)
+        weights, biases = set(), set()
+        for node in model.graph.node:
+            if node.op_type in FP16_OPS and len(node.input) > 1 and node.input[1] in sizes:
+                weights.add(node.input[1])
+                biases.update(i for i in node.input[2:] if i in sizes)
+        float_types = {i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT}
+        for name, (nbytes, item, channels) in sizes.items():
+            if precision == "fp16" and name in (weights | biases) and name in float_types:
+                nbytes //= 2
+            elif precision == "int8" and name in weights and name in float_types:
+                nbytes = nbytes // item + 5 * channels
+            total += nbytes
+    return total
+
+
 def network_flags(trt) -> int:
     """Strongly typed networks: the flag on 10.x; 11.x networks are always strongly typed."""
     flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
