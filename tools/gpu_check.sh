@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 25 item 7), one verdict line per step; expected run time 5-7 minutes, within a
+# GPU check (issue 25 item 7), one verdict line per step; expected run time 5-8 minutes, within a
 # 10-minute window (timeout 540 s). Needs an NVIDIA GPU; with TensorRT 10/11 and cuda-python
 # (the [trt] extra) it checks the TensorRT path, without TensorRT it runs the ONNX Runtime CUDA
 # checks it can (and int8 Q/DQ on the CPU) and says TensorRT was NOT tested. Steps: versions; fp32/fp16
