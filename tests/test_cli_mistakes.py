@@ -73,8 +73,10 @@ MISTAKES = [
     # build-engines, verify, inspect, profile, calibrate
     ("engines-out-is-a-file", ["build-engines", "{w}/plan", "--out", "{w}/a-file.txt"], "is an existing file"),
     ("engines-no-plan", ["build-engines", "{w}/folder", "--out", "{w}/eng"], "is not a plan (run `janus-deploy export`)"),
-    ("engines-trt-level-free", ["build-engines", "{w}/plan", "--out", "{w}/eng", "--backend", "trt", "--graphs",
-                                "level-free"], "only ort has level-free graphs"),
+    ("engines-int8-no-calibration", ["build-engines", "{w}/plan", "--out", "{w}/eng", "--precision", "int8"],
+     "give --calibration DIR"),
+    ("engines-calibration-fp32", ["build-engines", "{w}/plan", "--out", "{w}/eng", "--calibration", "{w}/folder"],
+     "is for --precision int8 only"),
     ("engines-backend", ["build-engines", "{w}/plan", "--out", "{w}/eng", "--backend", "tensorflow"],
      "unknown backend 'tensorflow'"),
     ("verify-engines-missing", ["verify", "{w}/plan", "--engines", "{w}/folder"], "run `janus-deploy build-engines`"),

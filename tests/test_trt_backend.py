@@ -254,3 +254,33 @@ def test_standin_is_findable_by_importlib(monkeypatch):
     """torch's dynamo calls importlib.util.find_spec('tensorrt'); the stand-in must not break it."""
     trt_standin.install(monkeypatch)
     assert importlib.util.find_spec("tensorrt") is not None
+
+
+def test_serve_sizes_the_context_pool_from_its_concurrency(built, tiny_plan):
+    """serve's --concurrency inferences at once get as many execution contexts per engine."""
+    from janus_deploy.runtime.server import create_app
+
+    out, _, _, _ = built
+    app = create_app(tiny_plan.dir, out, concurrency=3)
+    runner = app.state.janus.runner
+    assert runner.contexts == 3
+    assert load_runner(tiny_plan, out).contexts == trt_backend.DEFAULT_CONTEXTS
+    assert load_runner(tiny_plan, out, concurrency=6).contexts == 6
+
+
+def test_edge_refuses_engines_without_batch_1(built, tiny_plan, tmp_path):
+    """The edge sends one frame per request: engines whose profile starts above 1 are refused at start-up."""
+    from janus_deploy.backends.base import EngineError, check_batch
+
+    out, meta, _, _ = built
+    runner = trt_backend.TrtRunner(tiny_plan, out, {**meta, "min_batch": 2})
+    with pytest.raises(EngineError, match=r"take batches 2..16, and the edge \(one frame per request\) runs batches of 1"):
+        check_batch(runner, 1, "the edge (one frame per request)")
+    import types
+
+    from janus_deploy.runtime.edge import EdgeError, EdgeRuntime
+
+    with pytest.raises(EdgeError, match="rebuild them with `janus-deploy build-engines --min-batch 1"):
+        EdgeRuntime._load_runner(types.SimpleNamespace(manifest=tiny_plan), runner, 0)
+    check_batch(load_runner(tiny_plan, out), 1, "the edge")  # 1..16 holds it
+    check_batch(OrtRunner(tiny_plan), 500, "anyone")  # ORT takes any batch

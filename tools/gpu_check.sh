@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# GPU check (issue 25 item 7), one verdict line per step; expected run time 4-6 minutes, within a
+# GPU check (issue 25 item 7), one verdict line per step; expected run time 5-8 minutes, within a
 # 10-minute window (timeout 540 s). Needs an NVIDIA GPU; with TensorRT 10/11 and cuda-python
 # (the [trt] extra) it checks the TensorRT path, without TensorRT it runs the ONNX Runtime CUDA
-# checks it can and says TensorRT was NOT tested. Never run yet: written without a GPU.
+# checks it can (and int8 Q/DQ on the CPU) and says TensorRT was NOT tested. Steps: versions; fp32/fp16
+# engines; segments and chains vs ORT; batches 1, 8, max+1, 4 -> 16; two threads; device memory; int8
+# (Q/DQ, strongly typed) vs the same graphs in ORT; level-free (weights-once) engines and their memory.
+# Never run yet: written without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -68,6 +68,24 @@ def run_segments(runner: Runner, level: int, first: int, last: int, inputs: Sequ
     return out
 
 
+def batch_range(runner: Any) -> tuple[int, int | None]:
+    """(smallest, largest) batch a runner takes: the TensorRT engines' optimization profile
+    (``min_batch``/``max_batch`` of engines.json); (1, None) for runners without a limit."""
+    inner = getattr(runner, "inner", None)  # SlowedRunner
+    if inner is not None:
+        return batch_range(inner)
+    lo, hi = getattr(runner, "min_batch", 1), getattr(runner, "max_batch", None)
+    return (int(lo) if isinstance(lo, int) else 1, int(hi) if isinstance(hi, int) else None)
+
+
+def check_batch(runner: Any, batch: int, who: str) -> None:
+    """EngineError in one line when ``who`` (which sends batches of ``batch``) cannot use the runner."""
+    lo, hi = batch_range(runner)
+    if batch < lo or (hi is not None and batch > hi):
+        raise EngineError(f"the engines take batches {lo}..{hi}, and {who} runs batches of {batch}; rebuild them "
+                          f"with `janus-deploy build-engines --min-batch {min(lo, batch)} --max-batch {max(hi or batch, batch)}`")
+
+
 def write_engines_file(engine_dir: Path, data: dict[str, Any]) -> None:
     engine_dir.mkdir(parents=True, exist_ok=True)
     data = {"kind": ENGINES_KIND, "format_version": ENGINES_VERSION, **data}

@@ -322,20 +322,32 @@ def build(
     device_name: str | None = None,
     graphs: str = "level",
     prepack: bool = False,
+    calibration: str | Path | None = None,
+    calibration_images: int = 64,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Check every graph of the chosen family (``level`` or ``level-free``, see the module
     docstring) loads in ORT on this device and write ``engines.json``. ``prepack`` (level-free
     graphs only): prepacked weights, the level-free graphs serving every level (α = 0 too), each
-    weight packed once (the module docstring)."""
+    weight packed once (the module docstring). int8: Q/DQ graphs calibrated on ``calibration``
+    (:func:`janus_deploy.backends.qdq.build_ort`)."""
     ort = _ort()
     if prepack and graphs != "level-free":
         raise EngineError("--prepack packs each weight once only with level-free graphs (one session per segment "
                           "for every level); per-level graphs would pack a copy per level: add --graphs level-free")
+    if precision == "int8":
+        from janus_deploy.backends import qdq
+
+        if graphs != "level":
+            raise EngineError("int8 engines use the per-level graphs (Q/DQ scales are calibrated per level); "
+                              "leave --graphs out")
+        return qdq.build_ort(manifest, out_dir, calibration=calibration, calibration_images=calibration_images,
+                             device=device, device_name=device_name, progress=progress)
+    if calibration is not None:
+        raise EngineError(f"--calibration is for --precision int8 only (this build is {precision}); leave it out")
     if precision != "fp32":
         raise EngineError(
-            f"the ort backend builds fp32 engines; {precision} is available with --backend trt "
-            "(fp16 needs a GPU; int8 Q/DQ engines are not built yet)"
+            f"the ort backend builds fp32 and int8 engines; {precision} is available with --backend trt (it needs a GPU)"
         )
     provider = resolve_provider(device)
     runner = OrtRunner(manifest, provider=provider, graphs=graphs, disable_prepacking=not prepack,
@@ -370,11 +382,18 @@ def build(
 
 
 def load(manifest: Manifest, engine_dir: str | Path, *, threads: int = 0,
-         meta: dict[str, Any] | None = None) -> OrtRunner:
-    """``meta``: the engines.json already read by the caller (read here otherwise)."""
+         meta: dict[str, Any] | None = None, concurrency: int | None = None) -> OrtRunner:
+    """``meta``: the engines.json already read by the caller (read here otherwise).
+    ``concurrency`` is accepted for the backends' common signature: an ORT session serves
+    concurrent runs itself, so there is no pool to size."""
     data = meta if meta is not None else read_engines_file(engine_dir, manifest)
     if data["backend"] != "ort":
         raise EngineError(f"{engine_dir} holds {data['backend']} engines, not ort")
+    if data.get("precision") == "int8":  # the engine folder's Q/DQ graphs
+        from janus_deploy.backends.qdq import QdqOrtRunner
+
+        return QdqOrtRunner(manifest, engine_dir, data, provider=resolve_provider(data.get("device", "cpu")),
+                            threads=threads)
     problems = index_problems(manifest, data)
     if problems:
         raise EngineError(f"{Path(engine_dir) / 'engines.json'} does not match the plan: {problems[0]}"

@@ -56,6 +56,7 @@ MAX_BATCH = 8
 #: execution contexts per engine (one per concurrent caller)
 DEFAULT_CONTEXTS = 4
 SUPPORTED_MAJORS = (10, 11)
+GRAPHS = ("level", "level-free")
 #: ops whose math stays fp32 in the fp16 graph (the rest of the graph is fp32 too: only the
 #: weight-bearing ops below are cast to fp16)
 FP16_OPS = ("MatMul", "Gemm", "Conv")
@@ -118,10 +119,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
-def engine_name(plan_hash: str, level: int, segment: int, precision: str, trt_version: str, cc: str,
+def engine_name(plan_hash: str, level: int | None, segment: int, precision: str, trt_version: str, cc: str,
                 gpu: str = "") -> str:
+    """``level`` None: a level-free engine (every level, one profile each)."""
     tail = f"_{_slug(gpu)}" if gpu else ""
-    return (f"{plan_hash[:12]}_L{level:02d}_S{segment:02d}_{precision}_trt{trt_version}"
+    lv = "LF" if level is None else f"L{level:02d}"
+    return (f"{plan_hash[:12]}_{lv}_S{segment:02d}_{precision}_trt{trt_version}"
             f"_sm{cc.replace('.', '')}{tail}.engine")
 
 
@@ -170,8 +173,10 @@ def fp16_graph(model):
     return model
 
 
-def _graph_for(manifest: Manifest, seg: dict[str, Any], precision: str, out_dir: Path, stats: CheckStats) -> Path:
-    """The ONNX file TensorRT parses for one segment, checked against the plan's sha256 first."""
+def _graph_for(manifest: Manifest, seg: dict[str, Any], precision: str, out_dir: Path, stats: CheckStats,
+               qdq_graph: Path | None = None) -> Path:
+    """The ONNX file TensorRT parses for one segment, checked against the plan's sha256 first
+    (int8: the Q/DQ graph :func:`janus_deploy.backends.qdq.quantize_plan` wrote from it)."""
     import onnx
 
     src = manifest.path(seg["file"])
@@ -180,8 +185,9 @@ def _graph_for(manifest: Manifest, seg: dict[str, Any], precision: str, out_dir:
     if precision == "fp32":
         return src
     if precision == "int8":
-        raise EngineError("int8 TensorRT engines need Q/DQ graphs, which this version does not build yet; "
-                          "use --precision fp16 or fp32")
+        if qdq_graph is None:
+            raise EngineError("int8 engines are built from Q/DQ graphs: give calibration images (--calibration DIR)")
+        return qdq_graph
     dst = out_dir / "graphs" / (Path(seg["file"]).stem + f"_{precision}.onnx")
     dst.parent.mkdir(parents=True, exist_ok=True)
     model = fp16_graph(onnx.load(str(src)))  # loads weights.bin (external data) beside the graph
@@ -189,10 +195,117 @@ def _graph_for(manifest: Manifest, seg: dict[str, Any], precision: str, out_dir:
     return dst
 
 
+def weight_bytes(manifest: Manifest, graphs: str = "level", precision: str = "fp32") -> int:
+    """Bytes of weights the builder is handed for a whole plan: every per-level (level, segment)
+    graph (``graphs="level"``: one copy of a block's weights per level) or every level-free
+    segment graph (``"level-free"``: one copy), at ``precision``: fp16 halves the MatMul/Gemm/Conv
+    weights and biases :func:`fp16_graph` casts; int8 stores those weights in one byte plus a
+    4-byte scale and a 1-byte zero point per output channel (biases float), as
+    :mod:`janus_deploy.backends.qdq` writes them. Read from the graphs' initializer
+    records, without loading a weight. Weights only: TensorRT's engines add their own layout and
+    each execution context its activation memory."""
+    import onnx
+    from onnx import TensorProto
+
+    if graphs not in GRAPHS or precision not in ("fp32", "fp16", "int8"):
+        raise EngineError(f"weight_bytes: graphs in {GRAPHS}, precision fp32/fp16/int8 (got {graphs!r}, {precision!r})")
+    entries = manifest.level_free_segments if graphs == "level-free" else \
+        [seg for lv in manifest.levels for seg in lv["segments"]]
+    total = 0
+    for entry in entries:
+        model = onnx.load(str(manifest.path(entry["file"])), load_external_data=False)
+        sizes: dict[str, tuple[int, int, int]] = {}  # name -> (bytes, element size, output channels)
+        for init in model.graph.initializer:
+            n = int(np.prod(init.dims)) if init.dims else 1
+            item = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+            sizes[init.name] = (n * item, item, int(init.dims[-1]) if init.dims else 1)
+        weights, biases = set(), set()
+        for node in model.graph.node:
+            if node.op_type in FP16_OPS and len(node.input) > 1 and node.input[1] in sizes:
+                weights.add(node.input[1])
+                biases.update(i for i in node.input[2:] if i in sizes)
+        float_types = {i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT}
+        for name, (nbytes, item, channels) in sizes.items():
+            if precision == "fp16" and name in (weights | biases) and name in float_types:
+                nbytes //= 2
+            elif precision == "int8" and name in weights and name in float_types:
+                nbytes = nbytes // item + 5 * channels
+            total += nbytes
+    return total
+
+
 def network_flags(trt) -> int:
     """Strongly typed networks: the flag on 10.x; 11.x networks are always strongly typed."""
     flag = getattr(getattr(trt, "NetworkDefinitionCreationFlag", None), "STRONGLY_TYPED", None)
     return 0 if flag is None else 1 << int(flag)
+
+
+def level_free_graph(model):
+    """A level-free segment graph TensorRT can take (in place; returns it): its ``reductions``
+    input becomes int32 followed by a Cast to int64. ``reductions`` sets token counts (TopK's K,
+    Range), so TensorRT treats it as a shape tensor, and 10.3's ``set_shape_input`` takes int32
+    shape tensors only; the rest of the graph is unchanged."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    for vi in model.graph.input:
+        if vi.name == "reductions" and vi.type.tensor_type.elem_type == TensorProto.INT64:
+            vi.type.tensor_type.elem_type = TensorProto.INT32
+            inner = "reductions_i64"
+            for node in model.graph.node:
+                for j, name in enumerate(node.input):
+                    if name == "reductions":
+                        node.input[j] = inner
+            model.graph.node.insert(0, helper.make_node("Cast", ["reductions"], [inner], to=TensorProto.INT64,
+                                                        name="reductions_to_int64"))
+    onnx.checker.check_model(model)
+    return model
+
+
+def _level_free_graph_for(manifest: Manifest, seg: dict[str, Any], precision: str, out_dir: Path,
+                          stats: CheckStats) -> Path:
+    """The level-free segment graph TensorRT parses (checked against the plan first; weights
+    inlined, since the graph no longer sits beside ``weights.bin``)."""
+    import onnx
+
+    src = manifest.path(seg["file"])
+    read_verified(src, seg["sha256"], str(manifest.dir / "manifest.json") if manifest.dir else "manifest.json",
+                  "re-export the plan", stats)
+    model = level_free_graph(onnx.load(str(src)))
+    if precision == "fp16":
+        fp16_graph(model)
+    dst = out_dir / "graphs" / (Path(seg["file"]).stem + f"_levelfree_{precision}.onnx")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _profiles(manifest: Manifest, network, levels: Sequence[int], segment: int, min_batch: int, max_batch: int,
+              level_free: bool) -> list[dict[str, Any]]:
+    """One optimization profile per level: each input's (min, opt, max) shape with the batch range
+    and the level's token count; a shape tensor (``reductions``) its values at that level."""
+    out = []
+    for li in levels:
+        lv = manifest.level(li)
+        specs = {s["name"]: s for s in lv["segments"][segment]["inputs"]}
+        shapes: dict[str, tuple] = {}
+        values: dict[str, list[int]] = {}
+        for i in range(network.num_inputs):
+            t = network.get_input(i)
+            if getattr(t, "is_shape", False) or t.name == "reductions":
+                a, b = manifest.level_free_segments[segment]["blocks"]
+                vals = [int(v) for v in lv["reductions"][a - 1: b]]
+                dims = list(t.shape)
+                shapes[t.name] = (dims, dims, dims)
+                values[t.name] = vals
+                continue
+            dims = list(t.shape)[1:]
+            if level_free:  # the level's static shapes, as its per-level graph has them
+                dims = [int(d) for d in specs[t.name]["shape"][1:]]
+            rest = [d if d > 0 else 1 for d in dims]
+            shapes[t.name] = ([min_batch, *rest], [min_batch, *rest], [max_batch, *rest])
+        out.append({"shapes": shapes, "values": values})
+    return out
 
 
 def build(
@@ -205,16 +318,56 @@ def build(
     min_batch: int = MIN_BATCH,
     max_batch: int = MAX_BATCH,
     hardware_compatibility: str | None = None,
+    graphs: str = "level",
+    calibration: str | Path | None = None,
+    calibration_images: int = 64,
     progress: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
-    """Build one TensorRT engine per (level, segment) from the plan's ONNX graphs (resumable)."""
+    """Build TensorRT engines from the plan's ONNX graphs (resumable).
+
+    ``graphs="level"``: one engine per (level, segment) from the per-level graphs (each holds the
+    weights of its blocks: a copy per level). ``graphs="level-free"``: one engine per segment from
+    the level-free graphs with one optimization profile per level (token counts and the level's
+    reductions), so every level runs on the same engine and its one copy of the weights
+    (docs/engines.md, "Weights once").
+
+    int8: ``calibration`` is a folder of images (the deployment's own, any layout); the segment
+    graphs are quantized to Q/DQ graphs calibrated per level on them
+    (:mod:`janus_deploy.backends.qdq`), their accuracy against fp32 is measured on the held-out
+    part with ONNX Runtime and recorded as ``int8_accuracy``, and the Q/DQ graphs are built as
+    strongly typed networks (no INT8 flag, no calibrator).
+    """
     trt = _trt()
     if precision not in ("fp32", "fp16", "int8"):
         raise EngineError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
+    if graphs not in GRAPHS:
+        raise EngineError(f"unknown graph family {graphs!r}; choose one of {', '.join(GRAPHS)}")
+    if precision != "int8" and calibration is not None:
+        raise EngineError(f"--calibration is for --precision int8 only (this build is {precision}); leave it out")
+    if precision == "int8" and graphs == "level-free":
+        raise EngineError("int8 level-free engines are not built: the Q/DQ scales are calibrated per level, and a "
+                          "level-free engine serves every level; use --graphs level with int8")
     if not 1 <= min_batch <= max_batch:
         raise EngineError(f"batch range {min_batch}..{max_batch} is empty; need 1 <= min_batch <= max_batch")
     key = gpu_key()
     out_dir.mkdir(parents=True, exist_ok=True)
+    level_free = graphs == "level-free"
+    levels = list(range(len(manifest.levels)))
+    if level_free:
+        jobs = [(-1, si) for si in range(len(manifest.level_free_segments))]
+    else:
+        jobs = [(li, si) for li, lv in enumerate(manifest.levels) for si in range(len(lv["segments"]))]
+    steps = len(jobs) * (2 if precision == "int8" else 1)  # int8: quantize every graph, then build
+    quant: dict[str, Any] = {}
+    if precision == "int8":
+        from janus_deploy.backends import qdq
+
+        if calibration is None:
+            raise EngineError("int8 engines need calibration images: give --calibration DIR (a folder of the "
+                              "deployment's images; every 4th one is held out to measure accuracy)")
+        frames = qdq.calibration_frames(manifest, calibration, calibration_images)
+        quant = qdq.quantize_plan(manifest, out_dir, frames,
+                                  progress=(lambda d, _t: progress(d, steps)) if progress else None)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     cache_path = out_dir / TIMING_CACHE
@@ -227,19 +380,26 @@ def build(
         partial = {}
     stamp = {"plan_hash": manifest.hash, "precision": precision, "tensorrt_version": trt.__version__, **key,
              "min_batch": min_batch, "max_batch": max_batch, "hardware_compatibility": hardware_compatibility}
+    if level_free:
+        stamp["graphs"] = graphs
+    if quant:
+        stamp["calibration_sha256"] = quant["frames_sha256"]  # other images, other scales: rebuild
     done_before = {e["file"]: e for e in partial.get("engines", [])} if partial.get("stamp") == stamp else {}
-    jobs = [(li, si) for li, lv in enumerate(manifest.levels) for si in range(len(lv["segments"]))]
     engines: list[dict[str, Any]] = []
     stats, t0, built = CheckStats(), time.perf_counter(), 0
     for done, (li, si) in enumerate(jobs, 1):
-        seg = manifest.level(li)["segments"][si]
-        name = engine_name(manifest.hash, li, si, precision, trt.__version__, key["compute_capability"], key["gpu"])
+        seg = manifest.level_free_segments[si] if level_free else manifest.level(li)["segments"][si]
+        name = engine_name(manifest.hash, None if level_free else li, si, precision, trt.__version__, key["compute_capability"], key["gpu"])
+        entry = {"segment": si, "file": name, **({"profiles": levels} if level_free else {"level": li})}
         prev = done_before.get(name)
         if prev and (out_dir / name).is_file() and \
                 hashlib.sha256((out_dir / name).read_bytes()).hexdigest() == prev["sha256"]:
             engines.append(prev)
         else:
-            graph = _graph_for(manifest, seg, precision, out_dir, stats)
+            if level_free:
+                graph = _level_free_graph_for(manifest, seg, precision, out_dir, stats)
+            else:
+                graph = _graph_for(manifest, seg, precision, out_dir, stats, quant.get("graphs", {}).get((li, si)))
             network = builder.create_network(network_flags(trt))
             parser = trt.OnnxParser(network, logger)
             if not parser.parse_from_file(str(graph)):
@@ -249,48 +409,65 @@ def build(
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
             config.set_timing_cache(timing_cache, ignore_mismatch=False)
             if hardware_compatibility:
-                level = getattr(trt.HardwareCompatibilityLevel, hardware_compatibility.upper(), None)
-                if level is None:
+                hw = getattr(trt.HardwareCompatibilityLevel, hardware_compatibility.upper(), None)
+                if hw is None:
                     raise EngineError(f"unknown hardware-compatibility level {hardware_compatibility!r}; "
                                       f"this TensorRT offers {', '.join(trt.HardwareCompatibilityLevel.__members__)}")
-                config.hardware_compatibility_level = level
-            profile = builder.create_optimization_profile()
-            for i in range(network.num_inputs):
-                t = network.get_input(i)
-                rest = [d if d > 0 else 1 for d in list(t.shape)[1:]]
-                profile.set_shape(t.name, [min_batch, *rest], [min_batch, *rest], [max_batch, *rest])
-            config.add_optimization_profile(profile)
+                config.hardware_compatibility_level = hw
+            for prof in _profiles(manifest, network, levels if level_free else [li], si, min_batch, max_batch,
+                                  level_free):
+                profile = builder.create_optimization_profile()
+                for tname, (mn, opt, mx) in prof["shapes"].items():
+                    profile.set_shape(tname, mn, opt, mx)
+                for tname, vals in prof["values"].items():
+                    profile.set_shape_input(tname, vals, vals, vals)
+                config.add_optimization_profile(profile)
             blob = builder.build_serialized_network(network, config)
             if blob is None:
                 raise EngineError(f"TensorRT failed to build an engine for {seg['file']} (see the log above)")
             data = bytes(blob)
             (out_dir / name).write_bytes(data)
-            engines.append({"level": li, "segment": si, "file": name, "sha256": hashlib.sha256(data).hexdigest()})
+            engines.append({**entry, "sha256": hashlib.sha256(data).hexdigest()})
             cache_path.write_bytes(bytes(timing_cache.serialize()))  # saved as we go
             built += 1
         elapsed = time.perf_counter() - t0
         eta = round(elapsed / built * (len(jobs) - done), 1) if built else None
         partial_path.write_text(json.dumps({"stamp": stamp, "engines": engines, "eta_seconds": eta}))
         if progress:  # the CLI's progress bar shows the time left from these calls
-            progress(done, len(jobs))
+            progress(steps - len(jobs) + done, steps)
     meta = {"backend": "trt", "device_name": device_name, "graph_bytes_checked": stats.bytes, **stamp,
-            "built": built, "skipped": len(jobs) - built,
+            "graphs": graphs, "built": built, "skipped": len(jobs) - built,
             "build_seconds": round(time.perf_counter() - t0, 3), "engines": engines}
+    if quant:
+        meta["int8_accuracy"] = quant["accuracy"]
+        meta["calibration"] = {"folder": str(calibration), "calibration_images": quant["calibration_images"],
+                               "heldout_images": quant["heldout_images"], "method": "ORT quantize_static QDQ MinMax, "
+                               "symmetric int8, weights per channel", "quantize_seconds": quant["quantize_seconds"]}
     write_engines_file(out_dir, meta)
     partial_path.unlink(missing_ok=True)
     return meta
 
 
 class _Slot:
-    """One execution context with its own stream and reusable device buffers."""
+    """One execution context with its own stream and reusable device buffers, bound to one
+    optimization profile (a level-free engine has one per level)."""
 
-    def __init__(self, engine, cudart) -> None:
-        self.ctx = engine.create_execution_context()
+    def __init__(self, engine, cudart, trt, profile: int = 0) -> None:
+        strategy = getattr(getattr(trt, "ExecutionContextAllocationStrategy", None), "ON_PROFILE_CHANGE", None)
+        # with several profiles, size the activation memory for the one this context uses
+        multi = int(getattr(engine, "num_optimization_profiles", 1)) > 1
+        self.ctx = engine.create_execution_context(strategy) if multi and strategy is not None \
+            else engine.create_execution_context()
         if self.ctx is None:
             raise EngineError("TensorRT could not create an execution context (out of device memory?)")
         self.cudart = cudart
         self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self.buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        if multi or profile:
+            if not self.ctx.set_optimization_profile_async(profile, int(self.stream)):
+                raise EngineError(f"TensorRT refused optimization profile {profile} of an engine with "
+                                  f"{getattr(engine, 'num_optimization_profiles', 1)}")
+            _check(cudart.cudaStreamSynchronize(self.stream), "stream synchronize")
 
     def buffer(self, name: str, nbytes: int) -> int:
         ptr, size = self.buffers.get(name, (0, 0))
@@ -309,10 +486,10 @@ class _Slot:
 
 
 class _Engine:
-    """A deserialised engine and its bounded pool of execution contexts."""
+    """A deserialised engine's bounded pool of execution contexts for one optimization profile."""
 
-    def __init__(self, engine, cudart, contexts: int) -> None:
-        self.engine, self.cudart, self.size = engine, cudart, contexts
+    def __init__(self, engine, cudart, trt, contexts: int, profile: int = 0) -> None:
+        self.engine, self.cudart, self.trt, self.size, self.profile = engine, cudart, trt, contexts, profile
         self.pool: queue.Queue[_Slot] = queue.Queue()
         self.created = 0
         self.lock = threading.Lock()
@@ -326,7 +503,7 @@ class _Engine:
             if self.created < self.size:
                 self.created += 1
                 try:
-                    return _Slot(self.engine, self.cudart)
+                    return _Slot(self.engine, self.cudart, self.trt, self.profile)
                 except Exception:
                     self.created -= 1
                     raise
@@ -344,7 +521,11 @@ class _Engine:
 
 
 class TrtRunner:
-    """Deserialised engines per (level, segment), created lazily and kept resident; thread-safe."""
+    """Deserialised engines, created lazily and kept resident; thread-safe.
+
+    Per-level engines (``graphs: level``): one engine per (level, segment). Level-free engines
+    (``graphs: level-free``): one engine per segment serving every level through the level's
+    optimization profile; the level's reductions are fed as the engine's shape tensor."""
 
     def __init__(self, manifest: Manifest, engine_dir: str | Path, meta: dict[str, Any],
                  contexts: int = DEFAULT_CONTEXTS) -> None:
@@ -365,40 +546,56 @@ class TrtRunner:
         self.manifest, self.dir, self.meta, self.contexts = manifest, Path(engine_dir), meta, contexts
         self.min_batch = int(meta.get("min_batch", MIN_BATCH))
         self.max_batch = int(meta.get("max_batch", MAX_BATCH))
+        self.level_free = meta.get("graphs", "level") == "level-free"
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.entries = {(e["level"], e["segment"]): e for e in meta["engines"]}
+        # level-free engines are keyed (None, segment): one serves every level
+        self.entries = {(None if self.level_free else e["level"], e["segment"]): e for e in meta["engines"]}
         self.checks = CheckStats()
-        self._engines: dict[tuple[int, int], _Engine] = {}
+        self._cuda: dict[tuple[int | None, int], Any] = {}  # deserialised engines
+        self._engines: dict[tuple[int, int], _Engine] = {}  # context pools per (level, segment)
         self._lock = threading.Lock()
+
+    def _key(self, level: int, segment: int) -> tuple[int | None, int]:
+        return (None, segment) if self.level_free else (level, segment)
+
+    def _cuda_engine(self, key: tuple[int | None, int]):
+        engine = self._cuda.get(key)
+        if engine is None:
+            path = self.dir / self.entries.get(key, {}).get("file", "?")
+            engine = self.runtime.deserialize_cuda_engine(self._engine_bytes(*key))
+            if engine is None:
+                raise EngineError(f"TensorRT cannot load {path} (corrupt, or built for another version/GPU)")
+            self._cuda[key] = engine
+        return engine
 
     def _engine(self, level: int, segment: int) -> _Engine:
         with self._lock:
             eng = self._engines.get((level, segment))
             if eng is None:
-                path = self.dir / self.entries.get((level, segment), {}).get("file", "?")
-                engine = self.runtime.deserialize_cuda_engine(self._engine_bytes(level, segment))
-                if engine is None:
-                    raise EngineError(f"TensorRT cannot load {path} (corrupt, or built for another version/GPU)")
-                eng = self._engines[(level, segment)] = _Engine(engine, self.cudart, self.contexts)
+                key = self._key(level, segment)
+                engine = self._cuda_engine(key)
+                profile = self.entries[key]["profiles"].index(level) if self.level_free else 0
+                eng = self._engines[(level, segment)] = _Engine(engine, self.cudart, self.trt, self.contexts, profile)
             return eng
 
-    def _engine_bytes(self, level: int, segment: int) -> bytes:
+    def _engine_bytes(self, level: int | None, segment: int) -> bytes:
         entry = self.entries.get((level, segment))
         if entry is None:
-            raise EngineError(f"{self.dir / 'engines.json'} lists no engine for level {level} segment {segment}; "
-                              "rebuild the engines")
+            what = f"segment {segment}" if level is None else f"level {level} segment {segment}"
+            raise EngineError(f"{self.dir / 'engines.json'} lists no engine for {what}; rebuild the engines")
         return read_verified(self.dir / entry["file"], entry["sha256"], f"{self.dir / 'engines.json'}",
                              "rebuild the engines with `janus-deploy build-engines --backend trt`", self.checks)
 
     def check_files(self, progress: Any = None) -> None:
-        keys = sorted(self.entries)
+        keys = sorted(self.entries, key=lambda k: (-1 if k[0] is None else k[0], k[1]))
         for i, key in enumerate(keys, 1):
             self._engine_bytes(*key)
             if progress:
                 progress(i, len(keys))
 
     def loaded(self) -> int:
-        return len(self._engines)
+        """Engines resident (a level-free engine counts once, whatever the levels it serves)."""
+        return len(self._cuda)
 
     def load(self, level: int, segment: int) -> None:
         self._engine(level, segment)
@@ -413,8 +610,21 @@ class TrtRunner:
     def unload(self, level: int, segment: int) -> None:
         with self._lock:
             eng = self._engines.pop((level, segment), None)
+            key = self._key(level, segment)
+            if not any(self._key(*k) == key for k in self._engines):
+                self._cuda.pop(key, None)  # no level uses the engine any more
         if eng is not None:
             eng.close()
+
+    def _extra_inputs(self, level: int, segment: int) -> list[tuple[str, np.ndarray]]:
+        """A level-free engine's shape tensor: the level's reductions over the segment's blocks."""
+        if not self.level_free:
+            return []
+        lf = self.manifest.level_free_segments[segment]
+        if not any(s["name"] == "reductions" for s in lf["inputs"]):
+            return []
+        a, b = lf["blocks"]
+        return [("reductions", np.asarray(self.manifest.level(level)["reductions"][a - 1: b], dtype=np.int32))]
 
     def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         trt, cudart = self.trt, self.cudart
@@ -428,8 +638,8 @@ class TrtRunner:
         try:
             ctx, engine, h2d = slot.ctx, eng.engine, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
             hold = []
-            for spec, arr in zip(entry["inputs"], inputs):
-                name = spec["name"]
+            named = [(spec["name"], arr) for spec, arr in zip(entry["inputs"], inputs)]
+            for name, arr in named + self._extra_inputs(level, segment):
                 if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
                     continue  # an input the engine does not use (TensorRT drops unused inputs)
                 host = np.ascontiguousarray(arr, dtype=trt.nptype(engine.get_tensor_dtype(name)))
@@ -437,6 +647,9 @@ class TrtRunner:
                 if not ctx.set_input_shape(name, tuple(host.shape)):
                     raise EngineError(f"TensorRT refused shape {tuple(host.shape)} for {name!r} of level {level} "
                                       f"segment {segment} (outside the optimization profile)")
+                if engine.is_shape_inference_io(name):  # a shape tensor: its values stay in host memory
+                    ctx.set_tensor_address(name, host.ctypes.data)
+                    continue
                 ptr = slot.buffer(name, max(host.nbytes, 1))
                 _check(cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, h2d, slot.stream), "copy to device")
                 ctx.set_tensor_address(name, ptr)
@@ -469,6 +682,8 @@ class TrtRunner:
 
 
 def load(manifest: Manifest, engine_dir: str | Path, *, meta: dict[str, Any] | None = None,
-         contexts: int = DEFAULT_CONTEXTS, **_: Any) -> TrtRunner:
+         contexts: int | None = None, concurrency: int | None = None, **_: Any) -> TrtRunner:
+    """``contexts``: execution contexts per engine; default: ``concurrency`` (the caller's
+    concurrent inferences, e.g. serve's ``--concurrency``), else DEFAULT_CONTEXTS."""
     meta = meta if meta is not None else read_engines_file(engine_dir, manifest)
-    return TrtRunner(manifest, engine_dir, meta, contexts=contexts)
+    return TrtRunner(manifest, engine_dir, meta, contexts=int(contexts or concurrency or DEFAULT_CONTEXTS))

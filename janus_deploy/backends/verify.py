@@ -76,7 +76,7 @@ def check_engines(manifest: Manifest, engine_dir: str | Path) -> list[str]:
     problems = []
     root = engine_dir
     plan_sha: dict[str, str] = {}
-    if data.get("backend") == "ort":
+    if data.get("backend") == "ort" and data.get("precision") != "int8":  # int8: Q/DQ graphs in engine_dir
         from janus_deploy.backends.ort import index_problems
 
         problems += [f"{where}: {p}" for p in index_problems(manifest, data)]

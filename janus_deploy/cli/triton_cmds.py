@@ -24,7 +24,7 @@ def export_triton(
     platform: str = typer.Option("auto", "--platform", help="auto (ort engines: onnxruntime, trt engines: tensorrt) | onnxruntime | tensorrt | python (what the tritonserver bundled in nvidia-pytriton loads)."),
     codec: str = typer.Option("fp16", "--codec", help="Codec of the plain janus_L{l}_S{s} ensembles (fp32 | fp16 | int8)."),
     codecs: str = typer.Option("fp32,fp16,int8", "--codecs", help="One janus_L{l}_S{s}_{codec} ensemble per codec (the edge uses these against Triton)."),
-    max_batch: int = typer.Option(64, "--max-batch", help="Triton max_batch_size of every model."),
+    max_batch: int | None = typer.Option(None, "--max-batch", help="Triton max_batch_size of every model (default: the TensorRT engines' max_batch from engines.json on --platform tensorrt, else 64)."),
     preferred_batch: str = typer.Option("", "--preferred-batch", help="Dynamic batcher's preferred batch sizes, e.g. 4,8,16 (default: none)."),
     max_queue_delay_us: int = typer.Option(0, "--max-queue-delay-us", help="Dynamic batcher's wait for a fuller batch (µs)."),
     no_dynamic_batching: bool = typer.Option(False, "--no-dynamic-batching", help="No dynamic batcher (one request per execution)."),

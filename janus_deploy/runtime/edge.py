@@ -170,10 +170,16 @@ class EdgeRuntime:
 
     # ------------------------------------------------------------------ setup pieces
     def _load_runner(self, engines: Any, threads: int) -> Any:
+        from janus_deploy.backends.base import EngineError, check_batch
+
         if isinstance(engines, (str, Path)):
             from janus_deploy.backends import load_runner
 
-            return load_runner(self.manifest, engines, threads=threads)
+            engines = load_runner(self.manifest, engines, threads=threads)
+        try:  # the engines' batch range (TensorRT's profile) must hold the edge's one frame per request
+            check_batch(engines, 1, "the edge (one frame per request)")
+        except EngineError as exc:
+            raise EdgeError(str(exc)) from None
         return engines
 
     def _load_accuracy(self, accuracy: Any) -> Any:

@@ -95,15 +95,15 @@ def create_app(
     """
     limits = limits or ServerLimits()
     manifest = Manifest.load(plan_dir)
-    if runner is None:
-        runner = load_runner(manifest, engine_dir, threads=threads)
+    conc = int(concurrency or os.cpu_count() or 1)
+    if conc < 1:
+        raise ServerError(f"concurrency must be >= 1, got {concurrency}")
+    if runner is None:  # TensorRT: one execution context per concurrent inference
+        runner = load_runner(manifest, engine_dir, threads=threads, concurrency=conc)
     if max_body_mb <= 0:
         raise ServerError(f"--max-body-mb must be > 0, got {max_body_mb}")
     if token is not None and not token:
         raise ServerError("--token must not be empty")
-    conc = int(concurrency or os.cpu_count() or 1)
-    if conc < 1:
-        raise ServerError(f"concurrency must be >= 1, got {concurrency}")
     if not max_json_mb > 0:
         raise ServerError(f"--max-json-mb must be > 0, got {max_json_mb}")
     plane = DataPlane(manifest, runner, max_loaded=max_loaded, max_body=int(max_body_mb * 1024 * 1024),

@@ -69,7 +69,7 @@ class ExportOptions:
     platform: str = "auto"
     codec: str = DEFAULT_CODEC
     codecs: tuple[str, ...] = DECODE_CODECS
-    max_batch: int = DEFAULT_MAX_BATCH
+    max_batch: int | None = None  # None: the TensorRT engines' max_batch (tensorrt platform), else 64
     dynamic: bool = True
     preferred: tuple[int, ...] = ()
     max_queue_delay_us: int = 0
@@ -158,7 +158,18 @@ def _resolve(options: ExportOptions, engines: dict[str, Any]) -> tuple[str, str]
     return platform, "KIND_GPU" if kind == "gpu" else "KIND_CPU"
 
 
+def _max_batch(o: ExportOptions, engines: dict[str, Any], platform: str) -> int:
+    """Triton's max_batch_size: as asked, else what the TensorRT engines' profile takes (engines.json),
+    else DEFAULT_MAX_BATCH (ONNX Runtime takes any batch)."""
+    if o.max_batch is not None:
+        return int(o.max_batch)
+    if platform == "tensorrt" and isinstance(engines.get("max_batch"), int):
+        return int(engines["max_batch"])
+    return DEFAULT_MAX_BATCH
+
+
 def _check_options(o: ExportOptions, engines: dict[str, Any], platform: str) -> None:
+    assert o.max_batch is not None  # resolved by _max_batch before the checks
     for c in (o.codec, *o.codecs):
         if c not in DECODE_CODECS:
             extra = (" (fp16-zstd sends fp16 tensors: use fp16; Triton takes gzip/deflate bodies, not zstd, so "
@@ -171,6 +182,13 @@ def _check_options(o: ExportOptions, engines: dict[str, Any], platform: str) -> 
     if platform == "tensorrt" and o.max_batch > int(engines.get("max_batch", o.max_batch)):
         raise TritonExportError(f"--max-batch {o.max_batch} is over what the TensorRT engines were built for "
                                 f"({engines['max_batch']}); pass --max-batch {engines['max_batch']}")
+    if platform == "tensorrt" and int(engines.get("min_batch", 1)) > 1:
+        raise TritonExportError(f"the TensorRT engines take batches from {engines['min_batch']}, and Triton's "
+                                "batcher sends any batch from 1; rebuild them with --min-batch 1")
+    if platform == "tensorrt" and engines.get("graphs") == "level-free":
+        raise TritonExportError("level-free TensorRT engines (one per segment, a profile per level) are not exported "
+                                "to Triton: each Triton model loads its own plan, so the weights would not be shared; "
+                                "build per-level engines (--graphs level) for Triton")
     if any(p < 1 or p > o.max_batch for p in o.preferred):
         raise TritonExportError(f"--preferred-batch sizes must lie in 1..{o.max_batch}, got {list(o.preferred)}")
     if o.max_queue_delay_us < 0:
@@ -193,6 +211,7 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
 
     engines = read_engines_file(engine_dir, manifest)
     platform, kind = _resolve(options, engines)
+    options = replace(options, max_batch=_max_batch(options, engines, platform))  # engines.json's batch range
     _check_options(options, engines, platform)
     if options.fuse is None:  # the default layout: fused tails where the platform has a process hop per step
         options = replace(options, fuse=platform == "python")

@@ -248,7 +248,16 @@ def test_repository_tensorrt_and_bad_options(small, tmp_path):
     assert (r.path / segment_model(1, 3) / "1" / "model.plan").read_bytes() == b"engine bytes"
     assert cfgs["janus_decode_fp16"].platform == "onnxruntime_onnx"
     with pytest.raises(TritonExportError, match="max-batch 64 is over"):
-        export_repository(manifest, trt_dir, tmp_path / "t2", ExportOptions())
+        export_repository(manifest, trt_dir, tmp_path / "t2", ExportOptions(max_batch=64))
+    # by default max_batch_size (and the batcher) follow the engines' batch range in engines.json
+    r = export_repository(manifest, trt_dir, tmp_path / "t2", ExportOptions())
+    assert {c.max_batch_size for c in _check_repository(r.path, manifest).values() if c.platform == "tensorrt_plan"} == {8}
+    for change, message in (({"min_batch": 2}, "rebuild them with --min-batch 1"),
+                            ({"graphs": "level-free"}, "level-free TensorRT engines")):
+        (trt_dir / "engines.json").write_text(json.dumps({**data, **change}))
+        with pytest.raises(TritonExportError, match=message):
+            export_repository(manifest, trt_dir, tmp_path / "t5", ExportOptions())
+    (trt_dir / "engines.json").write_text(json.dumps(data))
     with pytest.raises(TritonExportError, match="fp16-zstd sends fp16"):
         export_repository(manifest, engines, tmp_path / "t3", ExportOptions(codecs=("fp16-zstd",)))
     with pytest.raises(TritonExportError, match="already holds a repository"):
