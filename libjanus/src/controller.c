@@ -121,7 +121,7 @@ static void rtt_add(janus_controller *c, double v) {
     }
 }
 
-static void server_health(janus_controller *c, double t, int ok) {
+static void server_health(janus_controller *c, double t, int ok, int probe) {
     const janus_config *cfg = &c->cfg;
     if (cfg->breaker_failures == 0) return;
     if (ok) {
@@ -130,6 +130,7 @@ static void server_health(janus_controller *c, double t, int ok) {
         c->open_s = 0.0;
         return;
     }
+    if (c->open && !probe) return; /* an exchange in flight when the breaker opened: nothing new */
     c->failures++;
     if (c->open) { /* a failed probe while open: back off */
         double d = c->open_s * 2;
@@ -304,7 +305,7 @@ int janus_controller_observe(janus_controller *c, const janus_observation *o, do
         if (sample_out) *sample_out = sample;
     }
     if (isfinite(o->rtt_ms) && o->rtt_ms >= 0) rtt_add(c, o->rtt_ms);
-    if (o->server_ok == 0 || o->server_ok == 1) server_health(c, o->t, o->server_ok);
+    if (o->server_ok == 0 || o->server_ok == 1) server_health(c, o->t, o->server_ok, o->probe);
     jn_ok(err);
     return JANUS_OK;
 }
