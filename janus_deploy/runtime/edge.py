@@ -42,7 +42,7 @@ from janus_deploy.report import RUN_LOG_KIND, RUN_LOG_VERSION, dumps_line, run_r
 from janus_deploy.runtime.transport import Exchange, Transport, TransportError, TransportOptions
 from janus_deploy.schedule.controller import Choice, ControllerConfig, ControllerError, Observation, build_controller
 from janus_deploy.triton import dialect
-from janus_deploy.wire.codecs import Codec, compress, encode_tokens, get_codec
+from janus_deploy.wire.codecs import Codec, compress, encode_payload, get_codec
 from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request, model_name
 
 
@@ -271,7 +271,8 @@ class EdgeRuntime:
         body, headers = self._encode(split, state, frame, rec, triton)
         meas["encode_ms"] = round((time.perf_counter() - t2) * 1e3, 3)
         timeout_s = self._timeout_s(t0)
-        name = dialect.tail_model(level, split, self.codec) if triton else model_name(level, split)
+        codec = self._codec_of(rec)
+        name = dialect.tail_model(level, split, codec) if triton else model_name(level, split)
         rec["decision"]["model"] = name
         ex = self.transport.infer(name, body, headers, timeout_s, str(rec["id"]),
                                   dialect.assumed_server_ms(rec["predicted"]) if triton else 0.0)
@@ -312,7 +313,8 @@ class EdgeRuntime:
                            "profile_level": d.level_index, "split": split,
                            "label": config_label(lv["policy"], lv["alpha"], split),
                            "model": model_name(level, split) if split <= m.num_blocks else None,
-                           "codec": self.codec.name, "meets_sla": bool(d.meets_sla), "forced": force is not None}
+                           "codec": d.codec if d.codec is not None or split > m.num_blocks else self.codec.name,
+                           "meets_sla": bool(d.meets_sla), "forced": force is not None}
         rec["predicted"] = dict(d.breakdown, total_ms=d.predicted_ms, bytes=d.bytes)
         return level, split, choice
 
@@ -324,20 +326,25 @@ class EdgeRuntime:
 
     def _encode(self, split: int, state: list[np.ndarray], frame: np.ndarray,
                 rec: dict[str, Any], triton: bool = False) -> tuple[bytes, dict[str, str]]:
-        tensors = ({"frame": np.ascontiguousarray(frame[None])} if split == 0
-                   else encode_tokens(state[0], state[1], self.codec))
+        codec = self._codec_of(rec)
+        tensors = encode_payload(split, frame[None], None if split == 0 else (state[0], state[1]), codec)
         body, hlen = encode_request(tensors, request_id=str(rec["id"]))
         rec["raw_bytes"] = len(body)
         headers = {HEADER_LENGTH: str(hlen), "Content-Type": "application/octet-stream"}
-        if self.codec.compress and triton:  # Triton takes gzip, not zstd
+        if codec.compress and triton:  # Triton takes gzip, not zstd
             body = dialect.gzip_body(body)
             headers["Content-Encoding"] = "gzip"
-        elif self.codec.compress:
-            body = compress(body, self.codec)
-            headers["Content-Encoding"] = self.codec.compress
+        elif codec.compress:
+            body = compress(body, codec)
+            headers["Content-Encoding"] = codec.compress
         headers["Content-Length"] = str(len(body))
         rec["bytes"] = len(body)
         return body, headers
+
+    def _codec_of(self, rec: dict[str, Any]) -> Codec:
+        """The codec this request's decision sends with (the run's main codec when it names none)."""
+        name = rec.get("decision", {}).get("codec")
+        return get_codec(name) if name else self.codec
 
     def _timeout_s(self, t0: float) -> float:
         elapsed_ms = (time.perf_counter() - t0) * 1e3

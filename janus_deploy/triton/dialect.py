@@ -35,7 +35,13 @@ def is_triton(metadata: Any) -> bool:
 
 
 def tail_model(level: int, split: int, codec: Any) -> str:
-    """The Triton ensemble that takes ``codec``'s tensors for tail (level, split)."""
+    """The Triton ensemble that takes ``codec``'s tensors for tail (level, split). Repositories
+    have no int4 or frame-codec (JPEG/PNG) models yet: those codecs are refused here."""
+    if getattr(codec, "kind", "tokens") == "frame" or (split > 0 and codec.token_dtype not in _WIRE):
+        from janus_deploy.wire.codecs import CodecError
+
+        raise CodecError(f"a Triton repository has no models for codec {codec.name}; against Triton use "
+                         "--codecs among fp32, fp16, fp16-zstd, int8")
     if split == 0:
         return model_name(level, 0)
     return f"{model_name(level, split)}_{_WIRE[codec.token_dtype]}"
