@@ -88,8 +88,8 @@ def schedule_cmd(
     acc = load_accuracy(accuracy) if accuracy else None
     sched = Scheduler(edge, cloud, acc, mode=mode, codec=codec, sla_ms=sla, frame_bytes=frame_bytes)
     d = sched.decide(bandwidth, rtt_ms=rtt, margin=margin)
-    out = {"mode": mode, "sla_ms": sla, "bandwidth_mbps": bandwidth, "rtt_ms": rtt,
-           "codec": sched.codec if mode == "janus-deploy" else None, **d.to_dict()}
+    out = {"mode": mode, "sla_ms": sla, "bandwidth_mbps": bandwidth, "rtt_ms": rtt, "codec": None, **d.to_dict()}
+    out["codec"] = d.codec if mode == "janus-deploy" else None  # what is sent (None: device only; paper: fp32 in theory)
     if as_json:
         typer.echo(json.dumps(out, indent=1))
         return

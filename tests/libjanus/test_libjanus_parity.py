@@ -74,8 +74,9 @@ def schedule_json(sched: Scheduler, mode: str, bw: float, rtt: float, sla: float
     """What `janus-deploy schedule --json` prints for one case (cli/schedule_cmds.py)."""
     sched.sla_ms = sla
     d = sched.decide(bw, rtt_ms=rtt, margin=0.0)
-    return {"mode": mode, "sla_ms": sla, "bandwidth_mbps": bw, "rtt_ms": rtt,
-            "codec": sched.codec if mode == "janus-deploy" else None, **d.to_dict()}
+    out = {"mode": mode, "sla_ms": sla, "bandwidth_mbps": bw, "rtt_ms": rtt, "codec": None, **d.to_dict()}
+    out["codec"] = d.codec if mode == "janus-deploy" else None
+    return out
 
 
 def test_janus_decide_prints_what_schedule_prints(lib, tmp_path):
