@@ -33,12 +33,17 @@ def _with_frame_codecs(prof, side: str):
     return profile_from_dict(json.loads(json.dumps(d)))
 
 
-@pytest.fixture(scope="module")
-def profiles():
+def make_profiles():
+    """(edge, cloud): linear profiles of a ViT-Ti-sized model with fp32/fp16/int8/int4 and hand-set JPEG payloads."""
     kw = dict(codecs=("fp32", "fp16", "int8", "int4"), default_codec="fp16")
     edge = profile_from_linear(MODEL, CANDS, LEVELS, 0.5, 0.04, device={"name": "edge"}, **kw)
     cloud = profile_from_linear(MODEL, CANDS, LEVELS, 0.05, 0.004, device={"name": "cloud"}, **kw)
     return _with_frame_codecs(edge, "edge"), _with_frame_codecs(cloud, "cloud")
+
+
+@pytest.fixture(scope="module")
+def profiles():
+    return make_profiles()
 
 
 def _table(rng, with_cells=True):
@@ -160,7 +165,7 @@ def test_codec_mistakes(profiles):
     with pytest.raises(SchedulerError, match="not in the profile"):
         Scheduler(edge, cloud, None, codecs=["fp16", "int2"])
     s = Scheduler(edge, cloud, None, codecs=["fp16", "jpeg85"])
-    with pytest.raises(SchedulerError, match="no option at split 3"):
+    with pytest.raises(SchedulerError, match="no option at split 3"):  # a frame codec at a token split
         s.evaluate(0, 3, 10.0, codec="jpeg85")
     assert s.codec == "fp16" and Scheduler(edge, cloud, None, codecs=["jpeg85", "int8"]).codec == "int8"
 

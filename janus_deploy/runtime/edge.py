@@ -128,7 +128,7 @@ class EdgeRuntime:
 
     def __init__(self, plan: Manifest | str | Path, engines: Any, edge_profile: Profile | str | Path,
                  cloud_profile: Profile | str | Path, *, server_url: str, sla_ms: float, accuracy: Any = None,
-                 codec: str | None = None, controller: ControllerConfig | None = None,
+                 codec: str | None = None, codecs: Any = None, controller: ControllerConfig | None = None,
                  transport: TransportOptions | None = None, trace: Any = None,
                  log: str | Path | IO[str] | None = None, threads: int = 0) -> None:
         self.manifest = plan if isinstance(plan, Manifest) else Manifest.load(plan)
@@ -151,7 +151,8 @@ class EdgeRuntime:
         try:
             self.controller = build_controller(self.edge_profile, self.cloud_profile,
                                                self._controller_config(controller, shaper),
-                                               accuracy=self.accuracy, sla_ms=self.sla_ms, codec=codec)
+                                               accuracy=self.accuracy, sla_ms=self.sla_ms, codec=codec,
+                                               codecs=codecs)
         except ControllerError as exc:
             self.transport.close()
             raise EdgeError(str(exc)) from None
@@ -213,7 +214,8 @@ class EdgeRuntime:
     def _header(self) -> dict[str, Any]:
         acc = self.accuracy if isinstance(self.accuracy, dict) else None
         return {"kind": RUN_LOG_KIND, "format_version": RUN_LOG_VERSION, "plan_hash": self.manifest.hash,
-                "sla_ms": self.sla_ms, "codec": self.codec.name, "server": self.transport.server_url,
+                "sla_ms": self.sla_ms, "codec": self.codec.name,
+                "codecs": list(self.controller.deploy.codecs), "server": self.transport.server_url,
                 "controller": self.controller.config.to_dict(), "edge_profile": self.edge_profile.to_dict(),
                 "cloud_profile": self.cloud_profile.to_dict(), "accuracy": acc}
 

@@ -230,6 +230,7 @@ class Scheduler:
                        if self._const_index is not None else None)
         self._const_by_codec: dict[str, _Table] = {}
         self._single: dict[int, _Table] = {}  # evaluate()'s tables of non-exponential levels
+        self._extra: dict[tuple[int, int, str], _Table] = {}  # evaluate()'s options outside the codec set
 
     # ------------------------------------------------------------------ construction helpers
     def _columns(self, codecs: list[str]) -> list[Option]:
@@ -415,12 +416,30 @@ class Scheduler:
                 table = self._single[level_index] = self._table([level_index], self.mode == "paper")
         want = None if split > self.n else (codec or self.codec)
         j = next((i for i, o in enumerate(table.cols) if o.split == split and o.codec == want), None)
-        if j is None and split == 0 and not _is_frame(want):  # token codecs share the raw frame's column
+        if j is None and split == 0 and not _is_frame(want) and want in self.codecs:  # the shared raw frame
             j = next((i for i, o in enumerate(table.cols) if o.split == 0 and not _is_frame(o.codec)), None)
-        if j is None:
-            raise SchedulerError(f"codec {want} has no option at split {split} (options: "
-                                 f"{', '.join(f'{o.codec}@{o.split}' for o in table.cols)})")
+        if j is None:  # a codec outside the scheduler's set (a baseline's): its own one-option table
+            assert want is not None  # device only is a column of every table
+            table, j = self._extra_option(level_index, split, want), 0
         return self._decision(table, table.rows.index(level_index), j, self._comm(table, bandwidth_mbps), rtt_ms)
+
+    def level_accuracy(self, level_index: int) -> float | None:
+        """The accuracy table's value of a level (its own, without a codec's loss)."""
+        return self._acc[level_index]
+
+    def _extra_option(self, level_index: int, split: int, codec: str) -> _Table:
+        key = (level_index, split, codec)
+        t = self._extra.get(key)
+        if t is None:
+            try:
+                self.edge.resolve_codec(codec)
+                self.cloud.resolve_codec(codec)
+            except ProfileError as exc:
+                raise SchedulerError(str(exc)) from None
+            if not (_has_payload(self.edge, codec, split) and _has_payload(self.cloud, codec, split)):
+                raise SchedulerError(f"codec {codec} has no option at split {split} (frame codecs send at split 0 only)")
+            t = self._extra[key] = self._table([level_index], self.mode == "paper", [Option(split, codec)])
+        return t
 
     # ------------------------------------------------------------------ internals
     def _const_table(self, codec: str) -> _Table:
