@@ -178,3 +178,22 @@ def test_cloud_only_baseline_with_a_frame_codec(profiles):
     assert raw.bytes == 3 * 224 * 224 and jpg.bytes == JPEG["jpeg85"][0] and jpg.codec == "jpeg85"
     assert jpg.predicted_ms < raw.predicted_ms
     assert jpg.breakdown["encode_ms"] == JPEG["jpeg85"][1] and jpg.breakdown["decode_ms"] == JPEG["jpeg85"][2]
+
+
+def test_codec_cells_are_checked_against_the_plan():
+    kw = dict(codecs=("fp16", "int4"), default_codec="fp16", plan_hash="ab" * 32)
+    edge = profile_from_linear(MODEL, CANDS, LEVELS, 0.5, 0.04, **kw)
+    cloud = profile_from_linear(MODEL, CANDS, LEVELS, 0.05, 0.004, **kw)
+    table = _table(np.random.default_rng(4))
+    for lv in table["levels"]:
+        lv["codecs"] = {c: v for c, v in lv["codecs"].items() if c in ("fp16", "int4")}
+    with pytest.raises(SchedulerError, match="codec cells carry no plan_hash"):
+        Scheduler(edge, cloud, table, codecs=["fp16", "int4"])
+    table["plan_hash"] = "cd" * 32
+    with pytest.raises(SchedulerError, match="made for plan cdcd"):
+        Scheduler(edge, cloud, table, codecs=["fp16", "int4"])
+    table["plan_hash"] = "ab" * 32
+    Scheduler(edge, cloud, table, codecs=["fp16", "int4"])
+    table["levels"][0]["codecs"]["int4"]["4"] = {"accuracy": 0.5}  # 4 is not a candidate split
+    with pytest.raises(SchedulerError, match=r"splits \[4\] that are not this plan's"):
+        Scheduler(edge, cloud, table, codecs=["fp16", "int4"])

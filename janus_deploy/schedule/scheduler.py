@@ -199,6 +199,16 @@ class Scheduler:
         if made_for is not None and edge.plan_hash is not None and made_for != edge.plan_hash:
             raise SchedulerError(f"the accuracy table was made for plan {made_for[:12]}, but the profiles are of "
                                  f"plan {edge.plan_hash[:12]}; calibrate the plan you profiled")
+        if isinstance(accuracy, dict) and any(isinstance(lv, dict) and lv.get("codecs") for lv in accuracy.get("levels", [])):
+            from janus_deploy.calibrate.accuracy import AccuracyError, check_codec_cells
+
+            if made_for is None and edge.plan_hash is not None:
+                raise SchedulerError("the accuracy table's codec cells carry no plan_hash, the profiles are of plan "
+                                     f"{edge.plan_hash[:12]}; run `janus-deploy calibrate --codecs` on that plan")
+            try:
+                check_codec_cells(accuracy, self.candidates, self.n)
+            except AccuracyError as exc:
+                raise SchedulerError(str(exc)) from None
         acc, self.accuracy_metric = accuracy_by_level(accuracy)
         self._acc = [acc.get(LevelKey.of(lv.policy, lv.alpha)) for lv in edge.levels]
         self._acc_cell = accuracy_by_option(accuracy, self.accuracy_metric)
