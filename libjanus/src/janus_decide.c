@@ -213,9 +213,6 @@ int main(int argc, char **argv) {
         janus_table_free(table);
         return fail("%s%s", err.message, "");
     }
-    const char *codec_name = janus_scheduler_codec(sched);
-    janus_table_info info;
-    janus_table_get_info(table, &info);
     char *line = NULL;
     size_t cap = 0;
     long lineno = 0;
@@ -257,8 +254,7 @@ int main(int argc, char **argv) {
             break;
         }
         /* the decision's codec (Decision.codec): none at device only, none in paper mode */
-        print_decision(stdout, fields[3], sla, bw, rtt, mode == JANUS_MODE_DEPLOY && d.split <= info.num_blocks ? codec_name : NULL,
-                       &d, names);
+        print_decision(stdout, fields[3], sla, bw, rtt, mode == JANUS_MODE_DEPLOY ? d.codec : NULL, &d, names);
         fflush(stdout);
     }
     if (got < 0) rc = fail("out of memory reading line %s%s", "", "");
