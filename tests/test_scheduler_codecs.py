@@ -197,3 +197,16 @@ def test_codec_cells_are_checked_against_the_plan():
     table["levels"][0]["codecs"]["int4"]["4"] = {"accuracy": 0.5}  # 4 is not a candidate split
     with pytest.raises(SchedulerError, match=r"splits \[4\] that are not this plan's"):
         Scheduler(edge, cloud, table, codecs=["fp16", "int4"])
+
+
+def test_a_codec_measured_above_the_lossless_path_is_not_preferred(profiles):
+    """Sampling noise: a lossy cell above its level's accuracy counts as the level's, so with
+    plenty of bandwidth the raw frame (lossless) is not traded for a noisy JPEG 'gain'."""
+    edge, cloud = profiles
+    table = _table(np.random.default_rng(5))
+    for lv in table["levels"]:
+        lv["codecs"]["jpeg70"]["0"]["accuracy"] = min(1.0, lv["accuracy"] + 0.05)
+    s = Scheduler(edge, cloud, table, codecs=["fp16", "jpeg70"], sla_ms=1000.0)
+    d = s.decide(1000.0, 1.0)
+    assert d.accuracy == table["levels"][0]["accuracy"]
+    assert (d.split, d.codec) != (0, "jpeg70") or d.predicted_ms <= s.evaluate(d.level_index, 0, 1000.0, 1.0).predicted_ms

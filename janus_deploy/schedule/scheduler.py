@@ -24,7 +24,7 @@ Two modes behind one :class:`Scheduler`:
     raw frame at s = 0, where token codecs with the same compressor share one column, the
     first's), and one device-only column at s = N+1 (codec None). The accuracy of an option is
     the accuracy table's (level, codec, split) cell when it has one (``calibrate --codecs``),
-    else the level's. Ties go to the first option in (row, column) order. With one codec the
+    capped at the level's own, else the level's. Ties go to the first option in (row, column) order. With one codec the
     columns are the candidate splits and every decision is today's.
 
 Janus modes choose only among exponential levels. The baselines (device-only, cloud-only,
@@ -290,13 +290,16 @@ class Scheduler:
         return _Table(rows, list(cols), head, tail, enc, dec, kb, sent)
 
     def _cell_acc(self, li: int, opt: Option) -> float | None:
-        """Accuracy of level ``li`` sent with ``opt``: the table's (level, codec, split) cell, else the level's."""
+        """Accuracy of level ``li`` sent with ``opt``: the table's (level, codec, split) cell, at
+        most the level's own (a lossy codec measured above the lossless path is sampling noise:
+        it is not preferred for it), else the level's."""
         lv = self.edge.levels[li]
+        level = self._acc[li]
         if opt.codec is not None and self._acc_cell:
             v = self._acc_cell.get((LevelKey.of(lv.policy, lv.alpha), opt.codec, opt.split))
             if v is not None:
-                return v
-        return self._acc[li]
+                return v if level is None or v <= level else level
+        return level
 
     def _ranks(self, rows: list[int], cols: list[Option]) -> np.ndarray:
         """Rank of each option, 0 = preferred: by accuracy (equal accuracies share a rank); rows

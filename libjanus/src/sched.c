@@ -229,7 +229,7 @@ static int build_columns(janus_scheduler *s) {
             double a = t->levels[li].accuracy;
             if (t->acell && c->codec[col] >= 0) {
                 double v = t->acell[((size_t)c->codec[col] * (size_t)t->L + (size_t)li) * (size_t)t->C + (size_t)j];
-                if (!isnan(v)) a = v;
+                if (!isnan(v)) a = (isnan(a) || v <= a) ? v : a; /* at most the level's own (Scheduler._cell_acc) */
             }
             c->acc[e] = a;
             if (!isnan(a)) known[nk++] = a;
