@@ -210,3 +210,21 @@ def test_a_codec_measured_above_the_lossless_path_is_not_preferred(profiles):
     d = s.decide(1000.0, 1.0)
     assert d.accuracy == table["levels"][0]["accuracy"]
     assert (d.split, d.codec) != (0, "jpeg70") or d.predicted_ms <= s.evaluate(d.level_index, 0, 1000.0, 1.0).predicted_ms
+
+
+def test_schedule_cli_codecs(tmp_path):
+    from typer.testing import CliRunner
+
+    from janus_deploy.cli.main import app
+    from janus_deploy.profile.table import save_profile
+
+    edge, cloud = make_profiles()
+    e, c = save_profile(edge, tmp_path / "e.json"), save_profile(cloud, tmp_path / "c.json")
+    args = ["schedule", "--profile", str(e), "--cloud-profile", str(c), "--sla", "100", "--rtt", "5", "--json"]
+    r = CliRunner().invoke(app, [*args, "--bandwidth", "4", "--codecs", "fp16,jpeg70"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    want = Scheduler(edge, cloud, None, codecs=["fp16", "jpeg70"], sla_ms=100).decide(4.0, 5.0, 0.0)
+    assert (out["split"], out["codec"], out["bytes"]) == (want.split, want.codec, want.bytes)
+    r = CliRunner().invoke(app, [*args, "--bandwidth", "4", "--codecs", "fp16,jpeg50"])
+    assert r.exit_code == 2 and "unknown codec(s) jpeg50" in r.output
