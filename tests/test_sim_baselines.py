@@ -80,3 +80,24 @@ def test_choice_counts_keys():
 
     log = RequestLog(split=[0, 3, 13, 3], codec=["jpeg70", "int4", None, "int4"])
     assert choice_counts(log) == {"split/int4": 2, "cloud/jpeg70": 1, "device-only": 1}
+
+
+def test_replay_compares_the_codec(profiles):
+    from janus_deploy.schedule.controller import ControllerConfig, build_controller
+    from janus_deploy.sim.simulator import replay
+
+    edge, cloud = profiles
+    codecs = ["fp16", "int4", "jpeg70"]
+
+    def ctrl():
+        return build_controller(edge, cloud, ControllerConfig(), sla_ms=120.0, codecs=codecs)
+
+    d = ctrl().decide(0.0).decision
+    assert d.codec is not None  # the cold start (100 Mbit/s) sends something
+    same = {"policy": d.policy, "alpha": d.alpha, "split": d.split, "codec": d.codec}
+    other = dict(same, codec=next(c for c in codecs if c != d.codec))
+    assert replay(ctrl(), [(0.0, same, [])])["decisions_reproduced"] == 1.0
+    out = replay(ctrl(), [(0.0, other, [])])
+    assert out["decisions_reproduced"] == 0.0 and out["mismatches"][0]["replayed"]["codec"] == d.codec
+    old = {k: v for k, v in same.items() if k != "codec"}  # logs before the codec dimension
+    assert replay(ctrl(), [(0.0, old, [])])["decisions_reproduced"] == 1.0
