@@ -59,12 +59,14 @@ class Decision(C.Structure):
                 ("edge_ms", C.c_double), ("encode_ms", C.c_double), ("comm_ms", C.c_double),
                 ("rtt_ms", C.c_double), ("decode_ms", C.c_double), ("cloud_ms", C.c_double),
                 ("bytes", C.c_uint64), ("accuracy", C.c_double), ("plan_level", C.c_int),
-                ("model", C.c_char_p), ("num_engines", C.c_int), ("engines", C.POINTER(C.c_char_p))]
+                ("model", C.c_char_p), ("num_engines", C.c_int), ("engines", C.POINTER(C.c_char_p)),
+                ("codec", C.c_char_p)]
 
     def to_dict(self) -> dict:
         return {"alpha": self.alpha, "policy": POLICY[self.policy], "level_index": self.level_index,
                 "split": self.split, "predicted_ms": self.predicted_ms, "meets_sla": bool(self.meets_sla),
                 "bytes": self.bytes, "accuracy": None if math.isnan(self.accuracy) else self.accuracy,
+                "codec": self.codec.decode() if self.codec else None,
                 "breakdown": {"edge_ms": self.edge_ms, "encode_ms": self.encode_ms, "comm_ms": self.comm_ms,
                               "rtt_ms": self.rtt_ms, "decode_ms": self.decode_ms, "cloud_ms": self.cloud_ms}}
 
@@ -361,7 +363,7 @@ def compare(py, c) -> str | None:
     for k, v in py.breakdown.items():
         if not _close(v, cd["breakdown"][k]):
             return f"{k} python {v!r} C {cd['breakdown'][k]!r}"
-    for k in ("alpha", "policy", "meets_sla", "bytes", "accuracy"):
+    for k in ("alpha", "policy", "meets_sla", "bytes", "accuracy", "codec"):
         if getattr(py, k) != cd[k]:
             return f"{k} python {getattr(py, k)!r} C {cd[k]!r}"
     return None

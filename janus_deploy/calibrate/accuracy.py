@@ -56,7 +56,22 @@ def validate_accuracy(data: Any, where: str = "accuracy table") -> dict[str, Any
         seen.add(key)
         if lv.accuracy is None and lv.agreement is None:
             raise AccuracyError(f"{at} has neither accuracy nor agreement")
+        _check_cells(lv.codecs or {}, at)
     return data
+
+
+def _check_cells(cells: dict[str, Any], at: str) -> None:
+    """The codec dimension of one level: known codecs, integer splits, frame codecs at 0 only."""
+    from janus_deploy.wire.codecs import CODECS, is_frame_codec
+
+    for codec, splits in cells.items():
+        if codec not in CODECS:
+            raise AccuracyError(f"{at}.codecs has unknown codec {codec!r} (known: {', '.join(CODECS)})")
+        for key in splits:
+            if not (key.isascii() and key.isdigit()):
+                raise AccuracyError(f"{at}.codecs.{codec} has a non-integer split {key!r}")
+            if is_frame_codec(codec) and key != "0":
+                raise AccuracyError(f"{at}.codecs.{codec}: a frame codec has a cell at split 0 only, not {key}")
 
 
 def check_accuracy_for_plan(table: dict[str, Any], plan_hash: str, where: str = "accuracy table") -> None:
@@ -65,6 +80,20 @@ def check_accuracy_for_plan(table: dict[str, Any], plan_hash: str, where: str = 
     if made_for is not None and made_for != plan_hash:
         raise AccuracyError(f"{where} was made for plan {str(made_for)[:12]}, not for this plan ({plan_hash[:12]}); "
                             "run `janus-deploy calibrate` on this plan")
+    if made_for is None and any(lv.get("codecs") for lv in table.get("levels", [])):
+        raise AccuracyError(f"{where} has codec cells but no plan_hash: they describe engines of an unknown plan; "
+                            "run `janus-deploy calibrate --codecs` on this plan")
+
+
+def check_codec_cells(table: dict[str, Any], candidates: list[int], num_blocks: int, where: str = "accuracy table") -> None:
+    """The codec cells' splits must be the plan's (token codecs at 1..N, frame codecs at 0)."""
+    ok = {s for s in candidates if s <= num_blocks}
+    for i, lv in enumerate(table.get("levels", [])):
+        for codec, splits in (lv.get("codecs") or {}).items():
+            bad = sorted(int(k) for k in splits if int(k) not in ok)
+            if bad:
+                raise AccuracyError(f"{where}.levels[{i}].codecs.{codec} has splits {bad} that are not this plan's "
+                                    f"(candidates {candidates}); calibrate this plan")
 
 
 def load_accuracy(path: str | Path) -> dict[str, Any]:

@@ -23,6 +23,11 @@ def calibrate(
     seed: int = typer.Option(0, "--seed", help="digits task only: rendering seed."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as JSON instead of a rich table."),
+    codecs: str | None = typer.Option(None, "--codecs", help="Also measure each payload codec's loss per level: frame "
+                                      "codecs (jpeg95, jpeg85, jpeg70) at split 0, token codecs (fp16, int8, int4, ...) at "
+                                      "every token split, through the plan's engines (needs --engines); the scheduler's "
+                                      "--codecs choose among them."),
+    engines: Path | None = typer.Option(None, "--engines", help="Engine directory (build-engines) that --codecs runs."),
 ) -> None:
     """Measure top-1 accuracy and agreement with the unpruned model at every level of a plan."""
     from janus_deploy import JanusError, check_output_path
@@ -35,6 +40,14 @@ def calibrate(
     if limit is not None and limit < 1:
         raise JanusError(f"--limit must be >= 1, got {limit}")
     check_output_path(out, "accuracy table")
+    from janus_deploy.cli.options import codec_list
+
+    try:
+        codec_names = codec_list(codecs)
+    except typer.BadParameter as exc:
+        raise JanusError(f"--codecs: {exc}") from None
+    if codec_names and engines is None:
+        raise JanusError("--codecs runs the plan's engines: give --engines DIR (janus-deploy build-engines)")
     manifest = Manifest.load(plan)
     m = manifest.model
     if images is not None:
@@ -58,6 +71,15 @@ def calibrate(
     with progress_bar(f"calibrating {len(frames)} images") as update:
         table = run(manifest, frames, labels, batch_size=batch_size, task=task_name,
                     progress=lambda d, t, text: update(d, t, text))
+    if codec_names:
+        from janus_deploy.backends import load_runner
+        from janus_deploy.calibrate.codecs import calibrate_codecs
+
+        assert engines is not None  # checked with --codecs above
+        runner = load_runner(manifest, engines, threads=0)
+        with progress_bar(f"codec loss on {len(frames)} images") as update:
+            table = calibrate_codecs(table, manifest, runner, frames, labels, codec_names, batch_size=batch_size,
+                                     progress=lambda d, t, text: update(d, t, text))
     save_accuracy(table, out)
     if as_json:
         print_json(table)
@@ -71,9 +93,27 @@ def calibrate(
     for col in t.columns[:3]:
         col.no_wrap = True
     console.print(t)
+    if codec_names:
+        _print_cells(table)
     console.print("[dim]level: α (exponential), linN (linear), rN (ToMe's constant r); accuracy: top-1 against the "
                   "labels; agreement: top-1 agreement with the unpruned model (level 0)[/]")
     console.print(f"[green]accuracy table written[/] to {out}")
+
+
+def _print_cells(table: dict) -> None:
+    """Per level and codec: the metric with the codec's loss (s = 0 for frame codecs; the worst
+    and the best token split for token codecs)."""
+    metric = "accuracy" if all(lv["accuracy"] is not None for lv in table["levels"]) else "agreement"
+    names = table.get("codecs") or []
+    t = Table("level", metric, *names, title=f"{metric} with each codec's loss (token codecs: worst..best split)",
+              title_justify="left")
+    for lv in table["levels"]:
+        row = [LevelKey.of(lv["policy"], lv["alpha"]).label, f"{lv[metric]:.4f}"]
+        for c in names:
+            vals = [cell[metric] for cell in (lv.get("codecs") or {}).get(c, {}).values() if cell.get(metric) is not None]
+            row.append("-" if not vals else f"{min(vals):.4f}" if len(vals) == 1 else f"{min(vals):.4f}..{max(vals):.4f}")
+        t.add_row(*row)
+    console.print(t)
 
 
 def register(app: typer.Typer) -> None:

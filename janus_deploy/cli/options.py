@@ -109,3 +109,24 @@ def seconds(flag: str, help: str):
 
 
 TokenFile = Annotated[Path | None, _opt("--token-file", help="Read the bearer token from this file.")]
+
+
+# ---------------------------------------------------------------- payload codecs (issue 22)
+def codec_list(value: str | None) -> list[str] | None:
+    """``--codecs a,b,c`` as a list of known codec names (None: not given)."""
+    if value is None:
+        return None
+    from janus_deploy.wire.codecs import CODECS
+
+    names = [c.strip() for c in value.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CODECS]
+    if not names or unknown:
+        raise typer.BadParameter(f"unknown codec(s) {', '.join(unknown) or '(none given)'}; choose among "
+                                 f"{', '.join(CODECS)}")
+    return names
+
+
+Codecs = Annotated[str | None, _opt("--codecs", help="janus-deploy chooses the payload codec per request among these "
+                                    "(comma-separated, e.g. fp16,int8,int4,jpeg85,jpeg70; frame codecs send at s = 0 "
+                                    "only); default: --codec alone. Needs an accuracy table calibrated with these "
+                                    "codecs (calibrate --codecs) when one is given.")]

@@ -12,6 +12,7 @@ from janus_deploy.cli.common import console, controller_config, err_console, pri
 from janus_deploy.cli.options import (
     BreakerFailures,
     CloudLoad,
+    Codecs,
     ColdStart,
     EdgeSlowdown,
     Estimator,
@@ -27,6 +28,7 @@ from janus_deploy.cli.options import (
     TokenFile,
     TraceFormat,
     Window,
+    codec_list,
     megabytes,
     seconds,
 )
@@ -157,7 +159,8 @@ def run(
     trace: list[str] | None = typer.Option(None, "--trace", help="Bandwidth trace replayed on the upload (file, directory or glob)."),
     trace_format: TraceFormat = "auto",
     sample_interval: SampleInterval = 1.0,
-    codec: str | None = typer.Option(None, "--codec", help="fp32 | fp16 | fp16-zstd | int8 (default: the profile's)."),
+    codec: str | None = typer.Option(None, "--codec", help="fp32 | fp16 | fp16-zstd | int8 | int4 | int4-zstd (default: the profile's)."),
+    codecs: Codecs = None,
     estimator: Estimator = _C.estimator,
     window: Window = _C.window,
     cold_start: ColdStart = None,
@@ -218,7 +221,7 @@ def run(
                              no_deflate=no_deflate, breaker_failures=breaker_failures, **extra)
     runner = edge_runner(manifest, engines, edge_slowdown=edge_slowdown, threads=threads, preload=preload)
     rt = EdgeRuntime(manifest, runner, profile_path(profile), profile_path(cloud_profile), server_url=server,
-                     sla_ms=sla, accuracy=accuracy, codec=codec, controller=ctrl,
+                     sla_ms=sla, accuracy=accuracy, codec=codec, codecs=codec_list(codecs), controller=ctrl,
                      transport=TransportOptions(token=token, timeout_factor=timeout_factor,
                                                 allow_unverified_plan=allow_unverified_server), trace=bw, log=log,
                      threads=threads)

@@ -14,6 +14,7 @@ from janus_deploy import JanusError
 from janus_deploy.cli.common import controller_config
 from janus_deploy.cli.options import (
     CloudLoad,
+    Codecs,
     Estimator,
     Margin,
     NoDeflate,
@@ -23,6 +24,7 @@ from janus_deploy.cli.options import (
     Sla,
     TraceFormat,
     Window,
+    codec_list,
 )
 from janus_deploy.net.traces import FORMATS, load_ping, load_trace
 from janus_deploy.profile.table import Profile, resolve_profile
@@ -30,7 +32,7 @@ from janus_deploy.schedule.accuracy_view import load_accuracy
 from janus_deploy.schedule.controller import ControllerConfig as _C
 from janus_deploy.schedule.estimators import ESTIMATORS
 from janus_deploy.schedule.scheduler import MODES, Scheduler
-from janus_deploy.sim.simulator import SYSTEMS, SimConfig, simulate
+from janus_deploy.sim.simulator import ALL_SYSTEMS, SYSTEMS, SimConfig, simulate
 
 
 class CliError(JanusError):
@@ -85,6 +87,7 @@ def schedule_cmd(
     sla: Sla = ...,
     mode: str = typer.Option("janus-deploy", "--mode", help="paper | janus-deploy"),
     codec: str | None = typer.Option(None, "--codec", help="Payload codec (default: the profile's)."),
+    codecs: Codecs = None,
     margin: Margin = 0.0,
     frame_bytes: int | None = typer.Option(None, "--frame-bytes",
                                               help="Override the bytes sent at s=0 (cloud only)."),
@@ -98,10 +101,11 @@ def schedule_cmd(
         raise CliError(f"--rtt must be >= 0 ms, got {rtt}")
     edge, cloud = _profiles(profile, cloud_profile)
     acc = load_accuracy(accuracy) if accuracy else None
-    sched = Scheduler(edge, cloud, acc, mode=mode, codec=codec, sla_ms=sla, frame_bytes=frame_bytes)
+    sched = Scheduler(edge, cloud, acc, mode=mode, codec=codec, sla_ms=sla, frame_bytes=frame_bytes,
+                      codecs=codec_list(codecs))
     d = sched.decide(bandwidth, rtt_ms=rtt, margin=margin)
-    out = {"mode": mode, "sla_ms": sla, "bandwidth_mbps": bandwidth, "rtt_ms": rtt,
-           "codec": sched.codec if mode == "janus-deploy" else None, **d.to_dict()}
+    out = {"mode": mode, "sla_ms": sla, "bandwidth_mbps": bandwidth, "rtt_ms": rtt, "codec": None, **d.to_dict()}
+    out["codec"] = d.codec if mode == "janus-deploy" else None  # what is sent (None: device only; paper: fp32 in theory)
     if as_json:
         typer.echo(json.dumps(out, indent=1))
         return
@@ -144,7 +148,8 @@ def simulate_cmd(
     cloud_profile: str = typer.Option(..., "--cloud-profile", help=_CLOUD_HELP),
     accuracy: str | None = typer.Option(None, "--accuracy", help="Accuracy table JSON."),
     sla: Sla = ...,
-    systems: str = typer.Option(",".join(SYSTEMS), "--systems", help="Comma-separated systems."),
+    systems: str = typer.Option(",".join(SYSTEMS), "--systems", help="Comma-separated systems; besides the default ones the "
+                                "static baselines cloud-jpeg, device-fast and best-static (docs/scheduler.md)."),
     requests: int | None = typer.Option(None, "--requests",
                                            help="Number of requests (default: one pass of the trace)."),
     fps: float | None = typer.Option(None, "--fps", help="Fixed frame rate (default: back to back)."),
@@ -156,6 +161,8 @@ def simulate_cmd(
     rtt_estimate: RttEstimate = _C.rtt_estimate,
     no_deflate: NoDeflate = False,
     codec: str | None = typer.Option(None, "--codec", help="janus-deploy payload codec."),
+    codecs: Codecs = None,
+    jpeg_codec: str = typer.Option("jpeg85", "--jpeg-codec", help="The cloud-jpeg baseline's frame codec."),
     frame_bytes: int | None = typer.Option(None, "--frame-bytes",
                                               help="Override the bytes sent at s=0 (cloud only)."),
     trace_format: TraceFormat = "auto",
@@ -208,7 +215,7 @@ def simulate_cmd(
 
     names = [s.strip() for s in systems.split(",") if s.strip()]
     for s in names:
-        _choice(s, SYSTEMS, "system")
+        _choice(s, ALL_SYSTEMS, "system")
     _choice(estimator, ESTIMATORS, "estimator")
     _choice(trace_format, FORMATS, "trace format")
     if sample_interval <= 0:
@@ -237,7 +244,7 @@ def simulate_cmd(
                            "drop one of them")
 
         sim = SimConfig(sla_ms=sla, fps=fps, rtt_ms=rtt, codec=codec, frame_bytes=frame_bytes, controller=ctrl,
-                        timeout_factor=1.0 if timeout_factor is None else timeout_factor)
+                        timeout_factor=1.0 if timeout_factor is None else timeout_factor, codecs=codec_list(codecs))
         run_fleet(bw, edge, cloud, sim, accuracy=acc, ping=rtt_trace, edges=fleet, instances=instances,
                   max_batch=max_batch, batch_slope=batch_slope, batch_curve=batch_curve, queue_delay_ms=queue_delay,
                   modes=fleet_modes,
@@ -247,7 +254,8 @@ def simulate_cmd(
     slas = _stream_slas(stream_sla) if stream_sla else None
     cfg = SimConfig(sla_ms=sla, systems=names, requests=requests, fps=fps, paper_mode=paper_mode,
                     rtt_ms=rtt, codec=codec, frame_bytes=frame_bytes, controller=ctrl, streams=streams, drop=drop,
-                    serial=serial, stream_sla_ms=slas, timeout_factor=timeout_factor)
+                    serial=serial, stream_sla_ms=slas, timeout_factor=timeout_factor, codecs=codec_list(codecs),
+                    jpeg_codec=jpeg_codec)
     if streams is not None:
         cfg.validate()  # --streams' own rules (it needs --fps, ...), before the request estimate
     est = estimate_requests(bw, edge, cloud, cfg, accuracy=acc, ping=rtt_trace)
@@ -299,7 +307,7 @@ def simulate_cmd(
 
             base = Path(plot) if Path(plot).suffix else Path(plot).with_suffix(".png")
             deploy = build_controller(edge, cloud, ctrl, accuracy=acc, sla_ms=sla, codec=codec,
-                                      frame_bytes=frame_bytes).deploy
+                                      frame_bytes=frame_bytes, codecs=codec_list(codecs)).deploy
             series = DecisionSeries.from_request_log(results["janus-deploy"].log)
             plots.append(str(plot_decision_map(series, deploy, base.with_name(f"{base.stem}-decisions{base.suffix}"),
                                                margin=ctrl.margin, rtt_ms=rtt_trace.median() if rtt_trace else rtt,
@@ -358,7 +366,9 @@ def _stream_slas(text: str) -> list[float]:
 SIMULATE_LEGEND = (
     "systems: device-only = ToMe's constant r, whole model on the edge; cloud-only = the frame sent, "
     "the model in the cloud; mixed = per request, whichever of those two is predicted faster; janus-paper = "
-    "Algorithm 1 (no RTT, fp32 tokens); janus-deploy = with RTT, the codec's payload and safety margins. "
+    "Algorithm 1 (no RTT, fp32 tokens); janus-deploy = with RTT, the codec's payload and safety margins; cloud-jpeg = "
+    "JPEG frames (--jpeg-codec) to the unpruned model in the cloud; device-fast = device-only at the fastest level within "
+    "0.01 of the best accuracy; best-static = the one option with the fewest violations on this trace in hindsight. "
     "over SLA: share of requests slower than the SLA; req/s: requests completed per simulated second; "
     "accuracy: mean table accuracy of the chosen levels (- without --accuracy); mean α: of the exponential "
     "levels chosen; p50/p95/p99: latency percentiles; overshoot: mean of max(0, latency - SLA) / SLA (the "

@@ -7,7 +7,20 @@ from pathlib import Path
 import typer
 
 from janus_deploy.cli.common import console, controller_config, print_json
-from janus_deploy.cli.options import BreakerFailures, ColdStart, Estimator, Margin, NoDeflate, ProbeInterval, Rtt, RttEstimate, Sla, Window
+from janus_deploy.cli.options import (
+    BreakerFailures,
+    Codecs,
+    ColdStart,
+    Estimator,
+    Margin,
+    NoDeflate,
+    ProbeInterval,
+    Rtt,
+    RttEstimate,
+    Sla,
+    Window,
+    codec_list,
+)
 from janus_deploy.schedule.controller import COLD_START_MBPS, SYSTEMS
 from janus_deploy.schedule.controller import ControllerConfig as _C
 
@@ -22,6 +35,7 @@ def export_table(
                                            "--plan; default: the plan's own graphs)."),
     accuracy: Path | None = typer.Option(None, "--accuracy", help="Accuracy table of the plan."),
     codec: str | None = typer.Option(None, "--codec", help="Default payload codec (default: the profile's)."),
+    codecs: Codecs = None,
     sla: Sla = 300.0,
     frame_bytes: int | None = typer.Option(None, "--frame-bytes", help="Override the bytes sent at s=0."),
     baseline_level: float | None = typer.Option(None, "--baseline-level", help="ToMe r of the baselines "
@@ -58,7 +72,7 @@ def export_table(
     try:
         path = write_table(out, edge, cloud, accuracy=load_accuracy(accuracy) if accuracy else None, plan=plan,
                            engines=engines, codec=codec, sla_ms=sla, frame_bytes=frame_bytes,
-                           baseline_level=baseline_level, controller=ctrl)
+                           baseline_level=baseline_level, controller=ctrl, codecs=codec_list(codecs))
     except OSError as exc:
         raise JanusError(f"cannot write the decision table {out}: {exc.strerror or exc}; give another --out") from None
     head = read_header(path.read_bytes())

@@ -23,7 +23,7 @@ def export_triton(
     out: Path = typer.Option(..., "--out", help="Repository directory to write (new or empty; --force replaces one)."),
     platform: str = typer.Option("auto", "--platform", help="auto (ort engines: onnxruntime, trt engines: tensorrt) | onnxruntime | tensorrt | python (what the tritonserver bundled in nvidia-pytriton loads)."),
     codec: str = typer.Option("fp16", "--codec", help="Codec of the plain janus_L{l}_S{s} ensembles (fp32 | fp16 | int8)."),
-    codecs: str = typer.Option("fp32,fp16,int8", "--codecs", help="One janus_L{l}_S{s}_{codec} ensemble per codec (the edge uses these against Triton)."),
+    codecs: str = typer.Option("fp32,fp16,int8,int4", "--codecs", help="One janus_L{l}_S{s}_{codec} ensemble per codec (the edge uses these against Triton); add coded (or a frame codec: jpeg85, png, ...) for janus_L{l}_S0_coded, which decodes JPEG/PNG frames in a python-backend step (the stub needs simplejpeg and Pillow)."),
     max_batch: int | None = typer.Option(None, "--max-batch", help="Triton max_batch_size of every model (default: the TensorRT engines' max_batch from engines.json on --platform tensorrt, else 64)."),
     preferred_batch: str = typer.Option("", "--preferred-batch", help="Dynamic batcher's preferred batch sizes, e.g. 4,8,16 (default: none)."),
     max_queue_delay_us: int = typer.Option(0, "--max-queue-delay-us", help="Dynamic batcher's wait for a fuller batch (µs)."),

@@ -95,13 +95,16 @@ def describe(level: _Level, flags: Sequence[SlowerThan], levels: Sequence[_Level
 
 def dominated_options(fixed: np.ndarray, cost_bytes: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """Options (rows: levels, columns: splits) that another level beats at the same split: no
-    more preferred by accuracy (``rank`` [rows], 0 = most accurate; equal ranks tie), strictly
-    less fixed latency (``fixed``: edge + codec + cloud ms) and no more bytes on the link, so it
-    is faster at every bandwidth and RTT. Such an option can never be the better choice."""
-    rank = np.asarray(rank, dtype=float).reshape(-1)
+    more preferred by accuracy (``rank`` [rows] or [rows, 1], or per option [rows, columns]: 0 =
+    most accurate; equal ranks tie), strictly less fixed latency (``fixed``: edge + codec + cloud
+    ms) and no more bytes on the link, so it is faster at every bandwidth and RTT. Such an option
+    can never be the better choice."""
+    rank = np.asarray(rank, dtype=float)
+    rank = rank.reshape(-1, 1) if rank.ndim < 2 else rank
+    rank = np.broadcast_to(rank, fixed.shape)
     out = np.zeros(fixed.shape, dtype=bool)
     for i in range(fixed.shape[0]):
         for j in range(fixed.shape[0]):
-            if j != i and rank[j] <= rank[i]:
-                out[i] |= (fixed[j] < fixed[i]) & (cost_bytes[j] <= cost_bytes[i])
+            if j != i:
+                out[i] |= (rank[j] <= rank[i]) & (fixed[j] < fixed[i]) & (cost_bytes[j] <= cost_bytes[i])
     return out

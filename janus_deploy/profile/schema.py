@@ -94,6 +94,20 @@ class ProfileDoc(_Model):
     linear_model: dict[str, Any] | None = None
 
 
+class AccuracyCellDoc(_Model):
+    """One (level, codec, split) of an accuracy table: the level's top-1 with the codec's loss."""
+
+    accuracy: Ms | None = None
+    agreement: Ms | None = None
+
+    @field_validator("accuracy", "agreement")
+    @classmethod
+    def _share(cls, v: Any) -> Any:
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError(f"must be in [0, 1] or null, got {v!r}")
+        return v
+
+
 class AccuracyLevelDoc(_Model):
     policy: Literal["exponential", "linear", "constant"]
     alpha: Ms = Field(ge=0)
@@ -101,6 +115,8 @@ class AccuracyLevelDoc(_Model):
     agreement: Ms | None = None
     index: int | None = Field(None, ge=0, strict=True)
     tokens: list[NonNegInt] | None = None
+    #: codec -> split ("0" for frame codecs, the token splits for token codecs) -> the cell
+    codecs: dict[str, dict[str, AccuracyCellDoc]] | None = None
 
 
     @field_validator("accuracy", "agreement")
@@ -118,6 +134,8 @@ class AccuracyDoc(_Model):
     task: str | None = None
     num_images: int | None = Field(None, ge=1, strict=True)
     model: str | None = None
+    #: codecs whose loss the levels' ``codecs`` cells measured (``calibrate --codecs``)
+    codecs: list[str] | None = None
     levels: list[AccuracyLevelDoc] = Field(min_length=1)
 
 

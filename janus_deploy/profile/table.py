@@ -30,6 +30,8 @@ FORMAT_VERSION = 1
 SOURCES = ("measured", "linear", "preset")
 #: codecs that :func:`profile_from_linear` can size analytically
 ANALYTIC_CODECS = ("fp32", "fp16", "int8")
+#: further codecs :func:`profile_from_linear` can size analytically when asked (not by default)
+ANALYTIC_EXTRA = ("int4",)
 PRESET_PACKAGE = "janus_deploy.profile"
 PRESET_DIR = "presets"
 
@@ -164,7 +166,7 @@ class Profile:
 
     @property
     def codec_names(self) -> list[str]:
-        """Codecs present in every level (what a scheduler may use)."""
+        """Codecs present in every level (what a scheduler may use; frame codecs have split 0 only)."""
         names = [set(lv.payload) for lv in self.levels]
         common = set.intersection(*names) if names else set()
         return sorted(common)
@@ -204,7 +206,10 @@ class Profile:
                 f"level {lv.label} has no payload for codec {name!r} "
                 f"(has: {', '.join(sorted(lv.payload)) or 'none'})"
             )
-        return lv.payload[name][self._split(split)]
+        entries = lv.payload[name]
+        if self._split(split) not in entries:
+            raise ProfileError(f"codec {name!r} is a frame codec: it has a payload at split 0 only, not at {split}")
+        return entries[split]
 
     def payload_bytes(self, level_idx: int, split: int, codec: str | None = None) -> int:
         return self.payload(level_idx, split, codec).bytes
@@ -218,6 +223,8 @@ class Profile:
     def resolve_codec(self, codec: str | None) -> str:
         """``codec`` or the profile's default; :class:`ProfileError` naming the choices."""
         name = codec or self.default_codec
+        if name is not None and codec is None and wire_codecs.is_frame_codec(name):
+            raise ProfileError(f"default_codec {name!r} is a frame codec (split 0 only); the default must be a token codec")
         if name is None:
             have = self.codec_names
             if len(have) == 1:
@@ -316,6 +323,13 @@ def _payload_of(d: dict[str, dict[str, Any]], candidates: list[int], n: int, whe
     out: dict[str, dict[int, Payload]] = {}
     for codec, entries in d.items():
         w = f"{where}.{codec}"
+        if wire_codecs.is_frame_codec(str(codec)):  # an encoded image: split 0 only
+            if set(entries) != {"0"}:
+                raise ProfileError(f"{w} is a frame codec: it has a payload at split 0 only (keys ['0']), "
+                                   f"got {sorted(entries)}")
+            e = entries["0"]
+            out[str(codec)] = {0: Payload(e.bytes, float(e.encode_ms), float(e.decode_ms))}
+            continue
         parsed = {s: Payload(e.bytes, float(e.encode_ms), float(e.decode_ms))
                   for s, e in _split_keyed(entries, candidates, w).items()}
         if parsed[n + 1].bytes != 0:

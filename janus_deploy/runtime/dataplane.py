@@ -24,7 +24,15 @@ from janus_deploy import JanusError
 from janus_deploy.backends import run_segments
 from janus_deploy.images import normalize
 from janus_deploy.runtime.limits import DEFAULT_MAX_JSON_MB, BodyLimits
-from janus_deploy.wire.codecs import BodyTooLargeError, CodecError, UnsupportedEncodingError, decode_tokens, decompress
+from janus_deploy.wire.codecs import (
+    FRAME_CODED,
+    BodyTooLargeError,
+    CodecError,
+    UnsupportedEncodingError,
+    decode_frame,
+    decode_tokens,
+    decompress,
+)
 from janus_deploy.wire.spec import TailSpec, entry_check, tail_models, validate_inputs
 from janus_deploy.wire.v2 import WireError, encode_response, parse_header_length, parse_request, requested_outputs
 
@@ -228,7 +236,13 @@ class DataPlane:
         t0 = time.perf_counter()
         if model.split == 0:
             m = self.manifest.model
-            inputs = [normalize(tensors["frame"], m["mean"], m["std"])]
+            frame = tensors.get("frame")
+            if frame is None:  # a frame codec's JPEG/PNG rows
+                try:
+                    frame = decode_frame(tensors[FRAME_CODED], int(m["img_size"]), int(m["img_size"]))
+                except CodecError as exc:
+                    raise WireError(f"{model.name}: {exc}") from None
+            inputs = [normalize(frame, m["mean"], m["std"])]
         else:
             try:
                 inputs = list(decode_tokens(tensors))

@@ -42,7 +42,7 @@ from janus_deploy.report import RUN_LOG_KIND, RUN_LOG_VERSION, dumps_line, run_r
 from janus_deploy.runtime.transport import Exchange, Transport, TransportError, TransportOptions
 from janus_deploy.schedule.controller import Choice, ControllerConfig, ControllerError, Observation, build_controller
 from janus_deploy.triton import dialect
-from janus_deploy.wire.codecs import Codec, compress, encode_tokens, get_codec
+from janus_deploy.wire.codecs import Codec, compress, encode_payload, get_codec
 from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request, model_name
 
 
@@ -128,7 +128,7 @@ class EdgeRuntime:
 
     def __init__(self, plan: Manifest | str | Path, engines: Any, edge_profile: Profile | str | Path,
                  cloud_profile: Profile | str | Path, *, server_url: str, sla_ms: float, accuracy: Any = None,
-                 codec: str | None = None, controller: ControllerConfig | None = None,
+                 codec: str | None = None, codecs: Any = None, controller: ControllerConfig | None = None,
                  transport: TransportOptions | None = None, trace: Any = None,
                  log: str | Path | IO[str] | None = None, threads: int = 0) -> None:
         self.manifest = plan if isinstance(plan, Manifest) else Manifest.load(plan)
@@ -151,7 +151,8 @@ class EdgeRuntime:
         try:
             self.controller = build_controller(self.edge_profile, self.cloud_profile,
                                                self._controller_config(controller, shaper),
-                                               accuracy=self.accuracy, sla_ms=self.sla_ms, codec=codec)
+                                               accuracy=self.accuracy, sla_ms=self.sla_ms, codec=codec,
+                                               codecs=codecs)
         except ControllerError as exc:
             self.transport.close()
             raise EdgeError(str(exc)) from None
@@ -219,7 +220,8 @@ class EdgeRuntime:
     def _header(self) -> dict[str, Any]:
         acc = self.accuracy if isinstance(self.accuracy, dict) else None
         return {"kind": RUN_LOG_KIND, "format_version": RUN_LOG_VERSION, "plan_hash": self.manifest.hash,
-                "sla_ms": self.sla_ms, "codec": self.codec.name, "server": self.transport.server_url,
+                "sla_ms": self.sla_ms, "codec": self.codec.name,
+                "codecs": list(self.controller.deploy.codecs), "server": self.transport.server_url,
                 "controller": self.controller.config.to_dict(), "edge_profile": self.edge_profile.to_dict(),
                 "cloud_profile": self.cloud_profile.to_dict(), "accuracy": acc}
 
@@ -277,7 +279,8 @@ class EdgeRuntime:
         body, headers = self._encode(split, state, frame, rec, triton)
         meas["encode_ms"] = round((time.perf_counter() - t2) * 1e3, 3)
         timeout_s = self._timeout_s(t0)
-        name = dialect.tail_model(level, split, self.codec) if triton else model_name(level, split)
+        codec = self._codec_of(rec)
+        name = dialect.tail_model(level, split, codec) if triton else model_name(level, split)
         rec["decision"]["model"] = name
         ex = self.transport.infer(name, body, headers, timeout_s, str(rec["id"]),
                                   dialect.assumed_server_ms(rec["predicted"]) if triton else 0.0)
@@ -320,7 +323,8 @@ class EdgeRuntime:
                            "profile_level": d.level_index, "split": split,
                            "label": config_label(lv["policy"], lv["alpha"], split),
                            "model": model_name(level, split) if split <= m.num_blocks else None,
-                           "codec": self.codec.name, "meets_sla": bool(d.meets_sla), "forced": force is not None}
+                           "codec": d.codec if d.codec is not None or split > m.num_blocks else self.codec.name,
+                           "meets_sla": bool(d.meets_sla), "forced": force is not None}
         rec["predicted"] = dict(d.breakdown, total_ms=d.predicted_ms, bytes=d.bytes)
         return level, split, choice
 
@@ -332,20 +336,26 @@ class EdgeRuntime:
 
     def _encode(self, split: int, state: list[np.ndarray], frame: np.ndarray,
                 rec: dict[str, Any], triton: bool = False) -> tuple[bytes, dict[str, str]]:
-        tensors = ({"frame": np.ascontiguousarray(frame[None])} if split == 0
-                   else encode_tokens(state[0], state[1], self.codec))
+        codec = self._codec_of(rec)
+        tensors = encode_payload(split, np.ascontiguousarray(frame[None]), None if split == 0 else (state[0], state[1]),
+                                 codec)
         body, hlen = encode_request(tensors, request_id=str(rec["id"]), **dialect.request_outputs(triton))
         rec["raw_bytes"] = len(body)
         headers = {HEADER_LENGTH: str(hlen), "Content-Type": "application/octet-stream"}
-        if self.codec.compress and triton:  # Triton takes gzip, not zstd
+        if codec.compress and triton:  # Triton takes gzip, not zstd
             body = dialect.gzip_body(body)
             headers["Content-Encoding"] = "gzip"
-        elif self.codec.compress:
-            body = compress(body, self.codec)
-            headers["Content-Encoding"] = self.codec.compress
+        elif codec.compress:
+            body = compress(body, codec)
+            headers["Content-Encoding"] = codec.compress
         headers["Content-Length"] = str(len(body))
         rec["bytes"] = len(body)
         return body, headers
+
+    def _codec_of(self, rec: dict[str, Any]) -> Codec:
+        """The codec this request's decision sends with (the run's main codec when it names none)."""
+        name = rec.get("decision", {}).get("codec")
+        return get_codec(name) if name else self.codec
 
     def _timeout_s(self, t0: float) -> float:
         elapsed_ms = (time.perf_counter() - t0) * 1e3

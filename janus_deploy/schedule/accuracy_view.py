@@ -45,3 +45,27 @@ def accuracy_by_level(table: Any) -> tuple[dict[LevelKey, float], str]:
     if not out:
         raise AccuracyError("the accuracy table has neither accuracy nor agreement values")
     return out, metric
+
+
+def accuracy_by_option(table: Any, metric: str) -> dict[tuple[LevelKey, str, int], float]:
+    """``{(level, codec, split): value}``: what a table measured with a codec's loss (the
+    ``codecs`` of each level, ``calibrate --codecs``), in the same ``metric`` as
+    :func:`accuracy_by_level`. Empty for tables without the codec dimension."""
+    if table is None or metric == "none" or (isinstance(table, Mapping) and "levels" not in table):
+        return {}
+    out: dict[tuple[LevelKey, str, int], float] = {}
+    for lv in _field(table, "levels") or []:
+        key = LevelKey.of(_field(lv, "policy"), _field(lv, "alpha"))
+        for codec, splits in (_field(lv, "codecs") or {}).items():
+            for s, cell in splits.items():
+                v = _field(cell, metric)
+                if v is not None:
+                    out[(key, str(codec), int(s))] = float(v)
+    return out
+
+
+def measured_codecs(table: Any) -> set[str]:
+    """Codecs whose loss the table measured (any level)."""
+    if table is None or (isinstance(table, Mapping) and "levels" not in table):
+        return set()
+    return {str(c) for lv in _field(table, "levels") or [] for c in (_field(lv, "codecs") or {})}

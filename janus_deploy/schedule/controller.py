@@ -303,7 +303,7 @@ class Controller:
     def expected_server_ms(self, decision: Decision) -> float:
         """What the profile expects the server to spend on ``decision``'s option when idle (the
         ``expected_ms`` of the observation its answer makes)."""
-        return self.deploy.server_ms(decision.level_index, decision.split)
+        return self.deploy.server_ms(decision.level_index, decision.split, decision.codec)
 
     # ------------------------------------------------------------------ feedback
     def observe(self, obs: Observation) -> float | None:
@@ -379,10 +379,13 @@ class Controller:
 
 
 def build_controller(edge: Any, cloud: Any, config: ControllerConfig, *, accuracy: Any = None,
-                     sla_ms: float, codec: str | None = None, frame_bytes: int | None = None) -> Controller:
-    """A controller with its scheduler(s) for two profiles (the one way sim and runtime build it)."""
+                     sla_ms: float, codec: str | None = None, frame_bytes: int | None = None,
+                     codecs: Any = None) -> Controller:
+    """A controller with its scheduler(s) for two profiles (the one way sim and runtime build it);
+    ``codecs``: the set janus-deploy chooses the codec from per request (None: ``codec`` alone)."""
     try:
-        deploy = Scheduler(edge, cloud, accuracy, "janus-deploy", codec, sla_ms, frame_bytes=frame_bytes)
+        deploy = Scheduler(edge, cloud, accuracy, "janus-deploy", codec, sla_ms, frame_bytes=frame_bytes,
+                           codecs=codecs)
         paper = (Scheduler(edge, cloud, accuracy, "paper", codec, sla_ms, frame_bytes=frame_bytes)
                  if config.system == "janus-paper" else None)
     except SchedulerError as exc:

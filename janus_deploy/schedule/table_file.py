@@ -6,7 +6,10 @@ documented in ``docs/decision-table.md``. What goes in: the levels (edge profile
 ``level_index`` means the same in C and Python), the candidate splits, per (level, split) the edge
 head and cloud tail latency, per codec the payload bytes with encode (edge) and decode (cloud)
 times, the accuracy per level, the controller's settings and, with a plan, the V2 model name of
-every (level, split) and the engine file of every segment the edge runs.
+every (level, split) and the engine file of every segment the edge runs. With the codec
+dimension (``codecs``: the set janus-deploy chooses the codec from, and an accuracy table with
+codec cells) two optional sections follow: ``CSET`` (the set, codec indices in its order) and
+``ACEL`` (accuracy per codec × level × split, NaN where the level's own applies).
 
 The file holds the profiles' own numbers (float64, unrounded); libjanus derives the cost tables
 from them with the same operations as :class:`~janus_deploy.schedule.scheduler.Scheduler`, so both
@@ -39,6 +42,7 @@ SECTION_BYTES = 24
 CRC_OFFSET = 24
 NONE = 0xFFFFFFFF
 FLAG_NAMES = 1
+CODEC_LOSSLESS, CODEC_ZSTD, CODEC_FRAME, CODEC_TOKENS = 1, 2, 4, 8
 METRICS = ("none", "accuracy", "agreement")
 
 _INFO = struct.Struct("<9I2i2I4I3I")  # 80 bytes
@@ -95,12 +99,13 @@ def _engine_files(manifest: Any, engines: str | Path | None) -> list[list[str]]:
 def build_table(edge: Profile, cloud: Profile, *, accuracy: Any = None, plan: Any = None,
                 engines: str | Path | None = None, codec: str | None = None, sla_ms: float = 300.0,
                 frame_bytes: int | None = None, baseline_level: float | None = None,
-                controller: ControllerConfig | None = None) -> bytes:
+                controller: ControllerConfig | None = None, codecs: Any = None) -> bytes:
     """The table file's bytes (see the module docstring). ``plan``: a Manifest or plan directory
     (model names and engine files); ``engines``: an engine directory whose files to name instead of
     the plan's graphs. The other arguments are the Scheduler's and the controller's."""
     try:
-        sched = Scheduler(edge, cloud, accuracy, "janus-deploy", codec, sla_ms, baseline_level, frame_bytes)
+        sched = Scheduler(edge, cloud, accuracy, "janus-deploy", codec, sla_ms, baseline_level, frame_bytes,
+                          codecs=codecs)
         ctrl = (controller or ControllerConfig()).for_trace(None)  # an unresolved cold start: the default
     except (SchedulerError, ControllerError) as exc:
         raise TableFileError(str(exc)) from None
@@ -144,11 +149,13 @@ def build_table(edge: Profile, cloud: Profile, *, accuracy: Any = None, plan: An
         for li, lv in enumerate(edge.levels):
             cj = cloud.level_index(lv.policy, lv.alpha)
             for s in cands:
+                if s not in lv.payload[c]:  # a frame codec: split 0 only (CODC flags say so)
+                    payload += _PAYLOAD.pack(0, 0.0, 0.0)
+                    continue
                 e = edge.payload(li, s, c)
                 payload += _PAYLOAD.pack(e.bytes, e.encode_ms, cloud.payload(cj, s, c).decode_ms)
-    codec_rec = b"".join(
-        _CODEC.pack(strs.add(c), (1 if CODECS.get(c) is not None and CODECS[c].lossless else 0)
-                    | (2 if CODECS.get(c) is not None and CODECS[c].compress == "zstd" else 0)) for c in codecs)
+    codec_rec = b"".join(_CODEC.pack(strs.add(c), _codec_flags(c)) for c in codecs)
+    extra = _codec_sections(sched, edge, codecs, accuracy, metric, cands)
     const = sched.baseline_level_index
     m = edge.model
     info = _INFO.pack(n, m.embed_dim, m.num_tokens, m.num_prefix_tokens, m.img_size[0], m.img_size[1],
@@ -176,8 +183,37 @@ def build_table(edge: Profile, cloud: Profile, *, accuracy: Any = None, plan: An
         (b"MODL", 4, struct.pack(f"<{len(models)}I", *models), len(models)),
         (b"ENGS", 4, struct.pack(f"<{len(engs)}I", *engs), len(engs)),
         (b"STRS", 1, bytes(strs.data), len(strs.data)),
+        *extra,
     ]
     return _assemble(sections)
+
+
+def _codec_flags(name: str) -> int:
+    spec = CODECS.get(name)
+    if spec is None:
+        return 0
+    return ((CODEC_LOSSLESS if spec.lossless else 0) | (CODEC_ZSTD if spec.compress == "zstd" else 0)
+            | (CODEC_FRAME if spec.kind == "frame" else CODEC_TOKENS))
+
+
+def _codec_sections(sched: Scheduler, edge: Profile, codecs: list[str], accuracy: Any, metric: str,
+                    cands: list[int]) -> list[tuple[bytes, int, bytes, int]]:
+    """CSET and ACEL when the scheduler has the codec dimension (see the module docstring)."""
+    from janus_deploy.schedule.accuracy_view import accuracy_by_option
+
+    out = []
+    if len(sched.codecs) > 1:
+        idx = [codecs.index(c) for c in sched.codecs]
+        out.append((b"CSET", 4, struct.pack(f"<{len(idx)}I", *idx), len(idx)))
+    cells = accuracy_by_option(accuracy, metric)
+    if cells:
+        vals = []
+        for c in codecs:
+            for lv in edge.levels:
+                key = LevelKey.of(lv.policy, lv.alpha)
+                vals.extend(cells.get((key, c, s), math.nan) for s in cands)
+        out.append((b"ACEL", 8, struct.pack(f"<{len(vals)}d", *vals), len(vals)))
+    return out
 
 
 def _assemble(sections: list[tuple[bytes, int, bytes, int]]) -> bytes:

@@ -230,22 +230,24 @@ def decision_columns(cols: dict[str, np.ndarray], deploy: Scheduler) -> dict[str
     accuracy) from level and split, through the scheduler's own Decision of each option taken."""
     li, sp = cols["level_index"].astype(np.int64), cols["split"].astype(np.int64)
     if not len(li):
-        return {"alpha": [], "labels": [], "accuracy": []}
+        return {"alpha": [], "labels": [], "accuracy": [], "codec": []}
     width = int(sp.max()) + 1
     key = li * width + sp
     taken = np.flatnonzero(np.bincount(key))  # the options chosen at least once
     lut = np.zeros(int(taken[-1]) + 1, dtype=np.int64)
     lut[taken] = np.arange(len(taken))
-    alpha, labels, acc = [], [], []
+    alpha, labels, acc, codec = [], [], [], []
     for k in taken.tolist():
         d = deploy.evaluate(k // width, k % width, 1.0)
         alpha.append(d.alpha if d.policy != "constant" else math.nan)
         labels.append(d.label)
         acc.append(d.accuracy)
+        codec.append(d.codec)
     idx = lut[key]
     return {"alpha": np.asarray(alpha, dtype=float)[idx].tolist(),
             "labels": np.asarray(labels, dtype=object)[idx].tolist(),
-            "accuracy": np.asarray(acc, dtype=object)[idx].tolist()}
+            "accuracy": np.asarray(acc, dtype=object)[idx].tolist(),
+            "codec": np.asarray(codec, dtype=object)[idx].tolist()}
 
 
 def skipped_frames(start_s: np.ndarray, fps: float) -> int:

@@ -10,7 +10,21 @@ bandwidth trace (and optionally a ping trace) into the controller's observations
 * ``janus-paper``: Algorithm 1 (``mode="paper"``): no RTT in the model, fp32 tokens, the raw
   estimate.
 * ``janus-deploy``: RTT, the codec's real payload, and the controller's safety margins (the
-  estimate deflated by ``1 + recent error``, the max of the last RTTs, ``margin`` of the SLA).
+  estimate deflated by ``1 + recent error``, the max of the last RTTs, ``margin`` of the SLA);
+  with ``codecs``, the codec too is chosen per request.
+
+The practitioner's baselines (:data:`STATIC_BASELINES`, simulator only; each one fixed option
+for the whole run, device-only while the server is unusable):
+
+* ``cloud-jpeg``: every frame JPEG-encoded (``jpeg_codec``, default jpeg85) to the cloud, which
+  runs the unpruned model (the exponential level α = 0): "JPEG every frame to the server".
+* ``device-fast``: device-only at the fastest level whose accuracy is within ``keep_accuracy``
+  (default 0.01) of the most accurate level's (the levels' own accuracy; without a table, α = 0).
+* ``best-static``: the one (level, split, codec) that is best *in hindsight* on this trace:
+  per option, the trace's samples give each request's latency ``fixed + bytes/bandwidth + RTT``
+  (the paper model of the same trace); the option with the fewest SLA violations wins, ties
+  to the higher accuracy, then the lower mean latency; that option is then simulated like any
+  system. Options: every janus-deploy option (``codecs`` included) and the baselines' levels.
 
 Two clocks:
 
@@ -65,7 +79,7 @@ from janus_deploy.profile.table import Profile
 from janus_deploy.report import run_report
 from janus_deploy.schedule.controller import SYSTEMS, Controller, ControllerConfig, ControllerError, Observation
 from janus_deploy.schedule.exchange import MIN_TIMEOUT_MS, PROBE_BYTES, ExchangePolicy
-from janus_deploy.schedule.scheduler import Decision, Scheduler
+from janus_deploy.schedule.scheduler import Decision, Scheduler, SchedulerError
 
 
 class SimulationError(JanusError):
@@ -86,6 +100,9 @@ class SimConfig:
     cold_start_mbps: float | None = None  # default: the controller's (ControllerConfig.for_trace)
     rtt_ms: float = 0.0  # used when no ping trace is given
     codec: str | None = None  # janus-deploy payload codec (default: profile's default_codec)
+    codecs: Sequence[str] | None = None  # janus-deploy chooses among these per request (None: codec only)
+    jpeg_codec: str = "jpeg85"  # the cloud-jpeg baseline's frame codec
+    keep_accuracy: float = 0.01  # device-fast: the accuracy it may lose against the most accurate level
     frame_bytes: int | None = None  # override the s = 0 payload (see Scheduler)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     timeout_factor: float | None = None  # None: no deadline; else as the runtime's --timeout-factor
@@ -115,10 +132,12 @@ class SimConfig:
         return ExchangePolicy(self.timeout_factor, self.min_timeout_ms, self.probe_bytes or PROBE_BYTES)
 
     def validate(self) -> None:
-        unknown = [s for s in self.systems if s not in SYSTEMS]
+        unknown = [s for s in self.systems if s not in ALL_SYSTEMS]
         if unknown or not self.systems:
             raise SimulationError(f"unknown system(s) {', '.join(unknown) or '(none given)'}; "
-                                  f"choose from {', '.join(SYSTEMS)}")
+                                  f"choose from {', '.join(ALL_SYSTEMS)}")
+        if not 0 <= self.keep_accuracy <= 1:
+            raise SimulationError(f"keep_accuracy must be in [0, 1], got {self.keep_accuracy}")
         if self.sla_ms <= 0:
             raise SimulationError(f"the SLA must be > 0 ms, got {self.sla_ms}")
         if self.requests is not None and self.requests < 1:
@@ -176,6 +195,7 @@ class RequestLog:
     accuracy: list[float | None] = field(default_factory=list)
     level_index: list[int] = field(default_factory=list)  # into the profiles' levels
     bytes: list[int] = field(default_factory=list)  # the payload the decision sends (0: device only)
+    codec: list[str | None] = field(default_factory=list)  # the decision's codec (None: device only)
     elapsed_s: float = 0.0  # simulated time from the first start to the last completion
     skipped: int | None = None  # --fps: frame ticks that passed while a request ran (dropped, not queued)
 
@@ -194,6 +214,10 @@ class SystemResult:
 # --------------------------------------------------------------------------- simulation loops
 
 
+STATIC_BASELINES = ("cloud-jpeg", "device-fast", "best-static")
+ALL_SYSTEMS = (*SYSTEMS, *STATIC_BASELINES)
+
+
 def _log(log: RequestLog, start: float, bw: float, est: float, d: Decision, lat: float) -> None:
     log.start_s.append(start)
     log.bw_mbps.append(bw)
@@ -206,6 +230,7 @@ def _log(log: RequestLog, start: float, bw: float, est: float, d: Decision, lat:
     log.accuracy.append(d.accuracy)
     log.level_index.append(d.level_index)
     log.bytes.append(d.bytes)
+    log.codec.append(d.codec)
 
 
 def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: SimConfig,
@@ -355,8 +380,10 @@ def metrics(log: RequestLog, sla_ms: float, paper_mode: bool = False) -> dict[st
     summing latencies instead would charge an outage's wait once per request inside it, and one
     request stuck for minutes on a 0.01 Mbit/s sample would dominate the whole trace.
     """
-    return _report(log.latency_ms, log.elapsed_s, log.labels, log.alpha, log.accuracy, log.predicted_ms, log.bytes,
-                   sla_ms, paper_mode, log.skipped)
+    report = _report(log.latency_ms, log.elapsed_s, log.labels, log.alpha, log.accuracy, log.predicted_ms,
+                     log.bytes, sla_ms, paper_mode, log.skipped)
+    report["mode_codec"] = choice_counts(log)
+    return report
 
 
 def _report(latency_ms: Sequence[float], elapsed_s: float, labels: Sequence[str], alphas: Sequence[float],
@@ -380,6 +407,16 @@ def _report(latency_ms: Sequence[float], elapsed_s: float, labels: Sequence[str]
     return rep
 
 
+def choice_counts(log: RequestLog) -> dict[str, int]:
+    """How often each (mode, codec) was chosen: ``device-only``, ``cloud/<codec>`` (s = 0) or
+    ``split/<codec>`` (0 < s ≤ N), most frequent first."""
+    counts: dict[str, int] = {}
+    for split, codec in zip(log.split, log.codec):
+        key = "device-only" if codec is None else f"{'cloud' if split == 0 else 'split'}/{codec}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -388,11 +425,14 @@ PROGRESS_EVERY = 1000  # requests between progress calls
 
 
 def _schedulers(edge: Profile, cloud: Profile, config: SimConfig, accuracy: Any) -> tuple[Scheduler, Scheduler | None]:
-    deploy = Scheduler(edge, cloud, accuracy, mode="janus-deploy", codec=config.codec,
-                       sla_ms=config.sla_ms, frame_bytes=config.frame_bytes)
-    paper = (Scheduler(edge, cloud, accuracy, mode="paper", codec=config.codec,
-                       sla_ms=config.sla_ms, frame_bytes=config.frame_bytes)
-             if "janus-paper" in config.systems else None)
+    try:
+        deploy = Scheduler(edge, cloud, accuracy, mode="janus-deploy", codec=config.codec,
+                           sla_ms=config.sla_ms, frame_bytes=config.frame_bytes, codecs=config.codecs)
+        paper = (Scheduler(edge, cloud, accuracy, mode="paper", codec=config.codec,
+                           sla_ms=config.sla_ms, frame_bytes=config.frame_bytes)
+                 if "janus-paper" in config.systems else None)
+    except SchedulerError as exc:
+        raise SimulationError(str(exc)) from None
     return deploy, paper
 
 
@@ -433,8 +473,8 @@ def _option_costs(sched: Scheduler, system: str, rtt_ms: float) -> tuple[np.ndar
         kinds = ["device-only", "cloud-only"] if system == "mixed" else [system]
         at = lambda bw: [sched.baseline(k, bw, rtt_ms).predicted_ms for k in kinds]  # noqa: E731 - a one-line named lambda reads better than a def here
     else:
-        at = lambda bw: [sched.evaluate(li, s, bw, rtt_ms).predicted_ms  # noqa: E731 - a one-line named lambda reads better than a def here
-                         for li in sched.janus_levels for s in sched.candidates]
+        at = lambda bw: [sched.evaluate(li, o.split, bw, rtt_ms, codec=o.codec).predicted_ms  # noqa: E731 - a one-line named lambda reads better than a def here
+                         for li in sched.janus_levels for o in sched.options]
     fixed = np.asarray(at(math.inf))
     return fixed, np.asarray(at(1.0)) - fixed  # at 1 Mbit/s, kbits cost kbits ms
 
@@ -560,7 +600,8 @@ def _fast_run(trace: Trace, ping: Trace | None, edge: Profile, cloud: Profile, c
                      est_mbps=cols["est_mbps"].tolist(), alpha=per["alpha"], split=cols["split"].tolist(),
                      latency_ms=cols["latency_ms"].tolist(), predicted_ms=cols["predicted_ms"].tolist(),
                      labels=per["labels"], accuracy=per["accuracy"], level_index=cols["level_index"].tolist(),
-                     bytes=cols["bytes"].tolist(), elapsed_s=elapsed, skipped=skipped)
+                     bytes=cols["bytes"].tolist(), codec=per["codec"], elapsed_s=elapsed, skipped=skipped)
+    report["mode_codec"] = choice_counts(log)
     return log, report
 
 
@@ -579,17 +620,19 @@ def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimCon
     else:
         total = config.requests
     runner = _run_paper if config.paper_mode else _run_time_driven
-    ctrl_config = ctrl_config.with_(system=system, rtt_cold_ms=rtt_cold)
+    static = system in STATIC_BASELINES  # a fixed option; its controller runs as janus-deploy's
+    ctrl_config = ctrl_config.with_(system="janus-deploy" if static else system, rtt_cold_ms=rtt_cold)
     if config.streams is not None:
         from janus_deploy.sim.streams import simulate_streams_system
 
-        return simulate_streams_system(Controller(deploy, ctrl_config, paper), trace, ping, config, system, progress)
-    done = _fast_run(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy, tables) if engine == "fast" \
-        else None
+        return simulate_streams_system(_controller(system, deploy, ctrl_config, paper, trace, config, rtt_cold),
+                                       trace, ping, config, system, progress)
+    done = (_fast_run(trace, ping, edge, cloud, config, accuracy, ctrl_config, deploy, tables)
+            if engine == "fast" and not static else None)
     if done is not None:
         log, report = done
     else:
-        ctrl = Controller(deploy, ctrl_config, paper)
+        ctrl = _controller(system, deploy, ctrl_config, paper, trace, config, rtt_cold)
 
         def tick(i: int) -> None:
             if progress is not None and i % PROGRESS_EVERY == 0:
@@ -600,6 +643,83 @@ def _simulate_system(trace: Trace, edge: Profile, cloud: Profile, config: SimCon
     if progress is not None:
         progress(system, len(log), len(log))
     return SystemResult(system, report, log, "fast" if done is not None else "python")
+
+
+def _controller(system: str, deploy: Scheduler, ctrl_config: ControllerConfig, paper: Scheduler | None,
+                trace: Trace, config: SimConfig, rtt_cold: float) -> Controller:
+    """The controller of one simulated system: a static baseline's fixed option, else the real one."""
+    if system in STATIC_BASELINES:
+        option = static_option(system, deploy, trace, config, rtt_cold)
+        return _StaticController(deploy, ctrl_config, option)
+    return Controller(deploy, ctrl_config, paper)
+
+
+# --------------------------------------------------------------------------- static baselines
+
+
+StaticOption = tuple[int, int, "str | None"]  # (profile level index, split, codec)
+
+
+class _StaticController(Controller):
+    """A controller whose decision is one fixed option (the static baselines): the estimator,
+    RTT tracker and breaker run as for any system; while offloading is off it runs device-only."""
+
+    def __init__(self, deploy: Scheduler, config: ControllerConfig, option: StaticOption) -> None:
+        super().__init__(deploy, config)
+        self.option = option
+
+    def decide(self, t: float, **waits: Any) -> Any:
+        choice = super().decide(t, **waits)
+        li, split, codec = self.option
+        if choice.reason != "scheduler":
+            split, codec = self.deploy.candidates[-1], None
+        choice.decision = self.deploy.evaluate(li, split, choice.bandwidth_mbps, choice.rtt_ms, codec=codec)
+        return choice
+
+
+def static_option(system: str, sched: Scheduler, trace: Trace, config: SimConfig, rtt_ms: float) -> StaticOption:
+    """The fixed option of a static baseline (module docstring)."""
+    n1 = sched.candidates[-1]
+    if system == "cloud-jpeg":
+        li = sched.janus_levels[0]
+        try:
+            sched.evaluate(li, 0, 1.0, codec=config.jpeg_codec)
+        except SchedulerError as exc:
+            raise SimulationError(f"cloud-jpeg: {exc} (profile the plan with the JPEG codecs, or drop cloud-jpeg)") from None
+        return li, 0, config.jpeg_codec
+    levels = sorted(set(sched.janus_levels) | ({sched.baseline_level_index} - {None}))  # type: ignore[arg-type]  # None removed
+    if system == "device-fast":
+        acc = {li: sched.level_accuracy(li) for li in levels}
+        known = [a for a in acc.values() if a is not None]
+        if not known:
+            return sched.janus_levels[0], n1, None
+        keep = [li for li in levels if acc[li] is not None and acc[li] >= max(known) - config.keep_accuracy - 1e-12]
+        return min(keep, key=lambda li: (sched.edge.total_ms(li), li)), n1, None
+    return _best_static(sched, levels, trace, config, rtt_ms)
+
+
+def _best_static(sched: Scheduler, levels: list[int], trace: Trace, config: SimConfig, rtt_ms: float) -> StaticOption:
+    options: list[StaticOption] = [(li, o.split, o.codec) for li in levels for o in sched.options]
+    if config.jpeg_codec and sched.janus_levels:
+        try:
+            sched.evaluate(sched.janus_levels[0], 0, 1.0, codec=config.jpeg_codec)
+            options += [(li, 0, config.jpeg_codec) for li in levels if (li, 0, config.jpeg_codec) not in options]
+        except SchedulerError:
+            pass
+    fixed, kbits, acc = [], [], []
+    for li, split, codec in options:
+        d_inf = sched.evaluate(li, split, math.inf, rtt_ms, codec=codec)
+        fixed.append(d_inf.predicted_ms)
+        kbits.append(d_inf.bytes * 8 / 1e3)
+        acc.append(-1.0 if d_inf.accuracy is None else d_inf.accuracy)
+    f, kb = np.asarray(fixed)[:, None], np.asarray(kbits)[:, None]
+    bw = np.asarray(trace.samples, dtype=float)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lat = f + np.where(kb > 0, kb / bw, 0.0)  # an outage sample: inf wherever bytes are sent
+    violations = (lat > config.sla_ms).sum(axis=1)
+    mean_lat = np.where(np.isfinite(lat), lat, 1e12).mean(axis=1)
+    k = min(range(len(options)), key=lambda i: (violations[i], -acc[i], mean_lat[i], i))
+    return options[k]
 
 
 # --------------------------------------------------------------------------- replay
@@ -616,8 +736,9 @@ def replay(ctrl: Controller, steps: Iterable[tuple[float, dict[str, Any] | None,
         d = ctrl.decide(t).decision
         if recorded is not None:
             total += 1
-            got = {"policy": d.policy, "alpha": d.alpha, "split": d.split}
-            if (recorded["policy"], recorded["split"]) == (d.policy, d.split) and \
+            got = {"policy": d.policy, "alpha": d.alpha, "split": d.split, "codec": d.codec}
+            codec_same = recorded.get("codec") is None or d.codec is None or recorded["codec"] == d.codec
+            if (recorded["policy"], recorded["split"]) == (d.policy, d.split) and codec_same and \
                     math.isclose(recorded["alpha"], d.alpha, rel_tol=0, abs_tol=1e-9):
                 same += 1
             elif len(mismatches) < 10:
@@ -685,7 +806,8 @@ def replay_log(path: Any) -> dict[str, Any]:
         edge = profile_from_dict(header["edge_profile"], where="run log edge_profile")
         cloud = profile_from_dict(header["cloud_profile"], where="run log cloud_profile")
         ctrl = build_controller(edge, cloud, ControllerConfig.from_dict(header["controller"]),
-                                accuracy=header.get("accuracy"), sla_ms=header["sla_ms"], codec=header["codec"])
+                                accuracy=header.get("accuracy"), sla_ms=header["sla_ms"], codec=header["codec"],
+                                codecs=header.get("codecs"))
     except KeyError as exc:
         raise SimulationError(f"the run log header lacks {exc}") from None
     from janus_deploy.sim.streams import is_pipelined_log, replay_pipelined

@@ -31,7 +31,7 @@ from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request, model_name
 TRITON = "triton"
 SERVER_TIMING = "janus_server_ms"  # the fused tails' timing output (python_model.TIMING)
 PROBE_MODEL = "janus_probe"
-_WIRE = {"float32": "fp32", "float16": "fp16", "int8": "int8"}
+_WIRE = {"float32": "fp32", "float16": "fp16", "int8": "int8", "int4": "int4"}
 
 
 def is_triton(metadata: Any) -> bool:
@@ -40,9 +40,15 @@ def is_triton(metadata: Any) -> bool:
 
 
 def tail_model(level: int, split: int, codec: Any) -> str:
-    """The Triton ensemble that takes ``codec``'s tensors for tail (level, split)."""
+    """The Triton ensemble that takes ``codec``'s tensors for tail (level, split): at split 0
+    ``janus_L{l}_S0`` (the raw frame) or ``janus_L{l}_S0_coded`` (a frame codec's images, in
+    repositories exported with ``--codecs ...,coded``), else ``janus_L{l}_S{s}_{fp32|fp16|int8|int4}``."""
     if split == 0:
-        return model_name(level, 0)
+        return f"{model_name(level, 0)}_coded" if getattr(codec, "kind", "tokens") == "frame" else model_name(level, 0)
+    if codec.token_dtype not in _WIRE:
+        from janus_deploy.wire.codecs import CodecError
+
+        raise CodecError(f"a Triton repository has no models for codec {codec.name} at a split")
     return f"{model_name(level, split)}_{_WIRE[codec.token_dtype]}"
 
 

@@ -12,6 +12,13 @@ Tensors cross the stub boundary by DLPack (``np.from_dlpack`` / ``Tensor.from_dl
 ``as_numpy()``: the bundled stub's numpy conversion is built against the numpy 1.x ABI and
 returns wrong values under numpy 2, DLPack works under both.
 
+With the config parameter ``janus_frame_decode`` ("H,W") the model first decodes the
+``frame_coded`` input (a frame codec's JPEG or PNG images, one per row, zero-padded:
+:mod:`janus_deploy.wire.codecs`) into the uint8 ``frame`` [B, H, W, 3] with simplejpeg
+(libjpeg-turbo) or Pillow, each image's size read from its header and checked before it is
+decoded; without graphs that frame is the output (the ``janus_decode_coded`` step), else it
+feeds the first graph (a fused split-0 tail).
+
 Dynamic batching hands ``execute`` several requests at once; requests whose inputs have the same
 shapes (beyond the batch dimension) are concatenated into one ONNX Runtime run and the outputs
 split back, so Triton's batching really batches.
@@ -52,6 +59,35 @@ def chain_feed(outputs, wanted):
     return {n: named[n] for n in wanted}
 
 
+def decode_coded(coded, height, width):
+    """``frame_coded`` UINT8 [B, L] -> uint8 [B, height, width, 3] (as janus_deploy.wire.codecs.decode_frame)."""
+    import io
+
+    coded = np.asarray(coded)
+    if coded.dtype != np.uint8 or coded.ndim != 2:
+        raise ValueError(f"frame_coded must be UINT8 [B, L], got {coded.dtype} {list(coded.shape)}")
+    out = np.empty((coded.shape[0], height, width, 3), np.uint8)
+    for i, row in enumerate(coded):
+        data = row.tobytes()
+        if data[:2] == b"\xff\xd8":
+            import simplejpeg
+
+            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+            if (h, w) != (height, width):
+                raise ValueError(f"frame_coded[{i}]: the JPEG is {w}x{h}, the model takes {width}x{height}")
+            out[i] = simplejpeg.decode_jpeg(data, colorspace="RGB")
+        elif data[:8] == b"\x89PNG\r\n\x1a\n":
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+                if im.size != (width, height):
+                    raise ValueError(f"frame_coded[{i}]: the PNG is {im.size[0]}x{im.size[1]}, the model takes {width}x{height}")
+                out[i] = np.asarray(im.convert("RGB"))
+        else:
+            raise ValueError(f"frame_coded[{i}]: neither a JPEG nor a PNG image")
+    return out
+
+
 def group_requests(shapes):
     """Indices of requests grouped by their inputs' non-batch shapes (order kept)."""
     groups = {}
@@ -70,7 +106,10 @@ class TritonPythonModel:
         providers = ["CPUExecutionProvider"]
         if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers = [("CUDAExecutionProvider", {"device_id": int(args.get("model_instance_device_id") or 0)})]
-        files = [f.strip() for f in _param(config, "graphs", "model.onnx").split(",") if f.strip()]
+        hw = _param(config, "janus_frame_decode", "")
+        self.frame_hw = tuple(int(v) for v in hw.split(",")) if hw else None
+        default = "" if self.frame_hw else "model.onnx"
+        files = [f.strip() for f in (_param(config, "graphs", default) or "").split(",") if f.strip()]
         self.sessions = [ort.InferenceSession(os.path.join(here, f), session_options(ort, threads), providers=providers)
                          for f in files]
         self.feeds = [[i.name for i in s.get_inputs()] for s in self.sessions]
@@ -114,6 +153,11 @@ class TritonPythonModel:
         return responses
 
     def _run(self, feed):
+        if self.frame_hw is not None:
+            frame = decode_coded(feed.pop("frame_coded"), *self.frame_hw)
+            if not self.sessions:
+                return [frame]
+            feed = dict(feed, frame=frame)
         last = len(self.sessions) - 1
         for i, sess in enumerate(self.sessions):
             args = {n: feed[n] for n in self.feeds[i]}
@@ -126,4 +170,4 @@ class TritonPythonModel:
         self.sessions = []
 
 
-__all__ = ["TIMING", "TritonPythonModel", "chain_feed", "group_requests", "session_options"]
+__all__ = ["TIMING", "TritonPythonModel", "chain_feed", "decode_coded", "group_requests", "session_options"]

@@ -6,7 +6,8 @@ Layout (``docs/scale-out.md`` has the why)::
     REPO/janus_L{l}_seg{k}/             one model per (level, segment) graph the cloud runs
         config.pbtxt, 1/model.onnx + 1/weights.bin | 1/model.plan [, 1/model.py]
     REPO/janus_decode_frame/            split 0: uint8 frame -> normalised float32 image
-    REPO/janus_decode_{fp32,fp16,int8}/ payload codecs' decode (wire tensors -> float32 tokens, size)
+    REPO/janus_decode_{fp32,fp16,int8,int4}/ payload codecs' decode (wire tensors -> float32 tokens, size)
+    REPO/janus_decode_coded/            frame codecs' decode (JPEG/PNG rows -> uint8 frames; python backend)
     REPO/janus_probe/                   the edge's bandwidth probe as a V2 model
     REPO/janus_L{l}_S{s}/               ensemble per (level, split), named like the built-in server's
                                         models, taking the --codec's tensors
@@ -34,6 +35,7 @@ from janus_deploy import JanusError, __version__
 from janus_deploy.triton.dialect import SERVER_TIMING
 from janus_deploy.triton.graphs import DECODE_CODECS, decode_graph, frame_graph, probe_graph
 from janus_deploy.triton.pbtxt import TRITON_DTYPES, V2_TO_TRITON, Batching, ModelConfig, Step, Tensor
+from janus_deploy.wire.codecs import FRAME_CODED
 
 PLATFORMS = ("auto", "onnxruntime", "tensorrt", "python")
 KINDS = ("auto", "cpu", "gpu")
@@ -42,6 +44,8 @@ REPOSITORY_FILE = "janus-repository.json"
 REPOSITORY_KIND = "janus-deploy/triton-repository"
 PROBE_MODEL = "janus_probe"
 FRAME_MODEL = "janus_decode_frame"
+CODED_MODEL = "janus_decode_coded"  # frame codecs' images -> uint8 frames (python backend, simplejpeg + Pillow)
+CODED = "coded"  # the suffix of the split-0 tails that take frame_coded
 DEFAULT_CODEC = "fp16"
 DEFAULT_MAX_BATCH = 64
 VERSION = "1"
@@ -115,7 +119,9 @@ def wire_codec(codec: str) -> str:
     from janus_deploy.wire.codecs import get_codec
 
     c = get_codec(codec)
-    return {"float32": "fp32", "float16": "fp16", "int8": "int8"}[c.token_dtype]
+    if c.kind == "frame":
+        return CODED
+    return {"float32": "fp32", "float16": "fp16", "int8": "int8", "int4": "int4"}[c.token_dtype]
 
 
 def _graph_io(model: onnx.ModelProto) -> tuple[list[Tensor], list[Tensor]]:
@@ -170,11 +176,16 @@ def _max_batch(o: ExportOptions, engines: dict[str, Any], platform: str) -> int:
 
 def _check_options(o: ExportOptions, engines: dict[str, Any], platform: str) -> None:
     assert o.max_batch is not None  # resolved by _max_batch before the checks
-    for c in (o.codec, *o.codecs):
-        if c not in DECODE_CODECS:
+    from janus_deploy.wire.codecs import is_frame_codec
+
+    if o.codec not in DECODE_CODECS:
+        raise TritonExportError(f"--codec {o.codec!r}: the plain ensembles take a token codec ({', '.join(DECODE_CODECS)})")
+    for c in o.codecs:
+        if c not in (*DECODE_CODECS, CODED) and not is_frame_codec(c):
             extra = (" (fp16-zstd sends fp16 tensors: use fp16; Triton takes gzip/deflate bodies, not zstd, so "
                      "the edge compresses with gzip against Triton)") if c == "fp16-zstd" else ""
-            raise TritonExportError(f"unknown codec {c!r} for Triton; choose from {', '.join(DECODE_CODECS)}{extra}")
+            raise TritonExportError(f"unknown codec {c!r} for Triton; choose from {', '.join(DECODE_CODECS)} and "
+                                    f"{CODED} (frame codecs: jpeg95, jpeg85, jpeg70, png){extra}")
     if not o.codecs:
         raise TritonExportError("--codecs needs at least one codec")
     if o.max_batch < 1:
@@ -259,7 +270,7 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
                               "KIND_CPU" if small != "onnxruntime" or kind == "KIND_CPU" else kind)
     m = manifest.model
     decoders: list[str] = []
-    needed = {wire_codec(c) for c in (options.codec, *options.codecs)}
+    needed = {wire_codec(c) if c != CODED else CODED for c in (options.codec, *options.codecs)}  # CODED: frame codecs
     if any(s.split == 0 for s in specs.values()):
         decoders.append(FRAME_MODEL)
         graphs[FRAME_MODEL] = frame_graph(m["img_size"], m["mean"], m["std"])
@@ -270,6 +281,9 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
             name = f"janus_decode_{codec}"
             decoders.append(name)
             graphs[name] = decode_graph(codec, m["embed_dim"])
+    coded = CODED in needed and any(s.split == 0 for s in specs.values())
+    if coded:
+        decoders.append(CODED_MODEL)
     _write_small(out, PROBE_MODEL, probe_graph(), 0, small, Batching(False, (), 0, 1, "KIND_CPU"), small_params)
 
     # -- ensembles: one per (level, split) for the plain name, one per codec
@@ -278,14 +292,18 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
     for spec in specs.values():
         variants: list[tuple[str, str | None]] = [(options.codec, None)]
         if spec.split > 0:
-            variants += [(c, c) for c in options.codecs]
+            variants += [(c, c) for c in options.codecs if c in DECODE_CODECS]
+        elif coded:
+            variants.append((CODED, CODED))
         for codec, suffix in variants:
             name = tail_ensemble(spec.level, spec.split, suffix)
-            cfg = _ensemble(name, spec, codec if spec.split > 0 else None, seg_io, mb, set(decoders))
+            wire = codec if spec.split > 0 else (CODED if suffix == CODED else None)
+            cfg = _ensemble(name, spec, wire, seg_io, mb, set(decoders))
+            label = codec if spec.split else ("coded" if suffix == CODED else "frame")
             cfg.parameters = {"janus_plan_hash": manifest.hash, "janus_level": str(spec.level),
-                              "janus_split": str(spec.split), "janus_codec": codec if spec.split else "frame"}
+                              "janus_split": str(spec.split), "janus_codec": label}
             ensembles.append(cfg)
-            tails[name] = {"level": spec.level, "split": spec.split, "codec": codec if spec.split else "frame",
+            tails[name] = {"level": spec.level, "split": spec.split, "codec": label,
                            "steps": [s.model for s in cfg.steps]}
     # -- the one place the fuse mode decides the layout: one python model per tail, or the
     #    segment, decode and ensemble models a Triton ensemble chains
@@ -294,6 +312,8 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
             _write_fused(out, manifest, cfg, graphs, batching, params, options.weights)
         keys, decoders = [], []
     else:
+        if coded:
+            _write_coded_decoder(out, m, mb, small_batching)
         for level, seg in keys:
             name = segment_model(level, seg)
             ins, outs = seg_io[(level, seg)]
@@ -307,7 +327,8 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
                                            parameters={**params, "janus_level": str(level), "janus_segment": str(seg)},
                                            warmup=True, **_runtime(platform)), platform)
         for name in decoders:
-            _write_small(out, name, graphs[name], mb, small, small_batching, small_params)
+            if name != CODED_MODEL:
+                _write_small(out, name, graphs[name], mb, small, small_batching, small_params)
         for cfg in ensembles:
             _write_config(out, cfg, "ensemble")
             (out / cfg.name / VERSION).mkdir(exist_ok=True)
@@ -389,6 +410,21 @@ def _write_small(out: Path, name: str, graph: onnx.ModelProto, max_batch: int, p
                                    warmup=max_batch > 0, **_runtime(platform)), platform)
 
 
+def _write_coded_decoder(out: Path, m: dict[str, Any], max_batch: int, batching: Batching) -> None:
+    """The frame codecs' decode step: a python-backend model (``python_model.py`` with the
+    ``janus_frame_decode`` parameter) taking ``frame_coded`` UINT8 [B, L] to ``frame`` UINT8
+    [B, H, W, 3]; the stub's Python needs simplejpeg and Pillow."""
+    (out / CODED_MODEL / VERSION).mkdir(parents=True)
+    img = int(m["img_size"])
+    lead = () if max_batch > 0 else (-1,)
+    cfg = ModelConfig(CODED_MODEL, max_batch, [Tensor(FRAME_CODED, "TYPE_UINT8", (*lead, -1))],
+                      [Tensor("frame", "TYPE_UINT8", (*lead, img, img, 3))],
+                      batching=Batching(False, (), 0, batching.instances, "KIND_CPU"),
+                      parameters={"janus_frame_decode": f"{img},{img}", "graphs": ""}, warmup=False,
+                      **_runtime("python"))
+    _write_config(out, cfg, "python")
+
+
 def _place(src: Path, dst: Path) -> None:
     """Hard-link ``src`` at ``dst`` (same file system), else copy it."""
     try:
@@ -403,7 +439,12 @@ def _write_fused(out: Path, manifest: Any, cfg: ModelConfig, graphs: dict[str, o
     vdir = out / cfg.name / VERSION
     vdir.mkdir(parents=True)
     files = []
+    extra: dict[str, str] = {}
     for i, step in enumerate(cfg.steps):
+        if step.model == CODED_MODEL:  # the images are decoded in the fused model itself
+            img = int(manifest.model["img_size"])
+            extra["janus_frame_decode"] = f"{img},{img}"
+            continue
         stem = f"{i}_{step.model}"
         graph = onnx.ModelProto()
         graph.CopyFrom(graphs[step.model])
@@ -412,7 +453,8 @@ def _write_fused(out: Path, manifest: Any, cfg: ModelConfig, graphs: dict[str, o
     # the fused model also answers the time it spent (python_model.py's TIMING output, docs/runtime.md)
     outputs = [*cfg.outputs, Tensor(SERVER_TIMING, "TYPE_FP32", (1,))]
     _write_config(out, ModelConfig(cfg.name, cfg.max_batch_size, cfg.inputs, outputs, batching=batching,
-                                   parameters={**params, "graphs": ",".join(files), **cfg.parameters}, warmup=True,
+                                   parameters={**params, "graphs": ",".join(files), **extra, **cfg.parameters},
+                                   warmup=not extra,
                                    **_runtime("python")), "python")
 
 
@@ -455,6 +497,12 @@ def _ensemble(name: str, spec: Any, codec: str | None, seg_io: dict, max_batch: 
     """The ensemble of one tail: decode step (if any), then the tail's segments in order."""
     if codec is None:
         inputs = [Tensor("frame", "TYPE_UINT8", tuple(spec.input("frame")["shape"][1:]))]
+    elif codec == CODED:
+        inputs = [Tensor(FRAME_CODED, "TYPE_UINT8", (-1,))]
+    elif codec == "int4":
+        inputs = [Tensor("tokens_q4", "TYPE_UINT8", tuple(spec.input("tokens_q4")["shape"][1:])),
+                  Tensor("group_scale", "TYPE_FP16", tuple(spec.input("group_scale")["shape"][1:])),
+                  Tensor("size", "TYPE_FP16", tuple(spec.input("size")["shape"][1:]))]
     else:
         dtypes = {"fp32": ("FP32", "FP32"), "fp16": ("FP16", "FP16"), "int8": ("INT8", "FP16")}[codec]
         inputs = [Tensor("tokens", V2_TO_TRITON[dtypes[0]], tuple(spec.input("tokens")["shape"][1:])),
@@ -467,6 +515,10 @@ def _ensemble(name: str, spec: Any, codec: str | None, seg_io: dict, max_batch: 
     first_ins = {t.name for t in seg_io[(spec.level, spec.first_segment)][0]}
     if codec is None:
         steps.append(Step(FRAME_MODEL, {"frame": "frame"}, {"image": "image"}))
+        have = {"image": "image"}
+    elif codec == CODED:
+        steps.append(Step(CODED_MODEL, {FRAME_CODED: FRAME_CODED}, {"frame": "frame_0"}))
+        steps.append(Step(FRAME_MODEL, {"frame": "frame_0"}, {"image": "image"}))
         have = {"image": "image"}
     elif codec == "fp32" and {"tokens", "size"} <= first_ins:
         have = {"tokens": "tokens", "size": "size"}

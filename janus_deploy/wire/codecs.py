@@ -9,9 +9,18 @@ named wire tensors (KServe V2 inputs) and back:
 * ``fp16-zstd``: fp16 tensors, the request body compressed with zstd (``Content-Encoding: zstd``).
 * ``int8``: tokens INT8 with one symmetric FP32 scale per token (``token_scale [B, x, 1]``),
   size FP16.
+* ``int4``: 4-bit tokens, two per byte (``tokens_q4`` UINT8 ``[B, x, D/2]``: value ``q + 8`` with
+  q in -7..7, element ``2i`` in the low nibble), one symmetric FP16 scale per group of
+  :func:`int4_group` channels (``group_scale [B, x, D/G]``), size FP16. ``int4-zstd``: the same,
+  the body compressed with zstd.
 
-At split 0 the payload is the uint8 frame ``[B, H, W, 3]`` (compressed with zstd by the
-compressing codecs), never the embedded tokens.
+Token codecs send, at split 0, the uint8 frame ``[B, H, W, 3]`` (compressed with zstd by the
+compressing codecs), never the embedded tokens. *Frame codecs* (``kind == "frame"``) exist at
+split 0 only: ``jpeg95``, ``jpeg85``, ``jpeg70`` (libjpeg-turbo through ``simplejpeg``, 4:2:0
+chroma below quality 90, 4:4:4 from 90) and ``png`` (lossless, Pillow) send the encoded image
+as ``frame_coded`` UINT8 ``[B, L]`` (one encoded image per row, zero-padded to the longest: both
+decoders stop at the image's end marker); :func:`decode_frame` reads the image's header first
+and refuses any image whose size is not the model's before decoding it (no decompression bomb).
 """
 
 from __future__ import annotations
@@ -34,10 +43,13 @@ class BodyTooLargeError(CodecError):
 @dataclass(frozen=True)
 class Codec:
     name: str
-    token_dtype: str
+    token_dtype: str  # "float32" | "float16" | "int8" | "int4" ("" for frame codecs)
     size_dtype: str
     compress: str | None  # "zstd" or None
     lossless: bool
+    kind: str = "tokens"  # "tokens": every split (the raw frame at 0); "frame": split 0 only
+    image: str | None = None  # frame codecs: "jpeg" | "png"
+    quality: int | None = None  # jpeg quality
 
 
 CODECS = {
@@ -45,8 +57,18 @@ CODECS = {
     "fp16": Codec("fp16", "float16", "float16", None, False),
     "fp16-zstd": Codec("fp16-zstd", "float16", "float16", "zstd", False),
     "int8": Codec("int8", "int8", "float16", None, False),
+    "int4": Codec("int4", "int4", "float16", None, False),
+    "int4-zstd": Codec("int4-zstd", "int4", "float16", "zstd", False),
+    "jpeg95": Codec("jpeg95", "", "", None, False, "frame", "jpeg", 95),
+    "jpeg85": Codec("jpeg85", "", "", None, False, "frame", "jpeg", 85),
+    "jpeg70": Codec("jpeg70", "", "", None, False, "frame", "jpeg", 70),
+    "png": Codec("png", "", "", None, True, "frame", "png"),
 }
 DEFAULT_CODEC = "fp16"
+TOKEN_CODECS = tuple(n for n, c in CODECS.items() if c.kind == "tokens")
+FRAME_CODECS = tuple(n for n, c in CODECS.items() if c.kind == "frame")
+INT4_GROUP = 32  # channels per int4 scale (when it divides the width; else one group per token)
+FRAME_CODED = "frame_coded"  # the wire tensor of a frame codec
 
 
 def get_codec(name: str) -> Codec:
@@ -56,20 +78,71 @@ def get_codec(name: str) -> Codec:
         raise CodecError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}") from None
 
 
+def is_frame_codec(name: str) -> bool:
+    """A codec that exists at split 0 only (an encoded image); unknown names are not."""
+    c = CODECS.get(name)
+    return c is not None and c.kind == "frame"
+
+
+def int4_group(dim: int) -> int:
+    """Channels per int4 scale for tokens of width ``dim``."""
+    return INT4_GROUP if dim % INT4_GROUP == 0 else dim
+
+
 def payload_bytes(tokens: int, dim: int, codec: str | Codec) -> int:
     """Uncompressed wire bytes of ``tokens`` boundary tokens of width ``dim`` (one image):
-    the token tensor, the size vector and, for int8, one fp32 scale per token."""
+    the token tensor, the size vector and, for int8, one fp32 scale per token (int4: one fp16
+    scale per group)."""
     c = codec if isinstance(codec, Codec) else get_codec(codec)
     if c.compress is not None:
         raise CodecError(f"codec {c.name} compresses: its size is measured, not computed")
+    if c.kind == "frame":
+        raise CodecError(f"codec {c.name} encodes images: its size is measured, not computed")
+    if c.token_dtype == "int4":
+        return tokens * (dim // 2 + 2 * (dim // int4_group(dim)) + 2)
     width = {"float32": 4, "float16": 2, "int8": 1}
     extra = 4 if c.token_dtype == "int8" else 0
     return tokens * (dim * width[c.token_dtype] + width[c.size_dtype] + extra)
 
 
+def _int4_encode(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    dim = tokens.shape[-1]
+    if dim % 2:
+        raise CodecError(f"int4 packs two channels per byte: the token width {dim} must be even")
+    g = int4_group(dim)
+    grouped = tokens.reshape(*tokens.shape[:-1], dim // g, g).astype(np.float32, copy=False)
+    scale = (np.abs(grouped).max(axis=-1) / 7.0).astype(np.float16)
+    s32 = scale.astype(np.float32)
+    s32 = np.where(s32 == 0, 1.0, s32)  # an all-zero group (or one whose scale underflows fp16)
+    q = np.clip(np.rint(grouped / s32[..., None]), -7, 7).astype(np.int16) + 8
+    q = q.reshape(tokens.shape).astype(np.uint8)
+    packed = q[..., 0::2] | (q[..., 1::2] << 4)
+    return np.ascontiguousarray(packed), np.where(scale == 0, np.float16(1.0), scale)
+
+
+def _int4_decode(packed: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    if packed.dtype != np.uint8 or scale.ndim != packed.ndim or packed.shape[:-1] != scale.shape[:-1]:
+        raise CodecError("int4 payload: tokens_q4 must be UINT8 [B, x, D/2] and group_scale [B, x, D/G]")
+    groups = scale.shape[-1]
+    dim = 2 * packed.shape[-1]
+    if groups < 1 or dim % groups:
+        raise CodecError(f"int4 payload: {groups} scale groups do not divide {dim} channels")
+    q = np.empty((*packed.shape[:-1], dim), np.int8)
+    q[..., 0::2] = (packed & 0x0F).astype(np.int8) - 8
+    q[..., 1::2] = (packed >> 4).astype(np.int8) - 8
+    g = dim // groups
+    out = q.reshape(*q.shape[:-1], groups, g).astype(np.float32) * scale.astype(np.float32)[..., None]
+    return out.reshape(*q.shape[:-1], dim)
+
+
 def encode_tokens(tokens: np.ndarray, size: np.ndarray, codec: str | Codec) -> dict[str, np.ndarray]:
     """Boundary tensors -> named wire tensors."""
     c = codec if isinstance(codec, Codec) else get_codec(codec)
+    if c.kind == "frame":
+        raise CodecError(f"codec {c.name} encodes frames at split 0, not tokens")
+    if c.token_dtype == "int4":
+        packed, scale = _int4_encode(tokens)
+        return {"tokens_q4": packed, "group_scale": scale, "size": size.astype(np.float16)}
     if c.token_dtype == "int8":
         scale = np.abs(tokens).max(axis=-1, keepdims=True) / 127.0
         scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
@@ -79,7 +152,13 @@ def encode_tokens(tokens: np.ndarray, size: np.ndarray, codec: str | Codec) -> d
 
 
 def decode_tokens(tensors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Named wire tensors -> float32 ``(tokens, size)``; the codec is read off the dtypes."""
+    """Named wire tensors -> float32 ``(tokens, size)``; the codec is read off the dtypes
+    (int4: off the ``tokens_q4`` name)."""
+    if "tokens_q4" in tensors:
+        if "group_scale" not in tensors or "size" not in tensors:
+            raise CodecError("int4 tokens (tokens_q4) need group_scale and size tensors")
+        tok = _int4_decode(tensors["tokens_q4"], tensors["group_scale"])
+        return tok, tensors["size"].astype(np.float32, copy=False)
     try:
         tokens, size = tensors["tokens"], tensors["size"]
     except KeyError as exc:
@@ -89,6 +168,93 @@ def decode_tokens(tensors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
             raise CodecError("INT8 tokens need a token_scale tensor (one FP32 scale per token)")
         tokens = tokens.astype(np.float32) * tensors["token_scale"].astype(np.float32)
     return tokens.astype(np.float32, copy=False), size.astype(np.float32, copy=False)
+
+
+def encode_frame(frame: np.ndarray, codec: str | Codec) -> np.ndarray:
+    """uint8 frames ``[B, H, W, 3]`` -> ``frame_coded`` UINT8 ``[B, L]`` with a frame codec."""
+    c = codec if isinstance(codec, Codec) else get_codec(codec)
+    if c.kind != "frame":
+        raise CodecError(f"codec {c.name} is not a frame codec ({', '.join(FRAME_CODECS)})")
+    if frame.dtype != np.uint8 or frame.ndim != 4 or frame.shape[-1] != 3:
+        raise CodecError(f"frames must be uint8 [B, H, W, 3], got {frame.dtype} {list(frame.shape)}")
+    blobs = [_encode_image(np.ascontiguousarray(f), c) for f in frame]
+    out = np.zeros((len(blobs), max(len(b) for b in blobs)), np.uint8)
+    for i, b in enumerate(blobs):
+        out[i, :len(b)] = np.frombuffer(b, np.uint8)
+    return out
+
+
+def _encode_image(img: np.ndarray, c: Codec) -> bytes:
+    if c.image == "jpeg":
+        import simplejpeg
+
+        q = int(c.quality or 85)
+        return simplejpeg.encode_jpeg(img, quality=q, colorspace="RGB", colorsubsampling="444" if q >= 90 else "420")
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def decode_frame(coded: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``frame_coded`` UINT8 ``[B, L]`` (JPEG or PNG rows, told apart by their magic bytes) ->
+    uint8 ``[B, height, width, 3]``. Each image's size is read from its header and checked before
+    it is decoded; :class:`CodecError` names the row and what is wrong."""
+    if coded.dtype != np.uint8 or coded.ndim != 2:
+        raise CodecError(f"frame_coded must be UINT8 [B, L], got {coded.dtype} {list(coded.shape)}")
+    out = np.empty((coded.shape[0], height, width, 3), np.uint8)
+    for i, row in enumerate(coded):
+        data = row.tobytes()
+        try:
+            out[i] = _decode_image(data, height, width)
+        except CodecError as exc:
+            raise CodecError(f"frame_coded[{i}]: {exc}") from None
+    return out
+
+
+def _decode_image(data: bytes, height: int, width: int) -> np.ndarray:
+    if data[:2] == b"\xff\xd8":
+        import simplejpeg
+
+        try:
+            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+            if (h, w) != (height, width):
+                raise CodecError(f"the JPEG is {w}x{h}, the model takes {width}x{height}")
+            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        except ValueError as exc:
+            raise CodecError(f"the JPEG does not decode: {exc}") from None
+    if data[:8] == _PNG_MAGIC:
+        import io
+
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+                if im.size != (width, height):
+                    raise CodecError(f"the PNG is {im.size[0]}x{im.size[1]}, the model takes {width}x{height}")
+                return np.asarray(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise CodecError(f"the PNG does not decode: {exc}") from None
+    raise CodecError("neither a JPEG nor a PNG image (frame codecs send jpeg or png)")
+
+
+def encode_payload(split: int, frame: np.ndarray, boundary: tuple[np.ndarray, np.ndarray] | None,
+                   codec: str | Codec) -> dict[str, np.ndarray]:
+    """The wire tensors one request sends with ``codec``: at split 0 the frame (``frame``,
+    uint8 ``[B, H, W, 3]``) raw or as a frame codec's images, else the ``boundary`` tensors
+    ``(tokens, size)`` encoded. The one home of this rule (edge runtime, profile, calibrate)."""
+    c = codec if isinstance(codec, Codec) else get_codec(codec)
+    if split == 0:
+        return {FRAME_CODED: encode_frame(frame, c)} if c.kind == "frame" else {"frame": np.ascontiguousarray(frame)}
+    if boundary is None:
+        raise CodecError("a split > 0 sends the boundary tensors: give (tokens, size)")
+    return encode_tokens(boundary[0], boundary[1], c)
 
 
 def compress(body: bytes, codec: str | Codec) -> bytes:

@@ -3,9 +3,12 @@
 One V2 model per (level, split) tail, named ``janus_L{level}_S{split}`` (:func:`model_name`): it
 runs the segments of plan level ``level`` that come after split point ``split``.
 
-* split 0: input ``frame`` [B, H, W, 3] UINT8, the whole model runs in the cloud.
+* split 0: input ``frame`` [B, H, W, 3] UINT8, or ``frame_coded`` [B, L] UINT8 (a frame codec's
+  JPEG or PNG images, :mod:`janus_deploy.wire.codecs`); the whole model runs in the cloud.
 * 1 <= split <= N: inputs ``tokens`` [B, x_s, D] (FP32 | FP16 | INT8), ``size`` [B, x_s, 1]
-  (FP32 | FP16) and, for INT8 tokens, ``token_scale`` [B, x_s, 1] FP32.
+  (FP32 | FP16) and, for INT8 tokens, ``token_scale`` [B, x_s, 1] FP32; or, for int4,
+  ``tokens_q4`` [B, x_s, D/2] UINT8 with ``group_scale`` [B, x_s, D/G] FP16 in place of
+  ``tokens``. A -1 in a shape is any length.
 * output ``logits`` [B, num_classes] FP32.
 
 The built-in server, the Triton repository exporter and the edge all read these specs; the
@@ -23,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from janus_deploy.wire.codecs import FRAME_CODED, int4_group
 from janus_deploy.wire.v2 import EntryCheck, WireError, model_name, short, v2_datatype
 
 MODEL_VERSION = "1"
@@ -86,25 +90,52 @@ def tail_models(manifest: Any) -> dict[str, TailSpec]:
                 continue
             if s == 0:
                 x = 0
-                ins: tuple[dict[str, Any], ...] = (_spec("frame", ("UINT8",), [-1, img, img, 3]),)
+                ins: tuple[dict[str, Any], ...] = (
+                    _spec("frame", ("UINT8",), [-1, img, img, 3], optional=True,
+                          parameters={"required_when": "no frame_coded"}),
+                    _spec(FRAME_CODED, ("UINT8",), [-1, -1], optional=True,
+                          parameters={"required_when": "no frame (JPEG or PNG rows, zero-padded)"}))
             else:
                 x = lv["tokens"][s]
-                ins = (_spec("tokens", TOKEN_DTYPES, [-1, x, d]),
+                ins = (_spec("tokens", TOKEN_DTYPES, [-1, x, d], optional=True,
+                             parameters={"required_when": "no tokens_q4"}),
                        _spec("size", SIZE_DTYPES, [-1, x, 1]),
                        _spec("token_scale", ("FP32",), [-1, x, 1], optional=True,
-                             parameters={"required_when": "tokens is INT8"}))
+                             parameters={"required_when": "tokens is INT8"}),
+                       _spec("tokens_q4", ("UINT8",), [-1, x, d // 2], optional=True,
+                             parameters={"required_when": "int4 tokens (no tokens)"}),
+                       _spec("group_scale", ("FP16",), [-1, x, d // int4_group(d)], optional=True,
+                             parameters={"required_when": "tokens_q4"}))
             name = model_name(li, s)
             out[name] = TailSpec(name, li, s, manifest.edge_segments(s), nseg, x, ins, outputs)
     return out
 
 
+#: alternative inputs: the first is required unless the second is sent (then the second's companions are)
+_EITHER = {"frame": (FRAME_CODED, ()), "tokens": ("tokens_q4", ("group_scale",))}
+
+
 def required_inputs(spec: TailSpec, tensors: Mapping[str, np.ndarray]) -> set[str]:
-    """Inputs a request must carry: the non-optional ones, plus ``token_scale`` for INT8 tokens."""
+    """Inputs a request must carry: the non-optional ones; ``frame`` or ``frame_coded`` at split 0;
+    ``tokens`` (plus ``token_scale`` for INT8) or ``tokens_q4`` with ``group_scale`` at a split."""
+    names = {i["name"] for i in spec.inputs}
     want = {i["name"] for i in spec.inputs if not i.get("optional")}
+    for first, (other, companions) in _EITHER.items():
+        if first not in names:
+            continue
+        if other in tensors and first not in tensors:
+            want |= {other, *companions}
+        else:
+            want.add(first)
     tok = tensors.get("tokens")
-    if tok is not None and "token_scale" in {i["name"] for i in spec.inputs} and v2_datatype(tok) == "INT8":
+    if tok is not None and "token_scale" in names and v2_datatype(tok) == "INT8":
         want.add("token_scale")
     return want
+
+
+def _shape_ok(want: list[int], got: tuple[int, ...]) -> bool:
+    """``got``'s non-batch dims match ``want``'s (-1: any length)."""
+    return len(got) == len(want) and all(w in (-1, g) for w, g in zip(want[1:], got[1:]))
 
 
 def entry_check(spec: TailSpec, max_batch: int) -> EntryCheck:
@@ -121,7 +152,7 @@ def entry_check(spec: TailSpec, max_batch: int) -> EntryCheck:
         if datatype not in dts:
             raise WireError(f"input {name!r} of {spec.name} must be {' or '.join(dts)}, got {datatype}")
         tail = tuple(inp["shape"][1:])
-        if len(shape) != len(inp["shape"]) or tuple(shape[1:]) != tail:
+        if not _shape_ok(inp["shape"], tuple(shape)):
             raise WireError(f"input {name!r} of {spec.name} must have shape [B, {', '.join(map(str, tail))}], "
                             f"got {short(list(shape))}")
         if not 1 <= shape[0] <= max_batch:
@@ -142,6 +173,11 @@ def validate_inputs(spec: TailSpec, tensors: Mapping[str, np.ndarray], max_batch
     if extra:
         raise WireError(f"model {spec.name} has no input(s) {', '.join(extra)} "
                         f"(expects {', '.join(sorted(want))})")
+    for first, (other, companions) in _EITHER.items():
+        if first in tensors and other in tensors:
+            raise WireError(f"model {spec.name} takes {first} or {other}, not both")
+        if other not in tensors and any(c in tensors for c in companions):
+            raise WireError(f"model {spec.name}: {', '.join(companions)} goes with {other} only")
     batch: int | None = None
     for inp in spec.inputs:
         name = inp["name"]
@@ -153,7 +189,7 @@ def validate_inputs(spec: TailSpec, tensors: Mapping[str, np.ndarray], max_batch
         if got not in dts:
             raise WireError(f"input {name!r} of {spec.name} must be {' or '.join(dts)}, got {got}")
         tail = tuple(inp["shape"][1:])
-        if a.ndim != len(inp["shape"]) or tuple(a.shape[1:]) != tail:
+        if not _shape_ok(inp["shape"], a.shape):
             raise WireError(f"input {name!r} of {spec.name} must have shape [B, {', '.join(map(str, tail))}], "
                             f"got {list(a.shape)}")
         b = a.shape[0]

@@ -206,6 +206,7 @@ typedef struct janus_decision {
                                 NULL at device only or without a plan */
     int num_engines;         /* segments the edge runs: 0 at s = 0, all at N+1 */
     const char *const *engines; /* their engine files (num_engines); NULL without a plan */
+    const char *codec;       /* the payload codec sent (Decision.codec); NULL at device only */
 } janus_decision;
 
 /* ------------------------------------------------------------------------------ scheduler */

@@ -28,6 +28,8 @@
 #define JT_FLAG_NAMES 1u
 #define JT_CODEC_LOSSLESS 1u
 #define JT_CODEC_ZSTD 2u
+#define JT_CODEC_FRAME 4u /* a frame codec: a payload at split 0 only */
+#define JT_CODEC_TOKENS 8u /* a known token codec (its split-0 payload is the raw frame) */
 
 /* ---- errors */
 int jn_fail(janus_error *err, int code, const char *fmt, ...) JANUS_PRINTF(3, 4);
@@ -66,6 +68,9 @@ struct janus_table {
     const char **codec_names;
     unsigned *codec_flags;
     jt_payload *payload;   /* K × L × C */
+    int *cset;             /* the scheduler's codec set (CSET; NULL: the default codec alone) */
+    int ncset;
+    double *acell;         /* K × L × C accuracy with each codec's loss (ACEL; NaN: the level's; NULL: none) */
     const char **models;   /* L × C (NULL: none) */
     const char **engine_ptrs; /* L × S */
     char *strings;         /* the string table (owned) */
@@ -92,7 +97,19 @@ struct janus_scheduler {
     int *order;            /* rows by (rank, row) */
     int *group_end;        /* order position where a run of equal ranks ends (exclusive) */
     int ngroups;
+    /* the codec dimension (Scheduler's (split, codec) columns): used when the table has a codec set
+     * of more than one codec or accuracy cells; else NULL and the per-candidate tables above decide */
+    struct js_columns *cols;
 };
+
+typedef struct js_columns {
+    int n;              /* columns */
+    int *j;             /* candidate index of each column */
+    int *codec;         /* codec index, -1: device only */
+    double *fixed, *enc, *dec, *kbits, *sends, *rank_off; /* E × n (sends, per column: n) */
+    uint64_t *sent;
+    double *acc;        /* E × n: the option's accuracy (NaN: none) */
+} js_columns;
 
 int js_check_inputs(double bw, double rtt, double sla, janus_error *err);
 void js_fill(const janus_scheduler *s, int mode, int level, int j, double comm, double rtt_charged, double sla,

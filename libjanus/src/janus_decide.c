@@ -213,7 +213,6 @@ int main(int argc, char **argv) {
         janus_table_free(table);
         return fail("%s%s", err.message, "");
     }
-    const char *codec_name = janus_scheduler_codec(sched);
     char *line = NULL;
     size_t cap = 0;
     long lineno = 0;
@@ -254,7 +253,8 @@ int main(int argc, char **argv) {
             rc = fail("%s: %s", where, err.message);
             break;
         }
-        print_decision(stdout, fields[3], sla, bw, rtt, mode == JANUS_MODE_DEPLOY ? codec_name : NULL, &d, names);
+        /* the decision's codec (Decision.codec): none at device only, none in paper mode */
+        print_decision(stdout, fields[3], sla, bw, rtt, mode == JANUS_MODE_DEPLOY ? d.codec : NULL, &d, names);
         fflush(stdout);
     }
     if (got < 0) rc = fail("out of memory reading line %s%s", "", "");

@@ -19,8 +19,26 @@
 #define RANK_OFFSET 1e9
 #define EARLY_EXIT_BUDGET 5e8
 
+static inline double comm_of(double kb, double bw);
+
+static void free_columns(js_columns *c) {
+    if (!c) return;
+    free(c->j);
+    free(c->codec);
+    free(c->fixed);
+    free(c->enc);
+    free(c->dec);
+    free(c->kbits);
+    free(c->sends);
+    free(c->rank_off);
+    free(c->sent);
+    free(c->acc);
+    free(c);
+}
+
 void janus_scheduler_free(janus_scheduler *s) {
     if (!s) return;
+    free_columns(s->cols);
     for (int m = 0; m < 2; m++) {
         free(s->mode[m].fixed);
         free(s->mode[m].enc);
@@ -136,6 +154,161 @@ static int build_ranks(janus_scheduler *s) {
     return JANUS_OK;
 }
 
+static int cmp_desc(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The codec dimension (Scheduler._columns, _table, _ranks): the options (split, codec) in split
+ * order, the set's codecs in its order where they have a payload (frame codecs at s = 0 only;
+ * at s = 0 token codecs with the same compressor share the first one's column), one device-only
+ * column; the accuracy of an option is its (codec, level, split) cell, else the level's. */
+static int build_columns(janus_scheduler *s) {
+    const janus_table *t = s->t;
+    int one = s->codec;
+    const int *set = t->cset ? t->cset : &one;
+    int nset = t->cset ? t->ncset : 1;
+    js_columns *c = calloc(1, sizeof *c);
+    if (!c) return JANUS_E_NOMEM;
+    s->cols = c;
+    size_t maxc = (size_t)t->C * (size_t)nset + 1;
+    c->j = malloc(sizeof(int) * maxc);
+    c->codec = malloc(sizeof(int) * maxc);
+    if (!c->j || !c->codec) return JANUS_E_NOMEM;
+    for (int j = 0; j < t->C; j++) {
+        int split = t->cands[j];
+        if (split > t->n) {
+            c->j[c->n] = j;
+            c->codec[c->n++] = -1;
+            continue;
+        }
+        unsigned seen = 0;
+        for (int q = 0; q < nset; q++) {
+            int k = set[q];
+            unsigned f = t->codec_flags[k];
+            if ((f & JT_CODEC_FRAME) && split != 0) continue;
+            if (split == 0 && (f & JT_CODEC_TOKENS)) { /* the raw frame */
+                unsigned key = (f & JT_CODEC_ZSTD) ? 2u : 1u;
+                if (seen & key) continue;
+                seen |= key;
+            }
+            c->j[c->n] = j;
+            c->codec[c->n++] = k;
+        }
+    }
+    size_t EN = (size_t)s->E * (size_t)c->n;
+    c->fixed = malloc(sizeof(double) * EN);
+    c->enc = malloc(sizeof(double) * EN);
+    c->dec = malloc(sizeof(double) * EN);
+    c->kbits = malloc(sizeof(double) * EN);
+    c->rank_off = malloc(sizeof(double) * EN);
+    c->acc = malloc(sizeof(double) * EN);
+    c->sent = malloc(sizeof(uint64_t) * EN);
+    c->sends = malloc(sizeof(double) * (size_t)c->n);
+    double *known = malloc(sizeof(double) * (EN ? EN : 1));
+    if (!c->fixed || !c->enc || !c->dec || !c->kbits || !c->rank_off || !c->acc || !c->sent || !c->sends || !known) {
+        free(known);
+        return JANUS_E_NOMEM;
+    }
+    for (int col = 0; col < c->n; col++) c->sends[col] = c->codec[col] >= 0 ? 1.0 : 0.0;
+    size_t nk = 0;
+    for (int r = 0; r < s->E; r++) {
+        int li = s->rows[r];
+        for (int col = 0; col < c->n; col++) {
+            size_t e = (size_t)r * (size_t)c->n + (size_t)col;
+            int j = c->j[col], split = t->cands[j], k = c->codec[col] >= 0 ? c->codec[col] : s->codec;
+            size_t q = (size_t)li * (size_t)t->C + (size_t)j;
+            const jt_payload *pw = payload_at(t, k, li, j);
+            int override = split == 0 && s->frame_bytes >= 0 && !(t->codec_flags[k] & JT_CODEC_FRAME);
+            uint64_t sent = override ? (uint64_t)s->frame_bytes : pw->bytes;
+            c->enc[e] = pw->encode_ms;
+            c->dec[e] = pw->decode_ms;
+            c->sent[e] = sent;
+            c->kbits[e] = (double)sent * 8.0 / 1e3;
+            c->fixed[e] = ((t->head[q] + c->enc[e]) + c->dec[e]) + t->tail[q];
+            double a = t->levels[li].accuracy;
+            if (t->acell && c->codec[col] >= 0) {
+                double v = t->acell[((size_t)c->codec[col] * (size_t)t->L + (size_t)li) * (size_t)t->C + (size_t)j];
+                if (!isnan(v)) a = (isnan(a) || v <= a) ? v : a; /* at most the level's own (Scheduler._cell_acc) */
+            }
+            c->acc[e] = a;
+            if (!isnan(a)) known[nk++] = a;
+        }
+    }
+    qsort(known, nk, sizeof(double), cmp_desc);
+    size_t nd = 0;
+    for (size_t q = 0; q < nk; q++)
+        if (nd == 0 || known[nd - 1] != known[q]) known[nd++] = known[q];
+    for (int r = 0; r < s->E; r++) {
+        for (int col = 0; col < c->n; col++) {
+            size_t e = (size_t)r * (size_t)c->n + (size_t)col;
+            double rank;
+            if (nd == 0) {
+                rank = (double)r;
+            } else if (isnan(c->acc[e])) {
+                rank = (double)(nd + (size_t)r);
+            } else {
+                size_t lo = 0, hi = nd; /* known is descending: the position of acc */
+                while (lo < hi) {
+                    size_t mid = (lo + hi) / 2;
+                    if (known[mid] > c->acc[e]) lo = mid + 1;
+                    else hi = mid;
+                }
+                rank = (double)lo;
+            }
+            c->rank_off[e] = rank * RANK_OFFSET;
+        }
+    }
+    free(known);
+    return JANUS_OK;
+}
+
+static void fill_column(const janus_scheduler *s, int r, int col, double comm, double rtt_charged, double sla,
+                        janus_decision *o) {
+    const janus_table *t = s->t;
+    const js_columns *c = s->cols;
+    size_t e = (size_t)r * (size_t)c->n + (size_t)col;
+    int li = s->rows[r], j = c->j[col];
+    js_fill(s, JANUS_MODE_DEPLOY, li, j, comm, rtt_charged, sla, o);
+    o->encode_ms = c->enc[e];
+    o->decode_ms = c->dec[e];
+    o->predicted_ms = (c->fixed[e] + comm) + rtt_charged;
+    o->meets_sla = o->predicted_ms <= sla;
+    o->bytes = c->sent[e];
+    o->accuracy = c->acc[e];
+    o->codec = c->codec[col] >= 0 ? t->codec_names[c->codec[col]] : NULL;
+}
+
+/* janus-deploy over the (split, codec) columns: the first option in row-major order with the
+ * least (rank·1e9 + latency) among those within the budget; none: the first fastest. */
+static void decide_columns(const janus_scheduler *s, double bw, double rtt, double margin, double sla,
+                           janus_decision *o) {
+    const js_columns *c = s->cols;
+    const double budget = sla * (1.0 - margin);
+    long best = -1, fast = -1;
+    double best_score = INFINITY, fast_lat = INFINITY;
+    for (int r = 0; r < s->E; r++) {
+        for (int col = 0; col < c->n; col++) {
+            size_t e = (size_t)r * (size_t)c->n + (size_t)col;
+            double lat = (c->fixed[e] + comm_of(c->kbits[e], bw)) + rtt * c->sends[col];
+            if (lat <= budget) {
+                double score = lat + c->rank_off[e];
+                if (best < 0 || score < best_score) {
+                    best = (long)e;
+                    best_score = score;
+                }
+            }
+            if (fast < 0 || lat < fast_lat) {
+                fast = (long)e;
+                fast_lat = lat;
+            }
+        }
+    }
+    long k = best >= 0 ? best : fast;
+    int r = (int)(k / c->n), col = (int)(k % c->n);
+    fill_column(s, r, col, comm_of(c->kbits[k], bw), c->sends[col] != 0.0 ? rtt : 0.0, sla, o);
+}
+
 int janus_scheduler_new(const janus_table *t, const char *codec, int64_t frame_bytes, janus_scheduler **out,
                         janus_error *err) {
     if (!out) return jn_fail(err, JANUS_E_INVALID, "janus_scheduler_new: out is NULL");
@@ -182,6 +355,7 @@ int janus_scheduler_new(const janus_table *t, const char *codec, int64_t frame_b
         s->E++;
     }
     if (build_mode(s, JANUS_MODE_DEPLOY) || build_mode(s, JANUS_MODE_PAPER) || build_ranks(s)) goto nomem;
+    if (((t->cset && t->ncset > 1) || t->acell) && build_columns(s)) goto nomem;
     *out = s;
     jn_ok(err);
     return JANUS_OK;
@@ -230,6 +404,7 @@ void js_fill(const janus_scheduler *s, int mode, int level, int j, double comm, 
     o->model = split <= t->n ? t->models[q] : NULL;
     o->num_engines = t->eseg[j];
     o->engines = (t->has_names && t->eseg[j] > 0) ? (const char *const *)lv->engines : NULL;
+    o->codec = split <= t->n ? t->codec_names[s->codec] : NULL;
 }
 
 /* Screening with a multiplication. A division costs ~5x a multiplication, and most options of a
@@ -386,7 +561,8 @@ int janus_decide(const janus_scheduler *s, int mode, double bw, double rtt, doub
     } else if (mode == JANUS_MODE_DEPLOY) {
         if (!(margin >= 0.0 && margin < 1.0))
             return jn_fail(err, JANUS_E_INVALID, "the SLA margin must be in [0, 1), got %g", margin);
-        if (decide_deploy(s, bw, rtt, margin, sla, out)) return jn_fail(err, JANUS_E_NOMEM, "out of memory");
+        if (s->cols) decide_columns(s, bw, rtt, margin, sla, out);
+        else if (decide_deploy(s, bw, rtt, margin, sla, out)) return jn_fail(err, JANUS_E_NOMEM, "out of memory");
     } else {
         return jn_fail(err, JANUS_E_INVALID, "unknown scheduler mode %d", mode);
     }

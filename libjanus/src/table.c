@@ -48,11 +48,14 @@ static double rd_f64(const unsigned char *p) {
     return v;
 }
 
-enum { S_INFO, S_CTRL, S_CAND, S_ESEG, S_LEVL, S_TOKN, S_HEAD, S_TAIL, S_CODC, S_PAYL, S_MODL, S_ENGS, S_STRS, S_COUNT };
+/* CSET and ACEL (the codec dimension) are optional: tables without them decide with one codec */
+enum { S_INFO, S_CTRL, S_CAND, S_ESEG, S_LEVL, S_TOKN, S_HEAD, S_TAIL, S_CODC, S_PAYL, S_MODL, S_ENGS, S_STRS,
+       S_CSET, S_ACEL, S_COUNT };
+#define S_REQUIRED S_CSET
 static const char *const SECTION_TAGS[S_COUNT] = {"INFO", "CTRL", "CAND", "ESEG", "LEVL", "TOKN", "HEAD",
-                                                   "TAIL", "CODC", "PAYL", "MODL", "ENGS", "STRS"};
+                                                   "TAIL", "CODC", "PAYL", "MODL", "ENGS", "STRS", "CSET", "ACEL"};
 static const uint32_t SECTION_ELEM[S_COUNT] = {JT_INFO_BYTES, JT_CTRL_BYTES, 4, 4, JT_LEVEL_BYTES, 4, 8, 8,
-                                               JT_CODEC_BYTES, JT_PAYLOAD_BYTES, 4, 4, 1};
+                                               JT_CODEC_BYTES, JT_PAYLOAD_BYTES, 4, 4, 1, 4, 8};
 
 typedef struct section {
     const unsigned char *p;
@@ -107,6 +110,8 @@ void janus_table_free(janus_table *t) {
     free(t->tail);
     free((void *)t->codec_names);
     free(t->codec_flags);
+    free(t->cset);
+    free(t->acell);
     free(t->payload);
     free((void *)t->models);
     free((void *)t->engine_ptrs);
@@ -143,7 +148,7 @@ static int parse_sections(loader *ld) {
         ld->sec[idx].count = count;
         ld->sec[idx].present = 1;
     }
-    for (int k = 0; k < S_COUNT; k++)
+    for (int k = 0; k < S_REQUIRED; k++)
         if (!ld->sec[k].present) return corrupt(ld, "section %s is missing", SECTION_TAGS[k]);
     return JANUS_OK;
 }
@@ -338,6 +343,25 @@ static int parse_levels(loader *ld) {
             return corrupt(ld, "payload sizes and codec times must be finite and >= 0");
         if ((int)(q % (size_t)C) == C - 1 && pl->bytes != 0)
             return corrupt(ld, "device only (s = N+1) must send 0 bytes");
+    }
+    /* the codec dimension (optional): the scheduler's codec set, accuracy per (codec, level, split) */
+    if (ld->sec[S_CSET].present) {
+        uint64_t nset = ld->sec[S_CSET].count;
+        if (nset < 1 || nset > (uint64_t)K) return corrupt(ld, "the codec set has %llu codecs", (unsigned long long)nset);
+        t->cset = malloc(sizeof(int) * (size_t)nset);
+        if (!t->cset) return JANUS_E_NOMEM;
+        t->ncset = (int)nset;
+        for (uint64_t q = 0; q < nset; q++) {
+            uint32_t v = rd_u32(ld->sec[S_CSET].p + 4 * q);
+            if (v >= (uint32_t)K) return corrupt(ld, "the codec set names codec %u", v);
+            t->cset[q] = (int)v;
+        }
+    }
+    if (ld->sec[S_ACEL].present) {
+        if ((rc = expect_count(ld, S_ACEL, (uint64_t)LC * (uint64_t)K))) return rc;
+        t->acell = malloc(sizeof(double) * LC * (size_t)K);
+        if (!t->acell) return JANUS_E_NOMEM;
+        for (size_t q = 0; q < LC * (size_t)K; q++) t->acell[q] = rd_f64(ld->sec[S_ACEL].p + 8 * q);
     }
     /* V2 model names and engine files */
     const unsigned char *mp = ld->sec[S_MODL].p, *gp = ld->sec[S_ENGS].p;

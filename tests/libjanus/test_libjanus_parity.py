@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from libjanus_support import Lib, cases, ensure_built, run_parity, vitb_accuracy
+from libjanus_support import Lib, cases, compare, ensure_built, run_parity, vitb_accuracy
 from typer.testing import CliRunner
 
 from janus_deploy.cli.main import app
@@ -74,8 +74,9 @@ def schedule_json(sched: Scheduler, mode: str, bw: float, rtt: float, sla: float
     """What `janus-deploy schedule --json` prints for one case (cli/schedule_cmds.py)."""
     sched.sla_ms = sla
     d = sched.decide(bw, rtt_ms=rtt, margin=0.0)
-    return {"mode": mode, "sla_ms": sla, "bandwidth_mbps": bw, "rtt_ms": rtt,
-            "codec": sched.codec if mode == "janus-deploy" else None, **d.to_dict()}
+    out = {"mode": mode, "sla_ms": sla, "bandwidth_mbps": bw, "rtt_ms": rtt, "codec": None, **d.to_dict()}
+    out["codec"] = d.codec if mode == "janus-deploy" else None
+    return out
 
 
 def test_janus_decide_prints_what_schedule_prints(lib, tmp_path):
@@ -145,3 +146,49 @@ def test_parity_when_every_option_ties(lib):
     flat = profile_from_dict(d)
     total, exact = run_parity(lib, flat, flat, None, 6000, seed=21, codecs=["fp16"])
     assert exact == total
+
+
+# ------------------------------------------------------------------------------ the codec dimension
+
+
+def test_parity_with_the_codec_dimension(lib):
+    """(level, split, codec) per request: C decides as Python on random cases, with a codec set of
+    token and frame codecs and accuracy cells per (level, codec, split), with and without a frame
+    override; the decision's codec (NULL at device only) is compared too."""
+    from test_scheduler_codecs import _table, make_profiles
+
+    edge, cloud = make_profiles()
+    rng = np.random.default_rng(22)
+    acc = _table(rng)
+    sets = [["fp16", "int8", "int4", "jpeg95", "jpeg85", "jpeg70"], ["jpeg70", "int4", "fp32"], ["int8", "jpeg85"]]
+    seen = set()
+    for k, codecs in enumerate(sets):
+        for frame_bytes in (None, 150_528 // 2):
+            table = lib.load_table(build_table(edge, cloud, accuracy=acc, codecs=codecs, frame_bytes=frame_bytes))
+            cs = table.scheduler(None, -1 if frame_bytes is None else frame_bytes)
+            ref = Scheduler(edge, cloud, acc, "janus-deploy", None, 100.0, frame_bytes=frame_bytes, codecs=codecs)
+            bad = []
+            for _mode, bw, rtt, sla, margin in cases(rng, 1500):
+                ref.sla_ms = sla
+                want = ref.decide(bw, rtt_ms=rtt, margin=margin)
+                got = cs.decide("janus-deploy", bw, rtt, margin, sla)
+                why = compare(want, got)
+                if why or want.predicted_ms != got.predicted_ms:
+                    bad.append(f"set {k} bw={bw!r} rtt={rtt!r} sla={sla!r} margin={margin!r}: {why or 'not bit for bit'}")
+                seen.add(want.codec)
+            cs.close()
+            table.close()
+            assert not bad, f"{len(bad)} decisions differ, e.g.:\n" + "\n".join(bad[:5])
+    assert {"int4", "jpeg70", None} <= seen  # the cases reach token, frame and device-only options
+
+
+def test_one_codec_tables_have_no_codec_sections(lib):
+    from test_scheduler_codecs import _table, make_profiles
+
+    from janus_deploy.schedule.table_file import read_header
+
+    edge, cloud = make_profiles()
+    plain = read_header(build_table(edge, cloud))
+    assert "CSET" not in plain.sections and "ACEL" not in plain.sections
+    full = read_header(build_table(edge, cloud, accuracy=_table(np.random.default_rng(1)), codecs=["fp16", "int4"]))
+    assert full.sections["CSET"][2] == 2 and "ACEL" in full.sections

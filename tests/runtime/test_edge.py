@@ -469,3 +469,51 @@ def test_settings_that_differ_from_the_profile_are_named_before_the_first_frame(
     assert settings_mismatch({"name": "preset"}, edge_slowdown=3.0, threads=4) == []
     assert settings_mismatch({"name": "jetson"}, edge_slowdown=1.0, threads=0, device_name="orin") == [
         "the edge profile was measured on device 'jetson' but this run names 'orin'"]
+
+
+def _with_codecs(profile, jpeg_bytes=10_000):
+    """The linear profile plus analytic int4 payloads and a jpeg70 frame payload at s = 0."""
+    from janus_deploy.profile.table import profile_from_dict
+    from janus_deploy.wire.codecs import payload_bytes
+
+    d = json.loads(json.dumps(profile.to_dict()))
+    n, dim = profile.num_blocks, profile.model.embed_dim
+    for lv in d["levels"]:
+        lv.pop("slower_than", None)
+        lv["payload"]["int4"] = {str(s): {"bytes": profile.model.frame_bytes if s == 0 else 0 if s > n
+                                          else payload_bytes(lv["tokens"][s], dim, "int4"), "encode_ms": 0.0,
+                                          "decode_ms": 0.0} for s in profile.candidates}
+        lv["payload"]["jpeg70"] = {"0": {"bytes": jpeg_bytes, "encode_ms": 0.5, "decode_ms": 0.5}}
+    return profile_from_dict(d)
+
+
+def test_edge_sends_with_each_decisions_codec(plan, local, server, frames, tmp_path):
+    """--codecs: the edge encodes every request with its decision's codec (JPEG frames at s = 0,
+    int4 tokens at a split); the server decodes them and the answers are the local model's on the
+    decoded inputs; the log records each request's codec and the header the set."""
+    from janus_deploy.wire.codecs import decode_frame, decode_tokens, encode_frame, encode_tokens
+
+    manifest = plan[0]
+    edge, cloud = (_with_codecs(p) for p in profiles(manifest))
+    log = tmp_path / "run.jsonl"
+    with EdgeRuntime(manifest, local, edge, cloud, server_url=server.url, sla_ms=2000, codec="fp32",
+                     codecs=["fp32", "jpeg70", "int4"], log=log) as rt:
+        res = rt.infer(frames[0])
+        forced = rt.infer(frames[1], force=(1, 5))  # a forced option is priced with the main codec
+    assert res.error is None and res.fallback is None, res.record
+    assert (res.record["decision"]["split"], res.record["decision"]["codec"]) == (0, "jpeg70")
+    li = res.record["decision"]["level"]
+    dec = decode_frame(encode_frame(frames[:1], "jpeg70"), 224, 224)
+    np.testing.assert_allclose(res.logits, reference(manifest, local, dec[0], li), atol=1e-4)
+    assert res.record["bytes"] < 0.2 * frames[0].nbytes
+    assert forced.error is None and forced.record["decision"]["codec"] == "fp32"
+    header, lines = read_run_log(log)
+    assert header["codecs"] == ["fp32", "jpeg70", "int4"] and [x["decision"]["codec"] for x in lines] == ["jpeg70", "fp32"]
+    with EdgeRuntime(manifest, local, edge, cloud, server_url=server.url, sla_ms=2000, codec="int4") as rt:
+        res = rt.infer(frames[2], force=(2, 5))
+    assert res.error is None and res.record["decision"]["codec"] == "int4", res.record
+    x = normalize(frames[2][None], manifest.model["mean"], manifest.model["std"])
+    tok, size = run_segments(local, 2, 0, manifest.edge_segments(5), [x])
+    want = run_segments(local, 2, manifest.edge_segments(5), len(manifest.level(2)["segments"]),
+                        list(decode_tokens(encode_tokens(tok, size, "int4"))))[0][0]
+    np.testing.assert_allclose(res.logits, want, atol=1e-4)

@@ -84,10 +84,12 @@ def test_health_and_metadata(client, plan):
     m = client.get("/v2/models/janus_L1_S3").json()
     x = manifest.level(1)["tokens"][3]
     assert {i["name"]: i["shape"] for i in m["inputs"]} == {
-        "tokens": [-1, x, 192], "size": [-1, x, 1], "token_scale": [-1, x, 1]}
+        "tokens": [-1, x, 192], "size": [-1, x, 1], "token_scale": [-1, x, 1],
+        "tokens_q4": [-1, x, 96], "group_scale": [-1, x, 6]}
     assert m["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 1000]}]
     m0 = client.get("/v2/models/janus_L0_S0").json()
-    assert m0["inputs"] == [{"name": "frame", "datatype": "UINT8", "shape": [-1, 224, 224, 3]}]
+    assert {i["name"]: (i["datatype"], i["shape"]) for i in m0["inputs"]} == {
+        "frame": ("UINT8", [-1, 224, 224, 3]), "frame_coded": ("UINT8", [-1, -1])}
     assert client.get("/v2/models/janus_L2_S12/ready").json()["ready"] is True
     assert client.get("/v2/models/janus_L2_S12/versions/1").status_code == 200
 
@@ -117,6 +119,50 @@ def test_codecs(client, plan, local, frames, codec):
     ref = run_segments(local, 2, manifest.edge_segments(3), len(manifest.level(2)["segments"]), [dec_tok, dec_size])[0]
     got = logits_of(post(client, "janus_L2_S3", wire_t, encoding="zstd" if codec == "fp16-zstd" else None))
     np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("codec", ["jpeg85", "png"])
+def test_frame_codecs_decode_in_the_server(client, plan, local, frames, codec):
+    """A frame codec's images at split 0: the server decodes them and runs the whole model, as
+    the local run on the same decoded frames does."""
+    from janus_deploy.wire.codecs import FRAME_CODED, decode_frame, encode_frame
+
+    manifest = plan[0]
+    coded = encode_frame(frames, codec)  # two rows, zero-padded to the longer image
+    dec = decode_frame(coded, 224, 224)
+    x = normalize(dec, manifest.model["mean"], manifest.model["std"])
+    ref = run_segments(local, 1, 0, len(manifest.level(1)["segments"]), [x])[0]
+    got = logits_of(post(client, "janus_L1_S0", {FRAME_CODED: coded}))
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    if codec == "png":
+        np.testing.assert_allclose(got[:1], full(manifest, local, frames[0], 1), atol=1e-4)
+
+
+def test_int4_tokens_decode_in_the_server(client, plan, local, frames):
+    manifest = plan[0]
+    tok, size = head(manifest, local, frames[1], 2, 3)
+    wire_t = encode_tokens(tok, size, "int4")
+    dec_tok, dec_size = decode_tokens(wire_t)
+    ref = run_segments(local, 2, manifest.edge_segments(3), len(manifest.level(2)["segments"]), [dec_tok, dec_size])[0]
+    got = logits_of(post(client, "janus_L2_S3", wire_t, encoding="zstd"))
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_frame_and_token_codec_mistakes_are_400(client, plan, frames):
+    from janus_deploy.wire.codecs import FRAME_CODED, encode_frame
+
+    bad = post(client, "janus_L1_S0", {FRAME_CODED: np.zeros((1, 64), np.uint8)})
+    assert bad.status_code == 400 and "neither a JPEG nor a PNG" in bad.text
+    small = encode_frame(frames[:, :64, :64], "jpeg85")
+    r = post(client, "janus_L1_S0", {FRAME_CODED: small})
+    assert r.status_code == 400 and "takes 224x224" in r.text
+    both = post(client, "janus_L1_S0", {"frame": frames[:1], FRAME_CODED: small[:1]})
+    assert both.status_code == 400 and "not both" in both.text
+    manifest = plan[0]
+    x = manifest.level(2)["tokens"][3]
+    q = post(client, "janus_L2_S3", {"tokens_q4": np.zeros((1, x, 96), np.uint8), "size": np.ones((1, x, 1), np.float16)})
+    assert q.status_code == 400 and "group_scale" in q.text
+    assert client.get("/v2/health/ready").status_code == 200
 
 
 def test_triton_client(server, plan, local, frames):

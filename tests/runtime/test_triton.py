@@ -173,8 +173,14 @@ def _check_repository(path: Path, manifest, codec_default="fp16"):
         from tritonclient.grpc import model_config_pb2
 
         got = {k: (model_config_pb2.DataType.Name(v[0]), v[1]) for k, v in got.items()}
-        if spec.split == 0:
+        if spec.split == 0 and info["codec"] == "coded":
+            assert got == {"frame_coded": ("TYPE_UINT8", [-1, -1])}
+        elif spec.split == 0:
             assert got == {"frame": ("TYPE_UINT8", spec.input("frame")["shape"])}
+        elif info["codec"] == "int4":
+            assert got == {"tokens_q4": ("TYPE_UINT8", spec.input("tokens_q4")["shape"]),
+                           "group_scale": ("TYPE_FP16", spec.input("group_scale")["shape"]),
+                           "size": ("TYPE_FP16", spec.input("size")["shape"])}, name
         else:
             tok, size = dtypes[info["codec"]]
             want = {"tokens": (tok, spec.input("tokens")["shape"]), "size": (size, spec.input("size")["shape"])}
@@ -577,7 +583,7 @@ def test_deploy_manifests_are_generated_and_agree(small, triton, tmp_path):
                                    "--replicas", "3"])
     assert res.exit_code == 0, res.output
     meta = read_repository(tmp_path / "r")
-    assert set(meta["tails"]) == {"janus_L0_S1", "janus_L0_S1_fp32", "janus_L0_S1_fp16", "janus_L0_S1_int8"}
+    assert set(meta["tails"]) == {"janus_L0_S1", "janus_L0_S1_fp32", "janus_L0_S1_fp16", "janus_L0_S1_int8", "janus_L0_S1_int4"}
     assert meta["segments"] == [segment_model(0, k) for k in range(1, len(small[0].level(0)["segments"]))]
     dep = next(yaml.safe_load_all((tmp_path / "m" / "kubernetes" / "triton.yaml").read_text()))
     assert dep["spec"]["replicas"] == 3 and "triton-python" in dep["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -668,3 +674,44 @@ def test_fused_tails_answer_their_time_and_the_edge_learns_from_it(small, local,
         assert rec["measured"]["cloud_ms"] == pytest.approx(rec["server"]["janus_server_ms"], abs=1e-3)
         obs = rec["observations"][0]
         assert obs["server_ms"] == pytest.approx(rec["server"]["janus_server_ms"], abs=1e-3) and obs["expected_ms"] > 0
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_jpeg_frames_and_int4_tokens_through_triton(small, builtin, payloads, tmp_path, fuse):
+    """Issue 22: a repository exported with int4 and coded (frame codecs) answers JPEG/PNG
+    frames (janus_L{l}_S0_coded: the python-backend decode, then the frame graph and the
+    segments) and int4 tokens (janus_L{l}_S{s}_int4: the ONNX nibble decode) as the built-in
+    server does; a wrong-size JPEG is an error answer and the model keeps serving."""
+    _bundle_or_skip()
+    from janus_deploy.triton import dialect
+    from janus_deploy.triton.python_model import decode_coded
+    from janus_deploy.wire.codecs import FRAME_CODED, decode_frame, encode_frame, get_codec
+
+    manifest, _, engines = small
+    tails = ("janus_L0_S0", "janus_L1_S0", "janus_L1_S2")
+    repo = export_repository(manifest, engines, tmp_path / "r", ExportOptions(
+        platform="python", fuse=fuse, tails=tails, codecs=("fp16", "int4", "coded")))
+    assert {"janus_L0_S0_coded", "janus_L1_S0_coded", "janus_L1_S2_int4"} <= set(repo.tails)
+    assert dialect.tail_model(1, 0, get_codec("jpeg85")) == "janus_L1_S0_coded"
+    assert dialect.tail_model(1, 2, get_codec("int4-zstd")) == "janus_L1_S2_int4"
+    frames = payloads["janus_L0_S0"]["frame"]
+    size = manifest.model["img_size"]
+    with TritonServer(repo.path, http_port=0) as srv:
+        for codec in ("jpeg70", "png"):
+            coded = encode_frame(frames, codec)
+            np.testing.assert_array_equal(decode_coded(coded, size, size), decode_frame(coded, size, size))
+            for name in ("janus_L0_S0", "janus_L1_S0"):
+                want = _http_infer(builtin.url, name, {FRAME_CODED: coded})
+                got = _http_infer(srv.url, f"{name}_coded", {FRAME_CODED: coded})
+                np.testing.assert_allclose(got, want, atol=TOL)
+        tok, sz = payloads["janus_L1_S2"]
+        wire = encode_tokens(tok, sz, "int4")
+        np.testing.assert_allclose(_http_infer(srv.url, "janus_L1_S2_int4", wire),
+                                   _http_infer(builtin.url, "janus_L1_S2", wire), atol=TOL)
+        import tritonclient.utils as tu
+
+        small_jpeg = encode_frame(frames[:1, :32, :32], "jpeg85")
+        with pytest.raises(tu.InferenceServerException, match="takes 64x64"):
+            _http_infer(srv.url, "janus_L1_S0_coded", {FRAME_CODED: small_jpeg})
+        np.testing.assert_allclose(_http_infer(srv.url, "janus_L1_S0_coded", {FRAME_CODED: encode_frame(frames, "png")}),
+                                   _http_infer(builtin.url, "janus_L1_S0", {"frame": frames}), atol=TOL)
