@@ -131,7 +131,7 @@ def run_demo(
                 if progress:
                     progress("requests", count[0], requests)
 
-            results = rt.run(frames_from_images(out / "images", manifest.model["img_size"], limit=requests),
+            results = rt.run(frames_from_images(out / "images", manifest.model_info.img_size, limit=requests),
                              progress=one_done)
             summary = rt.summary()
     # the images sit in class folders (DIR/<digit>/<i>.png): score the answers against them
@@ -189,7 +189,7 @@ def compare_with_baselines(log: str | Path, trace: Any, manifest: Any, runner: A
     ctrl = ControllerConfig.from_dict(header.controller)
     rtt = observed_rtt_ms(records)
     n = len(records)
-    frames = list(frames_from_images(images, manifest.model["img_size"], limit=n))
+    frames = list(frames_from_images(images, manifest.model_info.img_size, limit=n))
     if len(frames) != n:
         raise DemoError(f"{images} holds {len(frames)} images, the run answered {n}")
     labels = np.asarray([_label_of(src) for src, _ in frames])
@@ -216,16 +216,16 @@ def compare_with_baselines(log: str | Path, trace: Any, manifest: Any, runner: A
                     cold_start_mbps=ctrl.cold_start_mbps, rtt_ms=rtt, timeout_factor=opts.timeout_factor,
                     min_timeout_ms=opts.min_timeout_ms, probe_bytes=opts.probe_bytes)
     sim = simulate(trace, edge, cloud, cfg, accuracy=header.accuracy)
-    m = manifest.model
+    m = manifest.model_info
     answers: dict[int, np.ndarray] = {}
 
     def answer(profile_level: int) -> np.ndarray:
         if profile_level not in answers:
             lv = edge.levels[profile_level]
             level = manifest.find_level(lv.alpha, lv.policy)
-            nseg = len(manifest.level(level)["segments"])
+            nseg = manifest.plan_level(level).num_segments
             answers[profile_level] = np.asarray([
-                int(np.argmax(run_segments(runner, level, 0, nseg, [normalize(fr[None], m["mean"], m["std"])])[0][0]))
+                int(np.argmax(run_segments(runner, level, 0, nseg, [normalize(fr[None], m.mean, m.std)])[0][0]))
                 for _, fr in frames])
         return answers[profile_level]
 

@@ -150,7 +150,7 @@ class EdgeRuntime:
                 trace, chunk_bytes=(transport or TransportOptions()).chunk_bytes)
         try:
             self.transport = Transport(server_url, transport or TransportOptions(), shaper,
-                                       num_classes=self.manifest.model["num_classes"], plan_hash=self.manifest.hash)
+                                       num_classes=self.manifest.model_info.num_classes, plan_hash=self.manifest.hash)
         except TransportError as exc:
             raise EdgeError(str(exc)) from None
         try:
@@ -258,8 +258,7 @@ class EdgeRuntime:
         self._check_frame(frame)
         level, split, choice = self._decide(force, rec)
         m = self.manifest
-        lv = m.level(level)
-        k, nseg = m.edge_segments(split), len(lv["segments"])
+        k, nseg = m.edge_segments(split), m.plan_level(level).num_segments
         t1 = time.perf_counter()
         state = self._head(level, k, frame)
         meas = rec.measured
@@ -290,7 +289,7 @@ class EdgeRuntime:
         return self._fallback(level, split, k, nseg, frame, state, ex, rec)
 
     def _check_frame(self, frame: Any) -> None:
-        img = self.manifest.model["img_size"]
+        img = self.manifest.model_info.img_size
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != (img, img, 3):
             got = f"{frame.dtype} {list(frame.shape)}" if isinstance(frame, np.ndarray) else type(frame).__name__
             raise ImageError(f"a frame must be uint8 [{img}, {img}, 3], got {got}")
@@ -302,18 +301,18 @@ class EdgeRuntime:
         rec.controller = ControllerState(**choice.state())
         if force is not None:
             level, split = force
-            lv = m.level(level)
+            lv = m.plan_level(level)
             if split not in m.candidates:
                 raise EdgeError(f"forced split {split} is not a candidate {m.candidates}")
-            pli = self.edge_profile.level_index(lv["policy"], lv["alpha"])
+            pli = self.edge_profile.level_index(lv.policy, lv.alpha)
             d = self.controller.deploy.evaluate(pli, split, choice.bandwidth_mbps, choice.rtt_ms)
         else:
             d = choice.decision
             level, split = self._plan_level[d.level_index], d.split
-            lv = m.level(level)
-        rec.decision = DecisionRecord(alpha=float(lv["alpha"]), policy=lv["policy"], level=level,
+            lv = m.plan_level(level)
+        rec.decision = DecisionRecord(alpha=lv.alpha, policy=lv.policy, level=level,
                                       profile_level=d.level_index, split=split,
-                                      label=config_label(lv["policy"], lv["alpha"], split),
+                                      label=config_label(lv.policy, lv.alpha, split),
                                       model=model_name(level, split) if split <= m.num_blocks else None,
                                       codec=self.codec.name, meets_sla=bool(d.meets_sla), forced=force is not None)
         rec.predicted = Predicted.model_construct(**{k: _finite(v) for k, v in d.breakdown.items()},
@@ -323,8 +322,8 @@ class EdgeRuntime:
     def _head(self, level: int, k: int, frame: np.ndarray) -> list[np.ndarray]:
         if k == 0:
             return [frame[None]]
-        m = self.manifest.model
-        return self._run(level, 0, k, [normalize(frame[None], m["mean"], m["std"])])
+        m = self.manifest.model_info
+        return self._run(level, 0, k, [normalize(frame[None], m.mean, m.std)])
 
     def _encode(self, split: int, state: list[np.ndarray], frame: np.ndarray,
                 rec: RequestRecord, triton: bool = False) -> tuple[bytes, dict[str, str]]:
@@ -351,8 +350,8 @@ class EdgeRuntime:
                   ex: Exchange, rec: RequestRecord) -> np.ndarray:
         t = time.perf_counter()
         if split == 0:
-            m = self.manifest.model
-            out = self._run(level, 0, nseg, [normalize(frame[None], m["mean"], m["std"])])
+            m = self.manifest.model_info
+            out = self._run(level, 0, nseg, [normalize(frame[None], m.mean, m.std)])
         else:
             out = self._run(level, k, nseg, state)
         rec.measured.fallback_ms = round((time.perf_counter() - t) * 1e3, 3)

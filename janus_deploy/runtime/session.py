@@ -122,7 +122,7 @@ def frame_source(manifest: Any, *, images: Any = None, video: Any = None, synthe
 
     if sum(s is not None for s in (images, video, synthetic)) != 1:
         raise JanusError("give exactly one of --images DIR, --video FILE or --synthetic N")
-    img = manifest.model["img_size"]
+    img = manifest.model_info.img_size
     if images is not None:
         return frames_from_images(images, img, limit)
     if video is not None:

@@ -188,7 +188,7 @@ def test_probe_recovers_after_outage(plan, local, frames):
             for i in range(12):  # harmonic mean over 5: the 0 sample ages out after 5 good probes
                 time.sleep(0.06)
                 recs.append(rt.infer(frames[i % 3]).record)
-                if recs[-1]["decision"]["split"] <= manifest.num_blocks:
+                if recs[-1].decision.split <= manifest.num_blocks:
                     break
     probes = [r.probe for r in recs if r.probe is not None]
     assert probes and probes[-1].ok and probes[-1].sample_mbps > 0
