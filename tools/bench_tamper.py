@@ -330,6 +330,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = args.log or make_log(Path(tmp) / "base.jsonl", args.records)
         good = replay(base)
+        hide = re.compile(re.escape(str(Path(tmp))) + r"/\w+\.jsonl")  # the temporary file's path, as LOG
         print(f"untampered: rc {good.rc}, {good.line[-90:]}", file=sys.stderr)
         if good.rc != 0 or not HUNDRED.search(good.line):
             print("the untampered log does not replay 100 % with rc 0: no baseline to tamper", file=sys.stderr)
@@ -337,15 +338,18 @@ def main() -> int:
         rows = []
         for k, case in enumerate(CASES):
             o = replay(tampered(base, case, Path(tmp) / f"case{k}.jsonl"))
+            o.line = hide.sub("LOG", o.line)
             rows.append((case, o))
             print(f"[{k + 1}/{len(CASES)}] {case.name}: rc {o.rc}", file=sys.stderr)
         forged = [(c, replay(tampered(base, c, Path(tmp) / f"forged{k}.jsonl"))) for k, c in enumerate(FORGED)]
+        for _, o in forged:
+            o.line = hide.sub("LOG", o.line)
     failed = [c.name for c, o in rows if not o.passed(c.expect)]
     if args.markdown:
         print("| # | tampered log | rc | replay's line (trimmed) |")
         print("|---|---|---|---|")
         for k, (c, o) in enumerate(rows, 1):
-            line = o.line.replace("|", "\\|").replace(str(Path(tempfile.gettempdir())), "…")
+            line = o.line.replace("|", "\\|")
             line = line if len(line) <= 150 else line[:147] + "…"
             print(f"| {k} | {c.name} | {o.rc}{' TRACEBACK' if o.traceback else ''} | {line} |")
     else:

@@ -302,14 +302,14 @@ class RunLogWriter:
 # --------------------------------------------------------------------------- reading
 
 
-def _lines(f: IO[bytes], first_limit: int, limit: int) -> typing.Iterator[tuple[int, bytes]]:
+def _lines(f: IO[bytes], p: Path, first_limit: int, limit: int) -> typing.Iterator[tuple[int, bytes]]:
     """(line number, line) with at most ``limit`` bytes read per line (``first_limit`` for the first)."""
     n = 0
     while True:
         cap = first_limit if n == 0 else limit
         raw = f.readline(len(HEADER_PREFIX)) if n == 0 else b""
         if n == 0 and raw and not raw.endswith(b"\n") and raw != HEADER_PREFIX:
-            raise RunLogError(f"line 1 does not start as a run-log header ({HEADER_PREFIX.decode()}…); not a run log "
+            raise RunLogError(f"{p}:1 does not start as a run-log header ({HEADER_PREFIX.decode()}…); not a run log "
                               "janus-deploy wrote")
         if not raw.endswith(b"\n"):
             raw += f.readline(cap + 1 - len(raw))
@@ -317,7 +317,7 @@ def _lines(f: IO[bytes], first_limit: int, limit: int) -> typing.Iterator[tuple[
             return
         n += 1
         if len(raw) > cap:
-            raise RunLogError(f"line {n} is longer than {cap:,} bytes (a junk line?); not a run log janus-deploy wrote")
+            raise RunLogError(f"{p}:{n} is longer than {cap:,} bytes (a junk line?); not a run log janus-deploy wrote")
         yield n, raw
 
 
@@ -334,7 +334,7 @@ def read_run_log(path: str | Path, *, partial: bool = False) -> RunLog:
     records: list[RequestRecord] = []
     sha = hashlib.sha256()
     with p.open("rb") as f:
-        for i, raw in _lines(f, MAX_HEADER_BYTES, MAX_RECORD_BYTES):
+        for i, raw in _lines(f, p, MAX_HEADER_BYTES, MAX_RECORD_BYTES):
             where = f"{p}:{i}"
             if end is not None:
                 raise RunLogError(f"{where}: a line after the run log's trailer (appended or concatenated logs?)")
