@@ -57,13 +57,12 @@ class Tolerance:
 def check_files(manifest: Manifest) -> list[str]:
     """Problems with the plan's files: missing, or changed since export (sha256)."""
     problems = []
-    entries = [*manifest.graph_entries(), manifest.data["weights"]]
-    for e in entries:
-        path = manifest.path(e["file"])
+    for file, sha in manifest.files_sha256:
+        path = manifest.path(file)
         if not path.is_file():
-            problems.append(f"{e['file']} is missing")
-        elif file_sha256(path) != e["sha256"]:
-            problems.append(f"{e['file']} was modified after export (sha256 mismatch)")
+            problems.append(f"{file} is missing")
+        elif file_sha256(path) != sha:
+            problems.append(f"{file} was modified after export (sha256 mismatch)")
     return problems
 
 
@@ -81,7 +80,7 @@ def check_engines(manifest: Manifest, engine_dir: str | Path) -> list[str]:
 
         problems += [f"{where}: {p}" for p in index_problems(manifest, data)]
         root = manifest.dir
-        plan_sha = {e["file"]: e["sha256"] for e in manifest.graph_entries()}
+        plan_sha = manifest.graph_sha256
     for e in data.get("engines") or []:
         if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(e.get("sha256"), str):
             continue  # reported above (ort) or below

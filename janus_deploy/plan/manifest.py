@@ -218,6 +218,17 @@ class Manifest:
     def level_free_graphs(self) -> list[GraphEntry]:
         return [GraphEntry.of(e) for e in self.data["level_free_segments"]]
 
+    @property
+    def graph_sha256(self) -> dict[str, str]:
+        """File name -> sha256 of every graph of the plan (:meth:`graph_entries`)."""
+        return {g.file: str(g.sha256) for g in map(GraphEntry.of, self.graph_entries())}
+
+    @property
+    def files_sha256(self) -> list[tuple[str, str]]:
+        """(file, sha256) of every file the plan's graphs need: the graphs, then the weight file."""
+        w = self.data["weights"]
+        return [*self.graph_sha256.items(), (str(w["file"]), str(w["sha256"]))]
+
     # -- accessors ---------------------------------------------------------------------------
     @property
     def hash(self) -> str:

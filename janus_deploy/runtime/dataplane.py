@@ -227,8 +227,8 @@ class DataPlane:
         model, tensors = req.model, req.tensors
         t0 = time.perf_counter()
         if model.split == 0:
-            m = self.manifest.model
-            inputs = [normalize(tensors["frame"], m["mean"], m["std"])]
+            m = self.manifest.model_info
+            inputs = [normalize(tensors["frame"], m.mean, m.std)]
         else:
             try:
                 inputs = list(decode_tokens(tensors))

@@ -305,8 +305,8 @@ class ProfiledRunner:
     def target_ms(self, level: int, segment: int) -> float:
         key = (level, segment)
         if key not in self._ms:
-            lv = self.manifest.level(level)
-            pli = self.profile.level_index(lv["policy"], lv["alpha"])
+            lv = self.manifest.plan_level(level)
+            pli = self.profile.level_index(lv.policy, lv.alpha)
             c = self._cands
             self._ms[key] = self.profile.head_ms(pli, c[segment + 1]) - self.profile.head_ms(pli, c[segment])
         return self._ms[key]
@@ -446,7 +446,7 @@ def _calibrate(cfg: TestbedConfig, manifest: Any, runner: Any, edge: Any, cloud:
 def _synthetic(manifest: Any, n: int = 16) -> list[tuple[str, np.ndarray]]:
     from janus_deploy.images import synthetic_frames
 
-    return [(f"synthetic:{i}", f) for i, f in enumerate(synthetic_frames(n, manifest.model["img_size"], seed=0))]
+    return [(f"synthetic:{i}", f) for i, f in enumerate(synthetic_frames(n, manifest.model_info.img_size, seed=0))]
 
 
 # --------------------------------------------------------------------------- comparison

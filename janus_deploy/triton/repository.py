@@ -226,8 +226,8 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
     keys = sorted({k for s in specs.values() for k in s.segment_keys})
     trt_files = {(e["level"], e["segment"]): e["file"] for e in engines.get("engines", [])} if platform == "tensorrt" else {}
     for level, seg in keys:
-        entry = manifest.level(level)["segments"][seg]
-        graph = onnx.load(str(manifest.path(entry["file"])), load_external_data=False)
+        entry = manifest.plan_level(level).segments[seg]
+        graph = onnx.load(str(manifest.path(entry.file)), load_external_data=False)
         ins, outs = _graph_io(graph)
         seg_io[(level, seg)] = (ins, outs)
         graphs[segment_model(level, seg)] = graph
@@ -237,19 +237,19 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
     small_params = _platform_params(small, 1)
     small_batching = Batching(options.dynamic, (), options.max_queue_delay_us, options.instances,
                               "KIND_CPU" if small != "onnxruntime" or kind == "KIND_CPU" else kind)
-    m = manifest.model
+    m = manifest.model_info
     decoders: list[str] = []
     needed = {wire_codec(c) for c in (options.codec, *options.codecs)}
     if any(s.split == 0 for s in specs.values()):
         decoders.append(FRAME_MODEL)
-        graphs[FRAME_MODEL] = frame_graph(m["img_size"], m["mean"], m["std"])
+        graphs[FRAME_MODEL] = frame_graph(m.img_size, list(m.mean), list(m.std))
     first_reads_all = all({"tokens", "size"} <= {t.name for t in seg_io[(s.level, s.first_segment)][0]}
                           for s in specs.values() if s.split > 0)
     for codec in DECODE_CODECS:
         if codec in needed and (codec != "fp32" or not first_reads_all):
             name = f"janus_decode_{codec}"
             decoders.append(name)
-            graphs[name] = decode_graph(codec, m["embed_dim"])
+            graphs[name] = decode_graph(codec, m.embed_dim)
     _write_small(out, PROBE_MODEL, probe_graph(), 0, small, Batching(False, (), 0, 1, "KIND_CPU"), small_params)
 
     # -- ensembles: one per (level, split) for the plain name, one per codec
