@@ -17,7 +17,9 @@ orchestrates; each job has its own piece:
 6. what the exchange showed goes back to the controller as observations, which the request's log
    record keeps, so ``janus-deploy replay`` can re-run the decisions.
 
-One JSON line per request goes to ``log`` after a header line (schema in ``docs/runtime.md``).
+One :class:`~janus_deploy.schedule.runlog.RequestRecord` per request goes to ``log`` after a
+header line, and a trailer (record count, sha256) when the runtime closes
+(:mod:`janus_deploy.schedule.runlog`; the schema table in ``docs/runtime.md`` is generated from it).
 """
 
 from __future__ import annotations
