@@ -295,7 +295,7 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
                       {**asdict(options), "kind": kind})
     (out / REPOSITORY_FILE).write_text(json.dumps({
         "kind": REPOSITORY_KIND, "janus_deploy_version": __version__, "plan_hash": manifest.hash,
-        "plan_model": m["name"], "platform": platform, "engines_backend": engines.get("backend"),
+        "plan_model": m.name, "platform": platform, "engines_backend": engines.get("backend"),
         "options": repo.options, "segments": repo.segments, "decoders": decoders, "probe": PROBE_MODEL,
         "tails": tails}, indent=1))
     return repo
