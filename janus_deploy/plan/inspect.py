@@ -16,7 +16,7 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
         "plan_hash": manifest.hash,
         "model": d["model"],
         "policy": d["policy"],
-        "candidates": d["candidates"],
+        "candidates": manifest.candidates,
         "segments": [list(b) for b in manifest.segment_blocks],
         "levels": [
             {

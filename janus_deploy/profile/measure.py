@@ -168,7 +168,7 @@ def measure_profile(
         "device": device_info(device_name, backend, precision, threads,
                               {"edge_slowdown": float(getattr(runner, "factor", 1.0))}),
         "model": {k: m[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")},
-        "candidates": cands, "segments": manifest.data["segments"],
+        "candidates": cands, "segments": [list(b) for b in manifest.segment_blocks],
         "levels": levels_out, "codecs": codec_info,
         "default_codec": C.DEFAULT_CODEC if C.DEFAULT_CODEC in codecs else codecs[0],
     }
