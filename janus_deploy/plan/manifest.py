@@ -86,8 +86,10 @@ class GraphEntry:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """The manifest's ``model``: what every stage needs of the network (docs/manifest.md)."""
+class PlanModel:
+    """The manifest's ``model``: what every stage after export needs of the network
+    (docs/manifest.md); torch-free, unlike :class:`janus_deploy.model.load.ModelInfo`, which the
+    export reads off the live model."""
 
     name: str
     num_blocks: int
@@ -100,7 +102,7 @@ class ModelInfo:
     std: tuple[float, ...]
 
     @classmethod
-    def of(cls, d: dict[str, Any]) -> ModelInfo:
+    def of(cls, d: dict[str, Any]) -> PlanModel:
         return cls(str(d["name"]), int(d["num_blocks"]), int(d["embed_dim"]), int(d["num_tokens"]),
                    int(d["num_prefix_tokens"]), int(d["img_size"]), int(d.get("num_classes", 0)),
                    tuple(d.get("mean") or (0.0, 0.0, 0.0)), tuple(d.get("std") or (1.0, 1.0, 1.0)))
@@ -197,8 +199,8 @@ class Manifest:
 
     # -- typed accessors ---------------------------------------------------------------------
     @cached_property
-    def model_info(self) -> ModelInfo:
-        return ModelInfo.of(self.data["model"])
+    def model_info(self) -> PlanModel:
+        return PlanModel.of(self.data["model"])
 
     @cached_property
     def plan_levels(self) -> list[PlanLevel]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from janus_deploy.plan.manifest import GraphEntry, Manifest, ModelInfo, PlanError, PlanLevel, TensorSpec
+from janus_deploy.plan.manifest import GraphEntry, Manifest, PlanError, PlanLevel, PlanModel, TensorSpec
 
 
 def _io(name, shape, dtype="float32"):
@@ -48,7 +48,7 @@ DATA = {
 
 def test_model_info_is_typed():
     info = Manifest(DATA).model_info
-    assert info == ModelInfo("tiny", 3, 4, 5, 1, 8, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert info == PlanModel("tiny", 3, 4, 5, 1, 8, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
 def test_levels_and_their_graphs():
