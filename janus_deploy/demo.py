@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from janus_deploy import JanusError
+from janus_deploy.schedule.runlog import RequestRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = "throughput/driving/lte/*.list"  # below the shipped traces (net.traces.shipped_traces_dir)
@@ -130,11 +131,11 @@ def run_demo(
                 if progress:
                     progress("requests", count[0], requests)
 
-            results = rt.run(frames_from_images(out / "images", manifest.model["img_size"], limit=requests),
+            results = rt.run(frames_from_images(out / "images", manifest.model_info.img_size, limit=requests),
                              progress=one_done)
             summary = rt.summary()
     # the images sit in class folders (DIR/<digit>/<i>.png): score the answers against them
-    labelled = [(r.top1, int(Path(r.record["source"]).parent.name)) for r in results if r.top1 is not None]
+    labelled = [(r.top1, int(Path(r.record.source or "").parent.name)) for r in results if r.top1 is not None]
     summary["top1_accuracy"] = sum(p == y for p, y in labelled) / len(labelled) if labelled else None
     summary["trace"] = {"spec": trace_spec, "name": link.name, "sample_interval_s": sample_interval_s}
     say("   compare with the baselines on the same frames and trace window (replayed through the simulator)")
@@ -151,12 +152,12 @@ def _label_of(source: str) -> int:
     return int(Path(source).parent.name)
 
 
-def observed_rtt_ms(records: list[dict[str, Any]]) -> float:
+def observed_rtt_ms(records: list[RequestRecord]) -> float:
     """The median RTT sample of a run's exchanges (network time beyond the upload: the loopback
     and HTTP cost a replay charges per exchange); 0 when the run never sent anything."""
     import numpy as np
 
-    rtts = [o["rtt_ms"] for r in records for o in r.get("observations") or [] if o.get("rtt_ms") is not None]
+    rtts = [o.rtt_ms for r in records for o in r.observations if o.rtt_ms is not None]
     return float(np.median(rtts)) if rtts else 0.0
 
 
@@ -174,25 +175,26 @@ def compare_with_baselines(log: str | Path, trace: Any, manifest: Any, runner: A
     from janus_deploy.backends import run_segments
     from janus_deploy.images import normalize
     from janus_deploy.profile.table import profile_from_dict
-    from janus_deploy.report import read_run_log
     from janus_deploy.runtime.edge import frames_from_images
     from janus_deploy.runtime.transport import TransportOptions
     from janus_deploy.schedule.controller import ControllerConfig
+    from janus_deploy.schedule.runlog import read_run_log
     from janus_deploy.sim.simulator import SimConfig, simulate
 
-    header, records = read_run_log(log)
-    sla = float(header["sla_ms"])
-    edge = profile_from_dict(header["edge_profile"], where="run log edge_profile")
-    cloud = profile_from_dict(header["cloud_profile"], where="run log cloud_profile")
-    ctrl = ControllerConfig.from_dict(header["controller"])
+    run_log = read_run_log(log)
+    header, records = run_log.header, run_log.records
+    sla = header.sla_ms
+    edge = profile_from_dict(header.edge_profile, where="run log edge_profile")
+    cloud = profile_from_dict(header.cloud_profile, where="run log cloud_profile")
+    ctrl = ControllerConfig.from_dict(header.controller)
     rtt = observed_rtt_ms(records)
     n = len(records)
-    frames = list(frames_from_images(images, manifest.model["img_size"], limit=n))
+    frames = list(frames_from_images(images, manifest.model_info.img_size, limit=n))
     if len(frames) != n:
         raise DemoError(f"{images} holds {len(frames)} images, the run answered {n}")
     labels = np.asarray([_label_of(src) for src, _ in frames])
-    answered = [r for r in records if r.get("error") is None]
-    wall = (max(r["t"] + r["measured"]["total_ms"] / 1e3 for r in records) - min(r["t"] for r in records)
+    answered = [r for r in records if r.error is None]
+    wall = (max(r.t + r.measured.total_ms / 1e3 for r in records) - min(r.t for r in records)
             if records else 0.0)
 
     def row(system: str, how: str, lat: list[float], seconds: float, top1: list[bool], sent: list[float],
@@ -206,24 +208,24 @@ def compare_with_baselines(log: str | Path, trace: Any, manifest: Any, runner: A
                 "mean_bytes": float(np.mean(sent)) if sent else None,
                 "most_chosen": top, "most_chosen_share": choices.count(top) / len(choices) if choices else None}
 
-    rows = [row("janus-deploy", "ran", [r["measured"]["total_ms"] for r in answered], wall,
-                [r["top1"] == _label_of(r["source"]) for r in answered], [r.get("bytes", 0) for r in answered],
-                [r["decision"]["label"] for r in answered if r.get("decision")])]
+    rows = [row("janus-deploy", "ran", [r.measured.total_ms for r in answered], wall,
+                [r.top1 == _label_of(r.source or "") for r in answered], [r.bytes for r in answered],
+                [r.decision.label for r in answered if r.decision is not None])]
     opts = TransportOptions()
-    cfg = SimConfig(sla_ms=sla, systems=systems, requests=n, codec=header["codec"], controller=ctrl,
+    cfg = SimConfig(sla_ms=sla, systems=systems, requests=n, codec=header.codec, controller=ctrl,
                     cold_start_mbps=ctrl.cold_start_mbps, rtt_ms=rtt, timeout_factor=opts.timeout_factor,
                     min_timeout_ms=opts.min_timeout_ms, probe_bytes=opts.probe_bytes)
-    sim = simulate(trace, edge, cloud, cfg, accuracy=header.get("accuracy"))
-    m = manifest.model
+    sim = simulate(trace, edge, cloud, cfg, accuracy=header.accuracy)
+    m = manifest.model_info
     answers: dict[int, np.ndarray] = {}
 
     def answer(profile_level: int) -> np.ndarray:
         if profile_level not in answers:
             lv = edge.levels[profile_level]
             level = manifest.find_level(lv.alpha, lv.policy)
-            nseg = len(manifest.level(level)["segments"])
+            nseg = manifest.plan_level(level).num_segments
             answers[profile_level] = np.asarray([
-                int(np.argmax(run_segments(runner, level, 0, nseg, [normalize(fr[None], m["mean"], m["std"])])[0][0]))
+                int(np.argmax(run_segments(runner, level, 0, nseg, [normalize(fr[None], m.mean, m.std)])[0][0]))
                 for _, fr in frames])
         return answers[profile_level]
 
@@ -239,19 +241,20 @@ def write_decision_map(log: str | Path, path: str | Path, title: str = "", trace
     what the scheduler chose per request, the predicted and the measured latency, against the
     bandwidth it was given, and the options it weighed at the run's RTT."""
     from janus_deploy.profile.table import profile_from_dict
-    from janus_deploy.report import read_run_log
     from janus_deploy.schedule.controller import ControllerConfig, build_controller
+    from janus_deploy.schedule.runlog import read_run_log
     from janus_deploy.sim.plots import DecisionSeries, plot_decision_map
 
-    header, records = read_run_log(log)
-    ctrl = build_controller(profile_from_dict(header["edge_profile"], where="run log edge_profile"),
-                            profile_from_dict(header["cloud_profile"], where="run log cloud_profile"),
-                            ControllerConfig.from_dict(header["controller"]), accuracy=header.get("accuracy"),
-                            sla_ms=header["sla_ms"], codec=header["codec"])
+    run_log = read_run_log(log)
+    header, records = run_log.header, run_log.records
+    ctrl = build_controller(profile_from_dict(header.edge_profile, where="run log edge_profile"),
+                            profile_from_dict(header.cloud_profile, where="run log cloud_profile"),
+                            ControllerConfig.from_dict(header.controller), accuracy=header.accuracy,
+                            sla_ms=header.sla_ms, codec=header.codec)
     series = DecisionSeries.from_run_records(records, trace)
     import numpy as np
 
-    used = [r["controller"]["rtt_ms"] for r in records if (r.get("controller") or {}).get("rtt_ms") is not None]
+    used = [r.controller.rtt_ms for r in records if r.controller is not None]
     rtt = float(np.median(used)) if used else observed_rtt_ms(records)  # the RTT the controller decided with
     return plot_decision_map(series, ctrl.deploy, path, margin=ctrl.config.margin, rtt_ms=rtt,
                              title=title, measured="measured")

@@ -7,34 +7,24 @@
 ``choices`` (configuration label → requests, labels from :func:`janus_deploy.levels.config_label`),
 ``mean_bytes`` and ``median_abs_pred_err_pct``.
 
-The run log (``run --log``, ``demo``) is JSON lines: one header (``kind``
-``janus-deploy/run-log``: controller settings, profiles, accuracy table, SLA, codec) and one
-record per request; :func:`read_run_log` reads it back.
+The run log (``run --log``, ``demo``) has its one home in :mod:`janus_deploy.schedule.runlog`
+(typed records, writer, checked reader); its names are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from janus_deploy import JanusError
+from janus_deploy.schedule.runlog import RUN_LOG_KIND, RUN_LOG_VERSION, RunLogError, dumps_line, read_run_log
 
-RUN_LOG_KIND = "janus-deploy/run-log"
-RUN_LOG_VERSION = 1
 REPORT_KEYS = ("requests", "answered", "errors", "fallbacks", "fallback_kinds", "sla_ms", "violation_ratio",
                "throughput_rps", "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
                "latency_ms_max", "deviation_rate", "accuracy", "mean_alpha", "choices", "mean_bytes",
                "median_abs_pred_err_pct")
-
-
-class RunLogError(JanusError):
-    """A run log that cannot be read."""
 
 
 def run_report(latency_ms: Sequence[float], sla_ms: float, *, throughput_rps: float | None,
@@ -94,62 +84,6 @@ def report_differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     ta, tb = sum(ca.values()) or 1, sum(cb.values()) or 1
     out["choices_tv_distance"] = 0.5 * sum(abs(ca.get(k, 0) / ta - cb.get(k, 0) / tb) for k in set(ca) | set(cb))
     return out
-
-
-# --------------------------------------------------------------------------- run log
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, np.generic):
-        return _clean(v.item())
-    return v
-
-
-def dumps_line(rec: dict[str, Any]) -> str:
-    """One strict-JSON log line (non-finite numbers become null)."""
-    return json.dumps(_clean(rec), default=str, allow_nan=False)
-
-
-def read_run_log(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(header, request records) of a run log; RunLogError naming the line otherwise."""
-    p = Path(path)
-    if not p.is_file():
-        raise RunLogError(f"run log {p} does not exist (write one with `janus-deploy run --log FILE` or the demo)")
-    header: dict[str, Any] | None = None
-    records = []
-    with p.open("rb") as f:
-        for i, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise RunLogError(f"{p}:{i} is not UTF-8 text (byte {exc.start}; a compressed or binary file?)") from None
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RunLogError(f"{p}:{i} is not JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise RunLogError(f"{p}:{i} is not a JSON object")
-            if rec.get("kind") == RUN_LOG_KIND:
-                if header is not None:
-                    raise RunLogError(f"{p}:{i}: a second run-log header (concatenated logs?)")
-                if rec.get("format_version") != RUN_LOG_VERSION:
-                    raise RunLogError(f"{p}: run-log format {rec.get('format_version')} is not supported "
-                                      f"(this janus-deploy reads {RUN_LOG_VERSION})")
-                header = rec
-            else:
-                records.append(rec)
-    if header is None:
-        raise RunLogError(f"{p} has no run-log header line (kind {RUN_LOG_KIND!r}); was it written by "
-                          "`janus-deploy run --log` of this version?")
-    return header, records
 
 
 # --------------------------------------------------------------------------- comparison table

@@ -7,6 +7,7 @@ import pytest
 from sched_fixtures import profiles
 
 from janus_deploy.schedule.controller import Controller, ControllerConfig, ControllerError, Observation
+from janus_deploy.schedule.runlog import DecisionRecord
 from janus_deploy.schedule.scheduler import Scheduler
 from janus_deploy.sim.simulator import replay
 
@@ -105,8 +106,10 @@ def test_replay_reproduces_and_detects_a_different_history(tiny):
         obs = [Observation(i + 0.5, "rate", mbps=r, rtt_ms=5.0, server_ok=True)]
         for o in obs:
             a.observe(o)
-        steps.append((float(i), {"policy": d.policy, "alpha": d.alpha, "split": d.split}, obs))
-    assert len({s[1]["split"] for s in steps}) > 1  # the history really changes the decisions
+        rec = DecisionRecord(alpha=float(d.alpha), policy=d.policy, level=d.level_index, profile_level=d.level_index,
+                             split=d.split, label=d.label, codec="fp16", meets_sla=bool(d.meets_sla))
+        steps.append((float(i), rec, obs))
+    assert len({s[1].split for s in steps}) > 1  # the history really changes the decisions
     same = replay(make(tiny, cold_start_mbps=1000.0), steps)
     assert same["requests"] == len(rates) and same["decisions_reproduced"] == 1.0
     blind = replay(make(tiny, cold_start_mbps=1000.0), [(t, d, []) for t, d, _ in steps])

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from janus_deploy.cli.main import app
 from janus_deploy.demo import run_demo
-from janus_deploy.report import REPORT_KEYS, read_run_log
+from janus_deploy.report import REPORT_KEYS
+from janus_deploy.schedule.runlog import read_run_log
 
 
 def test_demo_end_to_end(tmp_path):
@@ -18,8 +19,8 @@ def test_demo_end_to_end(tmp_path):
     for name in ("plan/manifest.json", "engines/engines.json", "accuracy.json", "edge-profile.json",
                  "cloud-profile.json", "requests.jsonl", "summary.json"):
         assert (out / name).is_file(), name
-    _, records = read_run_log(out / "requests.jsonl")
-    assert len(records) == 12 and all(r["error"] is None and r["top1"] is not None for r in records)
+    records = read_run_log(out / "requests.jsonl").records
+    assert len(records) == 12 and all(r.error is None and r.top1 is not None for r in records)
     assert summary["top1_accuracy"] >= 0.75  # the trained digits model answers correctly
     assert set(REPORT_KEYS) <= set(summary)  # the one run-report schema
     # the simulator's path, fed the recorded observations, makes every decision the edge made

@@ -139,10 +139,10 @@ def sla_against_black_hole(demo: Path, n: int, sla_ms: float, breaker: bool) -> 
             health = rt.controller.state()
     # which violations the sick server caused: requests that tried it (offloaded, fell back) vs
     # device-only requests whose own compute overran (this machine's load, times the 8x slowdown)
-    tried = [r for r in results if r.record.get("fallback") or not (r.record.get("decision") or {}).get("label", "").endswith(device_only)]
+    tried = [r for r in results if r.fallback or not (r.record.decision.label if r.record.decision else "").endswith(device_only)]
     alone = [r for r in results if r not in tried]
-    late = lambda rs: sum(r.record["measured"]["total_ms"] > sla_ms for r in rs)  # noqa: E731
-    edge_ms = sorted(r.record["measured"]["total_ms"] for r in alone)
+    late = lambda rs: sum(r.total_ms > sla_ms for r in rs)  # noqa: E731
+    edge_ms = sorted(r.total_ms for r in alone)
     return {"requests": s["requests"], "answered": s["answered"], "violation_ratio": s["violation_ratio"],
             "fallbacks": s["fallbacks"], "fallback_kinds": s["fallback_kinds"], "p99_ms": s["latency_ms_p99"],
             "max_ms": s["latency_ms_max"], "wall_s": wall, "uploads_reaching_server": hole.connections,

@@ -156,9 +156,9 @@ def _edge_client(cid: int, url: str, manifest, engines, stop_at: float, results:
         while time.monotonic() < stop_at:
             res = rt.infer(frames[i % 4])
             i += 1
-            d = res.record.get("decision") or {}
-            err = res.error or (f"fallback: {res.fallback['reason']}" if res.fallback else None)
-            results.append((res.total_ms, err, d.get("model") or "device-only"))
+            d = res.record.decision
+            err = res.error or (f"fallback: {res.fallback.reason}" if res.fallback else None)
+            results.append((res.total_ms, err, (d.model if d is not None else None) or "device-only"))
 
 
 def main() -> None:

@@ -144,9 +144,9 @@ class OrtRunner:
         """The manifest entries of every graph this runner may load for (level, segment) pairs
         (the unsplit graphs, used by verify and profile only, are checked when loaded)."""
         seen: dict[str, dict[str, Any]] = {}
-        for li, lv in enumerate(self.manifest.levels):
-            for si in range(len(lv["segments"])):
-                entry = self._route(li, si)[1]
+        for lv in self.manifest.plan_levels:
+            for si in range(lv.num_segments):
+                entry = self._route(lv.index, si)[1]
                 seen.setdefault(entry["file"], entry)
         return list(seen.values())
 
@@ -230,15 +230,14 @@ class OrtRunner:
         a level-free graph would compute every block's matching only to discard it."""
         route = self._routes.get((level, segment))
         if route is None:
-            lv = self.manifest.level(level)
-            if self.graphs == "level-free" and (self.level_free_everywhere or any(lv["reductions"])):
-                entry = self.manifest.level_free_segments[segment]
-                a, b = entry["blocks"]
-                takes = entry["inputs"][-1]["name"] == "reductions"
-                extra = (np.asarray(lv["reductions"][a - 1: b], dtype=np.int64),) if takes else ()
-                route = (("level-free", segment), entry, extra)
+            lv = self.manifest.plan_level(level)
+            if self.graphs == "level-free" and (self.level_free_everywhere or any(lv.reductions)):
+                graph = self.manifest.level_free_graphs[segment]
+                a, b = graph.blocks or (1, 0)
+                extra = (np.asarray(lv.reductions[a - 1: b], dtype=np.int64),) if graph.takes_reductions else ()
+                route = (("level-free", segment), self.manifest.level_free_segments[segment], extra)
             else:
-                route = ((level, segment), lv["segments"][segment], ())
+                route = ((level, segment), self.manifest.level(level)["segments"][segment], ())
             self._routes[(level, segment)] = route
         return route
 
@@ -277,7 +276,7 @@ class OrtRunner:
     def preload(self, progress: Callable[[int, int], None] | None = None) -> None:
         """Create the sessions of every (level, segment) (the unsplit graphs stay lazy: only
         verify/profile use them)."""
-        pairs = [(li, si) for li, lv in enumerate(self.manifest.levels) for si in range(len(lv["segments"]))]
+        pairs = [(lv.index, si) for lv in self.manifest.plan_levels for si in range(lv.num_segments)]
         firsts: dict[tuple, tuple[int, int]] = {}  # one (level, segment) per distinct session
         for li, si in pairs:
             key = self._route(li, si)[0]
@@ -355,8 +354,9 @@ def build(
     t0 = time.perf_counter()
     runner.preload(progress)
     by_graph: dict[str, dict[str, Any]] = {}  # one entry per graph, with the levels it serves
-    for li, lv in enumerate(manifest.levels):
-        for si in range(len(lv["segments"])):
+    for lv in manifest.plan_levels:
+        li = lv.index
+        for si in range(lv.num_segments):
             entry = runner.graph_entry(li, si)
             e = by_graph.setdefault(entry["file"], {"segment": si, "levels": [], "file": entry["file"],
                                                      "sha256": entry["sha256"]})
@@ -411,7 +411,7 @@ def load(manifest: Manifest, engine_dir: str | Path, *, threads: int = 0,
 def index_problems(manifest: Manifest, data: dict[str, Any]) -> list[str]:
     """Entries of an ort ``engines.json`` whose file is not one of the plan's graphs or whose
     sha256 differs from the manifest's (the graphs themselves are checked when loaded)."""
-    plan_sha = {e["file"]: e["sha256"] for e in manifest.graph_entries()}
+    plan_sha = manifest.graph_sha256
     problems = []
     for i, e in enumerate(data.get("engines") or []):
         if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(e.get("sha256"), str):

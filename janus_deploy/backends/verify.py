@@ -23,7 +23,7 @@ from janus_deploy import levels
 from janus_deploy.backends.base import Runner, read_engines_file, run_segments
 from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256
 from janus_deploy.model.pruned import PrunedViT, build_segments
-from janus_deploy.plan.manifest import Manifest, PlanError
+from janus_deploy.plan.manifest import Manifest, PlanError, PlanLevel
 
 
 @dataclass
@@ -57,13 +57,12 @@ class Tolerance:
 def check_files(manifest: Manifest) -> list[str]:
     """Problems with the plan's files: missing, or changed since export (sha256)."""
     problems = []
-    entries = [*manifest.graph_entries(), manifest.data["weights"]]
-    for e in entries:
-        path = manifest.path(e["file"])
+    for file, sha in manifest.files_sha256:
+        path = manifest.path(file)
         if not path.is_file():
-            problems.append(f"{e['file']} is missing")
-        elif file_sha256(path) != e["sha256"]:
-            problems.append(f"{e['file']} was modified after export (sha256 mismatch)")
+            problems.append(f"{file} is missing")
+        elif file_sha256(path) != sha:
+            problems.append(f"{file} was modified after export (sha256 mismatch)")
     return problems
 
 
@@ -81,7 +80,7 @@ def check_engines(manifest: Manifest, engine_dir: str | Path) -> list[str]:
 
         problems += [f"{where}: {p}" for p in index_problems(manifest, data)]
         root = manifest.dir
-        plan_sha = {e["file"]: e["sha256"] for e in manifest.graph_entries()}
+        plan_sha = manifest.graph_sha256
     for e in data.get("engines") or []:
         if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(e.get("sha256"), str):
             continue  # reported above (ort) or below
@@ -167,12 +166,13 @@ def verify_runners(
     if problems:
         raise PlanError("plan failed its integrity check: " + "; ".join(problems) + ". Re-run `janus-deploy export`")
     model = model_for(manifest)
-    info = manifest.model
+    info = manifest.model_info
     x = torch.from_numpy(images)
     reports: list[list[LevelReport]] = [[] for _ in runners]
     total = len(runners) * len(manifest.levels)
-    for li, lv in enumerate(manifest.levels):
-        sched = levels.schedule(lv["policy"], lv["alpha"], info["num_tokens"], info["num_blocks"], info["num_prefix_tokens"])
+    for lv in manifest.plan_levels:
+        li = lv.index
+        sched = levels.schedule(lv.policy, lv.alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
         with torch.no_grad():
             ref = PrunedViT(model, sched)(x).numpy()
         for ri, runner in enumerate(runners):
@@ -184,12 +184,12 @@ def verify_runners(
     return reports
 
 
-def _compare(runner: Runner, li: int, lv: dict[str, Any], images: np.ndarray, ref: np.ndarray,
+def _compare(runner: Runner, li: int, lv: PlanLevel, images: np.ndarray, ref: np.ndarray,
              tolerance: Tolerance) -> LevelReport:
-    chain = run_segments(runner, li, 0, len(lv["segments"]), [images])[0]
+    chain = run_segments(runner, li, 0, lv.num_segments, [images])[0]
     unsplit = runner.run_unsplit(li, images)
     rep = LevelReport(
-        index=li, policy=lv["policy"], alpha=lv["alpha"],
+        index=li, policy=lv.policy, alpha=lv.alpha,
         max_abs_vs_torch=float(np.abs(chain - ref).max()),
         cosine_vs_torch=_cosine(chain, ref),
         top1_vs_torch=float((chain.argmax(1) == ref.argmax(1)).mean()),
@@ -231,18 +231,18 @@ def write_polygraphy_outputs(path: Path, outputs: dict[str, np.ndarray], runner_
 def save_polygraphy_references(manifest: Manifest, model, sched, level: int, image: torch.Tensor, out_dir: Path) -> None:
     """PyTorch reference inputs/outputs of every segment of a level (batch 1)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    lv = manifest.level(level)
+    lv = manifest.plan_level(level)
     args: tuple[torch.Tensor, ...] = (image,)
-    for seg, entry in zip(build_segments(model, sched, manifest.candidates), lv["segments"]):
+    for seg, entry in zip(build_segments(model, sched, manifest.candidates), lv.segments):
         with torch.no_grad():
             res = seg(*args)
         res = res if isinstance(res, tuple) else (res,)
-        stem = Path(entry["file"]).stem
-        feed = {spec["name"]: a.numpy() for spec, a in zip(entry["inputs"], args)}
+        stem = Path(entry.file).stem
+        feed = {name: a.numpy() for name, a in zip(entry.input_names, args)}
         import onnx
 
-        used = {i.name for i in onnx.load(str(manifest.path(entry["file"])), load_external_data=False).graph.input}
+        used = {i.name for i in onnx.load(str(manifest.path(entry.file)), load_external_data=False).graph.input}
         write_polygraphy_inputs(out_dir / f"{stem}.inputs.json", {k: v for k, v in feed.items() if k in used})
         write_polygraphy_outputs(out_dir / f"{stem}.outputs.json",
-                                 {spec["name"]: a.numpy() for spec, a in zip(entry["outputs"], res)})
+                                 {name: a.numpy() for name, a in zip(entry.output_names, res)})
         args = res

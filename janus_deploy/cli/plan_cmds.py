@@ -46,14 +46,14 @@ def export(
         manifest, stats = export_plan(spec, out, config, progress=lambda f, d, t: update(d, t, f), force=force)
     secs = stats["seconds_per_graph"]
     if as_json:
-        print_json({"plan": str(out), "plan_hash": manifest.hash, "model": manifest.model["name"],
-                    "levels": len(manifest.levels), "segments": len(manifest.data["segments"]),
+        print_json({"plan": str(out), "plan_hash": manifest.hash, "model": manifest.model_info.name,
+                    "levels": len(manifest.levels), "segments": len(manifest.segment_blocks),
                     "candidates": manifest.candidates, "graphs_exported": stats["exported"],
                     "graphs_reused": stats["reused"],
                     "seconds_per_graph": sum(secs) / len(secs) if secs else None})
         return
     console.print(
-        f"[green]plan written[/] to {out}: {len(manifest.levels)} levels x {len(manifest.data['segments'])} "
+        f"[green]plan written[/] to {out}: {len(manifest.levels)} levels x {len(manifest.segment_blocks)} "
         f"segments; {stats['exported']} graphs exported"
         + (f" ({sum(secs) / len(secs):.2f} s each)" if secs else "")
         + f", {stats['reused']} unchanged; plan hash {manifest.hash[:12]}"
@@ -133,8 +133,8 @@ def verify(
     else:  # both graph families of the plan, in ONNX Runtime on the CPU
         runs = [(f"{g} graphs (ORT)", OrtRunner(manifest, graphs=g, level_free_everywhere=True)) for g in GRAPHS]
         tol = Tolerance()
-    frames = frames_for(images, num_images, manifest.model["img_size"])
-    x = normalize(frames, manifest.model["mean"], manifest.model["std"])
+    frames = frames_for(images, num_images, manifest.model_info.img_size)
+    x = normalize(frames, manifest.model_info.mean, manifest.model_info.std)
     with progress_bar("verifying levels", len(runs) * len(manifest.levels)) as update:
         per_runner = verify_runners(manifest, [r for _, r in runs], x, tolerance=tol, save_dir=save_references,
                                     progress=lambda d, t: update(d, t))

@@ -54,7 +54,7 @@ def profile(
         from janus_deploy.backends.base import SlowedRunner
 
         runner = SlowedRunner(runner, edge_slowdown)
-    frames = frames_for(images, num_images, manifest.model["img_size"])
+    frames = frames_for(images, num_images, manifest.model_info.img_size)
     with progress_bar("profiling engines") as update:
         prof, report = measure_profile(
             manifest, runner, frames, device_name=device_name, backend=meta["backend"],

@@ -247,10 +247,9 @@ def run(
                 done = [0]
 
                 def show(res) -> None:
-                    d = res.record.get("decision") or {}
-                    fb = res.record.get("fallback")
-                    text = (f"{d.get('label', '?')} {res.record['measured']['total_ms']:.0f} ms"
-                            + (f" [yellow]fallback: {fb['kind']}[/]" if fb else "")
+                    d, fb = res.record.decision, res.fallback
+                    text = (f"{d.label if d is not None else '?'} {res.total_ms:.0f} ms"
+                            + (f" [yellow]fallback: {fb.kind}[/]" if fb else "")
                             + (" [red]error[/]" if res.error else ""))
                     done[0] += 1
                     update("requests", done[0], total, text)
@@ -261,7 +260,7 @@ def run(
         summary["log_error"] = rt.log_error
         records = rt.records
         summary["server_reachable"] = check.reachable
-        summary["server_answers"] = sum(r.get("server") is not None for r in records)
+        summary["server_answers"] = sum(r.server is not None for r in records)
     if as_json:
         print_json(summary)
     else:
@@ -316,9 +315,9 @@ def _run_cameras(sr, as_json: bool) -> None:
         counts: dict[str, int] = {}
 
         def show(rec) -> None:
-            if rec.get("kind") == "probe":
+            if rec.kind == "probe":
                 return
-            counts[rec["outcome"]] = counts.get(rec["outcome"], 0) + 1
+            counts[rec.outcome] = counts.get(rec.outcome, 0) + 1
             update("frames", sum(counts.values()), None, ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
         sr.run(progress=show)

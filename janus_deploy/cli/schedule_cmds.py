@@ -379,14 +379,17 @@ SIMULATE_LEGEND = (
 
 def replay_cmd(
     run_log: str = typer.Argument(..., help="JSON-lines log of `janus-deploy run --log` or the demo's requests.jsonl."),
+    partial: bool = typer.Option(False, "--partial", help="Replay a log without its trailer (a killed run) as far as it "
+                                 "goes; the verdict then says the log was not checked whole."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Feed a run's recorded observations to the controller (the simulator's path) and check that
     it makes the same decisions; the mismatches (if any) say where and why the edge chose.
-    Exits 1 when a decision is not reproduced."""
+    The log is checked whole first (every record, ids, trailer, checksum): a bad or tampered log
+    exits 2 with one line; a decision not reproduced exits 1."""
     from janus_deploy.sim.simulator import replay_log
 
-    out = replay_log(run_log)
+    out = replay_log(run_log, partial=partial)
     share = out["decisions_reproduced"]
     if as_json:
         typer.echo(json.dumps(out, indent=1, default=str))
@@ -396,13 +399,16 @@ def replay_cmd(
     con = _console()
     con.print(f"{out['requests']} controller decisions in {run_log} "
               f"({out['log_requests'] - out['requests']} forced or failed requests not counted)")
+    if not out["complete"]:
+        con.print(f"[yellow]partial log: no trailer, so {out['log_requests']} records were checked but not that none "
+                  "is missing at the end[/]")
     if share is None:
         con.print("[yellow]no controller decision to replay[/]")
         return
     colour = "green" if share == 1.0 else "red"
     con.print(f"[{colour}]verdict: {share:.1%} of the decisions reproduced by the simulator's controller[/]")
     for m in out["mismatches"]:
-        con.print(f"  t={m['t']:.3f} s: recorded {m['recorded'].get('label')}, replayed {m['replayed']}")
+        con.print(f"  t={m['t']:.3f} s: recorded {m['recorded']['label']}, replayed {m['replayed']}")
     if share < 1.0:
         raise typer.Exit(1)
 

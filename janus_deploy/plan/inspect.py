@@ -4,28 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from janus_deploy.plan.manifest import Manifest
+from janus_deploy.plan.manifest import GraphEntry, Manifest
 
 
 def summarize(manifest: Manifest) -> dict[str, Any]:
     """Levels, token schedules, candidates, payload sizes per split, files and sizes."""
     d = manifest.data
     files = manifest.graph_entries()
-    graph_bytes = sum(e["bytes"] for e in files)
+    graph_bytes = sum(GraphEntry.of(e).bytes or 0 for e in files)
     return {
         "plan_hash": manifest.hash,
         "model": d["model"],
         "policy": d["policy"],
-        "candidates": d["candidates"],
-        "segments": d["segments"],
+        "candidates": manifest.candidates,
+        "segments": [list(b) for b in manifest.segment_blocks],
         "levels": [
             {
-                "index": lv["index"], "policy": lv["policy"], "alpha": lv["alpha"], "tokens": lv["tokens"],
-                "capped_blocks": lv.get("capped_blocks", []),
+                "index": lv.index, "policy": lv.policy, "alpha": lv.alpha, "tokens": list(lv.tokens),
+                "capped_blocks": raw.get("capped_blocks", []),
                 "payload_bytes_fp32": {s: p["bytes"].get("float32", p["bytes"].get("uint8"))
-                                       for s, p in lv["payload"].items()},
+                                       for s, p in lv.payload.items()},
             }
-            for lv in manifest.levels
+            for lv, raw in zip(manifest.plan_levels, manifest.levels)
         ],
         "files": {"graphs": len(files), "level_free_graphs": len(manifest.level_free_segments), "graph_bytes": graph_bytes,
                   "weights_bytes": d["weights"]["bytes"],

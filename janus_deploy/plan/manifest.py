@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,115 @@ _REQUIRED = ("format_version", "kind", "model", "policy", "candidates", "segment
 _MODEL_KEYS = ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")
 
 
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a graph: ``name``, ``shape`` (ints, or names of dynamic axes) and ``dtype``."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+
+    @classmethod
+    def of(cls, d: dict[str, Any]) -> TensorSpec:
+        return cls(str(d["name"]), tuple(d.get("shape") or ()), str(d.get("dtype", "float32")))
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    """One graph file of the plan (a segment, an unsplit graph, a level-free segment): its file,
+    the blocks it runs (segments), its inputs and outputs, and the file's integrity data."""
+
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    blocks: tuple[int, int] | None = None
+    index: int | None = None
+    sha256: str | None = None
+    bytes: int | None = None
+    key: str | None = None
+
+    @classmethod
+    def of(cls, d: dict[str, Any]) -> GraphEntry:
+        blocks = d.get("blocks")
+        return cls(str(d["file"]), tuple(TensorSpec.of(x) for x in d.get("inputs") or ()),
+                   tuple(TensorSpec.of(x) for x in d.get("outputs") or ()),
+                   None if blocks is None else (int(blocks[0]), int(blocks[1])), d.get("index"), d.get("sha256"),
+                   d.get("bytes"), d.get("key"))
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    @property
+    def takes_reductions(self) -> bool:
+        """A level-free segment: the level's per-block reductions are its last input."""
+        return bool(self.inputs) and self.inputs[-1].name == "reductions"
+
+
+@dataclass(frozen=True)
+class PlanModel:
+    """The manifest's ``model``: what every stage after export needs of the network
+    (docs/manifest.md); torch-free, unlike :class:`janus_deploy.model.load.ModelInfo`, which the
+    export reads off the live model."""
+
+    name: str
+    num_blocks: int
+    embed_dim: int
+    num_tokens: int
+    num_prefix_tokens: int
+    img_size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, d: dict[str, Any]) -> PlanModel:
+        return cls(str(d["name"]), int(d["num_blocks"]), int(d["embed_dim"]), int(d["num_tokens"]),
+                   int(d["num_prefix_tokens"]), int(d["img_size"]), int(d.get("num_classes", 0)),
+                   tuple(d.get("mean") or (0.0, 0.0, 0.0)), tuple(d.get("std") or (1.0, 1.0, 1.0)))
+
+
+@dataclass(frozen=True)
+class PlanLevel:
+    """One pruning level of the plan: its policy and α, token schedule, per-block reductions,
+    segment graphs, unsplit graph and payload sizes per split (``payload[str(split)]``)."""
+
+    index: int
+    policy: str
+    alpha: float
+    tokens: tuple[int, ...]
+    reductions: tuple[int, ...]
+    segments: tuple[GraphEntry, ...]
+    unsplit: GraphEntry | None
+    payload: dict[str, Any]
+
+    @classmethod
+    def of(cls, index: int, d: dict[str, Any]) -> PlanLevel:
+        return cls(index, str(d["policy"]), float(d["alpha"]), tuple(d["tokens"]), tuple(d.get("reductions") or ()),
+                   tuple(GraphEntry.of(e) for e in d["segments"]),
+                   GraphEntry.of(d["unsplit"]) if d.get("unsplit") else None, dict(d.get("payload") or {}))
+
+    @property
+    def key(self) -> LevelKey:
+        return LevelKey.of(self.policy, self.alpha)
+
+    @property
+    def label(self) -> str:
+        return self.key.label
+
+    @property
+    def num_segments(self) -> int:
+        return len(self.segments)
+
+
 class Manifest:
-    """A loaded, validated plan manifest."""
+    """A loaded, validated plan manifest. Read it through the typed accessors
+    (:attr:`model_info`, :attr:`plan_levels`, :meth:`plan_level`, :attr:`segment_blocks`,
+    :attr:`level_free_graphs`); :attr:`data` is the JSON document itself."""
 
     def __init__(self, data: dict[str, Any], plan_dir: Path | None = None) -> None:
         self.data = data
@@ -88,6 +197,40 @@ class Manifest:
         if "plan_hash" in d and d["plan_hash"] != plan_hash(d):
             raise PlanError("manifest was edited after export (plan_hash does not match); re-export the plan")
 
+    # -- typed accessors ---------------------------------------------------------------------
+    @cached_property
+    def model_info(self) -> PlanModel:
+        return PlanModel.of(self.data["model"])
+
+    @cached_property
+    def plan_levels(self) -> list[PlanLevel]:
+        return [PlanLevel.of(i, lv) for i, lv in enumerate(self.data["levels"])]
+
+    def plan_level(self, index: int) -> PlanLevel:
+        """Level ``index``; PlanError when out of range."""
+        self.level(index)
+        return self.plan_levels[index]
+
+    @property
+    def segment_blocks(self) -> list[tuple[int, int]]:
+        """Each segment's block range ``(first, last)``, shared by every level."""
+        return [(int(a), int(b)) for a, b in self.data["segments"]]
+
+    @cached_property
+    def level_free_graphs(self) -> list[GraphEntry]:
+        return [GraphEntry.of(e) for e in self.data["level_free_segments"]]
+
+    @property
+    def graph_sha256(self) -> dict[str, str]:
+        """File name -> sha256 of every graph of the plan (:meth:`graph_entries`)."""
+        return {g.file: str(g.sha256) for g in map(GraphEntry.of, self.graph_entries())}
+
+    @property
+    def files_sha256(self) -> list[tuple[str, str]]:
+        """(file, sha256) of every file the plan's graphs need: the graphs, then the weight file."""
+        w = self.data["weights"]
+        return [*self.graph_sha256.items(), (str(w["file"]), str(w["sha256"]))]
+
     # -- accessors ---------------------------------------------------------------------------
     @property
     def hash(self) -> str:
@@ -116,10 +259,10 @@ class Manifest:
 
     def find_level(self, alpha: float, policy: str = "exponential") -> int:
         want = LevelKey.of(policy, alpha)
-        for i, lv in enumerate(self.levels):
-            if LevelKey.of(lv["policy"], lv["alpha"]) == want:
-                return i
-        have = ", ".join(f"{lv['policy']}:{lv['alpha']}" for lv in self.levels)
+        for lv in self.plan_levels:
+            if lv.key == want:
+                return lv.index
+        have = ", ".join(f"{lv.policy}:{lv.alpha}" for lv in self.plan_levels)
         raise PlanError(f"plan has no {policy} level {alpha}; it has {have}")
 
     def graph_entries(self) -> list[dict[str, Any]]:

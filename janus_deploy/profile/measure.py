@@ -105,15 +105,15 @@ def measure_profile(
     from janus_deploy.images import normalize
 
     m = manifest.model
-    x = normalize(frames, m["mean"], m["std"])
+    x = normalize(frames, manifest.model_info.mean, manifest.model_info.std)
     n, cands = manifest.num_blocks, manifest.candidates
     levels_out, report_levels = [], []
     agree: dict[str, list[float]] = {c: [] for c in codecs}
-    total = sum(len(lv["segments"]) + 1 for lv in manifest.levels)
+    total = sum(lv.num_segments + 1 for lv in manifest.plan_levels)
     done = 0
     frame_payload = {c: measure_frame(frames[0], c) for c in codecs}  # s = 0: the same at every level
-    for li, lv in enumerate(manifest.levels):
-        nseg = len(lv["segments"])
+    for lv in manifest.plan_levels:
+        li, nseg = lv.index, lv.num_segments
         all_bounds = _boundaries(runner, li, nseg, x)  # every segment's inputs, for all frames
         bounds = [[np.ascontiguousarray(a[:1]) for a in b] for b in all_bounds]  # batch 1 for timing
         # the closures run in this iteration (time_calls below), so they see this li, bounds and x
@@ -157,10 +157,10 @@ def measure_profile(
         if progress:
             progress(done, total, f"level {li}")
         levels_out.append({
-            "policy": lv["policy"], "alpha": lv["alpha"], "tokens": lv["tokens"],
+            "policy": lv.policy, "alpha": lv.alpha, "tokens": list(lv.tokens),
             "segment_ms": seg_stats, "head_ms": head, "tail_ms": tail, "payload": payload,
         })
-        report_levels.append({"index": li, "alpha": lv["alpha"], "policy": lv["policy"],
+        report_levels.append({"index": li, "alpha": lv.alpha, "policy": lv.policy,
                               "sum_segments_ms": sum(medians), "unsplit_ms": unsplit["median"],
                               "ratio": sum(medians) / unsplit["median"]})
     codec_info = {c: {"lossless": C.get_codec(c).lossless,
@@ -174,7 +174,7 @@ def measure_profile(
         "device": device_info(device_name, backend, precision, threads,
                               {"edge_slowdown": float(getattr(runner, "factor", 1.0))}),
         "model": {k: m[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")},
-        "candidates": cands, "segments": manifest.data["segments"],
+        "candidates": cands, "segments": [list(b) for b in manifest.segment_blocks],
         "levels": levels_out, "codecs": codec_info,
         "default_codec": C.DEFAULT_CODEC if C.DEFAULT_CODEC in codecs else codecs[0],
     }
@@ -192,9 +192,10 @@ def fit_linear(manifest: Manifest, data: dict[str, Any]) -> dict[str, Any]:
     and measured segment latency and the largest relative error.
     """
     rows, ys = [], []
-    nseg = len(manifest.data["segments"])
-    for lv in data["levels"]:
-        for j, (a, b) in enumerate(manifest.data["segments"]):
+    blocks = manifest.segment_blocks
+    nseg = len(blocks)
+    for lv in data["levels"]:  # the profile's levels (measured), not the plan's
+        for j, (a, b) in enumerate(blocks):
             if j == 0 or j == nseg - 1 or b < a:
                 continue
             rows.append([b - a + 1, sum(lv["tokens"][l - 1] for l in range(a, b + 1))])
@@ -211,7 +212,7 @@ def fit_linear(manifest: Manifest, data: dict[str, Any]) -> dict[str, Any]:
 
 def linear_profile(manifest: Manifest, a_ms: float, b_ms: float, device_name: str) -> Profile:
     """A profile for a plan synthesised from a per-block linear model (``--from-linear a,b``)."""
-    levels = [(lv["policy"], lv["alpha"]) for lv in manifest.levels]
+    levels = [(lv.policy, lv.alpha) for lv in manifest.plan_levels]
     model = {k: manifest.model[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
     return profile_from_linear(
         model, manifest.candidates, levels, a_ms, b_ms, device={"name": device_name, "backend": "linear-model"},

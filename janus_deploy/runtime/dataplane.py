@@ -235,14 +235,14 @@ class DataPlane:
         model, tensors = req.model, req.tensors
         t0 = time.perf_counter()
         if model.split == 0:
-            m = self.manifest.model
+            m = self.manifest.model_info
             frame = tensors.get("frame")
             if frame is None:  # a frame codec's JPEG/PNG rows
                 try:
-                    frame = decode_frame(tensors[FRAME_CODED], int(m["img_size"]), int(m["img_size"]))
+                    frame = decode_frame(tensors[FRAME_CODED], int(m.img_size), int(m.img_size))
                 except CodecError as exc:
                     raise WireError(f"{model.name}: {exc}") from None
-            inputs = [normalize(frame, m["mean"], m["std"])]
+            inputs = [normalize(frame, m.mean, m.std)]
         else:
             try:
                 inputs = list(decode_tokens(tensors))

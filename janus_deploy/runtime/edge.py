@@ -17,7 +17,9 @@ orchestrates; each job has its own piece:
 6. what the exchange showed goes back to the controller as observations, which the request's log
    record keeps, so ``janus-deploy replay`` can re-run the decisions.
 
-One JSON line per request goes to ``log`` after a header line (schema in ``docs/runtime.md``).
+One :class:`~janus_deploy.schedule.runlog.RequestRecord` per request goes to ``log`` after a
+header line, and a trailer (record count, sha256) when the runtime closes
+(:mod:`janus_deploy.schedule.runlog`; the schema table in ``docs/runtime.md`` is generated from it).
 """
 
 from __future__ import annotations
@@ -38,9 +40,20 @@ from janus_deploy.levels import config_label
 from janus_deploy.net.shaper import TraceShaper
 from janus_deploy.plan.manifest import Manifest
 from janus_deploy.profile.table import Profile, load_profile
-from janus_deploy.report import RUN_LOG_KIND, RUN_LOG_VERSION, dumps_line, run_report
+from janus_deploy.report import run_report
 from janus_deploy.runtime.transport import Exchange, Transport, TransportError, TransportOptions
 from janus_deploy.schedule.controller import Choice, ControllerConfig, ControllerError, Observation, build_controller
+from janus_deploy.schedule.runlog import (
+    ControllerState,
+    DecisionRecord,
+    FallbackRecord,
+    LinkRecord,
+    Predicted,
+    ProbeRecord,
+    RequestRecord,
+    RunLogHeader,
+    RunLogWriter,
+)
 from janus_deploy.triton import dialect
 from janus_deploy.wire.codecs import Codec, compress, encode_payload, get_codec
 from janus_deploy.wire.v2 import HEADER_LENGTH, encode_request, model_name
@@ -55,36 +68,37 @@ class RequestResult:
     """The one answer of one request: logits (None on a per-request error) and its log record."""
 
     id: int
-    record: dict[str, Any]
+    record: RequestRecord
     logits: np.ndarray | None = None
 
     @property
     def top1(self) -> int | None:
-        return self.record.get("top1")
+        return self.record.top1
 
     @property
-    def fallback(self) -> dict[str, Any] | None:
-        return self.record.get("fallback")
+    def fallback(self) -> FallbackRecord | None:
+        return self.record.fallback
 
     @property
     def error(self) -> str | None:
-        return self.record.get("error")
+        return self.record.error
 
     @property
     def total_ms(self) -> float:
-        return self.record["measured"]["total_ms"]
+        return self.record.measured.total_ms
 
 
 def _as_profile(p: Profile | str | Path) -> Profile:
     return p if isinstance(p, Profile) else load_profile(p)
 
 
-class _Log:
-    """The JSON-lines request log: a header, then one line per request."""
+class _Log(RunLogWriter):
+    """The run log (:mod:`janus_deploy.schedule.runlog`) on a path or a stream; a path is checked
+    and opened here, and closed (after the trailer) with the runtime."""
 
     def __init__(self, log: str | Path | IO[str] | None) -> None:
-        self.f, self.own = None, False
-        self.error: str | None = None  # the first write error: the log stops there, the run goes on
+        super().__init__(None)
+        self.own = False
         if isinstance(log, (str, Path)):
             from janus_deploy import check_output_path
 
@@ -97,15 +111,8 @@ class _Log:
         elif log is not None:
             self.f = log
 
-    def write(self, rec: dict[str, Any]) -> None:
-        if self.f is not None and self.error is None:
-            try:
-                self.f.write(dumps_line(rec) + "\n")
-                self.f.flush()
-            except OSError as exc:
-                self.error = exc.strerror or str(exc)
-
     def close(self) -> None:
+        self.end()
         if self.own and self.f is not None:
             try:
                 self.f.close()
@@ -145,7 +152,7 @@ class EdgeRuntime:
                 trace, chunk_bytes=(transport or TransportOptions()).chunk_bytes)
         try:
             self.transport = Transport(server_url, transport or TransportOptions(), shaper,
-                                       num_classes=self.manifest.model["num_classes"], plan_hash=self.manifest.hash)
+                                       num_classes=self.manifest.model_info.num_classes, plan_hash=self.manifest.hash)
         except TransportError as exc:
             raise EdgeError(str(exc)) from None
         try:
@@ -160,14 +167,14 @@ class EdgeRuntime:
         self._plan_level = self._map_levels()
         self._lock = threading.Lock()
         self._next_id = 0
-        self._records: list[dict[str, Any]] = []
+        self._records: list[RequestRecord] = []
         self._t_start = time.perf_counter()
         self._t_first: float | None = None
         self._t_end: float | None = None
         self._closed = False
         self._reported_auth = False
         self._log = _Log(log)
-        self._log.write(self._header())
+        self._log.header(self._header())
 
     # ------------------------------------------------------------------ setup pieces
     def _load_runner(self, engines: Any, threads: int) -> Any:
@@ -217,13 +224,13 @@ class EdgeRuntime:
                 raise EdgeError(f"the profile's level {lv.label} is not in the plan: {exc}") from None
         return out
 
-    def _header(self) -> dict[str, Any]:
+    def _header(self) -> RunLogHeader:
         acc = self.accuracy if isinstance(self.accuracy, dict) else None
-        return {"kind": RUN_LOG_KIND, "format_version": RUN_LOG_VERSION, "plan_hash": self.manifest.hash,
-                "sla_ms": self.sla_ms, "codec": self.codec.name,
-                "codecs": list(self.controller.deploy.codecs), "server": self.transport.server_url,
-                "controller": self.controller.config.to_dict(), "edge_profile": self.edge_profile.to_dict(),
-                "cloud_profile": self.cloud_profile.to_dict(), "accuracy": acc}
+        return RunLogHeader.model_construct(plan_hash=self.manifest.hash, sla_ms=self.sla_ms, codec=self.codec.name,
+                                            codecs=list(self.controller.deploy.codecs),
+                                            server=self.transport.server_url, controller=self.controller.config.to_dict(),
+                                            edge_profile=self.edge_profile.to_dict(),
+                                            cloud_profile=self.cloud_profile.to_dict(), accuracy=acc)
 
     def now(self) -> float:
         """Seconds since this runtime started: the clock of its observations and decisions."""
@@ -240,107 +247,106 @@ class EdgeRuntime:
             self._next_id += 1
             t0 = time.perf_counter()
             self._t_first = self._t_first if self._t_first is not None else t0
-            rec: dict[str, Any] = {"id": rid, "t": round(self.now(), 6), "source": source, "sla_ms": self.sla_ms,
-                                   "decision": None, "predicted": None, "measured": {}, "bytes": 0,
-                                   "controller": None, "link": None, "server": None, "fallback": None,
-                                   "observations": [], "top1": None, "violated": None, "error": None}
+            rec = RequestRecord(id=rid, t=round(self.now(), 6), source=source, sla_ms=self.sla_ms)
             logits = None
             try:
                 logits = self._infer(frame, force, t0, rec)
-                rec["top1"] = int(np.argmax(logits))
+                rec.top1 = int(np.argmax(logits))
             except Exception as exc:  # noqa: BLE001 - one clear per-request error, never a crash
-                rec["error"] = f"{type(exc).__name__}: {exc}"
+                rec.error = f"{type(exc).__name__}: {exc}"
             total = (time.perf_counter() - t0) * 1e3
-            rec["measured"]["total_ms"] = round(total, 3)
-            rec["violated"] = total > self.sla_ms
+            rec.measured.total_ms = round(total, 3)
+            rec.violated = total > self.sla_ms
             if self.controller.probe_due(self.now()):
-                rec["probe"] = self._probe(rec)  # after the answer is timed: not in total_ms, though infer() waits
+                rec.probe = self._probe(rec)  # after the answer is timed: not in total_ms, though infer() waits
             self._t_end = time.perf_counter()
             self._records.append(rec)
-            self._log.write(rec)
+            self._log.record(rec)
             return RequestResult(rid, rec, logits)
 
-    def _infer(self, frame: np.ndarray, force: tuple[int, int] | None, t0: float, rec: dict[str, Any]) -> np.ndarray:
+    def _infer(self, frame: np.ndarray, force: tuple[int, int] | None, t0: float, rec: RequestRecord) -> np.ndarray:
         self._check_frame(frame)
         level, split, choice = self._decide(force, rec)
         m = self.manifest
-        lv = m.level(level)
-        k, nseg = m.edge_segments(split), len(lv["segments"])
+        k, nseg = m.edge_segments(split), m.plan_level(level).num_segments
         t1 = time.perf_counter()
         state = self._head(level, k, frame)
-        meas = rec["measured"]
-        meas["edge_ms"] = round((time.perf_counter() - t1) * 1e3, 3)
+        meas = rec.measured
+        meas.edge_ms = round((time.perf_counter() - t1) * 1e3, 3)
         if split > m.num_blocks:  # device only
-            meas.update(encode_ms=0.0, transfer_ms=0.0, cloud_ms=0.0)
+            meas.encode_ms = meas.transfer_ms = meas.cloud_ms = 0.0
             return state[0][0]
         t2 = time.perf_counter()
         # Triton's conventions: per-codec model names, gzip, no timings (asked within a quarter of the deadline)
         triton = self.transport.triton(self._timeout_s(t0) / 4)
         body, headers = self._encode(split, state, frame, rec, triton)
-        meas["encode_ms"] = round((time.perf_counter() - t2) * 1e3, 3)
+        meas.encode_ms = round((time.perf_counter() - t2) * 1e3, 3)
         timeout_s = self._timeout_s(t0)
         codec = self._codec_of(rec)
         name = dialect.tail_model(level, split, codec) if triton else model_name(level, split)
-        rec["decision"]["model"] = name
-        ex = self.transport.infer(name, body, headers, timeout_s, str(rec["id"]),
-                                  dialect.assumed_server_ms(rec["predicted"]) if triton else 0.0)
-        self._observe(ex, rec, expected_ms=self.controller.deploy.server_ms(rec["decision"]["profile_level"], split))
-        meas["upload_ms"] = round(ex.upload_s * 1e3, 3)
-        rec["link"] = ex.link
+        assert rec.decision is not None and rec.predicted is not None  # set by _decide
+        rec.decision.model = name
+        ex = self.transport.infer(name, body, headers, timeout_s, str(rec.id),
+                                  dialect.assumed_server_ms(rec.predicted.model_dump()) if triton else 0.0)
+        self._observe(ex, rec, expected_ms=self.controller.deploy.server_ms(rec.decision.profile_level, split,
+                                                                           codec.name))
+        meas.upload_ms = round(ex.upload_s * 1e3, 3)
+        rec.link = None if ex.link is None else LinkRecord(**ex.link)
         if ex.ok:
-            meas["cloud_ms"] = round(ex.server.get("janus_server_ms", ex.server.get("assumed_server_ms", 0.0)), 3)
-            meas["transfer_ms"] = round(ex.network_s * 1e3, 3)
-            rec["server"] = ex.server
+            meas.cloud_ms = round(ex.server.get("janus_server_ms", ex.server.get("assumed_server_ms", 0.0)), 3)
+            meas.transfer_ms = round(ex.network_s * 1e3, 3)
+            rec.server = {k: float(v) for k, v in ex.server.items()}
             return ex.logits[0]  # type: ignore[index]  # logits are set when the exchange answered (checked above)
-        meas.update(transfer_ms=round(ex.elapsed_s * 1e3, 3), cloud_ms=0.0)
+        meas.transfer_ms, meas.cloud_ms = round(ex.elapsed_s * 1e3, 3), 0.0
         return self._fallback(level, split, k, nseg, frame, state, ex, rec)
 
     def _check_frame(self, frame: Any) -> None:
-        img = self.manifest.model["img_size"]
+        img = self.manifest.model_info.img_size
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.shape != (img, img, 3):
             got = f"{frame.dtype} {list(frame.shape)}" if isinstance(frame, np.ndarray) else type(frame).__name__
             raise ImageError(f"a frame must be uint8 [{img}, {img}, 3], got {got}")
 
-    def _decide(self, force: tuple[int, int] | None, rec: dict[str, Any],
+    def _decide(self, force: tuple[int, int] | None, rec: RequestRecord,
                 choice: Choice | None = None) -> tuple[int, int, Choice]:
         """(plan level, split, the controller's choice); a forced pair is evaluated, not chosen.
         ``choice``: one the caller already made (the pipelined runtime decides with its waits)."""
         m = self.manifest
         choice = choice if choice is not None else self.controller.decide(self.now())
-        rec["controller"] = choice.state()
+        rec.controller = ControllerState(**choice.state())
         if force is not None:
             level, split = force
-            lv = m.level(level)
+            lv = m.plan_level(level)
             if split not in m.candidates:
                 raise EdgeError(f"forced split {split} is not a candidate {m.candidates}")
-            pli = self.edge_profile.level_index(lv["policy"], lv["alpha"])
+            pli = self.edge_profile.level_index(lv.policy, lv.alpha)
             d = self.controller.deploy.evaluate(pli, split, choice.bandwidth_mbps, choice.rtt_ms)
         else:
             d = choice.decision
             level, split = self._plan_level[d.level_index], d.split
-            lv = m.level(level)
-        rec["decision"] = {"alpha": lv["alpha"], "policy": lv["policy"], "level": level,
-                           "profile_level": d.level_index, "split": split,
-                           "label": config_label(lv["policy"], lv["alpha"], split),
-                           "model": model_name(level, split) if split <= m.num_blocks else None,
-                           "codec": d.codec if d.codec is not None or split > m.num_blocks else self.codec.name,
-                           "meets_sla": bool(d.meets_sla), "forced": force is not None}
-        rec["predicted"] = dict(d.breakdown, total_ms=d.predicted_ms, bytes=d.bytes)
+            lv = m.plan_level(level)
+        rec.decision = DecisionRecord(alpha=lv.alpha, policy=lv.policy, level=level,
+                                      profile_level=d.level_index, split=split,
+                                      label=config_label(lv.policy, lv.alpha, split),
+                                      model=model_name(level, split) if split <= m.num_blocks else None,
+                                      codec=d.codec if d.codec is not None or split > m.num_blocks else self.codec.name,
+                                      meets_sla=bool(d.meets_sla), forced=force is not None)
+        rec.predicted = Predicted.model_construct(**{k: _finite(v) for k, v in d.breakdown.items()},
+                                                  total_ms=_finite(d.predicted_ms), bytes=int(d.bytes))
         return level, split, choice
 
     def _head(self, level: int, k: int, frame: np.ndarray) -> list[np.ndarray]:
         if k == 0:
             return [frame[None]]
-        m = self.manifest.model
-        return self._run(level, 0, k, [normalize(frame[None], m["mean"], m["std"])])
+        m = self.manifest.model_info
+        return self._run(level, 0, k, [normalize(frame[None], m.mean, m.std)])
 
     def _encode(self, split: int, state: list[np.ndarray], frame: np.ndarray,
-                rec: dict[str, Any], triton: bool = False) -> tuple[bytes, dict[str, str]]:
+                rec: RequestRecord, triton: bool = False) -> tuple[bytes, dict[str, str]]:
         codec = self._codec_of(rec)
         tensors = encode_payload(split, np.ascontiguousarray(frame[None]), None if split == 0 else (state[0], state[1]),
                                  codec)
-        body, hlen = encode_request(tensors, request_id=str(rec["id"]), **dialect.request_outputs(triton))
-        rec["raw_bytes"] = len(body)
+        body, hlen = encode_request(tensors, request_id=str(rec.id), **dialect.request_outputs(triton))
+        rec.raw_bytes = len(body)
         headers = {HEADER_LENGTH: str(hlen), "Content-Type": "application/octet-stream"}
         if codec.compress and triton:  # Triton takes gzip, not zstd
             body = dialect.gzip_body(body)
@@ -349,12 +355,12 @@ class EdgeRuntime:
             body = compress(body, codec)
             headers["Content-Encoding"] = codec.compress
         headers["Content-Length"] = str(len(body))
-        rec["bytes"] = len(body)
+        rec.bytes = len(body)
         return body, headers
 
-    def _codec_of(self, rec: dict[str, Any]) -> Codec:
+    def _codec_of(self, rec: RequestRecord) -> Codec:
         """The codec this request's decision sends with (the run's main codec when it names none)."""
-        name = rec.get("decision", {}).get("codec")
+        name = rec.decision.codec if rec.decision is not None else None
         return get_codec(name) if name else self.codec
 
     def _timeout_s(self, t0: float) -> float:
@@ -362,15 +368,15 @@ class EdgeRuntime:
         return self.transport.options.policy.timeout_ms(self.sla_ms, elapsed_ms) / 1e3
 
     def _fallback(self, level: int, split: int, k: int, nseg: int, frame: np.ndarray, state: list[np.ndarray],
-                  ex: Exchange, rec: dict[str, Any]) -> np.ndarray:
+                  ex: Exchange, rec: RequestRecord) -> np.ndarray:
         t = time.perf_counter()
         if split == 0:
-            m = self.manifest.model
-            out = self._run(level, 0, nseg, [normalize(frame[None], m["mean"], m["std"])])
+            m = self.manifest.model_info
+            out = self._run(level, 0, nseg, [normalize(frame[None], m.mean, m.std)])
         else:
             out = self._run(level, k, nseg, state)
-        rec["measured"]["fallback_ms"] = round((time.perf_counter() - t) * 1e3, 3)
-        rec["fallback"] = {"kind": ex.kind, "reason": ex.reason, "ran_locally": f"segments {k if split else 0}..{nseg - 1}"}
+        rec.measured.fallback_ms = round((time.perf_counter() - t) * 1e3, 3)
+        rec.fallback = FallbackRecord(kind=ex.kind, reason=ex.reason, ran_locally=f"segments {k if split else 0}..{nseg - 1}")
         return out[0][0]
 
     def _run(self, level: int, first: int, last: int, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -414,29 +420,27 @@ class EdgeRuntime:
             return [Observation(t, "transfer", nbytes=crossed, seconds=ex.elapsed_s, probe=probe)]
         return [Observation(t, "outage", server_ok=False if ex.kind == "unreachable" else None, probe=probe)]
 
-    def _observe(self, ex: Exchange, rec: dict[str, Any], probe: bool = False,
+    def _observe(self, ex: Exchange, rec: RequestRecord, probe: bool = False,
                  expected_ms: float | None = None) -> float | None:
         sample = None
         for obs in self.observations_of(ex, probe=probe, expected_ms=expected_ms):
             s = self.controller.observe(obs)
             sample = s if s is not None else sample
-            rec["observations"].append(obs.to_dict())
+            rec.observations.append(obs)
         if ex.kind == "unauthorized" and not self._reported_auth:
             self._reported_auth = True
-            rec["config_error"] = (f"{ex.reason}: offloading is off for this run; check the token "
+            rec.config_error = (f"{ex.reason}: offloading is off for this run; check the token "
                                    "(--token-file or JANUS_TOKEN)")
         return sample
 
-    def _probe(self, rec: dict[str, Any]) -> dict[str, Any]:
+    def _probe(self, rec: RequestRecord) -> ProbeRecord:
         """Probe the server (bandwidth sample; closes the breaker when it answers)."""
         ex = self.transport.probe(self.transport.options.policy.probe_timeout_ms(self.sla_ms) / 1e3)
         sample = self._observe(ex, rec, probe=True)
-        out: dict[str, Any] = {"bytes": ex.body_bytes, "ok": ex.ok, "ms": round(ex.elapsed_s * 1e3, 3),
-                               "sample_mbps": None if sample is None else round(sample, 4),
-                               "estimate_mbps": round(self.controller.estimator.estimate(), 4)}
-        if not ex.ok:
-            out.update(kind=ex.kind, reason=ex.reason)
-        return out
+        return ProbeRecord(bytes=int(ex.body_bytes), ok=bool(ex.ok), ms=round(ex.elapsed_s * 1e3, 3),
+                           sample_mbps=None if sample is None else round(float(sample), 4),
+                           estimate_mbps=round(float(self.controller.estimator.estimate()), 4),
+                           kind=None if ex.ok else ex.kind, reason=None if ex.ok else ex.reason)
 
     # ------------------------------------------------------------------ batches + summary
     def run(self, frames: Iterable[np.ndarray | tuple[str, np.ndarray]],
@@ -452,7 +456,7 @@ class EdgeRuntime:
         return out
 
     @property
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[RequestRecord]:
         return list(self._records)
 
     @property
@@ -498,30 +502,35 @@ def server_time(ex: Exchange, expected_ms: float, rtt_ms: float, mbps: float = 0
     return {}
 
 
-def summarize(records: list[dict[str, Any]], sla_ms: float, wall_s: float | None) -> dict[str, Any]:
+def summarize(records: list[RequestRecord], sla_ms: float, wall_s: float | None) -> dict[str, Any]:
     """The run report (:func:`janus_deploy.report.run_report`) of a run's records, plus the
     prediction error without fallbacks and the wall time."""
-    answered = [r for r in records if r.get("error") is None]
-    lat = [r["measured"]["total_ms"] for r in answered]
+    answered = [r for r in records if r.error is None]
+    decided = [r.decision for r in answered if r.decision is not None]
 
-    def pred(r: dict[str, Any]) -> float:
-        p = (r.get("predicted") or {}).get("total_ms")
-        return float(p) if isinstance(p, (int, float)) else math.nan
+    def pred(r: RequestRecord) -> float:
+        p = r.predicted.total_ms if r.predicted is not None else None
+        return float(p) if p is not None else math.nan
 
-    rep = run_report(lat, sla_ms, throughput_rps=(len(records) / wall_s) if wall_s else None,
-                     labels=[r["decision"]["label"] for r in answered if r.get("decision")],
-                     alphas=[r["decision"]["alpha"] if r["decision"]["policy"] != "constant" else math.nan
-                             for r in answered if r.get("decision")],
-                     sent_bytes=[r.get("bytes", 0) for r in answered],
+    rep = run_report([r.measured.total_ms for r in answered], sla_ms,
+                     throughput_rps=(len(records) / wall_s) if wall_s else None,
+                     labels=[d.label for d in decided],
+                     alphas=[d.alpha if d.policy != "constant" else math.nan for d in decided],
+                     sent_bytes=[r.bytes for r in answered],
                      predicted_ms=[pred(r) for r in answered],
-                     fallback_kinds=[r["fallback"]["kind"] for r in answered if r.get("fallback")],
+                     fallback_kinds=[r.fallback.kind for r in answered if r.fallback is not None],
                      errors=len(records) - len(answered))
-    direct = [r for r in answered if not r.get("fallback")]
+    direct = [r for r in answered if r.fallback is None]
     rep["median_abs_pred_err_pct_no_fallback"] = run_report(
-        [r["measured"]["total_ms"] for r in direct], sla_ms, throughput_rps=None,
+        [r.measured.total_ms for r in direct], sla_ms, throughput_rps=None,
         predicted_ms=[pred(r) for r in direct])["median_abs_pred_err_pct"]
     rep["wall_s"] = wall_s
     return rep
+
+
+def _finite(v: Any) -> float | None:
+    """A predicted figure for the log: None where infinite (an outage) or missing."""
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 # ------------------------------------------------------------------ frame sources

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from janus_deploy import JanusError
-from janus_deploy.report import dumps_line
 from janus_deploy.runtime.edge import EdgeRuntime
 from janus_deploy.runtime.transport import TransportOptions
 from janus_deploy.schedule.controller import ControllerConfig
@@ -72,14 +71,14 @@ def infer(rt: EdgeRuntime, frame: memoryview, height: int, width: int) -> tuple:
         raise EmbedError(f"the frame has {arr.size} bytes, {height}x{width}x3 needs {height * width * 3}")
     res = rt.infer(arr.reshape(height, width, 3))
     rec = res.record
-    d = rec.get("decision") or {}
-    pred = rec.get("predicted") or {}
+    d = rec.decision
+    pred = rec.predicted.total_ms if rec.predicted is not None else None
     logits = None if res.logits is None else np.ascontiguousarray(res.logits, dtype=np.float32).tobytes()
-    fb = rec.get("fallback")
-    return (int(res.id), -1 if res.top1 is None else int(res.top1), logits, int(d.get("level", -1)),
-            int(d.get("split", -1)), float(d.get("alpha", float("nan"))), d.get("label"), d.get("model"),
-            float(pred.get("total_ms", float("nan"))), float(rec["measured"].get("total_ms", float("nan"))),
-            fb["kind"] if fb else None, rec.get("error"), dumps_line(rec))
+    nan = float("nan")
+    return (int(res.id), -1 if res.top1 is None else int(res.top1), logits, -1 if d is None else d.level,
+            -1 if d is None else d.split, nan if d is None else d.alpha, None if d is None else d.label,
+            None if d is None else d.model, nan if pred is None else float(pred), float(rec.measured.total_ms),
+            rec.fallback.kind if rec.fallback else None, rec.error, rec.to_json())
 
 
 def summary(rt: EdgeRuntime) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from janus_deploy import JanusError
+from janus_deploy.schedule.runlog import RequestRecord
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Outcome:
 
 
 def run_outcome(summary: dict[str, Any], max_error_share: float = 0.0, server: ServerCheck | None = None,
-                records: list[dict[str, Any]] | None = None) -> Outcome:
+                records: list[RequestRecord] | None = None) -> Outcome:
     """Did the run do its job? rc 2: a configuration error (the token); rc 3: too many errors,
     every answer a fallback, or a server that was never reached (not before the first request,
     and no request got an answer from it)."""
@@ -106,7 +107,7 @@ def run_outcome(summary: dict[str, Any], max_error_share: float = 0.0, server: S
     if summary["answered"] and summary["fallbacks"] == summary["answered"]:
         kinds = ", ".join(f"{k}: {v}" for k, v in summary["fallback_kinds"].items())
         return Outcome(3, f"every request fell back to the device ({kinds}): the server never answered usably")
-    served = any(r.get("server") is not None for r in records or [])
+    served = any(r.server is not None for r in records or [])
     if server is not None and not server.reachable and not served:
         return Outcome(3, f"verdict: the server was never reached: {summary['requests']} request(s) ran on this "
                           "device only; start `janus-deploy serve` or fix --server")
@@ -121,7 +122,7 @@ def frame_source(manifest: Any, *, images: Any = None, video: Any = None, synthe
 
     if sum(s is not None for s in (images, video, synthetic)) != 1:
         raise JanusError("give exactly one of --images DIR, --video FILE or --synthetic N")
-    img = manifest.model["img_size"]
+    img = manifest.model_info.img_size
     if images is not None:
         return frames_from_images(images, img, limit)
     if video is not None:

@@ -36,6 +36,7 @@ from janus_deploy.net.shaper import unshaped_stream
 from janus_deploy.runtime.edge import EdgeRuntime, summarize
 from janus_deploy.runtime.transport import Transport
 from janus_deploy.schedule.pipeline import Frame, Pipeline, PipelineConfig, StreamSpec, stagger_s, stream_report
+from janus_deploy.schedule.runlog import LinkRecord, ProbeRecord, RequestRecord, Waits
 from janus_deploy.triton import dialect
 from janus_deploy.wire.v2 import model_name
 
@@ -107,17 +108,17 @@ class StreamRuntime:
         self._readers_left = len(sources)
         self._stop = False
         self._next_id = 0
-        self._records: list[dict[str, Any]] = []
+        self._records: list[RequestRecord] = []
         self._errors: list[BaseException] = []
         self._triton = rt.transport.kind == dialect.TRITON
         self._probing = False
-        self._probes: list[dict[str, Any]] = []
+        self._probes: list[RequestRecord] = []
         self._started = threading.Event()
         self.wall_s: float | None = None
 
     # ------------------------------------------------------------------ run
-    def run(self, progress: Callable[[dict[str, Any]], None] | None = None,
-            on_start: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    def run(self, progress: Callable[[RequestRecord], None] | None = None,
+            on_start: Callable[[], None] | None = None) -> list[RequestRecord]:
         """Run every source to its end and every frame to its outcome; the records, by id.
         ``on_start``: called when the clock starts (the first frames are in hand), e.g. to start
         a kernel link's trace with the uplink's."""
@@ -165,7 +166,7 @@ class StreamRuntime:
         self.wall_s = self.rt.now() - t0
         if self._errors:
             raise self._errors[0]
-        return sorted(self._records, key=lambda r: r["id"])
+        return sorted(self._records, key=lambda r: r.id)
 
     @property
     def t0(self) -> float:
@@ -247,7 +248,7 @@ class StreamRuntime:
                     self._run_head(f)
             except Exception as exc:  # noqa: BLE001 - one clear per-frame error, never a crash
                 with self.cond:
-                    f.info["rec"]["error"] = f"{type(exc).__name__}: {exc}"
+                    f.info["rec"].error = f"{type(exc).__name__}: {exc}"
                     self.pipe.abandon(f, rt.now())
                     self._write(f)
                     self.cond.notify_all()
@@ -263,13 +264,13 @@ class StreamRuntime:
         rt = self.rt
         waits = self.pipe.waits(f, now, rt.controller.scheduler_bandwidth())
         rec = self._record(f, now)
-        rec["obs_before"] = rt.controller.observations
-        rec["waits"] = {"edge_ms": waits[0], "uplink_ms": waits[1]}
+        rec.obs_before = rt.controller.observations
+        rec.waits = Waits(edge_ms=float(waits[0]), uplink_ms=float(waits[1]))
         choice = rt.controller.decide(now, edge_wait_ms=waits[0], uplink_wait_ms=waits[1], sla_ms=f.sla_ms)
         try:
             level, split, choice = rt._decide(None, rec, choice)
         except Exception as exc:  # noqa: BLE001 - a per-frame error (e.g. a level the plan lacks)
-            rec["error"] = f"{type(exc).__name__}: {exc}"
+            rec.error = f"{type(exc).__name__}: {exc}"
             self.pipe.drop_late(f, now, waits)
             f.reason = "error"
             self._write(f)
@@ -290,18 +291,20 @@ class StreamRuntime:
         k = m.edge_segments(split)
         t1 = time.perf_counter()
         state = rt._head(level, k, frame)
-        meas = rec["measured"]
-        meas["edge_ms"] = round((time.perf_counter() - t1) * 1e3, 3)
+        meas = rec.measured
+        meas.edge_ms = round((time.perf_counter() - t1) * 1e3, 3)
         if split > m.num_blocks:
-            meas.update(encode_ms=0.0, transfer_ms=0.0, cloud_ms=0.0)
+            meas.encode_ms, meas.transfer_ms, meas.cloud_ms = 0.0, 0.0, 0.0
             f.info["logits"] = state[0][0]
             f.nbytes = 0
             return
         t2 = time.perf_counter()
         body, headers = rt._encode(split, state, frame, rec, self._triton)
-        meas["encode_ms"] = round((time.perf_counter() - t2) * 1e3, 3)
-        f.nbytes = len(body)  # the real payload (the decision predicted rec["predicted"]["bytes"])
-        rec["decision"]["model"] = dialect.tail_model(level, split, rt.codec) if self._triton else model_name(level, split)
+        meas.encode_ms = round((time.perf_counter() - t2) * 1e3, 3)
+        f.nbytes = len(body)  # the real payload (the decision predicted rec.predicted.bytes)
+        assert rec.decision is not None  # decided before the head ran
+        codec = rt._codec_of(rec)
+        rec.decision.model = dialect.tail_model(level, split, codec) if self._triton else model_name(level, split)
         f.info.update(state=state, body=body, headers=headers)
 
     def _run_fallback(self, f: Frame) -> None:
@@ -347,26 +350,28 @@ class StreamRuntime:
 
             gate.on_sent = sent
             timeout_s = tr.options.policy.timeout_ms(f.sla_ms, elapsed_ms) / 1e3
-            ex = tr.infer(rec["decision"]["model"], f.info.pop("body"), f.info["headers"], timeout_s, str(rec["id"]),
-                          dialect.assumed_server_ms(rec["predicted"]) if self._triton else 0.0)
+            assert rec.decision is not None and rec.decision.model is not None and rec.predicted is not None
+            ex = tr.infer(rec.decision.model, f.info.pop("body"), f.info["headers"], timeout_s, str(f.info["id"]),
+                          dialect.assumed_server_ms(rec.predicted.model_dump()) if self._triton else 0.0)
             gate.on_sent = None
             sent()
             with self.cond:
-                rec["obs_index"] = rt.controller.observations
-                rt._observe(ex, rec)
-                meas = rec["measured"]
-                meas["upload_ms"] = round(ex.upload_s * 1e3, 3)
-                rec["link"] = ex.link
+                rec.obs_index = rt.controller.observations
+                rt._observe(ex, rec, expected_ms=rt.controller.deploy.server_ms(
+                    rec.decision.profile_level, rec.decision.split, rt._codec_of(rec).name))
+                meas = rec.measured
+                meas.upload_ms = round(ex.upload_s * 1e3, 3)
+                rec.link = None if ex.link is None else LinkRecord(**ex.link)
                 now = rt.now()
                 if ex.ok:
-                    meas["cloud_ms"] = round(ex.server.get("janus_server_ms", ex.server.get("assumed_server_ms", 0.0)), 3)
-                    meas["transfer_ms"] = round(ex.network_s * 1e3, 3)
-                    rec["server"] = ex.server
+                    meas.cloud_ms = round(ex.server.get("janus_server_ms", ex.server.get("assumed_server_ms", 0.0)), 3)
+                    meas.transfer_ms = round(ex.network_s * 1e3, 3)
+                    rec.server = {k: float(v) for k, v in ex.server.items()}
                     f.info["logits"] = ex.logits[0]  # type: ignore[index]  # set when the exchange answered
                     self.pipe.answered(f, now)
                     self._write(f)
                 else:
-                    meas.update(transfer_ms=round(ex.elapsed_s * 1e3, 3), cloud_ms=0.0)
+                    meas.transfer_ms, meas.cloud_ms = round(ex.elapsed_s * 1e3, 3), 0.0
                     f.info["exchange"] = ex
                     self.pipe.fell_back(f, now, ex.kind or "failed")
                 self.cond.notify_all()
@@ -378,54 +383,54 @@ class StreamRuntime:
         try:
             ex = tr.probe(tr.options.policy.probe_timeout_ms(rt.sla_ms) / 1e3)
             with self.cond:
-                rec: dict[str, Any] = {"id": self._take_id(), "kind": "probe", "t": round(rt.now(), 6),
-                                       "decision": None, "observations": [], "obs_index": rt.controller.observations}
+                rec = RequestRecord(id=rt._log.records, kind="probe", t=round(rt.now(), 6), sla_ms=rt.sla_ms,
+                                    obs_index=rt.controller.observations)
                 sample = rt._observe(ex, rec, probe=True)
-                rec["probe"] = {"bytes": ex.body_bytes, "ok": ex.ok, "ms": round(ex.elapsed_s * 1e3, 3),
-                                "sample_mbps": None if sample is None else round(sample, 4)}
+                rec.probe = ProbeRecord(bytes=ex.body_bytes, ok=ex.ok, ms=round(ex.elapsed_s * 1e3, 3),
+                                        sample_mbps=None if sample is None else round(sample, 4),
+                                        estimate_mbps=round(rt.controller.estimator.estimate(), 4))
                 self._probes.append(rec)
-                rt._log.write(rec)
+                rt._log.record(rec)
         finally:
             with self.cond:
                 self._probing = False
                 self.cond.notify_all()
 
     # ------------------------------------------------------------------ records
-    def _record(self, f: Frame, now: float) -> dict[str, Any]:
+    def _record(self, f: Frame, now: float) -> RequestRecord:
+        """The frame's record; its ``id`` is its place in the log, set when it is written (frames
+        finish out of order; ``stream``/``seq`` name the frame)."""
         spec = self.specs[f.stream]
         rec = f.info.get("rec")
         if rec is None:
-            rec = f.info["rec"] = {
-                "id": f.info["id"], "t": round(now, 6), "source": f.info.get("source"), "sla_ms": f.sla_ms,
-                "stream": spec.name, "seq": f.seq, "arrival_t": round(f.arrival_s, 6), "decision": None,
-                "predicted": None, "measured": {}, "bytes": 0, "controller": None, "link": None, "server": None,
-                "fallback": None, "observations": [], "top1": None, "violated": None, "error": None,
-                "outcome": None, "drop_reason": None}
+            rec = f.info["rec"] = RequestRecord(id=0, t=round(now, 6), source=f.info.get("source"), sla_ms=f.sla_ms,
+                                                stream=spec.name, seq=f.seq, arrival_t=round(f.arrival_s, 6))
         return rec
 
     def _write(self, f: Frame) -> None:
         """The frame's outcome is known: finish its record, log it (under the lock)."""
         rec = self._record(f, f.done_s if f.done_s is not None else f.arrival_s)
-        rec["outcome"] = f.outcome
+        rec.outcome = f.outcome  # type: ignore[assignment]  # the pipeline sets only answered/fallback/dropped
         if f.outcome == "dropped":
-            rec["drop_reason"] = f.reason
+            rec.drop_reason = f.reason
         logits = f.info.pop("logits", None)
         if logits is not None:
-            rec["top1"] = int(np.argmax(logits))
+            rec.top1 = int(np.argmax(logits))
         if f.latency_ms is not None:
-            rec["measured"]["total_ms"] = round(f.latency_ms, 3)
-            rec["violated"] = not f.on_time
+            rec.measured.total_ms = round(f.latency_ms, 3)
+            rec.violated = not f.on_time
         for k in ("pixels", "state", "body", "headers", "exchange"):
             f.info.pop(k, None)
+        rec.id = self.rt._log.records  # the log's order (frames finish out of order)
         self._records.append(rec)
-        self.rt._log.write(rec)
+        self.rt._log.record(rec)
         if self._progress is not None:
             self._progress(rec)
 
     def summary(self) -> dict[str, Any]:
         """The run report of the answered frames plus the streams report (goodput, drops, ...)."""
-        answered = [r for r in self._records if r["outcome"] in ("answered", "fallback")]
-        errors = [r for r in self._records if r.get("error")]
+        answered = [r for r in self._records if r.outcome in ("answered", "fallback")]
+        errors = [r for r in self._records if r.error]
         rep = summarize(answered + errors, self.rt.sla_ms, self.wall_s)
         streams = stream_report(self.pipe.frames, names=[s.name for s in self.specs])
         for k in ("frames", "dropped", "drop_reasons", "on_time", "goodput_fps", "drop_ratio", "violation_ratio",

@@ -77,7 +77,7 @@ def _engine_files(manifest: Any, engines: str | Path | None) -> list[list[str]]:
     """Engine file of every (plan level, segment): the engine directory's (``engines.json``) when
     given, else the plan's own segment graphs (what the ORT backend runs)."""
     if engines is None:
-        return [[seg["file"] for seg in lv["segments"]] for lv in manifest.levels]
+        return [[seg.file for seg in lv.segments] for lv in manifest.plan_levels]
     from janus_deploy.backends.base import read_engines_file
 
     data = read_engines_file(engines, manifest)
@@ -86,9 +86,9 @@ def _engine_files(manifest: Any, engines: str | Path | None) -> list[list[str]]:
         for li in e.get("levels", [e.get("level")]):
             files[(li, e["segment"])] = e["file"]
     out = []
-    for li, lv in enumerate(manifest.levels):
-        row = []
-        for si in range(len(lv["segments"])):
+    for lv in manifest.plan_levels:
+        li, row = lv.index, []
+        for si in range(lv.num_segments):
             if (li, si) not in files:
                 raise TableFileError(f"{engines}/engines.json has no engine for level {li}, segment {si}")
             row.append(files[(li, si)])

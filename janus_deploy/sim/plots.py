@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from janus_deploy import JanusError
+from janus_deploy.schedule.runlog import RequestRecord
 from janus_deploy.sim.simulator import RequestLog, SystemResult
 
 # one colour per system in every figure (matplotlib's tab10 entries)
@@ -212,21 +213,22 @@ class DecisionSeries:
                    list(log.predicted_ms), list(log.latency_ms), [False] * n)
 
     @classmethod
-    def from_run_records(cls, records: Sequence[Mapping], trace=None) -> DecisionSeries:
+    def from_run_records(cls, records: Sequence[RequestRecord], trace=None) -> DecisionSeries:
         """The request records of a run log (``run --log``, the demo's ``requests.jsonl``);
         forced and failed requests are left out. ``trace``: the run's link trace (the link at
         each request's start; else what the records saw, nothing for device-only requests)."""
-        rows = [r for r in records if r.get("error") is None and r.get("decision") and not r["decision"].get("forced")]
-        link = ([trace.value_at(float(r["t"])) for r in rows] if trace is not None
-                else [(r.get("link") or {}).get("trace_mbps") for r in rows])
-        probes = [float(r["t"]) + float(r["measured"]["total_ms"]) / 1e3 for r in rows if r.get("probe")]
-        return cls([float(r["t"]) for r in rows], link,
-                   [float(r["controller"]["bandwidth_mbps"]) for r in rows],
-                   [int(r["decision"]["profile_level"]) for r in rows],
-                   [int(r["decision"]["split"]) for r in rows],
-                   [float(r["predicted"]["total_ms"]) for r in rows],
-                   [float(r["measured"]["total_ms"]) for r in rows],
-                   [bool(r.get("fallback")) for r in rows], probes)
+        rows = [r for r in records if r.error is None and r.replayed]
+        link = ([trace.value_at(r.t) for r in rows] if trace is not None
+                else [r.link.trace_mbps if r.link is not None else None for r in rows])
+        probes = [r.t + r.measured.total_ms / 1e3 for r in rows if r.probe is not None]
+        nan = float("nan")
+        return cls([r.t for r in rows], link,
+                   [r.controller.bandwidth_mbps if r.controller is not None else nan for r in rows],
+                   [r.decision.profile_level for r in rows if r.decision is not None],
+                   [r.decision.split for r in rows if r.decision is not None],
+                   [nan if r.predicted is None or r.predicted.total_ms is None else r.predicted.total_ms for r in rows],
+                   [r.measured.total_ms for r in rows],
+                   [r.fallback is not None for r in rows], probes)
 
 
 def _kind(split: int, n_blocks: int) -> str:

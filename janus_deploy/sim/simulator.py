@@ -79,6 +79,7 @@ from janus_deploy.profile.table import Profile
 from janus_deploy.report import run_report
 from janus_deploy.schedule.controller import SYSTEMS, Controller, ControllerConfig, ControllerError, Observation
 from janus_deploy.schedule.exchange import MIN_TIMEOUT_MS, PROBE_BYTES, ExchangePolicy
+from janus_deploy.schedule.runlog import DecisionRecord, RequestRecord, RunLogError, read_run_log
 from janus_deploy.schedule.scheduler import Decision, Scheduler, SchedulerError
 
 
@@ -725,7 +726,7 @@ def _best_static(sched: Scheduler, levels: list[int], trace: Trace, config: SimC
 # --------------------------------------------------------------------------- replay
 
 
-def replay(ctrl: Controller, steps: Iterable[tuple[float, dict[str, Any] | None, Sequence[Observation]]]
+def replay(ctrl: Controller, steps: Iterable[tuple[float, DecisionRecord | None, Sequence[Observation]]]
            ) -> dict[str, Any]:
     """Feed recorded requests to ``ctrl``, as the simulator feeds its own: per step ``(t,
     recorded decision or None, observations made after it)``, decide at ``t``, compare with the
@@ -737,81 +738,46 @@ def replay(ctrl: Controller, steps: Iterable[tuple[float, dict[str, Any] | None,
         if recorded is not None:
             total += 1
             got = {"policy": d.policy, "alpha": d.alpha, "split": d.split, "codec": d.codec}
-            codec_same = recorded.get("codec") is None or d.codec is None or recorded["codec"] == d.codec
-            if (recorded["policy"], recorded["split"]) == (d.policy, d.split) and codec_same and \
-                    math.isclose(recorded["alpha"], d.alpha, rel_tol=0, abs_tol=1e-9):
+            codec_same = recorded.codec is None or d.codec is None or recorded.codec == d.codec
+            if (recorded.policy, recorded.split) == (d.policy, d.split) and codec_same and \
+                    math.isclose(recorded.alpha, d.alpha, rel_tol=0, abs_tol=1e-9):
                 same += 1
             elif len(mismatches) < 10:
-                mismatches.append({"t": t, "recorded": recorded, "replayed": got})
+                mismatches.append({"t": t, "recorded": recorded.model_dump(), "replayed": got})
         for obs in observations:
             ctrl.observe(obs)
     return {"requests": total, "decisions_reproduced": (same / total) if total else None,
             "mismatches": mismatches}
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def replay_steps(records: Iterable[RequestRecord]) -> list[tuple[float, DecisionRecord | None, list[Observation]]]:
+    """A run log's records as :func:`replay`'s steps (forced requests observed, not compared)."""
+    return [(r.t, r.decision if r.replayed else None, list(r.observations)) for r in records]
 
 
-def _replay_step(i: int, r: dict[str, Any]) -> tuple[float, dict[str, Any] | None, list[Observation]]:
-    """One request record as a replay step; RunLogError naming the record and field otherwise."""
-    from janus_deploy.report import RunLogError
-
-    def bad(field: str, why: str) -> RunLogError:
-        return RunLogError(f"run log request record {i}: {field} {why}")
-
-    t = r.get("t", 0.0)
-    if not _number(t):
-        raise bad("t", f"must be a finite number, got {t!r:.40}")
-    d = r.get("decision")
-    if d is not None and not isinstance(d, dict):
-        raise bad("decision", f"must be an object or null, got {type(d).__name__}")
-    recorded = d if d is not None and not d.get("forced") else None
-    if recorded is not None:
-        if not isinstance(recorded.get("policy"), str):
-            raise bad("decision.policy", "must be a string")
-        if not isinstance(recorded.get("split"), int) or isinstance(recorded.get("split"), bool):
-            raise bad("decision.split", "must be an integer")
-        if not _number(recorded.get("alpha")):
-            raise bad("decision.alpha", f"must be a finite number, got {recorded.get('alpha')!r:.40}")
-    raw = r.get("observations")
-    if raw is not None and not isinstance(raw, list):
-        raise bad("observations", f"must be a list, got {type(raw).__name__}")
-    obs = []
-    for k, o in enumerate(raw or []):
-        if not isinstance(o, dict):
-            raise bad(f"observations[{k}]", "must be an object")
-        for name in ("t", "nbytes", "seconds", "mbps", "rtt_ms", "server_ms", "expected_ms"):
-            if name in o and not (o[name] is None and name in ("mbps", "rtt_ms", "server_ms", "expected_ms")) \
-                    and not _number(o[name]):
-                raise bad(f"observations[{k}].{name}", f"must be a finite number, got {o[name]!r:.40}")
-        try:
-            obs.append(Observation.from_dict(o))
-        except (ControllerError, TypeError) as exc:
-            raise bad(f"observations[{k}]", str(exc)) from None
-    return float(t), recorded, obs
-
-
-def replay_log(path: Any) -> dict[str, Any]:
-    """Replay a run log (``run --log``, the demo's ``requests.jsonl``): rebuild the controller
-    from its header (settings, profiles, accuracy table, SLA, codec) and feed it the recorded
-    observations through :func:`replay`."""
+def replay_log(path: Any, *, partial: bool = False) -> dict[str, Any]:
+    """Replay a run log (``run --log``, the demo's ``requests.jsonl``): read and check it whole
+    (:func:`janus_deploy.schedule.runlog.read_run_log`: every record, ids, trailer, checksum),
+    rebuild the controller from its header (settings, profiles, accuracy table, SLA, codec) and
+    feed it the recorded observations through :func:`replay`. ``partial``: a log without its
+    trailer (a killed run) is replayed as far as it goes (``complete`` is then False)."""
     from janus_deploy.profile.table import profile_from_dict
-    from janus_deploy.report import read_run_log
     from janus_deploy.schedule.controller import build_controller
 
-    header, records = read_run_log(path)
-    steps = [_replay_step(i, r) for i, r in enumerate(records, 1)]  # every record checked first
+    log = read_run_log(path, partial=partial)
+    h = log.header
+    edge = profile_from_dict(h.edge_profile, where="run log edge_profile")
+    cloud = profile_from_dict(h.cloud_profile, where="run log cloud_profile")
     try:
-        edge = profile_from_dict(header["edge_profile"], where="run log edge_profile")
-        cloud = profile_from_dict(header["cloud_profile"], where="run log cloud_profile")
-        ctrl = build_controller(edge, cloud, ControllerConfig.from_dict(header["controller"]),
-                                accuracy=header.get("accuracy"), sla_ms=header["sla_ms"], codec=header["codec"],
-                                codecs=header.get("codecs"))
-    except KeyError as exc:
-        raise SimulationError(f"the run log header lacks {exc}") from None
+        config = ControllerConfig.from_dict(h.controller)
+        ctrl = build_controller(edge, cloud, config, accuracy=h.accuracy, sla_ms=h.sla_ms, codec=h.codec,
+                                codecs=h.codecs)
+    except (ControllerError, TypeError, ValueError) as exc:
+        raise RunLogError(f"{path}: the run log header's controller settings cannot rebuild the controller: {exc}") from None
     from janus_deploy.sim.streams import is_pipelined_log, replay_pipelined
 
-    out = replay_pipelined(ctrl, records) if is_pipelined_log(records) else replay(ctrl, steps)
-    out["log_requests"] = len(records)
+    out = replay_pipelined(ctrl, log.records) if is_pipelined_log(log.records) else replay(ctrl, replay_steps(log.records))
+    out["log_requests"] = len(log.records)
+    out["complete"] = log.complete
+    out["plan_hash"] = h.plan_hash
     return out

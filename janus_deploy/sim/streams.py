@@ -28,6 +28,7 @@ from typing import Any
 from janus_deploy.net.traces import Trace
 from janus_deploy.schedule.controller import Controller, Observation
 from janus_deploy.schedule.pipeline import Frame, Pipeline, PipelineConfig, StreamSpec, stagger_s
+from janus_deploy.schedule.runlog import RequestRecord, RunLogError
 
 # event kinds, in the order they are handled at one instant: work that ends frees resources
 # before a new frame arrives (a frame arriving as the previous one is answered is taken)
@@ -229,39 +230,33 @@ def simulate_streams_system(ctrl: Controller, trace: Trace, ping: Trace | None, 
     return SystemResult(system, metrics, log)
 
 
-def is_pipelined_log(records: Sequence[dict[str, Any]]) -> bool:
+def is_pipelined_log(records: Sequence[RequestRecord]) -> bool:
     """A log of the pipelined runtime: its records say what the controller had seen (``obs_before``)."""
-    return any("obs_before" in r or r.get("kind") == "probe" for r in records)
+    return any(r.obs_before is not None or r.kind == "probe" for r in records)
 
 
-def replay_pipelined(ctrl: Controller, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def replay_pipelined(ctrl: Controller, records: Sequence[RequestRecord]) -> dict[str, Any]:
     """Replay a pipelined, multi-stream run (:mod:`janus_deploy.runtime.streams`): its
     observations in the order the controller got them (``obs_index``), each decision after the
     ``obs_before`` observations it had seen, with the frame's waits and SLA; counts and the first
-    mismatches as :func:`janus_deploy.sim.simulator.replay`."""
-    from janus_deploy.report import RunLogError
-    from janus_deploy.sim.simulator import _replay_step
-
+    mismatches as :func:`janus_deploy.sim.simulator.replay`. The records were checked field by
+    field when the log was read (:func:`janus_deploy.schedule.runlog.read_run_log`)."""
     observed: dict[int, Observation] = {}
     decisions = []
-    for i, r in enumerate(records, 1):
-        t, recorded, obs = _replay_step(i, r)
-        if obs:
-            start = r.get("obs_index")
-            if not isinstance(start, int) or isinstance(start, bool) or start < 0:
-                raise RunLogError(f"run log request record {i}: obs_index must be an integer >= 0 with observations")
-            for k, o in enumerate(obs):
+    for i, r in enumerate(records):
+        if r.observations:
+            start = r.obs_index
+            if start is None:
+                raise RunLogError(f"run log record {r.id}: obs_index must be an integer >= 0 with observations")
+            for k, o in enumerate(r.observations):
                 if start + k in observed:
-                    raise RunLogError(f"run log request record {i}: observation {start + k} is recorded twice")
+                    raise RunLogError(f"run log record {r.id}: observation {start + k} is recorded twice")
                 observed[start + k] = o
-        if recorded is not None:
-            before, waits = r.get("obs_before"), r.get("waits") or {}
-            if not isinstance(before, int) or isinstance(before, bool) or before < 0:
-                raise RunLogError(f"run log request record {i}: obs_before must be an integer >= 0")
-            ew, uw = waits.get("edge_ms", 0.0), waits.get("uplink_ms", 0.0)
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in (ew, uw)):
-                raise RunLogError(f"run log request record {i}: waits must be numbers >= 0 (ms), got {waits!r:.60}")
-            decisions.append((before, t, i, float(ew), float(uw), r.get("sla_ms"), recorded))
+        if r.decision is not None and not r.decision.forced:
+            if r.obs_before is None:
+                raise RunLogError(f"run log record {r.id}: obs_before must be an integer >= 0")
+            ew, uw = (r.waits.edge_ms, r.waits.uplink_ms) if r.waits is not None else (0.0, 0.0)
+            decisions.append((r.obs_before, r.t, i, ew, uw, r.sla_ms, r.decision))
     missing = [k for k in range(len(observed)) if k not in observed]
     if missing:
         raise RunLogError(f"the run log lacks observation {missing[0]} of {len(observed)} (records deleted?)")
@@ -273,11 +268,12 @@ def replay_pipelined(ctrl: Controller, records: Sequence[dict[str, Any]]) -> dic
             ctrl.observe(observed[fed])
             fed += 1
         d = ctrl.decide(t, edge_wait_ms=ew, uplink_wait_ms=uw, sla_ms=sla).decision
-        if (recorded["policy"], recorded["split"]) == (d.policy, d.split) and \
-                math.isclose(recorded["alpha"], d.alpha, rel_tol=0, abs_tol=1e-9):
+        codec_same = recorded.codec is None or d.codec is None or recorded.codec == d.codec
+        if (recorded.policy, recorded.split) == (d.policy, d.split) and codec_same and \
+                math.isclose(recorded.alpha, d.alpha, rel_tol=0, abs_tol=1e-9):
             same += 1
         elif len(mismatches) < 10:
-            mismatches.append({"t": t, "recorded": recorded,
-                               "replayed": {"policy": d.policy, "alpha": d.alpha, "split": d.split}})
+            mismatches.append({"t": t, "recorded": recorded.model_dump(),
+                               "replayed": {"policy": d.policy, "alpha": d.alpha, "split": d.split, "codec": d.codec}})
     total = len(decisions)
     return {"requests": total, "decisions_reproduced": (same / total) if total else None, "mismatches": mismatches}

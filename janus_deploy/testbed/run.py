@@ -48,6 +48,7 @@ from janus_deploy import JanusError
 from janus_deploy.net.traces import MBPS, MS, Trace
 from janus_deploy.report import REPORT_KEYS, report_differences
 from janus_deploy.schedule.controller import ControllerConfig
+from janus_deploy.schedule.runlog import RequestRecord
 from janus_deploy.testbed.netns import (
     KernelDelay,
     KernelLink,
@@ -311,8 +312,8 @@ class ProfiledRunner:
     def target_ms(self, level: int, segment: int) -> float:
         key = (level, segment)
         if key not in self._ms:
-            lv = self.manifest.level(level)
-            pli = self.profile.level_index(lv["policy"], lv["alpha"])
+            lv = self.manifest.plan_level(level)
+            pli = self.profile.level_index(lv.policy, lv.alpha)
             c = self._cands
             self._ms[key] = self.profile.head_ms(pli, c[segment + 1]) - self.profile.head_ms(pli, c[segment])
         return self._ms[key]
@@ -352,21 +353,20 @@ def _controller(cfg: TestbedConfig) -> ControllerConfig:
     return (cfg.controller or ControllerConfig()).for_trace(cfg.trace)
 
 
-def _link_fidelity(records: list[dict[str, Any]], trace: Trace, offset_s: float) -> dict[str, Any]:
+def _link_fidelity(records: list[RequestRecord], trace: Trace, offset_s: float) -> dict[str, Any]:
     """Receiver-measured upload rate (body bytes / the server's receive time) over the trace's
     mean over that time, for offloaded requests whose body took >= 2 ms to arrive."""
     ratios = []
     for r in records:
-        srv = r.get("server") or {}
-        recv_ms = srv.get("janus_receive_ms")
-        if not r.get("bytes") or not recv_ms or recv_ms < 2.0:
+        recv_ms = (r.server or {}).get("janus_receive_ms")
+        if not r.bytes or not recv_ms or recv_ms < 2.0:
             continue
-        t_send = r["t"] - offset_s + (r["measured"].get("edge_ms", 0) + r["measured"].get("encode_ms", 0)) / 1e3
+        t_send = r.t - offset_s + ((r.measured.edge_ms or 0.0) + (r.measured.encode_ms or 0.0)) / 1e3
         if t_send < 0:
             continue
         want = trace.mean_rate(t_send, t_send + recv_ms / 1e3)
         if want > 0:
-            ratios.append(r["bytes"] * 8 / (recv_ms / 1e3) / 1e6 / want)
+            ratios.append(r.bytes * 8 / (recv_ms / 1e3) / 1e6 / want)
     if not ratios:
         return {"requests": 0, "receiver_over_trace_median": None}
     return {"requests": len(ratios), "receiver_over_trace_median": float(np.median(ratios)),
@@ -419,7 +419,7 @@ def _drive(cfg: TestbedConfig, manifest: Any, runner: Any, edge: Any, cloud: Any
         rep = rt.summary()
         rep["link"] = _link_fidelity(rt.records, cfg.trace, offset)
         rep["elapsed_s"] = time.monotonic() - t0
-        rep["probes"] = sum(1 for r in rt.records if r.get("probe"))
+        rep["probes"] = sum(1 for r in rt.records if r.probe is not None)
     return rep
 
 
@@ -453,8 +453,8 @@ def _drive_streams(cfg: TestbedConfig, rt: Any, kind: str, start_clocks: Callabl
                 failed.append(exc)
                 return
 
-    def show(rec: dict[str, Any]) -> None:
-        if rec.get("kind") != "probe":
+    def show(rec: RequestRecord) -> None:
+        if rec.kind != "probe":
             done[0] += 1
             if progress is not None:
                 progress(kind, done[0], total)
@@ -474,9 +474,9 @@ def _drive_streams(cfg: TestbedConfig, rt: Any, kind: str, start_clocks: Callabl
         raise failed[0]
     checks()
     rep = sr.summary()
-    rep["link"] = _link_fidelity([r for r in records if r.get("kind") != "probe"], cfg.trace, sr.t0)
+    rep["link"] = _link_fidelity([r for r in records if r.kind != "probe"], cfg.trace, sr.t0)
     rep["elapsed_s"] = time.monotonic() - t0[0] if t0 else None
-    rep["probes"] = sum(1 for r in records if r.get("kind") == "probe")
+    rep["probes"] = sum(1 for r in records if r.kind == "probe")
     return rep
 
 
@@ -494,9 +494,9 @@ def _calibrate(cfg: TestbedConfig, manifest: Any, runner: Any, edge: Any, cloud:
                      codec=cfg.codec, controller=ctrl, transport=TransportOptions(token=token)) as rt:
         for i in range(CALIBRATION_REQUESTS):
             res = rt.infer(cfg.frames[i % len(cfg.frames)][1], force=(0, 0))  # type: ignore[index]  # cfg.frames is filled before calibration
-            obs = res.record["observations"]
-            if res.fallback is None and obs and obs[0].get("rtt_ms") is not None:
-                samples.append(obs[0]["rtt_ms"])
+            obs = res.record.observations
+            if res.fallback is None and obs and obs[0].rtt_ms is not None:
+                samples.append(obs[0].rtt_ms)
             ex = rt.transport.probe(1.0)  # the probe's answer is not an inference's: its own cost
             if ex.ok:
                 probes.append(rt.observations_of(ex, probe=True)[0].rtt_ms)
@@ -512,7 +512,7 @@ def _calibrate(cfg: TestbedConfig, manifest: Any, runner: Any, edge: Any, cloud:
 def _synthetic(manifest: Any, n: int = 16) -> list[tuple[str, np.ndarray]]:
     from janus_deploy.images import synthetic_frames
 
-    return [(f"synthetic:{i}", f) for i, f in enumerate(synthetic_frames(n, manifest.model["img_size"], seed=0))]
+    return [(f"synthetic:{i}", f) for i, f in enumerate(synthetic_frames(n, manifest.model_info.img_size, seed=0))]
 
 
 # --------------------------------------------------------------------------- comparison

@@ -257,8 +257,8 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
     keys = sorted({k for s in specs.values() for k in s.segment_keys})
     trt_files = {(e["level"], e["segment"]): e["file"] for e in engines.get("engines", [])} if platform == "tensorrt" else {}
     for level, seg in keys:
-        entry = manifest.level(level)["segments"][seg]
-        graph = onnx.load(str(manifest.path(entry["file"])), load_external_data=False)
+        entry = manifest.plan_level(level).segments[seg]
+        graph = onnx.load(str(manifest.path(entry.file)), load_external_data=False)
         ins, outs = _graph_io(graph)
         seg_io[(level, seg)] = (ins, outs)
         graphs[segment_model(level, seg)] = graph
@@ -268,19 +268,19 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
     small_params = _platform_params(small, 1)
     small_batching = Batching(options.dynamic, (), options.max_queue_delay_us, options.instances,
                               "KIND_CPU" if small != "onnxruntime" or kind == "KIND_CPU" else kind)
-    m = manifest.model
+    m = manifest.model_info
     decoders: list[str] = []
     needed = {wire_codec(c) if c != CODED else CODED for c in (options.codec, *options.codecs)}  # CODED: frame codecs
     if any(s.split == 0 for s in specs.values()):
         decoders.append(FRAME_MODEL)
-        graphs[FRAME_MODEL] = frame_graph(m["img_size"], m["mean"], m["std"])
+        graphs[FRAME_MODEL] = frame_graph(m.img_size, list(m.mean), list(m.std))
     first_reads_all = all({"tokens", "size"} <= {t.name for t in seg_io[(s.level, s.first_segment)][0]}
                           for s in specs.values() if s.split > 0)
     for codec in DECODE_CODECS:
         if codec in needed and (codec != "fp32" or not first_reads_all):
             name = f"janus_decode_{codec}"
             decoders.append(name)
-            graphs[name] = decode_graph(codec, m["embed_dim"])
+            graphs[name] = decode_graph(codec, m.embed_dim)
     coded = CODED in needed and any(s.split == 0 for s in specs.values())
     if coded:
         decoders.append(CODED_MODEL)
@@ -336,7 +336,7 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
                       {**asdict(options), "kind": kind})
     (out / REPOSITORY_FILE).write_text(json.dumps({
         "kind": REPOSITORY_KIND, "janus_deploy_version": __version__, "plan_hash": manifest.hash,
-        "plan_model": m["name"], "platform": platform, "engines_backend": engines.get("backend"),
+        "plan_model": m.name, "platform": platform, "engines_backend": engines.get("backend"),
         "options": repo.options, "segments": repo.segments, "decoders": decoders, "probe": PROBE_MODEL,
         "tails": tails}, indent=1))
     return repo

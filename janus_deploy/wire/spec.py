@@ -79,12 +79,12 @@ def accepted_datatypes(inp: Mapping[str, Any]) -> list[str]:
 
 def tail_models(manifest: Any) -> dict[str, TailSpec]:
     """Every servable (level, split) of a plan: splits 0..N of the candidates (N+1 = device only)."""
-    m = manifest.model
-    n, d, img, classes = manifest.num_blocks, m["embed_dim"], m["img_size"], m["num_classes"]
+    m = manifest.model_info
+    n, d, img, classes = manifest.num_blocks, m.embed_dim, m.img_size, m.num_classes
     out: dict[str, TailSpec] = {}
     outputs = ({"name": "logits", "datatype": "FP32", "shape": [-1, classes]},)
-    for li, lv in enumerate(manifest.levels):
-        nseg = len(lv["segments"])
+    for lv in manifest.plan_levels:
+        li, nseg = lv.index, lv.num_segments
         for s in manifest.candidates:
             if s > n:
                 continue
@@ -96,7 +96,7 @@ def tail_models(manifest: Any) -> dict[str, TailSpec]:
                     _spec(FRAME_CODED, ("UINT8",), [-1, -1], optional=True,
                           parameters={"required_when": "no frame (JPEG or PNG rows, zero-padded)"}))
             else:
-                x = lv["tokens"][s]
+                x = lv.tokens[s]
                 ins = (_spec("tokens", TOKEN_DTYPES, [-1, x, d], optional=True,
                              parameters={"required_when": "no tokens_q4"}),
                        _spec("size", SIZE_DTYPES, [-1, x, 1]),

@@ -20,11 +20,11 @@ from janus_deploy.backends import run_segments
 from janus_deploy.images import normalize, synthetic_frames
 from janus_deploy.net.shaper import TraceShaper
 from janus_deploy.net.traces import Trace
-from janus_deploy.report import read_run_log
 from janus_deploy.runtime.edge import EdgeRuntime, summarize
 from janus_deploy.runtime.server import BackgroundServer, create_app
 from janus_deploy.runtime.transport import TransportOptions
 from janus_deploy.schedule.controller import ControllerConfig
+from janus_deploy.schedule.runlog import read_run_log
 
 
 @pytest.fixture(scope="module")
@@ -73,31 +73,33 @@ def test_end_to_end_matches_local(plan, local, server, frames, tmp_path):
             results.append((li, fi, rt.infer(frames[fi], force=(li, s))))
         for fi in range(len(frames)):  # scheduler-driven decisions too
             res = rt.infer(frames[fi])
-            results.append((res.record["decision"]["level"], fi, res))
+            results.append((res.record.decision.level, fi, res))
         summary = rt.summary()
     assert len(results) == len(combos) + len(frames)
     for li, fi, res in results:
         assert res.error is None and res.fallback is None, res.record
         np.testing.assert_allclose(res.logits, refs[(li, fi)], atol=1e-4)
         assert res.top1 == int(np.argmax(refs[(li, fi)]))
-    header, lines = read_run_log(log)
-    assert header["plan_hash"] == manifest.hash and header["controller"]["margin"] == ControllerConfig().margin
-    assert [x["id"] for x in lines] == list(range(len(results)))
-    rec = next(x for x in lines if x["decision"]["split"] == 5)
-    assert rec["decision"]["model"] == f"janus_L{rec['decision']['level']}_S5"
+    run_log = read_run_log(log)
+    header, lines = run_log.header, run_log.records
+    assert header.plan_hash == manifest.hash and header.controller["margin"] == ControllerConfig().margin
+    assert run_log.complete and run_log.end.records == len(lines)  # the trailer, written on close
+    assert [x.id for x in lines] == list(range(len(results)))
+    rec = next(x for x in lines if x.decision.split == 5)
+    assert rec.decision.model == f"janus_L{rec.decision.level}_S5"
     for key in ("edge_ms", "encode_ms", "transfer_ms", "cloud_ms", "total_ms"):
-        assert rec["measured"][key] >= 0
+        assert getattr(rec.measured, key) >= 0
     for key in ("edge_ms", "comm_ms", "rtt_ms", "cloud_ms", "total_ms"):
-        assert key in rec["predicted"]
-    assert rec["bytes"] > 0 and rec["server"]["janus_compute_ms"] > 0
-    obs = rec["observations"][0]
-    assert obs["kind"] == "transfer" and obs["nbytes"] == rec["bytes"] and obs["seconds"] > 0 and obs["server_ok"]
+        assert key in rec.predicted.model_dump()
+    assert rec.bytes > 0 and rec.server["janus_compute_ms"] > 0
+    obs = rec.observations[0]
+    assert obs.kind == "transfer" and obs.nbytes == rec.bytes and obs.seconds > 0 and obs.server_ok
     # the server-load sample: the server's reported time next to the profile's idle decode + tail
-    assert obs["server_ms"] == rec["server"]["janus_server_ms"]
-    assert obs["expected_ms"] == pytest.approx(rec["predicted"]["decode_ms"] + rec["predicted"]["cloud_ms"], abs=1e-3)
-    assert {"cloud_factor", "cloud_extra_ms"} <= set(rec["controller"])
-    device_only = next(x for x in lines if x["decision"]["split"] == manifest.num_blocks + 1)
-    assert device_only["bytes"] == 0 and device_only["decision"]["model"] is None
+    assert obs.server_ms == rec.server["janus_server_ms"]
+    assert obs.expected_ms == pytest.approx(rec.predicted.decode_ms + rec.predicted.cloud_ms, abs=1e-3)
+    assert rec.controller.cloud_factor > 0 and rec.controller.cloud_extra_ms >= 0
+    device_only = next(x for x in lines if x.decision.split == manifest.num_blocks + 1)
+    assert device_only.bytes == 0 and device_only.decision.model is None
     assert summary["answered"] == len(results) and summary["fallbacks"] == 0
     assert summary["median_abs_pred_err_pct"] is not None and summary["choices"]
 
@@ -111,7 +113,7 @@ def test_lossy_codecs_close_to_local(plan, local, server, frames, codec):
             assert res.fallback is None and res.error is None, res.record
             np.testing.assert_allclose(res.logits, reference(manifest, local, frames[0], 1), atol=0.05)
             if codec == "fp16-zstd":
-                assert res.record["bytes"] != res.record["raw_bytes"]  # the body went out zstd-compressed
+                assert res.record.bytes != res.record.raw_bytes  # the body went out zstd-compressed
 
 
 # ---------------------------------------------------------------------------------- (c) faults
@@ -157,20 +159,20 @@ def test_server_killed_mid_run(plan, local, frames, tmp_path):
             proc.kill()
         proc.wait(10)
     for res in before:
-        assert res.fallback is None and res.record["decision"]["split"] <= manifest.num_blocks, res.record
+        assert res.fallback is None and res.record.decision.split <= manifest.num_blocks, res.record
     assert all(r.error is None and r.logits is not None for r in [*before, *after, forced])
     first = after[0]
-    assert first.fallback is not None and first.fallback["kind"] in ("unreachable", "dropped"), first.record
-    lv = first.record["decision"]["level"]
+    assert first.fallback is not None and first.fallback.kind in ("unreachable", "dropped"), first.record
+    lv = first.record.decision.level
     np.testing.assert_allclose(first.logits, reference(manifest, local, frames[0], lv), atol=1e-4)
     # the outage sample (0 Mbit/s) makes the harmonic-mean estimate 0: device-only (until probes
     # see the server again, see test_probe_recovers_after_outage)
     for res in after[1:]:
-        assert res.record["decision"]["split"] == manifest.num_blocks + 1 and res.fallback is None
-    assert forced.fallback["kind"] in ("unreachable", "dropped")
+        assert res.record.decision.split == manifest.num_blocks + 1 and res.fallback is None
+    assert forced.fallback.kind in ("unreachable", "dropped")
     np.testing.assert_allclose(forced.logits, reference(manifest, local, frames[0], 2), atol=1e-4)
-    _, lines = read_run_log(tmp_path / "kill.jsonl")
-    assert len(lines) == 8 and sum(1 for x in lines if x["fallback"]) == 2
+    lines = read_run_log(tmp_path / "kill.jsonl").records
+    assert len(lines) == 8 and sum(1 for x in lines if x.fallback) == 2
 
 
 def test_probe_recovers_after_outage(plan, local, frames):
@@ -181,21 +183,21 @@ def test_probe_recovers_after_outage(plan, local, frames):
     with make_edge(plan, local, f"http://127.0.0.1:{port}", profile_ms=((30.0, 0.5), (0.1, 0.001)),
                    sla_ms=3000, controller={"probe_interval_s": 0.05}) as rt:
         first = rt.infer(frames[0])
-        assert first.fallback["kind"] == "unreachable" and first.error is None
+        assert first.fallback.kind == "unreachable" and first.error is None
         down = rt.infer(frames[1])
-        assert down.record["decision"]["split"] == manifest.num_blocks + 1
+        assert down.record.decision.split == manifest.num_blocks + 1
         app = create_app(plan_dir, engines, runner=local)
         with BackgroundServer(app, port=port):
             recs = []
             for i in range(12):  # harmonic mean over 5: the 0 sample ages out after 5 good probes
                 time.sleep(0.06)
                 recs.append(rt.infer(frames[i % 3]).record)
-                if recs[-1]["decision"]["split"] <= manifest.num_blocks:
+                if recs[-1].decision.split <= manifest.num_blocks:
                     break
-    probes = [r["probe"] for r in recs if r.get("probe")]
-    assert probes and probes[-1]["ok"] and probes[-1]["sample_mbps"] > 0
+    probes = [r.probe for r in recs if r.probe is not None]
+    assert probes and probes[-1].ok and probes[-1].sample_mbps > 0
     last = recs[-1]
-    assert last["decision"]["split"] <= manifest.num_blocks and last["fallback"] is None, last
+    assert last.decision.split <= manifest.num_blocks and last.fallback is None, last
 
 
 class CuttingProxy:
@@ -265,8 +267,8 @@ def test_connection_cut_mid_transfer(plan, local, server, frames):
     assert proxy.cuts >= 3
     for i, res in enumerate(cut):
         assert res.error is None and res.fallback is not None, res.record
-        assert res.fallback["kind"] in ("dropped", "unreachable"), res.fallback
-        lv = res.record["decision"]["level"]
+        assert res.fallback.kind in ("dropped", "unreachable"), res.fallback
+        lv = res.record.decision.level
         np.testing.assert_allclose(res.logits, reference(manifest, local, frames[i], lv), atol=1e-4)
 
 
@@ -277,8 +279,8 @@ def test_timeout_falls_back_within_sla(plan, local, server, frames):
     with make_edge(plan, local, server.url, sla_ms=300, trace=slow) as rt:
         res = rt.infer(frames[1], force=(0, 0))
         est = rt.controller.estimator.estimate()
-    assert res.fallback["kind"] == "timeout", res.record
-    assert res.record["measured"]["transfer_ms"] < 300 + 150
+    assert res.fallback.kind == "timeout", res.record
+    assert res.record.measured.transfer_ms < 300 + 150
     assert est < 1.0  # the partial transfer was observed at the trace's rate
     np.testing.assert_allclose(res.logits, reference(manifest, local, frames[1], 0), atol=1e-4)
 
@@ -291,7 +293,7 @@ def test_server_error_falls_back(plan, local, frames):
             res = rt.infer(frames[0], force=(1, 3))
         with make_edge(plan, local, srv.url, token="right") as rt:
             ok = rt.infer(frames[0], force=(1, 3))
-    assert res.fallback["kind"] == "unauthorized" and "401" in res.fallback["reason"]
+    assert res.fallback.kind == "unauthorized" and "401" in res.fallback.reason
     assert ok.fallback is None
     np.testing.assert_allclose(res.logits, ok.logits, atol=1e-4)
 
@@ -344,9 +346,9 @@ def _fidelity(plan, local, server, frames, trace, count, split=0, gap_s=0.0):
             res = rt.infer(frames[i % 3], force=(0, split))
             assert res.fallback is None and res.error is None, res.record
             rec = res.record
-            receive_s = rec["server"]["janus_receive_ms"] / 1e3
-            pairs.append((rec["bytes"] * 8 / receive_s / 1e6, rec["link"]["trace_mean_mbps"],
-                          rec["link"]["achieved_mbps"]))
+            receive_s = rec.server["janus_receive_ms"] / 1e3
+            pairs.append((rec.bytes * 8 / receive_s / 1e6, rec.link.trace_mean_mbps,
+                          rec.link.achieved_mbps))
     return pairs
 
 
@@ -396,7 +398,7 @@ def test_run_cli(plan, server, tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     assert summary["requests"] == summary["answered"] == 4 and summary["errors"] == 0
-    assert len(read_run_log(tmp_path / "log.jsonl")[1]) == 4
+    assert len(read_run_log(tmp_path / "log.jsonl").records) == 4
     r = CliRunner().invoke(app, [*args, "--synthetic", "2"])  # the log exists: no silent overwrite
     assert r.exit_code == 2 and "--force" in r.output
     args.append("--force")
@@ -501,17 +503,18 @@ def test_edge_sends_with_each_decisions_codec(plan, local, server, frames, tmp_p
         res = rt.infer(frames[0])
         forced = rt.infer(frames[1], force=(1, 5))  # a forced option is priced with the main codec
     assert res.error is None and res.fallback is None, res.record
-    assert (res.record["decision"]["split"], res.record["decision"]["codec"]) == (0, "jpeg70")
-    li = res.record["decision"]["level"]
+    assert (res.record.decision.split, res.record.decision.codec) == (0, "jpeg70")
+    li = res.record.decision.level
     dec = decode_frame(encode_frame(frames[:1], "jpeg70"), 224, 224)
     np.testing.assert_allclose(res.logits, reference(manifest, local, dec[0], li), atol=1e-4)
-    assert res.record["bytes"] < 0.2 * frames[0].nbytes
-    assert forced.error is None and forced.record["decision"]["codec"] == "fp32"
-    header, lines = read_run_log(log)
-    assert header["codecs"] == ["fp32", "jpeg70", "int4"] and [x["decision"]["codec"] for x in lines] == ["jpeg70", "fp32"]
+    assert res.record.bytes < 0.2 * frames[0].nbytes
+    assert forced.error is None and forced.record.decision.codec == "fp32"
+    run_log = read_run_log(log)
+    assert run_log.header.codecs == ["fp32", "jpeg70", "int4"]
+    assert [x.decision.codec for x in run_log.records] == ["jpeg70", "fp32"]
     with EdgeRuntime(manifest, local, edge, cloud, server_url=server.url, sla_ms=2000, codec="int4") as rt:
         res = rt.infer(frames[2], force=(2, 5))
-    assert res.error is None and res.record["decision"]["codec"] == "int4", res.record
+    assert res.error is None and res.record.decision.codec == "int4", res.record
     x = normalize(frames[2][None], manifest.model["mean"], manifest.model["std"])
     tok, size = run_segments(local, 2, 0, manifest.edge_segments(5), [x])
     want = run_segments(local, 2, manifest.edge_segments(5), len(manifest.level(2)["segments"]),

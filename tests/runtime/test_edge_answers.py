@@ -134,14 +134,14 @@ def test_an_answer_from_another_model_is_refused(plan, local, fake):
     fake.mode = "rename"
     with edge(plan, local, fake.url) as rt:
         res = rt.infer(FRAME, force=(1, 3))
-    assert res.fallback["kind"] == "protocol" and "resnet50" in res.fallback["reason"]
+    assert res.fallback.kind == "protocol" and "resnet50" in res.fallback.reason
 
 
 def test_a_server_without_a_plan_hash_is_refused_unless_allowed(plan, local, fake):
     fake.mode = "nohash"
     with edge(plan, local, fake.url) as rt:
         res = rt.infer(FRAME, force=(1, 3))
-    assert res.fallback["kind"] == "protocol" and "--allow-unverified-server" in res.fallback["reason"]
+    assert res.fallback.kind == "protocol" and "--allow-unverified-server" in res.fallback.reason
     with edge(plan, local, fake.url, allow_unverified_plan=True) as rt:
         assert rt.infer(FRAME, force=(1, 3)).fallback is None
 
@@ -152,7 +152,7 @@ def test_a_restart_with_another_plan_mid_run_is_noticed(plan, local, fake):
         assert rt.infer(FRAME, force=(1, 3)).fallback is None
         fake.hash_override = "f" * 64  # the "restarted" server serves another plan
         res = rt.infer(FRAME, force=(1, 3))
-    assert res.fallback["kind"] == "protocol" and "ffffffffffff" in res.fallback["reason"]
+    assert res.fallback.kind == "protocol" and "ffffffffffff" in res.fallback.reason
 
 
 def test_a_4_gib_answer_is_cut_at_the_plans_answer_size(plan, local, fake):
@@ -161,7 +161,7 @@ def test_a_4_gib_answer_is_cut_at_the_plans_answer_size(plan, local, fake):
     with edge(plan, local, fake.url) as rt:
         res = rt.infer(FRAME, force=(1, 3))
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert res.fallback["kind"] == "protocol" and "longer than" in res.fallback["reason"]
+    assert res.fallback.kind == "protocol" and "longer than" in res.fallback.reason
     assert grown_mb < 100, grown_mb
     assert fake.sent_bytes < 512 << 20  # the edge hung up long before 4 GiB
 

@@ -26,7 +26,7 @@ from janus_deploy.model import ModelSpec
 from janus_deploy.plan import ExportConfig, export_plan
 from janus_deploy.profile.measure import measure_profile
 from janus_deploy.profile.table import profile_from_dict, profile_from_linear, save_profile
-from janus_deploy.report import read_run_log
+from janus_deploy.schedule.runlog import read_run_log
 from janus_deploy.runtime.edge import frames_from_images
 from janus_deploy.runtime.server import BackgroundServer, create_app
 from janus_deploy.schedule import native
@@ -127,22 +127,23 @@ def test_embedded_runtime_answers_like_janus_deploy_run(plan, local, server, tmp
     assert summary["requests"] == FRAMES and summary["answered"] == FRAMES and summary["fallbacks"] == 0
 
     # the same answers, request by request
-    _, py_recs = read_run_log(run_log)
-    c_header, c_recs = read_run_log(c_log)
-    assert c_header["plan_hash"] == manifest.hash and len(py_recs) == len(c_recs) == FRAMES
+    py_recs = read_run_log(run_log).records
+    c_run = read_run_log(c_log)  # whole: the embedded runtime's close wrote the trailer
+    c_header, c_recs = c_run.header, c_run.records
+    assert c_header.plan_hash == manifest.hash and len(py_recs) == len(c_recs) == FRAMES
     for i, (a, b) in enumerate(zip(py_recs, c_recs)):
         for key in ("label", "level", "split", "model", "alpha"):
-            assert a["decision"][key] == b["decision"][key], (i, key)
-        assert a["decision"]["split"] == split and a["decision"]["level"] == level
-        assert a["top1"] == b["top1"] and a["bytes"] == b["bytes"], i
-        assert a["fallback"] is None and b["fallback"] is None and a["error"] is None and b["error"] is None
+            assert getattr(a.decision, key) == getattr(b.decision, key), (i, key)
+        assert a.decision.split == split and a.decision.level == level
+        assert a.top1 == b.top1 and a.bytes == b.bytes, i
+        assert a.fallback is None and b.fallback is None and a.error is None and b.error is None
     logits = np.fromfile(logits_out, dtype=np.float32).reshape(FRAMES, -1)
     assert logits.shape[1] == manifest.model["num_classes"]
     for i, frame in enumerate(frames):
         ref = reference(manifest, local, frame, level)
         np.testing.assert_allclose(logits[i], ref, atol=1e-4)
-        assert int(np.argmax(logits[i])) == py_recs[i]["top1"]
-        assert re.search(rf"top1={py_recs[i]['top1']} level={level} split={split} ", lines[i]), lines[i]
+        assert int(np.argmax(logits[i])) == py_recs[i].top1
+        assert re.search(rf"top1={py_recs[i].top1} level={level} split={split} ", lines[i]), lines[i]
     # real answers: the trained digits model reads the digits
     assert np.mean([int(np.argmax(x)) == y for x, y in zip(logits, labels)]) >= 0.75
     # and the embedded run's log replays through the simulator's controller

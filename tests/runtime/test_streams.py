@@ -40,14 +40,14 @@ def test_every_frame_one_outcome_and_replay_reproduces(plan, local, server, tmp_
         sr = StreamRuntime(rt, sources(plan[0], 2, 12, 40.0), PipelineConfig(drop="none"))
         records = sr.run()
         summary = sr.summary()
-    frames = [r for r in records if r.get("kind") != "probe"]
+    frames = [r for r in records if r.kind != "probe"]
     assert len(frames) == 24 and summary["frames"] == 24
-    assert all(r["outcome"] in ("answered", "fallback") and r["error"] is None for r in frames)
-    assert {r["stream"] for r in frames} == {"cam0", "cam1"}
-    assert all(r["top1"] is not None and r["measured"]["total_ms"] > 0 for r in frames)
+    assert all(r.outcome in ("answered", "fallback") and r.error is None for r in frames)
+    assert {r.stream for r in frames} == {"cam0", "cam1"}
+    assert all(r.top1 is not None and r.measured.total_ms > 0 for r in frames)
     assert summary["streams"]["cam0"]["frames"] == 12 and summary["dropped"] == 0
-    header, logged = read_run_log(log)
-    assert len([r for r in logged if r.get("kind") != "probe"]) == 24
+    logged = read_run_log(log).records
+    assert len([r for r in logged if r.kind != "probe"]) == 24
     out = replay_log(log)
     assert out["requests"] == 24 and out["decisions_reproduced"] == 1.0, out["mismatches"]
 
@@ -58,10 +58,10 @@ def test_serial_drops_what_arrives_while_busy(plan, local, server, tmp_path):
         sr = StreamRuntime(rt, sources(plan[0], 1, 30, 200.0), PipelineConfig(serial=True))
         records = sr.run()
         summary = sr.summary()
-    frames = [r for r in records if r.get("kind") != "probe"]
+    frames = [r for r in records if r.kind != "probe"]
     assert len(frames) == 30
-    dropped = [r for r in frames if r["outcome"] == "dropped"]
-    assert dropped and all(r["drop_reason"] == "busy" and r["decision"] is None for r in dropped)
+    dropped = [r for r in frames if r.outcome == "dropped"]
+    assert dropped and all(r.drop_reason == "busy" and r.decision is None for r in dropped)
     assert summary["dropped"] == len(dropped) and summary["answered"] == 30 - len(dropped)
 
 
@@ -168,10 +168,10 @@ def test_failed_exchanges_fall_back_on_the_edge(plan, local, tmp_path):
     with EdgeRuntime(manifest, local, e, c, server_url=f"http://127.0.0.1:{port}", sla_ms=2000.0, codec="fp32",
                      transport=TransportOptions(probe_rtt=False), log=tmp_path / "down.jsonl") as rt:
         sr = StreamRuntime(rt, sources(manifest, 2, 3, 20.0), PipelineConfig(drop="none"))
-        records = [r for r in sr.run() if r.get("kind") != "probe"]
-    assert len(records) == 6 and all(r["top1"] is not None and r["error"] is None for r in records)
-    fell = [r for r in records if r["outcome"] == "fallback"]
-    assert fell and all(r["fallback"]["kind"] == "unreachable" and r["measured"]["fallback_ms"] > 0 for r in fell)
-    assert all(r["outcome"] == "answered" and r["decision"]["split"] == manifest.num_blocks + 1
-               for r in records if r["outcome"] != "fallback")  # the rest ran device-only
+        records = [r for r in sr.run() if r.kind != "probe"]
+    assert len(records) == 6 and all(r.top1 is not None and r.error is None for r in records)
+    fell = [r for r in records if r.outcome == "fallback"]
+    assert fell and all(r.fallback.kind == "unreachable" and r.measured.fallback_ms > 0 for r in fell)
+    assert all(r.outcome == "answered" and r.decision.split == manifest.num_blocks + 1
+               for r in records if r.outcome != "fallback")  # the rest ran device-only
     assert replay_log(tmp_path / "down.jsonl")["decisions_reproduced"] == 1.0

@@ -403,11 +403,11 @@ def test_edge_runtime_unchanged_against_triton(small, local, triton, builtin):
                     b = rt_b.infer(frame, force=(li, s))
                     assert a.fallback is None and a.error is None, a.record
                     np.testing.assert_allclose(a.logits, b.logits, atol=TOL)
-                    d = a.record["decision"]
-                    assert d["model"] == (f"janus_L{li}_S0" if s == 0 else
+                    d = a.record.decision
+                    assert d.model == (f"janus_L{li}_S0" if s == 0 else
                                           f"janus_L{li}_S{s}_{'int8' if codec == 'int8' else 'fp16'}")
                     if s > 0 and codec == "fp16-zstd":
-                        assert a.record["bytes"] < a.record["raw_bytes"]  # gzip did compress
+                        assert a.record.bytes < a.record.raw_bytes  # gzip did compress
             assert rt_t.transport.kind == "triton" and rt_b.transport.kind == "janus"
             probe = rt_t.transport.probe(2.0)
             assert probe.ok and probe.body_bytes >= rt_t.transport.options.probe_bytes
@@ -437,15 +437,15 @@ def test_kill_triton_mid_run_edge_falls_back_and_recovers(small, local, repo, tr
                    controller={"probe_interval_s": 0.2, "breaker_open_s": 0.2, "breaker_max_open_s": 0.5},
                    sla_ms=1000) as rt:
             before = [rt.infer(frames[i % 4]) for i in range(4)]
-            assert all(r.fallback is None and r.record["decision"]["split"] <= small[0].num_blocks for r in before), \
-                [(r.record["decision"], r.record["fallback"], r.record["predicted"]) for r in before]
+            assert all(r.fallback is None and r.record.decision.split <= small[0].num_blocks for r in before), \
+                [(r.record.decision, r.record.fallback, r.record.predicted) for r in before]
             srv.kill()
             assert not srv.alive()
             during = [rt.infer(frames[i % 4]) for i in range(4)]
             assert all(r.error is None and r.logits is not None for r in during)
             # the first request after the kill was offloaded and fell back; the rest ran here either way
-            assert during[0].fallback and during[0].fallback["kind"] in ("unreachable", "dropped"), during[0].record
-            assert all(r.fallback or r.record["decision"]["split"] > small[0].num_blocks for r in during)
+            assert during[0].fallback and during[0].fallback.kind in ("unreachable", "dropped"), during[0].record
+            assert all(r.fallback or r.record.decision.split > small[0].num_blocks for r in during)
             srv.stop()
             srv.start(timeout=180)
             deadline = time.monotonic() + 60
@@ -454,10 +454,10 @@ def test_kill_triton_mid_run_edge_falls_back_and_recovers(small, local, repo, tr
                 r = rt.infer(frames[len(after) % 4])
                 after.append(r)
                 assert r.error is None
-                if r.fallback is None and r.record["decision"]["split"] <= small[0].num_blocks:
+                if r.fallback is None and r.record.decision.split <= small[0].num_blocks:
                     break
                 time.sleep(0.05)
-            assert after[-1].fallback is None and after[-1].record["server"], [r.record for r in after[-3:]]
+            assert after[-1].fallback is None and after[-1].record.server, [r.record for r in after[-3:]]
     finally:
         srv.stop()
         srv.cleanup()
@@ -670,10 +670,10 @@ def test_fused_tails_answer_their_time_and_the_edge_learns_from_it(small, local,
             res = rt.infer(frames[0], force=(1, 2))
         assert res.fallback is None and res.error is None, res.record
         rec = res.record
-        assert rec["server"]["janus_server_ms"] > 0 and "assumed_server_ms" not in rec["server"]
-        assert rec["measured"]["cloud_ms"] == pytest.approx(rec["server"]["janus_server_ms"], abs=1e-3)
-        obs = rec["observations"][0]
-        assert obs["server_ms"] == pytest.approx(rec["server"]["janus_server_ms"], abs=1e-3) and obs["expected_ms"] > 0
+        assert rec.server["janus_server_ms"] > 0 and "assumed_server_ms" not in rec.server
+        assert rec.measured.cloud_ms == pytest.approx(rec.server["janus_server_ms"], abs=1e-3)
+        obs = rec.observations[0]
+        assert obs.server_ms == pytest.approx(rec.server["janus_server_ms"], abs=1e-3) and obs.expected_ms > 0
 
 
 @pytest.mark.parametrize("fuse", [False, True])

@@ -87,7 +87,7 @@ def test_profiled_runner_pads_to_the_profile_and_chains():
 
     prof = types.SimpleNamespace(candidates=[0, 1, 3], level_index=lambda policy, alpha: 0,
                                  head_ms=lambda li, s: {0: 0.0, 1: 20.0, 3: 30.0}[s])
-    manifest = types.SimpleNamespace(level=lambda i: {"policy": "exponential", "alpha": 0.0})
+    manifest = types.SimpleNamespace(plan_level=lambda i: types.SimpleNamespace(policy="exponential", alpha=0.0))
     r = runmod.ProfiledRunner(Inner(), manifest, prof)
     assert r.target_ms(0, 0) == 20.0 and r.target_ms(0, 1) == 10.0 and r.loaded() == 7
     t0 = time.perf_counter()
