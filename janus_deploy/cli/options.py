@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,6 +55,10 @@ def _plain(value):
 def _opt(*flags: str, help: str, check: Callable | None = None, **kw) -> typer.models.OptionInfo:
     return typer.Option(*flags, help=help, callback=check, **kw)
 
+
+# typer's "required" default for an Annotated option that follows options with defaults (`sla: Sla = REQUIRED`);
+# typed Any so that the type checker takes it for the option's type, as typer does
+REQUIRED: Any = ...
 
 # ---------------------------------------------------------------- the SLA and the controller
 Sla = Annotated[float, _opt("--sla", help="Latency SLA in ms.", check=number(0, 3.6e6, lo_open=True))]
