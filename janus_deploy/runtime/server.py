@@ -48,7 +48,7 @@ from janus_deploy.runtime.dataplane import (
     SessionLRU,
 )
 from janus_deploy.runtime.dataplane import Request as DataRequest
-from janus_deploy.runtime.limits import BodyBudget, ConnectionGuard, ServerLimits, Ticket, quiet_accept_errors, uvicorn_config
+from janus_deploy.runtime.limits import BodyBudget, BodyLimits, ConnectionGuard, ServerLimits, Ticket, quiet_accept_errors, uvicorn_config
 from janus_deploy.wire.spec import MODEL_VERSION, TailSpec, tail_models
 from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, header_length_value, model_name
 
@@ -63,6 +63,80 @@ SMALL_JSON = 64 * 1024  # a binary request's JSON header up to this size parses 
 MAX_ERROR_CHARS = 400
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 TailModel = TailSpec  # the name before the data plane moved out
+
+
+def bearer_refusal(token: str | None, path: str, authorization: str | None) -> str | None:
+    """Why a request is refused without the bearer ``token`` (None: let through). The health
+    checks (:data:`OPEN_PATHS`) are always open."""
+    if token is None or path in OPEN_PATHS:
+        return None
+    got = authorization or ""
+    scheme, _, cred = got.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(cred.strip().encode(), token.encode()):
+        return None
+    why = "missing Authorization header" if not got else "wrong bearer token"
+    return f"unauthorized: {why} (send 'Authorization: Bearer <token>')"
+
+
+class ServerBusy(WireError):
+    """The in-flight body budget had no room for a body within the body timeout (503)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 503)
+
+
+class BodyReceiver:
+    """Reads request bodies within the body rules (:class:`BodyLimits`), the in-flight byte
+    budget and the body timeout; shared by the V2 routes and the Triton front
+    (:mod:`janus_deploy.triton.front`)."""
+
+    def __init__(self, body_limits: BodyLimits, budget: BodyBudget, timeout_s: float) -> None:
+        self.body_limits = body_limits
+        self.budget = budget
+        self.timeout_s = timeout_s
+
+    async def read(self, request: Request, declared: int | None) -> bytearray:
+        """The body into one buffer (sized by Content-Length: no list of chunks, no join)."""
+        if declared is None:
+            buf = bytearray()
+            async for chunk in request.stream():
+                self.body_limits.check_streamed(len(buf) + len(chunk))
+                buf += chunk
+            return buf
+        buf, pos = bytearray(declared), 0
+        view = memoryview(buf)
+        async for chunk in request.stream():
+            end = pos + len(chunk)
+            if end > declared:  # h11 frames bodies by Content-Length; never more
+                raise WireError("the request body is longer than its Content-Length")
+            view[pos:end] = chunk
+            pos = end
+        view.release()
+        if pos < declared:
+            del buf[pos:]
+        return buf
+
+    async def receive(self, request: Request, json_only: bool, ticket: Ticket) -> bytearray:
+        """Reserve the body's bytes in the in-flight budget (:class:`ServerBusy` if that takes
+        longer than the body timeout), then read it (WireError 408 if it is not complete by
+        then; 413 from the headers alone where they announce too much). The caller releases
+        ``ticket`` once the request is answered."""
+        h = request.headers
+        declared = self.body_limits.declared(h.get("content-length"), h.get("content-encoding"),
+                                             h.get(HEADER_LENGTH.lower()), json_only)
+        timeout = self.timeout_s
+        deadline = anyio.current_time() + timeout
+        try:
+            with anyio.fail_after(timeout):
+                await ticket.acquire(declared if declared is not None else self.body_limits.max_body)
+        except TimeoutError:
+            raise ServerBusy(f"server busy: {self.budget.used} bytes of request bodies in flight (the server's "
+                             f"--max-inflight-mb limit is {self.budget.limit}); retry") from None
+        try:
+            with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+                return await self.read(request, declared)
+        except TimeoutError:
+            raise WireError(f"the request body was not complete within {timeout:g} s", 408) from None
 
 
 class V2Endpoints:
@@ -83,6 +157,7 @@ class V2Endpoints:
         self.parse_limiter: Any = None
         self.json_limiter: Any = None
         self.budget = BodyBudget(limits.max_inflight)
+        self.receiver = BodyReceiver(self.body_limits, self.budget, body_timeout_s)
         self.guard = ConnectionGuard(limits)
         self.stats = {"infer_requests": 0, "ok": 0, "client_errors": 0, "server_errors": 0, "busy": 0}
 
@@ -120,15 +195,10 @@ class V2Endpoints:
 
     def unauthorized(self, request: Request) -> JSONResponse | None:
         """401 unless the request carries the bearer token (health checks are always open)."""
-        if self.token is None or request.url.path in OPEN_PATHS:
+        why = bearer_refusal(self.token, request.url.path, request.headers.get("authorization"))
+        if why is None:
             return None
-        got = request.headers.get("authorization", "")
-        scheme, _, cred = got.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(cred.strip().encode(), self.token.encode()):
-            return None
-        why = "missing Authorization header" if not got else "wrong bearer token"
-        return self.error(401, f"unauthorized: {why} (send 'Authorization: Bearer <token>')",
-                          {"WWW-Authenticate": 'Bearer realm="janus-deploy"'})
+        return self.error(401, why, {"WWW-Authenticate": 'Bearer realm="janus-deploy"'})
 
     async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         """Auth, then the route; an unexpected error is one 500 line, never a crash."""
@@ -183,48 +253,14 @@ class V2Endpoints:
         return {"name": name, "ready": True}
 
     # ------------------------------------------------------------------ bodies
-    async def read_body(self, request: Request, declared: int | None) -> bytearray:
-        """The body into one buffer (sized by Content-Length: no list of chunks, no join)."""
-        if declared is None:
-            buf = bytearray()
-            async for chunk in request.stream():
-                self.body_limits.check_streamed(len(buf) + len(chunk))
-                buf += chunk
-            return buf
-        buf, pos = bytearray(declared), 0
-        view = memoryview(buf)
-        async for chunk in request.stream():
-            end = pos + len(chunk)
-            if end > declared:  # h11 frames bodies by Content-Length; never more
-                raise WireError("the request body is longer than its Content-Length")
-            view[pos:end] = chunk
-            pos = end
-        view.release()
-        if pos < declared:
-            del buf[pos:]
-        return buf
-
     async def receive(self, request: Request, json_only: bool, ticket: Ticket) -> bytearray | JSONResponse:
-        """Reserve the body's bytes in the in-flight budget (503 if that takes longer than the body
-        timeout), then read it (408 if it is not complete by then). The caller releases
-        ``ticket`` once the request is answered."""
-        h = request.headers
-        declared = self.body_limits.declared(h.get("content-length"), h.get("content-encoding"),
-                                             h.get(HEADER_LENGTH.lower()), json_only)
-        timeout = self.body_timeout_s
-        deadline = anyio.current_time() + timeout
+        """The body (:meth:`BodyReceiver.receive`); 503 with Retry-After when the in-flight
+        budget had no room for it in time."""
         try:
-            with anyio.fail_after(timeout):
-                await ticket.acquire(declared if declared is not None else self.plane.max_body)
-        except TimeoutError:
+            return await self.receiver.receive(request, json_only, ticket)
+        except ServerBusy as exc:
             self.stats["busy"] += 1
-            return self.error(503, f"server busy: {self.budget.used} bytes of request bodies in flight (the server's "
-                                   f"--max-inflight-mb limit is {self.budget.limit}); retry", {"Retry-After": "1"})
-        try:
-            with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
-                return await self.read_body(request, declared)
-        except TimeoutError:
-            raise WireError(f"the request body was not complete within {timeout:g} s", 408) from None
+            return self.error(503, str(exc), {"Retry-After": "1"})
 
     # ------------------------------------------------------------------ probe and inference
     async def probe(self, request: Request) -> Any:
@@ -510,5 +546,6 @@ class BackgroundServer:
         self.stop()
 
 
-__all__ = ["BackgroundServer", "DataPlane", "V2Endpoints", "build_app", "ServerError", "ServerLimits", "SessionLRU", "TailModel", "create_app",
-           "model_name", "serve", "server_config", "tail_models"]
+__all__ = ["BackgroundServer", "BodyReceiver", "DataPlane", "ServerBusy", "ServerError", "ServerLimits", "SessionLRU",
+           "TailModel", "V2Endpoints", "bearer_refusal", "build_app", "create_app", "model_name", "serve", "server_config",
+           "tail_models"]
