@@ -15,7 +15,8 @@ bodies with the built-in server's rules, and forwards them uncompressed to trito
 HTTP and gRPC ports bind loopback only. tritonserver has no option to bound a request or what it
 inflates, and its access check takes its key on the command line, visible to every local user;
 with the front that key is a random per-launch value (``--http-restricted-api=...:janus-front-key=KEY``)
-only the front sends, and the user's token never reaches a command line.
+only the front sends, and the user's token never reaches a command line. gRPC is not fronted:
+it listens on loopback, open to local clients without a token, closed (the same key) with one.
 
 ``front=None`` runs tritonserver bare (the old layout): on ``host``, with ``--token`` as Triton's
 own mechanism, ``--http-restricted-api`` / ``--grpc-restricted-protocol`` (every API except
@@ -191,8 +192,9 @@ class TritonServer:
         if self.http_threads:
             cmd.append(f"--http-thread-count={self.http_threads}")
         if self.upstream_key is not None:  # behind the front: a per-launch key only the front sends
-            cmd += [f"--http-restricted-api={RESTRICTED_HTTP}:{UPSTREAM_KEY_HEADER}={self.upstream_key}",
-                    f"--grpc-restricted-protocol={RESTRICTED_GRPC}:{UPSTREAM_KEY_HEADER}={self.upstream_key}"]
+            cmd.append(f"--http-restricted-api={RESTRICTED_HTTP}:{UPSTREAM_KEY_HEADER}={self.upstream_key}")
+            if self.token:  # gRPC (loopback, not fronted) is open to local clients only without a token
+                cmd.append(f"--grpc-restricted-protocol={RESTRICTED_GRPC}:{UPSTREAM_KEY_HEADER}={self.upstream_key}")
         elif self.token:  # bare tritonserver (front=None): the token is on its command line
             cmd += [f"--http-restricted-api={RESTRICTED_HTTP}:authorization=Bearer {self.token}",
                     f"--grpc-restricted-protocol={RESTRICTED_GRPC}:authorization=Bearer {self.token}"]
