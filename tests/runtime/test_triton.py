@@ -623,7 +623,9 @@ def test_metrics_bind_loopback_unless_told(repo, triton):
     """Triton's metrics (per-model request counts) bind 127.0.0.1 by default, even when the HTTP
     port binds every address (issue 21 item 4)."""
     assert _listening(triton.metrics_port) == {"0100007F"}
-    cmd = TritonServer(repo.path, host="0.0.0.0", http_port=0).command()
+    cmd = TritonServer(repo.path, host="0.0.0.0", http_port=0, front=None).command()
     assert "--http-address=0.0.0.0" in cmd and "--metrics-address=127.0.0.1" in cmd
+    cmd = TritonServer(repo.path, host="0.0.0.0", http_port=0).command()  # behind the front: all loopback
+    assert "--http-address=127.0.0.1" in cmd and "--grpc-address=127.0.0.1" in cmd and "--metrics-address=127.0.0.1" in cmd
     cmd = TritonServer(repo.path, host="0.0.0.0", http_port=0, metrics_port=9102, metrics_host="10.1.2.3").command()
     assert "--metrics-address=10.1.2.3" in cmd
