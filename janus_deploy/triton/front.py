@@ -16,7 +16,9 @@ clients from this front, in the launching process, with the built-in server's ru
   ``--max-json-mb`` for a JSON body), and forwarded uncompressed, so tritonserver never inflates;
 * the connection cap and header deadline of :mod:`janus_deploy.runtime.limits` hold here too.
 
-Everything else (paths, query, status, the V2 headers and bodies) passes through unchanged.
+Everything else (paths, query, status, the V2 headers and bodies) passes through unchanged. The
+front's client to tritonserver is aiohttp (the ``[triton]`` extra): per request it adds a third
+of what httpx's async client adds (``tools/bench_triton_front.py``, ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -106,12 +108,13 @@ class TritonFront:
 
     @asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
-        import httpx
+        import aiohttp
 
         self.inflate_limiter = anyio.CapacityLimiter(PARSE_CONCURRENCY)
         self.json_limiter = anyio.CapacityLimiter(JSON_CONCURRENCY)
-        async with httpx.AsyncClient(base_url=self.upstream, timeout=UPSTREAM_TIMEOUT_S, trust_env=False,
-                                     limits=httpx.Limits(max_connections=64, max_keepalive_connections=32)) as client:
+        connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=30)
+        async with aiohttp.ClientSession(self.upstream, connector=connector, auto_decompress=False,
+                                         timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S)) as client:
             self.client = client
             yield
 
@@ -163,7 +166,7 @@ class TritonFront:
         return body
 
     async def forward(self, request: Request, body: bytes | bytearray) -> Response:
-        import httpx
+        import aiohttp
 
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD_REQUEST}
         headers["accept-encoding"] = "identity"  # no compression on the loopback hop
@@ -171,13 +174,16 @@ class TritonFront:
             headers[UPSTREAM_KEY_HEADER] = self.upstream_key
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         try:
-            r = await self.client.request(request.method, path, content=bytes(body) if body else None, headers=headers)
-        except httpx.HTTPError as exc:
+            async with self.client.request(request.method, path, data=bytes(body) if body else None,
+                                           headers=headers) as r:
+                content = await r.read()
+                out = {k: v for k, v in r.headers.items() if k.lower() in FORWARD_RESPONSE}
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self.stats["upstream_errors"] += 1
             log.warning("tritonserver did not answer %s: %s", request.url.path, exc)
             return self.error(502, f"Triton did not answer ({type(exc).__name__}); retry later")
-        out = {k: v for k, v in r.headers.items() if k.lower() in FORWARD_RESPONSE}
-        return Response(r.content, status_code=r.status_code, headers=out)
+        return Response(content, status_code=status, headers=out)
 
 
 def _inflate(box: list, encoding: str | None, limit: int, json_only: bool, body_limits: BodyLimits

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from janus_deploy import JanusError
+from janus_deploy import JanusError, missing_extra_hint
 from janus_deploy.triton.front import UPSTREAM_KEY_HEADER, FrontOptions
 
 LOOPBACK = "127.0.0.1"
@@ -137,6 +137,11 @@ class TritonServer:
         if token is not None and (not token or any(c in token for c in " ,:=\n")):
             raise JanusError("--token for Triton must be non-empty without spaces, commas, colons or '='")
         self.bundle = find_bundle()
+        if front is not None:
+            try:
+                import aiohttp  # noqa: F401 - the front's client to tritonserver: one line before anything starts
+            except ImportError as exc:
+                raise TritonUnavailable(missing_extra_hint(exc, "the Triton front") or str(exc)) from None
         self.host = host
         self.metrics_host = metrics_host  # per-model request counts: loopback unless the user says otherwise
         self.front = dataclasses.replace(front, token=token) if front is not None and token is not None else front
