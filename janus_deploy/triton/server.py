@@ -75,7 +75,7 @@ class Bundle:
 
 def _glibc() -> tuple[int, int] | None:
     try:
-        name, ver = os.confstr("CS_GNU_LIBC_VERSION").split()
+        name, ver = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
         major, minor = ver.split(".")[:2]
         return int(major), int(minor)
     except (ValueError, OSError, AttributeError):
@@ -230,6 +230,11 @@ class TritonServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """tritonserver's exit code (None while it runs or before it started)."""
+        return self.proc.returncode if self.proc is not None else None
+
     def start(self, timeout: float = DEFAULT_READY_TIMEOUT_S) -> TritonServer:
         if self.alive():
             raise JanusError("this TritonServer is already running")
@@ -262,7 +267,7 @@ class TritonServer:
         with httpx.Client(timeout=2.0, trust_env=False) as client:
             while True:
                 if not self.alive():
-                    raise TritonStartError(f"tritonserver exited with code {self.proc.returncode} before it was "
+                    raise TritonStartError(f"tritonserver exited with code {self.returncode} before it was "
                                            f"ready: {self.log_errors()}")
                 try:
                     if client.get(f"{self.upstream_url}/v2/health/ready").status_code == 200:
@@ -285,7 +290,7 @@ class TritonServer:
 
     def kill(self) -> None:
         """SIGKILL tritonserver and its stubs at once (a crash, for tests); :meth:`stop` cleans up."""
-        if self.alive():
+        if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -364,7 +369,9 @@ def serve(plan_dir: str | Path, engine_dir: str | Path, *, host: str = "127.0.0.
     else:
         if repository is None:
             tmp = Path(tempfile.mkdtemp(prefix="janus-triton-repo-"))
-        repo = Path(repository) if repository is not None else tmp / "repository"
+            repo = tmp / "repository"
+        else:
+            repo = Path(repository)
         export_repository(manifest, engine_dir, repo, options or ExportOptions(platform="python", fuse=False))
     srv = TritonServer(repo, host=host, http_port=port, grpc_port=grpc_port, metrics_port=metrics_port, token=token,
                        http_threads=http_threads, metrics_host=metrics_host, front=front)
@@ -376,7 +383,7 @@ def serve(plan_dir: str | Path, engine_dir: str | Path, *, host: str = "127.0.0.
             on_ready(srv, repo)
         while not stop.wait(0.5):
             if not srv.alive():
-                raise TritonStartError(f"tritonserver exited with code {srv.proc.returncode}: {srv.log_errors()}")
+                raise TritonStartError(f"tritonserver exited with code {srv.returncode}: {srv.log_errors()}")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
