@@ -458,8 +458,9 @@ def test_kill_triton_mid_run_edge_falls_back_and_recovers(small, local, repo, tr
 
 
 def test_serve_engine_triton_cli_and_run(small, tmp_path):
-    """`janus-deploy serve --engine triton` starts, answers `janus-deploy run`, stops on SIGINT
-    without leaving stubs or shared memory behind."""
+    """`janus-deploy serve --engine triton --token-file` starts, answers `janus-deploy run`, shows
+    the token in no command line of its process group (issue 21 item 4), stops on SIGINT without
+    leaving stubs or shared memory behind."""
     _bundle_or_skip()
     from janus_deploy.profile.table import save_profile
     from janus_deploy.triton.server import free_port
@@ -471,8 +472,11 @@ def test_serve_engine_triton_cli_and_run(small, tmp_path):
     port = free_port()
     exe = [sys.executable, "-m", "janus_deploy.cli.main"]
     before_shm = set(os.listdir("/dev/shm"))
+    secret = "cli-secret-5d2e"
+    (tmp_path / "token").write_text(secret + "\n")
     proc = subprocess.Popen([*exe, "serve", str(plan_dir), "--engines", str(engines), "--engine", "triton",
-                             "--port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
+                             "--port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
+                             "--token-file", str(tmp_path / "token")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         import httpx
@@ -487,9 +491,19 @@ def test_serve_engine_triton_cli_and_run(small, tmp_path):
                 pass
             assert time.monotonic() < deadline, "serve --engine triton was not ready in time"
             time.sleep(0.3)
+        import psutil
+
+        group = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        assert len(group) >= 3  # janus-deploy serve, tritonserver, its stubs
+        for p in group:
+            try:
+                assert secret.encode() not in open(f"/proc/{p.pid}/cmdline", "rb").read(), p.pid
+            except FileNotFoundError:  # gone meanwhile
+                pass
         run = subprocess.run([*exe, "run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
                               "--cloud-profile", str(tmp_path / "cloud.json"), "--server", f"http://127.0.0.1:{port}",
-                              "--sla", "5000", "--synthetic", "6", "--codec", "int8", "--json"],
+                              "--sla", "5000", "--synthetic", "6", "--codec", "int8", "--json",
+                              "--token-file", str(tmp_path / "token")],
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
         summary = json.loads(run.stdout)
