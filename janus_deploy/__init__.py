@@ -13,6 +13,7 @@ class JanusError(Exception):
 EXTRAS = {
     "torch": "export", "torchvision": "export", "timm": "export", "safetensors": "export",
     "sklearn": "calib", "matplotlib": "plot", "tritonclient": "triton", "yaml": "triton",
+    "aiohttp": "triton",
     "tensorrt": "trt", "pycuda": "trt",
 }
 

@@ -31,7 +31,7 @@ def list_images(folder: str | Path, *, labelled: bool = False) -> list[tuple[Pat
     if not files:
         raise ImageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {folder}")
     if labelled:
-        out = []
+        out: list[tuple[Path, str | None]] = []
         for p in files:
             if p.parent == folder:
                 raise ImageError(f"{p} is not in a class sub-folder; labelled folders look like DIR/<class>/<image>")
@@ -50,7 +50,7 @@ def load_frame(path: str | Path, img_size: int) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB").resize((img_size, img_size), Image.BILINEAR)
+            im = im.convert("RGB").resize((img_size, img_size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageError(f"cannot read image {path}: {exc}") from exc
@@ -62,8 +62,7 @@ def normalize(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ImageError(f"frames must be [B, H, W, 3] uint8, got shape {frames.shape}")
-    x = frames.astype(np.float32) / 255.0
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    x = (frames.astype(np.float32) / np.float32(255.0) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 

@@ -79,7 +79,7 @@ def check_engines(manifest: Manifest, engine_dir: str | Path) -> list[str]:
         from janus_deploy.backends.ort import index_problems
 
         problems += [f"{where}: {p}" for p in index_problems(manifest, data)]
-        root = manifest.dir
+        root = manifest.dir or root
         plan_sha = manifest.graph_sha256
     for e in data.get("engines") or []:
         if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(e.get("sha256"), str):

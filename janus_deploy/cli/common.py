@@ -111,7 +111,9 @@ def print_chunked(out: Console, title: str, label: str, columns: list[str], rows
 
     label_w = max([width(label), *(width(r[0]) for r in rows)]) + 1
     widths = [max([width(c), *(width(r[1][i]) for r in rows)]) + 2 for i, c in enumerate(columns)]
-    chunks, cur, used = [], [], label_w
+    chunks: list[list[int]] = []
+    cur: list[int] = []
+    used = label_w
     for i, w in enumerate(widths):
         if cur and used + w > out.width:
             chunks.append(cur)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from typing import Any
 
 import typer
 
@@ -77,7 +78,8 @@ def _friendly(fn, name: str = "this command"):
 
 
 for _cmd in app.registered_commands:
-    _cmd.callback = _friendly(_cmd.callback, _cmd.name or _cmd.callback.__name__.replace("_", "-"))
+    if _cmd.callback is not None:
+        _cmd.callback = _friendly(_cmd.callback, _cmd.name or _cmd.callback.__name__.replace("_", "-"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         code = app(args=args, prog_name="janus-deploy", standalone_mode=False)
-    except Exception as exc:  # click's exceptions (typer may vendor click: matched by class name)
+    except Exception as caught:  # click's exceptions (typer may vendor click: matched by class name)
+        exc: Any = caught  # click's exception classes, known here by name only
         kinds = {c.__name__ for c in type(exc).__mro__}
         if "UsageError" in kinds:  # unknown option, missing or malformed value
             from rich.console import Console

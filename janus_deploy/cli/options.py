@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -57,17 +57,28 @@ def _opt(*flags: str, help: str, check: Callable | None = None, **kw) -> typer.m
     return typer.Option(*flags, help=help, callback=check, **kw)
 
 
+# typer's "required" default for an Annotated option that follows options with defaults (`sla: Sla = REQUIRED`);
+# typed Any so that the type checker takes it for the option's type, as typer does
+REQUIRED: Any = ...
+
 # ---------------------------------------------------------------- the SLA and the controller
 Sla = Annotated[float, _opt("--sla", help="Latency SLA in ms.", check=number(0, 3.6e6, lo_open=True))]
-EstimatorName = choice("EstimatorName", ESTIMATORS)
+if TYPE_CHECKING:  # what a command receives is the plain string (_plain); typer sees the Enums below
+    EstimatorName = str
+    RttEstimateName = str
+    TraceFormatName = str
+    CloudLoadName = str
+else:
+    EstimatorName = choice("EstimatorName", ESTIMATORS)
+    RttEstimateName = choice("RttEstimateName", tuple(RTT_ESTIMATES))
+    TraceFormatName = choice("TraceFormatName", FORMATS)
+    CloudLoadName = choice("CloudLoadName", CLOUD_LOAD_MODES)
 Estimator = Annotated[EstimatorName, _opt("--estimator", help="Bandwidth estimator.", check=_plain)]
 Window = Annotated[int, _opt("--window", help="Estimator window (samples).", min=1, max=10_000)]
 Margin = Annotated[float, _opt("--margin", help="Fraction of the SLA held back when deciding.",
                                check=number(0.0, 1.0))]
-RttEstimateName = choice("RttEstimateName", tuple(RTT_ESTIMATES))
 RttEstimate = Annotated[RttEstimateName, _opt("--rtt-estimate", help="RTT estimate over the last RTTs.", check=_plain)]
 NoDeflate = Annotated[bool, _opt("--no-deflate", help="Do not deflate the bandwidth estimate by its recent error.")]
-CloudLoadName = choice("CloudLoadName", CLOUD_LOAD_MODES)
 CloudLoad = Annotated[CloudLoadName, _opt("--cloud-load", check=_plain,
                                           help="What the controller learns from the server's reported time: factor "
                                                "(a load factor over the profile's decode + tail), extra (an added wait) "
@@ -85,7 +96,6 @@ Rtt = Annotated[float | None, _opt("--rtt", check=number(0.0, 3.6e6),
                                       help="Fixed round-trip time (ms) the scheduler assumes (run, testbed: default measured).")]
 
 # ---------------------------------------------------------------- traces
-TraceFormatName = choice("TraceFormatName", FORMATS)
 TraceFormat = Annotated[TraceFormatName, _opt("--trace-format", help="Trace file format.", check=_plain)]
 SampleInterval = Annotated[float, _opt("--sample-interval", help="Seconds per trace sample.",
                                        check=number(0.0, 3600.0, lo_open=True))]

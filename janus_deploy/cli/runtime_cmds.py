@@ -71,6 +71,7 @@ def serve(
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="--engine triton: Prometheus metrics port (default --port + 2)."),
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="--engine triton: address the metrics port binds (per-model request counts; loopback by default, 0.0.0.0 for a scraper elsewhere)."),
     repository: Path | None = typer.Option(None, "--repository", help="--engine triton: repository from `janus-deploy export-triton --platform python` (default: export one to a temporary directory)."),
+    triton_front: bool = typer.Option(True, "--triton-front/--no-triton-front", help="--engine triton: clients reach tritonserver through a front with this server's body limits and token check (tritonserver on loopback, gRPC too); --no-triton-front exposes tritonserver itself (the token on its command line, compressed bodies inflated without limit)."),
 ) -> None:
     """Serve a plan's tail models over KServe V2 / Open Inference Protocol (REST, binary tensors)."""
     from janus_deploy.net.ports import check_port_free
@@ -103,10 +104,18 @@ def serve(
                               f"(repository {repo}): {srv.url}/v2, gRPC {srv.grpc_url}, metrics {srv.metrics_url}"
                               + (" [bold](token required)[/]" if token else ""))
 
+        from janus_deploy.triton.front import FrontOptions
+
+        front = FrontOptions(max_body_mb=max_body_mb, max_json_mb=max_json_mb, body_timeout_s=body_timeout,
+                             limits=_L.ServerLimits(max_connections=max_connections, header_timeout_s=header_timeout,
+                                                    keep_alive_s=keep_alive, max_inflight_mb=max_inflight_mb))
+        if not triton_front:
+            err_console.print("[yellow]warning:[/] --no-triton-front: tritonserver inflates compressed bodies without "
+                              "limit" + (" and shows the token in its command line" if token else ""))
         serve_triton(plan, engines, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port,
                      metrics_host=metrics_host, token=token,
                      http_threads=concurrency, repository=repository, on_ready=triton_banner,
-                     options=_triton_options(threads))
+                     options=_triton_options(threads), front=front if triton_front else None)
         return
     from janus_deploy.runtime.server import serve as serve_app
 

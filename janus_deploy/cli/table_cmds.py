@@ -48,7 +48,7 @@ def export_table(
     rtt: Rtt = None,
     rtt_estimate: RttEstimate = _C.rtt_estimate,
     no_deflate: NoDeflate = False,
-    probe_interval: ProbeInterval = _C.probe_interval_s,
+    probe_interval: ProbeInterval = _C.probe_interval_s or 0.0,
     breaker_failures: BreakerFailures = _C.breaker_failures,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable JSON (file, bytes, format, crc32, levels, splits)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out file."),

@@ -9,9 +9,9 @@ from typing import Any
 
 import typer
 
-from janus_deploy import JanusError
 from janus_deploy.cli.common import console, controller_config, err_console, print_json
 from janus_deploy.cli.options import (
+    REQUIRED,
     BreakerFailures,
     ColdStart,
     EdgeSlowdown,
@@ -39,7 +39,7 @@ def testbed(
     cloud_profile: str = typer.Option(..., "--cloud-profile", help="Cloud profile (file or preset name)."),
     trace: list[str] = typer.Option(..., "--trace", help="Throughput trace replayed on the uplink (file, directory or glob)."),
     ping: list[str] | None = typer.Option(None, "--ping", help="Ping trace (RTT ms, 5G/LTE format) added on the reply path."),
-    sla: Sla = ...,
+    sla: Sla = REQUIRED,
     requests: int = typer.Option(..., "--requests", min=1, help="Requests per run (kernel, user space, simulated)."),
     sample_interval: SampleInterval = 1.0,
     trace_start: float = typer.Option(0.0, "--trace-start", help="Start the window this many seconds into the trace."),
@@ -57,7 +57,7 @@ def testbed(
     rtt_estimate: RttEstimate = _C.rtt_estimate,
     no_deflate: NoDeflate = False,
     breaker_failures: BreakerFailures = _C.breaker_failures,
-    probe_interval: ProbeInterval = _C.probe_interval_s,
+    probe_interval: ProbeInterval = _C.probe_interval_s or 0.0,
     timeout_factor: TimeoutFactor = 1.0,
     edge_timing: str = typer.Option("profile", "--edge-timing", help="profile: every edge segment takes its profiled time (isolates the network) | real: the engines' time x --edge-slowdown."),
     edge_slowdown: EdgeSlowdown = 1.0,
@@ -76,53 +76,22 @@ def testbed(
 ) -> None:
     """Kernel-shaped uplink in a network namespace (needs root): the edge runtime against the built-in
     server over a tbf-replayed trace, next to the simulator and the user-space shaper on the same window."""
-    from janus_deploy.net.traces import FORMATS, load_ping, load_trace
-    from janus_deploy.testbed import TestbedConfig, check_privileges, run_testbed
-    from janus_deploy.testbed import window as trace_window
+    from janus_deploy.testbed import TraceWindow, check_privileges, testbed_config
 
     check_privileges()  # first: one line without root, before anything loads
-    if trace_format not in FORMATS:
-        raise JanusError(f"unknown trace format {trace_format!r}; choose one of {', '.join(FORMATS)}")
-    if sample_interval <= 0:
-        raise JanusError(f"--sample-interval must be > 0 s, got {sample_interval}")
-    bw = trace_window(load_trace(trace, fmt=trace_format, run=run, interval_s=sample_interval), trace_start)
-    rtt = trace_window(load_ping(ping, run=ping_run, interval_s=sample_interval), trace_start) if ping else None
-    extra: dict[str, Any] = {"probe_interval_s": probe_interval if probe_interval > 0 else None,
-                             "cold_start_mbps": cold_start}
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
-                             no_deflate=no_deflate, breaker_failures=breaker_failures, **extra)
-    frames = None
-    if images is not None:
-        from janus_deploy.plan.manifest import Manifest
-        from janus_deploy.runtime.edge import frames_from_images
-
-        frames = list(frames_from_images(images, Manifest.load(plan).model["img_size"], limit=256))
-        if not frames:
-            raise JanusError(f"--images {images} holds no images")
-    cfg = TestbedConfig(plan=plan, engines=engines, edge_profile=profile, cloud_profile=cloud_profile, trace=bw,
-                        ping=rtt, sla_ms=sla, requests=requests, accuracy=accuracy, codec=codec, controller=ctrl,
-                        fps=fps, edge_timing=edge_timing, edge_slowdown=edge_slowdown, threads=threads, server_threads=server_threads,
-                        frames=frames, timeout_factor=timeout_factor, user_space=user_space, calibrate=calibrate, log_dir=log_dir,
-                        rtt_mode=rtt_mode, nice=nice, server_engine=server_engine, streams=streams, drop=drop,
-                        serial=serial)
-    say = (lambda s: None) if as_json else (lambda s: err_console.print(f"[bold cyan]{s}"))
+                             no_deflate=no_deflate, breaker_failures=breaker_failures,
+                             probe_interval_s=probe_interval if probe_interval > 0 else None, cold_start_mbps=cold_start)
+    cfg = testbed_config(
+        plan, engines, edge_profile=profile, cloud_profile=cloud_profile, sla_ms=sla, requests=requests,
+        trace=TraceWindow(trace, fmt=trace_format, run=run, interval_s=sample_interval, start_s=trace_start),
+        ping=TraceWindow(ping, run=ping_run, interval_s=sample_interval, start_s=trace_start) if ping else None,
+        images=images, accuracy=accuracy, codec=codec, controller=ctrl, fps=fps, edge_timing=edge_timing,
+        edge_slowdown=edge_slowdown, threads=threads, server_threads=server_threads, timeout_factor=timeout_factor,
+        user_space=user_space, calibrate=calibrate, log_dir=log_dir, rtt_mode=rtt_mode, nice=nice,
+        server_engine=server_engine, streams=streams, drop=drop, serial=serial)
     try:
-        if as_json:
-            out = run_testbed(cfg, say=say)
-        else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=err_console, transient=True) as bars:
-                tasks: dict[str, Any] = {}
-
-                def progress(stage: str, done: int, total: int) -> None:
-                    if stage not in tasks:
-                        tasks[stage] = bars.add_task(stage.replace("_", "-"), total=total)
-                    if done % 10 == 0 or done == total:
-                        bars.update(tasks[stage], completed=done)
-
-                out = run_testbed(cfg, say=lambda s: bars.console.print(f"[bold cyan]{s}"), progress=progress)
+        out = _run_quiet(cfg) if as_json else _run_with_progress(cfg)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted:[/] the testbed's namespace, veth pair and qdiscs were removed")
         raise typer.Exit(130) from None
@@ -130,6 +99,31 @@ def testbed(
         print_json(out)
         return
     render(out)
+
+
+def _run_quiet(cfg: Any) -> dict[str, Any]:
+    from janus_deploy.testbed import run_testbed
+
+    return run_testbed(cfg)
+
+
+def _run_with_progress(cfg: Any) -> dict[str, Any]:
+    """run_testbed with a progress bar per stage and its messages above them."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from janus_deploy.testbed import run_testbed
+
+    with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bars:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage.replace("_", "-"), total=total)
+            if done % 10 == 0 or done == total:
+                bars.update(tasks[stage], completed=done)
+
+        return run_testbed(cfg, say=lambda s: bars.console.print(f"[bold cyan]{s}"), progress=progress)
 
 
 def _f(v: Any, fmt: str) -> str:

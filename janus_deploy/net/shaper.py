@@ -65,7 +65,7 @@ class TraceShaper:
         """Seconds into the trace (starts the trace on first use)."""
         if self.t0 is None:
             self.start()
-        return self.clock() - self.t0
+        return self.clock() - (self.t0 or 0.0)  # set by start()
 
     def mean_rate(self, t_a: float, t_b: float) -> float:
         """Mean trace bandwidth between two trace times (what an ideal link would deliver)."""

@@ -8,7 +8,6 @@ import datetime as _dt
 import hashlib
 import io
 import json
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,13 +22,13 @@ from janus_deploy.model.load import ModelSpec, create_from_spec, file_sha256, mo
 from janus_deploy.model.merge import GRAPH_REVISION
 from janus_deploy.model.pruned import LevelFreeSegment, Segment, build_level_free_segments, build_segments
 from janus_deploy.plan.manifest import FORMAT_VERSION, KIND, MANIFEST_FILE, Manifest, PlanError
-from janus_deploy.plan.weights import INDEX_FILE, WEIGHTS_FILE, SharedWeights
+from janus_deploy.plan.weights import INDEX_FILE, WEIGHTS_FILE
+from janus_deploy.plan.writer import STATE_FILE, GraphWriter, ProgressFn
 from janus_deploy.wire.codecs import payload_bytes
 
 DEFAULT_OPSET = 17
 DEFAULT_LEVELS = 8
 INIT_SEED = 0  # models without a checkpoint are initialised deterministically
-STATE_FILE = "export-progress.json"  # graphs done so far; removed when the manifest is written
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def segment_io(seg: Segment | LevelFreeSegment, info) -> tuple[list, list]:
         ins = [_io("image", ["batch", 3, info.img_size, info.img_size])]
     else:
         ins = [_io("tokens", ["batch", tokens_in, d]), _io("size", ["batch", tokens_in, 1])]
-    if seg.takes_reductions:
+    if isinstance(seg, LevelFreeSegment) and seg.takes_reductions:  # a level's Segment never takes them
         ins.append(_io("reductions", [seg.num_blocks], "int64"))
     if seg.last:
         outs = [_io("logits", ["batch", info.num_classes])]
@@ -130,7 +129,8 @@ def export_graph(module: torch.nn.Module, args: tuple[torch.Tensor, ...], ins, o
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, args, buf, dynamo=False, opset_version=opset, input_names=in_names,
+            module, args, buf, dynamo=False,  # type: ignore[arg-type]  # a file object works too (torch's docs); its stub names paths
+            opset_version=opset, input_names=in_names,
             output_names=out_names, dynamic_axes=dynamic, do_constant_folding=True,
         )
     model = onnx.load_from_string(buf.getvalue())
@@ -163,9 +163,6 @@ def payloads(info, tokens: Sequence[int], candidates: Sequence[int]) -> dict[str
                 "bytes": {"float32": payload_bytes(x, d, "fp32"), "float16": payload_bytes(x, d, "fp16")},
             }
     return out
-
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 def check_out_dir(out_dir: str | Path) -> None:
@@ -253,7 +250,7 @@ def export_plan(
     level_list = config.level_list(info.num_tokens, info.num_blocks)
     created = _make_dir(out_dir)
     try:
-        return _export(spec, model, info, ckpt_sha, candidates, ranges, level_list, out_dir, config, progress)
+        return _export(_Source(spec, model, info, ckpt_sha, candidates, ranges, level_list, config), out_dir, progress)
     except BaseException:
         _remove_empty(created)
         raise
@@ -277,88 +274,107 @@ def _remove_empty(created: list[Path]) -> None:
             return
 
 
-def _export(spec, model, info, ckpt_sha, candidates, ranges, level_list, out_dir: Path, config: ExportConfig,
-            progress: ProgressFn | None) -> tuple[Manifest, dict[str, Any]]:
-    """The export itself, once every check passed and the folder exists."""
-    model_key = (spec.to_dict(), ckpt_sha, INIT_SEED, config.opset, __version__, GRAPH_REVISION)
-    weights_key = _key(model_key)
-    state_path = out_dir / STATE_FILE
-    old = _previous_entries(out_dir, state_path, weights_key)
-    if not old:  # another model (or nothing) was exported here: its weights are of no use
-        for stale in (WEIGHTS_FILE, INDEX_FILE):
-            (out_dir / stale).unlink(missing_ok=True)
-    weights = SharedWeights(out_dir)
-    can_reuse = bool(weights.index)  # offsets of kept graphs are only valid in the old weight file
-    image = torch.randn(1, 3, info.img_size, info.img_size, generator=torch.Generator().manual_seed(1))
-    total = len(level_list) * (len(ranges) + 1) + len(ranges)
-    done, exported, reused, seconds = 0, 0, 0, []
-    level_rows = []
-    state = {"weights_key": weights_key, "entries": {}}
+@dataclass(frozen=True)
+class _Source:
+    """What every graph of one export is made from: the model, its shape, the split layout and
+    the key that names the model in every graph key (checkpoint, seed, opset, code revision)."""
 
-    def emit(module, args, ins, outs, fname, key) -> dict[str, Any]:
-        nonlocal done, exported, reused
-        path = out_dir / fname
-        prior = old.get(key)
-        if can_reuse and prior and path.is_file() and file_sha256(path) == prior["sha256"]:
-            reused += 1
-            entry = prior
-        else:
-            t0 = time.perf_counter()
-            graph = weights.externalize(export_graph(module, args, ins, outs, config.opset))
-            onnx.save(graph, str(path))
-            seconds.append(time.perf_counter() - t0)
-            exported += 1
-            entry = {"file": fname, "key": key, "sha256": file_sha256(path), "bytes": path.stat().st_size,
-                     "inputs": ins, "outputs": outs}
-            # checkpoint progress so an interrupted export resumes from here
-            weights.save_index()
-            state["entries"][key] = entry
-            state_path.write_text(json.dumps(state))
-        done += 1
-        if progress:
-            progress(fname, done, total)
-        return entry
+    spec: ModelSpec
+    model: torch.nn.Module
+    info: Any
+    ckpt_sha: str | None
+    candidates: list[int]
+    ranges: list[tuple[int, int]]
+    level_list: list[tuple[str, float]]
+    config: ExportConfig
 
-    for li, (pol, alpha) in enumerate(level_list):
-        sched = levels.schedule(pol, alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
-        segs = build_segments(model, sched, candidates)
-        seg_entries = []
-        args: tuple[torch.Tensor, ...] = (image,)
-        for si, seg in enumerate(segs):
-            ins, outs = segment_io(seg, info)
-            key = _key(model_key, pol, alpha, seg.start, seg.end, seg.first, seg.last)
-            entry = emit(seg, args, ins, outs, f"L{li:02d}_S{si:02d}.onnx", key)
-            seg_entries.append({"index": si, "blocks": [seg.start, seg.end], **entry})
-            with torch.no_grad():
-                res = seg(*args)
-            args = res if isinstance(res, tuple) else (res,)
-        full = Segment(model, sched, 1, info.num_blocks, first=True, last=True)
-        ins, outs = segment_io(full, info)
-        unsplit = emit(full, (image,), ins, outs, f"L{li:02d}_full.onnx",
-                       _key(model_key, pol, alpha, "full"))
-        level_rows.append({
-            "index": li, "policy": pol, "alpha": alpha, "tokens": list(sched.tokens),
-            "reductions": list(sched.reductions), "capped_blocks": list(sched.capped),
-            "segments": seg_entries, "unsplit": unsplit,
-            "payload": payloads(info, sched.tokens, candidates),
-        })
-    level_free = []
-    example = level_rows[-1]  # any level traces the same graph (the ops do not depend on r's values)
-    args = (image,)
-    for si, seg in enumerate(build_level_free_segments(model, candidates)):
-        ins, outs = segment_io(seg, info)
-        red = torch.tensor(example["reductions"][seg.start - 1: seg.end], dtype=torch.int64)
-        seg_args = args + ((red,) if seg.takes_reductions else ())
-        key = _key(model_key, "level-free", seg.start, seg.end, seg.first, seg.last)
-        entry = emit(seg, seg_args, ins, outs, f"G_S{si:02d}.onnx", key)
-        level_free.append({"index": si, "blocks": [seg.start, seg.end], **entry})
+    @property
+    def model_key(self) -> tuple[Any, ...]:
+        return (self.spec.to_dict(), self.ckpt_sha, INIT_SEED, self.config.opset, __version__, GRAPH_REVISION)
+
+    @property
+    def graph_count(self) -> int:
+        """Graphs in the plan: per level its segments and its unsplit graph, then the level-free segments."""
+        return len(self.level_list) * (len(self.ranges) + 1) + len(self.ranges)
+
+    def example_image(self) -> torch.Tensor:
+        size = self.info.img_size
+        return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def _export(src: _Source, out_dir: Path, progress: ProgressFn | None) -> tuple[Manifest, dict[str, Any]]:
+    """The export itself, once every check passed and the folder exists: the graphs through one
+    :class:`GraphWriter`, then the manifest assembled from their entries."""
+    weights_key = _key(src.model_key)
+    writer = GraphWriter(out_dir, weights_key, src.graph_count, progress)
+    image = src.example_image()
+    level_rows = [_level_row(writer, src, li, pol, alpha, image) for li, (pol, alpha) in enumerate(src.level_list)]
+    level_free = _level_free_entries(writer, src, level_rows[-1]["reductions"], image)
+    data = _manifest_data(src, weights_key, writer.weights_entry(), level_rows, level_free)
+    manifest = Manifest(data, out_dir)
+    return manifest, writer.finish(manifest)
+
+
+def _write_chain(writer: GraphWriter, src: _Source, segs: Sequence[Segment | LevelFreeSegment], image: torch.Tensor,
+                 name: Callable[[int], str], key: Callable[[Any], str],
+                 extra: Callable[[Any], tuple[torch.Tensor, ...]] = lambda seg: ()) -> list[dict[str, Any]]:
+    """Write a chain of segments, each traced on the previous one's outputs (plus ``extra(seg)``
+    inputs); their manifest entries, with index and blocks."""
+    entries = []
+    args: tuple[torch.Tensor, ...] = (image,)
+    for si, seg in enumerate(segs):
+        ins, outs = segment_io(seg, src.info)
+        seg_args = args + extra(seg)
+        entry = writer.write(name(si), key(seg), _tracer(seg, seg_args, ins, outs, src.config.opset), ins, outs)
+        entries.append({"index": si, "blocks": [seg.start, seg.end], **entry})
         with torch.no_grad():
             res = seg(*seg_args)
         args = res if isinstance(res, tuple) else (res,)
-    weights.save_index()
+    return entries
 
-    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    data = {
+
+def _tracer(module: torch.nn.Module, args: tuple[torch.Tensor, ...], ins: list, outs: list, opset: int
+            ) -> Callable[[], onnx.ModelProto]:
+    return lambda: export_graph(module, args, ins, outs, opset)
+
+
+def _level_row(writer: GraphWriter, src: _Source, li: int, pol: str, alpha: float, image: torch.Tensor) -> dict[str, Any]:
+    """One level: its segment chain, its unsplit graph, and its manifest row."""
+    info, mk = src.info, src.model_key
+    sched = levels.schedule(pol, alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)
+    segs = build_segments(src.model, sched, src.candidates)
+    seg_entries = _write_chain(writer, src, segs, image, lambda si: f"L{li:02d}_S{si:02d}.onnx",
+                               lambda seg: _key(mk, pol, alpha, seg.start, seg.end, seg.first, seg.last))
+    full = Segment(src.model, sched, 1, info.num_blocks, first=True, last=True)
+    ins, outs = segment_io(full, info)
+    unsplit = writer.write(f"L{li:02d}_full.onnx", _key(mk, pol, alpha, "full"),
+                           _tracer(full, (image,), ins, outs, src.config.opset), ins, outs)
+    return {
+        "index": li, "policy": pol, "alpha": alpha, "tokens": list(sched.tokens),
+        "reductions": list(sched.reductions), "capped_blocks": list(sched.capped),
+        "segments": seg_entries, "unsplit": unsplit,
+        "payload": payloads(info, sched.tokens, src.candidates),
+    }
+
+
+def _level_free_entries(writer: GraphWriter, src: _Source, reductions: list[int], image: torch.Tensor) -> list[dict[str, Any]]:
+    """The level-free segment chain, traced with one level's ``reductions`` (any level traces the
+    same graph: the ops do not depend on r's values)."""
+    def red(seg: LevelFreeSegment) -> tuple[torch.Tensor, ...]:
+        return (torch.tensor(reductions[seg.start - 1: seg.end], dtype=torch.int64),) if seg.takes_reductions else ()
+
+    mk = src.model_key
+    return _write_chain(writer, src, build_level_free_segments(src.model, src.candidates), image,
+                        lambda si: f"G_S{si:02d}.onnx",
+                        lambda seg: _key(mk, "level-free", seg.start, seg.end, seg.first, seg.last), red)
+
+
+def _manifest_data(src: _Source, weights_key: str, weights: dict[str, Any], level_rows: list[dict[str, Any]],
+                   level_free: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's content (``docs/manifest.md``) from the graphs' entries: pure."""
+    spec, info, config = src.spec, src.info, src.config
+    weight_bytes = sum(t.numel() * t.element_size() for t in src.model.state_dict().values())
+    return {
         "format_version": FORMAT_VERSION,
         "kind": KIND,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -366,57 +382,22 @@ def _export(spec, model, info, ckpt_sha, candidates, ranges, level_list, out_dir
         "model": {
             "name": spec.name, "overrides": spec.overrides,
             "checkpoint": str(spec.checkpoint) if spec.checkpoint else None,
-            "checkpoint_sha256": ckpt_sha, "init_seed": None if spec.checkpoint else INIT_SEED,
+            "checkpoint_sha256": src.ckpt_sha, "init_seed": None if spec.checkpoint else INIT_SEED,
             "num_blocks": info.num_blocks, "embed_dim": info.embed_dim, "num_tokens": info.num_tokens,
             "num_prefix_tokens": info.num_prefix_tokens, "img_size": info.img_size,
             "num_classes": info.num_classes, "mean": list(info.mean), "std": list(info.std),
-            "weight_bytes": weight_bytes,
+            "weight_bytes": weight_bytes, "weights_key": weights_key,
         },
         "policy": {"name": config.policy, "k": config.k, "step": config.step, "levels": config.levels,
                    "alpha_max": levels.alpha_max(info.num_tokens, info.num_blocks, config.policy),
                    "baseline_r": config.baseline_r},
         "opset": config.opset,
-        "candidates": candidates,
-        "segments": [list(r) for r in ranges],
-        "weights": {"file": weights.bin.name, "bytes": weights.bin.stat().st_size,
-                    "sha256": file_sha256(weights.bin)},
+        "candidates": src.candidates,
+        "segments": [list(r) for r in src.ranges],
+        "weights": weights,
         "levels": level_rows,
         "level_free_segments": level_free,
     }
-    data["model"]["weights_key"] = weights_key
-    manifest = Manifest(data, out_dir)
-    _remove_stale(manifest)
-    manifest.save(out_dir)
-    state_path.unlink(missing_ok=True)
-    stats = {"exported": exported, "reused": reused, "seconds_per_graph": seconds}
-    return manifest, stats
-
-
-def _previous_entries(out_dir: Path, state_path: Path, weights_key: str) -> dict[str, dict[str, Any]]:
-    """Graph entries of an earlier export of the same model into ``out_dir``: from its manifest,
-    and from the progress file an interrupted export leaves behind."""
-    old: dict[str, dict[str, Any]] = {}
-    try:
-        prev = Manifest.load(out_dir)
-        if prev.model.get("weights_key") == weights_key:
-            old = {entry["key"]: entry for entry in prev.graph_entries()}
-    except PlanError:
-        pass
-    try:
-        state = json.loads(state_path.read_text())
-        if state.get("weights_key") == weights_key:
-            old.update(state["entries"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return old
-
-
-def _remove_stale(manifest: Manifest) -> None:
-    """Delete graphs of an earlier export that the new manifest no longer lists."""
-    live = {e["file"] for e in manifest.graph_entries()}
-    for path in [*manifest.dir.glob("L*_*.onnx"), *manifest.dir.glob("G_S*.onnx")]:
-        if path.name not in live:
-            path.unlink()
 
 
 def plan_size_bytes(plan_dir: str | Path) -> int:

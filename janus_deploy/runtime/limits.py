@@ -272,9 +272,9 @@ def guarded_protocol(guard: ConnectionGuard) -> type:
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class GuardedH11(H11Protocol):
-        def connection_made(self, transport) -> None:  # type: ignore[override]  # uvicorn annotates asyncio.Transport; any transport is passed on
+        def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self._janus_timer = None
+            self._janus_timer: asyncio.TimerHandle | None = None
             self._janus_evicted = False
             if not guard.opened(self):
                 transport.write(_BUSY)
@@ -323,7 +323,7 @@ def quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     second while it lasts); log one line a minute instead (the connection cap should keep the
     server below the limit, but other descriptors count too)."""
     previous = loop.get_exception_handler()
-    state = {"at": None, "count": 0}
+    state: dict[str, Any] = {"at": None, "count": 0}
 
     def handler(lp, context: dict[str, Any]) -> None:
         if str(context.get("message", "")).startswith("socket.accept() out of system resource"):

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,13 @@ from janus_deploy.runtime.dataplane import (
     DEFAULT_MAX_BODY_MB,
     DEFAULT_MAX_JSON_MB,
     DEFAULT_MAX_LOADED,
+    Answer,
     DataPlane,
     ServerError,
     SessionLRU,
 )
-from janus_deploy.runtime.limits import BodyBudget, ConnectionGuard, ServerLimits, Ticket, quiet_accept_errors, uvicorn_config
+from janus_deploy.runtime.dataplane import Request as DataRequest
+from janus_deploy.runtime.limits import BodyBudget, BodyLimits, ConnectionGuard, ServerLimits, Ticket, quiet_accept_errors, uvicorn_config
 from janus_deploy.wire.spec import MODEL_VERSION, TailSpec, tail_models
 from janus_deploy.wire.v2 import HEADER_LENGTH, WireError, header_length_value, model_name
 
@@ -61,6 +63,299 @@ SMALL_JSON = 64 * 1024  # a binary request's JSON header up to this size parses 
 MAX_ERROR_CHARS = 400
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 TailModel = TailSpec  # the name before the data plane moved out
+
+
+def bearer_refusal(token: str | None, path: str, authorization: str | None) -> str | None:
+    """Why a request is refused without the bearer ``token`` (None: let through). The health
+    checks (:data:`OPEN_PATHS`) are always open."""
+    if token is None or path in OPEN_PATHS:
+        return None
+    got = authorization or ""
+    scheme, _, cred = got.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(cred.strip().encode(), token.encode()):
+        return None
+    why = "missing Authorization header" if not got else "wrong bearer token"
+    return f"unauthorized: {why} (send 'Authorization: Bearer <token>')"
+
+
+class ServerBusy(WireError):
+    """The in-flight body budget had no room for a body within the body timeout (503)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 503)
+
+
+class BodyReceiver:
+    """Reads request bodies within the body rules (:class:`BodyLimits`), the in-flight byte
+    budget and the body timeout; shared by the V2 routes and the Triton front
+    (:mod:`janus_deploy.triton.front`)."""
+
+    def __init__(self, body_limits: BodyLimits, budget: BodyBudget, timeout_s: float) -> None:
+        self.body_limits = body_limits
+        self.budget = budget
+        self.timeout_s = timeout_s
+
+    async def read(self, request: Request, declared: int | None) -> bytearray:
+        """The body into one buffer (sized by Content-Length: no list of chunks, no join)."""
+        if declared is None:
+            buf = bytearray()
+            async for chunk in request.stream():
+                self.body_limits.check_streamed(len(buf) + len(chunk))
+                buf += chunk
+            return buf
+        buf, pos = bytearray(declared), 0
+        view = memoryview(buf)
+        async for chunk in request.stream():
+            end = pos + len(chunk)
+            if end > declared:  # h11 frames bodies by Content-Length; never more
+                raise WireError("the request body is longer than its Content-Length")
+            view[pos:end] = chunk
+            pos = end
+        view.release()
+        if pos < declared:
+            del buf[pos:]
+        return buf
+
+    async def receive(self, request: Request, json_only: bool, ticket: Ticket) -> bytearray:
+        """Reserve the body's bytes in the in-flight budget (:class:`ServerBusy` if that takes
+        longer than the body timeout), then read it (WireError 408 if it is not complete by
+        then; 413 from the headers alone where they announce too much). The caller releases
+        ``ticket`` once the request is answered."""
+        h = request.headers
+        declared = self.body_limits.declared(h.get("content-length"), h.get("content-encoding"),
+                                             h.get(HEADER_LENGTH.lower()), json_only)
+        timeout = self.timeout_s
+        deadline = anyio.current_time() + timeout
+        try:
+            with anyio.fail_after(timeout):
+                await ticket.acquire(declared if declared is not None else self.body_limits.max_body)
+        except TimeoutError:
+            raise ServerBusy(f"server busy: {self.budget.used} bytes of request bodies in flight (the server's "
+                             f"--max-inflight-mb limit is {self.budget.limit}); retry") from None
+        try:
+            with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+                return await self.read(request, declared)
+        except TimeoutError:
+            raise WireError(f"the request body was not complete within {timeout:g} s", 408) from None
+
+
+class V2Endpoints:
+    """The V2 routes, one small method each, over a :class:`DataPlane` (KServe's endpoints /
+    dataplane split): a method turns an HTTP request into data-plane calls and their result or
+    error into an HTTP response. What the routes keep beside the data plane lives here: the
+    token, the worker-thread limiters, the in-flight body budget, the connection guard and the
+    request counters. :func:`create_app` binds the methods to their paths."""
+
+    def __init__(self, plane: DataPlane, *, token: str | None, concurrency: int, limits: ServerLimits,
+                 body_timeout_s: float) -> None:
+        self.plane = plane
+        self.token = token
+        self.concurrency = concurrency
+        self.body_timeout_s = body_timeout_s
+        self.body_limits = plane.body_limits
+        self.limiter: Any = None  # anyio limiters: made inside the event loop (lifespan)
+        self.parse_limiter: Any = None
+        self.json_limiter: Any = None
+        self.budget = BodyBudget(limits.max_inflight)
+        self.receiver = BodyReceiver(self.body_limits, self.budget, body_timeout_s)
+        self.guard = ConnectionGuard(limits)
+        self.stats = {"infer_requests": 0, "ok": 0, "client_errors": 0, "server_errors": 0, "busy": 0}
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        self.limiter = anyio.CapacityLimiter(self.concurrency)
+        self.parse_limiter = anyio.CapacityLimiter(min(self.concurrency, PARSE_CONCURRENCY))
+        self.json_limiter = anyio.CapacityLimiter(JSON_CONCURRENCY)
+        quiet_accept_errors(asyncio.get_running_loop())
+        yield
+
+    # ------------------------------------------------------------------ errors and auth
+    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        """The one error body (``{"error": message}``), counted as a client or server error."""
+        if len(message) > MAX_ERROR_CHARS:  # messages quote client input only in short form; a last guard
+            message = message[: MAX_ERROR_CHARS - 1] + "…"
+        if status >= 500:
+            self.stats["server_errors"] += 1
+        elif status >= 400:
+            self.stats["client_errors"] += 1
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    async def http_exception(self, request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        msg = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            msg = f"no such endpoint {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            msg = f"method {request.method} is not allowed on {request.url.path}"
+        return self.error(exc.status_code, msg)
+
+    async def validation_exception(self, request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return self.error(400, f"bad request: {exc.errors()}")
+
+    def unauthorized(self, request: Request) -> JSONResponse | None:
+        """401 unless the request carries the bearer token (health checks are always open)."""
+        why = bearer_refusal(self.token, request.url.path, request.headers.get("authorization"))
+        if why is None:
+            return None
+        return self.error(401, why, {"WWW-Authenticate": 'Bearer realm="janus-deploy"'})
+
+    async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Auth, then the route; an unexpected error is one 500 line, never a crash."""
+        refused = self.unauthorized(request)
+        if refused is not None:
+            return refused
+        try:
+            return await call_next(request)
+        except Exception:  # noqa: BLE001 - never crash the server on one request
+            log.exception("unhandled error on %s", request.url.path)
+            return self.error(500, "internal server error (the server's log has the details)")
+
+    # ------------------------------------------------------------------ health and metadata
+    async def live(self) -> dict[str, Any]:
+        return {"live": True}
+
+    async def ready(self) -> dict[str, Any]:
+        return {"ready": True}
+
+    async def server_metadata(self) -> dict[str, Any]:
+        plane, budget = self.plane, self.budget
+        return {
+            "name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"],
+            "janus": {"plan_hash": plane.manifest.hash, "model": plane.manifest.model["name"],
+                      "models": list(plane.models), "max_loaded": plane.lru.max_loaded,
+                      "loaded_sessions": plane.lru.resident, "loads": plane.lru.loads,
+                      "evictions": plane.lru.evictions, "max_body_bytes": plane.max_body,
+                      "max_json_bytes": plane.json_limit, "stats": dict(self.stats),
+                      "connections": self.guard.as_dict(),
+                      "bodies": {"inflight_bytes": budget.used, "peak_bytes": budget.peak,
+                                 "limit_bytes": budget.limit, "waited": budget.waited}},
+        }
+
+    def lookup(self, name: str, version: str | None = None) -> TailSpec:
+        """The tail model (WireError 404 for an unknown name or a version other than ours)."""
+        model = self.plane.lookup(name)
+        if version not in (None, "", MODEL_VERSION):
+            raise WireError(f"model {name!r} has no version {version!r} (only {MODEL_VERSION!r})", 404)
+        return model
+
+    async def model_metadata(self, name: str, version: str | None = None) -> Any:
+        try:
+            return self.lookup(name, version).metadata()
+        except WireError as exc:
+            return self.error(exc.status, str(exc))
+
+    async def model_ready(self, name: str, version: str | None = None) -> Any:
+        try:
+            self.lookup(name, version)
+        except WireError as exc:
+            return self.error(exc.status, str(exc))
+        return {"name": name, "ready": True}
+
+    # ------------------------------------------------------------------ bodies
+    async def receive(self, request: Request, json_only: bool, ticket: Ticket) -> bytearray | JSONResponse:
+        """The body (:meth:`BodyReceiver.receive`); 503 with Retry-After when the in-flight
+        budget had no room for it in time."""
+        try:
+            return await self.receiver.receive(request, json_only, ticket)
+        except ServerBusy as exc:
+            self.stats["busy"] += 1
+            return self.error(503, str(exc), {"Retry-After": "1"})
+
+    # ------------------------------------------------------------------ probe and inference
+    async def probe(self, request: Request) -> Any:
+        """Bandwidth probe of the edge runtime: reads and discards the body (same limits)."""
+        t = time.perf_counter()
+        ticket = self.budget.ticket()
+        try:
+            raw = await self.receive(request, False, ticket)
+            if isinstance(raw, JSONResponse):
+                return raw
+            return {"bytes": len(raw), "receive_ms": round((time.perf_counter() - t) * 1e3, 3)}
+        except WireError as exc:
+            return self.error(exc.status, str(exc).replace("request body", "probe body"))
+        except ClientDisconnect:
+            return self.error(400, "the client disconnected before the probe body was complete")
+        finally:
+            ticket.release()
+
+    async def infer(self, name: str, request: Request, version: str | None = None) -> Response:
+        """Receive and parse the body (worker threads), run the tail, answer with the timings."""
+        self.stats["infer_requests"] += 1
+        t_start = time.perf_counter()
+        ticket = self.budget.ticket()
+        try:
+            model = self.lookup(name, version)
+            got = await self.parsed_request(model, request, ticket)
+            if isinstance(got, JSONResponse):
+                return got
+            req, t_recv = got
+            t_parsed = time.perf_counter()
+            answer = await self.run_model(req)
+            if isinstance(answer, JSONResponse):
+                return answer
+            times = _timings(t_start, t_recv, t_parsed, time.perf_counter(), answer)
+            return self.response(req, answer, times)
+        except ClientDisconnect:
+            return self.error(400, "the client disconnected before the request body was complete")
+        except WireError as exc:
+            return self.error(exc.status, str(exc))
+        finally:
+            ticket.release()
+
+    async def parsed_request(self, model: TailSpec, request: Request, ticket: Ticket
+                             ) -> tuple[DataRequest, float] | JSONResponse:
+        """The body received and parsed in a worker thread (JSON-heavy bodies one at a time),
+        with the time it was complete; the ticket then holds what the decoded tensors keep."""
+        hlen = request.headers.get(HEADER_LENGTH.lower())
+        got = await self.receive(request, hlen is None, ticket)
+        if isinstance(got, JSONResponse):
+            return got
+        t_recv = time.perf_counter()
+        box = [got]  # the worker takes the body out: freed when it is done with it
+        del got
+        big_json = hlen is None or header_length_value(hlen) > SMALL_JSON
+        req, refused = await anyio.to_thread.run_sync(
+            _parse, self.plane, model, box, request.headers.get("content-encoding"), hlen,
+            limiter=self.json_limiter if big_json else self.parse_limiter)
+        if refused is not None:
+            return self.error(*refused)
+        ticket.resize(req.nbytes)  # what the request keeps until it is answered: its decoded tensors
+        return req, t_recv
+
+    async def run_model(self, req: DataRequest) -> Answer | JSONResponse:
+        """The tail run in a worker thread (bounded by ``concurrency``); its failures as 4xx/500."""
+        name = req.model.name
+        try:
+            answer, failed = await anyio.to_thread.run_sync(_run, self.plane, req, limiter=self.limiter)
+        except Exception as exc:  # noqa: BLE001 - runtime errors from the engine
+            log.exception("model %s failed", name)
+            return self.error(500, f"model {name} failed: {type(exc).__name__}")
+        if failed is None:
+            return answer
+        if failed[0] >= 500:
+            log.error("model %s failed: %s", name, failed[1])
+            return self.error(500, f"model {name} failed: {failed[1]}")
+        return self.error(*failed)
+
+    def response(self, req: DataRequest, answer: Answer, parameters: dict[str, float]) -> Response:
+        out_body, out_hlen = self.plane.respond(req, answer, parameters)
+        self.stats["ok"] += 1
+        if out_hlen is None:
+            return Response(out_body, media_type="application/json")
+        return Response(out_body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(out_hlen)})
+
+
+def _timings(t_start: float, t_recv: float, t_parsed: float, t_done: float, answer: Answer) -> dict[str, float]:
+    """The server's timing parameters of one answer (ms; ``docs/runtime.md``)."""
+    return {
+        "janus_receive_ms": round((t_recv - t_start) * 1e3, 3),
+        "janus_parse_ms": round((t_parsed - t_recv) * 1e3, 3),
+        "janus_queue_ms": round(max((t_done - t_parsed) * 1e3 - answer.decode_ms - answer.compute_ms, 0.0), 3),
+        "janus_decode_ms": round(answer.decode_ms, 3),
+        "janus_compute_ms": round(answer.compute_ms, 3),
+        "janus_server_ms": round((t_done - t_recv) * 1e3, 3),
+    }
 
 
 def create_app(
@@ -78,7 +373,7 @@ def create_app(
     preload: bool = False,
     max_json_mb: float = DEFAULT_MAX_JSON_MB,
     limits: ServerLimits | None = None,
-):
+) -> FastAPI:
     """The FastAPI app serving every tail model of a plan (see module docstring).
 
     ``max_loaded``: most (level, segment) sessions kept resident (LRU). ``token``: require
@@ -108,230 +403,37 @@ def create_app(
         raise ServerError(f"--max-json-mb must be > 0, got {max_json_mb}")
     plane = DataPlane(manifest, runner, max_loaded=max_loaded, max_body=int(max_body_mb * 1024 * 1024),
                       max_batch=int(max_batch), max_json=int(max_json_mb * 1024 * 1024))
-    body_limits = plane.body_limits
     if preload:
         plane.preload()
-    state = _RouteState(plane, token, conc, limits)
+    endpoints = V2Endpoints(plane, token=token, concurrency=conc, limits=limits, body_timeout_s=body_timeout_s)
+    return build_app(endpoints, limits)
 
-    @asynccontextmanager
-    async def lifespan(app):
-        state.limiter = anyio.CapacityLimiter(state.concurrency)
-        state.parse_limiter = anyio.CapacityLimiter(min(state.concurrency, PARSE_CONCURRENCY))
-        state.json_limiter = anyio.CapacityLimiter(JSON_CONCURRENCY)
-        quiet_accept_errors(asyncio.get_running_loop())
-        yield
 
-    app = FastAPI(title="janus-deploy V2 inference server", version=__version__, lifespan=lifespan,
+def build_app(endpoints: V2Endpoints, limits: ServerLimits) -> FastAPI:
+    """The FastAPI app with ``endpoints``' methods on the V2 paths."""
+    app = FastAPI(title="janus-deploy V2 inference server", version=__version__, lifespan=endpoints.lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.janus = plane  # the data plane (models, runner, LRU); routes keep their own state
+    app.state.janus = endpoints.plane  # the data plane (models, runner, LRU)
     app.state.janus_limits = limits
-    app.state.janus_guard = state.guard  # the connection cap and header deadline (uvicorn_config uses it)
-    app.state.janus_routes = state
-
-    def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-        if len(message) > MAX_ERROR_CHARS:  # messages quote client input only in short form; a last guard
-            message = message[: MAX_ERROR_CHARS - 1] + "…"
-        if status >= 500:
-            state.stats["server_errors"] += 1
-        elif status >= 400:
-            state.stats["client_errors"] += 1
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_exc(request: Request, exc: StarletteHTTPException):
-        msg = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        if exc.status_code == 404:
-            msg = f"no such endpoint {request.method} {request.url.path}"
-        elif exc.status_code == 405:
-            msg = f"method {request.method} is not allowed on {request.url.path}"
-        return error(exc.status_code, msg)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_exc(request: Request, exc: RequestValidationError):
-        return error(400, f"bad request: {exc.errors()}")
-
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        if state.token is not None and request.url.path not in OPEN_PATHS:
-            got = request.headers.get("authorization", "")
-            scheme, _, cred = got.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(cred.strip().encode(), state.token.encode()):
-                why = "missing Authorization header" if not got else "wrong bearer token"
-                return error(401, f"unauthorized: {why} (send 'Authorization: Bearer <token>')",
-                             {"WWW-Authenticate": 'Bearer realm="janus-deploy"'})
-        try:
-            return await call_next(request)
-        except Exception:  # noqa: BLE001 - never crash the server on one request
-            log.exception("unhandled error on %s", request.url.path)
-            return error(500, "internal server error (the server's log has the details)")
-
-    # ---------------------------------------------------------------- health + metadata
-    @app.get("/v2/health/live")
-    async def live():
-        return {"live": True}
-
-    @app.get("/v2/health/ready")
-    async def ready():
-        return {"ready": True}
-
-    @app.get("/v2")
-    async def server_metadata():
-        return {
-            "name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"],
-            "janus": {"plan_hash": manifest.hash, "model": manifest.model["name"],
-                      "models": list(plane.models), "max_loaded": plane.lru.max_loaded,
-                      "loaded_sessions": plane.lru.resident, "loads": plane.lru.loads,
-                      "evictions": plane.lru.evictions, "max_body_bytes": plane.max_body,
-                      "max_json_bytes": plane.json_limit, "stats": dict(state.stats),
-                      "connections": state.guard.as_dict(),
-                      "bodies": {"inflight_bytes": state.budget.used, "peak_bytes": state.budget.peak,
-                                 "limit_bytes": state.budget.limit, "waited": state.budget.waited}},
-        }
-
-    def lookup(name: str, version: str | None = None) -> TailSpec | JSONResponse:
-        try:
-            model = plane.lookup(name)
-        except WireError as exc:
-            return error(exc.status, str(exc))
-        if version not in (None, "", MODEL_VERSION):
-            return error(404, f"model {name!r} has no version {version!r} (only {MODEL_VERSION!r})")
-        return model
-
-    @app.get("/v2/models/{name}")
-    @app.get("/v2/models/{name}/versions/{version}")
-    async def model_metadata(name: str, version: str | None = None):
-        model = lookup(name, version)
-        return model if isinstance(model, JSONResponse) else model.metadata()
-
-    @app.get("/v2/models/{name}/ready")
-    @app.get("/v2/models/{name}/versions/{version}/ready")
-    async def model_ready(name: str, version: str | None = None):
-        model = lookup(name, version)
-        if isinstance(model, JSONResponse):
-            return model
-        return {"name": name, "ready": True}
-
-    # ---------------------------------------------------------------- inference
-    async def read_body(request: Request, declared: int | None) -> bytearray:
-        """The body into one buffer (sized by Content-Length: no list of chunks, no join)."""
-        if declared is not None:
-            buf, pos = bytearray(declared), 0
-            view = memoryview(buf)
-            async for chunk in request.stream():
-                end = pos + len(chunk)
-                if end > declared:  # h11 frames bodies by Content-Length; never more
-                    raise WireError("the request body is longer than its Content-Length")
-                view[pos:end] = chunk
-                pos = end
-            view.release()
-            if pos < declared:
-                del buf[pos:]
-            return buf
-        buf = bytearray()
-        async for chunk in request.stream():
-            body_limits.check_streamed(len(buf) + len(chunk))
-            buf += chunk
-        return buf
-
-    async def receive(request: Request, json_only: bool, ticket: Ticket) -> bytearray | JSONResponse:
-        """Reserve the body's bytes in the in-flight budget (503 if that takes longer than the body
-        timeout), then read it (408 if it is not complete by then). The caller releases
-        ``ticket`` once the request is answered."""
-        h = request.headers
-        declared = body_limits.declared(h.get("content-length"), h.get("content-encoding"),
-                                        h.get(HEADER_LENGTH.lower()), json_only)
-        deadline = anyio.current_time() + body_timeout_s
-        try:
-            with anyio.fail_after(body_timeout_s):
-                await ticket.acquire(declared if declared is not None else plane.max_body)
-        except TimeoutError:
-            state.stats["busy"] += 1
-            return error(503, f"server busy: {state.budget.used} bytes of request bodies in flight (the server's "
-                              f"--max-inflight-mb limit is {state.budget.limit}); retry", {"Retry-After": "1"})
-        try:
-            with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
-                return await read_body(request, declared)
-        except TimeoutError:
-            raise WireError(f"the request body was not complete within {body_timeout_s:g} s", 408) from None
-
-    @app.post("/janus/probe")
-    async def probe(request: Request):
-        """Bandwidth probe of the edge runtime: reads and discards the body (same limits)."""
-        t = time.perf_counter()
-        ticket = state.budget.ticket()
-        try:
-            raw = await receive(request, False, ticket)
-            if isinstance(raw, JSONResponse):
-                return raw
-            return {"bytes": len(raw), "receive_ms": round((time.perf_counter() - t) * 1e3, 3)}
-        except WireError as exc:
-            msg = str(exc).replace("request body", "probe body")
-            return error(exc.status, msg)
-        except ClientDisconnect:
-            return error(400, "the client disconnected before the probe body was complete")
-        finally:
-            ticket.release()
-
-    @app.post("/v2/models/{name}/infer")
-    @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer(name: str, request: Request, version: str | None = None):
-        state.stats["infer_requests"] += 1
-        t_start = time.perf_counter()
-        model = lookup(name, version)
-        if isinstance(model, JSONResponse):
-            return model
-        ticket = state.budget.ticket()
-        try:
-            return await answer_request(name, model, request, t_start, ticket)
-        finally:
-            ticket.release()
-
-    async def answer_request(name: str, model: TailSpec, request: Request, t_start: float, ticket: Ticket):
-        hlen = request.headers.get(HEADER_LENGTH.lower())
-        try:
-            raw = await receive(request, hlen is None, ticket)
-            if isinstance(raw, JSONResponse):
-                return raw
-            t_recv = time.perf_counter()
-            box, raw = [raw], None  # the worker takes the body out: freed when it is done with it
-            big_json = hlen is None or header_length_value(hlen) > SMALL_JSON
-            req, refused = await anyio.to_thread.run_sync(
-                _parse, plane, model, box, request.headers.get("content-encoding"), hlen,
-                limiter=state.json_limiter if big_json else state.parse_limiter)
-            if refused is not None:
-                return error(*refused)
-            ticket.resize(req.nbytes)  # what the request keeps until it is answered: its decoded tensors
-        except ClientDisconnect:
-            return error(400, "the client disconnected before the request body was complete")
-        except WireError as exc:
-            return error(exc.status, str(exc))
-        t_parsed = time.perf_counter()
-        try:
-            answer, failed = await anyio.to_thread.run_sync(_run, plane, req, limiter=state.limiter)
-        except Exception as exc:  # noqa: BLE001 - runtime errors from the engine
-            log.exception("model %s failed", name)
-            return error(500, f"model {name} failed: {type(exc).__name__}")
-        if failed is not None:
-            if failed[0] >= 500:
-                log.error("model %s failed: %s", name, failed[1])
-                return error(500, f"model {name} failed: {failed[1]}")
-            return error(*failed)
-        t_done = time.perf_counter()
-        params = {
-            "janus_receive_ms": round((t_recv - t_start) * 1e3, 3),
-            "janus_parse_ms": round((t_parsed - t_recv) * 1e3, 3),
-            "janus_queue_ms": round(max((t_done - t_parsed) * 1e3 - answer.decode_ms - answer.compute_ms, 0.0), 3),
-            "janus_decode_ms": round(answer.decode_ms, 3),
-            "janus_compute_ms": round(answer.compute_ms, 3),
-            "janus_server_ms": round((t_done - t_recv) * 1e3, 3),
-        }
-        out_body, out_hlen = plane.respond(req, answer, params)
-        state.stats["ok"] += 1
-        if out_hlen is None:
-            return Response(out_body, media_type="application/json")
-        return Response(out_body, media_type="application/octet-stream",
-                        headers={HEADER_LENGTH: str(out_hlen)})
-
+    app.state.janus_guard = endpoints.guard  # the connection cap and header deadline (uvicorn_config uses it)
+    app.state.janus_routes = endpoints
+    app.add_exception_handler(StarletteHTTPException, endpoints.http_exception)
+    app.add_exception_handler(RequestValidationError, endpoints.validation_exception)
+    app.middleware("http")(endpoints.middleware)
+    e = endpoints
+    for path, method, route in (
+        ("/v2/health/live", "GET", e.live),
+        ("/v2/health/ready", "GET", e.ready),
+        ("/v2", "GET", e.server_metadata),
+        ("/v2/models/{name}", "GET", e.model_metadata),
+        ("/v2/models/{name}/versions/{version}", "GET", e.model_metadata),
+        ("/v2/models/{name}/ready", "GET", e.model_ready),
+        ("/v2/models/{name}/versions/{version}/ready", "GET", e.model_ready),
+        ("/janus/probe", "POST", e.probe),
+        ("/v2/models/{name}/infer", "POST", e.infer),
+        ("/v2/models/{name}/versions/{version}/infer", "POST", e.infer),
+    ):
+        app.add_api_route(path, route, methods=[method])
     return app
 
 
@@ -444,20 +546,6 @@ class BackgroundServer:
         self.stop()
 
 
-class _RouteState:
-    """What the routes keep beside the data plane: auth, the inference limiter, counters."""
-
-    def __init__(self, plane: DataPlane, token: str | None, concurrency: int, limits: ServerLimits) -> None:
-        self.plane = plane
-        self.token = token
-        self.concurrency = concurrency
-        self.limiter: Any = None
-        self.parse_limiter: Any = None
-        self.json_limiter: Any = None
-        self.budget = BodyBudget(limits.max_inflight)
-        self.guard = ConnectionGuard(limits)
-        self.stats = {"infer_requests": 0, "ok": 0, "client_errors": 0, "server_errors": 0, "busy": 0}
-
-
-__all__ = ["BackgroundServer", "DataPlane", "ServerError", "ServerLimits", "SessionLRU", "TailModel", "create_app",
-           "model_name", "serve", "server_config", "tail_models"]
+__all__ = ["BackgroundServer", "BodyReceiver", "DataPlane", "ServerBusy", "ServerError", "ServerLimits", "SessionLRU",
+           "TailModel", "V2Endpoints", "bearer_refusal", "build_app", "create_app", "model_name", "serve", "server_config",
+           "tail_models"]

@@ -169,7 +169,8 @@ class RequestRecord(_Rec):
         description="what the controller was told after this request, in order, the probe's included "
                     "(`janus_deploy.schedule.controller.Observation`)")
     link: LinkRecord | None = Field(default=None, description="with `--trace`: the shaped link; else null")
-    server: dict[str, float] | None = Field(default=None, description="the answer's timing parameters (`janus_*_ms`); null unless the server answered")
+    server: dict[str, float] | None = Field(default=None, description="the answer's timing parameters (`janus_*_ms`); "
+                                                                      "null unless the server answered")
     fallback: FallbackRecord | None = Field(default=None, description="null, or why the tail ran locally")
     probe: ProbeRecord | None = Field(default=None, description="the probe that followed this request, else null")
     config_error: str | None = Field(default=None, description="on the first 401/403 only: what to fix")

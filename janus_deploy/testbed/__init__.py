@@ -3,11 +3,13 @@ simulator and the user-space shaper checked against it (``docs/testbed.md``).
 
 :mod:`~janus_deploy.testbed.netns`: namespace, veth pair, ``tbf`` trace replay, ``netem`` RTT,
 teardown. :mod:`~janus_deploy.testbed.delay`: the user-space RTT relay. :mod:`~janus_deploy.testbed.run`:
-:func:`run_testbed`, the three runs and their comparison.
+:func:`run_testbed`, the three runs and their comparison. :mod:`~janus_deploy.testbed.setup`:
+:func:`testbed_config`, a run's configuration from trace files and images (what the CLI calls).
 """
 
 from janus_deploy.testbed.netns import TestbedError, check_privileges, leftovers, sweep_stale
 from janus_deploy.testbed.run import TARGETS, TestbedConfig, compare, run_testbed, targets, window
+from janus_deploy.testbed.setup import TraceWindow, image_frames, testbed_config
 
-__all__ = ["TARGETS", "TestbedConfig", "TestbedError", "check_privileges", "compare", "leftovers", "run_testbed",
-           "sweep_stale", "targets", "window"]
+__all__ = ["TARGETS", "TestbedConfig", "TestbedError", "TraceWindow", "check_privileges", "compare", "image_frames",
+           "leftovers", "run_testbed", "sweep_stale", "targets", "testbed_config", "window"]

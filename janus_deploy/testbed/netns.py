@@ -39,7 +39,7 @@ from janus_deploy import JanusError
 from janus_deploy.net.traces import MBPS, Trace
 
 PREFIX = "jtb"
-SUBNET = ipaddress.ip_network("10.213.0.0/16")
+SUBNET = ipaddress.IPv4Network("10.213.0.0/16")
 OUTAGE_BPS = 1000  # an outage sample is replayed as 1 kbit/s
 MIN_RATE_BPS = 1000
 BURST_S = 0.0  # token bucket depth: this much of the current rate ...
@@ -199,7 +199,7 @@ def _zombie(pid: int) -> bool:
 
 
 def _free_subnet() -> ipaddress.IPv4Network:
-    used = set()
+    used: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
     r = run_cmd(["ip", "-o", "-4", "addr", "show"], check=False)
     for line in r.stdout.splitlines():
         parts = line.split()

@@ -374,57 +374,131 @@ def _link_fidelity(records: list[RequestRecord], trace: Trace, offset_s: float) 
             "receiver_over_trace_p90": float(np.percentile(ratios, 90))}
 
 
-def _drive(cfg: TestbedConfig, manifest: Any, runner: Any, edge: Any, cloud: Any, acc: Any, url: str,
-           token: str, ctrl: ControllerConfig, kind: str, start_clocks: Callable[[float], None],
-           checks: Callable[[], None], progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
-    """N requests through one EdgeRuntime; its summary with the link fidelity and wall time."""
-    from janus_deploy.net.shaper import TraceShaper
-    from janus_deploy.runtime.edge import EdgeRuntime
-    from janus_deploy.runtime.transport import TransportOptions
+@dataclass
+class _EdgeSide:
+    """What every runtime run of one testbed shares: the settings, the plan, the edge's runner,
+    the profiles, the accuracy table and the controller settings."""
 
-    shaper = TraceShaper(cfg.trace) if kind == "user_space" else None
-    log = (cfg.log_dir / f"{kind}.jsonl") if cfg.log_dir else None
-    frames = cfg.frames
-    assert frames
-    rt = EdgeRuntime(manifest, runner, edge, cloud, server_url=url, sla_ms=cfg.sla_ms, accuracy=acc, codec=cfg.codec,
-                     controller=ctrl, transport=TransportOptions(token=token, timeout_factor=cfg.timeout_factor),
-                     trace=shaper, log=log)
-    with rt:
+    cfg: TestbedConfig
+    manifest: Any
+    runner: Any
+    edge: Any
+    cloud: Any
+    acc: Any
+    ctrl: ControllerConfig
+
+    @classmethod
+    def load(cls, cfg: TestbedConfig) -> _EdgeSide:
+        """Profiles, accuracy and the runner loaded; synthetic frames when none are given."""
+        from janus_deploy.plan.manifest import Manifest
+        from janus_deploy.profile.table import Profile, resolve_profile
+
+        manifest = Manifest.load(cfg.plan)
+        edge = cfg.edge_profile if isinstance(cfg.edge_profile, Profile) else resolve_profile(str(cfg.edge_profile))
+        cloud = cfg.cloud_profile if isinstance(cfg.cloud_profile, Profile) else resolve_profile(str(cfg.cloud_profile))
+        acc = cfg.accuracy
+        if isinstance(acc, (str, Path)):
+            from janus_deploy.calibrate.accuracy import load_accuracy
+
+            acc = load_accuracy(acc)
+        side = cls(cfg, manifest, _edge_runner(cfg, manifest, edge), edge, cloud, acc, _controller(cfg))
+        if cfg.frames is None:
+            cfg.frames = _synthetic(manifest)
+        return side
+
+    @property
+    def frames(self) -> list[tuple[str, np.ndarray]]:
+        assert self.cfg.frames is not None  # filled by load()
+        return self.cfg.frames
+
+    def runtime(self, url: str, token: str, *, sla_ms: float | None = None, shaper: Any = None,
+                log: Path | None = None, timeout_factor: float = 1.0) -> Any:
+        from janus_deploy.runtime.edge import EdgeRuntime
+        from janus_deploy.runtime.transport import TransportOptions
+
+        cfg = self.cfg
+        return EdgeRuntime(self.manifest, self.runner, self.edge, self.cloud, server_url=url,
+                           sla_ms=cfg.sla_ms if sla_ms is None else sla_ms, accuracy=self.acc, codec=cfg.codec,
+                           controller=self.ctrl, transport=TransportOptions(token=token, timeout_factor=timeout_factor),
+                           trace=shaper, log=log)
+
+    def check_server(self, rt: Any) -> None:
         status, info = rt.transport.server_metadata()
         if status != 200:
             raise TestbedError(f"the server in the namespace answered GET /v2 with {status}: {info}")
         served = ((info.get("janus") or {}) if isinstance(info, dict) else {}).get("plan_hash")
-        if served not in (None, manifest.hash):
-            raise TestbedError(f"the server serves plan {str(served)[:12]}, not {manifest.hash[:12]}")
-        if cfg.streams:
-            return _drive_streams(cfg, rt, kind, start_clocks, checks, progress)
-        t0 = time.monotonic()
-        offset = rt.now()
-        if shaper is not None:
-            shaper.start(t0)
-        start_clocks(t0)
-        for i in range(cfg.requests):
-            if cfg.fps:
-                t = time.monotonic() - t0
-                tick = math.ceil(t * cfg.fps - 1e-9) / cfg.fps
-                if tick > t:
-                    time.sleep(tick - t)
-            source, frame = frames[i % len(frames)]
-            rt.infer(frame, source=source)
-            if i % 16 == 0:
-                checks()
-            if progress is not None:
-                progress(kind, i + 1, cfg.requests)
-        checks()
-        rep = rt.summary()
-        rep["link"] = _link_fidelity(rt.records, cfg.trace, offset)
-        rep["elapsed_s"] = time.monotonic() - t0
-        rep["probes"] = sum(1 for r in rt.records if r.probe is not None)
-    return rep
+        if served not in (None, self.manifest.hash):
+            raise TestbedError(f"the server serves plan {str(served)[:12]}, not {self.manifest.hash[:12]}")
+
+    def drive(self, url: str, token: str, kind: str, start_clocks: Callable[[float], None],
+              checks: Callable[[], None], progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+        """N requests through one EdgeRuntime; its summary with the link fidelity and wall time."""
+        from janus_deploy.net.shaper import TraceShaper
+
+        cfg = self.cfg
+        shaper = TraceShaper(cfg.trace) if kind == "user_space" else None
+        log = (cfg.log_dir / f"{kind}.jsonl") if cfg.log_dir else None
+        with self.runtime(url, token, shaper=shaper, log=log, timeout_factor=cfg.timeout_factor) as rt:
+            self.check_server(rt)
+            if cfg.streams:
+                return _drive_streams(cfg, self.frames, rt, kind, start_clocks, checks, progress)
+            t0 = time.monotonic()
+            offset = rt.now()
+            if shaper is not None:
+                shaper.start(t0)
+            start_clocks(t0)
+            for i in range(cfg.requests):
+                _pace(cfg.fps, t0)
+                source, frame = self.frames[i % len(self.frames)]
+                rt.infer(frame, source=source)
+                if i % 16 == 0:
+                    checks()
+                if progress is not None:
+                    progress(kind, i + 1, cfg.requests)
+            checks()
+            rep = rt.summary()
+            rep["link"] = _link_fidelity(rt.records, cfg.trace, offset)
+            rep["elapsed_s"] = time.monotonic() - t0
+            rep["probes"] = sum(1 for r in rt.records if r.probe is not None)
+        return rep
+
+    def calibrate(self, url: str, token: str) -> dict[str, Any]:
+        """The fixed cost of one exchange beyond link and RTT, measured before the runs: cloud-only
+        requests over the unshaped veth with no added RTT; the median of the runtime's RTT samples
+        (network time − upload); the same for probes, whose answer the server times differently. The
+        simulator charges them with every RTT (``SimConfig.exchange_ms``, ``probe_exchange_ms``)."""
+        samples, probes = [], []
+        with self.runtime(url, token, sla_ms=max(self.cfg.sla_ms, 1000.0)) as rt:
+            for i in range(CALIBRATION_REQUESTS):
+                res = rt.infer(self.frames[i % len(self.frames)][1], force=(0, 0))
+                obs = res.record.observations
+                if res.fallback is None and obs and obs[0].rtt_ms is not None:
+                    samples.append(obs[0].rtt_ms)
+                ex = rt.transport.probe(1.0)  # the probe's answer is not an inference's: its own cost
+                if ex.ok:
+                    probes.append(rt.observations_of(ex, probe=True)[0].rtt_ms)
+        if len(samples) < CALIBRATION_REQUESTS // 2 or len(probes) < CALIBRATION_REQUESTS // 2:
+            raise TestbedError(f"the calibration exchanges failed ({CALIBRATION_REQUESTS - len(samples)} requests and "
+                               f"{CALIBRATION_REQUESTS - len(probes)} probes of {CALIBRATION_REQUESTS}): the server in "
+                               "the namespace does not answer usably")
+        return {"requests": len(samples), "exchange_ms": float(np.median(samples)),
+                "p10_ms": float(np.percentile(samples, 10)), "p90_ms": float(np.percentile(samples, 90)),
+                "probe_exchange_ms": float(np.median(probes))}
 
 
-def _drive_streams(cfg: TestbedConfig, rt: Any, kind: str, start_clocks: Callable[[float], None],
-                   checks: Callable[[], None], progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+def _pace(fps: float | None, t0: float) -> None:
+    """Sleep until the next frame tick at ``fps`` (no pacing without one)."""
+    if not fps:
+        return
+    t = time.monotonic() - t0
+    tick = math.ceil(t * fps - 1e-9) / fps
+    if tick > t:
+        time.sleep(tick - t)
+
+
+def _drive_streams(cfg: TestbedConfig, frames: list[tuple[str, np.ndarray]], rt: Any, kind: str,
+                   start_clocks: Callable[[float], None], checks: Callable[[], None],
+                   progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
     """``cfg.streams`` cameras (``cfg.requests`` frames each, at ``cfg.fps``) through the
     pipelined runtime on ``rt``; its report (camera figures included) with the link fidelity."""
     import itertools
@@ -433,7 +507,6 @@ def _drive_streams(cfg: TestbedConfig, rt: Any, kind: str, start_clocks: Callabl
     from janus_deploy.runtime.streams import Source, StreamRuntime
     from janus_deploy.schedule.pipeline import PipelineConfig
 
-    frames = cfg.frames
     assert frames and cfg.fps is not None and cfg.streams
     sources = [Source(f"cam{i}", itertools.islice(itertools.cycle(frames[i:] + frames[:i]), cfg.requests), cfg.fps,
                       None, cfg.requests) for i in range(cfg.streams)]
@@ -480,35 +553,6 @@ def _drive_streams(cfg: TestbedConfig, rt: Any, kind: str, start_clocks: Callabl
     return rep
 
 
-def _calibrate(cfg: TestbedConfig, manifest: Any, runner: Any, edge: Any, cloud: Any, acc: Any, url: str,
-               token: str, ctrl: ControllerConfig) -> dict[str, Any]:
-    """The fixed cost of one exchange beyond link and RTT, measured before the runs: cloud-only
-    requests over the unshaped veth with no added RTT; the median of the runtime's RTT samples
-    (network time − upload); the same for probes, whose answer the server times differently. The
-    simulator charges them with every RTT (``SimConfig.exchange_ms``, ``probe_exchange_ms``)."""
-    from janus_deploy.runtime.edge import EdgeRuntime
-    from janus_deploy.runtime.transport import TransportOptions
-
-    samples, probes = [], []
-    with EdgeRuntime(manifest, runner, edge, cloud, server_url=url, sla_ms=max(cfg.sla_ms, 1000.0), accuracy=acc,
-                     codec=cfg.codec, controller=ctrl, transport=TransportOptions(token=token)) as rt:
-        for i in range(CALIBRATION_REQUESTS):
-            res = rt.infer(cfg.frames[i % len(cfg.frames)][1], force=(0, 0))  # type: ignore[index]  # cfg.frames is filled before calibration
-            obs = res.record.observations
-            if res.fallback is None and obs and obs[0].rtt_ms is not None:
-                samples.append(obs[0].rtt_ms)
-            ex = rt.transport.probe(1.0)  # the probe's answer is not an inference's: its own cost
-            if ex.ok:
-                probes.append(rt.observations_of(ex, probe=True)[0].rtt_ms)
-    if len(samples) < CALIBRATION_REQUESTS // 2 or len(probes) < CALIBRATION_REQUESTS // 2:
-        raise TestbedError(f"the calibration exchanges failed ({CALIBRATION_REQUESTS - len(samples)} requests and "
-                           f"{CALIBRATION_REQUESTS - len(probes)} probes of {CALIBRATION_REQUESTS}): the server in "
-                           "the namespace does not answer usably")
-    return {"requests": len(samples), "exchange_ms": float(np.median(samples)),
-            "p10_ms": float(np.percentile(samples, 10)), "p90_ms": float(np.percentile(samples, 90)),
-            "probe_exchange_ms": float(np.median(probes))}
-
-
 def _synthetic(manifest: Any, n: int = 16) -> list[tuple[str, np.ndarray]]:
     from janus_deploy.images import synthetic_frames
 
@@ -538,47 +582,26 @@ def targets(diff: dict[str, Any]) -> dict[str, Any]:
     for k in ("latency_ms_p50_rel", "latency_ms_p95_rel", "throughput_rps_rel"):
         v = diff.get(k)
         got[k] = None if v is None else abs(v)
-    return {k: {"got": got[k], "limit": lim, "met": got[k] is not None and got[k] <= lim}
-            for k, lim in TARGETS.items()}
+    return {k: {"got": g, "limit": lim, "met": g is not None and g <= lim}
+            for k, lim in TARGETS.items() for g in (got[k],)}
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: None,
-                progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """The whole testbed run (module docstring); returns ``{"testbed", "kernel", "simulated",
-    "user_space", "differences", "targets"}``."""
-    from janus_deploy.plan.manifest import Manifest
-    from janus_deploy.profile.table import Profile, resolve_profile
-    from janus_deploy.runtime.edge import EdgeRuntime  # noqa: F401 - fail before any namespace is made if the runtime cannot load
+def _rtt_mode(cfg: TestbedConfig) -> str:
+    """How the ping trace's RTT is added: none, netem (kernel) or user-space (the relay)."""
+    if cfg.ping is None:
+        return "none"
+    netem = cfg.rtt_mode != "user-space" and netem_available()
+    if cfg.rtt_mode == "netem" and not netem:
+        raise TestbedError("--rtt-mode netem: this kernel has no netem qdisc (sch_netem); use --rtt-mode auto")
+    return "netem" if netem else "user-space"
 
-    cfg.validate()
-    check_privileges()
-    manifest = Manifest.load(cfg.plan)
-    edge = cfg.edge_profile if isinstance(cfg.edge_profile, Profile) else resolve_profile(str(cfg.edge_profile))
-    cloud = cfg.cloud_profile if isinstance(cfg.cloud_profile, Profile) else resolve_profile(str(cfg.cloud_profile))
-    acc = cfg.accuracy
-    if isinstance(acc, (str, Path)):
-        from janus_deploy.calibrate.accuracy import load_accuracy
 
-        acc = load_accuracy(acc)
-    ctrl = _controller(cfg)
-    runner = _edge_runner(cfg, manifest, edge)
-    if cfg.frames is None:
-        cfg.frames = _synthetic(manifest)
-    if cfg.log_dir is not None:
-        cfg.log_dir.mkdir(parents=True, exist_ok=True)
-    netem = False
-    if cfg.ping is not None and cfg.rtt_mode != "user-space":
-        netem = netem_available()
-        if cfg.rtt_mode == "netem" and not netem:
-            raise TestbedError("--rtt-mode netem: this kernel has no netem qdisc (sch_netem); use --rtt-mode auto")
-    rtt = "none" if cfg.ping is None else ("netem" if netem else "user-space")
-    swept = sweep_stale()
-    if swept:
-        say(f"swept what killed testbeds left behind: {', '.join(swept)}")
-    info: dict[str, Any] = {
+def _info(cfg: TestbedConfig, ctrl: ControllerConfig, rtt: str, swept: list[str]) -> dict[str, Any]:
+    """The report's ``testbed`` entry before the runs (the runs add namespace, link and calibration)."""
+    return {
         "trace": cfg.trace.name, "sample_interval_s": cfg.trace.interval_s, "trace_mean_mbps": cfg.trace.mean(),
         "ping": cfg.ping.name if cfg.ping else None,
         "rtt": {"none": "none (no --ping)", "netem": "netem on the cloud side's egress (kernel)",
@@ -589,6 +612,41 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
         "streams": cfg.streams, "drop": cfg.drop if cfg.streams else None, "serial": cfg.serial,
         "stale_removed": swept,
     }
+
+
+def _simulated(side: _EdgeSide, calibration: dict[str, Any]) -> dict[str, Any]:
+    """The simulator over the same window, with the runtime's exchange policy and the calibrated costs."""
+    from janus_deploy.runtime.transport import TransportOptions
+    from janus_deploy.sim.simulator import SimConfig, simulate
+
+    cfg = side.cfg
+    policy = TransportOptions(timeout_factor=cfg.timeout_factor).policy  # the runtime's exchange policy
+    sim = SimConfig(sla_ms=cfg.sla_ms, systems=("janus-deploy",), requests=cfg.requests, fps=cfg.fps,
+                    streams=cfg.streams, drop=cfg.drop, serial=cfg.serial,
+                    rtt_ms=0.0, codec=cfg.codec, controller=side.ctrl, timeout_factor=cfg.timeout_factor,
+                    min_timeout_ms=policy.min_timeout_ms, probe_bytes=policy.probe_bytes,
+                    exchange_ms=calibration.get("exchange_ms", 0.0),
+                    probe_exchange_ms=calibration.get("probe_exchange_ms"))
+    res = simulate(cfg.trace, side.edge, side.cloud, sim, accuracy=side.acc, ping=cfg.ping)["janus-deploy"]
+    return dict(res.metrics, elapsed_s=res.log.elapsed_s)
+
+
+def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: None,
+                progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """The whole testbed run (module docstring); returns ``{"testbed", "kernel", "simulated",
+    "user_space", "differences", "targets"}``."""
+    from janus_deploy.runtime.edge import EdgeRuntime  # noqa: F401 - fail before any namespace is made if the runtime cannot load
+
+    cfg.validate()
+    check_privileges()
+    side = _EdgeSide.load(cfg)
+    if cfg.log_dir is not None:
+        cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    rtt = _rtt_mode(cfg)
+    swept = sweep_stale()
+    if swept:
+        say(f"swept what killed testbeds left behind: {', '.join(swept)}")
+    info = _info(cfg, side.ctrl, rtt, swept)
     out: dict[str, Any] = {"testbed": info}
     with _sigterm_as_interrupt(), _priority(cfg.nice), ExitStack() as stack:
         tmp = Path(temp_dir())
@@ -609,8 +667,7 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
             cloud_side.hold(0.0)
             if delay is not None:
                 delay.set_rtt(0.0)
-            info["calibration"] = _calibrate(cfg, manifest, runner, edge, cloud, acc, cloud_side.url,
-                                             cloud_side.token, ctrl)
+            info["calibration"] = side.calibrate(cloud_side.url, cloud_side.token)
             say(f"calibration: one exchange costs {info['calibration']['exchange_ms']:.2f} ms beyond link and RTT, "
                 f"a probe {info['calibration']['probe_exchange_ms']:.2f} ms")
             cloud_side.start_clock(math.inf)  # the RTT trace's first sample until a run starts
@@ -638,32 +695,22 @@ def run_testbed(cfg: TestbedConfig, *, say: Callable[[str], None] = lambda s: No
                 delay.check()
 
         say(f"kernel run: tbf on {ns.host_if} replays {cfg.trace.name} ({cfg.requests} requests)")
-        out["kernel"] = _drive(cfg, manifest, runner, edge, cloud, acc, cloud_side.url, cloud_side.token, ctrl,
-                               "kernel", kernel_clocks, kernel_checks, progress)
+        out["kernel"] = side.drive(cloud_side.url, cloud_side.token, "kernel", kernel_clocks, kernel_checks, progress)
         info["kernel_link"] = link.stats()
         link.remove()
         # 2. user-space shaper over the same window, same server and RTT
         if cfg.user_space:
             say(f"user-space run: the token bucket paces the upload ({cfg.requests} requests)")
-            out["user_space"] = _drive(cfg, manifest, runner, edge, cloud, acc, cloud_side.url, cloud_side.token,
-                                       ctrl, "user_space", clocks, lambda: (cloud_side.check(),
-                                                                            delay.check() if delay else None),
-                                       progress)
+            def checks() -> None:
+                cloud_side.check()
+                if delay is not None:
+                    delay.check()
+
+            out["user_space"] = side.drive(cloud_side.url, cloud_side.token, "user_space", clocks, checks, progress)
     info["teardown"] = "namespace, veth pair and qdiscs removed"
     # 3. the simulator over the same window
     if cfg.simulated:
-        from janus_deploy.runtime.transport import TransportOptions
-        from janus_deploy.sim.simulator import SimConfig, simulate
-
-        policy = TransportOptions(timeout_factor=cfg.timeout_factor).policy  # the runtime's exchange policy
-        sim = SimConfig(sla_ms=cfg.sla_ms, systems=("janus-deploy",), requests=cfg.requests, fps=cfg.fps,
-                        streams=cfg.streams, drop=cfg.drop, serial=cfg.serial,
-                        rtt_ms=0.0, codec=cfg.codec, controller=ctrl, timeout_factor=cfg.timeout_factor,
-                        min_timeout_ms=policy.min_timeout_ms, probe_bytes=policy.probe_bytes,
-                        exchange_ms=(info.get("calibration") or {}).get("exchange_ms", 0.0),
-                        probe_exchange_ms=(info.get("calibration") or {}).get("probe_exchange_ms"))
-        res = simulate(cfg.trace, edge, cloud, sim, accuracy=acc, ping=cfg.ping)["janus-deploy"]
-        out["simulated"] = dict(res.metrics, elapsed_s=res.log.elapsed_s)
+        out["simulated"] = _simulated(side, info.get("calibration") or {})
     kernel = out["kernel"]
     out["differences"] = {f"{k}_vs_kernel": compare(kernel, out[k]) for k in ("simulated", "user_space") if k in out}
     if "simulated" in out:

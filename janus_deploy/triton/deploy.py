@@ -52,7 +52,7 @@ def _probe(path: str, port: int, period: int, failures: int) -> dict:
 
 
 def _resources(o: DeployOptions) -> dict:
-    limits = {"cpu": o.cpu, "memory": o.memory}
+    limits: dict[str, str | int] = {"cpu": o.cpu, "memory": o.memory}
     if o.gpu:
         limits["nvidia.com/gpu"] = 1
     return {"requests": {"cpu": o.cpu, "memory": o.memory}, "limits": limits}

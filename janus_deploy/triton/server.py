@@ -9,17 +9,29 @@ loads another Python and fails or hangs at model load), waits until ``/v2/health
 stops it (SIGTERM, then SIGKILL of the group), removing its ``/dev/shm`` regions (a unique
 ``shm-region-prefix-name`` per server) and its work directory.
 
-``--token``: Triton's own mechanism, ``--http-restricted-api`` / ``--grpc-restricted-protocol``:
-every API except health needs the header ``authorization: Bearer TOKEN``, which is what the edge
-and the built-in server's clients already send (403 otherwise); gRPC clients send it as
-``triton-grpc-protocol-authorization`` (Triton prefixes restricted gRPC headers).
+By default clients reach tritonserver through a front (:mod:`janus_deploy.triton.front`) on
+``host:http_port``, in this process: it checks the bearer token, bounds and inflates request
+bodies with the built-in server's rules, and forwards them uncompressed to tritonserver, whose
+HTTP and gRPC ports bind loopback only. tritonserver has no option to bound a request or what it
+inflates, and its access check takes its key on the command line, visible to every local user;
+with the front that key is a random per-launch value (``--http-restricted-api=...:janus-front-key=KEY``)
+only the front sends, and the user's token never reaches a command line. gRPC is not fronted:
+it listens on loopback, open to local clients without a token, closed (the same key) with one.
+
+``front=None`` runs tritonserver bare (the old layout): on ``host``, with ``--token`` as Triton's
+own mechanism, ``--http-restricted-api`` / ``--grpc-restricted-protocol`` (every API except
+health needs ``authorization: Bearer TOKEN``, 403 otherwise; gRPC clients send it as
+``triton-grpc-protocol-authorization``) — the token is then on tritonserver's command line, and
+nothing bounds what a compressed request inflates to.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -33,7 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from janus_deploy import JanusError
+from janus_deploy import JanusError, missing_extra_hint
+from janus_deploy.triton.front import UPSTREAM_KEY_HEADER, FrontOptions
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_FRONT = FrontOptions()  # the built-in server's default limits, no token
 
 RESTRICTED_HTTP = "metadata,inference,shared-memory,model-config,model-repository,statistics,trace,logging"
 RESTRICTED_GRPC = "metadata,inference,shared-memory,model-config,model-repository,statistics,trace,logging"
@@ -59,7 +75,7 @@ class Bundle:
 
 def _glibc() -> tuple[int, int] | None:
     try:
-        name, ver = os.confstr("CS_GNU_LIBC_VERSION").split()
+        name, ver = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
         major, minor = ver.split(".")[:2]
         return int(major), int(minor)
     except (ValueError, OSError, AttributeError):
@@ -112,7 +128,7 @@ class TritonServer:
     def __init__(self, repository: str | Path, *, host: str = "127.0.0.1", http_port: int = 8000,
                  grpc_port: int | None = None, metrics_port: int | None = None, token: str | None = None,
                  http_threads: int | None = None, log: str | Path | None = None, verbose: int = 0,
-                 metrics_host: str = "127.0.0.1") -> None:
+                 metrics_host: str = "127.0.0.1", front: FrontOptions | None = DEFAULT_FRONT) -> None:
         self.repository = Path(repository).resolve()
         if not (self.repository / "janus-repository.json").is_file():
             from janus_deploy.triton.repository import read_repository
@@ -121,14 +137,26 @@ class TritonServer:
         if token is not None and (not token or any(c in token for c in " ,:=\n")):
             raise JanusError("--token for Triton must be non-empty without spaces, commas, colons or '='")
         self.bundle = find_bundle()
+        if front is not None:
+            try:
+                import aiohttp  # noqa: F401 - the front's client to tritonserver: one line before anything starts
+            except ImportError as exc:
+                raise TritonUnavailable(missing_extra_hint(exc, "the Triton front") or str(exc)) from None
         self.host = host
         self.metrics_host = metrics_host  # per-model request counts: loopback unless the user says otherwise
+        self.front = dataclasses.replace(front, token=token) if front is not None and token is not None else front
+        self.grpc_host = LOOPBACK if self.front is not None else host  # the front serves HTTP only
         self.http_port = http_port or free_port(host)
+        # tritonserver's own HTTP port: the front's upstream on loopback, or the public port itself
+        self.triton_http_port = free_port(LOOPBACK) if self.front is not None else self.http_port
         self.grpc_port = grpc_port if grpc_port is not None else (self.http_port + 1 if http_port else 0)
-        self.grpc_port = self.grpc_port or free_port(host)
+        self.grpc_port = self.grpc_port or free_port(self.grpc_host)
         self.metrics_port = metrics_port if metrics_port is not None else (self.http_port + 2 if http_port else 0)
         self.metrics_port = self.metrics_port or free_port(metrics_host)
         self.token = token
+        # the key of tritonserver's restricted API behind the front: random per server, never the user's token
+        self.upstream_key = secrets.token_hex(16) if self.front is not None else None
+        self._front_server: Any = None
         self.http_threads = http_threads
         self.verbose = verbose
         self.work = Path(tempfile.mkdtemp(prefix="janus-triton-"))
@@ -160,25 +188,36 @@ class TritonServer:
         cmd = [str(self.bundle.binary), f"--model-repository={self.repository}",
                f"--backend-directory={self._backend_dir()}",
                f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
-               f"--http-address={self.host}", f"--http-port={self.http_port}",
-               f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+               f"--http-address={LOOPBACK if self.front is not None else self.host}",
+               f"--http-port={self.triton_http_port}",
+               f"--grpc-address={self.grpc_host}", f"--grpc-port={self.grpc_port}",
                f"--metrics-address={self.metrics_host}", f"--metrics-port={self.metrics_port}",
                "--allow-gpu-metrics=false", f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
                "--disable-auto-complete-config", "--strict-readiness=true", f"--log-verbose={self.verbose}"]
         if self.http_threads:
             cmd.append(f"--http-thread-count={self.http_threads}")
-        if self.token:
+        if self.upstream_key is not None:  # behind the front: a per-launch key only the front sends
+            cmd.append(f"--http-restricted-api={RESTRICTED_HTTP}:{UPSTREAM_KEY_HEADER}={self.upstream_key}")
+            if self.token:  # gRPC (loopback, not fronted) is open to local clients only without a token
+                cmd.append(f"--grpc-restricted-protocol={RESTRICTED_GRPC}:{UPSTREAM_KEY_HEADER}={self.upstream_key}")
+        elif self.token:  # bare tritonserver (front=None): the token is on its command line
             cmd += [f"--http-restricted-api={RESTRICTED_HTTP}:authorization=Bearer {self.token}",
                     f"--grpc-restricted-protocol={RESTRICTED_GRPC}:authorization=Bearer {self.token}"]
         return cmd
 
     @property
     def url(self) -> str:
+        """Where clients send requests (the front, or tritonserver itself with ``front=None``)."""
         return f"http://{self.host}:{self.http_port}"
 
     @property
+    def upstream_url(self) -> str:
+        """tritonserver's own HTTP address (loopback behind the front)."""
+        return f"http://{LOOPBACK if self.front is not None else self.host}:{self.triton_http_port}"
+
+    @property
     def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+        return f"{self.grpc_host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
@@ -191,6 +230,11 @@ class TritonServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """tritonserver's exit code (None while it runs or before it started)."""
+        return self.proc.returncode if self.proc is not None else None
+
     def start(self, timeout: float = DEFAULT_READY_TIMEOUT_S) -> TritonServer:
         if self.alive():
             raise JanusError("this TritonServer is already running")
@@ -199,10 +243,22 @@ class TritonServer:
                                      stdin=subprocess.DEVNULL, env=self.environment(), start_new_session=True)
         try:
             self.wait_ready(timeout)
+            self._start_front()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_front(self) -> None:
+        """The front on ``host:http_port`` (kept across a tritonserver restart)."""
+        if self.front is None or self._front_server is not None:
+            return
+        from janus_deploy.runtime.server import BackgroundServer
+        from janus_deploy.triton.front import create_front
+
+        app = create_front(self.upstream_url, self.upstream_key, self.front)
+        self._front_server = BackgroundServer(app, host=self.host, port=self.http_port).start()
+        self._front_server.app = app
 
     def wait_ready(self, timeout: float) -> None:
         import httpx
@@ -211,10 +267,10 @@ class TritonServer:
         with httpx.Client(timeout=2.0, trust_env=False) as client:
             while True:
                 if not self.alive():
-                    raise TritonStartError(f"tritonserver exited with code {self.proc.returncode} before it was "
+                    raise TritonStartError(f"tritonserver exited with code {self.returncode} before it was "
                                            f"ready: {self.log_errors()}")
                 try:
-                    if client.get(f"{self.url}/v2/health/ready").status_code == 200:
+                    if client.get(f"{self.upstream_url}/v2/health/ready").status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass
@@ -234,7 +290,7 @@ class TritonServer:
 
     def kill(self) -> None:
         """SIGKILL tritonserver and its stubs at once (a crash, for tests); :meth:`stop` cleans up."""
-        if self.alive():
+        if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -259,6 +315,9 @@ class TritonServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+        if self._front_server is not None:
+            self._front_server.stop()
+            self._front_server = None
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -284,11 +343,12 @@ def serve(plan_dir: str | Path, engine_dir: str | Path, *, host: str = "127.0.0.
           grpc_port: int | None = None, metrics_port: int | None = None, token: str | None = None,
           http_threads: int | None = None, repository: str | Path | None = None, options: Any = None,
           ready_timeout: float = DEFAULT_READY_TIMEOUT_S, on_ready: Any = None,
-          metrics_host: str = "127.0.0.1") -> None:
+          metrics_host: str = "127.0.0.1", front: FrontOptions | None = DEFAULT_FRONT) -> None:
     """``janus-deploy serve --engine triton``: export the plan's python-backend repository (to a
     temporary directory, or to ``repository`` when it does not exist yet; an existing one must
     have been exported for this plan), run tritonserver on it until SIGINT/SIGTERM, then stop it
-    cleanly. ``on_ready(server, repository_path)`` runs once Triton is ready."""
+    cleanly. ``on_ready(server, repository_path)`` runs once Triton is ready. ``front``: the
+    limits of the front clients reach Triton through (module docstring; None: bare tritonserver)."""
     import threading
 
     from janus_deploy.plan.manifest import Manifest
@@ -309,10 +369,12 @@ def serve(plan_dir: str | Path, engine_dir: str | Path, *, host: str = "127.0.0.
     else:
         if repository is None:
             tmp = Path(tempfile.mkdtemp(prefix="janus-triton-repo-"))
-        repo = Path(repository) if repository is not None else tmp / "repository"
+            repo = tmp / "repository"
+        else:
+            repo = Path(repository)
         export_repository(manifest, engine_dir, repo, options or ExportOptions(platform="python", fuse=False))
     srv = TritonServer(repo, host=host, http_port=port, grpc_port=grpc_port, metrics_port=metrics_port, token=token,
-                       http_threads=http_threads, metrics_host=metrics_host)
+                       http_threads=http_threads, metrics_host=metrics_host, front=front)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -321,7 +383,7 @@ def serve(plan_dir: str | Path, engine_dir: str | Path, *, host: str = "127.0.0.
             on_ready(srv, repo)
         while not stop.wait(0.5):
             if not srv.alive():
-                raise TritonStartError(f"tritonserver exited with code {srv.proc.returncode}: {srv.log_errors()}")
+                raise TritonStartError(f"tritonserver exited with code {srv.returncode}: {srv.log_errors()}")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

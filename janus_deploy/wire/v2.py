@@ -77,7 +77,8 @@ def v2_datatype(arr: np.ndarray) -> str:
         raise WireError(f"numpy dtype {arr.dtype} has no V2 datatype") from None
 
 
-def numpy_dtype(datatype: str) -> np.dtype:
+def numpy_dtype(datatype: Any) -> np.dtype:
+    """The numpy dtype of a V2 datatype name (WireError for anything else, a non-string included)."""
     try:
         return V2_DTYPES[datatype]
     except (KeyError, TypeError):
