@@ -69,7 +69,10 @@ def test_a_write_error_stops_the_log_not_the_run():
         def flush(self):
             pass
 
+    from janus_deploy.schedule.runlog import RequestRecord
+
     log = _Log(Full())
-    log.write({"a": 1})
-    log.write({"a": 2})
-    assert log.error == "No space left on device"
+    log.record(RequestRecord(id=0, t=0.0, sla_ms=100.0))
+    log.record(RequestRecord(id=1, t=0.1, sla_ms=100.0))  # the run goes on: no exception
+    assert log.error == "No space left on device" and log.records == 2
+    log.end()  # a broken log gets no trailer (it must not look complete)

@@ -67,7 +67,7 @@ decisions with the recorded ones.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -726,11 +726,14 @@ def _best_static(sched: Scheduler, levels: list[int], trace: Trace, config: SimC
 # --------------------------------------------------------------------------- replay
 
 
-def replay(ctrl: Controller, steps: Iterable[tuple[float, DecisionRecord | None, Sequence[Observation]]]
+def replay(ctrl: Controller,
+           steps: Iterable[tuple[float, DecisionRecord | Mapping[str, Any] | None, Sequence[Observation]]]
            ) -> dict[str, Any]:
     """Feed recorded requests to ``ctrl``, as the simulator feeds its own: per step ``(t,
     recorded decision or None, observations made after it)``, decide at ``t``, compare with the
-    recorded (level, split), then observe. Returns counts and the first mismatches."""
+    recorded (level, split, codec), then observe. Returns counts and the first mismatches. A
+    recorded decision is a run log's :class:`DecisionRecord` or a mapping with its ``policy``,
+    ``alpha``, ``split`` (and optionally ``codec``)."""
     total = same = 0
     mismatches: list[dict[str, Any]] = []
     for t, recorded, observations in steps:
@@ -738,12 +741,13 @@ def replay(ctrl: Controller, steps: Iterable[tuple[float, DecisionRecord | None,
         if recorded is not None:
             total += 1
             got = {"policy": d.policy, "alpha": d.alpha, "split": d.split, "codec": d.codec}
-            codec_same = recorded.codec is None or d.codec is None or recorded.codec == d.codec
-            if (recorded.policy, recorded.split) == (d.policy, d.split) and codec_same and \
-                    math.isclose(recorded.alpha, d.alpha, rel_tol=0, abs_tol=1e-9):
+            rec = recorded.model_dump() if isinstance(recorded, DecisionRecord) else dict(recorded)
+            codec_same = rec.get("codec") is None or d.codec is None or rec["codec"] == d.codec
+            if (rec["policy"], rec["split"]) == (d.policy, d.split) and codec_same and \
+                    math.isclose(rec["alpha"], d.alpha, rel_tol=0, abs_tol=1e-9):
                 same += 1
             elif len(mismatches) < 10:
-                mismatches.append({"t": t, "recorded": recorded.model_dump(), "replayed": got})
+                mismatches.append({"t": t, "recorded": rec, "replayed": got})
         for obs in observations:
             ctrl.observe(obs)
     return {"requests": total, "decisions_reproduced": (same / total) if total else None,

@@ -32,6 +32,7 @@ from typing import Any
 import onnx
 
 from janus_deploy import JanusError, __version__
+from janus_deploy.plan.manifest import PlanModel
 from janus_deploy.triton.dialect import SERVER_TIMING
 from janus_deploy.triton.graphs import DECODE_CODECS, decode_graph, frame_graph, probe_graph
 from janus_deploy.triton.pbtxt import TRITON_DTYPES, V2_TO_TRITON, Batching, ModelConfig, Step, Tensor
@@ -410,12 +411,12 @@ def _write_small(out: Path, name: str, graph: onnx.ModelProto, max_batch: int, p
                                    warmup=max_batch > 0, **_runtime(platform)), platform)
 
 
-def _write_coded_decoder(out: Path, m: dict[str, Any], max_batch: int, batching: Batching) -> None:
+def _write_coded_decoder(out: Path, m: PlanModel, max_batch: int, batching: Batching) -> None:
     """The frame codecs' decode step: a python-backend model (``python_model.py`` with the
     ``janus_frame_decode`` parameter) taking ``frame_coded`` UINT8 [B, L] to ``frame`` UINT8
     [B, H, W, 3]; the stub's Python needs simplejpeg and Pillow."""
     (out / CODED_MODEL / VERSION).mkdir(parents=True)
-    img = int(m["img_size"])
+    img = int(m.img_size)
     lead = () if max_batch > 0 else (-1,)
     cfg = ModelConfig(CODED_MODEL, max_batch, [Tensor(FRAME_CODED, "TYPE_UINT8", (*lead, -1))],
                       [Tensor("frame", "TYPE_UINT8", (*lead, img, img, 3))],
