@@ -86,6 +86,20 @@ class GraphEntry:
 
 
 @dataclass(frozen=True)
+class PlanFile:
+    """The manifest's ``weights``: the plan's weight file, its sha256 and size."""
+
+    file: str
+    sha256: str
+    bytes: int | None = None
+
+    @classmethod
+    def of(cls, d: dict[str, Any]) -> PlanFile:
+        size = d.get("bytes")
+        return cls(str(d["file"]), str(d["sha256"]), None if size is None else int(size))
+
+
+@dataclass(frozen=True)
 class PlanModel:
     """The manifest's ``model``: what every stage after export needs of the network
     (docs/manifest.md); torch-free, unlike :class:`janus_deploy.model.load.ModelInfo`, which the
@@ -225,11 +239,16 @@ class Manifest:
         """File name -> sha256 of every graph of the plan (:meth:`graph_entries`)."""
         return {g.file: str(g.sha256) for g in map(GraphEntry.of, self.graph_entries())}
 
+    @cached_property
+    def weights_file(self) -> PlanFile:
+        """The weight file every graph reads its initializers from."""
+        return PlanFile.of(self.data["weights"])
+
     @property
     def files_sha256(self) -> list[tuple[str, str]]:
         """(file, sha256) of every file the plan's graphs need: the graphs, then the weight file."""
-        w = self.data["weights"]
-        return [*self.graph_sha256.items(), (str(w["file"]), str(w["sha256"]))]
+        w = self.weights_file
+        return [*self.graph_sha256.items(), (w.file, w.sha256)]
 
     # -- accessors ---------------------------------------------------------------------------
     @property

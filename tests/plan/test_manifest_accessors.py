@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from janus_deploy.plan.manifest import GraphEntry, Manifest, PlanError, PlanLevel, PlanModel, TensorSpec
+from janus_deploy.plan.manifest import GraphEntry, Manifest, PlanError, PlanFile, PlanLevel, PlanModel, TensorSpec
 
 
 def _io(name, shape, dtype="float32"):
@@ -86,3 +86,7 @@ def test_file_checksums_cover_every_graph_and_the_weights():
     assert sha["L00_S01.onnx"] == "ab" * 32 and "G_S01.onnx" in sha and "L01_full.onnx" in sha
     assert len(sha) == 2 * 3 + 2  # two levels x (two segments + unsplit), two level-free segments
     assert m.files_sha256[-1] == ("weights.bin", "cd" * 32)
+
+
+def test_weights_file_is_typed():
+    assert Manifest(DATA).weights_file == PlanFile("weights.bin", "cd" * 32, 10)
