@@ -27,7 +27,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -36,6 +36,9 @@ from janus_deploy.triton.dialect import SERVER_TIMING
 from janus_deploy.triton.graphs import DECODE_CODECS, decode_graph, frame_graph, probe_graph
 from janus_deploy.triton.pbtxt import TRITON_DTYPES, V2_TO_TRITON, Batching, ModelConfig, Step, Tensor
 from janus_deploy.wire.codecs import FRAME_CODED
+
+if TYPE_CHECKING:
+    from janus_deploy.plan.manifest import PlanModel
 
 PLATFORMS = ("auto", "onnxruntime", "tensorrt", "python")
 KINDS = ("auto", "cpu", "gpu")
@@ -410,12 +413,12 @@ def _write_small(out: Path, name: str, graph: onnx.ModelProto, max_batch: int, p
                                    warmup=max_batch > 0, **_runtime(platform)), platform)
 
 
-def _write_coded_decoder(out: Path, m: dict[str, Any], max_batch: int, batching: Batching) -> None:
+def _write_coded_decoder(out: Path, m: PlanModel, max_batch: int, batching: Batching) -> None:
     """The frame codecs' decode step: a python-backend model (``python_model.py`` with the
     ``janus_frame_decode`` parameter) taking ``frame_coded`` UINT8 [B, L] to ``frame`` UINT8
     [B, H, W, 3]; the stub's Python needs simplejpeg and Pillow."""
     (out / CODED_MODEL / VERSION).mkdir(parents=True)
-    img = int(m["img_size"])
+    img = m.img_size
     lead = () if max_batch > 0 else (-1,)
     cfg = ModelConfig(CODED_MODEL, max_batch, [Tensor(FRAME_CODED, "TYPE_UINT8", (*lead, -1))],
                       [Tensor("frame", "TYPE_UINT8", (*lead, img, img, 3))],
@@ -442,7 +445,7 @@ def _write_fused(out: Path, manifest: Any, cfg: ModelConfig, graphs: dict[str, o
     extra: dict[str, str] = {}
     for i, step in enumerate(cfg.steps):
         if step.model == CODED_MODEL:  # the images are decoded in the fused model itself
-            img = int(manifest.model["img_size"])
+            img = manifest.model_info.img_size
             extra["janus_frame_decode"] = f"{img},{img}"
             continue
         stem = f"{i}_{step.model}"
@@ -465,11 +468,11 @@ def _write_graph(manifest: Any, graph: onnx.ModelProto, vdir: Path, weights: str
     ext = [t for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if weights == "link":
         if ext and not (vdir / "weights.bin").exists():
-            _place(manifest.path(manifest.data["weights"]["file"]), vdir / "weights.bin")
+            _place(manifest.path(manifest.weights_file.file), vdir / "weights.bin")
         for t in ext:
             _set_external(t, location="weights.bin")
     else:
-        blob = manifest.path(manifest.data["weights"]["file"])
+        blob = manifest.path(manifest.weights_file.file)
         wfile = "weights.bin" if stem == "model" else f"{stem}.weights.bin"
         with open(blob, "rb") as src, open(vdir / wfile, "wb") as dst:
             for t in ext:
