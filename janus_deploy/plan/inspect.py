@@ -28,8 +28,8 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
             }
             for lv, raw in zip(manifest.plan_levels, manifest.levels)
         ],
-        "files": {"graphs": len(files), "level_free_graphs": len(manifest.level_free_segments), "graph_bytes": graph_bytes,
+        "files": {"graphs": len(files), "level_free_graphs": len(manifest.level_free_graphs), "graph_bytes": graph_bytes,
                   "weights_bytes": weight_bytes,
                   "total_bytes": graph_bytes + weight_bytes,
-                  "size_vs_weights": round((graph_bytes + weight_bytes) / d["model"]["weight_bytes"], 4)},
+                  "size_vs_weights": round((graph_bytes + weight_bytes) / int(manifest.model_info.weight_bytes or 0), 4)},
     }

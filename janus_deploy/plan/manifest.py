@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -114,12 +114,22 @@ class PlanModel:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # how the export made the network (backends.verify.model_for rebuilds it from these)
+    overrides: dict[str, Any] = field(default_factory=dict, hash=False)
+    checkpoint: str | None = None  # as recorded (relative to where the export ran)
+    checkpoint_sha256: str | None = None
+    init_seed: int | None = None  # the seed of a checkpoint-free (randomly initialised) model
+    weight_bytes: int | None = None  # the model's weights, the measure of the plan's size
+    weights_key: str | None = None  # what the export's reuse of earlier graphs is keyed on
 
     @classmethod
     def of(cls, d: dict[str, Any]) -> PlanModel:
+        seed, wb = d.get("init_seed"), d.get("weight_bytes")
         return cls(str(d["name"]), int(d["num_blocks"]), int(d["embed_dim"]), int(d["num_tokens"]),
                    int(d["num_prefix_tokens"]), int(d["img_size"]), int(d.get("num_classes", 0)),
-                   tuple(d.get("mean") or (0.0, 0.0, 0.0)), tuple(d.get("std") or (1.0, 1.0, 1.0)))
+                   tuple(d.get("mean") or (0.0, 0.0, 0.0)), tuple(d.get("std") or (1.0, 1.0, 1.0)),
+                   dict(d.get("overrides") or {}), d.get("checkpoint") or None, d.get("checkpoint_sha256") or None,
+                   None if seed is None else int(seed), None if wb is None else int(wb), d.get("weights_key"))
 
 
 @dataclass(frozen=True)

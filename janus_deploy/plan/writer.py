@@ -106,7 +106,7 @@ def previous_entries(out_dir: Path, state_path: Path, weights_key: str) -> dict[
     old: dict[str, dict[str, Any]] = {}
     try:
         prev = Manifest.load(out_dir)
-        if prev.model.get("weights_key") == weights_key:
+        if prev.model_info.weights_key == weights_key:
             old = {entry["key"]: entry for entry in prev.graph_entries()}
     except PlanError:
         pass

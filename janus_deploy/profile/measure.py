@@ -214,7 +214,7 @@ def fit_linear(manifest: Manifest, data: dict[str, Any]) -> dict[str, Any]:
 def linear_profile(manifest: Manifest, a_ms: float, b_ms: float, device_name: str) -> Profile:
     """A profile for a plan synthesised from a per-block linear model (``--from-linear a,b``)."""
     levels = [(lv.policy, lv.alpha) for lv in manifest.plan_levels]
-    model = {k: manifest.model[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
+    model = {k: getattr(manifest.model_info, k) for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
     return profile_from_linear(
         model, manifest.candidates, levels, a_ms, b_ms, device={"name": device_name, "backend": "linear-model"},
         provenance=f"synthesised from the per-block linear model {a_ms} + {b_ms}·tokens ms",

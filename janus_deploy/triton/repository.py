@@ -250,7 +250,7 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
         unknown = sorted(set(options.tails) - set(specs))
         if unknown:
             raise TritonExportError(f"--tails: this plan has no tail {', '.join(unknown)} (it has "
-                                    f"janus_L0..{len(manifest.levels) - 1}_S<split> for splits "
+                                    f"janus_L0..{len(manifest.plan_levels) - 1}_S<split> for splits "
                                     f"{sorted({s.split for s in specs.values()})})")
         specs = {k: v for k, v in specs.items() if k in options.tails}
 

@@ -90,3 +90,14 @@ def test_file_checksums_cover_every_graph_and_the_weights():
 
 def test_weights_file_is_typed():
     assert Manifest(DATA).weights_file == PlanFile("weights.bin", "cd" * 32, 10)
+
+
+def test_model_info_carries_how_the_export_made_the_network():
+    data = {**DATA, "model": {**DATA["model"], "overrides": {"depth": 3}, "checkpoint": "ckpt/tiny.pt",
+                              "checkpoint_sha256": "12" * 32, "init_seed": None, "weight_bytes": 4096,
+                              "weights_key": "wk"}}
+    info = Manifest(data).model_info
+    assert (info.overrides, info.checkpoint, info.checkpoint_sha256) == ({"depth": 3}, "ckpt/tiny.pt", "12" * 32)
+    assert (info.init_seed, info.weight_bytes, info.weights_key) == (None, 4096, "wk")
+    bare = Manifest(DATA).model_info  # older or hand-written manifests: none of them recorded
+    assert (bare.overrides, bare.checkpoint, bare.init_seed, bare.weight_bytes, bare.weights_key) == ({}, None, None, None, None)
