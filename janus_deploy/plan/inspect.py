@@ -22,11 +22,11 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
         "levels": [
             {
                 "index": lv.index, "policy": lv.policy, "alpha": lv.alpha, "tokens": list(lv.tokens),
-                "capped_blocks": raw.get("capped_blocks", []),
+                "capped_blocks": list(lv.capped_blocks),
                 "payload_bytes_fp32": {s: p["bytes"].get("float32", p["bytes"].get("uint8"))
                                        for s, p in lv.payload.items()},
             }
-            for lv, raw in zip(manifest.plan_levels, manifest.levels)
+            for lv in manifest.plan_levels
         ],
         "files": {"graphs": len(files), "level_free_graphs": len(manifest.level_free_graphs), "graph_bytes": graph_bytes,
                   "weights_bytes": weight_bytes,

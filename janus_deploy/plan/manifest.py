@@ -145,12 +145,14 @@ class PlanLevel:
     segments: tuple[GraphEntry, ...]
     unsplit: GraphEntry | None
     payload: dict[str, Any]
+    capped_blocks: tuple[int, ...] = ()  # blocks whose reduction the schedule capped (docs/manifest.md)
 
     @classmethod
     def of(cls, index: int, d: dict[str, Any]) -> PlanLevel:
         return cls(index, str(d["policy"]), float(d["alpha"]), tuple(d["tokens"]), tuple(d.get("reductions") or ()),
                    tuple(GraphEntry.of(e) for e in d["segments"]),
-                   GraphEntry.of(d["unsplit"]) if d.get("unsplit") else None, dict(d.get("payload") or {}))
+                   GraphEntry.of(d["unsplit"]) if d.get("unsplit") else None, dict(d.get("payload") or {}),
+                   tuple(d.get("capped_blocks") or ()))
 
     @property
     def key(self) -> LevelKey:

@@ -101,3 +101,8 @@ def test_model_info_carries_how_the_export_made_the_network():
     assert (info.init_seed, info.weight_bytes, info.weights_key) == (None, 4096, "wk")
     bare = Manifest(DATA).model_info  # older or hand-written manifests: none of them recorded
     assert (bare.overrides, bare.checkpoint, bare.init_seed, bare.weight_bytes, bare.weights_key) == ({}, None, None, None, None)
+
+
+def test_capped_blocks_default_to_none_capped():
+    data = {**DATA, "levels": [{**DATA["levels"][0], "capped_blocks": [2]}, DATA["levels"][1]]}
+    assert Manifest(data).plan_level(0).capped_blocks == (2,) and Manifest(DATA).plan_level(0).capped_blocks == ()
