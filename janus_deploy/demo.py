@@ -211,10 +211,8 @@ def compare_with_baselines(log: str | Path, trace: Any, manifest: Any, runner: A
     rows = [row("janus-deploy", "ran", [r.measured.total_ms for r in answered], wall,
                 [r.top1 == _label_of(r.source or "") for r in answered], [r.bytes for r in answered],
                 [r.decision.label for r in answered if r.decision is not None])]
-    opts = TransportOptions()
-    cfg = SimConfig(sla_ms=sla, systems=systems, requests=n, codec=header.codec, controller=ctrl,
-                    cold_start_mbps=ctrl.cold_start_mbps, rtt_ms=rtt, timeout_factor=opts.timeout_factor,
-                    min_timeout_ms=opts.min_timeout_ms, probe_bytes=opts.probe_bytes)
+    cfg = SimConfig.with_policy(TransportOptions().policy, sla_ms=sla, systems=systems, requests=n, codec=header.codec,
+                                controller=ctrl, cold_start_mbps=ctrl.cold_start_mbps, rtt_ms=rtt)
     sim = simulate(trace, edge, cloud, cfg, accuracy=header.accuracy)
     m = manifest.model_info
     answers: dict[int, np.ndarray] = {}

@@ -99,3 +99,12 @@ def test_one_exchange_policy_for_runtime_and_simulator():
     assert SimConfig().policy is None  # no deadline: the paper's model
     with pytest.raises(ExchangePolicyError, match="timeout-factor"):
         ExchangePolicy(timeout_factor=float("nan")).validate()
+
+
+def test_sim_config_takes_the_exchange_policy_in_one_place():
+    from janus_deploy.schedule.exchange import ExchangePolicy
+
+    p = ExchangePolicy(timeout_factor=1.5, min_timeout_ms=30.0, probe_bytes=4096)
+    cfg = SimConfig.with_policy(p, sla_ms=200.0, rtt_ms=5.0)
+    assert (cfg.timeout_factor, cfg.min_timeout_ms, cfg.probe_bytes) == (1.5, 30.0, 4096)
+    assert (cfg.sla_ms, cfg.rtt_ms) == (200.0, 5.0) and cfg.policy == p

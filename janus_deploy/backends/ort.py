@@ -43,7 +43,7 @@ import onnx
 from janus_deploy.backends.base import EngineError, read_engines_file, write_engines_file
 from janus_deploy.backends.ort_session import session_options
 from janus_deploy.plan.integrity import CheckStats, IntegrityError, map_verified, read_verified
-from janus_deploy.plan.manifest import Manifest
+from janus_deploy.plan.manifest import GraphEntry, Manifest, PlanError
 from janus_deploy.plan.weights import external_initializers
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -130,24 +130,24 @@ class OrtRunner:
         """The plan's weight file, memory-mapped and checked against the manifest (hashed once
         per process)."""
         if self._weights is None:
-            entry = self.manifest.data["weights"]
-            self._weights = map_verified(self.manifest.path(entry["file"]), entry["sha256"], "manifest.json",
+            entry = self.manifest.weights_file
+            self._weights = map_verified(self.manifest.path(entry.file), entry.sha256, "manifest.json",
                                          REMEDY, self.checks)
         return self._weights
 
-    def _graph_bytes(self, entry: dict[str, Any]) -> bytes:
+    def _graph_bytes(self, entry: GraphEntry) -> bytes:
         """A graph file's bytes, checked against its sha256 in the manifest."""
-        return read_verified(self.manifest.path(entry["file"]), entry["sha256"], "manifest.json", REMEDY,
+        return read_verified(self.manifest.path(entry.file), str(entry.sha256), "manifest.json", REMEDY,
                              self.checks)
 
-    def graph_entries(self) -> list[dict[str, Any]]:
+    def graph_entries(self) -> list[GraphEntry]:
         """The manifest entries of every graph this runner may load for (level, segment) pairs
         (the unsplit graphs, used by verify and profile only, are checked when loaded)."""
-        seen: dict[str, dict[str, Any]] = {}
+        seen: dict[str, GraphEntry] = {}
         for lv in self.manifest.plan_levels:
             for si in range(lv.num_segments):
                 entry = self._route(lv.index, si)[1]
-                seen.setdefault(entry["file"], entry)
+                seen.setdefault(entry.file, entry)
         return list(seen.values())
 
     def check_files(self, progress: Callable[[int, int], None] | None = None) -> None:
@@ -185,16 +185,16 @@ class OrtRunner:
                 opts.add_initializer(name, self._values[name])
         return opts
 
-    def _session(self, key: tuple[int, int | str], entry: dict[str, Any]):
+    def _session(self, key: tuple[int, int | str], entry: GraphEntry):
         sess = self._sessions.get(key)
         if sess is not None:
             return sess
         with self._lock:  # threads sharing a runner create each session once
             return self._sessions.get(key) or self._create(key, entry)
 
-    def _create(self, key: tuple[int, int | str], entry: dict[str, Any]):
+    def _create(self, key: tuple[int, int | str], entry: GraphEntry):
         ort = _ort()
-        path = self.manifest.path(entry["file"])
+        path = self.manifest.path(entry.file)
         data = self._graph_bytes(entry)
         try:
             sess = ort.InferenceSession(data, self._options(data), providers=[self.provider])
@@ -223,7 +223,7 @@ class OrtRunner:
         if raw is not None and advice is not None and len(raw):
             raw.madvise(advice)
 
-    def _route(self, level: int, segment: int) -> tuple[tuple, dict[str, Any], tuple[np.ndarray, ...]]:
+    def _route(self, level: int, segment: int) -> tuple[tuple, GraphEntry, tuple[np.ndarray, ...]]:
         """Session key, manifest entry and extra inputs (a level-free graph's reductions) of the
         graph that runs (level, segment); cached, since this runs on every request. With
         level-free graphs, a level that merges nothing (α = 0) still runs its per-level graphs:
@@ -235,9 +235,9 @@ class OrtRunner:
                 graph = self.manifest.level_free_graphs[segment]
                 a, b = graph.blocks or (1, 0)
                 extra = (np.asarray(lv.reductions[a - 1: b], dtype=np.int64),) if graph.takes_reductions else ()
-                route = (("level-free", segment), self.manifest.level_free_segments[segment], extra)
+                route = (("level-free", segment), graph, extra)
             else:
-                route = ((level, segment), self.manifest.level(level)["segments"][segment], ())
+                route = ((level, segment), lv.segments[segment], ())
             self._routes[(level, segment)] = route
         return route
 
@@ -248,11 +248,11 @@ class OrtRunner:
     def load(self, level: int, segment: int) -> None:
         self.session(level, segment)
 
-    def graph_entry(self, level: int, segment: int) -> dict[str, Any]:
+    def graph_entry(self, level: int, segment: int) -> GraphEntry:
         """The manifest entry (file, sha256) of the graph that runs (level, segment)."""
         return self._route(level, segment)[1]
 
-    def _session_of(self, level: int, key: tuple, entry: dict[str, Any]):
+    def _session_of(self, level: int, key: tuple, entry: GraphEntry):
         users = self._users.get(key)
         if users is None or level not in users:
             with self._lock:  # unload() reads the users under the lock
@@ -288,13 +288,13 @@ class OrtRunner:
                 progress(i, len(firsts))
 
     # -- running -------------------------------------------------------------------------------
-    def _positions(self, key, sess, entry: dict[str, Any]) -> list[tuple[int, str]]:
+    def _positions(self, key, sess, entry: GraphEntry) -> list[tuple[int, str]]:
         """(input position, name) of the inputs a graph really consumes (a head-only segment may
         not read ``size``); cached, since this runs on every request."""
         pos = self._feed_positions.get(key)
         if pos is None:
             wanted = {i.name for i in sess.get_inputs()}
-            pos = [(i, spec["name"]) for i, spec in enumerate(entry["inputs"]) if spec["name"] in wanted]
+            pos = [(i, spec.name) for i, spec in enumerate(entry.inputs) if spec.name in wanted]
             self._feed_positions[key] = pos
         return pos
 
@@ -307,7 +307,9 @@ class OrtRunner:
         return sess.run(None, feed)
 
     def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
-        entry = self.manifest.level(level)["unsplit"]
+        entry = self.manifest.plan_level(level).unsplit
+        if entry is None:
+            raise PlanError(f"level {level} of the plan has no unsplit graph")
         sess = self._session((level, "full"), entry)
         return sess.run(None, {"image": image})[0]
 
@@ -358,8 +360,8 @@ def build(
         li = lv.index
         for si in range(lv.num_segments):
             entry = runner.graph_entry(li, si)
-            e = by_graph.setdefault(entry["file"], {"segment": si, "levels": [], "file": entry["file"],
-                                                     "sha256": entry["sha256"]})
+            e = by_graph.setdefault(entry.file, {"segment": si, "levels": [], "file": entry.file,
+                                                  "sha256": entry.sha256})
             e["levels"].append(li)
     engines = list(by_graph.values())
     data = {

@@ -31,6 +31,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from janus_deploy.backends.base import EngineError
 from janus_deploy.backends.ort import OrtRunner
 from janus_deploy.backends.ort_session import session_options
 from janus_deploy.plan.integrity import read_verified
-from janus_deploy.plan.manifest import Manifest
+from janus_deploy.plan.manifest import GraphEntry, Manifest, TensorSpec
 
 QDQ_FILE = "qdq.json"
 #: ops whose weight input is quantized (the others stay fp32)
@@ -66,9 +67,9 @@ def calibration_frames(manifest: Manifest, folder: str | Path, limit: int = DEFA
     if len(files) < 2:
         raise EngineError(f"--calibration {folder} holds {len(files)} image; int8 needs at least 2 "
                           "(some calibrate the scales, the rest measure accuracy); give a folder of the deployment's images")
-    img = int(manifest.model["img_size"])
-    frames = np.stack([load_frame(p, img) for p, _ in files])
-    return normalize(frames, manifest.model["mean"], manifest.model["std"])
+    info = manifest.model_info
+    frames = np.stack([load_frame(p, info.img_size) for p, _ in files])
+    return normalize(frames, info.mean, info.std)
 
 
 def split(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,9 +160,9 @@ def _batches(x: np.ndarray, n: int) -> list[np.ndarray]:
     return [x[i:i + n] for i in range(0, len(x), n)]
 
 
-def _feed(sess_inputs: Sequence[str], specs: Sequence[dict[str, Any]], values: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+def _feed(sess_inputs: Sequence[str], specs: Sequence[TensorSpec], values: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     wanted = set(sess_inputs)
-    return {s["name"]: v for s, v in zip(specs, values) if s["name"] in wanted}
+    return {s.name: v for s, v in zip(specs, values) if s.name in wanted}
 
 
 def _frames_hash(frames: np.ndarray) -> str:
@@ -199,19 +200,20 @@ def quantize_plan(
         record = {}
     done = record.get("graphs", {}) if record.get("stamp") == stamp else {}
     ref = OrtRunner(manifest)
-    jobs = [(li, si) for li, lv in enumerate(manifest.levels) for si in range(len(lv["segments"]))]
+    jobs = [(lv.index, si) for lv in manifest.plan_levels for si in range(lv.num_segments)]
     graphs: dict[tuple[int, int], Path] = {}
     t0, n = time.perf_counter(), 0
-    for li, lv in enumerate(manifest.levels):
+    for lv in manifest.plan_levels:
+        li = lv.index
         values = [[b] for b in _batches(calib, CALIB_BATCH)]  # fp32 inputs of segment si at this level
-        for si, seg in enumerate(lv["segments"]):
-            dst = graph_path(out_dir, seg["file"])
+        for si, seg in enumerate(lv.segments):
+            dst = graph_path(out_dir, seg.file)
             prev = done.get(dst.name)
             if not (prev and dst.is_file() and hashlib.sha256(dst.read_bytes()).hexdigest() == prev):
                 ref.load(li, si)  # checks the graph (and weights.bin) against the plan's sha256 first
-                src = manifest.path(seg["file"])
+                src = manifest.path(seg.file)
                 names = [i.name for i in onnx.load(str(src), load_external_data=False).graph.input]
-                feeds = [_feed(names, seg["inputs"], v) for v in values]
+                feeds = [_feed(names, seg.inputs, v) for v in values]
                 quantize_graph(src, dst, feeds)
                 done[dst.name] = hashlib.sha256(dst.read_bytes()).hexdigest()
                 record_path.write_text(json.dumps({"stamp": stamp, "graphs": done}))
@@ -235,16 +237,17 @@ def measure(manifest: Manifest, graphs: dict[tuple[int, int], Path], frames: np.
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     out = []
-    for li, lv in enumerate(manifest.levels):
+    for lv in manifest.plan_levels:
+        li = lv.index
         q: list[np.ndarray] = [frames]
         f: list[np.ndarray] = [frames]
-        for si, seg in enumerate(lv["segments"]):
+        for si, seg in enumerate(lv.segments):
             sess = ort.InferenceSession(str(graphs[(li, si)]), so, providers=["CPUExecutionProvider"])
-            q = sess.run(None, _feed([i.name for i in sess.get_inputs()], seg["inputs"], q))
+            q = sess.run(None, _feed([i.name for i in sess.get_inputs()], seg.inputs, q))
             f = ref.run_segment(li, si, f)
         a, b = q[0].reshape(len(frames), -1), f[0].reshape(len(frames), -1)
         cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-        out.append({"level": li, "alpha": lv.get("alpha"), "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+        out.append({"level": li, "alpha": lv.alpha, "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
                     "cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()), "images": int(len(frames))})
     return out
 
@@ -313,13 +316,13 @@ class QdqOrtRunner(OrtRunner):
             if e is None:
                 raise EngineError(f"{self.engine_dir / 'engines.json'} lists no int8 graph for level {level} "
                                   f"segment {segment}; rebuild the engines")
-            seg = self.manifest.level(level)["segments"][segment]
-            route = ((level, segment), {**seg, "file": e["file"], "sha256": e["sha256"]}, ())
+            seg = self.manifest.plan_level(level).segments[segment]
+            route = ((level, segment), replace(seg, file=str(e["file"]), sha256=str(e["sha256"])), ())
             self._routes[(level, segment)] = route
         return route
 
-    def _graph_bytes(self, entry: dict[str, Any]) -> bytes:
-        return read_verified(self.engine_dir / entry["file"], entry["sha256"], str(self.engine_dir / "engines.json"),
+    def _graph_bytes(self, entry: GraphEntry) -> bytes:
+        return read_verified(self.engine_dir / entry.file, str(entry.sha256), str(self.engine_dir / "engines.json"),
                              "rebuild the engines with `janus-deploy build-engines --precision int8`", self.checks)
 
     def _options(self, model_bytes: bytes):
@@ -338,6 +341,6 @@ class QdqOrtRunner(OrtRunner):
 
     def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
         out: list[np.ndarray] = [image]
-        for j in range(len(self.manifest.level(level)["segments"])):
+        for j in range(self.manifest.plan_level(level).num_segments):
             out = self.run_segment(level, j, out)
         return out[0]

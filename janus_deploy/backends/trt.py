@@ -47,7 +47,7 @@ from janus_deploy.backends.base import (
     write_engines_file,
 )
 from janus_deploy.plan.integrity import CheckStats, read_verified
-from janus_deploy.plan.manifest import Manifest
+from janus_deploy.plan.manifest import GraphEntry, Manifest
 
 TIMING_CACHE = "timing.cache"
 PARTIAL_FILE = "engines.partial.json"
@@ -173,14 +173,14 @@ def fp16_graph(model):
     return model
 
 
-def _graph_for(manifest: Manifest, seg: dict[str, Any], precision: str, out_dir: Path, stats: CheckStats,
+def _graph_for(manifest: Manifest, seg: GraphEntry, precision: str, out_dir: Path, stats: CheckStats,
                qdq_graph: Path | None = None) -> Path:
     """The ONNX file TensorRT parses for one segment, checked against the plan's sha256 first
     (int8: the Q/DQ graph :func:`janus_deploy.backends.qdq.quantize_plan` wrote from it)."""
     import onnx
 
-    src = manifest.path(seg["file"])
-    read_verified(src, seg["sha256"], str(manifest.dir / "manifest.json") if manifest.dir else "manifest.json",
+    src = manifest.path(seg.file)
+    read_verified(src, str(seg.sha256), str(manifest.dir / "manifest.json") if manifest.dir else "manifest.json",
                   "re-export the plan", stats)
     if precision == "fp32":
         return src
@@ -188,7 +188,7 @@ def _graph_for(manifest: Manifest, seg: dict[str, Any], precision: str, out_dir:
         if qdq_graph is None:
             raise EngineError("int8 engines are built from Q/DQ graphs: give calibration images (--calibration DIR)")
         return qdq_graph
-    dst = out_dir / "graphs" / (Path(seg["file"]).stem + f"_{precision}.onnx")
+    dst = out_dir / "graphs" / (Path(seg.file).stem + f"_{precision}.onnx")
     dst.parent.mkdir(parents=True, exist_ok=True)
     model = fp16_graph(onnx.load(str(src)))  # loads weights.bin (external data) beside the graph
     onnx.save(model, str(dst))
@@ -209,11 +209,11 @@ def weight_bytes(manifest: Manifest, graphs: str = "level", precision: str = "fp
 
     if graphs not in GRAPHS or precision not in ("fp32", "fp16", "int8"):
         raise EngineError(f"weight_bytes: graphs in {GRAPHS}, precision fp32/fp16/int8 (got {graphs!r}, {precision!r})")
-    entries = manifest.level_free_segments if graphs == "level-free" else \
-        [seg for lv in manifest.levels for seg in lv["segments"]]
+    entries = manifest.level_free_graphs if graphs == "level-free" else \
+        [seg for lv in manifest.plan_levels for seg in lv.segments]
     total = 0
     for entry in entries:
-        model = onnx.load(str(manifest.path(entry["file"])), load_external_data=False)
+        model = onnx.load(str(manifest.path(entry.file)), load_external_data=False)
         sizes: dict[str, tuple[int, int, int]] = {}  # name -> (bytes, element size, output channels)
         for init in model.graph.initializer:
             n = int(np.prod(init.dims)) if init.dims else 1
@@ -262,19 +262,19 @@ def level_free_graph(model):
     return model
 
 
-def _level_free_graph_for(manifest: Manifest, seg: dict[str, Any], precision: str, out_dir: Path,
+def _level_free_graph_for(manifest: Manifest, seg: GraphEntry, precision: str, out_dir: Path,
                           stats: CheckStats) -> Path:
     """The level-free segment graph TensorRT parses (checked against the plan first; weights
     inlined, since the graph no longer sits beside ``weights.bin``)."""
     import onnx
 
-    src = manifest.path(seg["file"])
-    read_verified(src, seg["sha256"], str(manifest.dir / "manifest.json") if manifest.dir else "manifest.json",
+    src = manifest.path(seg.file)
+    read_verified(src, str(seg.sha256), str(manifest.dir / "manifest.json") if manifest.dir else "manifest.json",
                   "re-export the plan", stats)
     model = level_free_graph(onnx.load(str(src)))
     if precision == "fp16":
         fp16_graph(model)
-    dst = out_dir / "graphs" / (Path(seg["file"]).stem + f"_levelfree_{precision}.onnx")
+    dst = out_dir / "graphs" / (Path(seg.file).stem + f"_levelfree_{precision}.onnx")
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst))
     return dst
@@ -286,22 +286,22 @@ def _profiles(manifest: Manifest, network, levels: Sequence[int], segment: int, 
     and the level's token count; a shape tensor (``reductions``) its values at that level."""
     out = []
     for li in levels:
-        lv = manifest.level(li)
-        specs = {s["name"]: s for s in lv["segments"][segment]["inputs"]}
+        lv = manifest.plan_level(li)
+        specs = {s.name: s for s in lv.segments[segment].inputs}
         shapes: dict[str, tuple] = {}
         values: dict[str, list[int]] = {}
         for i in range(network.num_inputs):
             t = network.get_input(i)
             if getattr(t, "is_shape", False) or t.name == "reductions":
-                a, b = manifest.level_free_segments[segment]["blocks"]
-                vals = [int(v) for v in lv["reductions"][a - 1: b]]
+                a, b = manifest.level_free_graphs[segment].blocks or (1, 0)
+                vals = [int(v) for v in lv.reductions[a - 1: b]]
                 dims = list(t.shape)
                 shapes[t.name] = (dims, dims, dims)
                 values[t.name] = vals
                 continue
             dims = list(t.shape)[1:]
             if level_free:  # the level's static shapes, as its per-level graph has them
-                dims = [int(d) for d in specs[t.name]["shape"][1:]]
+                dims = [int(d) for d in specs[t.name].shape[1:]]
             rest = [d if d > 0 else 1 for d in dims]
             shapes[t.name] = ([min_batch, *rest], [min_batch, *rest], [max_batch, *rest])
         out.append({"shapes": shapes, "values": values})
@@ -352,11 +352,11 @@ def build(
     key = gpu_key()
     out_dir.mkdir(parents=True, exist_ok=True)
     level_free = graphs == "level-free"
-    levels = list(range(len(manifest.levels)))
+    levels = [lv.index for lv in manifest.plan_levels]
     if level_free:
-        jobs = [(-1, si) for si in range(len(manifest.level_free_segments))]
+        jobs = [(-1, si) for si in range(len(manifest.level_free_graphs))]
     else:
-        jobs = [(li, si) for li, lv in enumerate(manifest.levels) for si in range(len(lv["segments"]))]
+        jobs = [(lv.index, si) for lv in manifest.plan_levels for si in range(lv.num_segments)]
     steps = len(jobs) * (2 if precision == "int8" else 1)  # int8: quantize every graph, then build
     quant: dict[str, Any] = {}
     if precision == "int8":
@@ -388,7 +388,7 @@ def build(
     engines: list[dict[str, Any]] = []
     stats, t0, built = CheckStats(), time.perf_counter(), 0
     for done, (li, si) in enumerate(jobs, 1):
-        seg = manifest.level_free_segments[si] if level_free else manifest.level(li)["segments"][si]
+        seg = manifest.level_free_graphs[si] if level_free else manifest.plan_level(li).segments[si]
         name = engine_name(manifest.hash, None if level_free else li, si, precision, trt.__version__, key["compute_capability"], key["gpu"])
         entry = {"segment": si, "file": name, **({"profiles": levels} if level_free else {"level": li})}
         prev = done_before.get(name)
@@ -404,7 +404,7 @@ def build(
             parser = trt.OnnxParser(network, logger)
             if not parser.parse_from_file(str(graph)):
                 errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-                raise EngineError(f"TensorRT cannot parse {seg['file']}: {errors}")
+                raise EngineError(f"TensorRT cannot parse {seg.file}: {errors}")
             config = builder.create_builder_config()
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
             config.set_timing_cache(timing_cache, ignore_mismatch=False)
@@ -424,7 +424,7 @@ def build(
                 config.add_optimization_profile(profile)
             blob = builder.build_serialized_network(network, config)
             if blob is None:
-                raise EngineError(f"TensorRT failed to build an engine for {seg['file']} (see the log above)")
+                raise EngineError(f"TensorRT failed to build an engine for {seg.file} (see the log above)")
             data = bytes(blob)
             (out_dir / name).write_bytes(data)
             engines.append({**entry, "sha256": hashlib.sha256(data).hexdigest()})
@@ -601,7 +601,7 @@ class TrtRunner:
         self._engine(level, segment)
 
     def preload(self, progress: Any = None) -> None:
-        pairs = [(li, si) for li, lv in enumerate(self.manifest.levels) for si in range(len(lv["segments"]))]
+        pairs = [(lv.index, si) for lv in self.manifest.plan_levels for si in range(lv.num_segments)]
         for i, (li, si) in enumerate(pairs, 1):
             self._engine(li, si)
             if progress:
@@ -620,15 +620,15 @@ class TrtRunner:
         """A level-free engine's shape tensor: the level's reductions over the segment's blocks."""
         if not self.level_free:
             return []
-        lf = self.manifest.level_free_segments[segment]
-        if not any(s["name"] == "reductions" for s in lf["inputs"]):
+        lf = self.manifest.level_free_graphs[segment]
+        if "reductions" not in lf.input_names:
             return []
-        a, b = lf["blocks"]
-        return [("reductions", np.asarray(self.manifest.level(level)["reductions"][a - 1: b], dtype=np.int32))]
+        a, b = lf.blocks or (1, 0)
+        return [("reductions", np.asarray(self.manifest.plan_level(level).reductions[a - 1: b], dtype=np.int32))]
 
     def run_segment(self, level: int, segment: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         trt, cudart = self.trt, self.cudart
-        entry = self.manifest.level(level)["segments"][segment]
+        entry = self.manifest.plan_level(level).segments[segment]
         batch = int(inputs[0].shape[0]) if inputs and np.ndim(inputs[0]) else 0
         if not self.min_batch <= batch <= self.max_batch:
             raise EngineError(f"batch {batch} is outside the engines' range {self.min_batch}..{self.max_batch} "
@@ -638,7 +638,7 @@ class TrtRunner:
         try:
             ctx, engine, h2d = slot.ctx, eng.engine, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
             hold = []
-            named = [(spec["name"], arr) for spec, arr in zip(entry["inputs"], inputs)]
+            named = [(spec.name, arr) for spec, arr in zip(entry.inputs, inputs)]
             for name, arr in named + self._extra_inputs(level, segment):
                 if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
                     continue  # an input the engine does not use (TensorRT drops unused inputs)
@@ -654,8 +654,7 @@ class TrtRunner:
                 _check(cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, h2d, slot.stream), "copy to device")
                 ctx.set_tensor_address(name, ptr)
             outs = []
-            for spec in entry["outputs"]:
-                name = spec["name"]
+            for name in entry.output_names:
                 shape = tuple(ctx.get_tensor_shape(name))
                 if any(d < 0 for d in shape):
                     raise EngineError(f"output {name!r} of level {level} segment {segment} has no shape yet {shape}: "
@@ -676,7 +675,7 @@ class TrtRunner:
 
     def run_unsplit(self, level: int, image: np.ndarray) -> np.ndarray:
         out: list[np.ndarray] = [image]
-        for j in range(len(self.manifest.level(level)["segments"])):
+        for j in range(self.manifest.plan_level(level).num_segments):
             out = self.run_segment(level, j, out)
         return out[0]
 

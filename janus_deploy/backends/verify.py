@@ -102,7 +102,7 @@ def check_engines(manifest: Manifest, engine_dir: str | Path) -> list[str]:
 def resolve_checkpoint(manifest: Manifest) -> Path | None:
     """The plan's checkpoint: the path as recorded (relative to the working directory), else
     relative to the plan directory or its parents; its sha256 must match the export's."""
-    ckpt = manifest.model.get("checkpoint")
+    ckpt = manifest.model_info.checkpoint
     if not ckpt:
         return None
     path = Path(ckpt)
@@ -114,7 +114,7 @@ def resolve_checkpoint(manifest: Manifest) -> Path | None:
     if not path.is_file():
         raise PlanError(f"the plan's checkpoint {ckpt} was not found (looked relative to the working directory "
                         f"and to the plan {manifest.dir}); run from where the plan was exported")
-    want = manifest.model.get("checkpoint_sha256")
+    want = manifest.model_info.checkpoint_sha256
     if want and file_sha256(path) != want:
         raise PlanError(f"checkpoint {path} changed since the plan was exported (sha256 differs); re-export the plan")
     return path
@@ -122,10 +122,10 @@ def resolve_checkpoint(manifest: Manifest) -> Path | None:
 
 def model_for(manifest: Manifest) -> torch.nn.Module:
     """The PyTorch model a plan was exported from, with the exact weights the export used."""
-    m = manifest.model
+    m = manifest.model_info
     path = resolve_checkpoint(manifest)
-    spec = ModelSpec(m["name"], m.get("overrides") or {}, str(path) if path else None)
-    return create_from_spec(spec, int(m.get("init_seed") or 0))
+    spec = ModelSpec(m.name, dict(m.overrides), str(path) if path else None)
+    return create_from_spec(spec, m.init_seed or 0)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -169,7 +169,7 @@ def verify_runners(
     info = manifest.model_info
     x = torch.from_numpy(images)
     reports: list[list[LevelReport]] = [[] for _ in runners]
-    total = len(runners) * len(manifest.levels)
+    total = len(runners) * len(manifest.plan_levels)
     for lv in manifest.plan_levels:
         li = lv.index
         sched = levels.schedule(lv.policy, lv.alpha, info.num_tokens, info.num_blocks, info.num_prefix_tokens)

@@ -163,8 +163,8 @@ def load_labelled_folder(
 
 # -- calibration --------------------------------------------------------------------------------
 def _check_inputs(manifest, frames: np.ndarray, labels: np.ndarray | None) -> None:
-    m = manifest.model
-    size = int(m["img_size"])
+    m = manifest.model_info
+    size = m.img_size
     if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
         raise AccuracyError(f"frames must be a uint8 array [N, H, W, 3], got "
                             f"{getattr(frames, 'shape', type(frames).__name__)}")
@@ -177,7 +177,7 @@ def _check_inputs(manifest, frames: np.ndarray, labels: np.ndarray | None) -> No
         labels = np.asarray(labels)
         if labels.shape != (len(frames),):
             raise AccuracyError(f"{labels.shape} labels for {len(frames)} frames; give one label per frame")
-        ncls = m.get("num_classes")
+        ncls = m.num_classes or None  # 0: the manifest does not say
         if ncls is not None and len(labels) and (labels.min() < 0 or labels.max() >= ncls):
             raise AccuracyError(f"labels range {labels.min()}..{labels.max()} but the model has {ncls} classes "
                                 "(class sub-folders are numbered by name when numeric, else in sorted order from 0)")
@@ -208,19 +208,19 @@ def calibrate(
     if batch_size < 1:
         raise AccuracyError(f"batch size must be >= 1, got {batch_size}")
     _check_inputs(manifest, frames, labels)
-    m = manifest.model
-    x = torch.from_numpy(normalize(frames, m.get("mean", (0.5,) * 3), m.get("std", (0.5,) * 3)))
+    m = manifest.model_info  # an exported manifest always carries mean and std
+    x = torch.from_numpy(normalize(frames, m.mean, m.std))
     y = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     from janus_deploy.backends.verify import model_for  # torch: only when calibrating
 
     model = model_for(manifest)
-    x0, n, prefix = m["num_tokens"], m["num_blocks"], m["num_prefix_tokens"]
+    x0, n, prefix = m.num_tokens, m.num_blocks, m.num_prefix_tokens
 
     scheds = []
-    for lv in manifest.levels:
-        s = levels.schedule(lv["policy"], lv["alpha"], x0, n, prefix)
-        if list(s.tokens) != list(lv["tokens"]):
-            raise AccuracyError(f"level {lv['policy']} {lv['alpha']}: the plan's token schedule {lv['tokens']} "
+    for lv in manifest.plan_levels:
+        s = levels.schedule(lv.policy, lv.alpha, x0, n, prefix)
+        if list(s.tokens) != list(lv.tokens):
+            raise AccuracyError(f"level {lv.policy} {lv.alpha}: the plan's token schedule {list(lv.tokens)} "
                                 f"differs from this janus-deploy's {list(s.tokens)}; re-export the plan")
         scheds.append(s)
     # The unpruned reference: a level that removes nothing if the plan has one, else run it extra.
@@ -245,12 +245,12 @@ def calibrate(
     ref = preds[-1 if ref_index is None else ref_index]
 
     rows = []
-    for i, (lv, s) in enumerate(zip(manifest.levels, scheds)):
+    for i, (lv, s) in enumerate(zip(manifest.plan_levels, scheds)):
         p = preds[i]
         rows.append({
             "index": i,
-            "policy": lv["policy"],
-            "alpha": lv["alpha"],
+            "policy": lv.policy,
+            "alpha": lv.alpha,
             "tokens": list(s.tokens),
             "accuracy": None if y is None else round(float((p == y).float().mean()), 6),
             "agreement": round(float((p == ref).float().mean()), 6),
@@ -261,6 +261,6 @@ def calibrate(
         "plan_hash": manifest.hash,
         "task": task,
         "num_images": int(len(x)),
-        "model": m["name"],
+        "model": m.name,
         "levels": rows,
     }

@@ -64,8 +64,8 @@ def calibrate_codecs(table: dict[str, Any], manifest: Any, runner: Any, frames: 
         except C.CodecError as exc:
             raise AccuracyError(str(exc)) from None
     rows = {LevelKey.of(lv["policy"], lv["alpha"]): lv for lv in table["levels"]}
-    m = manifest.model
-    size = int(m["img_size"])
+    m = manifest.model_info
+    size = m.img_size
     lossy = [c for c in codecs if not specs[c].lossless]
     groups: dict[tuple[Any, ...], list[str]] = {}
     for c in lossy:
@@ -73,19 +73,20 @@ def calibrate_codecs(table: dict[str, Any], manifest: Any, runner: Any, frames: 
     y = None if labels is None else np.asarray(labels)
     n = len(frames)
     batches = [(b, min(b + batch_size, n)) for b in range(0, n, batch_size)]
-    ref_level = next((i for i, lv in enumerate(manifest.levels) if not any(
-        a > b for a, b in zip(lv["tokens"], lv["tokens"][1:]))), None)
+    ref_level = next((lv.index for lv in manifest.plan_levels if not any(
+        a > b for a, b in zip(lv.tokens, lv.tokens[1:]))), None)
     ref_pred = _lossless_preds(manifest, runner, frames, ref_level, batches) if ref_level is not None else None
-    total, done = len(manifest.levels) * len(batches), 0
-    for li, lv in enumerate(manifest.levels):
-        row = rows.get(LevelKey.of(lv["policy"], lv["alpha"]))
+    total, done = len(manifest.plan_levels) * len(batches), 0
+    for lv in manifest.plan_levels:
+        li = lv.index
+        row = rows.get(lv.key)
         if row is None:
-            raise AccuracyError(f"the accuracy table has no level {lv['policy']} {lv['alpha']}; re-run calibrate")
-        nseg = len(lv["segments"])
+            raise AccuracyError(f"the accuracy table has no level {lv.policy} {lv.alpha}; re-run calibrate")
+        nseg = lv.num_segments
         preds: dict[tuple[tuple[Any, ...], int], list[np.ndarray]] = {}
         for b0, b1 in batches:
             f = frames[b0:b1]
-            x = normalize(f, m["mean"], m["std"])
+            x = normalize(f, m.mean, m.std)
             bounds = [[x]]
             for j in range(nseg):
                 bounds.append(runner.run_segment(li, j, bounds[-1]))
@@ -95,7 +96,7 @@ def calibrate_codecs(table: dict[str, Any], manifest: Any, runner: Any, frames: 
                     e = manifest.edge_segments(s)
                     if spec.kind == "frame":
                         dec = C.decode_frame(C.encode_frame(f, spec), size, size)
-                        inputs = [normalize(dec, m["mean"], m["std"])]
+                        inputs = [normalize(dec, m.mean, m.std)]
                     else:
                         tok, sz = bounds[e]
                         inputs = list(C.decode_tokens(C.encode_tokens(tok, sz, spec)))
@@ -103,7 +104,7 @@ def calibrate_codecs(table: dict[str, Any], manifest: Any, runner: Any, frames: 
                     preds.setdefault((key, s), []).append(np.asarray(logits).argmax(-1))
             done += 1
             if progress:
-                progress(done, total, f"level {lv['policy']} {lv['alpha']:g}: codecs")
+                progress(done, total, f"level {lv.policy} {lv.alpha:g}: codecs")
         cells = dict(row.get("codecs") or {})
         for (key, s), parts in preds.items():
             p = np.concatenate(parts)
@@ -119,9 +120,9 @@ def calibrate_codecs(table: dict[str, Any], manifest: Any, runner: Any, frames: 
 
 def _lossless_preds(manifest: Any, runner: Any, frames: np.ndarray, level: int,
                     batches: list[tuple[int, int]]) -> np.ndarray:
-    m = manifest.model
-    nseg = len(manifest.level(level)["segments"])
-    out = [np.asarray(run_segments(runner, level, 0, nseg, [normalize(frames[a:b], m["mean"], m["std"])])[0]).argmax(-1)
+    m = manifest.model_info
+    nseg = manifest.plan_level(level).num_segments
+    out = [np.asarray(run_segments(runner, level, 0, nseg, [normalize(frames[a:b], m.mean, m.std)])[0]).argmax(-1)
            for a, b in batches]
     return np.concatenate(out)
 

@@ -49,21 +49,22 @@ def calibrate(
     if codec_names and engines is None:
         raise JanusError("--codecs runs the plan's engines: give --engines DIR (janus-deploy build-engines)")
     manifest = Manifest.load(plan)
-    m = manifest.model
+    m = manifest.model_info
+    num_classes = m.num_classes or None  # 0: the manifest does not say
     if images is not None:
-        frames, labels = load_labelled_folder(images, int(m["img_size"]), limit=limit)
+        frames, labels = load_labelled_folder(images, m.img_size, limit=limit)
         task_name = f"imagefolder:{images}"
     else:
         from janus_deploy.calibrate import digits
 
         if task not in TASKS:
             raise JanusError(f"unknown task {task!r}; built-in tasks: {', '.join(TASKS)} (or use --images DIR)")
-        if m["img_size"] != digits.IMG_SIZE or m.get("num_classes") != digits.NUM_CLASSES:
+        if m.img_size != digits.IMG_SIZE or num_classes != digits.NUM_CLASSES:
             raise AccuracyError(
                 f"the digits task needs a {digits.IMG_SIZE} px, {digits.NUM_CLASSES}-class model (the small ViT: "
                 f"{digits.SMALL_MODEL_NAME} with {digits.SMALL_MODEL_OVERRIDES} and "
-                f"{digits.SMALL_MODEL_CHECKPOINT}); this plan's model takes {m['img_size']} px and "
-                f"{m.get('num_classes')} classes. Use --images DIR for other models"
+                f"{digits.SMALL_MODEL_CHECKPOINT}); this plan's model takes {m.img_size} px and "
+                f"{num_classes} classes. Use --images DIR for other models"
             )
         frames, labels = digits.make_digits(split, seed, limit=limit)
         task_name = "digits" if (split, seed) == ("test", 0) else f"digits:{split}:seed={seed}"

@@ -47,13 +47,13 @@ def export(
     secs = stats["seconds_per_graph"]
     if as_json:
         print_json({"plan": str(out), "plan_hash": manifest.hash, "model": manifest.model_info.name,
-                    "levels": len(manifest.levels), "segments": len(manifest.segment_blocks),
+                    "levels": len(manifest.plan_levels), "segments": len(manifest.segment_blocks),
                     "candidates": manifest.candidates, "graphs_exported": stats["exported"],
                     "graphs_reused": stats["reused"],
                     "seconds_per_graph": sum(secs) / len(secs) if secs else None})
         return
     console.print(
-        f"[green]plan written[/] to {out}: {len(manifest.levels)} levels x {len(manifest.segment_blocks)} "
+        f"[green]plan written[/] to {out}: {len(manifest.plan_levels)} levels x {len(manifest.segment_blocks)} "
         f"segments; {stats['exported']} graphs exported"
         + (f" ({sum(secs) / len(secs):.2f} s each)" if secs else "")
         + f", {stats['reused']} unchanged; plan hash {manifest.hash[:12]}"
@@ -135,7 +135,7 @@ def verify(
         tol = Tolerance()
     frames = frames_for(images, num_images, manifest.model_info.img_size)
     x = normalize(frames, manifest.model_info.mean, manifest.model_info.std)
-    with progress_bar("verifying levels", len(runs) * len(manifest.levels)) as update:
+    with progress_bar("verifying levels", len(runs) * len(manifest.plan_levels)) as update:
         per_runner = verify_runners(manifest, [r for _, r in runs], x, tolerance=tol, save_dir=save_references,
                                     progress=lambda d, t: update(d, t))
     results = [(name, reports) for (name, _), reports in zip(runs, per_runner)]
@@ -164,7 +164,7 @@ def verify(
     if not as_json:
         if ok:
             console.print(f"[green]verdict: pass: all {checked} level checks ({len(results)} graph families x "
-                          f"{len(manifest.levels)} levels) within tolerance[/]", soft_wrap=True)
+                          f"{len(manifest.plan_levels)} levels) within tolerance[/]", soft_wrap=True)
         else:
             console.print("[red]verdict: FAIL: " + "; ".join(f"{name}: level(s) {', '.join(bad)}" for name, bad in failed)
                           + " beyond tolerance[/]", soft_wrap=True)

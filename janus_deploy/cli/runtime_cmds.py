@@ -121,7 +121,7 @@ def serve(
 
     def banner(app) -> None:
         st = app.state.janus
-        err_console.print(f"[green]serving[/] {len(st.models)} tail models of {st.manifest.model['name']} "
+        err_console.print(f"[green]serving[/] {len(st.models)} tail models of {st.manifest.model_info.name} "
                           f"(plan {st.manifest.hash[:12]}) on http://{host}:{port}/v2"
                           + (" [bold](token required)[/]" if token else ""))
 

@@ -12,6 +12,7 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
     d = manifest.data
     files = manifest.graph_entries()
     graph_bytes = sum(GraphEntry.of(e).bytes or 0 for e in files)
+    weight_bytes = int(manifest.weights_file.bytes or 0)  # an exported manifest always records it
     return {
         "plan_hash": manifest.hash,
         "model": d["model"],
@@ -21,14 +22,14 @@ def summarize(manifest: Manifest) -> dict[str, Any]:
         "levels": [
             {
                 "index": lv.index, "policy": lv.policy, "alpha": lv.alpha, "tokens": list(lv.tokens),
-                "capped_blocks": raw.get("capped_blocks", []),
+                "capped_blocks": list(lv.capped_blocks),
                 "payload_bytes_fp32": {s: p["bytes"].get("float32", p["bytes"].get("uint8"))
                                        for s, p in lv.payload.items()},
             }
-            for lv, raw in zip(manifest.plan_levels, manifest.levels)
+            for lv in manifest.plan_levels
         ],
-        "files": {"graphs": len(files), "level_free_graphs": len(manifest.level_free_segments), "graph_bytes": graph_bytes,
-                  "weights_bytes": d["weights"]["bytes"],
-                  "total_bytes": graph_bytes + d["weights"]["bytes"],
-                  "size_vs_weights": round((graph_bytes + d["weights"]["bytes"]) / d["model"]["weight_bytes"], 4)},
+        "files": {"graphs": len(files), "level_free_graphs": len(manifest.level_free_graphs), "graph_bytes": graph_bytes,
+                  "weights_bytes": weight_bytes,
+                  "total_bytes": graph_bytes + weight_bytes,
+                  "size_vs_weights": round((graph_bytes + weight_bytes) / int(manifest.model_info.weight_bytes or 0), 4)},
     }

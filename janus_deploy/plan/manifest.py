@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,20 @@ class GraphEntry:
 
 
 @dataclass(frozen=True)
+class PlanFile:
+    """The manifest's ``weights``: the plan's weight file, its sha256 and size."""
+
+    file: str
+    sha256: str
+    bytes: int | None = None
+
+    @classmethod
+    def of(cls, d: dict[str, Any]) -> PlanFile:
+        size = d.get("bytes")
+        return cls(str(d["file"]), str(d["sha256"]), None if size is None else int(size))
+
+
+@dataclass(frozen=True)
 class PlanModel:
     """The manifest's ``model``: what every stage after export needs of the network
     (docs/manifest.md); torch-free, unlike :class:`janus_deploy.model.load.ModelInfo`, which the
@@ -100,12 +114,22 @@ class PlanModel:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # how the export made the network (backends.verify.model_for rebuilds it from these)
+    overrides: dict[str, Any] = field(default_factory=dict, hash=False)
+    checkpoint: str | None = None  # as recorded (relative to where the export ran)
+    checkpoint_sha256: str | None = None
+    init_seed: int | None = None  # the seed of a checkpoint-free (randomly initialised) model
+    weight_bytes: int | None = None  # the model's weights, the measure of the plan's size
+    weights_key: str | None = None  # what the export's reuse of earlier graphs is keyed on
 
     @classmethod
     def of(cls, d: dict[str, Any]) -> PlanModel:
+        seed, wb = d.get("init_seed"), d.get("weight_bytes")
         return cls(str(d["name"]), int(d["num_blocks"]), int(d["embed_dim"]), int(d["num_tokens"]),
                    int(d["num_prefix_tokens"]), int(d["img_size"]), int(d.get("num_classes", 0)),
-                   tuple(d.get("mean") or (0.0, 0.0, 0.0)), tuple(d.get("std") or (1.0, 1.0, 1.0)))
+                   tuple(d.get("mean") or (0.0, 0.0, 0.0)), tuple(d.get("std") or (1.0, 1.0, 1.0)),
+                   dict(d.get("overrides") or {}), d.get("checkpoint") or None, d.get("checkpoint_sha256") or None,
+                   None if seed is None else int(seed), None if wb is None else int(wb), d.get("weights_key"))
 
 
 @dataclass(frozen=True)
@@ -121,12 +145,14 @@ class PlanLevel:
     segments: tuple[GraphEntry, ...]
     unsplit: GraphEntry | None
     payload: dict[str, Any]
+    capped_blocks: tuple[int, ...] = ()  # blocks whose reduction the schedule capped (docs/manifest.md)
 
     @classmethod
     def of(cls, index: int, d: dict[str, Any]) -> PlanLevel:
         return cls(index, str(d["policy"]), float(d["alpha"]), tuple(d["tokens"]), tuple(d.get("reductions") or ()),
                    tuple(GraphEntry.of(e) for e in d["segments"]),
-                   GraphEntry.of(d["unsplit"]) if d.get("unsplit") else None, dict(d.get("payload") or {}))
+                   GraphEntry.of(d["unsplit"]) if d.get("unsplit") else None, dict(d.get("payload") or {}),
+                   tuple(d.get("capped_blocks") or ()))
 
     @property
     def key(self) -> LevelKey:
@@ -225,11 +251,16 @@ class Manifest:
         """File name -> sha256 of every graph of the plan (:meth:`graph_entries`)."""
         return {g.file: str(g.sha256) for g in map(GraphEntry.of, self.graph_entries())}
 
+    @cached_property
+    def weights_file(self) -> PlanFile:
+        """The weight file every graph reads its initializers from."""
+        return PlanFile.of(self.data["weights"])
+
     @property
     def files_sha256(self) -> list[tuple[str, str]]:
         """(file, sha256) of every file the plan's graphs need: the graphs, then the weight file."""
-        w = self.data["weights"]
-        return [*self.graph_sha256.items(), (str(w["file"]), str(w["sha256"]))]
+        w = self.weights_file
+        return [*self.graph_sha256.items(), (w.file, w.sha256)]
 
     # -- accessors ---------------------------------------------------------------------------
     @property

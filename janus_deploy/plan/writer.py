@@ -106,7 +106,7 @@ def previous_entries(out_dir: Path, state_path: Path, weights_key: str) -> dict[
     old: dict[str, dict[str, Any]] = {}
     try:
         prev = Manifest.load(out_dir)
-        if prev.model.get("weights_key") == weights_key:
+        if prev.model_info.weights_key == weights_key:
             old = {entry["key"]: entry for entry in prev.graph_entries()}
     except PlanError:
         pass
@@ -121,7 +121,7 @@ def previous_entries(out_dir: Path, state_path: Path, weights_key: str) -> dict[
 
 def remove_stale(manifest: Manifest, plan_dir: Path) -> None:
     """Delete graphs of an earlier export in ``plan_dir`` that the new manifest no longer lists."""
-    live = {e["file"] for e in manifest.graph_entries()}
+    live = set(manifest.graph_sha256)  # every graph file the manifest lists
     for path in [*plan_dir.glob("L*_*.onnx"), *plan_dir.glob("G_S*.onnx")]:
         if path.name not in live:
             path.unlink()

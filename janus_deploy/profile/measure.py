@@ -105,7 +105,8 @@ def measure_profile(
     from janus_deploy.images import normalize
 
     m = manifest.model
-    x = normalize(frames, manifest.model_info.mean, manifest.model_info.std)
+    info = manifest.model_info
+    x = normalize(frames, info.mean, info.std)
     n, cands = manifest.num_blocks, manifest.candidates
     levels_out, report_levels = [], []
     agree: dict[str, list[float]] = {c: [] for c in codecs}
@@ -135,7 +136,7 @@ def measure_profile(
                     payload[c]["0"] = frame_payload[c]
                     if C.is_frame_codec(c) and c != "png":  # the image's loss, on this level
                         dec_frames = C.decode_frame(C.encode_frame(frames, c), frames.shape[1], frames.shape[2])
-                        top1 = run_segments(runner, li, 0, nseg, [normalize(dec_frames, m["mean"], m["std"])])[0].argmax(1)
+                        top1 = run_segments(runner, li, 0, nseg, [normalize(dec_frames, info.mean, info.std)])[0].argmax(1)
                         agree[c].append(float((top1 == ref_top1).mean()))
                 elif C.is_frame_codec(c):
                     continue  # a frame codec sends nothing at the token splits
@@ -213,7 +214,7 @@ def fit_linear(manifest: Manifest, data: dict[str, Any]) -> dict[str, Any]:
 def linear_profile(manifest: Manifest, a_ms: float, b_ms: float, device_name: str) -> Profile:
     """A profile for a plan synthesised from a per-block linear model (``--from-linear a,b``)."""
     levels = [(lv.policy, lv.alpha) for lv in manifest.plan_levels]
-    model = {k: manifest.model[k] for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
+    model = {k: getattr(manifest.model_info, k) for k in ("name", "num_blocks", "embed_dim", "num_tokens", "num_prefix_tokens", "img_size")}
     return profile_from_linear(
         model, manifest.candidates, levels, a_ms, b_ms, device={"name": device_name, "backend": "linear-model"},
         provenance=f"synthesised from the per-block linear model {a_ms} + {b_ms}·tokens ms",

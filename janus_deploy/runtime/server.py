@@ -222,7 +222,7 @@ class V2Endpoints:
         plane, budget = self.plane, self.budget
         return {
             "name": SERVER_NAME, "version": __version__, "extensions": ["binary_tensor_data"],
-            "janus": {"plan_hash": plane.manifest.hash, "model": plane.manifest.model["name"],
+            "janus": {"plan_hash": plane.manifest.hash, "model": plane.manifest.model_info.name,
                       "models": list(plane.models), "max_loaded": plane.lru.max_loaded,
                       "loaded_sessions": plane.lru.resident, "loads": plane.lru.loads,
                       "evictions": plane.lru.evictions, "max_body_bytes": plane.max_body,

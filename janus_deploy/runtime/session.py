@@ -227,7 +227,7 @@ def open_source(manifest: Any, spec: dict[str, Any], *, name: str, fps: float | 
     from janus_deploy.runtime.edge import frames_from_images, frames_synthetic
     from janus_deploy.runtime.streams import Source
 
-    img = manifest.model["img_size"]
+    img = manifest.model_info.img_size
     kind, where, limit = spec["kind"], spec["where"], spec.get("limit")
     own = None
     if kind in ("video", "url"):

@@ -310,7 +310,7 @@ class StreamRuntime:
     def _run_fallback(self, f: Frame) -> None:
         rt, rec = self.rt, f.info["rec"]
         level, split = f.info["level"], f.info["split"]
-        nseg = len(rt.manifest.level(level)["segments"])
+        nseg = rt.manifest.plan_level(level).num_segments
         out = rt._fallback(level, split, rt.manifest.edge_segments(split), nseg, f.info["pixels"], f.info["state"],
                            f.info["exchange"], rec)
         f.info["logits"] = out

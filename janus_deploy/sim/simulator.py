@@ -125,6 +125,14 @@ class SimConfig:
 
         return PipelineConfig(self.drop, self.edge_queue, self.uplink_queue, self.serial)
 
+    @classmethod
+    def with_policy(cls, policy: ExchangePolicy, **kw: Any) -> SimConfig:
+        """A simulation that applies the runtime's exchange ``policy`` (its deadline rule, minimum
+        timeout and probe size, e.g. ``TransportOptions().policy``); ``kw`` are the other fields.
+        The inverse of :attr:`policy`: ``SimConfig.with_policy(p).policy == p``."""
+        return cls(timeout_factor=policy.timeout_factor, min_timeout_ms=policy.min_timeout_ms,
+                   probe_bytes=policy.probe_bytes, **kw)
+
     @property
     def policy(self) -> ExchangePolicy | None:
         """The exchange policy the runtime applies (None: no deadline, the paper's model)."""

@@ -621,12 +621,10 @@ def _simulated(side: _EdgeSide, calibration: dict[str, Any]) -> dict[str, Any]:
 
     cfg = side.cfg
     policy = TransportOptions(timeout_factor=cfg.timeout_factor).policy  # the runtime's exchange policy
-    sim = SimConfig(sla_ms=cfg.sla_ms, systems=("janus-deploy",), requests=cfg.requests, fps=cfg.fps,
-                    streams=cfg.streams, drop=cfg.drop, serial=cfg.serial,
-                    rtt_ms=0.0, codec=cfg.codec, controller=side.ctrl, timeout_factor=cfg.timeout_factor,
-                    min_timeout_ms=policy.min_timeout_ms, probe_bytes=policy.probe_bytes,
-                    exchange_ms=calibration.get("exchange_ms", 0.0),
-                    probe_exchange_ms=calibration.get("probe_exchange_ms"))
+    sim = SimConfig.with_policy(policy, sla_ms=cfg.sla_ms, systems=("janus-deploy",), requests=cfg.requests,
+                                fps=cfg.fps, streams=cfg.streams, drop=cfg.drop, serial=cfg.serial, rtt_ms=0.0,
+                                codec=cfg.codec, controller=side.ctrl, exchange_ms=calibration.get("exchange_ms", 0.0),
+                                probe_exchange_ms=calibration.get("probe_exchange_ms"))
     res = simulate(cfg.trace, side.edge, side.cloud, sim, accuracy=side.acc, ping=cfg.ping)["janus-deploy"]
     return dict(res.metrics, elapsed_s=res.log.elapsed_s)
 

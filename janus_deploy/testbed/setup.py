@@ -52,7 +52,7 @@ def image_frames(plan: str | Path, images: str | Path, limit: int = MAX_IMAGES) 
     from janus_deploy.plan.manifest import Manifest
     from janus_deploy.runtime.edge import frames_from_images
 
-    frames = list(frames_from_images(images, Manifest.load(plan).model["img_size"], limit=limit))
+    frames = list(frames_from_images(images, Manifest.load(plan).model_info.img_size, limit=limit))
     if not frames:
         raise TestbedError(f"--images {images} holds no images")
     return frames

@@ -27,7 +27,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -37,6 +37,9 @@ from janus_deploy.triton.dialect import SERVER_TIMING
 from janus_deploy.triton.graphs import DECODE_CODECS, decode_graph, frame_graph, probe_graph
 from janus_deploy.triton.pbtxt import TRITON_DTYPES, V2_TO_TRITON, Batching, ModelConfig, Step, Tensor
 from janus_deploy.wire.codecs import FRAME_CODED
+
+if TYPE_CHECKING:
+    from janus_deploy.plan.manifest import PlanModel
 
 PLATFORMS = ("auto", "onnxruntime", "tensorrt", "python")
 KINDS = ("auto", "cpu", "gpu")
@@ -248,7 +251,7 @@ def export_repository(manifest: Any, engine_dir: str | Path, out: str | Path,
         unknown = sorted(set(options.tails) - set(specs))
         if unknown:
             raise TritonExportError(f"--tails: this plan has no tail {', '.join(unknown)} (it has "
-                                    f"janus_L0..{len(manifest.levels) - 1}_S<split> for splits "
+                                    f"janus_L0..{len(manifest.plan_levels) - 1}_S<split> for splits "
                                     f"{sorted({s.split for s in specs.values()})})")
         specs = {k: v for k, v in specs.items() if k in options.tails}
 
@@ -443,7 +446,7 @@ def _write_fused(out: Path, manifest: Any, cfg: ModelConfig, graphs: dict[str, o
     extra: dict[str, str] = {}
     for i, step in enumerate(cfg.steps):
         if step.model == CODED_MODEL:  # the images are decoded in the fused model itself
-            img = int(manifest.model["img_size"])
+            img = manifest.model_info.img_size
             extra["janus_frame_decode"] = f"{img},{img}"
             continue
         stem = f"{i}_{step.model}"
@@ -466,11 +469,11 @@ def _write_graph(manifest: Any, graph: onnx.ModelProto, vdir: Path, weights: str
     ext = [t for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if weights == "link":
         if ext and not (vdir / "weights.bin").exists():
-            _place(manifest.path(manifest.data["weights"]["file"]), vdir / "weights.bin")
+            _place(manifest.path(manifest.weights_file.file), vdir / "weights.bin")
         for t in ext:
             _set_external(t, location="weights.bin")
     else:
-        blob = manifest.path(manifest.data["weights"]["file"])
+        blob = manifest.path(manifest.weights_file.file)
         wfile = "weights.bin" if stem == "model" else f"{stem}.weights.bin"
         with open(blob, "rb") as src, open(vdir / wfile, "wb") as dst:
             for t in ext:

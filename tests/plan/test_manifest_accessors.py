@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from janus_deploy.plan.manifest import GraphEntry, Manifest, PlanError, PlanLevel, PlanModel, TensorSpec
+from janus_deploy.plan.manifest import GraphEntry, Manifest, PlanError, PlanFile, PlanLevel, PlanModel, TensorSpec
 
 
 def _io(name, shape, dtype="float32"):
@@ -86,3 +86,23 @@ def test_file_checksums_cover_every_graph_and_the_weights():
     assert sha["L00_S01.onnx"] == "ab" * 32 and "G_S01.onnx" in sha and "L01_full.onnx" in sha
     assert len(sha) == 2 * 3 + 2  # two levels x (two segments + unsplit), two level-free segments
     assert m.files_sha256[-1] == ("weights.bin", "cd" * 32)
+
+
+def test_weights_file_is_typed():
+    assert Manifest(DATA).weights_file == PlanFile("weights.bin", "cd" * 32, 10)
+
+
+def test_model_info_carries_how_the_export_made_the_network():
+    data = {**DATA, "model": {**DATA["model"], "overrides": {"depth": 3}, "checkpoint": "ckpt/tiny.pt",
+                              "checkpoint_sha256": "12" * 32, "init_seed": None, "weight_bytes": 4096,
+                              "weights_key": "wk"}}
+    info = Manifest(data).model_info
+    assert (info.overrides, info.checkpoint, info.checkpoint_sha256) == ({"depth": 3}, "ckpt/tiny.pt", "12" * 32)
+    assert (info.init_seed, info.weight_bytes, info.weights_key) == (None, 4096, "wk")
+    bare = Manifest(DATA).model_info  # older or hand-written manifests: none of them recorded
+    assert (bare.overrides, bare.checkpoint, bare.init_seed, bare.weight_bytes, bare.weights_key) == ({}, None, None, None, None)
+
+
+def test_capped_blocks_default_to_none_capped():
+    data = {**DATA, "levels": [{**DATA["levels"][0], "capped_blocks": [2]}, DATA["levels"][1]]}
+    assert Manifest(data).plan_level(0).capped_blocks == (2,) and Manifest(DATA).plan_level(0).capped_blocks == ()

@@ -112,7 +112,7 @@ def test_weights_hashed_once_per_process_through_the_mapping(copy):
     size = (plan_dir / weights["file"]).stat().st_size
     first, second = OrtRunner(manifest, threads=1), OrtRunner(manifest, threads=1)
     first.check_files()
-    graphs = sum((plan_dir / e["file"]).stat().st_size for e in first.graph_entries())
+    graphs = sum((plan_dir / e.file).stat().st_size for e in first.graph_entries())
     assert first.checks.bytes == size + graphs and first.checks.reused == 0
     second.check_files()
     assert second.checks.bytes == graphs and second.checks.reused == 1  # the weights were not hashed again
