@@ -244,23 +244,117 @@ def calibrate(
             preds[j] = torch.cat(out)
     ref = preds[-1 if ref_index is None else ref_index]
 
+    labels_np = None if y is None else y.numpy()
+    return _table(manifest, {i: preds[i].numpy() for i in range(len(scheds))}, ref.numpy(), labels_np, task,
+                  {"backend": "pytorch", "precision": "fp32"})
+
+
+def _table(manifest, preds: dict[int, np.ndarray], ref: np.ndarray | None, labels: np.ndarray | None,
+           task: str, measured_with: dict[str, Any]) -> dict[str, Any]:
+    """The accuracy table from top-1 predictions per plan level (``ref``: the unpruned model's)."""
+    y = None if labels is None else np.asarray(labels)
     rows = []
-    for i, (lv, s) in enumerate(zip(manifest.plan_levels, scheds)):
-        p = preds[i]
+    for lv in manifest.plan_levels:
+        p = preds[lv.index]
         rows.append({
-            "index": i,
+            "index": lv.index,
             "policy": lv.policy,
             "alpha": lv.alpha,
-            "tokens": list(s.tokens),
-            "accuracy": None if y is None else round(float((p == y).float().mean()), 6),
-            "agreement": round(float((p == ref).float().mean()), 6),
+            "tokens": list(lv.tokens),
+            "accuracy": None if y is None else round(float((p == y).mean()), 6),
+            "agreement": None if ref is None else round(float((p == ref).mean()), 6),
         })
     return {
         "format_version": FORMAT_VERSION,
         "kind": KIND,
         "plan_hash": manifest.hash,
         "task": task,
-        "num_images": int(len(x)),
-        "model": m.name,
+        "num_images": int(len(next(iter(preds.values())))),
+        "model": manifest.model_info.name,
+        "measured_with": measured_with,
         "levels": rows,
     }
+
+
+# -- calibration through the plan's engines (no torch) ----------------------------------------------
+def unpruned_level(manifest) -> int | None:
+    """The plan index of a level that removes no token (the agreement reference), or None."""
+    return next((lv.index for lv in manifest.plan_levels
+                 if not any(a > b for a, b in zip(lv.tokens, lv.tokens[1:]))), None)
+
+
+def engine_predictions(manifest, runner, frames: np.ndarray, level: int, batch_size: int = DEFAULT_BATCH_SIZE,
+                       progress: Callable[[], None] | None = None) -> np.ndarray:
+    """Top-1 of ``frames`` (uint8 ``[N, H, W, 3]``) through every segment of plan level ``level``
+    on an engine runner (:func:`janus_deploy.backends.run_segments`, what a request runs);
+    ``progress()`` after every batch."""
+    from janus_deploy.backends import run_segments
+
+    m = manifest.model_info
+    nseg = manifest.plan_level(level).num_segments
+    out = []
+    for b in range(0, len(frames), batch_size):
+        x = normalize(frames[b:b + batch_size], m.mean, m.std)
+        out.append(np.asarray(run_segments(runner, level, 0, nseg, [x])[0]).argmax(-1))
+        if progress:
+            progress()
+    return np.concatenate(out)
+
+
+def measured_with(engine_meta: dict[str, Any], engine_dir: str | Path) -> dict[str, Any]:
+    """What an engine-measured table records about its engines (from their ``engines.json``)."""
+    out: dict[str, Any] = {"backend": str(engine_meta.get("backend")),
+                           "precision": str(engine_meta.get("precision") or "fp32"),
+                           "engines": str(engine_dir)}
+    for key in ("device", "onnxruntime_version", "tensorrt_version", "gpu", "graphs"):
+        if engine_meta.get(key) is not None:
+            out[key] = engine_meta[key]
+    return out
+
+
+def calibrate_engines(
+    manifest,
+    engine_dir: str | Path,
+    frames: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    runner: Any = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: ProgressFn | None = None,
+    task: str = "custom",
+    threads: int = 0,
+) -> dict[str, Any]:
+    """Accuracy table of every level of a plan measured through the engines in ``engine_dir``
+    (``build-engines``: any backend and precision, e.g. int8 Q/DQ graphs), not the PyTorch
+    model: each level's segment chain runs on the frames as a request would. The table's
+    ``measured_with`` names the engines' backend and precision. ``runner``: an already loaded
+    runner of those engines (else :func:`~janus_deploy.backends.load_runner`). Needs no torch."""
+    from janus_deploy.backends import load_runner
+    from janus_deploy.backends.base import batch_range, read_engines_file
+
+    if batch_size < 1:
+        raise AccuracyError(f"batch size must be >= 1, got {batch_size}")
+    _check_inputs(manifest, frames, labels)
+    meta = read_engines_file(engine_dir, manifest)  # engines of another plan: refused
+    if runner is None:
+        runner = load_runner(manifest, engine_dir, threads=threads)
+    _, hi = batch_range(runner)
+    if hi is not None:
+        batch_size = min(batch_size, hi)  # TensorRT engines' optimization profile
+    ref_index = unpruned_level(manifest)
+    if ref_index is None and labels is None:
+        raise AccuracyError("the plan has no unpruned level (the agreement reference) and there are no labels: "
+                            "give labelled images, or calibrate with the PyTorch model (leave out --engines)")
+    batches = math.ceil(len(frames) / batch_size)
+    total, done = len(manifest.plan_levels) * batches, 0
+    preds: dict[int, np.ndarray] = {}
+    for lv in manifest.plan_levels:
+        def step(label: str = f"{lv.policy} {lv.alpha:g}") -> None:
+            nonlocal done
+            done += 1
+            if progress:
+                progress(done, total, label)
+
+        preds[lv.index] = engine_predictions(manifest, runner, frames, lv.index, batch_size, step)
+    ref = None if ref_index is None else preds[ref_index]
+    return _table(manifest, preds, ref, labels, task, measured_with(meta, engine_dir))

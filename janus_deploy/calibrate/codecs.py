@@ -11,7 +11,9 @@ level's lossless predictions on the same engines. Codecs that decode to the same
 compressor on top of another codec: fp16-zstd, int4-zstd) are run once.
 
 Nothing here needs torch: the level accuracies themselves come from
-:func:`janus_deploy.calibrate.accuracy.calibrate`; this adds the codec dimension to its table.
+:func:`janus_deploy.calibrate.accuracy.calibrate` (PyTorch) or
+:func:`~janus_deploy.calibrate.accuracy.calibrate_engines` (the same engines); this adds the codec
+dimension to its table.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from janus_deploy.backends import run_segments
-from janus_deploy.calibrate.accuracy import AccuracyError, validate_accuracy
+from janus_deploy.calibrate.accuracy import AccuracyError, engine_predictions, unpruned_level, validate_accuracy
 from janus_deploy.images import normalize
 from janus_deploy.levels import LevelKey
 from janus_deploy.wire import codecs as C
@@ -73,9 +75,8 @@ def calibrate_codecs(table: dict[str, Any], manifest: Any, runner: Any, frames: 
     y = None if labels is None else np.asarray(labels)
     n = len(frames)
     batches = [(b, min(b + batch_size, n)) for b in range(0, n, batch_size)]
-    ref_level = next((lv.index for lv in manifest.plan_levels if not any(
-        a > b for a, b in zip(lv.tokens, lv.tokens[1:]))), None)
-    ref_pred = _lossless_preds(manifest, runner, frames, ref_level, batches) if ref_level is not None else None
+    ref_level = unpruned_level(manifest)
+    ref_pred = None if ref_level is None else engine_predictions(manifest, runner, frames, ref_level, batch_size)
     total, done = len(manifest.plan_levels) * len(batches), 0
     for lv in manifest.plan_levels:
         li = lv.index
@@ -116,15 +117,6 @@ def calibrate_codecs(table: dict[str, Any], manifest: Any, runner: Any, frames: 
     table["codecs"] = sorted(set(table.get("codecs") or []) | set(lossy))
     table["codec_engines"] = getattr(runner, "backend", None) or type(runner).__name__
     return validate_accuracy(table)
-
-
-def _lossless_preds(manifest: Any, runner: Any, frames: np.ndarray, level: int,
-                    batches: list[tuple[int, int]]) -> np.ndarray:
-    m = manifest.model_info
-    nseg = manifest.plan_level(level).num_segments
-    out = [np.asarray(run_segments(runner, level, 0, nseg, [normalize(frames[a:b], m.mean, m.std)])[0]).argmax(-1)
-           for a, b in batches]
-    return np.concatenate(out)
 
 
 __all__ = ["calibrate_codecs", "codec_splits"]

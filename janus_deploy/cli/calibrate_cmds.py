@@ -27,7 +27,9 @@ def calibrate(
                                       "codecs (jpeg95, jpeg85, jpeg70) at split 0, token codecs (fp16, int8, int4, ...) at "
                                       "every token split, through the plan's engines (needs --engines); the scheduler's "
                                       "--codecs choose among them."),
-    engines: Path | None = typer.Option(None, "--engines", help="Engine directory (build-engines) that --codecs runs."),
+    engines: Path | None = typer.Option(None, "--engines", help="Measure through these engines (build-engines: any "
+                                        "backend and precision, e.g. int8 Q/DQ) instead of the PyTorch model; "
+                                        "--codecs runs them too. The table's measured_with names them."),
 ) -> None:
     """Measure top-1 accuracy and agreement with the unpruned model at every level of a plan."""
     from janus_deploy import JanusError, check_output_path
@@ -69,15 +71,23 @@ def calibrate(
         frames, labels = digits.make_digits(split, seed, limit=limit)
         task_name = "digits" if (split, seed) == ("test", 0) else f"digits:{split}:seed={seed}"
 
-    with progress_bar(f"calibrating {len(frames)} images") as update:
-        table = run(manifest, frames, labels, batch_size=batch_size, task=task_name,
-                    progress=lambda d, t, text: update(d, t, text))
-    if codec_names:
+    runner = None
+    if engines is not None:
         from janus_deploy.backends import load_runner
+        from janus_deploy.calibrate.accuracy import calibrate_engines
+
+        runner = load_runner(manifest, engines, threads=0)
+        with progress_bar(f"calibrating {len(frames)} images on {engines}") as update:
+            table = calibrate_engines(manifest, engines, frames, labels, runner=runner, batch_size=batch_size,
+                                      task=task_name, progress=lambda d, t, text: update(d, t, text))
+    else:
+        with progress_bar(f"calibrating {len(frames)} images") as update:
+            table = run(manifest, frames, labels, batch_size=batch_size, task=task_name,
+                        progress=lambda d, t, text: update(d, t, text))
+    if codec_names:
         from janus_deploy.calibrate.codecs import calibrate_codecs
 
-        assert engines is not None  # checked with --codecs above
-        runner = load_runner(manifest, engines, threads=0)
+        assert runner is not None  # --codecs needs --engines (checked above)
         with progress_bar(f"codec loss on {len(frames)} images") as update:
             table = calibrate_codecs(table, manifest, runner, frames, labels, codec_names, batch_size=batch_size,
                                      progress=lambda d, t, text: update(d, t, text))
@@ -85,8 +95,10 @@ def calibrate(
     if as_json:
         print_json(table)
         return
+    mw = table["measured_with"]
     t = Table("level", "accuracy", "agreement", "tokens x0..xN (leaving each block)",
-              title=f"{task_name}: {table['num_images']} images, plan {table['plan_hash'][:12]}", title_justify="left")
+              title=f"{task_name}: {table['num_images']} images, plan {table['plan_hash'][:12]}, measured with "
+                    f"{mw['backend']} {mw['precision']}", title_justify="left")
     for lv in table["levels"]:
         acc = "-" if lv["accuracy"] is None else f"{lv['accuracy']:.4f}"
         t.add_row(LevelKey.of(lv["policy"], lv["alpha"]).label, acc, f"{lv['agreement']:.4f}",

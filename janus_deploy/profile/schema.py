@@ -127,6 +127,15 @@ class AccuracyLevelDoc(_Model):
         return v
 
 
+class MeasuredWithDoc(_Model):
+    """What measured an accuracy table's levels: ``pytorch`` (the plan's model re-created) or an
+    engine backend (``ort``, ``trt``) with the engines' precision and folder."""
+
+    backend: str = Field(min_length=1)
+    precision: Literal["fp32", "fp16", "int8"]
+    engines: str | None = None
+
+
 class AccuracyDoc(_Model):
     kind: Literal["janus-deploy/accuracy"]
     format_version: Literal[1]
@@ -136,6 +145,8 @@ class AccuracyDoc(_Model):
     model: str | None = None
     #: codecs whose loss the levels' ``codecs`` cells measured (``calibrate --codecs``)
     codecs: list[str] | None = None
+    #: what ran the levels (``calibrate``: the PyTorch model; ``calibrate --engines``: those engines)
+    measured_with: MeasuredWithDoc | None = None
     levels: list[AccuracyLevelDoc] = Field(min_length=1)
 
 
