@@ -92,6 +92,8 @@ MISTAKES = [
     ("calibrate-no-images", ["calibrate", "{w}/plan", "--out", "{w}/a.json"], "give exactly one of --images DIR"),
     ("calibrate-wrong-model", ["calibrate", "{w}/plan", "--out", "{w}/a.json", "--task", "digits"],
      "Use --images DIR for other models"),
+    ("calibrate-engines-missing", ["calibrate", "{w}/plan", "--out", "{w}/a.json", "--task", "digits", "--engines",
+                                   "{w}/folder"], "holds no engines; run `janus-deploy build-engines`"),
     ("calibrate-images-missing", ["calibrate", "{w}/plan", "--out", "{w}/a.json", "--images", "{w}/missing"],
      "does not exist"),
     # schedule, simulate, replay

@@ -51,6 +51,11 @@ def calibrate(
     if codec_names and engines is None:
         raise JanusError("--codecs runs the plan's engines: give --engines DIR (janus-deploy build-engines)")
     manifest = Manifest.load(plan)
+    runner = None
+    if engines is not None:  # before the images: engines of another plan fail at once
+        from janus_deploy.backends import load_runner
+
+        runner = load_runner(manifest, engines, threads=0)
     m = manifest.model_info
     num_classes = m.num_classes or None  # 0: the manifest does not say
     if images is not None:
@@ -71,12 +76,10 @@ def calibrate(
         frames, labels = digits.make_digits(split, seed, limit=limit)
         task_name = "digits" if (split, seed) == ("test", 0) else f"digits:{split}:seed={seed}"
 
-    runner = None
-    if engines is not None:
-        from janus_deploy.backends import load_runner
+    if runner is not None:
         from janus_deploy.calibrate.accuracy import calibrate_engines
 
-        runner = load_runner(manifest, engines, threads=0)
+        assert engines is not None  # the runner is of --engines
         with progress_bar(f"calibrating {len(frames)} images on {engines}") as update:
             table = calibrate_engines(manifest, engines, frames, labels, runner=runner, batch_size=batch_size,
                                       task=task_name, progress=lambda d, t, text: update(d, t, text))
