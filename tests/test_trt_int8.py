@@ -341,3 +341,25 @@ def test_cli_int8_and_level_free(digits_plan, calib_dir, tmp_path, monkeypatch):
                                    str(calib_dir), "--out", str(tmp_path / "i8")])
     assert res.exit_code == 0, res.output
     assert "level 0: int8 vs fp32 top-1 agreement" in res.output
+
+
+def test_calibrate_through_trt_int8_engines(int8, digits_plan, calib_dir, tmp_path, monkeypatch):
+    """`calibrate --engines` on the TensorRT int8 engines (stand-in): the same top-1 per level as
+    the ort backend's int8 engines (the same Q/DQ graphs), recorded as trt int8, batches capped
+    at the engines' max_batch (8)."""
+    from janus_deploy.calibrate import calibrate_engines
+
+    out_trt, _, _, _ = int8
+    trt_standin.install(monkeypatch)  # the 11.x stand-in the engines were built with (other fixtures install 10.x)
+    frames, labels = make_digits("test", limit=12)
+    table = calibrate_engines(digits_plan, out_trt, frames, labels, batch_size=32)
+    with pytest.raises(EngineError):  # why the cap: the engines refuse a batch of 12
+        run_segments(load_runner(digits_plan, out_trt), 0, 0, 1, [normalize(frames, digits_plan.model["mean"],
+                                                                           digits_plan.model["std"])])
+    mw = table["measured_with"]
+    assert (mw["backend"], mw["precision"]) == ("trt", "int8") and mw["tensorrt_version"]
+    build_engines(digits_plan, tmp_path, "ort", precision="int8", calibration=calib_dir)
+    ort_table = calibrate_engines(digits_plan, tmp_path, frames, labels, threads=1)
+    assert ort_table["measured_with"]["backend"] == "ort"
+    assert [(lv["accuracy"], lv["agreement"]) for lv in table["levels"]] == \
+           [(lv["accuracy"], lv["agreement"]) for lv in ort_table["levels"]]
