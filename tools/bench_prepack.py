@@ -91,7 +91,7 @@ def default_runner(manifest, graphs: str, threads: int):
         def _create(self, key, entry):
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads
-            sess = ort.InferenceSession(str(self.manifest.path(entry["file"])), opts,
+            sess = ort.InferenceSession(str(self.manifest.path(entry.file)), opts,
                                         providers=["CPUExecutionProvider"])
             self._sessions[key] = sess
             return sess
