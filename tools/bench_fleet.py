@@ -206,22 +206,22 @@ def run_fleet(demo: Path, manifest: Manifest, url: str, mode: str, args: Any, wi
         records.append(rt.records)
         rt.close()
     total = sum(len(r) for r in records)
-    exit_if_failed(total, sum(1 for rs in records for r in rs if r.get("error")), crashes,
-                   offloaded=sum(1 for rs in records for r in rs if r.get("bytes")))
+    exit_if_failed(total, sum(1 for rs in records for r in rs if r.error), crashes,
+                   offloaded=sum(1 for rs in records for r in rs if r.bytes))
     return records
 
 
 def summarise(records: list[list[dict]], sla: float, seconds: float) -> dict[str, Any]:
-    flat = [r for rs in records for r in rs if r.get("error") is None]
-    lat = np.asarray([r["measured"]["total_ms"] for r in flat])
+    flat = [r for rs in records for r in rs if r.error is None]
+    lat = np.asarray([r.measured.total_ms for r in flat])
     within = int(np.sum(lat <= sla))
-    server = [r["server"]["janus_server_ms"] for r in flat if (r.get("server") or {}).get("janus_server_ms") is not None]
+    server = [r.server["janus_server_ms"] for r in flat if (r.server or {}).get("janus_server_ms") is not None]
     return {"requests": len(flat), "violation_ratio": float(np.mean(lat > sla)) if len(lat) else None,
-            "goodput_rps": within / seconds, "offloaded": float(np.mean([bool(r.get("bytes")) for r in flat])),
-            "fallbacks": sum(1 for r in flat if r.get("fallback")),
+            "goodput_rps": within / seconds, "offloaded": float(np.mean([bool(r.bytes) for r in flat])),
+            "fallbacks": sum(1 for r in flat if r.fallback),
             "server_ms_p50": float(np.median(server)) if server else None,
-            "cloud_factor_mean": float(np.mean([r["controller"]["cloud_factor"] for r in flat])),
-            "per_edge_violations": [float(np.mean([r["measured"]["total_ms"] > sla for r in rs])) if rs else None
+            "cloud_factor_mean": float(np.mean([r.controller.cloud_factor for r in flat if r.controller])),
+            "per_edge_violations": [float(np.mean([r.measured.total_ms > sla for r in rs])) if rs else None
                                     for rs in records]}
 
 

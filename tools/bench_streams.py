@@ -154,7 +154,7 @@ def main() -> int:
         for mode in ("serial", "pipelined"):
             print(f"loopback run: {mode}, {args.streams} x {args.fps:g} fps for {args.seconds:g} s", file=sys.stderr)
             summary, records = loopback(b, server.url, link, args, mode == "serial", args.work / f"{mode}.jsonl", rtt0)
-            answered = [r for r in records if r.get("server")]
+            answered = [r for r in records if r.server]
             rtt = observed_rtt_ms(answered) if answered else 0.0
             out[mode] = {"loopback": {k: summary[k] for k in KEYS}, "observed_rtt_ms": rtt,
                          "simulated": {k: simulated(b, link, args, mode == "serial", rtt)[k] for k in KEYS}}
