@@ -94,18 +94,20 @@ class ProfileDoc(_Model):
     linear_model: dict[str, Any] | None = None
 
 
+def _share_or_null(cls: Any, v: Any) -> Any:
+    """An accuracy or agreement: a share in [0, 1], or null (the accuracy documents' one rule)."""
+    if v is not None and not 0.0 <= v <= 1.0:
+        raise ValueError(f"must be in [0, 1] or null, got {v!r}")
+    return v
+
+
 class AccuracyCellDoc(_Model):
     """One (level, codec, split) of an accuracy table: the level's top-1 with the codec's loss."""
 
     accuracy: Ms | None = None
     agreement: Ms | None = None
 
-    @field_validator("accuracy", "agreement")
-    @classmethod
-    def _share(cls, v: Any) -> Any:
-        if v is not None and not 0.0 <= v <= 1.0:
-            raise ValueError(f"must be in [0, 1] or null, got {v!r}")
-        return v
+    _share = field_validator("accuracy", "agreement")(classmethod(_share_or_null))
 
 
 class AccuracyLevelDoc(_Model):
@@ -118,13 +120,7 @@ class AccuracyLevelDoc(_Model):
     #: codec -> split ("0" for frame codecs, the token splits for token codecs) -> the cell
     codecs: dict[str, dict[str, AccuracyCellDoc]] | None = None
 
-
-    @field_validator("accuracy", "agreement")
-    @classmethod
-    def _share(cls, v: Any) -> Any:
-        if v is not None and not 0.0 <= v <= 1.0:
-            raise ValueError(f"must be in [0, 1] or null, got {v!r}")
-        return v
+    _share = field_validator("accuracy", "agreement")(classmethod(_share_or_null))
 
 
 class MeasuredWithDoc(_Model):

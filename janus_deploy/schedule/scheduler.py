@@ -521,26 +521,26 @@ class Scheduler:
         key = (level_index, split, codec)
         t = self._extra.get(key)
         if t is None:
-            try:
-                self.edge.resolve_codec(codec)
-                self.cloud.resolve_codec(codec)
-            except ProfileError as exc:
-                raise SchedulerError(str(exc)) from None
+            self._check_codec(codec)
             if not (_has_payload(self.edge, codec, split) and _has_payload(self.cloud, codec, split)):
                 raise SchedulerError(f"codec {codec} has no option at split {split} (frame codecs send at split 0 only)")
             t = self._extra[key] = self._table([level_index], self.mode == "paper", [Option(split, codec)])
         return t
 
     # ------------------------------------------------------------------ internals
+    def _check_codec(self, codec: str) -> None:
+        """``codec`` is one both profiles measured (SchedulerError naming it otherwise)."""
+        try:
+            self.edge.resolve_codec(codec)
+            self.cloud.resolve_codec(codec)
+        except ProfileError as exc:
+            raise SchedulerError(str(exc)) from None
+
     def _const_table(self, codec: str) -> _Table:
         """The baselines' table with ``codec`` sending the frame at s = 0."""
         t = self._const_by_codec.get(codec)
         if t is None:
-            try:
-                self.edge.resolve_codec(codec)
-                self.cloud.resolve_codec(codec)
-            except ProfileError as exc:
-                raise SchedulerError(str(exc)) from None
+            self._check_codec(codec)
             cols = [Option(0, codec), Option(self.candidates[-1], None)]
             t = self._const_by_codec[codec] = self._table([self._const_index], False, cols)  # type: ignore[list-item]  # baseline() checked _const_index
         return t
