@@ -99,25 +99,12 @@ def default_runner(manifest, graphs: str, threads: int):
     return Default(manifest, graphs=graphs, level_free_everywhere=True, threads=threads)
 
 
-def time_calls(fns, warmup: int, runs: int, clock) -> list[float]:
-    """Median ms of each of ``fns``, round-robin (one call of each per round)."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    samples: list[list[float]] = [[] for _ in fns]
-    for _ in range(runs):
-        for i, fn in enumerate(fns):
-            t0 = clock()
-            fn()
-            samples[i].append((clock() - t0) * 1e3)
-    return [float(np.median(s)) for s in samples]
-
-
 def speed(manifest, plain: Path, threads: int, runs: int, clock) -> list[dict]:
     import onnxruntime as ort
 
     from janus_deploy.backends import run_segments
     from janus_deploy.backends.ort import OrtRunner
+    from janus_deploy.profile.measure import time_calls
 
     ours = OrtRunner(manifest, threads=threads, **CONFIGS["level-free-prepacked"])
     same = default_runner(manifest, "level-free", threads)
@@ -133,7 +120,7 @@ def speed(manifest, plain: Path, threads: int, runs: int, clock) -> list[dict]:
         fns = [lambda r=r, li=li, n=n: run_segments(r, li, 0, n, [x]) for r in (ours, same, fastest)]
         if li == 0:
             fns.append(lambda: timm_sess.run(None, {"image": x}))
-        st = time_calls(fns, 2, runs, clock)
+        st = [c["median"] for c in time_calls(fns, 2, runs, clock)]
         row = {"level": li, "alpha": lv["alpha"], "ours_ms": st[0], "same_ms": st[1], "fastest_ms": st[2],
                "timm_ms": st[3] if li == 0 else None}
         rows.append(row)
