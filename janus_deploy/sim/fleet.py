@@ -43,7 +43,16 @@ from janus_deploy.profile.table import Profile
 from janus_deploy.schedule.controller import Controller, ControllerConfig, Observation
 from janus_deploy.schedule.exchange import ExchangePolicy
 from janus_deploy.schedule.scheduler import Decision
-from janus_deploy.sim.simulator import RequestLog, SimConfig, SimulationError, _check_inputs, _log, _schedulers, metrics
+from janus_deploy.sim.simulator import (
+    RequestLog,
+    SimConfig,
+    SimulationError,
+    _check_inputs,
+    _log,
+    _schedulers,
+    metrics,
+    request_start,
+)
 
 
 @dataclass(frozen=True)
@@ -203,12 +212,9 @@ class _Fleet:
             self.last_done[i] = max(self.last_done[i], t)
             return
         ctrl, trace, ping = self.ctrls[i], self.traces[i], self.pings[i]
-        choice = ctrl.decide(t)
+        choice, compute_edge, send_t, rtt = request_start(ctrl, ping, cfg, t)
         d = choice.decision
         bd = d.breakdown
-        compute_edge = bd["edge_ms"] + bd["encode_ms"]
-        send_t = t + compute_edge / 1e3
-        rtt = (ping.value_at(send_t) if ping is not None else cfg.rtt_ms) + cfg.exchange_ms
         if d.bytes == 0:
             lat = compute_edge + bd["decode_ms"] + bd["cloud_ms"]
             done = t + lat / 1e3

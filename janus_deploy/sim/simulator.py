@@ -77,7 +77,7 @@ from janus_deploy import JanusError
 from janus_deploy.net.traces import Trace
 from janus_deploy.profile.table import Profile
 from janus_deploy.report import run_report
-from janus_deploy.schedule.controller import SYSTEMS, Controller, ControllerConfig, ControllerError, Observation
+from janus_deploy.schedule.controller import SYSTEMS, Choice, Controller, ControllerConfig, ControllerError, Observation
 from janus_deploy.schedule.exchange import MIN_TIMEOUT_MS, PROBE_BYTES, ExchangePolicy
 from janus_deploy.schedule.runlog import DecisionRecord, RequestRecord, RunLogError, read_run_log
 from janus_deploy.schedule.scheduler import Decision, Scheduler, SchedulerError
@@ -242,6 +242,18 @@ def _log(log: RequestLog, start: float, bw: float, est: float, d: Decision, lat:
     log.codec.append(d.codec)
 
 
+def request_start(ctrl: Controller, ping: Trace | None, cfg: SimConfig, t: float) -> tuple[Choice, float, float, float]:
+    """A time-driven request starting at ``t`` (the simulator's and the fleet's one rule): the
+    controller's choice, the edge's compute (head + encode, ms), when the payload starts up (s) and
+    the exchange's RTT (the ping trace there or ``cfg.rtt_ms``, plus ``cfg.exchange_ms``)."""
+    choice = ctrl.decide(t)
+    bd = choice.decision.breakdown
+    compute_edge = bd["edge_ms"] + bd["encode_ms"]
+    send_t = t + compute_edge / 1e3
+    rtt = (ping.value_at(send_t) if ping is not None else cfg.rtt_ms) + cfg.exchange_ms
+    return choice, compute_edge, send_t, rtt
+
+
 def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: SimConfig,
                      tick: Callable[[int], None]) -> RequestLog:
     log = RequestLog()
@@ -256,12 +268,9 @@ def _run_time_driven(ctrl: Controller, trace: Trace, ping: Trace | None, cfg: Si
             k = math.ceil(t * fps - 1e-9)
             skipped += 0 if last_tick is None else k - last_tick - 1
             last_tick, t = k, k / fps
-        choice = ctrl.decide(t)
+        choice, compute_edge, send_t, rtt = request_start(ctrl, ping, cfg, t)
         d = choice.decision
         bd = d.breakdown
-        compute_edge = bd["edge_ms"] + bd["encode_ms"]
-        send_t = t + compute_edge / 1e3
-        rtt = (ping.value_at(send_t) if ping is not None else cfg.rtt_ms) + cfg.exchange_ms
         if d.bytes > 0:
             tx = trace.transfer_time(send_t, d.bytes)
             lat = compute_edge + tx * 1e3 + rtt + bd["decode_ms"] + bd["cloud_ms"]
