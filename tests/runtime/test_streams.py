@@ -105,7 +105,9 @@ def test_missing_video_is_one_clear_error(plan, tmp_path):
         open_source(plan[0], parse_source(f"video={tmp_path / 'nope.mp4'}"), name="cam")
 
 
-def test_cli_run_cameras(plan, server, tmp_path):
+def _cli_run(plan, server, tmp_path):
+    """A typer app with `run` and the arguments every camera run here shares (plan, engines,
+    profiles written to ``tmp_path``, the server); returns ``invoke(more_args)``."""
     import json
 
     import typer
@@ -119,40 +121,32 @@ def test_cli_run_cameras(plan, server, tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps(p.to_dict()))
     app = typer.Typer()
     register(app)
+    args = ["run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
+            "--cloud-profile", str(tmp_path / "cloud.json"), "--server", server.url]
+    return lambda more: CliRunner().invoke(app, args + more)
+
+
+def test_cli_run_cameras(plan, server, tmp_path):
+    import json
+
+    invoke = _cli_run(plan, server, tmp_path)
     log = tmp_path / "cams.jsonl"
-    r = CliRunner().invoke(app, ["run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
-                                 "--cloud-profile", str(tmp_path / "cloud.json"), "--server", server.url, "--sla", "2000",
-                                 "--codec", "fp32", "--stream", "synthetic=6,fps=30", "--stream", "synthetic=4,sla=1500",
-                                 "--fps", "20", "--log", str(log), "--json"])
+    r = invoke(["--sla", "2000", "--codec", "fp32", "--stream", "synthetic=6,fps=30", "--stream", "synthetic=4,sla=1500",
+                "--fps", "20", "--log", str(log), "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout[r.stdout.index("{"):])
     assert out["frames"] == 10 and set(out["streams"]) == {"cam0", "cam1"}
     assert out["streams"]["cam0"]["frames"] == 6 and out["goodput_fps"] > 0
     assert replay_log(log)["decisions_reproduced"] == 1.0
-    bad = CliRunner().invoke(app, ["run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
-                                   "--cloud-profile", str(tmp_path / "cloud.json"), "--server", server.url, "--sla", "2000",
-                                   "--stream", "synthetic=3", "--synthetic", "3"])
+    bad = invoke(["--sla", "2000", "--stream", "synthetic=3", "--synthetic", "3"])
     assert bad.exit_code != 0 and "not both" in str(bad.exception) + bad.output
 
 
 def test_cli_run_cameras_that_answer_nothing_exit_3(plan, server, tmp_path):
-    import json
 
-    import typer
-    from typer.testing import CliRunner
-
-    from janus_deploy.cli.runtime_cmds import register
-
-    manifest, plan_dir, engines = plan
-    e, c = profiles(manifest)
-    for name, p in (("edge", e), ("cloud", c)):
-        (tmp_path / f"{name}.json").write_text(json.dumps(p.to_dict()))
-    app = typer.Typer()
-    register(app)
+    invoke = _cli_run(plan, server, tmp_path)
     # a 0.5 ms SLA: no option can meet it, so --drop stale drops every frame as late
-    r = CliRunner().invoke(app, ["run", str(plan_dir), "--engines", str(engines), "--profile", str(tmp_path / "edge.json"),
-                                 "--cloud-profile", str(tmp_path / "cloud.json"), "--server", server.url, "--sla", "0.5",
-                                 "--codec", "fp32", "--synthetic", "4", "--streams", "2", "--fps", "20", "--json"])
+    r = invoke(["--sla", "0.5", "--codec", "fp32", "--synthetic", "4", "--streams", "2", "--fps", "20", "--json"])
     assert r.exit_code == 3, r.output
     assert "no frame of 8 was answered" in r.output and "late: 8" in r.output
 
