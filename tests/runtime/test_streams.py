@@ -143,7 +143,6 @@ def test_cli_run_cameras(plan, server, tmp_path):
 
 
 def test_cli_run_cameras_that_answer_nothing_exit_3(plan, server, tmp_path):
-
     invoke = _cli_run(plan, server, tmp_path)
     # a 0.5 ms SLA: no option can meet it, so --drop stale drops every frame as late
     r = invoke(["--sla", "0.5", "--codec", "fp32", "--synthetic", "4", "--streams", "2", "--fps", "20", "--json"])
