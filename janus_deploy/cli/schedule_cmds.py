@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -210,8 +209,8 @@ def simulate_cmd(
 ) -> None:
     """Trace-driven simulation of Janus and the baselines (``--fleet N``: N edges against one server,
     with the runtime's deadline rule, --timeout-factor; one edge keeps the paper's model, no deadline)."""
-    from janus_deploy.cli.common import err_console, format_seconds, print_chunked, progress_bars
-    from janus_deploy.sim.simulator import FAST_LONG_RUN_REQUESTS, SimulationError, engine_for, estimate_requests, long_run_warning
+    from janus_deploy.cli.common import err_console, progress_bars
+    from janus_deploy.sim.simulator import SimulationError, engine_for, estimate_requests
 
     names = [s.strip() for s in systems.split(",") if s.strip()]
     for s in names:
@@ -263,26 +262,7 @@ def simulate_cmd(
         ran, why = engine_for(cfg, engine)
     except SimulationError as exc:
         raise CliError(str(exc)) from None
-
-    def count(e) -> str:
-        if streams is not None:
-            per = requests if requests is not None else math.ceil(bw.duration_s * fps)  # type: ignore[operator]  # --streams needs --fps (validated)
-            return f"{streams} streams x {per:,} frames ({fps:g} fps)"
-        if e.exact:
-            return f"{e.low:,} requests"
-        per = (f", {_duration(e.fastest_ms)} to {_duration(e.slowest_ms)} per request"
-               if e.fastest_ms is not None and e.slowest_ms is not None else "")
-        return f"about {e.low:,} to {e.high:,} requests (one pass of {format_seconds(bw.duration_s)}{per})"
-
-    err_console.print(f"simulating {len(names)} system{'s' if len(names) > 1 else ''} over {bw.name} "
-                      f"({len(bw):,} samples x {sample_interval:g} s = {format_seconds(bw.duration_s)}), "
-                      f"SLA {sla:g} ms:", markup=False, highlight=False)
-    for n in names:
-        err_console.print(f"  {n:<13} {count(est[n])}", markup=False, highlight=False)
-    err_console.print(f"  engine: {ran}" + (f" ({why})" if why else ""), markup=False, highlight=False)
-    warning = long_run_warning(est, None if ran == "python" else FAST_LONG_RUN_REQUESTS)
-    if warning:
-        err_console.print(f"[yellow]warning:[/] {warning}")
+    _announce(bw, cfg, names, est, ran, why, sample_interval)
     with progress_bars() as update:
         def show(system: str, done: int, total: int | None) -> None:
             e = est[system]
@@ -295,24 +275,12 @@ def simulate_cmd(
     if fell_back:  # libjanus refused a run (e.g. an observation the controller refuses): the Python loop ran it
         err_console.print(f"  engine: python for {', '.join(fell_back)} (libjanus refused the run)", markup=False,
                           highlight=False)
-    plots = []
+    plots: list[str] = []
     if plot:
-        from janus_deploy.sim.plots import plot_all
+        from janus_deploy.sim.plots import plot_simulation
 
-        plots = [str(p) for p in plot_all(results, plot, sla, title=f"{bw.name}, SLA {sla:g} ms",
-                                          accuracy=acc is not None, num_blocks=edge.num_blocks)]
-        if "janus-deploy" in results:  # the decision map of janus-deploy: <stem>-decisions.png
-            from janus_deploy.schedule.controller import build_controller
-            from janus_deploy.sim.plots import DecisionSeries, plot_decision_map
-
-            base = Path(plot) if Path(plot).suffix else Path(plot).with_suffix(".png")
-            deploy = build_controller(edge, cloud, ctrl, accuracy=acc, sla_ms=sla, codec=codec,
-                                      frame_bytes=frame_bytes, codecs=codec_list(codecs)).deploy
-            series = DecisionSeries.from_request_log(results["janus-deploy"].log)
-            plots.append(str(plot_decision_map(series, deploy, base.with_name(f"{base.stem}-decisions{base.suffix}"),
-                                               margin=ctrl.margin, rtt_ms=rtt_trace.median() if rtt_trace else rtt,
-                                               title=f"janus-deploy over {bw.name}, SLA {sla:g} ms",
-                                               measured="simulated")))
+        plots = [str(p) for p in plot_simulation(results, plot, bw.name, edge, cloud, cfg, accuracy=acc,
+                                                 rtt_ms=rtt_trace.median() if rtt_trace else rtt)]
     if as_json:
         out = {
             "trace": bw.name, "samples": len(bw), "sample_interval_s": sample_interval,
@@ -330,9 +298,42 @@ def simulate_cmd(
 
         streams_table(con, [(n, r.metrics) for n, r in results.items()], f"{bw.name}: {streams} stream{'s' if streams > 1 else ''} x {fps:g} fps, "
                                      f"{'serial' if serial else 'pipelined, --drop ' + drop}, SLA {sla:g} ms")
-        for p in plots:
-            con.print(f"wrote {p}")
-        return
+    else:
+        _simulate_table(con, results, bw.name, len(bw), cfg, sample_interval)
+    for p in plots:
+        con.print(f"wrote {p}")
+
+
+def _announce(bw, cfg: SimConfig, names: list[str], est, ran: str, why: str | None, sample_interval: float) -> None:
+    """What ``simulate`` is about to do, on stderr: per system how many requests, and the engine."""
+    from janus_deploy.cli.common import err_console, format_seconds
+    from janus_deploy.sim.simulator import FAST_LONG_RUN_REQUESTS, long_run_warning
+
+    def count(e) -> str:
+        if cfg.streams is not None:
+            per = cfg.requests if cfg.requests is not None else math.ceil(bw.duration_s * cfg.fps)  # type: ignore[operator]  # --streams needs --fps (validated)
+            return f"{cfg.streams} streams x {per:,} frames ({cfg.fps:g} fps)"
+        if e.exact:
+            return f"{e.low:,} requests"
+        per = (f", {_duration(e.fastest_ms)} to {_duration(e.slowest_ms)} per request"
+               if e.fastest_ms is not None and e.slowest_ms is not None else "")
+        return f"about {e.low:,} to {e.high:,} requests (one pass of {format_seconds(bw.duration_s)}{per})"
+
+    err_console.print(f"simulating {len(names)} system{'s' if len(names) > 1 else ''} over {bw.name} "
+                      f"({len(bw):,} samples x {sample_interval:g} s = {format_seconds(bw.duration_s)}), "
+                      f"SLA {cfg.sla_ms:g} ms:", markup=False, highlight=False)
+    for n in names:
+        err_console.print(f"  {n:<13} {count(est[n])}", markup=False, highlight=False)
+    err_console.print(f"  engine: {ran}" + (f" ({why})" if why else ""), markup=False, highlight=False)
+    warning = long_run_warning(est, None if ran == "python" else FAST_LONG_RUN_REQUESTS)
+    if warning:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _simulate_table(con, results, trace_name: str, samples: int, cfg: SimConfig, sample_interval: float) -> None:
+    """``simulate``'s table: one row per system, the legend, and the frames a fixed --fps skipped."""
+    from janus_deploy.cli.common import print_chunked
+
     rows = []
     for n, r in results.items():
         m = r.metrics
@@ -341,19 +342,17 @@ def simulate_cmd(
                          _fmt(m["accuracy"], 4), _fmt(m["mean_alpha"], 3), _fmt(m["latency_ms_p50"], 0),
                          _fmt(m["latency_ms_p95"], 0), _fmt(m["latency_ms_p99"], 0), _fmt(m["deviation_rate"]),
                          f"{top[0]} ({100 * top[1] / max(m['requests'], 1):.0f} %)"]))
-    print_chunked(con, f"{bw.name} ({len(bw)} samples x {sample_interval:g} s{', paper mode' if paper_mode else ''}), "
-                       f"SLA {sla:g} ms", "system",
+    print_chunked(con, f"{trace_name} ({samples} samples x {sample_interval:g} s{', paper mode' if cfg.paper_mode else ''}), "
+                       f"SLA {cfg.sla_ms:g} ms", "system",
                   ["requests", "over\nSLA", "req/s", "accuracy", "mean α", "p50\nms", "p95\nms", "p99\nms",
                    "over-\nshoot", "most chosen\nlevel@split"], rows)
     con.print(f"[dim]{SIMULATE_LEGEND}[/]")
-    if fps is not None:  # the one-request loop skips what arrives while it is busy: say how much
+    if cfg.fps is not None:  # the one-request loop skips what arrives while it is busy: say how much
         for n, r in results.items():
             m = r.metrics
-            con.print(f"{n}: {m['dropped']:,} of {m['frames']:,} frames at {fps:g} fps dropped (they arrived while a "
-                      f"request ran; --streams 1 --fps {fps:g} queues them); goodput {_fmt(m['goodput_fps'], 2)} "
+            con.print(f"{n}: {m['dropped']:,} of {m['frames']:,} frames at {cfg.fps:g} fps dropped (they arrived while a "
+                      f"request ran; --streams 1 --fps {cfg.fps:g} queues them); goodput {_fmt(m['goodput_fps'], 2)} "
                       "frames/s within the SLA", soft_wrap=True)
-    for p in plots:
-        con.print(f"wrote {p}")
 
 
 def _stream_slas(text: str) -> list[float]:

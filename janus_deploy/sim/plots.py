@@ -184,6 +184,26 @@ def plot_all(results: Mapping[str, SystemResult], path: str | Path, sla_ms: floa
                             window_s=window_s)]
 
 
+def plot_simulation(results: Mapping[str, SystemResult], path: str | Path, trace_name: str, edge, cloud, cfg,
+                    accuracy=None, rtt_ms: float = 0.0) -> list[Path]:
+    """Every picture of one ``simulate`` run: the Fig. 7 bars (``path``), the Fig. 8 series
+    (``<stem>-timeseries``) and, when janus-deploy ran, its decision map (``<stem>-decisions``) drawn
+    over the same controller the simulation used (``cfg``: the run's :class:`SimConfig`)."""
+    from janus_deploy.schedule.controller import build_controller
+
+    title = f"{trace_name}, SLA {cfg.sla_ms:g} ms"
+    out = plot_all(results, path, cfg.sla_ms, title=title, accuracy=accuracy is not None, num_blocks=edge.num_blocks)
+    if "janus-deploy" in results:
+        base = Path(path) if Path(path).suffix else Path(path).with_suffix(".png")
+        deploy = build_controller(edge, cloud, cfg.controller, accuracy=accuracy, sla_ms=cfg.sla_ms, codec=cfg.codec,
+                                  frame_bytes=cfg.frame_bytes, codecs=cfg.codecs).deploy
+        series = DecisionSeries.from_request_log(results["janus-deploy"].log)
+        out.append(plot_decision_map(series, deploy, base.with_name(f"{base.stem}-decisions{base.suffix}"),
+                                     margin=cfg.controller.margin, rtt_ms=rtt_ms,
+                                     title=f"janus-deploy over {trace_name}, SLA {cfg.sla_ms:g} ms", measured="simulated"))
+    return out
+
+
 # --------------------------------------------------------------------------- decision map
 
 KIND_COLOURS = {"frame": "#1f77b4", "split": "#9467bd", "device": "#7f7f7f"}
