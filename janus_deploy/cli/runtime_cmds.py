@@ -246,30 +246,12 @@ def run(
 
             sr = StreamRuntime(rt, sources, PipelineConfig(drop=drop, serial=serial), exchanges=exchanges)
             _run_cameras(sr, as_json)
-        elif as_json:
-            rt.run(frames)
         else:
-            from janus_deploy.cli.common import progress_bars
-
-            total = int(synthetic) if synthetic is not None else None
-            with progress_bars() as update:
-                done = [0]
-
-                def show(res) -> None:
-                    d, fb = res.record.decision, res.fallback
-                    text = (f"{d.label if d is not None else '?'} {res.total_ms:.0f} ms"
-                            + (f" [yellow]fallback: {fb.kind}[/]" if fb else "")
-                            + (" [red]error[/]" if res.error else ""))
-                    done[0] += 1
-                    update("requests", done[0], total, text)
-
-                rt.run(frames, progress=show)
+            _run_frames(rt, frames, None if synthetic is None else int(synthetic), as_json)
         summary = sr.summary() if cameras else rt.summary()
-        summary["config_error"] = rt.config_error
-        summary["log_error"] = rt.log_error
+        summary.update(config_error=rt.config_error, log_error=rt.log_error, server_reachable=check.reachable,
+                       server_answers=sum(r.server is not None for r in rt.records))
         records = rt.records
-        summary["server_reachable"] = check.reachable
-        summary["server_answers"] = sum(r.server is not None for r in records)
     if as_json:
         print_json(summary)
     else:
@@ -281,6 +263,33 @@ def run(
                           + ("serial" if serial else f"pipelined, --drop {drop}"))
         if log and not summary["log_error"]:
             console.print(f"per-request log: {log} (`janus-deploy replay {log}` re-runs its decisions)")
+    _run_exit(summary, max_error_share, check, records, log, cameras)
+
+
+def _run_frames(rt, frames, total: int | None, as_json: bool) -> None:
+    """``run``'s one-request-at-a-time loop, with a progress line per answer unless --json."""
+    if as_json:
+        rt.run(frames)
+        return
+    from janus_deploy.cli.common import progress_bars
+
+    with progress_bars() as update:
+        done = [0]
+
+        def show(res) -> None:
+            d, fb = res.record.decision, res.fallback
+            text = (f"{d.label if d is not None else '?'} {res.total_ms:.0f} ms"
+                    + (f" [yellow]fallback: {fb.kind}[/]" if fb else "")
+                    + (" [red]error[/]" if res.error else ""))
+            done[0] += 1
+            update("requests", done[0], total, text)
+
+        rt.run(frames, progress=show)
+
+
+def _run_exit(summary: dict, max_error_share: float, check, records, log, cameras: bool) -> None:
+    """``run``'s exit: 1 when the log could not be written, 3 when no camera frame was answered or
+    the run did not do its job (``honest_exit``), else 0."""
     if summary["log_error"]:
         err_console.print(f"[bold red]error:[/] the run log {log} could not be written ({summary['log_error']}); "
                           "give another --log path")
