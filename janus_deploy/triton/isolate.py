@@ -102,24 +102,6 @@ def probe() -> str | None:
     return (r.stderr.strip().splitlines() or [f"the namespace probe exited with code {r.returncode}"])[-1]
 
 
-def join(pid: int) -> None:
-    """Join the network namespace of process ``pid`` (tritonserver), entering its user namespace
-    first when it has its own: for a tool of the same user that must reach tritonserver directly
-    (``tools/bench_triton_front.py``'s direct client). The caller must be single-threaded."""
-    libc = _libc()
-    for kind, flag in (("user", CLONE_NEWUSER), ("net", CLONE_NEWNET)):
-        target, own = f"/proc/{pid}/ns/{kind}", f"/proc/self/ns/{kind}"
-        if os.stat(target).st_ino == os.stat(own).st_ino:
-            continue
-        fd = os.open(target, os.O_RDONLY)
-        try:
-            if libc.setns(fd, flag) != 0:
-                e = ctypes.get_errno()
-                raise OSError(e, f"setns({target}): {os.strerror(e)}")
-        finally:
-            os.close(fd)
-
-
 # --------------------------------------------------------------------------- the helper process
 def _child_setup() -> None:
     os.setsid()

@@ -377,6 +377,7 @@ class TritonServer:
         class _Connection(http.client.HTTPConnection):
             def connect(self) -> None:
                 self.sock = srv.upstream_socket()
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client's own connect
                 self.sock.settimeout(self.timeout)
                 self.sock.connect((LOOPBACK, srv.triton_http_port))
 
