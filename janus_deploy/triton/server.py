@@ -135,6 +135,24 @@ def isolation_unavailable() -> str | None:
     return isolate.probe()
 
 
+def decide_isolation(fronted: bool, isolation: str) -> tuple[bool, str | None]:
+    """Whether tritonserver runs in a network namespace of its own, and when it should but cannot
+    (``auto`` without namespaces) the warning why not; ``require`` without namespaces raises."""
+    if isolation not in ISOLATION:
+        raise JanusError(f"unknown Triton isolation {isolation!r}; choose {', '.join(ISOLATION)}")
+    if not fronted or isolation == "off":
+        return False, None
+    why = isolation_unavailable()
+    if why is None:
+        return True, None
+    if isolation == "require":
+        raise TritonUnavailable(f"{why}; tritonserver would be reachable past the front (its key on its "
+                                f"command line): {HOW_TO_ISOLATE}, or choose another --triton-isolation")
+    return False, (f"{why}: tritonserver runs on loopback with its per-launch key on its command line, so a "
+                   f"local user can reach it past the front; for isolation {HOW_TO_ISOLATE} "
+                   f"(--triton-isolation require refuses to start without it)")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -167,8 +185,6 @@ class TritonServer:
             read_repository(self.repository)  # raises the clear message
         if token is not None and (not token or any(c in token for c in " ,:=\n")):
             raise JanusError("--token for Triton must be non-empty without spaces, commas, colons or '='")
-        if isolation not in ISOLATION:
-            raise JanusError(f"unknown Triton isolation {isolation!r}; choose {', '.join(ISOLATION)}")
         self.bundle = find_bundle()
         if front is not None:
             try:
@@ -179,19 +195,7 @@ class TritonServer:
         self.metrics_host = metrics_host  # per-model request counts: loopback unless the user says otherwise
         self.front = dataclasses.replace(front, token=token) if front is not None and token is not None else front
         # behind the front: tritonserver in a network namespace of its own, or (fallback) on loopback with a key
-        self.isolated = False
-        self.isolation_note: str | None = None  # why it is not isolated although it should be
-        if self.front is not None and isolation != "off":
-            why = isolation_unavailable()
-            if why is None:
-                self.isolated = True
-            elif isolation == "require":
-                raise TritonUnavailable(f"{why}; tritonserver would be reachable past the front (its key on its "
-                                        f"command line): {HOW_TO_ISOLATE}, or choose another --triton-isolation")
-            else:
-                self.isolation_note = (f"{why}: tritonserver runs on loopback with its per-launch key on its command "
-                                       f"line, so a local user can reach it past the front; for isolation "
-                                       f"{HOW_TO_ISOLATE} (--triton-isolation require refuses to start without it)")
+        self.isolated, self.isolation_note = decide_isolation(self.front is not None, isolation)
         self.grpc_host = LOOPBACK if self.front is not None else host  # the front serves HTTP only
         self.http_port = http_port or free_port(host)
         # tritonserver's own HTTP port: the front's upstream on loopback, or the public port itself
@@ -507,6 +511,7 @@ def serve(plan_dir: str | Path, engine_dir: str | Path, *, host: str = "127.0.0.
 
     manifest = Manifest.load(plan_dir)
     find_bundle()
+    decide_isolation(front is not None, isolation)  # ``require`` without namespaces: refused before the export
     tmp: Path | None = None
     if repository is not None and Path(repository).exists() and any(Path(repository).iterdir()):
         meta = read_repository(repository)
@@ -544,5 +549,5 @@ def serve(plan_dir: str | Path, engine_dir: str | Path, *, host: str = "127.0.0.
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["ISOLATION", "Bundle", "TritonServer", "TritonStartError", "TritonUnavailable", "find_bundle", "free_port",
-           "isolation_unavailable", "serve"]
+__all__ = ["ISOLATION", "Bundle", "TritonServer", "TritonStartError", "TritonUnavailable", "decide_isolation",
+           "find_bundle", "free_port", "isolation_unavailable", "serve"]

@@ -513,9 +513,10 @@ def test_serve_engine_triton_cli_and_run(small, tmp_path):
             time.sleep(0.3)
         import psutil
 
-        group = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        assert len(group) >= 3  # janus-deploy serve, tritonserver, its stubs
-        for p in group:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        assert len(tree) >= 4  # janus-deploy serve, the helper, tritonserver, its stubs
+        assert any(p.name() == "tritonserver" for p in tree)
+        for p in tree:
             try:
                 assert secret.encode() not in open(f"/proc/{p.pid}/cmdline", "rb").read(), p.pid
             except FileNotFoundError:  # gone meanwhile
@@ -556,6 +557,8 @@ def test_serve_engine_triton_cli_and_run(small, tmp_path):
         time.sleep(0.2)
     assert not leftover, leftover
     assert not stubs  # no tritonserver or stub left
+    _, alive = psutil.wait_procs(tree[1:], timeout=15)  # the helper, tritonserver and its stubs
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
 
 
 # ---------------------------------------------------------------------------------- scale-out manifests
