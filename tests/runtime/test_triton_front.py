@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -190,7 +191,8 @@ import time; time.sleep(600)
 """
 
 
-def test_a_sigkilled_launcher_leaves_no_tritonserver(repo, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("victim", ["launcher", "helper"])
+def test_a_sigkilled_launcher_or_helper_leaves_no_tritonserver(repo, tmp_path, victim):  # noqa: F811
     import psutil
 
     _bundle_or_skip()
@@ -199,8 +201,11 @@ def test_a_sigkilled_launcher_leaves_no_tritonserver(repo, tmp_path):  # noqa: F
         pid, helper = map(int, launcher.stdout.readline().split())
         stubs = psutil.Process(pid).children(recursive=True)
         assert stubs
-        launcher.kill()
-        launcher.wait(10)
+        if victim == "launcher":
+            launcher.kill()
+            launcher.wait(10)
+        else:
+            os.kill(helper, signal.SIGKILL)
         _, alive = psutil.wait_procs([psutil.Process(p) for p in (pid, helper)] + stubs, timeout=30)
         alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
         assert not alive, alive
