@@ -124,6 +124,8 @@ MISTAKES = [
     ("serve-busy-grpc-port", ["serve", "{w}/plan", "--engines", "{w}/eng", "--engine", "triton", "--port", "{free}",
                               "--grpc-port", "{port}"], "choose another --grpc-port"),
     ("serve-not-a-port", ["serve", "{w}/plan", "--engines", "{w}/eng", "--port", "70000"], "is not a TCP port"),
+    ("serve-triton-isolation", ["serve", "{w}/plan", "--engines", "{w}/eng", "--engine", "triton", "--port", "{free}",
+                                "--triton-isolation", "maybe"], "unknown --triton-isolation 'maybe'; choose auto, require, off"),
     ("run-log-is-a-folder", ["run", "{w}/plan", "--engines", "{w}/eng", "--profile", "{w}/edge.json",
                              "--cloud-profile", "{w}/cloud.json", "--server", "http://127.0.0.1:9", "--sla", "100",
                              "--synthetic", "1", "--log", "{w}/folder"], "is a folder; give a file path"),

@@ -71,7 +71,8 @@ def serve(
     metrics_port: int | None = typer.Option(None, "--metrics-port", help="--engine triton: Prometheus metrics port (default --port + 2)."),
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="--engine triton: address the metrics port binds (per-model request counts; loopback by default, 0.0.0.0 for a scraper elsewhere)."),
     repository: Path | None = typer.Option(None, "--repository", help="--engine triton: repository from `janus-deploy export-triton --platform python` (default: export one to a temporary directory)."),
-    triton_front: bool = typer.Option(True, "--triton-front/--no-triton-front", help="--engine triton: clients reach tritonserver through a front with this server's body limits and token check (tritonserver on loopback, gRPC too); --no-triton-front exposes tritonserver itself (the token on its command line, compressed bodies inflated without limit)."),
+    triton_front: bool = typer.Option(True, "--triton-front/--no-triton-front", help="--engine triton: clients reach tritonserver through a front with this server's body limits and token check (tritonserver unreachable past it: --triton-isolation); --no-triton-front exposes tritonserver itself (the token on its command line, compressed bodies inflated without limit)."),
+    triton_isolation: str = typer.Option("auto", "--triton-isolation", help="--engine triton with the front: auto (tritonserver in a network namespace of its own, unreachable past the front; where none can be made, a warning and tritonserver on loopback with its key on its command line) | require (refuse to start without the namespace) | off (always the loopback layout)."),
 ) -> None:
     """Serve a plan's tail models over KServe V2 / Open Inference Protocol (REST, binary tensors)."""
     from janus_deploy.net.ports import check_port_free
@@ -80,6 +81,10 @@ def serve(
     if engine not in ("builtin", "triton"):
         raise JanusError(f"unknown --engine {engine!r}; choose builtin or triton")
     if engine == "triton":
+        from janus_deploy.triton.server import ISOLATION
+
+        if triton_isolation not in ISOLATION:
+            raise JanusError(f"unknown --triton-isolation {triton_isolation!r}; choose {', '.join(ISOLATION)}")
         check_port_free(host, grpc_port if grpc_port is not None else port + 1, "--grpc-port")
         check_port_free(metrics_host, metrics_port if metrics_port is not None else port + 2, "--metrics-port")
     if engine == "builtin":
@@ -101,7 +106,8 @@ def serve(
 
         def triton_banner(srv, repo) -> None:
             err_console.print(f"[green]serving[/] the tail models of {plan} on Triton Inference Server "
-                              f"(repository {repo}): {srv.url}/v2, gRPC {srv.grpc_url}, metrics {srv.metrics_url}"
+                              f"(repository {repo}): {srv.url}/v2, gRPC {srv.grpc_url or 'off (--token: use HTTP)'}, "
+                              f"metrics {srv.metrics_url}"
                               + (" [bold](token required)[/]" if token else ""))
 
         from janus_deploy.triton.front import FrontOptions
@@ -115,7 +121,8 @@ def serve(
         serve_triton(plan, engines, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port,
                      metrics_host=metrics_host, token=token,
                      http_threads=concurrency, repository=repository, on_ready=triton_banner,
-                     options=_triton_options(threads), front=front if triton_front else None)
+                     options=_triton_options(threads), front=front if triton_front else None,
+                     isolation=triton_isolation)
         return
     from janus_deploy.runtime.server import serve as serve_app
 

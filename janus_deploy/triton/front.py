@@ -4,11 +4,13 @@ The bundled tritonserver has no option that bounds a request's size or its decom
 (``tritonserver --help``: none of its 90 options does; gzip and deflate bodies are inflated
 whole), and its only access check, ``--http-restricted-api``, takes the key on the command line,
 where ``ps`` and ``/proc/PID/cmdline`` show it to every local user. So janus-deploy does not put
-tritonserver on the network: it binds tritonserver's HTTP and gRPC ports to loopback, and serves
-clients from this front, in the launching process, with the built-in server's rules:
+tritonserver on the network: it runs it in a network namespace of its own
+(:mod:`janus_deploy.triton.isolate`; the fallback: loopback ports with a per-launch key), and
+serves clients from this front, in the launching process, with the built-in server's rules:
 
 * the bearer token (``--token`` / ``--token-file``) is checked here (:func:`bearer_refusal`);
-  tritonserver's restricted API gets a random per-launch key instead, which only this front sends;
+  tritonserver never sees it (isolated, it needs no key; in the fallback its restricted API takes
+  a random per-launch key only this front sends);
 * bodies are read within the built-in server's limits (:class:`BodyReceiver`: ``--max-body-mb``,
   ``--max-json-mb`` from the headers, the in-flight budget ``--max-inflight-mb``, ``--body-timeout``);
 * a compressed body (gzip, deflate, zstd) is inflated here, bounded (:func:`decompress` stops
@@ -24,7 +26,8 @@ of what httpx's async client adds (``tools/bench_triton_front.py``, ``docs/bench
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,11 +94,15 @@ class FrontOptions:
 
 class TritonFront:
     """The front's routes over one upstream tritonserver (``upstream``: its loopback URL;
-    ``upstream_key``: the value of its restricted-API header)."""
+    ``upstream_key``: the value of its restricted-API header, None for none; ``connect``: the
+    factory of the sockets the client connects, aiohttp's ``socket_factory`` — for a tritonserver
+    in a network namespace of its own, sockets made in that namespace; None: ordinary sockets)."""
 
-    def __init__(self, upstream: str, upstream_key: str | None, options: FrontOptions) -> None:
+    def __init__(self, upstream: str, upstream_key: str | None, options: FrontOptions,
+                 connect: Callable[[Any], socket.socket] | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.upstream_key = upstream_key
+        self.connect = connect
         self.options = options
         self.body_limits = options.body_limits
         self.budget = BodyBudget(options.limits.max_inflight)
@@ -112,7 +119,7 @@ class TritonFront:
 
         self.inflate_limiter = anyio.CapacityLimiter(PARSE_CONCURRENCY)
         self.json_limiter = anyio.CapacityLimiter(JSON_CONCURRENCY)
-        connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=30)
+        connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=30, socket_factory=self.connect)
         async with aiohttp.ClientSession(self.upstream, connector=connector, auto_decompress=False,
                                          timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S)) as client:
             self.client = client
@@ -204,10 +211,11 @@ def _inflate(box: list, encoding: str | None, limit: int, json_only: bool, body_
         return None, (str(exc), 400)
 
 
-def create_front(upstream: str, upstream_key: str | None, options: FrontOptions) -> FastAPI:
-    """The front's app (see the module docstring); run it with
+def create_front(upstream: str, upstream_key: str | None, options: FrontOptions,
+                 connect: Callable[[Any], socket.socket] | None = None) -> FastAPI:
+    """The front's app (see the module docstring; the arguments: :class:`TritonFront`); run it with
     :func:`janus_deploy.runtime.server.server_config` (which applies its connection limits)."""
-    front = TritonFront(upstream, upstream_key, options)
+    front = TritonFront(upstream, upstream_key, options, connect)
     app = FastAPI(title="janus-deploy Triton front", lifespan=front.lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.janus_limits = options.limits
