@@ -310,6 +310,9 @@ def main() -> None:
                     help="the simulator's Triton batch model: a batch of b costs 1 + slope·(b − 1) requests")
     ap.add_argument("--profile-runs", type=int, default=5, help="timed runs per engine when profiling again")
     ap.add_argument("--demo-profiles", action="store_true", help="use the demo's profiles, not ones measured now")
+    ap.add_argument("--profiles-from", type=Path, default=None, metavar="DIR",
+                    help="edge-profile.json and cloud-profile.json from DIR (an earlier run's --work folder): the "
+                         "same profiles for several runs, not ones measured again on a box as loaded as it is now")
     ap.add_argument("--batch-curve", default=None, metavar="1,2,4,8",
                     help="only measure the cloud's batch curve at these sizes (1 first) and print it")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-fleet"))
@@ -333,8 +336,14 @@ def main() -> None:
               + ",".join(f"{c:.3f}" for c in curve) + f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         return
     window = load_trace(args.trace, interval_s=args.sample_interval).window(args.trace_start, args.seconds)
-    args.profiles = ((demo / "edge-profile.json", demo / "cloud-profile.json") if args.demo_profiles
-                     else reprofile(demo, manifest, args, work))
+    if args.profiles_from is not None:
+        args.profiles = (args.profiles_from / "edge-profile.json", args.profiles_from / "cloud-profile.json")
+        for f in args.profiles:
+            if not f.is_file():
+                sys.exit(f"error: --profiles-from {args.profiles_from} has no {f.name} (a --work folder of an earlier run)")
+    else:
+        args.profiles = ((demo / "edge-profile.json", demo / "cloud-profile.json") if args.demo_profiles
+                         else reprofile(demo, manifest, args, work))
     rows = []
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         if engine == "builtin":

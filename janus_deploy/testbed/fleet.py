@@ -190,9 +190,11 @@ def _drive(side: _EdgeSide, runners: list[Any], urls: list[str], token: str, tra
         threads = [threading.Thread(target=edge, args=(i,), name=f"edge{i}", daemon=True) for i in range(len(rts))]
         for t in threads:
             t.start()
-        while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(0.5)
+        while True:
+            alive = [t for t in threads if t.is_alive()]
+            if not alive:
+                break
+            alive[0].join(0.5)  # the link, the server and the relays are checked every half second
             try:
                 checks()
             except BaseException as exc:  # noqa: BLE001 - stops the edges, re-raised below

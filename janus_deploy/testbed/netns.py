@@ -4,7 +4,8 @@
 side (the edge), ``<name>c`` moves into the namespace (the cloud); each end gets one address of a
 free private /30 in ``10.213.0.0/16`` (the namespace's own, nothing else is routed). Leaving the
 context (normally, on an exception, on Ctrl-C) kills every process left in the namespace and
-deletes it, which deletes the veth pair and every qdisc on it. :func:`sweep_stale` removes
+deletes it, which deletes the veth pair and every qdisc on it; :meth:`Netns.add_veth` joins the
+namespace by more pairs (a fleet: one per edge), named and removed alike. :func:`sweep_stale` removes
 namespaces and links of testbeds whose process died without cleaning up (``kill -9``).
 
 :class:`KernelLink` shapes the edge-side veth's egress (the uplink: edge → cloud) with a ``tbf``
