@@ -198,3 +198,18 @@ def test_fleet_kill_9_every_pair_is_swept(small, short_traces):
     swept = nsmod.sweep_stale()
     assert set(got["namespaces"]) <= set(swept)
     assert leftovers() == before
+
+
+def test_trace_window_seconds_cuts_the_window(tmp_path):
+    """--trace-seconds: the window from --trace-start for that long (a fleet's run length), and one
+    line when it is longer than the trace."""
+    from janus_deploy.testbed import TraceWindow
+
+    bw = tmp_path / "bw.list"
+    bw.write_text("###############################\nRun 1\n20,2,0,30,8\n")
+    tw = TraceWindow([bw], interval_s=0.5, start_s=0.5, seconds=1.5)
+    assert tw.throughput().samples == [2.0, 0.0, 30.0] and tw.throughput().duration_s == 1.5
+    assert TraceWindow([bw], interval_s=0.5).throughput().samples == [20.0, 2.0, 0.0, 30.0, 8.0]
+    with pytest.raises(TestbedError, match="longer than trace") as e:
+        TraceWindow([bw], interval_s=0.5, seconds=9).throughput()
+    assert "\n" not in str(e.value)
