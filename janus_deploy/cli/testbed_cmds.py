@@ -17,8 +17,11 @@ from janus_deploy.cli.options import (
     ColdStart,
     EdgeSlowdown,
     Estimator,
+    FleetModes,
+    Instances,
     Margin,
     NoDeflate,
+    PerEdge,
     ProbeInterval,
     RttEstimate,
     SampleInterval,
@@ -76,11 +79,11 @@ def testbed(
     drop: str = typer.Option("stale", "--drop", help="--streams: stale | none (docs/runtime.md, 'Camera streams')."),
     serial: bool = typer.Option(False, "--serial", help="--streams: one frame at a time, the rest dropped."),
     fleet: int | None = typer.Option(None, "--fleet", min=1, help="N edges behind one server, each its own veth pair and link shaped by its own window of the trace (edge i: rotated by i x duration / N), for --trace-seconds; next to simulate --fleet."),
-    fleet_modes: str = typer.Option("aware,unaware", "--fleet-modes", help="--fleet: controllers to compare (aware: --cloud-load, unaware: off)."),
+    fleet_modes: FleetModes = "aware,unaware",
     cloud_load: CloudLoad = _C.cloud_load,
-    instances: int = typer.Option(1, "--instances", min=1, max=64, help="--fleet: the server's parallel tails (serve --concurrency)."),
+    instances: Instances = 1,
     trace_seconds: float | None = typer.Option(None, "--trace-seconds", help="Use only this many seconds of the trace from --trace-start (--fleet: how long each controller runs)."),
-    per_edge: bool = typer.Option(False, "--per-edge", help="--fleet: one report line per edge too."),
+    per_edge: PerEdge = False,
 ) -> None:
     """Kernel-shaped uplink in a network namespace (needs root): the edge runtime against the built-in
     server over a tbf-replayed trace, next to the simulator and the user-space shaper on the same window."""
