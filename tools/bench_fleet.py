@@ -59,14 +59,14 @@ def accuracy_of(demo: Path) -> Any:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
-def start_builtin(demo: Path, concurrency: int) -> tuple[Any, str, Any]:
+def start_builtin(demo: Path, concurrency: int, threads: int = 0) -> tuple[Any, str, Any]:
     import httpx
 
     from janus_deploy.triton.server import free_port
 
     port = free_port()
     cmd = [sys.executable, "-m", "janus_deploy.cli.main", "serve", str(demo / "plan"), "--engines", str(demo / "engines"),
-           "--port", str(port), "--concurrency", str(concurrency), "--preload"]
+           "--port", str(port), "--concurrency", str(concurrency), "--threads", str(threads), "--preload"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -113,7 +113,9 @@ def reprofile(demo: Path, manifest: Manifest, args: Any, work: Path) -> tuple[Pa
     t = time.perf_counter()
     edge, _ = measure_profile(manifest, SlowedRunner(OrtRunner(manifest, threads=1), args.edge_slowdown), frames,
                               device_name=f"edge-1-thread-x{args.edge_slowdown:g}", threads=1, warmup=2, runs=args.profile_runs)
-    cloud, _ = measure_profile(manifest, OrtRunner(manifest), frames, device_name="cloud-all-threads", warmup=2,
+    threads = args.server_threads
+    cloud, _ = measure_profile(manifest, OrtRunner(manifest, threads=threads), frames,
+                               device_name=f"cloud-{threads or 'all'}-threads", threads=threads, warmup=2,
                                runs=args.profile_runs)
     paths = work / "edge-profile.json", work / "cloud-profile.json"
     save_profile(edge, paths[0])
@@ -171,13 +173,21 @@ def run_fleet(demo: Path, manifest: Manifest, url: str, mode: str, args: Any, wi
     from janus_deploy.runtime.edge import EdgeRuntime
     from janus_deploy.runtime.session import edge_runner
 
-    runner = edge_runner(manifest, demo / "engines", edge_slowdown=args.edge_slowdown, threads=1, preload=True)
+    if args.edge_timing == "profile":  # every edge segment takes its profiled time (one runner state per edge)
+        from janus_deploy.testbed.run import ProfiledRunner
+
+        inner = edge_runner(manifest, demo / "engines", threads=1, preload=True)
+        edge_profile = load_profile(args.profiles[0])
+        runners = [ProfiledRunner(inner, manifest, edge_profile) for _ in range(args.edges)]
+    else:
+        runners = [edge_runner(manifest, demo / "engines", edge_slowdown=args.edge_slowdown, threads=1,
+                               preload=True)] * args.edges
     img = manifest.model["img_size"]
     frames = frames_of(demo, img, 32)
-    ctrl = ControllerConfig(cloud_load="off" if mode == "unaware" else args.cloud_load)
+    ctrl = ControllerConfig(cloud_load="off" if mode == "unaware" else args.cloud_load, deflate=not args.no_deflate)
     n = args.edges
     shapers = [TraceShaper(rotated(window, i * window.duration_s / n)) for i in range(n)]
-    rts = [EdgeRuntime(manifest, runner, args.profiles[0], args.profiles[1], server_url=url,
+    rts = [EdgeRuntime(manifest, runners[i], args.profiles[0], args.profiles[1], server_url=url,
                        sla_ms=args.sla, accuracy=accuracy_of(demo), controller=ctrl, trace=shapers[i],
                        log=work / f"{mode}-edge{i}.jsonl") for i in range(n)]
     for rt in rts:  # warm: the first exchange opens the connection and asks the server what it serves
@@ -211,16 +221,44 @@ def run_fleet(demo: Path, manifest: Manifest, url: str, mode: str, args: Any, wi
     return records
 
 
+def _p50(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
 def summarise(records: list[list[dict]], sla: float, seconds: float) -> dict[str, Any]:
+    """The fleet's figures, and what the edges' controllers saw: the bandwidth the scheduler was
+    given (the estimate deflated by its recent error), the spread of the link samples, and the
+    server's reported time split into queue, compute and the rest, each over the profile's idle
+    expectation (decode + tail) of the same option."""
     flat = [r for rs in records for r in rs if r.error is None]
     lat = np.asarray([r.measured.total_ms for r in flat])
     within = int(np.sum(lat <= sla))
     server = [r.server["janus_server_ms"] for r in flat if (r.server or {}).get("janus_server_ms") is not None]
+    ctrl = [r.controller for r in flat if r.controller]
+    samples = [o.nbytes * 8 / o.seconds / 1e6 for r in flat for o in r.observations
+               if o.kind == "transfer" and o.seconds and o.nbytes and not o.probe]
+    parts: dict[str, list[float]] = {"server": [], "queue": [], "compute": [], "rest": []}
+    for r in flat:
+        s = r.server or {}
+        exp = next((o.expected_ms for o in r.observations if o.expected_ms), None)
+        if not exp or "janus_compute_ms" not in s:
+            continue
+        rest = s["janus_server_ms"] - s["janus_queue_ms"] - s["janus_compute_ms"]
+        for k, v in (("server", s["janus_server_ms"]), ("queue", s["janus_queue_ms"]),
+                     ("compute", s["janus_compute_ms"]), ("rest", rest)):
+            parts[k].append(v / exp)
     return {"requests": len(flat), "violation_ratio": float(np.mean(lat > sla)) if len(lat) else None,
             "goodput_rps": within / seconds, "offloaded": float(np.mean([bool(r.bytes) for r in flat])),
             "fallbacks": sum(1 for r in flat if r.fallback),
-            "server_ms_p50": float(np.median(server)) if server else None,
-            "cloud_factor_mean": float(np.mean([r.controller.cloud_factor for r in flat if r.controller])),
+            "server_ms_p50": _p50(server),
+            "cloud_factor_mean": float(np.mean([c.cloud_factor for c in ctrl])) if ctrl else 1.0,
+            "estimate_mbps_p50": _p50([c.estimate_mbps for c in ctrl]),
+            "scheduler_mbps_p50": _p50([c.bandwidth_mbps for c in ctrl]),
+            "recent_error_p50": _p50([c.recent_error for c in ctrl]),
+            "rtt_estimate_ms_p50": _p50([c.rtt_ms for c in ctrl]),
+            "link_sample_mbps_p10_p50_p90": [float(np.percentile(samples, q)) for q in (10, 50, 90)] if samples else None,
+            "server_over_profile_p50": {k: _p50(v) for k, v in parts.items()},
+            "server_timed_requests": len(parts["server"]),
             "per_edge_violations": [float(np.mean([r.measured.total_ms > sla for r in rs])) if rs else None
                                     for rs in records]}
 
@@ -228,14 +266,20 @@ def summarise(records: list[list[dict]], sla: float, seconds: float) -> dict[str
 def simulated(demo: Path, window: Any, mode: str, args: Any, rtt_ms: float) -> dict[str, Any]:
     edge, cloud = load_profile(args.profiles[0]), load_profile(args.profiles[1])
     acc = accuracy_of(demo)
-    ctrl = ControllerConfig(cloud_load=args.cloud_load)
+    ctrl = ControllerConfig(cloud_load=args.cloud_load, deflate=not args.no_deflate)
     cfg = FleetConfig(edges=args.edges, sim=SimConfig(sla_ms=args.sla, rtt_ms=rtt_ms, timeout_factor=1.0, controller=ctrl,
                                                       fps=args.fps or None),
                       server=ServerModel(instances=args.instances, max_batch=args.sim_max_batch,
                                          batch_slope=args.batch_slope), modes=(mode,))
     r = simulate_fleet(window, edge, cloud, cfg, accuracy=acc)[mode]
     return {"requests": r.fleet["requests"], "violation_ratio": r.fleet["violation_ratio"],
-            "goodput_rps": r.fleet["goodput_rps"], "offloaded": r.fleet["offloaded"], "fallbacks": r.fleet["fallbacks"]}
+            "goodput_rps": r.fleet["goodput_rps"], "offloaded": r.fleet["offloaded"], "fallbacks": r.fleet["fallbacks"],
+            "scheduler_mbps_p50": _p50([v for lg in r.logs for v in lg.est_mbps]),
+            "utilisation": r.server["utilisation"], "queue_ms_p95": r.server["queue_ms_p95"]}
+
+
+def _fmt(v: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if v is None else fmt.format(v)
 
 
 def main() -> None:
@@ -251,12 +295,24 @@ def main() -> None:
     ap.add_argument("--sample-interval", type=float, default=0.05)
     ap.add_argument("--trace-start", type=float, default=0.0)
     ap.add_argument("--edge-slowdown", type=float, default=8.0, help="as the demo's edge profile (8)")
+    ap.add_argument("--edge-timing", choices=("real", "profile"), default="real",
+                    help="real: the head runs here, slowed --edge-slowdown x (contention multiplied too); profile: "
+                         "every edge segment takes its profiled time (testbed.run.ProfiledRunner: absorbs the "
+                         "neighbours' load up to the profile)")
     ap.add_argument("--cloud-load", default="factor", help="the aware controller's --cloud-load")
+    ap.add_argument("--no-deflate", action="store_true",
+                    help="the controllers (loopback and simulator) do not deflate the bandwidth by its recent error")
     ap.add_argument("--instances", type=int, default=1, help="server concurrency (built-in) / Triton instances")
+    ap.add_argument("--server-threads", type=int, default=0,
+                    help="intra-op threads of the built-in server's sessions and of the cloud profile (0: all); "
+                         "1 keeps the server's speed its profile's while the edges share the cores")
     ap.add_argument("--batch-slope", type=float, default=1.0,
                     help="the simulator's Triton batch model: a batch of b costs 1 + slope·(b − 1) requests")
     ap.add_argument("--profile-runs", type=int, default=5, help="timed runs per engine when profiling again")
     ap.add_argument("--demo-profiles", action="store_true", help="use the demo's profiles, not ones measured now")
+    ap.add_argument("--profiles-from", type=Path, default=None, metavar="DIR",
+                    help="edge-profile.json and cloud-profile.json from DIR (an earlier run's --work folder): the "
+                         "same profiles for several runs, not ones measured again on a box as loaded as it is now")
     ap.add_argument("--batch-curve", default=None, metavar="1,2,4,8",
                     help="only measure the cloud's batch curve at these sizes (1 first) and print it")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-fleet"))
@@ -280,12 +336,18 @@ def main() -> None:
               + ",".join(f"{c:.3f}" for c in curve) + f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         return
     window = load_trace(args.trace, interval_s=args.sample_interval).window(args.trace_start, args.seconds)
-    args.profiles = ((demo / "edge-profile.json", demo / "cloud-profile.json") if args.demo_profiles
-                     else reprofile(demo, manifest, args, work))
+    if args.profiles_from is not None:
+        args.profiles = (args.profiles_from / "edge-profile.json", args.profiles_from / "cloud-profile.json")
+        for f in args.profiles:
+            if not f.is_file():
+                sys.exit(f"error: --profiles-from {args.profiles_from} has no {f.name} (a --work folder of an earlier run)")
+    else:
+        args.profiles = ((demo / "edge-profile.json", demo / "cloud-profile.json") if args.demo_profiles
+                         else reprofile(demo, manifest, args, work))
     rows = []
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         if engine == "builtin":
-            server, url, stop = start_builtin(demo, args.instances)
+            server, url, stop = start_builtin(demo, args.instances, args.server_threads)
             args.sim_max_batch = 1
         elif engine == "triton":
             server, url, stop = start_triton(demo, manifest, work, args.instances)
@@ -314,7 +376,20 @@ def main() -> None:
               f"{100 * si['violation_ratio']:.1f} % | {100 * (lo['violation_ratio'] - si['violation_ratio']):+.1f} | "
               f"{lo['goodput_rps']:.1f} | {si['goodput_rps']:.1f} | {100 * lo['offloaded']:.0f} % / {100 * si['offloaded']:.0f} % | "
               f"{lo['fallbacks']} | {'-' if sp is None else f'{sp:.1f}'} | {lo['cloud_factor_mean']:.2f} |")
+    print()
+    print("| engine | controller | scheduler Mbit/s loopback / sim | link samples Mbit/s p10/p50/p90 | recent error | "
+          "RTT estimate ms | server / profile: total, queue, compute, rest |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        lo, si = r["loopback"], r["simulated"]
+        ls, sp = lo["link_sample_mbps_p10_p50_p90"], lo["server_over_profile_p50"]
+        print(f"| {r['engine']} | {r['mode']} | {_fmt(lo['scheduler_mbps_p50'])} / {_fmt(si['scheduler_mbps_p50'])} | "
+              f"{'-' if ls is None else '/'.join(f'{v:.0f}' for v in ls)} | {_fmt(lo['recent_error_p50'], '{:.2f}')} | "
+              f"{_fmt(lo['rtt_estimate_ms_p50'])} | "
+              + ", ".join(_fmt(sp[k], "{:.2f}") for k in ("server", "queue", "compute", "rest"))
+              + f" ({lo['server_timed_requests']} answers) |")
     meta = {"seconds": args.seconds, "trace": window.name, "sla_ms": args.sla, "edge_slowdown": args.edge_slowdown,
+            "fps": args.fps, "edge_timing": args.edge_timing, "deflate": not args.no_deflate, "server_threads": args.server_threads,
             "instances": args.instances, "cores": os.cpu_count(), "load": os.getloadavg()}
     print(f"trace {window.name}, SLA {args.sla:g} ms, {args.seconds:g} s per run, load average "
           f"{meta['load'][0]:.1f} on {meta['cores']} cores")

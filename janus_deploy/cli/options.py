@@ -95,6 +95,13 @@ ColdStart = Annotated[float | None, _opt("--cold-start-mbps", check=number(0.0, 
 Rtt = Annotated[float | None, _opt("--rtt", check=number(0.0, 3.6e6),
                                       help="Fixed round-trip time (ms) the scheduler assumes (run, testbed: default measured).")]
 
+# ---------------------------------------------------------------- a fleet (simulate --fleet, testbed --fleet)
+FleetModes = Annotated[str, _opt("--fleet-modes", help="--fleet: controllers to compare (aware: --cloud-load, "
+                                                       "unaware: off).")]
+Instances = Annotated[int, _opt("--instances", min=1, max=10_000,
+                                help="--fleet: the server's parallel instances (the built-in server's --concurrency).")]
+PerEdge = Annotated[bool, _opt("--per-edge", help="--fleet: one report line per edge too.")]
+
 # ---------------------------------------------------------------- traces
 TraceFormat = Annotated[TraceFormatName, _opt("--trace-format", help="Trace file format.", check=_plain)]
 SampleInterval = Annotated[float, _opt("--sample-interval", help="Seconds per trace sample.",

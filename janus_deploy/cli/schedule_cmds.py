@@ -15,8 +15,11 @@ from janus_deploy.cli.options import (
     CloudLoad,
     Codecs,
     Estimator,
+    FleetModes,
+    Instances,
     Margin,
     NoDeflate,
+    PerEdge,
     Rtt,
     RttEstimate,
     SampleInterval,
@@ -195,7 +198,7 @@ def simulate_cmd(
                                           "a queue, load-aware vs load-unaware janus-deploy; N1,N2,...: a sweep that "
                                           "stops at the first size where load-unaware exceeds 10 %% violations "
                                           "(docs/scale-out.md)."),
-    instances: int = typer.Option(1, "--instances", min=1, max=10_000, help="--fleet: the server's parallel instances."),
+    instances: Instances = 1,
     max_batch: int = typer.Option(1, "--max-batch", min=1, max=10_000,
                                   help="--fleet: the largest batch the server forms per tail model (1: the built-in server)."),
     batch_slope: float = typer.Option(1.0, "--batch-slope", min=0.0, max=100.0,
@@ -204,8 +207,8 @@ def simulate_cmd(
                                            help="--fleet: measured time of batch 1,2,... over batch 1, e.g. 1,1.5,1.9,2.4."),
     queue_delay: float = typer.Option(0.0, "--queue-delay-ms", min=0.0, max=60_000.0,
                                       help="--fleet: how long a free instance waits for a batch to fill (Triton's max_queue_delay)."),
-    fleet_modes: str = typer.Option("aware,unaware", "--fleet-modes", help="--fleet: controllers to compare."),
-    per_edge: bool = typer.Option(False, "--per-edge", help="--fleet: one report line per edge too."),
+    fleet_modes: FleetModes = "aware,unaware",
+    per_edge: PerEdge = False,
 ) -> None:
     """Trace-driven simulation of Janus and the baselines (``--fleet N``: N edges against one server,
     with the runtime's deadline rule, --timeout-factor; one edge keeps the paper's model, no deadline)."""

@@ -13,11 +13,15 @@ from janus_deploy.cli.common import console, controller_config, err_console, pri
 from janus_deploy.cli.options import (
     REQUIRED,
     BreakerFailures,
+    CloudLoad,
     ColdStart,
     EdgeSlowdown,
     Estimator,
+    FleetModes,
+    Instances,
     Margin,
     NoDeflate,
+    PerEdge,
     ProbeInterval,
     RttEstimate,
     SampleInterval,
@@ -27,6 +31,7 @@ from janus_deploy.cli.options import (
     TraceFormat,
     Window,
 )
+from janus_deploy.cli.schedule_cmds import CliError
 from janus_deploy.schedule.controller import ControllerConfig as _C
 
 _RUNS = (("kernel", "kernel"), ("simulated", "simulated"), ("user_space", "user space"))
@@ -40,7 +45,7 @@ def testbed(
     trace: list[str] = typer.Option(..., "--trace", help="Throughput trace replayed on the uplink (file, directory or glob)."),
     ping: list[str] | None = typer.Option(None, "--ping", help="Ping trace (RTT ms, 5G/LTE format) added on the reply path."),
     sla: Sla = REQUIRED,
-    requests: int = typer.Option(..., "--requests", min=1, help="Requests per run (kernel, user space, simulated)."),
+    requests: int | None = typer.Option(None, "--requests", min=1, help="Requests per run (kernel, user space, simulated); required without --fleet."),
     sample_interval: SampleInterval = 1.0,
     trace_start: float = typer.Option(0.0, "--trace-start", help="Start the window this many seconds into the trace."),
     run: int | None = typer.Option(None, "--run", help="Use only 'Run <n>' of each 5G/LTE throughput file."),
@@ -73,32 +78,106 @@ def testbed(
     streams: int | None = typer.Option(None, "--streams", min=1, help="Run N cameras at --fps (--requests frames each) through the pipelined runtime, and the simulator's streams."),
     drop: str = typer.Option("stale", "--drop", help="--streams: stale | none (docs/runtime.md, 'Camera streams')."),
     serial: bool = typer.Option(False, "--serial", help="--streams: one frame at a time, the rest dropped."),
+    fleet: int | None = typer.Option(None, "--fleet", min=1, help="N edges behind one server, each its own veth pair and link shaped by its own window of the trace (edge i: rotated by i x duration / N), for --trace-seconds; next to simulate --fleet."),
+    fleet_modes: FleetModes = "aware,unaware",
+    cloud_load: CloudLoad = _C.cloud_load,
+    instances: Instances = 1,
+    trace_seconds: float | None = typer.Option(None, "--trace-seconds", help="Use only this many seconds of the trace from --trace-start (--fleet: how long each controller runs)."),
+    per_edge: PerEdge = False,
 ) -> None:
     """Kernel-shaped uplink in a network namespace (needs root): the edge runtime against the built-in
     server over a tbf-replayed trace, next to the simulator and the user-space shaper on the same window."""
     from janus_deploy.testbed import TraceWindow, check_privileges, testbed_config
 
     check_privileges()  # first: one line without root, before anything loads
+    if fleet is None and requests is None:
+        raise CliError("--requests N is required (requests per run), or --fleet N --trace-seconds S for a fleet")
+    if fleet is not None and requests is not None:
+        raise CliError("--fleet runs for --trace-seconds, not a number of requests: drop --requests")
+    if fleet is not None and trace_seconds is None:
+        raise CliError("--fleet needs --trace-seconds S: every controller's fleet runs for that window")
     ctrl = controller_config(estimator=estimator, window=window, margin=margin, rtt_estimate=rtt_estimate,
                              no_deflate=no_deflate, breaker_failures=breaker_failures,
-                             probe_interval_s=probe_interval if probe_interval > 0 else None, cold_start_mbps=cold_start)
+                             probe_interval_s=probe_interval if probe_interval > 0 else None, cold_start_mbps=cold_start,
+                             cloud_load=cloud_load)
     cfg = testbed_config(
-        plan, engines, edge_profile=profile, cloud_profile=cloud_profile, sla_ms=sla, requests=requests,
-        trace=TraceWindow(trace, fmt=trace_format, run=run, interval_s=sample_interval, start_s=trace_start),
-        ping=TraceWindow(ping, run=ping_run, interval_s=sample_interval, start_s=trace_start) if ping else None,
+        plan, engines, edge_profile=profile, cloud_profile=cloud_profile, sla_ms=sla,
+        requests=requests if requests is not None else 1,  # a fleet is time-driven: the count is not used
+        trace=TraceWindow(trace, fmt=trace_format, run=run, interval_s=sample_interval, start_s=trace_start,
+                          seconds=trace_seconds),
+        ping=TraceWindow(ping, run=ping_run, interval_s=sample_interval, start_s=trace_start,
+                         seconds=trace_seconds) if ping else None,
         images=images, accuracy=accuracy, codec=codec, controller=ctrl, fps=fps, edge_timing=edge_timing,
         edge_slowdown=edge_slowdown, threads=threads, server_threads=server_threads, timeout_factor=timeout_factor,
         user_space=user_space, calibrate=calibrate, log_dir=log_dir, rtt_mode=rtt_mode, nice=nice,
         server_engine=server_engine, streams=streams, drop=drop, serial=serial)
+    if fleet is not None:
+        from janus_deploy.testbed.fleet import FleetSettings
+
+        settings = FleetSettings(fleet, tuple(m.strip() for m in fleet_modes.split(",") if m.strip()), instances)
+        settings.validate(cfg)
     try:
-        out = _run_quiet(cfg) if as_json else _run_with_progress(cfg)
+        if fleet is not None:
+            out = _run_fleet(cfg, settings, quiet=as_json)
+        else:
+            out = _run_quiet(cfg) if as_json else _run_with_progress(cfg)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted:[/] the testbed's namespace, veth pair and qdiscs were removed")
         raise typer.Exit(130) from None
+    if fleet is not None:
+        results = out.pop("results")
+        if as_json:
+            print_json(out)
+        else:
+            render_fleet(out, results, per_edge=per_edge)
+        return
     if as_json:
         print_json(out)
         return
     render(out)
+
+
+def _run_fleet(cfg: Any, settings: Any, *, quiet: bool) -> dict[str, Any]:
+    """run_testbed_fleet with a progress bar per controller (seconds of the window), unless quiet."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from janus_deploy.testbed.fleet import run_testbed_fleet
+
+    if quiet:
+        return run_testbed_fleet(cfg, settings)
+    with Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bars:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(f"{stage} (s)", total=total)
+            bars.update(tasks[stage], completed=done)
+
+        return run_testbed_fleet(cfg, settings, say=lambda s: bars.console.print(f"[bold cyan]{s}"), progress=progress)
+
+
+def render_fleet(out: dict[str, Any], results: dict[str, Any], *, per_edge: bool) -> None:
+    """The kernel fleet's report and the simulator's, as ``simulate --fleet`` prints them, and
+    their differences per controller."""
+    from janus_deploy.sim.fleet import FLEET_LEGEND, format_fleet
+
+    info = out["testbed"]
+    typer.echo(f"testbed fleet: {info['fleet']} edges behind one server ({info['instances']} instance(s)) over "
+               f"{info['trace']}, {info['seconds']:g} s per controller, SLA {info['sla_ms']:g} ms")
+    typer.echo("kernel-shaped links:")
+    typer.echo(format_fleet(results["kernel"], info["sla_ms"], per_edge=per_edge, legend=False))
+    if "simulated" in results:
+        typer.echo("simulator (same windows, controllers and calibrated exchange cost):")
+        typer.echo(format_fleet(results["simulated"], info["sla_ms"], per_edge=per_edge, legend=False))
+        for mode, d in out["differences"].items():
+            typer.echo(f"simulator − kernel, {mode}: violations {d['violation_points']:+.1f} points, goodput "
+                       f"{_f(d['goodput_rel'], '{:+.1%}')}, offloaded {d['offloaded_points']:+.1f} points")
+    typer.echo(FLEET_LEGEND.format(sla=info["sla_ms"]))
+    cal = info.get("calibration")
+    typer.echo(f"RTT: {info['rtt']}; edge timing: {info['edge_timing']}; "
+               + (f"one exchange costs {cal['exchange_ms']:.2f} ms beyond link and RTT (calibrated); " if cal else "")
+               + f"{info['teardown']}")
 
 
 def _run_quiet(cfg: Any) -> dict[str, Any]:

@@ -312,6 +312,16 @@ class _Fleet:
         self.push(t, "dispatch", None)
 
 
+def merge_logs(logs: Sequence[RequestLog]) -> RequestLog:
+    """The fleet's requests in one log (every edge's columns, edge after edge)."""
+    merged = RequestLog()
+    for lg in logs:
+        for name in ("start_s", "bw_mbps", "est_mbps", "alpha", "split", "latency_ms", "predicted_ms", "labels",
+                     "accuracy", "level_index", "bytes", "codec"):
+            getattr(merged, name).extend(getattr(lg, name))
+    return merged
+
+
 def fleet_metrics(log: RequestLog, sla_ms: float, seconds: float, fallbacks: int) -> dict[str, Any]:
     m = metrics(log, sla_ms)
     lat = np.asarray(log.latency_ms, dtype=float)
@@ -321,6 +331,17 @@ def fleet_metrics(log: RequestLog, sla_ms: float, seconds: float, fallbacks: int
     m["fallbacks"] = fallbacks
     m["offloaded"] = float(np.mean(np.asarray(log.bytes) > 0)) if len(log) else None
     return m
+
+
+def fleet_controller(base: ControllerConfig | None, mode: str, system: str = "janus-deploy") -> ControllerConfig:
+    """The controller settings of a fleet's ``mode`` (the simulator's and the testbed's one rule):
+    ``base`` (default settings when None) for ``system``, with ``cloud_load="off"`` for
+    ``unaware`` and, for ``aware``, ``base``'s cloud load, or the default one when that is off."""
+    base = base or ControllerConfig()
+    if mode not in MODES:
+        raise SimulationError(f"unknown fleet mode {mode!r}; choose from {', '.join(MODES)}")
+    aware_load = base.cloud_load if base.cloud_load != "off" else ControllerConfig().cloud_load
+    return base.with_(system=system, cloud_load="off" if mode == "unaware" else aware_load)
 
 
 def simulate_fleet(trace: Trace, edge: Profile, cloud: Profile, config: FleetConfig, *, accuracy: Any = None,
@@ -335,9 +356,7 @@ def simulate_fleet(trace: Trace, edge: Profile, cloud: Profile, config: FleetCon
     pings = [rotated(ping, (i * step) % ping.duration_s) if ping is not None else None for i in range(n)]
     out = {}
     for mode in config.modes:
-        base = config.sim.controller
-        aware_load = base.cloud_load if base.cloud_load != "off" else ControllerConfig().cloud_load
-        cc: ControllerConfig = base.with_(system=config.system, cloud_load="off" if mode == "unaware" else aware_load)
+        cc = fleet_controller(config.sim.controller, mode, config.system)
         if config.sim.cold_start_mbps is not None:
             cc = cc.with_(cold_start_mbps=config.sim.cold_start_mbps)
         ctrls = []
@@ -354,11 +373,7 @@ def simulate_fleet(trace: Trace, edge: Profile, cloud: Profile, config: FleetCon
         sim.run(tick)
         seconds = trace.duration_s
         per_edge = [fleet_metrics(lg, config.sim.sla_ms, seconds, fb) for lg, fb in zip(sim.logs, sim.fallbacks)]
-        merged = RequestLog()
-        for lg in sim.logs:
-            for name in ("start_s", "bw_mbps", "est_mbps", "alpha", "split", "latency_ms", "predicted_ms", "labels",
-                         "accuracy", "level_index", "bytes"):
-                getattr(merged, name).extend(getattr(lg, name))
+        merged = merge_logs(sim.logs)
         fleet = fleet_metrics(merged, config.sim.sla_ms, seconds, sum(sim.fallbacks))
         fleet["edges"] = n
         waits = np.asarray(sim.waits) if sim.waits else np.zeros(1)
@@ -418,5 +433,5 @@ def format_fleet(results: dict[str, FleetResult], sla_ms: float, per_edge: bool 
     return "\n".join(lines)
 
 
-__all__ = ["FLEET_LEGEND", "FleetConfig", "FleetResult", "MODES", "ServerModel", "fleet_metrics", "format_fleet", "rotated",
-           "simulate_fleet", "smallest_overloaded"]
+__all__ = ["FLEET_LEGEND", "FleetConfig", "FleetResult", "MODES", "ServerModel", "fleet_controller", "fleet_metrics",
+           "format_fleet", "merge_logs", "rotated", "simulate_fleet", "smallest_overloaded"]

@@ -4,7 +4,8 @@
 side (the edge), ``<name>c`` moves into the namespace (the cloud); each end gets one address of a
 free private /30 in ``10.213.0.0/16`` (the namespace's own, nothing else is routed). Leaving the
 context (normally, on an exception, on Ctrl-C) kills every process left in the namespace and
-deletes it, which deletes the veth pair and every qdisc on it. :func:`sweep_stale` removes
+deletes it, which deletes the veth pair and every qdisc on it; :meth:`Netns.add_veth` joins the
+namespace by more pairs (a fleet: one per edge), named and removed alike. :func:`sweep_stale` removes
 namespaces and links of testbeds whose process died without cleaning up (``kill -9``).
 
 :class:`KernelLink` shapes the edge-side veth's egress (the uplink: edge → cloud) with a ``tbf``
@@ -33,6 +34,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from janus_deploy import JanusError
@@ -217,15 +219,52 @@ def _free_subnet() -> ipaddress.IPv4Network:
 # --------------------------------------------------------------------------- namespace + veth
 
 
+@dataclass(frozen=True)
+class Veth:
+    """One veth pair between this namespace (``host_if``, ``host_ip``) and the testbed's
+    (``ns_if``, ``ns_ip``), on a /30 of its own: an edge's link to the cloud."""
+
+    host_if: str
+    ns_if: str
+    host_ip: str
+    ns_ip: str
+
+
 class Netns:
-    """A network namespace joined to this one by a veth pair (module docstring)."""
+    """A network namespace joined to this one by a veth pair (module docstring); :meth:`add_veth`
+    joins it by more (a fleet: one pair, one shaped link, per edge)."""
 
     def __init__(self) -> None:
         self.name = f"{PREFIX}{os.getpid()}n{next(_seq)}"
         self.host_if, self.ns_if = f"{self.name}e", f"{self.name}c"
         self.host_ip = self.ns_ip = ""
         self.created = False
+        self.extra: list[Veth] = []
         self._procs: list[subprocess.Popen] = []
+
+    @property
+    def veths(self) -> list[Veth]:
+        """Every pair: the first (``host_if`` ...) and those of :meth:`add_veth`."""
+        return [Veth(self.host_if, self.ns_if, self.host_ip, self.ns_ip), *self.extra]
+
+    def add_veth(self) -> Veth:
+        """Another veth pair into the namespace, on its own free /30. Its names carry this
+        process's id as the first pair's do (``jtb<pid>n<seq>e``/``c``), so :meth:`down` and
+        :func:`sweep_stale` remove it alike (deleting the namespace deletes the pair)."""
+        if not self.created:
+            raise TestbedError("add_veth needs the namespace up first")
+        base = f"{PREFIX}{os.getpid()}n{next(_seq)}"
+        net = _free_subnet()
+        a, b = list(net.hosts())[:2]
+        v = Veth(f"{base}e", f"{base}c", str(a), str(b))
+        self.extra.append(v)  # from here on, down() deletes it
+        run_cmd(["ip", "link", "add", v.host_if, "type", "veth", "peer", "name", v.ns_if])
+        run_cmd(["ip", "link", "set", v.ns_if, "netns", self.name])
+        run_cmd(["ip", "addr", "add", f"{a}/30", "dev", v.host_if])
+        run_cmd(["ip", "link", "set", v.host_if, "up"])
+        run_cmd(["ip", "-n", self.name, "addr", "add", f"{b}/30", "dev", v.ns_if])
+        run_cmd(["ip", "-n", self.name, "link", "set", v.ns_if, "up"])
+        return v
 
     def up(self) -> Netns:
         net = _free_subnet()
@@ -261,8 +300,10 @@ class Netns:
         if self.name in namespaces():
             _kill_namespace_pids(self.name)
             run_cmd(["ip", "netns", "delete", self.name], check=False)
-        if self.host_if in links():
-            run_cmd(["ip", "link", "delete", self.host_if], check=False)
+        left = links()
+        for dev in (self.host_if, *(v.host_if for v in self.extra)):
+            if dev in left:
+                run_cmd(["ip", "link", "delete", dev], check=False)
         self.created = False
 
     def __enter__(self) -> Netns:
@@ -485,5 +526,5 @@ class KernelDelay:
             self._batch = None
 
 
-__all__ = ["KernelDelay", "KernelLink", "Netns", "PREFIX", "TestbedError", "check_privileges", "leftovers",
+__all__ = ["KernelDelay", "KernelLink", "Netns", "PREFIX", "TestbedError", "Veth", "check_privileges", "leftovers",
            "netem_available", "run_cmd", "stop_process", "sweep_stale", "tbf_spec", "temp_dir"]

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +54,7 @@ from janus_deploy.testbed.netns import (
     KernelLink,
     Netns,
     TestbedError,
+    Veth,
     check_privileges,
     netem_available,
     stop_process,
@@ -206,65 +207,79 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 
 class _Cloud:
-    """The server (and the RTT relay, if any) inside the namespace."""
+    """The server (and the RTT relays, if any) inside the namespace. ``links``: the veth pairs the
+    edges reach it by, each with its ping window (default: the namespace's one pair and
+    ``cfg.ping``); with several, the server listens on all of them, and with a user-space RTT each
+    link gets its own relay. ``concurrency``: the server's ``--concurrency`` (default: serve's)."""
 
-    def __init__(self, ns: Netns, cfg: TestbedConfig, tmp: Path, rtt: str) -> None:
+    def __init__(self, ns: Netns, cfg: TestbedConfig, tmp: Path, rtt: str, *,
+                 links: Sequence[tuple[Veth, Trace | None]] | None = None, concurrency: int | None = None) -> None:
         self.ns, self.cfg, self.tmp, self.rtt = ns, cfg, tmp, rtt
+        self.links = list(links) if links is not None else [(ns.veths[0], cfg.ping)]
+        self.concurrency = concurrency
         self.token = secrets.token_hex(16)
         self.server: subprocess.Popen | None = None
-        self.relay: subprocess.Popen | None = None
+        self.relays: list[subprocess.Popen] = []
         self.server_log = tmp / "server.log"
-        host = "127.0.0.1" if rtt == "user-space" else ns.ns_ip
+        host = "127.0.0.1" if rtt == "user-space" else (ns.ns_ip if len(self.links) == 1 else "0.0.0.0")
         self.server_addr = (host, SERVER_PORT)
-        self.url = f"http://{ns.ns_ip}:{RELAY_PORT if rtt == 'user-space' else SERVER_PORT}"
+        port = RELAY_PORT if rtt == "user-space" else SERVER_PORT
+        self.urls = [f"http://{v.ns_ip}:{port}" for v, _ in self.links]
+        self.url = self.urls[0]
 
     def start(self) -> None:
         cfg = self.cfg
         argv = [sys.executable, "-m", "janus_deploy.cli.main", "serve", str(cfg.plan), "--engines", str(cfg.engines),
                 "--host", self.server_addr[0], "--port", str(SERVER_PORT), "--preload", "--threads",
-                str(cfg.server_threads), "--engine", cfg.server_engine]
+                str(cfg.server_threads), "--engine", cfg.server_engine,
+                *(["--concurrency", str(self.concurrency)] if self.concurrency else [])]
         env = dict(os.environ, JANUS_TOKEN=self.token)
         with open(self.server_log, "w") as log:
             self.server = self.ns.popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         if self.rtt == "user-space":
-            rtt_file = self.tmp / "rtt.json"
-            ping = self.cfg.ping
-            rtt_file.write_text(json.dumps(ping.samples if ping is not None else [0.0]))
-            interval = ping.interval_s if ping is not None else 1.0
-            self.relay = self.ns.popen(
-                [sys.executable, "-m", "janus_deploy.testbed.delay", "--listen", f"{self.ns.ns_ip}:{RELAY_PORT}",
-                 "--target", f"127.0.0.1:{SERVER_PORT}", "--rtt-file", str(rtt_file), "--interval", str(interval)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-            line = self.relay.stdout.readline()  # type: ignore[union-attr]  # the relay is started with PIPE streams
-            if not line.startswith("listening"):
-                err = self.relay.stderr.read() if self.relay.poll() is not None else ""  # type: ignore[union-attr]  # the relay is started with PIPE streams
-                raise TestbedError(f"the RTT relay did not start: {(err or line).strip().splitlines()[-1:] or '?'}")
+            for k, (veth, ping) in enumerate(self.links):
+                self.relays.append(self._start_relay(k, veth, ping))
         self._wait_ready()
+
+    def _start_relay(self, k: int, veth: Veth, ping: Trace | None) -> subprocess.Popen:
+        rtt_file = self.tmp / f"rtt{k}.json"
+        rtt_file.write_text(json.dumps(ping.samples if ping is not None else [0.0]))
+        interval = ping.interval_s if ping is not None else 1.0
+        relay = self.ns.popen(
+            [sys.executable, "-m", "janus_deploy.testbed.delay", "--listen", f"{veth.ns_ip}:{RELAY_PORT}",
+             "--target", f"127.0.0.1:{SERVER_PORT}", "--rtt-file", str(rtt_file), "--interval", str(interval)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        line = relay.stdout.readline()  # type: ignore[union-attr]  # the relay is started with PIPE streams
+        if not line.startswith("listening"):
+            err = relay.stderr.read() if relay.poll() is not None else ""  # type: ignore[union-attr]  # the relay is started with PIPE streams
+            raise TestbedError(f"the RTT relay did not start: {(err or line).strip().splitlines()[-1:] or '?'}")
+        return relay
 
     def _wait_ready(self) -> None:
         import httpx
 
         deadline = time.monotonic() + self.cfg.ready_timeout_s
-        with httpx.Client(base_url=self.url, trust_env=False, timeout=2.0) as client:
-            while True:
-                if self.server is not None and self.server.poll() is not None:
-                    raise TestbedError(f"the server in the namespace exited with {self.server.returncode}: "
-                                       f"{_tail(self.server_log) or 'no output'}")
-                try:
-                    if client.get("/v2/health/ready").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TestbedError(f"the server in the namespace was not ready after {self.cfg.ready_timeout_s:g} s "
-                                       f"({_tail(self.server_log) or 'no output'})")
-                time.sleep(0.2)
+        for url in self.urls:
+            with httpx.Client(base_url=url, trust_env=False, timeout=2.0) as client:
+                while True:
+                    if self.server is not None and self.server.poll() is not None:
+                        raise TestbedError(f"the server in the namespace exited with {self.server.returncode}: "
+                                           f"{_tail(self.server_log) or 'no output'}")
+                    try:
+                        if client.get("/v2/health/ready").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TestbedError(f"the server in the namespace was not ready after {self.cfg.ready_timeout_s:g} s "
+                                           f"({_tail(self.server_log) or 'no output'})")
+                    time.sleep(0.2)
 
     def _tell(self, line: str) -> None:
-        if self.relay is not None:
+        for relay in self.relays:
             try:
-                self.relay.stdin.write(line + "\n")  # type: ignore[union-attr]  # the relay is started with PIPE streams
-                self.relay.stdin.flush()  # type: ignore[union-attr]  # the relay is started with PIPE streams
+                relay.stdin.write(line + "\n")  # type: ignore[union-attr]  # the relay is started with PIPE streams
+                relay.stdin.flush()  # type: ignore[union-attr]  # the relay is started with PIPE streams
             except OSError as exc:
                 raise TestbedError(f"the RTT relay is gone ({exc})") from None
 
@@ -275,20 +290,21 @@ class _Cloud:
         self._tell(f"hold {rtt_ms!r}")
 
     def check(self) -> None:
-        for name, p in (("server", self.server), ("RTT relay", self.relay)):
+        for name, p in (("server", self.server), *(("RTT relay", r) for r in self.relays)):
             if p is not None and p.poll() is not None:
                 raise TestbedError(f"the {name} in the namespace exited with {p.returncode}"
                                    + (f": {_tail(self.server_log)}" if name == "server" else ""))
 
     def stop(self) -> None:
-        for p in (self.relay, self.server):
-            if p is not None:
-                if p is self.relay and p.stdin:
-                    try:
-                        p.stdin.close()
-                    except OSError:
-                        pass
-                stop_process(p)
+        for p in self.relays:
+            if p.stdin:
+                try:
+                    p.stdin.close()
+                except OSError:
+                    pass
+            stop_process(p)
+        if self.server is not None:
+            stop_process(self.server)
 
 
 # --------------------------------------------------------------------------- the edge side

@@ -24,13 +24,15 @@ MAX_IMAGES = 256  # frames read from --images at most (sent in turn)
 class TraceWindow:
     """Where a run's trace comes from: ``paths`` (files, folders or globs, pooled), their
     ``fmt``, only ``Run <run>`` of each 5G/LTE file, resampled at ``interval_s``, the window
-    starting ``start_s`` seconds in (it still loops over the whole trace)."""
+    starting ``start_s`` seconds in (it still loops over the whole trace), or with ``seconds``
+    only that long (a fleet runs for its window's duration)."""
 
     paths: Sequence[str | Path]
     fmt: str = "auto"
     run: int | None = None
     interval_s: float = 1.0
     start_s: float = 0.0
+    seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -40,11 +42,22 @@ class TraceWindow:
 
     def throughput(self) -> Trace:
         """The uplink's bandwidth window (Mbit/s)."""
-        return window(load_trace(self.paths, fmt=self.fmt, run=self.run, interval_s=self.interval_s), self.start_s)
+        return self._cut(window(load_trace(self.paths, fmt=self.fmt, run=self.run, interval_s=self.interval_s),
+                                self.start_s))
 
     def rtt(self) -> Trace:
         """The RTT window (ms, 5G/LTE ping files)."""
-        return window(load_ping(self.paths, run=self.run, interval_s=self.interval_s), self.start_s)
+        return self._cut(window(load_ping(self.paths, run=self.run, interval_s=self.interval_s), self.start_s))
+
+    def _cut(self, trace: Trace) -> Trace:
+        if self.seconds is None:
+            return trace
+        if not (self.seconds > 0):
+            raise TestbedError(f"--trace-seconds must be > 0, got {self.seconds}")
+        if self.seconds > trace.duration_s:
+            raise TestbedError(f"--trace-seconds {self.seconds:g} is longer than trace {trace.name} "
+                               f"({trace.duration_s:g} s); give at most that")
+        return trace.window(0.0, self.seconds)
 
 
 def image_frames(plan: str | Path, images: str | Path, limit: int = MAX_IMAGES) -> list[tuple[str, np.ndarray]]:
