@@ -213,7 +213,7 @@ class OrtRunner:
 
         folder = {"session.model_external_initializers_file_folder_path": str(self.manifest.dir)}
         sess = ort_capi.CSession(data, self._shared, self._shared_arrays(data, self._weight_file()),
-                                 threads=self.threads, prepacking=True, config=folder)
+                                 threads=self.threads, prepacking=True, mem_pattern=True, config=folder)
         ort_capi.trim_heap()  # the packed copy this session made only to find it in the container
         return sess
 
