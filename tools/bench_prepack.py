@@ -15,13 +15,14 @@
   janus-deploy). Every configuration is timed in its own process, one after another (never two
   at once: multi-thread ORT pools spin and would take each other's cores), ``--rounds`` times in
   a rotating order; a level's time is the median over the rounds of each round's median of
-  ``--runs`` calls (levels round-robin within a process).
+  ``--runs`` calls (levels round-robin within a process). ``--one-process`` (1 thread): all
+  configurations round-robin in one process per round instead.
 
 The machine is shared: the ratios, not the milliseconds. Run it under the bench lock.
 
 Usage: nice python tools/bench_prepack.py [--models vit_small_patch16_224 vit_base_patch16_224]
        [--threads 1 0] [--runs 9] [--rounds 2] [--plans DIR] [--clock wall|cpu] [--no-memory]
-       [--no-speed]
+       [--no-speed] [--one-process]
 """
 
 from __future__ import annotations
@@ -134,8 +135,9 @@ def default_runner(manifest, graphs: str, threads: int):
     return Default(manifest, graphs=graphs, level_free_everywhere=True, threads=threads)
 
 
-def time_probe(plan: Path, plain: Path, config: str, threads: int, runs: int, clock_name: str) -> dict:
-    """Median ms per level of one configuration (levels round-robin), in this process alone."""
+def time_probe(plan: Path, plain: Path, configs: list[str], threads: int, runs: int, clock_name: str) -> dict:
+    """Median ms per level of each configuration (every level of every configuration
+    round-robin), in this process."""
     import onnxruntime as ort
 
     from janus_deploy.backends import run_segments
@@ -147,27 +149,33 @@ def time_probe(plan: Path, plain: Path, config: str, threads: int, runs: int, cl
     clock = time.thread_time if clock_name == "cpu" else time.perf_counter
     img = m.model["img_size"]
     x = np.random.default_rng(0).normal(size=(1, 3, img, img)).astype(np.float32)
-    if config == "timm":
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(plain), opts, providers=["CPUExecutionProvider"])
-        fns = [lambda: sess.run(None, {"image": x})]
-    else:
+    nsegs = [len(lv["segments"]) for lv in m.levels]
+    fns, owner = [], []
+    for config in configs:
+        if config == "timm":
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            sess = ort.InferenceSession(str(plain), opts, providers=["CPUExecutionProvider"])
+            fns.append(lambda sess=sess: sess.run(None, {"image": x}))
+            owner.append(config)
+            continue
         r = OrtRunner(m, threads=threads, **RUNNERS[config]) if config in RUNNERS \
             else default_runner(m, DEFAULTS[config], threads)
-        nsegs = [len(lv["segments"]) for lv in m.levels]
-        fns = [lambda li=li, n=n: run_segments(r, li, 0, n, [x]) for li, n in enumerate(nsegs)]
+        fns += [lambda r=r, li=li, n=n: run_segments(r, li, 0, n, [x]) for li, n in enumerate(nsegs)]
+        owner += [config] * len(nsegs)
     stats = time_calls(fns, 2, runs, clock)
-    return {"config": config, "ms": [s["median"] for s in stats]}
+    return {c: [s["median"] for s, o in zip(stats, owner) if o == c] for c in configs}
 
 
-def speed(plan: Path, plain: Path, manifest, threads: int, runs: int, rounds: int, clock: str) -> list[dict]:
+def speed(plan: Path, plain: Path, manifest, threads: int, runs: int, rounds: int, clock: str,
+          one_process: bool) -> list[dict]:
     per_round: dict[str, list[list[float]]] = {c: [] for c in SPEED_CONFIGS}
     for r in range(rounds):
         order = SPEED_CONFIGS[r % len(SPEED_CONFIGS):] + SPEED_CONFIGS[:r % len(SPEED_CONFIGS)]
-        for config in order:  # one process at a time
-            got = _in_child("--time-probe", str(plan), str(plain), config, str(threads), str(runs), clock)
-            per_round[config].append(got["ms"])
+        for group in [order] if one_process else [[c] for c in order]:  # one process at a time
+            got = _in_child("--time-probe", str(plan), str(plain), ",".join(group), str(threads), str(runs), clock)
+            for config in group:
+                per_round[config].append(got[config])
         print(f"    round {r + 1}/{rounds} done (load average {os.getloadavg()[0]:.2f})", flush=True)
     ms = {c: [statistics.median(v) for v in zip(*rounds_ms)] for c, rounds_ms in per_round.items()}
     rows = []
@@ -190,8 +198,8 @@ def main() -> None:
         print(json.dumps(memory_probe(Path(sys.argv[2]), sys.argv[3])))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--time-probe":  # child: PLAN PLAIN CONFIG THREADS RUNS CLOCK
-        plan, plain, config, threads, runs, clock = sys.argv[2:8]
-        print(json.dumps(time_probe(Path(plan), Path(plain), config, int(threads), int(runs), clock)))
+        plan, plain, configs, threads, runs, clock = sys.argv[2:8]
+        print(json.dumps(time_probe(Path(plan), Path(plain), configs.split(","), int(threads), int(runs), clock)))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["vit_small_patch16_224", "vit_base_patch16_224"])
@@ -206,9 +214,15 @@ def main() -> None:
                          "robust to a shared machine)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     ap.add_argument("--no-speed", action="store_true", help="skip the timing")
+    ap.add_argument("--one-process", action="store_true",
+                    help="1 thread only: time every configuration round-robin in one process per round (no pools to "
+                         "spin, and a change of machine load affects all alike)")
     args = ap.parse_args()
     if args.clock == "cpu" and any(t != 1 for t in args.threads):
         ap.error("--clock cpu measures 1-thread sessions only (--threads 1)")
+    if args.one_process and any(t != 1 for t in args.threads):
+        ap.error("--one-process is for 1-thread sessions (--threads 1): multi-thread pools in one process spin "
+                 "against each other")
     from janus_deploy.model import ModelSpec
     from janus_deploy.plan import ExportConfig, Manifest, export_plan
 
@@ -230,10 +244,11 @@ def main() -> None:
                 print(f"    {cname:<27} {r['sessions']:3d} sessions {r['rss_bytes'] / 1e6:8.1f} MB = "
                       f"{r['rss_bytes'] / wb:.2f} x", flush=True)
         for threads in [] if args.no_speed else args.threads:
+            where = "all configurations round-robin in one process" if args.one_process \
+                else "each configuration in its own process, one at a time"
             print(f"  speed, {threads or os.cpu_count()} thread(s), median {args.clock} time of {args.runs} calls per "
-                  f"level, {args.rounds} round(s), each configuration in its own process, one at a time "
-                  f"(load average {os.getloadavg()[0]:.2f}):", flush=True)
-            speed(plan, plain, manifest, threads, args.runs, args.rounds, args.clock)
+                  f"level, {args.rounds} round(s), {where} (load average {os.getloadavg()[0]:.2f}):", flush=True)
+            speed(plan, plain, manifest, threads, args.runs, args.rounds, args.clock, args.one_process)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
