@@ -12,17 +12,19 @@
 * speed: per level, the two prepacked runners over the same graphs each in a default ONNX Runtime
   session (``InferenceSession(path)``: own weights, prepacking on, ORT's defaults but the thread
   count), and at α = 0 over a plain export of the timm model (``torch.onnx.export``, never through
-  janus-deploy). Every configuration is timed in its own process, one after another (never two
-  at once: multi-thread ORT pools spin and would take each other's cores), ``--rounds`` times in
-  a rotating order; a level's time is the median over the rounds of each round's median of
-  ``--runs`` calls (levels round-robin within a process). ``--one-process`` (1 thread): all
-  configurations round-robin in one process per round instead.
+  janus-deploy). ``--mode lockstep`` (default): every configuration in its own process, all
+  loaded, the processes taking turns call by call (never two running at once: multi-thread ORT
+  pools spin and would take each other's cores), with ``--gap`` idle seconds after each call so a
+  finished pool's spinning has ended; a change of machine load affects every configuration alike.
+  ``--mode processes``: each configuration's whole timing in its own process, one after another,
+  ``--rounds`` times (median of the rounds' medians). ``--mode one-process`` (1 thread): every
+  configuration round-robin in one process per round.
 
 The machine is shared: the ratios, not the milliseconds. Run it under the bench lock.
 
 Usage: nice python tools/bench_prepack.py [--models vit_small_patch16_224 vit_base_patch16_224]
        [--threads 1 0] [--runs 9] [--rounds 2] [--plans DIR] [--clock wall|cpu] [--no-memory]
-       [--no-speed] [--one-process]
+       [--no-speed] [--mode lockstep|processes|one-process] [--gap 0.02]
 """
 
 from __future__ import annotations
@@ -135,18 +137,15 @@ def default_runner(manifest, graphs: str, threads: int):
     return Default(manifest, graphs=graphs, level_free_everywhere=True, threads=threads)
 
 
-def time_probe(plan: Path, plain: Path, configs: list[str], threads: int, runs: int, clock_name: str) -> dict:
-    """Median ms per level of each configuration (every level of every configuration
-    round-robin), in this process."""
+def _timed_fns(plan: Path, plain: Path, configs: list[str], threads: int):
+    """(callables, owning configuration): every level of each configuration (timm: α = 0 only)."""
     import onnxruntime as ort
 
     from janus_deploy.backends import run_segments
     from janus_deploy.backends.ort import OrtRunner
     from janus_deploy.plan import Manifest
-    from janus_deploy.profile.measure import time_calls
 
     m = Manifest.load(plan)
-    clock = time.thread_time if clock_name == "cpu" else time.perf_counter
     img = m.model["img_size"]
     x = np.random.default_rng(0).normal(size=(1, 3, img, img)).astype(np.float32)
     nsegs = [len(lv["segments"]) for lv in m.levels]
@@ -163,21 +162,85 @@ def time_probe(plan: Path, plain: Path, configs: list[str], threads: int, runs: 
             else default_runner(m, DEFAULTS[config], threads)
         fns += [lambda r=r, li=li, n=n: run_segments(r, li, 0, n, [x]) for li, n in enumerate(nsegs)]
         owner += [config] * len(nsegs)
-    stats = time_calls(fns, 2, runs, clock)
+    return fns, owner
+
+
+def time_probe(plan: Path, plain: Path, configs: list[str], threads: int, runs: int, clock_name: str) -> dict:
+    """Median ms per level of each configuration (every level of every configuration
+    round-robin), in this process."""
+    from janus_deploy.profile.measure import time_calls
+
+    fns, owner = _timed_fns(plan, plain, configs, threads)
+    stats = time_calls(fns, 2, runs, time.thread_time if clock_name == "cpu" else time.perf_counter)
     return {c: [s["median"] for s, o in zip(stats, owner) if o == c] for c in configs}
 
 
+def serve_probe(plan: Path, plain: Path, config: str, threads: int, clock_name: str) -> None:
+    """Child of the lockstep mode: load one configuration, then run call ``i`` per line read and
+    answer its time in ms (``q`` ends)."""
+    fns, _ = _timed_fns(plan, plain, [config], threads)
+    clock = time.thread_time if clock_name == "cpu" else time.perf_counter
+    print(f"ready {len(fns)}", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "q":
+            return
+        fn = fns[int(line)]
+        t0 = clock()
+        fn()
+        print(f"{(clock() - t0) * 1e3:.4f}", flush=True)
+
+
+def _lockstep(plan: Path, plain: Path, threads: int, runs: int, clock: str, gap_s: float) -> dict[str, list[float]]:
+    """Every configuration in its own process, all loaded; the processes take turns call by
+    call (never two running at once), with ``gap_s`` of idle time after each call so a finished
+    pool's spinning has ended before the next process runs. Median ms per level."""
+    procs = {}
+    try:
+        for config in SPEED_CONFIGS:  # loaded one after another
+            p = subprocess.Popen([sys.executable, __file__, "--serve-probe", str(plan), str(plain), config,
+                                  str(threads), clock], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            head = (p.stdout.readline() if p.stdout else "").split()
+            if not head or head[0] != "ready":
+                raise SystemExit(f"bench_prepack: the {config} process did not start (exit {p.wait()})")
+            procs[config] = (p, int(head[1]))
+        samples: dict[str, list[list[float]]] = {c: [[] for _ in range(n)] for c, (_, n) in procs.items()}
+        for run in range(2 + runs):  # 2 warm-up rounds
+            order = SPEED_CONFIGS[run % len(SPEED_CONFIGS):] + SPEED_CONFIGS[:run % len(SPEED_CONFIGS)]
+            for li in range(max(n for _, n in procs.values())):
+                for config in order:
+                    p, n = procs[config]
+                    if li >= n:
+                        continue
+                    assert p.stdin and p.stdout
+                    p.stdin.write(f"{li}\n")
+                    p.stdin.flush()
+                    ms = float(p.stdout.readline())
+                    if run >= 2:
+                        samples[config][li].append(ms)
+                    time.sleep(gap_s)
+        return {c: [statistics.median(v) for v in per_level] for c, per_level in samples.items()}
+    finally:
+        for p, _ in procs.values():
+            if p.stdin:
+                p.stdin.write("q\n")
+                p.stdin.close()
+            p.wait()
+
+
 def speed(plan: Path, plain: Path, manifest, threads: int, runs: int, rounds: int, clock: str,
-          one_process: bool) -> list[dict]:
-    per_round: dict[str, list[list[float]]] = {c: [] for c in SPEED_CONFIGS}
-    for r in range(rounds):
-        order = SPEED_CONFIGS[r % len(SPEED_CONFIGS):] + SPEED_CONFIGS[:r % len(SPEED_CONFIGS)]
-        for group in [order] if one_process else [[c] for c in order]:  # one process at a time
-            got = _in_child("--time-probe", str(plan), str(plain), ",".join(group), str(threads), str(runs), clock)
-            for config in group:
-                per_round[config].append(got[config])
-        print(f"    round {r + 1}/{rounds} done (load average {os.getloadavg()[0]:.2f})", flush=True)
-    ms = {c: [statistics.median(v) for v in zip(*rounds_ms)] for c, rounds_ms in per_round.items()}
+          mode: str, gap_s: float) -> list[dict]:
+    if mode == "lockstep":
+        ms = _lockstep(plan, plain, threads, runs, clock, gap_s)
+    else:
+        per_round: dict[str, list[list[float]]] = {c: [] for c in SPEED_CONFIGS}
+        for r in range(rounds):
+            order = SPEED_CONFIGS[r % len(SPEED_CONFIGS):] + SPEED_CONFIGS[:r % len(SPEED_CONFIGS)]
+            for group in [order] if mode == "one-process" else [[c] for c in order]:  # one process at a time
+                got = _in_child("--time-probe", str(plan), str(plain), ",".join(group), str(threads), str(runs), clock)
+                for config in group:
+                    per_round[config].append(got[config])
+            print(f"    round {r + 1}/{rounds} done (load average {os.getloadavg()[0]:.2f})", flush=True)
+        ms = {c: [statistics.median(v) for v in zip(*rounds_ms)] for c, rounds_ms in per_round.items()}
     rows = []
     for li, lv in enumerate(manifest.levels):
         row = {"level": li, "alpha": lv["alpha"], **{c: ms[c][li] for c in SPEED_CONFIGS if c != "timm"},
@@ -201,6 +264,10 @@ def main() -> None:
         plan, plain, configs, threads, runs, clock = sys.argv[2:8]
         print(json.dumps(time_probe(Path(plan), Path(plain), configs.split(","), int(threads), int(runs), clock)))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-probe":  # child: PLAN PLAIN CONFIG THREADS CLOCK
+        plan, plain, config, threads, clock = sys.argv[2:7]
+        serve_probe(Path(plan), Path(plain), config, int(threads), clock)
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["vit_small_patch16_224", "vit_base_patch16_224"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 0], help="intra-op threads (0: every core)")
@@ -214,14 +281,17 @@ def main() -> None:
                          "robust to a shared machine)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     ap.add_argument("--no-speed", action="store_true", help="skip the timing")
-    ap.add_argument("--one-process", action="store_true",
-                    help="1 thread only: time every configuration round-robin in one process per round (no pools to "
-                         "spin, and a change of machine load affects all alike)")
+    ap.add_argument("--mode", choices=["lockstep", "processes", "one-process"], default="lockstep",
+                    help="lockstep: each configuration in its own process, the processes taking turns call by call "
+                         "(never two at once; --gap idle after each call); processes: each configuration's whole timing "
+                         "in its own process, one after another, --rounds times; one-process (1 thread): every "
+                         "configuration round-robin in one process per round")
+    ap.add_argument("--gap", type=float, default=0.02, help="lockstep: idle seconds after each call")
     args = ap.parse_args()
     if args.clock == "cpu" and any(t != 1 for t in args.threads):
         ap.error("--clock cpu measures 1-thread sessions only (--threads 1)")
-    if args.one_process and any(t != 1 for t in args.threads):
-        ap.error("--one-process is for 1-thread sessions (--threads 1): multi-thread pools in one process spin "
+    if args.mode == "one-process" and any(t != 1 for t in args.threads):
+        ap.error("--mode one-process is for 1-thread sessions (--threads 1): multi-thread pools in one process spin "
                  "against each other")
     from janus_deploy.model import ModelSpec
     from janus_deploy.plan import ExportConfig, Manifest, export_plan
@@ -244,11 +314,13 @@ def main() -> None:
                 print(f"    {cname:<27} {r['sessions']:3d} sessions {r['rss_bytes'] / 1e6:8.1f} MB = "
                       f"{r['rss_bytes'] / wb:.2f} x", flush=True)
         for threads in [] if args.no_speed else args.threads:
-            where = "all configurations round-robin in one process" if args.one_process \
-                else "each configuration in its own process, one at a time"
+            where = {"one-process": f"all configurations round-robin in one process, {args.rounds} round(s)",
+                     "processes": f"each configuration in its own process, one after another, {args.rounds} round(s)",
+                     "lockstep": "each configuration in its own process, the processes taking turns call by call"
+                     }[args.mode]
             print(f"  speed, {threads or os.cpu_count()} thread(s), median {args.clock} time of {args.runs} calls per "
-                  f"level, {args.rounds} round(s), {where} (load average {os.getloadavg()[0]:.2f}):", flush=True)
-            speed(plan, plain, manifest, threads, args.runs, args.rounds, args.clock, args.one_process)
+                  f"level, {where} (load average {os.getloadavg()[0]:.2f}):", flush=True)
+            speed(plan, plain, manifest, threads, args.runs, args.rounds, args.clock, args.mode, args.gap)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
