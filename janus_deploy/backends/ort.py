@@ -20,11 +20,18 @@ Two graph families (``graphs=``):
 
 Prepacking: ORT re-lays out MatMul/Gemm weights once per session when prepacking is on; without
 it every call re-packs them (a fixed cost per call that pruning does not shrink). Packed copies
-are per session (ORT's Python API has no prepacked-weights container), so the runner turns it off
-by default to keep all levels on one copy of the weights. ``build(..., graphs="level-free",
-prepack=True)`` (``build-engines --graphs level-free --prepack``) has both: the level-free graphs
-serve every level, α = 0 included (one session per segment, each weight in one session), with
-prepacking on; a session drops its reference to a shared weight once every consumer packed it, and
+are per session unless sessions share ORT's prepacked-weights container, which only its C API
+offers, so by default the runner turns prepacking off to keep all levels on one copy of the
+weights. ``build(..., prepack=True)`` (``build-engines --prepack``) has both, two ways:
+
+* per-level graphs (the default family): every session is created through ONNX Runtime's C API
+  (:mod:`janus_deploy.backends.ort_capi`, the library the onnxruntime wheel ships) with one
+  prepacked-weights container per runner; the first session that packs a weight stores it there
+  and every other level's sessions use that copy (``shared_prepacked``);
+* ``graphs="level-free"``: the level-free graphs serve every level, α = 0 included (one session
+  per segment, each weight in one session), in ordinary Python sessions with prepacking on.
+
+Either way a session drops its reference to a shared weight once every consumer packed it, and
 the runner then returns the weight file's mapped pages (:meth:`OrtRunner._release_mapped`), so
 each weight is resident once, packed. docs/benchmarks.md has the measurement.
 """
@@ -104,9 +111,13 @@ class OrtRunner:
         disable_prepacking: bool = True,
         graphs: str = "level",
         level_free_everywhere: bool = False,
+        shared_prepacked: bool = False,
     ) -> None:
         if graphs not in GRAPHS:
             raise EngineError(f"unknown graph family {graphs!r}; choose one of {', '.join(GRAPHS)}")
+        if shared_prepacked and (provider != PROVIDERS["cpu"] or not share_weights):
+            raise EngineError("shared prepacked weights (ONNX Runtime's prepacked-weights container) are for CPU sessions "
+                              "sharing the plan's weights; use --device cpu, or build without --prepack")
         self.manifest = manifest
         self.graphs = graphs
         # with level-free graphs, levels that merge nothing use their per-level graphs unless this
@@ -115,7 +126,11 @@ class OrtRunner:
         self.provider = provider
         self.threads = threads
         self.share_weights = share_weights
-        self.disable_prepacking = disable_prepacking
+        # sessions created through ONNX Runtime's C API, sharing one packed copy of every weight
+        # (its prepacked-weights container; janus_deploy.backends.ort_capi); prepacking on
+        self.shared_prepacked = shared_prepacked
+        self.disable_prepacking = disable_prepacking and not shared_prepacked
+        self._shared: Any = None  # ort_capi.SharedWeights, made with the first session
         self._sessions: dict[tuple[int | str, int | str], Any] = {}
         self._users: dict[tuple, set[int]] = {}  # session key -> levels using it
         self._routes: dict[tuple[int, int], tuple] = {}  # see _route
@@ -177,13 +192,30 @@ class OrtRunner:
         blob = self._weight_file()  # checked before any session uses it, shared or not
         if self.share_weights:
             ortvalue = ort.OrtValue
-            model = onnx.load_from_string(model_bytes)
-            for name, (dtype, offset, length, dims) in external_initializers(model).items():
+            for name, arr in self._shared_arrays(model_bytes, blob).items():
                 if name not in self._values:
-                    arr = blob[offset: offset + length].view(_NP_DTYPES[dtype]).reshape(dims)
                     self._values[name] = ortvalue.ortvalue_from_numpy(arr)
                 opts.add_initializer(name, self._values[name])
         return opts
+
+    @staticmethod
+    def _shared_arrays(model_bytes: bytes, blob: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's initializers stored in the plan's weight file, as views of its mapping."""
+        model = onnx.load_from_string(model_bytes)
+        return {name: blob[offset: offset + length].view(_NP_DTYPES[dtype]).reshape(dims)
+                for name, (dtype, offset, length, dims) in external_initializers(model).items()}
+
+    def _create_shared_prepacked(self, data: bytes):
+        """A session through ONNX Runtime's C API with the runner's prepacked-weights container:
+        the first session to pack a weight stores the packed copy there, every later one (every
+        level's graphs) uses it (:mod:`janus_deploy.backends.ort_capi`)."""
+        from janus_deploy.backends import ort_capi
+
+        folder = {"session.model_external_initializers_file_folder_path": str(self.manifest.dir)}
+        sess = ort_capi.CSession(data, self._shared, self._shared_arrays(data, self._weight_file()),
+                                 threads=self.threads, prepacking=True, mem_pattern=True, config=folder)
+        ort_capi.trim_heap()  # the packed copy this session made only to find it in the container
+        return sess
 
     def _session(self, key: tuple[int, int | str], entry: GraphEntry):
         sess = self._sessions.get(key)
@@ -196,8 +228,15 @@ class OrtRunner:
         ort = _ort()
         path = self.manifest.path(entry.file)
         data = self._graph_bytes(entry)
+        if self.shared_prepacked and self._shared is None:  # loads the C library (one-line error if it cannot)
+            from janus_deploy.backends.ort_capi import SharedWeights
+
+            self._shared = SharedWeights()
         try:
-            sess = ort.InferenceSession(data, self._options(data), providers=[self.provider])
+            if self.shared_prepacked:
+                sess = self._create_shared_prepacked(data)
+            else:
+                sess = ort.InferenceSession(data, self._options(data), providers=[self.provider])
         except IntegrityError:
             raise
         except Exception as exc:  # ORT raises its own types for corrupt graphs
@@ -328,14 +367,15 @@ def build(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Check every graph of the chosen family (``level`` or ``level-free``, see the module
-    docstring) loads in ORT on this device and write ``engines.json``. ``prepack`` (level-free
-    graphs only): prepacked weights, the level-free graphs serving every level (α = 0 too), each
-    weight packed once (the module docstring). int8: Q/DQ graphs calibrated on ``calibration``
+    docstring) loads in ORT on this device and write ``engines.json``. ``prepack`` (CPU):
+    prepacked weights, each packed once for every level: per-level graphs share one packed copy
+    through ONNX Runtime's prepacked-weights container (C API), level-free graphs serve every level
+    (α = 0 too) from one session per segment (the module docstring). int8: Q/DQ graphs calibrated on ``calibration``
     (:func:`janus_deploy.backends.qdq.build_ort`)."""
     ort = _ort()
-    if prepack and graphs != "level-free":
-        raise EngineError("--prepack packs each weight once only with level-free graphs (one session per segment "
-                          "for every level); per-level graphs would pack a copy per level: add --graphs level-free")
+    if prepack and device != "cpu":
+        raise EngineError(f"--prepack shares packed weights between CPU sessions; --device {device} engines "
+                          "leave it out")
     if precision == "int8":
         from janus_deploy.backends import qdq
 
@@ -351,8 +391,9 @@ def build(
             f"the ort backend builds fp32 and int8 engines; {precision} is available with --backend trt (it needs a GPU)"
         )
     provider = resolve_provider(device)
+    level_free = prepack and graphs == "level-free"
     runner = OrtRunner(manifest, provider=provider, graphs=graphs, disable_prepacking=not prepack,
-                       level_free_everywhere=prepack)
+                       level_free_everywhere=level_free, shared_prepacked=prepack and graphs == "level")
     t0 = time.perf_counter()
     runner.preload(progress)
     by_graph: dict[str, dict[str, Any]] = {}  # one entry per graph, with the levels it serves
@@ -375,7 +416,8 @@ def build(
         "onnxruntime_version": ort.__version__,
         "session": {"graph_optimization_level": "ORT_ENABLE_ALL", "share_weights": runner.share_weights,
                     "disable_prepacking": runner.disable_prepacking, "graphs": graphs,
-                    "level_free_everywhere": runner.level_free_everywhere},
+                    "level_free_everywhere": runner.level_free_everywhere,
+                    "shared_prepacked": runner.shared_prepacked},
         "build_seconds": round(time.perf_counter() - t0, 3),
         "engines": engines,
     }
@@ -407,7 +449,8 @@ def load(manifest: Manifest, engine_dir: str | Path, *, threads: int = 0,
                      share_weights=session.get("share_weights", True),
                      disable_prepacking=session.get("disable_prepacking", True),
                      graphs=session.get("graphs", "level"),
-                     level_free_everywhere=bool(session.get("level_free_everywhere", False)))
+                     level_free_everywhere=bool(session.get("level_free_everywhere", False)),
+                     shared_prepacked=bool(session.get("shared_prepacked", False)))
 
 
 def index_problems(manifest: Manifest, data: dict[str, Any]) -> list[str]:
