@@ -299,7 +299,9 @@ class StreamRuntime:
             f.nbytes = 0
             return
         t2 = time.perf_counter()
-        body, headers = rt._encode(split, state, frame, rec, self._triton)
+        # the body carries the id the exchange checks the answer against (the frame's, not the
+        # record's: a record's id is its place in the log, known only when it is written)
+        body, headers = rt._encode(split, state, frame, rec, self._triton, request_id=str(f.info["id"]))
         meas.encode_ms = round((time.perf_counter() - t2) * 1e3, 3)
         f.nbytes = len(body)  # the real payload (the decision predicted rec.predicted.bytes)
         assert rec.decision is not None  # decided before the head ran

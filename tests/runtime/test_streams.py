@@ -43,6 +43,11 @@ def test_every_frame_one_outcome_and_replay_reproduces(plan, local, server, tmp_
     frames = [r for r in records if r.kind != "probe"]
     assert len(frames) == 24 and summary["frames"] == 24
     assert all(r.outcome in ("answered", "fallback") and r.error is None for r in frames)
+    # a reachable server answers every offloaded frame: none falls back (each answer carries
+    # the id of the frame that asked, which the exchange checks)
+    offloaded = [r for r in frames if r.decision.split <= plan[0].num_blocks]
+    assert offloaded and all(r.outcome == "answered" and r.fallback is None and r.server for r in offloaded), \
+        [r.fallback for r in offloaded if r.fallback is not None][:3]
     assert {r.stream for r in frames} == {"cam0", "cam1"}
     assert all(r.top1 is not None and r.measured.total_ms > 0 for r in frames)
     assert summary["streams"]["cam0"]["frames"] == 12 and summary["dropped"] == 0
