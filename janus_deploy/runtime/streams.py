@@ -214,6 +214,8 @@ class StreamRuntime:
                     frame.info.update(id=self._take_id(), source=label, pixels=pixels)
                     for f in dropped:
                         self._write(f)
+                    if frame.outcome is None:
+                        self._decide(frame, now)
                     self.cond.notify_all()
                 seq += 1
         finally:
@@ -235,12 +237,9 @@ class StreamRuntime:
                     self.cond.wait(0.1)
                 if self._done():
                     return
-                now = rt.now()
-                job = self.pipe.take_edge(now)
+                job = self.pipe.take_edge(rt.now())
                 assert job is not None  # edge_can_start() said so, under the lock
                 f, fallback = job
-                if not fallback and not self._decide(f, now):
-                    continue
             try:
                 if fallback:
                     self._run_fallback(f)
@@ -259,8 +258,10 @@ class StreamRuntime:
                     self._write(f)
                 self.cond.notify_all()
 
-    def _decide(self, f: Frame, now: float) -> bool:
-        """The controller's decision for ``f`` (under the lock); False when it is dropped ``late``."""
+    def _decide(self, f: Frame, now: float) -> None:
+        """The controller's decision for ``f`` at its arrival (under the lock): the frame waits
+        for the edge, or (sending the frame, s = 0) for the uplink only; dropped ``late`` when
+        no option meets its SLA behind the waits, ``error`` when the decision fails."""
         rt = self.rt
         waits = self.pipe.waits(f, now, rt.controller.scheduler_bandwidth())
         rec = self._record(f, now)
@@ -271,17 +272,19 @@ class StreamRuntime:
             level, split, choice = rt._decide(None, rec, choice)
         except Exception as exc:  # noqa: BLE001 - a per-frame error (e.g. a level the plan lacks)
             rec.error = f"{type(exc).__name__}: {exc}"
-            self.pipe.drop_late(f, now, waits)
-            f.reason = "error"
+            self.pipe.drop_late(f, now, waits, reason="error")
             self._write(f)
-            return False
-        if self.pipe.late(f, choice.decision.predicted_ms):
+            return
+        d = choice.decision
+        if self.pipe.late(f, d.predicted_ms):
             self.pipe.drop_late(f, now, waits)
             self._write(f)
-            return False
+            return
         f.info.update(level=level, split=split)
-        self.pipe.start_frame(f, waits, choice.decision.bytes if split <= rt.manifest.num_blocks else 0)
-        return True
+        nbytes = d.bytes if split <= rt.manifest.num_blocks else 0
+        send_only = split == 0 and nbytes > 0
+        self.pipe.decide(f, waits, nbytes, 0.0 if send_only else d.breakdown["edge_ms"] + d.breakdown["encode_ms"],
+                         send_only)
 
     def _run_head(self, f: Frame) -> None:
         rt, rec = self.rt, f.info["rec"]
@@ -339,6 +342,17 @@ class StreamRuntime:
             with self.cond:
                 f = self.pipe.uplink_busy
                 assert f is not None
+            if f.send_only:  # the frame itself: encoded here, where the uplink takes it
+                try:
+                    self._run_head(f)
+                except Exception as exc:  # noqa: BLE001 - one clear per-frame error, never a crash
+                    with self.cond:
+                        f.info["rec"].error = f"{type(exc).__name__}: {exc}"
+                        self.pipe.abandon(f, rt.now())
+                        self._write(f)
+                        self.cond.notify_all()
+                    continue
+            with self.cond:
                 elapsed_ms = (rt.now() - f.arrival_s) * 1e3
             rec = f.info["rec"]
             released = [False]
@@ -375,7 +389,9 @@ class StreamRuntime:
                 else:
                     meas.transfer_ms, meas.cloud_ms = round(ex.elapsed_s * 1e3, 3), 0.0
                     f.info["exchange"] = ex
-                    self.pipe.fell_back(f, now, ex.kind or "failed")
+                    edge, li = rt.controller.deploy.edge, rec.decision.profile_level
+                    self.pipe.fell_back(f, now, ex.kind or "failed",
+                                        edge.total_ms(li) - edge.head_ms(li, rec.decision.split))
                 self.cond.notify_all()
 
     def _probe(self, tr: Transport) -> None:

@@ -74,23 +74,25 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
     for i in range(len(streams)):
         next_arrival(i, 0)
 
+    def decide(f: Frame, now: float) -> None:
+        """The frame's decision at its arrival (the waits of the pipeline ahead of it)."""
+        waits = pipe.waits(f, now, ctrl.scheduler_bandwidth())
+        choice = ctrl.decide(now, edge_wait_ms=waits[0], uplink_wait_ms=waits[1], sla_ms=f.sla_ms)
+        d = choice.decision
+        f.info.update(choice=choice, decided_s=now)
+        if pipe.late(f, d.predicted_ms):
+            pipe.drop_late(f, now, waits)
+            return
+        bd = d.breakdown
+        send_only = d.split == 0 and d.bytes > 0
+        pipe.decide(f, waits, d.bytes, 0.0 if send_only else bd["edge_ms"] + bd["encode_ms"], send_only)
+
     def start_edge(now: float) -> bool:
         job = pipe.take_edge(now)
         if job is None:
             return False
         f, fallback = job
-        if fallback:
-            push(now + f.info["local_ms"] / 1e3, EDGE_DONE, f)
-            return True
-        waits = pipe.waits(f, now, ctrl.scheduler_bandwidth())
-        choice = ctrl.decide(now, edge_wait_ms=waits[0], uplink_wait_ms=waits[1], sla_ms=f.sla_ms)
-        d = choice.decision
-        f.info.update(choice=choice, decided_s=now, edge_start_s=now)
-        if pipe.late(f, d.predicted_ms):
-            pipe.drop_late(f, now, waits)
-            return True
-        pipe.start_frame(f, waits, d.bytes)
-        push(now + (d.breakdown["edge_ms"] + d.breakdown["encode_ms"]) / 1e3, EDGE_DONE, f)
+        push(now + f.edge_ms / 1e3, EDGE_DONE, f)  # a fallback's edge_ms: its remaining segments
         return True
 
     def start_uplink(now: float) -> bool:
@@ -99,6 +101,8 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
             return False
         d = f.info["choice"].decision
         bd = d.breakdown
+        if f.send_only:  # the frame's encode, where the uplink takes it
+            now = now + bd["encode_ms"] / 1e3
         rtt = (ping.value_at(now) if ping is not None else rtt_ms) + exchange_ms
         tx = trace.transfer_time(now, d.bytes)
         answer = now + tx + (rtt + bd["decode_ms"] + bd["cloud_ms"]) / 1e3
@@ -139,14 +143,16 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
         now, kind, _, item = heapq.heappop(heap)
         if kind == ARRIVE:
             i, seq = item
-            pipe.arrive(i, seq, now)
+            f, _ = pipe.arrive(i, seq, now)
+            if f.outcome is None:
+                decide(f, now)
             next_arrival(i, seq + 1)
         elif kind == EDGE_DONE:
             f = item
             was_fallback = pipe.edge_busy is not None and pipe.edge_busy.fallback
             pipe.edge_done(f, now)
             if probe is None and not was_fallback and f.nbytes == 0 and ctrl.probe_due(now):
-                start = f.info["edge_start_s"]
+                start = f.edge_start_s if f.edge_start_s is not None else now
                 ctrl.observe(Observation(now, "rate", mbps=trace.mean_rate(start, now) if now > start
                                          else trace.value_at(now),
                                          rtt_ms=ping.value_at(now) if ping is not None else None,
@@ -160,7 +166,7 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
         elif kind == CANCEL:
             f, obs = item
             ctrl.observe(obs)
-            pipe.fell_back(f, now, "timeout")
+            pipe.fell_back(f, now, "timeout", f.info["local_ms"])
         else:  # PROBE_DONE
             ctrl.observe(item)
             probing[0] = False
