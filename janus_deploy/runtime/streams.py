@@ -369,6 +369,7 @@ class StreamRuntime:
             assert rec.decision is not None and rec.decision.model is not None and rec.predicted is not None
             ex = tr.infer(rec.decision.model, f.info.pop("body"), f.info["headers"], timeout_s, str(f.info["id"]),
                           dialect.assumed_server_ms(rec.predicted.model_dump()) if self._triton else 0.0)
+            t_answer = rt.now()  # the answer's time, before the bookkeeping below
             gate.on_sent = None
             sent()
             with self.cond:
@@ -378,7 +379,7 @@ class StreamRuntime:
                 meas = rec.measured
                 meas.upload_ms = round(ex.upload_s * 1e3, 3)
                 rec.link = None if ex.link is None else LinkRecord(**ex.link)
-                now = rt.now()
+                now = t_answer
                 if ex.ok:
                     meas.cloud_ms = round(ex.server.get("janus_server_ms", ex.server.get("assumed_server_ms", 0.0)), 3)
                     meas.transfer_ms = round(ex.network_s * 1e3, 3)

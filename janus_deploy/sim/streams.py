@@ -50,12 +50,19 @@ class StreamsRun:
 def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Sequence[StreamSpec],
                 pipeline: PipelineConfig, *, duration_s: float, rtt_ms: float = 0.0, exchange_ms: float = 0.0,
                 policy: Any = None, probe: Callable[[float, float], tuple[float, Observation]] | None = None,
-                tick: Callable[[int], None] | None = None) -> StreamsRun:
+                tick: Callable[[int], None] | None = None, uplink_setup_ms: float = 0.0,
+                server_extra_ms: float = 0.0) -> StreamsRun:
     """Simulate ``streams`` for ``duration_s`` of arrivals (the work in flight then drains).
     ``policy``: an :class:`~janus_deploy.schedule.exchange.ExchangePolicy` (None: no deadline).
     ``probe(t, rtt_ms)``: the runtime's probe started at ``t`` as (seconds it takes, what it
     shows), started whenever the controller says one is due and none is running (None: a probe
-    costs no time and observes the link's mean rate over the device-only frame that finished)."""
+    costs no time and observes the link's mean rate over the device-only frame that finished).
+    ``uplink_setup_ms``: the part of each exchange's RTT spent before its body's first byte (the
+    edge's HTTP client setting the request up), measured (:attr:`Exchange.setup_s`): it holds the
+    uplink, the rest of the RTT follows the transfer. ``server_extra_ms``: what the server spends
+    per request beyond the profile's decode + tail (parsing, queueing; measured from its reported
+    ``janus_server_ms``): charged, and reported to the controller as the server's time, as the
+    runtime's answers report it (its cloud-load estimate learns it the same way)."""
     pipe = Pipeline(streams, pipeline)
     edge = ctrl.deploy.edge
     heap: list[tuple[float, int, int, Any]] = []
@@ -101,11 +108,14 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
             return False
         d = f.info["choice"].decision
         bd = d.breakdown
-        if f.send_only:  # the frame's encode, where the uplink takes it
-            now = now + bd["encode_ms"] / 1e3
         rtt = (ping.value_at(now) if ping is not None else rtt_ms) + exchange_ms
+        setup = min(uplink_setup_ms, rtt)
+        # the frame's encode (a send-only frame is encoded where the uplink takes it), the request's set-up
+        now = now + ((bd["encode_ms"] if f.send_only else 0.0) + setup) / 1e3
         tx = trace.transfer_time(now, d.bytes)
-        answer = now + tx + (rtt + bd["decode_ms"] + bd["cloud_ms"]) / 1e3
+        expected = ctrl.deploy.server_ms(d.level_index, d.split, d.codec)
+        server = expected + server_extra_ms
+        answer = now + tx + (rtt - setup + server) / 1e3
         f.info.update(send_s=now, bw_mbps=trace.value_at(now))
         deadline = None
         if policy is not None:
@@ -123,8 +133,10 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
             push(deadline, CANCEL, (f, obs))
         else:
             push(now + tx, UPLINK_DONE, f)
+            reported = server_extra_ms > 0  # else the server takes what the profile says: no load to learn
             push(answer, ANSWER, (f, Observation(answer, "transfer", nbytes=d.bytes, seconds=tx, rtt_ms=rtt,
-                                                   server_ok=True)))
+                                                   server_ok=True, server_ms=server if reported else None,
+                                                   expected_ms=expected if reported else None)))
         return True
 
     probing = [False]
@@ -215,7 +227,8 @@ def simulate_streams_system(ctrl: Controller, trace: Trace, ping: Trace | None, 
             extra = config.exchange_ms if config.probe_exchange_ms is None else config.probe_exchange_ms
             return _probe(trace, config, t, rtt - config.exchange_ms + extra)
     run = run_streams(ctrl, trace, ping, specs, config.pipeline(), duration_s=duration, rtt_ms=config.rtt_ms,
-                      exchange_ms=config.exchange_ms, policy=config.policy, probe=probe)
+                      exchange_ms=config.exchange_ms, policy=config.policy, probe=probe,
+                      uplink_setup_ms=config.uplink_setup_ms, server_extra_ms=config.server_extra_ms)
     log = RequestLog()
     decided = [f for f in run.frames if f.outcome in ("answered", "fallback")]
     for f in sorted(decided, key=lambda f: f.arrival_s):
