@@ -7,7 +7,7 @@ import math
 import pytest
 from sched_fixtures import profiles
 
-from janus_deploy.schedule.pipeline import Pipeline, PipelineConfig, PipelineError, StreamSpec, stream_report
+from janus_deploy.schedule.pipeline import NO_UPLINK_MS, Pipeline, PipelineConfig, PipelineError, StreamSpec, stream_report
 from janus_deploy.schedule.scheduler import Scheduler, SchedulerError
 
 
@@ -160,7 +160,7 @@ def test_waits_count_the_work_and_payloads_ahead_at_the_estimate():
     d, _ = p.arrive(3, 0, 0.0005)
     ew, uw = p.waits(d, 0.0005, 8.0)
     assert ew == pytest.approx(4.0) and uw == pytest.approx(2.5)
-    assert p.waits(d, 0.0005, 0.0)[1] == math.inf
+    assert p.waits(d, 0.0005, 0.0)[1] == NO_UPLINK_MS  # no finite time: longer than any SLA, loggable
     # decided 0.5 ms later, d's waits still count from its arrival: the edge is free at the same instant
     ew2, uw2 = p.waits(d, 0.001, 8.0)
     assert ew2 == pytest.approx(4.0) and uw2 == pytest.approx(2.5)

@@ -57,6 +57,9 @@ import numpy as np
 from janus_deploy import JanusError
 
 DROP_POLICIES = ("stale", "none")
+# the uplink wait while payloads wait and the bandwidth estimate is 0: longer than any SLA, and
+# finite, so that the decision's input can be logged and replayed as it was
+NO_UPLINK_MS = 1e9
 OUTCOMES = ("answered", "fallback", "dropped")
 DROP_REASONS = ("superseded", "queue-full", "late", "busy", "error")
 
@@ -212,8 +215,8 @@ class Pipeline:
         The edge wait: until the edge is predicted free for it (the job it runs, the fallbacks
         and the decided frames ahead that need it, at their predicted edge times). The uplink
         wait: until the uplink is predicted free (the payload on it, those queued and those of
-        the decided frames ahead, at ``bandwidth_mbps``; inf while something waits and the
-        estimate is 0)."""
+        the decided frames ahead, at ``bandwidth_mbps``; :data:`NO_UPLINK_MS` while something
+        waits and the estimate is 0)."""
         since = max(now - frame.arrival_s, 0.0) * 1e3
         edge_ms = 0.0
         job = self.edge_busy
@@ -227,8 +230,7 @@ class Pipeline:
         free_in = 0.0
         for f in pending:
             if bandwidth_mbps <= 0:
-                free_in = math.inf
-                break
+                return since + edge_ms, NO_UPLINK_MS
             ms = f.nbytes * 8 / 1e3 / bandwidth_mbps
             if f is self.uplink_busy and f.upload_start_s is not None:
                 ms = max(ms - (now - f.upload_start_s) * 1e3, 0.0)
@@ -431,5 +433,5 @@ def stream_report(frames: Iterable[Frame], names: Sequence[str] | None = None,
     return out
 
 
-__all__ = ["stagger_s", "DROP_POLICIES", "DROP_REASONS", "OUTCOMES", "Frame", "Pipeline", "PipelineConfig", "PipelineError",
+__all__ = ["stagger_s", "NO_UPLINK_MS", "DROP_POLICIES", "DROP_REASONS", "OUTCOMES", "Frame", "Pipeline", "PipelineConfig", "PipelineError",
            "StreamSpec", "stream_report"]
