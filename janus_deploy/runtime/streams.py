@@ -22,6 +22,7 @@ replay`` feeds them back in that order (:func:`janus_deploy.sim.streams.replay_p
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 import time
@@ -39,6 +40,8 @@ from janus_deploy.schedule.pipeline import Frame, Pipeline, PipelineConfig, Stre
 from janus_deploy.schedule.runlog import LinkRecord, ProbeRecord, RequestRecord, Waits
 from janus_deploy.triton import dialect
 from janus_deploy.wire.v2 import model_name
+
+FREEZE_EVERY = 256  # records written between two gc.freeze() calls (run())
 
 
 class StreamError(JanusError):
@@ -145,6 +148,13 @@ class StreamRuntime:
             self._ready.wait()
         except threading.BrokenBarrierError:
             pass  # a reader failed before its first frame: run() reports its error below
+        # what exists now (modules, sessions, profiles, the server's app in this process) is never
+        # garbage, nor are the records written (kept for the run's result): frozen, the collector's
+        # full passes do not walk them (_write freezes every FREEZE_EVERY records; all unfrozen at
+        # the end). Without it a full pass stalls every thread of this process, the uplink and the
+        # answers too, for 50-150 ms a few times a run (measured on the demo plan), which the
+        # controller reads as a collapsing link or a server 30x slower than its profile
+        gc.freeze()
         self._t0 = t0 = self.rt.now()
         if self.rt.transport.shaper is not None:
             self.rt.transport.shaper.start()
@@ -161,6 +171,7 @@ class StreamRuntime:
                 self.cond.notify_all()
             raise
         finally:
+            gc.unfreeze()
             for tr in transports:
                 tr.close()
         self.wall_s = self.rt.now() - t0
@@ -442,6 +453,8 @@ class StreamRuntime:
             f.info.pop(k, None)
         rec.id = self.rt._log.records  # the log's order (frames finish out of order)
         self._records.append(rec)
+        if len(self._records) % FREEZE_EVERY == 0:
+            gc.freeze()  # the records so far live to the end of the run (see run())
         self.rt._log.record(rec)
         if self._progress is not None:
             self._progress(rec)

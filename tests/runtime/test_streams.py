@@ -173,3 +173,17 @@ def test_failed_exchanges_fall_back_on_the_edge(plan, local, tmp_path):
     assert all(r.outcome == "answered" and r.decision.split == manifest.num_blocks + 1
                for r in records if r.outcome != "fallback")  # the rest ran device-only
     assert replay_log(tmp_path / "down.jsonl")["decisions_reproduced"] == 1.0
+
+
+def test_the_collector_skips_what_lives_through_the_run(plan, local, server, tmp_path):
+    # a full collection walking every object stalls all threads (uplink, answers) for 50-150 ms on
+    # the demo plan: what exists at the start of the run is frozen while it runs, then unfrozen
+    import gc
+
+    seen = []
+    with edge(plan, local, server.url, tmp_path / "gc.jsonl") as rt:
+        sr = StreamRuntime(rt, sources(plan[0], 1, 4, 50.0), PipelineConfig(drop="none"))
+        before = gc.get_freeze_count()
+        sr.run(progress=lambda rec: seen.append(gc.get_freeze_count()))
+    assert len(seen) == 4 and min(seen) > before + 1000
+    assert gc.get_freeze_count() == 0
