@@ -15,17 +15,21 @@ frames at once:
 * the **cloud** (RTT, decode, tail) serves every frame that crossed the uplink at once (the
   server has its own concurrency; its load is the controller's cloud estimate, not this model's).
 
-Queues are bounded: at most ``edge_queue`` frames wait for the edge and ``uplink_queue``
-payloads for the uplink; the edge starts a frame only while the uplink queue has room (a full
-uplink holds the edge back, so nothing grows without bound).
+Every frame is decided at its arrival (:meth:`Pipeline.waits`, then :meth:`Pipeline.decide` or
+:meth:`Pipeline.drop_late`). A frame sent as is (s = 0, ``send_only``) skips the edge queue: it
+waits for the uplink only, which takes the oldest ready payload (the edge's, or such a frame).
+
+Queues are bounded: at most ``edge_queue`` frames wait (for the edge, or, sent as is, for the
+uplink) and ``uplink_queue`` payloads of the edge for the uplink; the edge starts a frame that
+sends only while the uplink queue has room (a full uplink holds it back, so nothing grows without
+bound), and a device-only frame passes one so held.
 
 Drop policy (``drop``):
 
 ``stale`` (the camera rule): a stream keeps only its newest waiting frame (an older one still
-    waiting for the edge is dropped, ``superseded``); when the edge queue is full the oldest
-    waiting frame is dropped (``queue-full``); and a frame whose decision, made when it reaches
-    the edge with its waits included, predicts that no option meets its SLA is dropped
-    (``late``) instead of being computed.
+    waiting is dropped, ``superseded``); when the edge queue is full the oldest waiting frame is
+    dropped (``queue-full``); and a frame whose decision at its arrival, its waits included,
+    predicts that no option meets its SLA is dropped (``late``) instead of being computed.
 ``none``: every frame is answered; the edge queue holds the source back instead (the runtime's
     reader blocks; in the model the frame waits, its latency counted from its arrival).
 
@@ -38,10 +42,12 @@ on the edge after a failed exchange; device-only decisions are ``answered``) or 
 (with its reason). Latency runs from the frame's arrival (capture) to its answer.
 
 The waits a decision needs (:meth:`Pipeline.waits`), both from the frame's arrival: the edge
-wait (arrival to now, when the frame starts on the edge) and the uplink wait (arrival to when
-the uplink is predicted free: the payload being sent and those queued, at the bandwidth
-estimate). :meth:`janus_deploy.schedule.scheduler.Scheduler.decide` turns them into the
-predicted latency ``max(edge_wait + head + encode, uplink_wait) + comm + rtt + decode + tail``.
+wait (until the edge is predicted free for it: the job running and the decided frames ahead
+that need it, at their predicted edge times) and the uplink wait (until the uplink is predicted
+free: the payload being sent, those queued and those of the decided frames ahead, at the
+bandwidth estimate). :meth:`janus_deploy.schedule.scheduler.Scheduler.decide` turns them into the
+predicted latency ``max(edge_wait + head + encode, uplink_wait) + comm + rtt + decode + tail``
+(s = 0: ``max(encode, uplink_wait) + ...``, the frame skips the edge queue).
 """
 
 from __future__ import annotations
