@@ -3,9 +3,10 @@ as a discrete-event simulation, the runtime's rules with the trace's clock.
 
 Frames of every stream arrive at their rate; the :class:`~janus_deploy.schedule.pipeline.Pipeline`
 says which frame the edge takes next, which one is dropped, and the waits each decision is given.
-Per frame, once the edge takes it: the controller decides (the waits and the stream's SLA
-included), a frame ``late`` under ``stale`` is dropped, else the edge computes ``head_ms`` +
-encode (the whole model for device-only); a payload then queues for the uplink, crosses it with
+Per frame, at its arrival: the controller decides (the waits and the stream's SLA included), a
+frame ``late`` under ``stale`` is dropped, a frame sent as is (s = 0) waits for the uplink only,
+else the edge computes ``head_ms`` + encode (the whole model for device-only) when its turn comes;
+a payload then queues for the uplink, crosses it with
 :meth:`Trace.transfer_time` from the instant the uplink takes it (one payload at a time), and
 the cloud (RTT: the ping trace's sample at send time, else ``rtt_ms``, plus ``exchange_ms``;
 decode; ``tail_ms``) answers it, concurrently with the next payload's upload. With a deadline
