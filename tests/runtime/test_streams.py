@@ -187,3 +187,25 @@ def test_the_collector_skips_what_lives_through_the_run(plan, local, server, tmp
         sr.run(progress=lambda rec: seen.append(gc.get_freeze_count()))
     assert len(seen) == 4 and min(seen) > before + 1000
     assert gc.get_freeze_count() == 0
+
+
+def test_the_server_freezes_what_start_up_made(plan):
+    # a full collection over the server's start-up heap stalls every request (~10 ms on the demo plan)
+    import gc
+
+    from janus_deploy.runtime.server import serve
+    from janus_deploy.triton.server import free_port
+
+    class Ready(Exception):
+        pass
+
+    def ready(app):
+        assert gc.get_freeze_count() > 1000
+        raise Ready
+
+    _, plan_dir, engines = plan
+    try:
+        with pytest.raises(Ready):
+            serve(plan_dir, engines, port=free_port(), on_ready=ready)
+    finally:
+        gc.unfreeze()
