@@ -216,9 +216,10 @@ def main() -> int:
     ap.add_argument("--edge-slowdown", type=float, default=8.0)
     ap.add_argument("--runs", type=int, default=10, help="profiling runs per segment")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-streams"))
-    ap.add_argument("--server", default="thread", choices=("process", "thread"),
-                    help="the loopback server in this process (default) or in its own (it competes "
-                         "with the edge runtime's threads for the interpreter lock in this one)")
+    ap.add_argument("--server", default="process", choices=("process", "thread"),
+                    help="the loopback server in its own process (default: a deployed server is another "
+                         "machine) or in this one (it then competes with the edge runtime's threads for "
+                         "the interpreter lock)")
     ap.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                     help="simulate without the measured request set-up and server time beyond the profile")
     ap.add_argument("--json", action="store_true")
