@@ -13,8 +13,9 @@ observed loopback RTT) on the same workload, then the ratios the issue asks for:
     python tools/bench_streams.py --seconds 10 --json      # shorter; machine-readable
 
 The simulator is given what the warm-up and the runs measured beyond the profiles: the RTT, the
-edge client's request set-up before a body's first byte (it holds the uplink) and the server's
-time beyond its profile (``--no-calibrate``: neither of the last two).
+edge client's request set-up before a body's first byte (it holds the uplink: the warm-up's,
+or, where the run's uplink queued, the run's own hand-off from one body's last byte to the next
+one's first) and the server's time beyond its profile (``--no-calibrate``: neither of the last two).
 
 The plan, engines and profiles are built once under ``--work`` (default runs/bench-streams) and
 reused. Exit status 0 whatever the figures (it measures; it does not judge), 1 on a failed run.
@@ -150,6 +151,25 @@ def warm_up(b: dict[str, Any], server_url: str) -> dict[str, float]:
         return {"rtt_ms": observed_rtt_ms(rt.records), "uplink_setup_ms": float(np.median(setups)) if setups else 0.0}
 
 
+def uplink_handoff_ms(records: list[Any]) -> float | None:
+    """Median time the uplink stayed idle between one body's last byte and the next body's first
+    byte while that next payload was already waiting (a pipelined run's queue), from the answered
+    records (the upload ends ``cloud + (network - upload)`` before the answer); None when the
+    uplink never queued. The same cost as the request set-up, measured under the run's own load."""
+    import numpy as np
+
+    iv = []
+    for r in records:
+        m = r.measured
+        if not r.server or m.upload_ms is None or r.arrival_t is None:
+            continue
+        end = r.arrival_t + (m.total_ms - m.cloud_ms - (m.transfer_ms - m.upload_ms)) / 1e3
+        iv.append((end - m.upload_ms / 1e3, end, r.arrival_t))
+    iv.sort()
+    gaps = [(s1 - e0) * 1e3 for (_, e0, _), (s1, _, ready) in zip(iv, iv[1:]) if ready < e0 - 1e-3 and s1 >= e0]
+    return float(np.median(gaps)) if len(gaps) >= 20 else None
+
+
 def server_extra_ms(b: dict[str, Any], records: list[Any]) -> float:
     """Median of what the server reported per answer beyond the profile's decode + tail for the
     same option (parsing, queueing, a busier machine): the simulator charges it."""
@@ -246,9 +266,12 @@ def main() -> int:
             answered = [r for r in records if r.server]
             rtt = observed_rtt_ms(answered) if answered else 0.0
             extra = server_extra_ms(b, answered)
-            sim = simulated(b, link, args, mode == "serial", rtt, cal["uplink_setup_ms"], extra)
+            handoff = uplink_handoff_ms(answered)
+            setup = cal["uplink_setup_ms"] if handoff is None else handoff
+            sim = simulated(b, link, args, mode == "serial", rtt, setup, extra)
             out[mode] = {"loopback": {k: summary[k] for k in KEYS}, "observed_rtt_ms": rtt,
-                         "server_extra_ms": extra, "simulated": {k: sim[k] for k in KEYS}}
+                         "server_extra_ms": extra, "uplink_handoff_ms": handoff, "simulated_setup_ms": setup,
+                         "simulated": {k: sim[k] for k in KEYS}}
     finally:
         stop()
     lp, ls = out["pipelined"]["loopback"], out["serial"]["loopback"]
@@ -268,8 +291,10 @@ def main() -> int:
     w = out["workload"]
     print(f"{w['streams']} cameras x {w['fps']:g} fps, {w['seconds']:g} s, SLA {w['sla_ms']:g} ms, --drop {w['drop']}, "
           f"{w['trace']} (mean {w['trace_mean_mbps']:.1f} Mbit/s), edge x{w['edge_slowdown']:g}, server: {w['server']}")
+    hand = out["pipelined"]["uplink_handoff_ms"]
     print(f"calibration{'' if args.calibrate else ' (not given to the simulator: --no-calibrate)'}: request set-up "
-          f"{w['uplink_setup_ms']:.2f} ms; server beyond its profile {out['serial']['server_extra_ms']:.2f} ms "
+          f"{w['uplink_setup_ms']:.2f} ms (warm-up), uplink hand-off {'-' if hand is None else f'{hand:.2f}'} ms "
+          f"(pipelined run; the simulator's set-up there); server beyond its profile {out['serial']['server_extra_ms']:.2f} ms "
           f"(serial) / {out['pipelined']['server_extra_ms']:.2f} ms (pipelined); RTT "
           f"{out['serial']['observed_rtt_ms']:.2f} / {out['pipelined']['observed_rtt_ms']:.2f} ms")
     print(f"{'mode':<10} {'where':<10} {'goodput fps':>11} {'late %':>7} {'p50 ms':>7} {'dropped %':>9} {'answered':>8}")
