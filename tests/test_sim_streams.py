@@ -130,3 +130,21 @@ def test_cli_simulate_fps_reports_the_frames_it_drops(tmp_path):
     m = simulate(Trace([0.02] * 2, 1.0), *profiles(), SimConfig(systems=["janus-deploy"], sla_ms=100, fps=40))
     met = m["janus-deploy"].metrics
     assert met["dropped"] == 2 * (met["requests"] - 1) and met["frames"] == met["requests"] + met["dropped"]
+
+
+def test_request_setup_holds_the_uplink_and_server_time_beyond_the_profile_is_charged(tiny):
+    # 2 streams x 20 fps, one frame each (0 and 25 ms), RTT 10 ms: s0 is 19.2 ms of uplink + 10 + 40
+    base = dict(sla_ms=200, streams=2, fps=20, requests=1, rtt_ms=10.0)
+    plain = sim(tiny, [0.02] * 4, **base)
+    assert plain["latency_ms_mean"] == pytest.approx(69.2)
+    # 6 ms of the RTT is the client setting the request up before the body: the first frame is as
+    # fast (the set-up is part of its RTT), the second finds the uplink held until 6 + 19.2 ms
+    held = sim(tiny, [0.02] * 4, uplink_setup_ms=6.0, **base)
+    assert held["latency_ms_p50"] == pytest.approx((69.2 + 69.2 + 0.2) / 2)
+    # the server spends 5 ms per request beyond the profile's decode + tail
+    slow = sim(tiny, [0.02] * 4, server_extra_ms=5.0, **base)
+    assert slow["latency_ms_mean"] == pytest.approx(74.2)
+    with pytest.raises(SimulationError, match="uplink_setup_ms is a camera-streams setting"):
+        sim(tiny, [0.02] * 4, sla_ms=200, uplink_setup_ms=1.0)
+    with pytest.raises(SimulationError, match="server_extra_ms must be >= 0"):
+        sim(tiny, [0.02] * 4, server_extra_ms=-1.0, **base)

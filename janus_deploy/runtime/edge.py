@@ -341,11 +341,13 @@ class EdgeRuntime:
         return self._run(level, 0, k, [normalize(frame[None], m.mean, m.std)])
 
     def _encode(self, split: int, state: list[np.ndarray], frame: np.ndarray,
-                rec: RequestRecord, triton: bool = False) -> tuple[bytes, dict[str, str]]:
+                rec: RequestRecord, triton: bool = False, request_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """The request body and headers; ``request_id``: the id the answer must carry (the
+        record's id when None; the streams runtime's frames get their log id only when written)."""
         codec = self._codec_of(rec)
         tensors = encode_payload(split, np.ascontiguousarray(frame[None]), None if split == 0 else (state[0], state[1]),
                                  codec)
-        body, hlen = encode_request(tensors, request_id=str(rec.id), **dialect.request_outputs(triton))
+        body, hlen = encode_request(tensors, request_id=str(rec.id) if request_id is None else request_id, **dialect.request_outputs(triton))
         rec.raw_bytes = len(body)
         headers = {HEADER_LENGTH: str(hlen), "Content-Type": "application/octet-stream"}
         if codec.compress and triton:  # Triton takes gzip, not zstd

@@ -17,6 +17,7 @@ and connections by a cap, a header deadline and uvicorn's keep-alive timeout
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import logging
 import os
@@ -490,6 +491,10 @@ def serve(
     app = create_app(plan_dir, engine_dir, max_loaded=max_loaded, token=token, max_body_mb=max_body_mb,
                      concurrency=concurrency, threads=threads, body_timeout_s=body_timeout_s, preload=preload,
                      max_json_mb=max_json_mb, limits=limits)
+    # what start-up made (modules, the app, preloaded sessions) lives as long as the server: frozen,
+    # the cycle collector's full passes do not walk it (on the demo plan a pass over those 66 000
+    # objects stalls every request for ~10 ms; frozen, 0.0 ms)
+    gc.freeze()
     if on_ready is not None:
         on_ready(app)
     uvicorn.Server(server_config(app, host=host, port=port, log_level=log_level, access_log=access_log,

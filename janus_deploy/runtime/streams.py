@@ -22,6 +22,7 @@ replay`` feeds them back in that order (:func:`janus_deploy.sim.streams.replay_p
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 import time
@@ -39,6 +40,8 @@ from janus_deploy.schedule.pipeline import Frame, Pipeline, PipelineConfig, Stre
 from janus_deploy.schedule.runlog import LinkRecord, ProbeRecord, RequestRecord, Waits
 from janus_deploy.triton import dialect
 from janus_deploy.wire.v2 import model_name
+
+FREEZE_EVERY = 256  # records written between two gc.freeze() calls (run())
 
 
 class StreamError(JanusError):
@@ -145,6 +148,13 @@ class StreamRuntime:
             self._ready.wait()
         except threading.BrokenBarrierError:
             pass  # a reader failed before its first frame: run() reports its error below
+        # what exists now (modules, sessions, profiles, the server's app in this process) is never
+        # garbage, nor are the records written (kept for the run's result): frozen, the collector's
+        # full passes do not walk them (_write freezes every FREEZE_EVERY records; all unfrozen at
+        # the end). Without it a full pass stalls every thread of this process, the uplink and the
+        # answers too, for 50-150 ms a few times a run (measured on the demo plan), which the
+        # controller reads as a collapsing link or a server 30x slower than its profile
+        gc.freeze()
         self._t0 = t0 = self.rt.now()
         if self.rt.transport.shaper is not None:
             self.rt.transport.shaper.start()
@@ -161,6 +171,7 @@ class StreamRuntime:
                 self.cond.notify_all()
             raise
         finally:
+            gc.unfreeze()
             for tr in transports:
                 tr.close()
         self.wall_s = self.rt.now() - t0
@@ -214,6 +225,8 @@ class StreamRuntime:
                     frame.info.update(id=self._take_id(), source=label, pixels=pixels)
                     for f in dropped:
                         self._write(f)
+                    if frame.outcome is None:
+                        self._decide(frame, now)
                     self.cond.notify_all()
                 seq += 1
         finally:
@@ -235,12 +248,9 @@ class StreamRuntime:
                     self.cond.wait(0.1)
                 if self._done():
                     return
-                now = rt.now()
-                job = self.pipe.take_edge(now)
+                job = self.pipe.take_edge(rt.now())
                 assert job is not None  # edge_can_start() said so, under the lock
                 f, fallback = job
-                if not fallback and not self._decide(f, now):
-                    continue
             try:
                 if fallback:
                     self._run_fallback(f)
@@ -259,8 +269,10 @@ class StreamRuntime:
                     self._write(f)
                 self.cond.notify_all()
 
-    def _decide(self, f: Frame, now: float) -> bool:
-        """The controller's decision for ``f`` (under the lock); False when it is dropped ``late``."""
+    def _decide(self, f: Frame, now: float) -> None:
+        """The controller's decision for ``f`` at its arrival (under the lock): the frame waits
+        for the edge, or (sending the frame, s = 0) for the uplink only; dropped ``late`` when
+        no option meets its SLA behind the waits, ``error`` when the decision fails."""
         rt = self.rt
         waits = self.pipe.waits(f, now, rt.controller.scheduler_bandwidth())
         rec = self._record(f, now)
@@ -271,17 +283,19 @@ class StreamRuntime:
             level, split, choice = rt._decide(None, rec, choice)
         except Exception as exc:  # noqa: BLE001 - a per-frame error (e.g. a level the plan lacks)
             rec.error = f"{type(exc).__name__}: {exc}"
-            self.pipe.drop_late(f, now, waits)
-            f.reason = "error"
+            self.pipe.drop_late(f, now, waits, reason="error")
             self._write(f)
-            return False
-        if self.pipe.late(f, choice.decision.predicted_ms):
+            return
+        d = choice.decision
+        if self.pipe.late(f, d.predicted_ms):
             self.pipe.drop_late(f, now, waits)
             self._write(f)
-            return False
+            return
         f.info.update(level=level, split=split)
-        self.pipe.start_frame(f, waits, choice.decision.bytes if split <= rt.manifest.num_blocks else 0)
-        return True
+        nbytes = d.bytes if split <= rt.manifest.num_blocks else 0
+        send_only = split == 0 and nbytes > 0
+        self.pipe.decide(f, waits, nbytes, 0.0 if send_only else d.breakdown["edge_ms"] + d.breakdown["encode_ms"],
+                         send_only)
 
     def _run_head(self, f: Frame) -> None:
         rt, rec = self.rt, f.info["rec"]
@@ -299,7 +313,9 @@ class StreamRuntime:
             f.nbytes = 0
             return
         t2 = time.perf_counter()
-        body, headers = rt._encode(split, state, frame, rec, self._triton)
+        # the body carries the id the exchange checks the answer against (the frame's, not the
+        # record's: a record's id is its place in the log, known only when it is written)
+        body, headers = rt._encode(split, state, frame, rec, self._triton, request_id=str(f.info["id"]))
         meas.encode_ms = round((time.perf_counter() - t2) * 1e3, 3)
         f.nbytes = len(body)  # the real payload (the decision predicted rec.predicted.bytes)
         assert rec.decision is not None  # decided before the head ran
@@ -337,6 +353,17 @@ class StreamRuntime:
             with self.cond:
                 f = self.pipe.uplink_busy
                 assert f is not None
+            if f.send_only:  # the frame itself: encoded here, where the uplink takes it
+                try:
+                    self._run_head(f)
+                except Exception as exc:  # noqa: BLE001 - one clear per-frame error, never a crash
+                    with self.cond:
+                        f.info["rec"].error = f"{type(exc).__name__}: {exc}"
+                        self.pipe.abandon(f, rt.now())
+                        self._write(f)
+                        self.cond.notify_all()
+                    continue
+            with self.cond:
                 elapsed_ms = (rt.now() - f.arrival_s) * 1e3
             rec = f.info["rec"]
             released = [False]
@@ -353,6 +380,7 @@ class StreamRuntime:
             assert rec.decision is not None and rec.decision.model is not None and rec.predicted is not None
             ex = tr.infer(rec.decision.model, f.info.pop("body"), f.info["headers"], timeout_s, str(f.info["id"]),
                           dialect.assumed_server_ms(rec.predicted.model_dump()) if self._triton else 0.0)
+            t_answer = rt.now()  # the answer's time, before the bookkeeping below
             gate.on_sent = None
             sent()
             with self.cond:
@@ -362,7 +390,7 @@ class StreamRuntime:
                 meas = rec.measured
                 meas.upload_ms = round(ex.upload_s * 1e3, 3)
                 rec.link = None if ex.link is None else LinkRecord(**ex.link)
-                now = rt.now()
+                now = t_answer
                 if ex.ok:
                     meas.cloud_ms = round(ex.server.get("janus_server_ms", ex.server.get("assumed_server_ms", 0.0)), 3)
                     meas.transfer_ms = round(ex.network_s * 1e3, 3)
@@ -373,7 +401,9 @@ class StreamRuntime:
                 else:
                     meas.transfer_ms, meas.cloud_ms = round(ex.elapsed_s * 1e3, 3), 0.0
                     f.info["exchange"] = ex
-                    self.pipe.fell_back(f, now, ex.kind or "failed")
+                    edge, li = rt.controller.deploy.edge, rec.decision.profile_level
+                    self.pipe.fell_back(f, now, ex.kind or "failed",
+                                        edge.total_ms(li) - edge.head_ms(li, rec.decision.split))
                 self.cond.notify_all()
 
     def _probe(self, tr: Transport) -> None:
@@ -423,6 +453,8 @@ class StreamRuntime:
             f.info.pop(k, None)
         rec.id = self.rt._log.records  # the log's order (frames finish out of order)
         self._records.append(rec)
+        if len(self._records) % FREEZE_EVERY == 0:
+            gc.freeze()  # the records so far live to the end of the run (see run())
         self.rt._log.record(rec)
         if self._progress is not None:
             self._progress(rec)

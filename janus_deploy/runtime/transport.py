@@ -119,6 +119,7 @@ class Exchange:
     reason: str | None = None
     status: int | None = None
     unacked: int = 0  # of ``sent``, bytes the kernel still held unacknowledged at a timeout (Linux)
+    setup_s: float = 0.0  # send to the body's first byte offered (the client's request set-up)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -269,6 +270,7 @@ class Transport:
         out.sent = stats.get("sent", 0)
         out.unacked = min(stats.get("unacked", 0), out.sent)
         out.upload_s = max(stats.get("t_last", t_send) - stats.get("t_first", t_send), 0.0)
+        out.setup_s = max(stats.get("t_first", t_send) - t_send, 0.0)
         out.link = self._link_record(stats, out.upload_s)
         return out
 

@@ -15,17 +15,21 @@ frames at once:
 * the **cloud** (RTT, decode, tail) serves every frame that crossed the uplink at once (the
   server has its own concurrency; its load is the controller's cloud estimate, not this model's).
 
-Queues are bounded: at most ``edge_queue`` frames wait for the edge and ``uplink_queue``
-payloads for the uplink; the edge starts a frame only while the uplink queue has room (a full
-uplink holds the edge back, so nothing grows without bound).
+Every frame is decided at its arrival (:meth:`Pipeline.waits`, then :meth:`Pipeline.decide` or
+:meth:`Pipeline.drop_late`). A frame sent as is (s = 0, ``send_only``) skips the edge queue: it
+waits for the uplink only, which takes the oldest ready payload (the edge's, or such a frame).
+
+Queues are bounded: at most ``edge_queue`` frames wait (for the edge, or, sent as is, for the
+uplink) and ``uplink_queue`` payloads of the edge for the uplink; the edge starts a frame that
+sends only while the uplink queue has room (a full uplink holds it back, so nothing grows without
+bound), and a device-only frame passes one so held.
 
 Drop policy (``drop``):
 
 ``stale`` (the camera rule): a stream keeps only its newest waiting frame (an older one still
-    waiting for the edge is dropped, ``superseded``); when the edge queue is full the oldest
-    waiting frame is dropped (``queue-full``); and a frame whose decision, made when it reaches
-    the edge with its waits included, predicts that no option meets its SLA is dropped
-    (``late``) instead of being computed.
+    waiting is dropped, ``superseded``); when the edge queue is full the oldest waiting frame is
+    dropped (``queue-full``); and a frame whose decision at its arrival, its waits included,
+    predicts that no option meets its SLA is dropped (``late``) instead of being computed.
 ``none``: every frame is answered; the edge queue holds the source back instead (the runtime's
     reader blocks; in the model the frame waits, its latency counted from its arrival).
 
@@ -38,10 +42,12 @@ on the edge after a failed exchange; device-only decisions are ``answered``) or 
 (with its reason). Latency runs from the frame's arrival (capture) to its answer.
 
 The waits a decision needs (:meth:`Pipeline.waits`), both from the frame's arrival: the edge
-wait (arrival to now, when the frame starts on the edge) and the uplink wait (arrival to when
-the uplink is predicted free: the payload being sent and those queued, at the bandwidth
-estimate). :meth:`janus_deploy.schedule.scheduler.Scheduler.decide` turns them into the
-predicted latency ``max(edge_wait + head + encode, uplink_wait) + comm + rtt + decode + tail``.
+wait (until the edge is predicted free for it: the job running and the decided frames ahead
+that need it, at their predicted edge times) and the uplink wait (until the uplink is predicted
+free: the payload being sent, those queued and those of the decided frames ahead, at the
+bandwidth estimate). :meth:`janus_deploy.schedule.scheduler.Scheduler.decide` turns them into the
+predicted latency ``max(edge_wait + head + encode, uplink_wait) + comm + rtt + decode + tail``
+(s = 0: ``max(encode, uplink_wait) + ...``, the frame skips the edge queue).
 """
 
 from __future__ import annotations
@@ -57,6 +63,9 @@ import numpy as np
 from janus_deploy import JanusError
 
 DROP_POLICIES = ("stale", "none")
+# the uplink wait while payloads wait and the bandwidth estimate is 0: longer than any SLA, and
+# finite, so that the decision's input can be logged and replayed as it was
+NO_UPLINK_MS = 1e9
 OUTCOMES = ("answered", "fallback", "dropped")
 DROP_REASONS = ("superseded", "queue-full", "late", "busy", "error")
 
@@ -119,7 +128,7 @@ class PipelineConfig:
         return self
 
 
-@dataclass
+@dataclass(eq=False)  # frames are compared by identity (queues remove the one given)
 class Frame:
     """One frame's way through the pipeline (times in s on the caller's clock)."""
 
@@ -133,8 +142,13 @@ class Frame:
     edge_wait_ms: float | None = None  # the waits its decision was given
     uplink_wait_ms: float | None = None
     nbytes: int = 0  # what its decision sends (0: nothing crosses the uplink)
+    edge_ms: float = 0.0  # the edge work its decision predicts (a fallback: the remaining segments)
+    send_only: bool = False  # its decision sends the frame (s = 0): it skips the edge queue
+    decided: bool = False
     upload_start_s: float | None = None
+    edge_start_s: float | None = None
     info: dict[str, Any] = field(default_factory=dict)  # the caller's (decision, prediction, ...)
+    _live: bool = field(default=False, repr=False)  # accepted and not finished (counted in _in_system)
 
     @property
     def latency_ms(self) -> float | None:
@@ -162,29 +176,28 @@ class Pipeline:
         self.config = config.validate()
         self.edge_cap = config.edge_queue if config.edge_queue is not None else 2 * len(streams)
         self.frames: list[Frame] = []
-        self._edge_q: deque[Frame] = deque()  # new frames, by arrival
+        self._edge_q: deque[Frame] = deque()  # waiting frames, by arrival (send-only ones wait here for the uplink)
         self._fallback_q: deque[Frame] = deque()
-        self._uplink_q: deque[Frame] = deque()
+        self._uplink_q: deque[Frame] = deque()  # payloads the edge made
         self.edge_busy: _Job | None = None
         self.uplink_busy: Frame | None = None
-        self._in_system = 0  # frames taken and not finished (serial: at most one)
+        self._in_system = 0  # frames accepted and not finished (serial: at most one)
 
-    # ------------------------------------------------------------------ arrivals
+    # ------------------------------------------------------------------ arrivals and decisions
     def arrive(self, stream: int, seq: int, now: float) -> tuple[Frame, list[Frame]]:
         """Frame ``seq`` of ``stream`` arrives at ``now``: (the frame, the frames this dropped,
-        possibly the new frame itself)."""
+        possibly the new frame itself). A frame not dropped is decided next (:meth:`waits`,
+        then :meth:`decide` or :meth:`drop_late`)."""
         spec = self.streams[stream]
         f = Frame(stream, seq, now, spec.sla_ms)
         self.frames.append(f)
         dropped: list[Frame] = []
         cfg = self.config
         if cfg.serial:
-            if self._in_system or self._edge_q:
+            if self._in_system:
                 self._drop(f, now, "busy")
                 return f, [f]
-            self._edge_q.append(f)
-            return f, []
-        if cfg.drop == "stale":
+        elif cfg.drop == "stale":
             for old in [q for q in self._edge_q if q.stream == stream]:
                 self._edge_q.remove(old)
                 self._drop(old, now, "superseded")
@@ -194,6 +207,8 @@ class Pipeline:
                 self._drop(old, now, "queue-full")
                 dropped.append(old)
         self._edge_q.append(f)
+        f._live = True
+        self._in_system += 1
         return f, dropped
 
     def source_blocked(self) -> bool:
@@ -201,72 +216,96 @@ class Pipeline:
         frame (the runtime's back-pressure; the model lets the frame wait in the queue)."""
         return self.config.drop == "none" and not self.config.serial and len(self._edge_q) >= self.edge_cap
 
-    # ------------------------------------------------------------------ the edge
-    def edge_can_start(self) -> bool:
-        """The edge is idle, has work, and (for a new frame) the uplink queue has room."""
-        if self.edge_busy is not None:
-            return False
-        if self._fallback_q:
-            return True
-        return bool(self._edge_q) and len(self._uplink_q) < self.config.uplink_queue
-
-    def take_edge(self, now: float) -> tuple[Frame, bool] | None:
-        """The edge's next job at ``now``: (frame, is a fallback), fallbacks first; None when
-        it cannot start. A new frame's decision comes next (:meth:`waits`, then
-        :meth:`start_frame` or :meth:`drop_late`)."""
-        if not self.edge_can_start():
-            return None
-        if self._fallback_q:
-            f = self._fallback_q.popleft()
-            self.edge_busy = _Job(f, True)
-            return f, True
-        f = self._edge_q.popleft()
-        self.edge_busy = _Job(f, False)
-        self._in_system += 1
-        return f, False
-
     def waits(self, frame: Frame, now: float, bandwidth_mbps: float) -> tuple[float, float]:
-        """(edge wait, uplink wait) in ms from the frame's arrival for its decision at ``now``:
-        the uplink is predicted free once the payload on it and those queued have crossed at
-        ``bandwidth_mbps`` (inf while something waits and the estimate is 0)."""
-        edge_wait = max(now - frame.arrival_s, 0.0) * 1e3
+        """(edge wait, uplink wait) in ms from the frame's arrival for its decision at ``now``.
+        The edge wait: until the edge is predicted free for it (the job it runs, the fallbacks
+        and the decided frames ahead that need it, at their predicted edge times). The uplink
+        wait: until the uplink is predicted free (the payload on it, those queued and those of
+        the decided frames ahead, at ``bandwidth_mbps``; :data:`NO_UPLINK_MS` while something
+        waits and the estimate is 0)."""
+        since = max(now - frame.arrival_s, 0.0) * 1e3
+        edge_ms = 0.0
+        job = self.edge_busy
+        if job is not None and job.frame.edge_start_s is not None:
+            edge_ms += max(job.frame.edge_ms - (now - job.frame.edge_start_s) * 1e3, 0.0)
+        edge_ms += sum(f.edge_ms for f in self._fallback_q)
+        ahead = [f for f in self._edge_q if f is not frame and f.decided]
+        edge_ms += sum(f.edge_ms for f in ahead if not f.send_only)
+        pending = ([self.uplink_busy] if self.uplink_busy is not None else []) + list(self._uplink_q) + \
+            [f for f in ahead if f.nbytes > 0]
         free_in = 0.0
-        pending = list(self._uplink_q)
-        if self.uplink_busy is not None:
-            pending.insert(0, self.uplink_busy)
-        for k, f in enumerate(pending):
+        for f in pending:
             if bandwidth_mbps <= 0:
-                free_in = math.inf
-                break
+                return since + edge_ms, NO_UPLINK_MS
             ms = f.nbytes * 8 / 1e3 / bandwidth_mbps
-            if k == 0 and f is self.uplink_busy and f.upload_start_s is not None:
+            if f is self.uplink_busy and f.upload_start_s is not None:
                 ms = max(ms - (now - f.upload_start_s) * 1e3, 0.0)
             free_in += ms
-        return edge_wait, (edge_wait + free_in) if free_in > 0 else 0.0
+        return since + edge_ms, (since + free_in) if free_in > 0 else 0.0
 
     def late(self, frame: Frame, predicted_ms: float) -> bool:
         """``stale``: the decision (waits included) predicts no option meets the frame's SLA."""
         return self.config.drop == "stale" and not self.config.serial and predicted_ms > frame.sla_ms + 1e-9
 
-    def start_frame(self, frame: Frame, waits: tuple[float, float], nbytes: int) -> None:
-        """The edge starts ``frame`` (taken by :meth:`take_edge`) with a decision sending ``nbytes``."""
-        self._check_on_edge(frame)
+    def decide(self, frame: Frame, waits: tuple[float, float], nbytes: int, edge_ms: float,
+               send_only: bool = False) -> None:
+        """The decision for ``frame`` (just arrived, waiting): it sends ``nbytes`` after
+        ``edge_ms`` of edge work; ``send_only`` (s = 0): it waits for the uplink only, not the edge."""
+        if frame not in self._edge_q or frame.decided:
+            raise PipelineError(f"frame {frame.stream}/{frame.seq} is not waiting for its decision")
         frame.edge_wait_ms, frame.uplink_wait_ms = waits
-        frame.nbytes = int(nbytes)
+        frame.nbytes, frame.edge_ms = int(nbytes), float(edge_ms)
+        frame.send_only = bool(send_only) and frame.nbytes > 0
+        frame.decided = True
 
-    def drop_late(self, frame: Frame, now: float, waits: tuple[float, float]) -> None:
-        """Drop the frame just taken (its decision said ``late``); the edge is free again."""
-        self._check_on_edge(frame)
+    def drop_late(self, frame: Frame, now: float, waits: tuple[float, float], reason: str = "late") -> None:
+        """Drop the frame waiting for its decision (the decision said ``late``, or failed: ``error``)."""
+        if frame not in self._edge_q:
+            raise PipelineError(f"frame {frame.stream}/{frame.seq} is not waiting")
         frame.edge_wait_ms, frame.uplink_wait_ms = waits
-        self.edge_busy = None
-        self._in_system -= 1
-        self._drop(frame, now, "late")
+        self._edge_q.remove(frame)
+        self._drop(frame, now, reason)
+
+    # ------------------------------------------------------------------ the edge
+    def _next_edge(self) -> Frame | None:
+        """The oldest decided frame the edge can start: one that needs it and sends nothing, or
+        sends while the uplink queue has room (a device-only frame passes one held by a full
+        uplink queue). None: none."""
+        room = len(self._uplink_q) < self.config.uplink_queue
+        for f in self._edge_q:
+            if f.decided and not f.send_only and (room or f.nbytes == 0):
+                return f
+        return None
+
+    def edge_can_start(self) -> bool:
+        """The edge is idle and has work: a fallback, or a frame :meth:`_next_edge` finds."""
+        if self.edge_busy is not None:
+            return False
+        return bool(self._fallback_q) or self._next_edge() is not None
+
+    def take_edge(self, now: float) -> tuple[Frame, bool] | None:
+        """The edge's next job at ``now``: (frame, is a fallback), fallbacks first; None when
+        it cannot start."""
+        if not self.edge_can_start():
+            return None
+        if self._fallback_q:
+            f = self._fallback_q.popleft()
+            self.edge_busy = _Job(f, True)
+        else:
+            f = self._next_edge()  # type: ignore[assignment]  # edge_can_start() found one
+            self._edge_q.remove(f)
+            self.edge_busy = _Job(f, False)
+        f.edge_start_s = now
+        return f, self.edge_busy.fallback
 
     def abandon(self, frame: Frame, now: float) -> None:
-        """The edge's job failed (an error, logged with the frame): the frame is dropped, ``error``."""
-        self._check_on_edge(frame)
-        self.edge_busy = None
-        self._in_system -= 1
+        """The frame's edge job (or, for a send-only frame, its encode on the uplink) failed (an
+        error, logged with the frame): the frame is dropped, ``error``; its resource is free."""
+        if self.uplink_busy is frame:
+            self.uplink_busy = None
+        else:
+            self._check_on_edge(frame)
+            self.edge_busy = None
         self._drop(frame, now, "error")
 
     def edge_done(self, frame: Frame, now: float) -> None:
@@ -283,10 +322,19 @@ class Pipeline:
 
     # ------------------------------------------------------------------ uplink and cloud
     def take_uplink(self, now: float) -> Frame | None:
-        """The uplink's next payload (None while it is busy or nothing waits)."""
-        if self.uplink_busy is not None or not self._uplink_q:
+        """The uplink's next payload (None while it is busy or nothing waits): the oldest, by
+        arrival, of the edge's payloads and the send-only frames."""
+        if self.uplink_busy is not None:
             return None
-        f = self._uplink_q.popleft()
+        direct = next((f for f in self._edge_q if f.decided and f.send_only), None)
+        made = self._uplink_q[0] if self._uplink_q else None
+        if direct is not None and (made is None or direct.arrival_s < made.arrival_s):
+            self._edge_q.remove(direct)
+            f = direct
+        elif made is not None:
+            f = self._uplink_q.popleft()
+        else:
+            return None
         f.upload_start_s = now
         self.uplink_busy = f
         return f
@@ -301,9 +349,11 @@ class Pipeline:
         """The cloud's answer arrived."""
         self._finish(frame, now, "answered")
 
-    def fell_back(self, frame: Frame, now: float, reason: str) -> None:
-        """The exchange failed at ``now``: the remaining segments go to the edge, before new frames."""
+    def fell_back(self, frame: Frame, now: float, reason: str, local_ms: float = 0.0) -> None:
+        """The exchange failed at ``now``: the remaining segments (``local_ms`` predicted) go to
+        the edge, before new frames."""
         frame.reason = reason
+        frame.edge_ms = float(local_ms)
         self._fallback_q.append(frame)
 
     # ------------------------------------------------------------------ state
@@ -321,14 +371,20 @@ class Pipeline:
             raise PipelineError(f"frame {frame.stream}/{frame.seq} is not on the edge")
         return job
 
+    def _release(self, f: Frame) -> None:
+        if f._live:
+            f._live = False
+            self._in_system -= 1
+
     def _drop(self, f: Frame, now: float, reason: str) -> None:
         f.outcome, f.reason, f.done_s = "dropped", reason, now
+        self._release(f)
 
     def _finish(self, f: Frame, now: float, outcome: str, reason: str | None = None) -> None:
         if f.outcome is not None:
             raise PipelineError(f"frame {f.stream}/{f.seq} already has an outcome ({f.outcome})")
         f.outcome, f.reason, f.done_s = outcome, reason, now
-        self._in_system -= 1
+        self._release(f)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -383,5 +439,5 @@ def stream_report(frames: Iterable[Frame], names: Sequence[str] | None = None,
     return out
 
 
-__all__ = ["stagger_s", "DROP_POLICIES", "DROP_REASONS", "OUTCOMES", "Frame", "Pipeline", "PipelineConfig", "PipelineError",
+__all__ = ["stagger_s", "NO_UPLINK_MS", "DROP_POLICIES", "DROP_REASONS", "OUTCOMES", "Frame", "Pipeline", "PipelineConfig", "PipelineError",
            "StreamSpec", "stream_report"]

@@ -110,6 +110,7 @@ class _Table:
     fixed: np.ndarray = field(init=False)
     outage_comm: np.ndarray = field(init=False)  # comm ms at 0 Mbit/s: inf wherever bytes > 0
     sends: np.ndarray = field(init=False)  # 1 where anything crosses the network (s <= N), else 0
+    send_only: np.ndarray = field(init=False)  # 1 where the frame itself is sent (s = 0): no edge queue
 
     def __post_init__(self) -> None:
         self.fixed = self.head + self.enc + self.dec + self.tail
@@ -117,6 +118,7 @@ class _Table:
         self.cloud_side = self.dec + self.tail
         self.outage_comm = np.where(self.model_kbits > 0, np.inf, 0.0)
         self.sends = np.asarray([o.codec is not None for o in self.cols], dtype=float)
+        self.send_only = np.asarray([o.codec is not None and o.split == 0 for o in self.cols], dtype=float)
 
 
 def _first_token_codec(codecs: Sequence[str]) -> str:
@@ -378,8 +380,9 @@ class Scheduler:
         from the frame's arrival: ``edge_wait_ms`` until the edge starts it, ``uplink_wait_ms``
         until the uplink is predicted free. An option then takes
         ``max(edge_wait + head + encode, uplink_wait) + comm + rtt + decode + tail`` (an option
-        that sends nothing: ``edge_wait + head``), so a busy uplink pushes the choice toward
-        lighter payloads or the device. ``sla_ms``: this frame's SLA (default: the scheduler's).
+        that sends nothing: ``edge_wait + head``; one that sends the frame, s = 0, skips the edge
+        queue: ``max(encode, uplink_wait) + ...``), so a busy uplink pushes the choice toward
+        lighter payloads or the device, and a busy edge toward sending the frame. ``sla_ms``: this frame's SLA (default: the scheduler's).
         With zero waits and no ``sla_ms`` the decision is exactly the one without them.
 
         ``cloud_factor`` and ``cloud_extra_ms`` are the server's current load
@@ -426,7 +429,8 @@ class Scheduler:
             if not v >= 0:  # NaN too; inf is a valid uplink wait (an outage estimate)
                 raise SchedulerError(f"{name} must be >= 0 ms, got {v!r}")
         uplink = np.where(t.sends > 0, float(uplink_wait_ms), 0.0)
-        return np.maximum(edge_wait_ms + t.edge_side, uplink) + comm + rtt_ms * t.sends + t.cloud_side
+        edge = np.where(t.send_only > 0, 0.0, float(edge_wait_ms))  # the frame sent as is skips the edge queue
+        return np.maximum(edge + t.edge_side, uplink) + comm + rtt_ms * t.sends + t.cloud_side
 
     def _check_sla(self, sla_ms: float) -> float:
         if not (isinstance(sla_ms, (int, float)) and math.isfinite(sla_ms) and sla_ms > 0):

@@ -118,6 +118,8 @@ class SimConfig:
     stream_sla_ms: Sequence[float] | None = None  # one SLA per stream (default: sla_ms for all)
     uplink_queue: int = 2
     edge_queue: int | None = None
+    uplink_setup_ms: float = 0.0  # streams: the part of the RTT before a body's first byte (holds the uplink)
+    server_extra_ms: float = 0.0  # streams: what the server spends per request beyond the profile's decode + tail
 
     def pipeline(self) -> Any:
         """The pipeline settings of a streams run."""
@@ -163,6 +165,12 @@ class SimConfig:
             raise SimulationError("min_timeout_ms, exchange_ms and probe_exchange_ms must be >= 0")
         if self.probe_bytes is not None and self.probe_bytes < 1:
             raise SimulationError(f"probe_bytes must be >= 1, got {self.probe_bytes}")
+        for name in ("uplink_setup_ms", "server_extra_ms"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise SimulationError(f"{name} must be >= 0 ms, got {v}")
+            if v and self.streams is None:
+                raise SimulationError(f"{name} is a camera-streams setting (the pipeline model); give --streams too")
         if self.streams is not None:
             self._validate_streams()
         try:

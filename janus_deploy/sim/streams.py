@@ -3,9 +3,10 @@ as a discrete-event simulation, the runtime's rules with the trace's clock.
 
 Frames of every stream arrive at their rate; the :class:`~janus_deploy.schedule.pipeline.Pipeline`
 says which frame the edge takes next, which one is dropped, and the waits each decision is given.
-Per frame, once the edge takes it: the controller decides (the waits and the stream's SLA
-included), a frame ``late`` under ``stale`` is dropped, else the edge computes ``head_ms`` +
-encode (the whole model for device-only); a payload then queues for the uplink, crosses it with
+Per frame, at its arrival: the controller decides (the waits and the stream's SLA included), a
+frame ``late`` under ``stale`` is dropped, a frame sent as is (s = 0) waits for the uplink only,
+else the edge computes ``head_ms`` + encode (the whole model for device-only) when its turn comes;
+a payload then queues for the uplink, crosses it with
 :meth:`Trace.transfer_time` from the instant the uplink takes it (one payload at a time), and
 the cloud (RTT: the ping trace's sample at send time, else ``rtt_ms``, plus ``exchange_ms``;
 decode; ``tail_ms``) answers it, concurrently with the next payload's upload. With a deadline
@@ -50,12 +51,19 @@ class StreamsRun:
 def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Sequence[StreamSpec],
                 pipeline: PipelineConfig, *, duration_s: float, rtt_ms: float = 0.0, exchange_ms: float = 0.0,
                 policy: Any = None, probe: Callable[[float, float], tuple[float, Observation]] | None = None,
-                tick: Callable[[int], None] | None = None) -> StreamsRun:
+                tick: Callable[[int], None] | None = None, uplink_setup_ms: float = 0.0,
+                server_extra_ms: float = 0.0) -> StreamsRun:
     """Simulate ``streams`` for ``duration_s`` of arrivals (the work in flight then drains).
     ``policy``: an :class:`~janus_deploy.schedule.exchange.ExchangePolicy` (None: no deadline).
     ``probe(t, rtt_ms)``: the runtime's probe started at ``t`` as (seconds it takes, what it
     shows), started whenever the controller says one is due and none is running (None: a probe
-    costs no time and observes the link's mean rate over the device-only frame that finished)."""
+    costs no time and observes the link's mean rate over the device-only frame that finished).
+    ``uplink_setup_ms``: the part of each exchange's RTT spent before its body's first byte (the
+    edge's HTTP client setting the request up), measured (:attr:`Exchange.setup_s`): it holds the
+    uplink, the rest of the RTT follows the transfer. ``server_extra_ms``: what the server spends
+    per request beyond the profile's decode + tail (parsing, queueing; measured from its reported
+    ``janus_server_ms``): charged, and reported to the controller as the server's time, as the
+    runtime's answers report it (its cloud-load estimate learns it the same way)."""
     pipe = Pipeline(streams, pipeline)
     edge = ctrl.deploy.edge
     heap: list[tuple[float, int, int, Any]] = []
@@ -74,23 +82,25 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
     for i in range(len(streams)):
         next_arrival(i, 0)
 
+    def decide(f: Frame, now: float) -> None:
+        """The frame's decision at its arrival (the waits of the pipeline ahead of it)."""
+        waits = pipe.waits(f, now, ctrl.scheduler_bandwidth())
+        choice = ctrl.decide(now, edge_wait_ms=waits[0], uplink_wait_ms=waits[1], sla_ms=f.sla_ms)
+        d = choice.decision
+        f.info.update(choice=choice, decided_s=now)
+        if pipe.late(f, d.predicted_ms):
+            pipe.drop_late(f, now, waits)
+            return
+        bd = d.breakdown
+        send_only = d.split == 0 and d.bytes > 0
+        pipe.decide(f, waits, d.bytes, 0.0 if send_only else bd["edge_ms"] + bd["encode_ms"], send_only)
+
     def start_edge(now: float) -> bool:
         job = pipe.take_edge(now)
         if job is None:
             return False
         f, fallback = job
-        if fallback:
-            push(now + f.info["local_ms"] / 1e3, EDGE_DONE, f)
-            return True
-        waits = pipe.waits(f, now, ctrl.scheduler_bandwidth())
-        choice = ctrl.decide(now, edge_wait_ms=waits[0], uplink_wait_ms=waits[1], sla_ms=f.sla_ms)
-        d = choice.decision
-        f.info.update(choice=choice, decided_s=now, edge_start_s=now)
-        if pipe.late(f, d.predicted_ms):
-            pipe.drop_late(f, now, waits)
-            return True
-        pipe.start_frame(f, waits, d.bytes)
-        push(now + (d.breakdown["edge_ms"] + d.breakdown["encode_ms"]) / 1e3, EDGE_DONE, f)
+        push(now + f.edge_ms / 1e3, EDGE_DONE, f)  # a fallback's edge_ms: its remaining segments
         return True
 
     def start_uplink(now: float) -> bool:
@@ -100,8 +110,13 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
         d = f.info["choice"].decision
         bd = d.breakdown
         rtt = (ping.value_at(now) if ping is not None else rtt_ms) + exchange_ms
+        setup = min(uplink_setup_ms, rtt)
+        # the frame's encode (a send-only frame is encoded where the uplink takes it), the request's set-up
+        now = now + ((bd["encode_ms"] if f.send_only else 0.0) + setup) / 1e3
         tx = trace.transfer_time(now, d.bytes)
-        answer = now + tx + (rtt + bd["decode_ms"] + bd["cloud_ms"]) / 1e3
+        expected = ctrl.deploy.server_ms(d.level_index, d.split, d.codec)
+        server = expected + server_extra_ms
+        answer = now + tx + (rtt - setup + server) / 1e3
         f.info.update(send_s=now, bw_mbps=trace.value_at(now))
         deadline = None
         if policy is not None:
@@ -119,8 +134,10 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
             push(deadline, CANCEL, (f, obs))
         else:
             push(now + tx, UPLINK_DONE, f)
+            reported = server_extra_ms > 0  # else the server takes what the profile says: no load to learn
             push(answer, ANSWER, (f, Observation(answer, "transfer", nbytes=d.bytes, seconds=tx, rtt_ms=rtt,
-                                                   server_ok=True)))
+                                                   server_ok=True, server_ms=server if reported else None,
+                                                   expected_ms=expected if reported else None)))
         return True
 
     probing = [False]
@@ -139,14 +156,16 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
         now, kind, _, item = heapq.heappop(heap)
         if kind == ARRIVE:
             i, seq = item
-            pipe.arrive(i, seq, now)
+            f, _ = pipe.arrive(i, seq, now)
+            if f.outcome is None:
+                decide(f, now)
             next_arrival(i, seq + 1)
         elif kind == EDGE_DONE:
             f = item
             was_fallback = pipe.edge_busy is not None and pipe.edge_busy.fallback
             pipe.edge_done(f, now)
             if probe is None and not was_fallback and f.nbytes == 0 and ctrl.probe_due(now):
-                start = f.info["edge_start_s"]
+                start = f.edge_start_s if f.edge_start_s is not None else now
                 ctrl.observe(Observation(now, "rate", mbps=trace.mean_rate(start, now) if now > start
                                          else trace.value_at(now),
                                          rtt_ms=ping.value_at(now) if ping is not None else None,
@@ -160,7 +179,7 @@ def run_streams(ctrl: Controller, trace: Trace, ping: Trace | None, streams: Seq
         elif kind == CANCEL:
             f, obs = item
             ctrl.observe(obs)
-            pipe.fell_back(f, now, "timeout")
+            pipe.fell_back(f, now, "timeout", f.info["local_ms"])
         else:  # PROBE_DONE
             ctrl.observe(item)
             probing[0] = False
@@ -209,7 +228,8 @@ def simulate_streams_system(ctrl: Controller, trace: Trace, ping: Trace | None, 
             extra = config.exchange_ms if config.probe_exchange_ms is None else config.probe_exchange_ms
             return _probe(trace, config, t, rtt - config.exchange_ms + extra)
     run = run_streams(ctrl, trace, ping, specs, config.pipeline(), duration_s=duration, rtt_ms=config.rtt_ms,
-                      exchange_ms=config.exchange_ms, policy=config.policy, probe=probe)
+                      exchange_ms=config.exchange_ms, policy=config.policy, probe=probe,
+                      uplink_setup_ms=config.uplink_setup_ms, server_extra_ms=config.server_extra_ms)
     log = RequestLog()
     decided = [f for f in run.frames if f.outcome in ("answered", "fallback")]
     for f in sorted(decided, key=lambda f: f.arrival_s):

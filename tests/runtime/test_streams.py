@@ -43,6 +43,11 @@ def test_every_frame_one_outcome_and_replay_reproduces(plan, local, server, tmp_
     frames = [r for r in records if r.kind != "probe"]
     assert len(frames) == 24 and summary["frames"] == 24
     assert all(r.outcome in ("answered", "fallback") and r.error is None for r in frames)
+    # a reachable server answers every offloaded frame: none falls back (each answer carries
+    # the id of the frame that asked, which the exchange checks)
+    offloaded = [r for r in frames if r.decision.split <= plan[0].num_blocks]
+    assert offloaded and all(r.outcome == "answered" and r.fallback is None and r.server for r in offloaded), \
+        [r.fallback for r in offloaded if r.fallback is not None][:3]
     assert {r.stream for r in frames} == {"cam0", "cam1"}
     assert all(r.top1 is not None and r.measured.total_ms > 0 for r in frames)
     assert summary["streams"]["cam0"]["frames"] == 12 and summary["dropped"] == 0
@@ -168,3 +173,39 @@ def test_failed_exchanges_fall_back_on_the_edge(plan, local, tmp_path):
     assert all(r.outcome == "answered" and r.decision.split == manifest.num_blocks + 1
                for r in records if r.outcome != "fallback")  # the rest ran device-only
     assert replay_log(tmp_path / "down.jsonl")["decisions_reproduced"] == 1.0
+
+
+def test_the_collector_skips_what_lives_through_the_run(plan, local, server, tmp_path):
+    # a full collection walking every object stalls all threads (uplink, answers) for 50-150 ms on
+    # the demo plan: what exists at the start of the run is frozen while it runs, then unfrozen
+    import gc
+
+    seen = []
+    with edge(plan, local, server.url, tmp_path / "gc.jsonl") as rt:
+        sr = StreamRuntime(rt, sources(plan[0], 1, 4, 50.0), PipelineConfig(drop="none"))
+        before = gc.get_freeze_count()
+        sr.run(progress=lambda rec: seen.append(gc.get_freeze_count()))
+    assert len(seen) == 4 and min(seen) > before + 1000
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_server_freezes_what_start_up_made(plan):
+    # a full collection over the server's start-up heap stalls every request (~10 ms on the demo plan)
+    import gc
+
+    from janus_deploy.runtime.server import serve
+    from janus_deploy.triton.server import free_port
+
+    class Ready(Exception):
+        pass
+
+    def ready(app):
+        assert gc.get_freeze_count() > 1000
+        raise Ready
+
+    _, plan_dir, engines = plan
+    try:
+        with pytest.raises(Ready):
+            serve(plan_dir, engines, port=free_port(), on_ready=ready)
+    finally:
+        gc.unfreeze()
