@@ -56,6 +56,7 @@ class Estimator:
         self.cold_start_mbps = float(cold_start_mbps)
         self.window = int(window)
         self._errors: deque[float] = deque(maxlen=self.window)
+        self._live: deque[float] = deque(maxlen=self.window)  # the same, 0 where the prediction was 0
         self._count = 0
 
     # ---- protocol
@@ -70,7 +71,10 @@ class Estimator:
         if not math.isfinite(mbps) or mbps < 0:
             raise EstimatorError(f"a throughput sample must be a finite Mbit/s >= 0, got {mbps!r}")
         # score the point prediction that was standing (the cold-start guess included)
-        self._errors.append(_rel_error(self._raw_prediction(), mbps))
+        pred = self._raw_prediction()
+        err = _rel_error(pred, mbps)
+        self._errors.append(err)
+        self._live.append(err if pred > 0 and self._count > 0 else 0.0)
         self._count += 1
         self._update(float(mbps))
 
@@ -81,6 +85,15 @@ class Estimator:
     def recent_error(self) -> float:
         """Max absolute relative error of the last ``window`` point predictions (0 before any)."""
         return max(self._errors) if self._errors else 0.0
+
+    def live_error(self) -> float:
+        """As :meth:`recent_error`, over the predictions made from samples that were > 0 only (0
+        before any): an outage estimate (0) sends nothing, so its error (always 1 against a
+        working link) says nothing about how far a positive estimate may be off, nor does the
+        cold-start guess's; the controller's deflation uses this, so that the first samples of a
+        link that came back (or of a run) are not divided by 2 (or by 1 + the guess's error) for
+        ``window`` more."""
+        return max(self._live) if self._live else 0.0
 
     @property
     def observations(self) -> int:

@@ -175,7 +175,7 @@ typedef struct janus_config {
     double cold_start_mbps;  /* the estimate before any sample (> 0) */
     double ewma_alpha;       /* EWMA weight of the newest sample, (0, 1] */
     double margin;           /* fraction of the SLA held back (janus-deploy), [0, 1) */
-    int deflate;             /* divide the estimate by 1 + recent error (janus-deploy) */
+    int deflate;             /* divide the estimate by 1 + the recent error of estimates from samples (janus-deploy) */
     double rtt_cold_ms;      /* RTT before any sample (>= 0) */
     int rtt_fixed;           /* keep rtt_cold_ms whatever is observed */
     int rtt_window;          /* RTT samples kept (>= 1) */
@@ -270,7 +270,7 @@ typedef struct janus_choice {
     double estimate_mbps;  /* the estimator's raw estimate */
     double bandwidth_mbps; /* what the scheduler was given (deflated; 0 while offloading is off) */
     double rtt_ms;
-    double recent_error;
+    double recent_error;   /* what the deflation divided by (positive estimates' error; robustmpc: its own) */
     int reason;            /* janus_reason */
 } janus_choice;
 
@@ -297,7 +297,11 @@ JANUS_API int janus_controller_decide(const janus_controller *ctl, double t, jan
 /** Learn from one observation; *sample_mbps (may be NULL) gets the link sample it gave, NaN if none. */
 JANUS_API int janus_controller_observe(janus_controller *ctl, const janus_observation *obs, double *sample_mbps,
                                        janus_error *err);
-/** Should the caller probe the server after the request at ``t``? */
+/** Should the caller probe the server after the request at ``t``? (Controller.probe_due: before
+ * the first link sample, during which janus-deploy runs on the device when that alone meets the
+ * budget; at once after a probe that found the link up while the estimate or the deflated
+ * bandwidth is under half its sample, at most `window` times in a row; 0.25 s after an outage sample, doubling per further one up to probe_interval_s; else
+ * after probe_interval_s without a link sample.) */
 JANUS_API int janus_controller_probe_due(const janus_controller *ctl, double t);
 JANUS_API void janus_controller_get_state(const janus_controller *ctl, janus_controller_state *out);
 

@@ -36,7 +36,7 @@ struct janus_controller {
     janus_scheduler *sched;
     janus_config cfg;
     /* estimator */
-    ring samples, errors;
+    ring samples, errors, live; /* live: the errors, 0 where the prediction was 0 (Estimator.live_error) */
     int has_value;
     double value; /* EWMA */
     /* RTT tracker: the window and a sorted copy for the median */
@@ -46,9 +46,18 @@ struct janus_controller {
     int failures, open, opened, config_error;
     double open_until, open_s;
     int has_last_link, probe_again;
+    int zeros;    /* consecutive outage (0 Mbit/s) samples */
+    int reprobes; /* probes in a row that made another one due at once */
     double last_link_t;
-    long long observations;
+    long long observations, nsamples;
 };
+
+#define OUTAGE_PROBE_S 0.25 /* controller.OUTAGE_PROBE_S */
+
+/* before the first link sample with probes on, janus-deploy runs on the device (Controller.cold) */
+static int cold(const janus_controller *c) {
+    return !c->has_last_link && c->cfg.probe_interval_s > 0 && c->cfg.system == JANUS_SYSTEM_JANUS_DEPLOY;
+}
 
 /* ------------------------------------------------------------------------------ estimator */
 
@@ -70,9 +79,27 @@ static double recent_error(const janus_controller *c) {
     return m;
 }
 
+static double live_error(const janus_controller *c) {
+    if (c->live.len == 0) return 0.0;
+    double m = ring_at(&c->live, 0);
+    for (int i = 1; i < c->live.len; i++)
+        if (ring_at(&c->live, i) > m) m = ring_at(&c->live, i);
+    return m;
+}
+
 static double estimate(const janus_controller *c) {
     if (c->cfg.estimator == JANUS_ESTIMATOR_ROBUSTMPC) return raw_prediction(c) / (1.0 + recent_error(c));
     return raw_prediction(c);
+}
+
+/* Controller.scheduler_bandwidth: the estimate deflated by the error of estimates from samples
+ * (janus-deploy), 0 while offloading is off */
+static double scheduler_bandwidth(const janus_controller *c) {
+    if (c->config_error || c->open) return 0.0;
+    double est = estimate(c);
+    if (c->cfg.system == JANUS_SYSTEM_JANUS_DEPLOY && c->cfg.deflate && c->cfg.estimator != JANUS_ESTIMATOR_ROBUSTMPC)
+        return est / (1.0 + live_error(c));
+    return est;
 }
 
 static double rel_error(double predicted, double actual) {
@@ -85,7 +112,10 @@ static int observe_rate(janus_controller *c, double mbps, janus_error *err) {
     if (!(isfinite(mbps) && mbps >= 0))
         return jn_fail(err, JANUS_E_INVALID, "bad observation: a throughput sample must be a finite Mbit/s >= 0, "
                        "got %g", mbps);
-    ring_push(&c->errors, rel_error(raw_prediction(c), mbps));
+    double pred = raw_prediction(c), e = rel_error(pred, mbps);
+    ring_push(&c->errors, e);
+    ring_push(&c->live, pred > 0 && c->nsamples > 0 ? e : 0.0); /* estimates made from samples only */
+    c->nsamples++;
     if (c->cfg.estimator == JANUS_ESTIMATOR_EWMA) {
         double a = c->cfg.ewma_alpha;
         c->value = c->has_value ? a * mbps + (1 - a) * c->value : mbps;
@@ -182,6 +212,7 @@ void janus_controller_free(janus_controller *c) {
     janus_scheduler_free(c->sched);
     free(c->samples.v);
     free(c->errors.v);
+    free(c->live.v);
     free(c->rtt.v);
     free(c->rtt_sorted);
     free(c);
@@ -205,7 +236,7 @@ int janus_controller_new(const janus_table *t, const janus_config *config, janus
     }
     c->cfg.codec = janus_scheduler_codec(c->sched); /* owned by the table, not the caller */
     c->rtt_sorted = calloc((size_t)cfg.rtt_window, sizeof(double));
-    if (ring_init(&c->samples, cfg.window) || ring_init(&c->errors, cfg.window) || ring_init(&c->rtt, cfg.rtt_window) ||
+    if (ring_init(&c->samples, cfg.window) || ring_init(&c->errors, cfg.window) || ring_init(&c->live, cfg.window) || ring_init(&c->rtt, cfg.rtt_window) ||
         !c->rtt_sorted) {
         janus_controller_free(c);
         return jn_fail(err, JANUS_E_NOMEM, "out of memory");
@@ -221,14 +252,13 @@ int janus_controller_decide(const janus_controller *c, double t, janus_choice *o
     (void)t; /* decisions depend on observations only, as in Python */
     if (!c || !out) return jn_fail(err, JANUS_E_INVALID, "janus_controller_decide: NULL argument");
     const janus_config *cfg = &c->cfg;
-    double est = estimate(c), e = recent_error(c), rtt = rtt_estimate(c), bw = est;
-    if (cfg->system == JANUS_SYSTEM_JANUS_DEPLOY && cfg->deflate && cfg->estimator != JANUS_ESTIMATOR_ROBUSTMPC)
-        bw = est / (1.0 + e);
+    int discounts = cfg->estimator == JANUS_ESTIMATOR_ROBUSTMPC;
+    double est = estimate(c), e = discounts ? recent_error(c) : live_error(c), rtt = rtt_estimate(c);
+    double bw = scheduler_bandwidth(c);
     int reason = JANUS_REASON_SCHEDULER;
-    if (c->config_error || c->open) {
-        bw = 0.0;
-        reason = c->config_error ? JANUS_REASON_UNAUTHORIZED : JANUS_REASON_BREAKER_OPEN;
-    }
+    if (c->config_error || c->open) reason = c->config_error ? JANUS_REASON_UNAUTHORIZED : JANUS_REASON_BREAKER_OPEN;
+    double cold_bw = bw;
+    if (cold(c)) bw = 0.0; /* the cold start: the device, if it meets the budget (Controller.decide) */
     int rc;
     if (cfg->system <= JANUS_SYSTEM_MIXED) {
         int system = reason != JANUS_REASON_SCHEDULER ? JANUS_SYSTEM_DEVICE_ONLY : cfg->system;
@@ -237,6 +267,10 @@ int janus_controller_decide(const janus_controller *c, double t, janus_choice *o
         rc = janus_decide(c->sched, JANUS_MODE_PAPER, bw, 0.0, 0.0, cfg->sla_ms, &out->decision, err);
     } else {
         rc = janus_decide(c->sched, JANUS_MODE_DEPLOY, bw, rtt, cfg->margin, cfg->sla_ms, &out->decision, err);
+        if (!rc && cold(c) && !(out->decision.predicted_ms <= cfg->sla_ms * (1.0 - cfg->margin))) {
+            bw = cold_bw; /* the device alone misses the budget: the cold-start estimate */
+            rc = janus_decide(c->sched, JANUS_MODE_DEPLOY, bw, rtt, cfg->margin, cfg->sla_ms, &out->decision, err);
+        }
     }
     if (rc) return rc;
     out->estimate_mbps = est;
@@ -299,9 +333,13 @@ int janus_controller_observe(janus_controller *c, const janus_observation *o, do
     if (has_sample) {
         c->last_link_t = o->t;
         c->has_last_link = 1;
-        double est = estimate(c);
-        /* the link answers but the window still holds stale low samples: probe again soon */
-        c->probe_again = o->probe && sample > 0 && est < 0.5 * sample;
+        c->zeros = sample > 0 ? 0 : c->zeros + 1;
+        /* the link answers but the estimate or the deflated bandwidth is under half of it: probe again,
+         * at most `window` times in a row (Controller.observe) */
+        double est = estimate(c), bw = scheduler_bandwidth(c);
+        int low = (est < bw ? est : bw) < 0.5 * sample;
+        c->probe_again = o->probe && sample > 0 && low && c->reprobes < c->cfg.window;
+        c->reprobes = c->probe_again ? c->reprobes + 1 : 0;
         if (sample_out) *sample_out = sample;
     }
     if (isfinite(o->rtt_ms) && o->rtt_ms >= 0) rtt_add(c, o->rtt_ms);
@@ -313,9 +351,14 @@ int janus_controller_observe(janus_controller *c, const janus_observation *o, do
 int janus_controller_probe_due(const janus_controller *c, double t) {
     if (!c || c->config_error) return 0;
     if (c->open) return t >= c->open_until;
-    if (c->cfg.probe_interval_s <= 0) return 0;
-    double last = c->has_last_link ? c->last_link_t : 0.0;
-    return c->probe_again || (t - last) > c->cfg.probe_interval_s;
+    double interval = c->cfg.probe_interval_s;
+    if (interval <= 0) return 0;
+    if (c->probe_again || cold(c)) return 1;
+    if (c->zeros) {
+        double o = OUTAGE_PROBE_S * pow(2.0, (double)(c->zeros - 1 < 60 ? c->zeros - 1 : 60)); /* as Python's cap */
+        if (o < interval) interval = o;
+    }
+    return (t - (c->has_last_link ? c->last_link_t : 0.0)) > interval;
 }
 
 void janus_controller_get_state(const janus_controller *c, janus_controller_state *o) {
