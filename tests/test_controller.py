@@ -197,7 +197,7 @@ def test_a_dip_s_error_is_flushed_by_probes_at_most_window_in_a_row(tiny):
         c.observe(Observation(t, "rate", mbps=10.0))
     c.observe(Observation(0.2, "rate", mbps=2.0))  # a dip: 10 predicted, 2 seen (error 4)
     assert c.scheduler_bandwidth() == pytest.approx((3 / (1 / 10 + 1 / 10 + 1 / 2)) / 5)
-    assert not c.probe_due(1.0)  # a request sample, not a probe: the usual interval
+    assert not c.probe_due(0.44) and c.probe_due(0.46)  # a dip (under half the estimate): probe soon
     c.observe(Observation(2.3, "rate", mbps=10.0, probe=True))  # the link is back; the error is not
     assert c.scheduler_bandwidth() < 5.0 and c.probe_due(2.3)  # deflated under half the sample: again
     c.observe(Observation(2.35, "rate", mbps=10.0, probe=True))

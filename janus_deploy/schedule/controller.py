@@ -26,18 +26,20 @@ Probes (with ``probe_interval_s`` set) and the cold start: before its first link
 controller does not know the link (the cold-start estimate is a long-run mean, not what the link
 does now: sent into a trace's start it met 0.01 Mbit/s or a 220 ms RTT), so janus-deploy runs the
 request on the device when the device alone is predicted within the SLA's budget, and a probe is
-due at once. While the link is out (the last sample was 0: the harmonic estimate is 0 until
-``window`` samples have replaced it) a probe is due :data:`OUTAGE_PROBE_S` after it, then after
-twice as long at every further outage sample, up to ``probe_interval_s``. A probe that finds the
-link up while the estimate (the outage's 0 still in the window, stale low samples) or the
-bandwidth the scheduler gets (deflated by the error of a dip the link has left) is under half its
-sample makes another one due at once, at most ``window`` times in a row: the windows then hold
-only new samples (without it, a dip kept the edge on the device until ``window`` probes at
-``probe_interval_s`` had flushed it: 10 s). The deflation divides by the error of estimates made from positive
-samples only (:meth:`Estimator.live_error`): an estimate of 0 against a working link is a
-relative error of 1, which halved the bandwidth of a link that had come back for ``window`` more
-samples, and the cold-start guess is no estimate. Otherwise a probe is due when no link sample has arrived for
-``probe_interval_s``.
+due at once. After a surprise (the last link sample was an outage, or the estimate standing before
+it missed it by half of the sample or more, so that the deflation cuts the bandwidth by a third
+or more; an outage keeps the harmonic estimate at 0 until ``window`` samples have replaced it) a
+probe is due :data:`OUTAGE_PROBE_S` after it, then after twice as long at every further surprise,
+up to ``probe_interval_s``: the LTE trace's dips last a few hundred ms, the interval is 2 s.
+A probe that finds the link up while the estimate (the outage's 0 still in the window, stale low
+samples) or the bandwidth the scheduler gets (deflated by the error of a dip the link has left)
+is under half its sample makes another one due at once, at most ``window`` times in a row: the
+windows then hold only new samples (without it, a dip kept the edge on the device until
+``window`` probes at ``probe_interval_s`` had flushed it: 10 s). The deflation divides by the
+error of estimates made from samples only (:meth:`Estimator.live_error`): an estimate of 0
+against a working link is a relative error of 1, which halved the bandwidth of a link that had
+come back for ``window`` more samples, and the cold-start guess is no estimate. Otherwise a probe
+is due when no link sample has arrived for ``probe_interval_s``.
 
 Server load: answers that report the server's own time (an :class:`Observation`'s ``server_ms``
 next to the profile's ``expected_ms``) feed a :class:`~janus_deploy.schedule.cloud_load.CloudLoad`,
@@ -61,7 +63,7 @@ from janus_deploy.schedule.scheduler import Decision, Scheduler, SchedulerError
 SYSTEMS = ("device-only", "cloud-only", "mixed", "janus-paper", "janus-deploy")
 RTT_ESTIMATES = ("max", "median")
 COLD_START_MBPS = 100.0  # the cold start when no trace is known (ControllerConfig.for_trace)
-OUTAGE_PROBE_S = 0.25  # after an outage sample, the first probe this soon, doubling up to probe_interval_s
+OUTAGE_PROBE_S = 0.25  # after an outage (or a surprise), the first probe this soon, doubling up to probe_interval_s
 OBSERVATION_KINDS = ("transfer", "rate", "outage", "server", "unauthorized")
 
 
@@ -273,7 +275,7 @@ class Controller:
         self.config_error: str | None = None
         self._last_link_t: float | None = None
         self._probe_again = False
-        self._zeros = 0  # consecutive outage (0 Mbit/s) samples
+        self._surprises = 0  # consecutive link samples that were outages or missed by half or more
         self._reprobes = 0  # probes in a row that made another one due at once
         self.observations = 0
 
@@ -350,6 +352,7 @@ class Controller:
         """Learn from one observation; returns the link sample in Mbit/s it gave (None: none)."""
         self.observations += 1
         sample: float | None = None
+        prior = self.estimator.estimate()  # what this observation's link sample is measured against
         try:
             if obs.kind == "transfer":
                 sample = self.estimator.observe(obs.nbytes, obs.seconds)
@@ -367,7 +370,10 @@ class Controller:
             raise ControllerError(f"bad observation {obs}: {exc}") from None
         if sample is not None:
             self._last_link_t = obs.t
-            self._zeros = 0 if sample > 0 else self._zeros + 1
+            # a surprise: an outage, or a sample the standing estimate missed by half of it or more (the
+            # deflation then cuts the bandwidth by a third or more); probes then come soon (probe_due)
+            surprise = sample == 0 or abs(prior - sample) >= 0.5 * sample
+            self._surprises = self._surprises + 1 if surprise else 0
             # the link answers but the estimate (stale low samples, an outage's 0) or the bandwidth the
             # scheduler gets (deflated by a dip's error) is under half of it: probe again, at most
             # `window` times in a row (then the windows hold only the new samples)
@@ -405,9 +411,10 @@ class Controller:
         """Should the caller probe the server after the request at ``t``? While the breaker is
         open: once its open time is over. Otherwise (probes on): before the first link sample
         (janus-deploy); at once after a probe that found the link up while the estimate or the
-        deflated bandwidth is under half its sample (at most ``window`` in a row); after an outage sample, :data:`OUTAGE_PROBE_S`
-        after it, doubling per further outage sample up to ``probe_interval_s``; else when no
-        link sample has arrived for ``probe_interval_s`` (e.g. every request ran device-only)."""
+        deflated bandwidth is under half its sample (at most ``window`` in a row); after a
+        surprise (an outage, or a sample the estimate missed by half of it or more),
+        :data:`OUTAGE_PROBE_S` after it, doubling per further one up to ``probe_interval_s``; else when no link sample has
+        arrived for ``probe_interval_s`` (e.g. every request ran device-only)."""
         if self.config_error is not None:
             return False
         if self.breaker.open_until is not None:
@@ -420,8 +427,8 @@ class Controller:
             return True
         if last is None:
             last = 0.0
-        if self._zeros:
-            interval = min(interval, OUTAGE_PROBE_S * 2.0 ** min(self._zeros - 1, 60))  # capped: no float overflow
+        if self._surprises:
+            interval = min(interval, OUTAGE_PROBE_S * 2.0 ** min(self._surprises - 1, 60))  # capped: no float overflow
         return (t - last) > interval
 
     def state(self) -> dict[str, Any]:

@@ -300,7 +300,8 @@ JANUS_API int janus_controller_observe(janus_controller *ctl, const janus_observ
 /** Should the caller probe the server after the request at ``t``? (Controller.probe_due: before
  * the first link sample, during which janus-deploy runs on the device when that alone meets the
  * budget; at once after a probe that found the link up while the estimate or the deflated
- * bandwidth is under half its sample, at most `window` times in a row; 0.25 s after an outage sample, doubling per further one up to probe_interval_s; else
+ * bandwidth is under half its sample, at most `window` times in a row; 0.25 s after a surprise (an
+ * outage, or a sample the estimate missed by half of it or more), doubling per further one up to probe_interval_s; else
  * after probe_interval_s without a link sample.) */
 JANUS_API int janus_controller_probe_due(const janus_controller *ctl, double t);
 JANUS_API void janus_controller_get_state(const janus_controller *ctl, janus_controller_state *out);

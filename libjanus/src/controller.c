@@ -46,7 +46,7 @@ struct janus_controller {
     int failures, open, opened, config_error;
     double open_until, open_s;
     int has_last_link, probe_again;
-    int zeros;    /* consecutive outage (0 Mbit/s) samples */
+    int surprises; /* consecutive link samples that were outages or missed by half or more */
     int reprobes; /* probes in a row that made another one due at once */
     double last_link_t;
     long long observations, nsamples;
@@ -297,7 +297,7 @@ int janus_controller_observe(janus_controller *c, const janus_observation *o, do
     if (sample_out) *sample_out = NAN;
     if (!c || !o) return jn_fail(err, JANUS_E_INVALID, "janus_controller_observe: NULL argument");
     c->observations++;
-    double sample = NAN;
+    double prior = estimate(c), sample = NAN; /* what this observation's link sample is measured against */
     int has_sample = 0, rc = JANUS_OK;
     switch (o->kind) {
     case JANUS_OBS_TRANSFER:
@@ -333,7 +333,8 @@ int janus_controller_observe(janus_controller *c, const janus_observation *o, do
     if (has_sample) {
         c->last_link_t = o->t;
         c->has_last_link = 1;
-        c->zeros = sample > 0 ? 0 : c->zeros + 1;
+        /* a surprise (an outage, or missed by half the sample or more): probes come soon */
+        c->surprises = (sample == 0 || fabs(prior - sample) >= 0.5 * sample) ? c->surprises + 1 : 0;
         /* the link answers but the estimate or the deflated bandwidth is under half of it: probe again,
          * at most `window` times in a row (Controller.observe) */
         double est = estimate(c), bw = scheduler_bandwidth(c);
@@ -354,8 +355,8 @@ int janus_controller_probe_due(const janus_controller *c, double t) {
     double interval = c->cfg.probe_interval_s;
     if (interval <= 0) return 0;
     if (c->probe_again || cold(c)) return 1;
-    if (c->zeros) {
-        double o = OUTAGE_PROBE_S * pow(2.0, (double)(c->zeros - 1 < 60 ? c->zeros - 1 : 60)); /* as Python's cap */
+    if (c->surprises) {
+        double o = OUTAGE_PROBE_S * pow(2.0, (double)(c->surprises - 1 < 60 ? c->surprises - 1 : 60)); /* Python's cap */
         if (o < interval) interval = o;
     }
     return (t - (c->has_last_link ? c->last_link_t : 0.0)) > interval;
