@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 #define JANUS_VERSION_MAJOR 1
-#define JANUS_VERSION_MINOR 0
+#define JANUS_VERSION_MINOR 1
 #define JANUS_VERSION_PATCH 0
 /** The decision-table format version this library reads (docs/decision-table.md). */
 #define JANUS_TABLE_VERSION 1
@@ -72,7 +72,7 @@ typedef struct janus_error {
 
 /** "JANUS_OK", "JANUS_E_FORMAT", ... ("JANUS_E_UNKNOWN" for other values). */
 JANUS_API const char *janus_status_name(int code);
-/** The library version, "1.0.0". */
+/** The library version, "1.1.0". */
 JANUS_API const char *janus_version(void);
 
 /* ------------------------------------------------------------------------------ enums */
@@ -108,6 +108,13 @@ typedef enum janus_rtt_estimate {
     JANUS_RTT_MAX = 0,   /* max of the last `rtt_window` RTT samples */
     JANUS_RTT_MEDIAN = 1
 } janus_rtt_estimate;
+
+/** How the controller learns the server's load (ControllerConfig.cloud_load, schedule/cloud_load.py). */
+typedef enum janus_cloud_load {
+    JANUS_CLOUD_LOAD_EXTRA = 0,  /* an additive wait: server_ms - expected_ms */
+    JANUS_CLOUD_LOAD_FACTOR = 1, /* a ratio over the profile (of the compute, the rest additive, when reported) */
+    JANUS_CLOUD_LOAD_OFF = 2     /* the profile's idle costs (load-unaware) */
+} janus_cloud_load;
 
 /* ------------------------------------------------------------------------------ table */
 
@@ -184,6 +191,11 @@ typedef struct janus_config {
     int breaker_failures;    /* consecutive server failures that open the breaker; 0: off */
     double breaker_open_s;   /* first open period */
     double breaker_max_open_s; /* cap of the doubling open period */
+    /* the server's load (appended in 1.1; the table does not store them: janus_table_config gives
+     * ControllerConfig's defaults, factor / 5 / 4 s) */
+    int cloud_load;            /* janus_cloud_load */
+    int cloud_window;          /* samples kept (>= 1) */
+    double cloud_half_life_s;  /* each sample decays towards no load with this half-life (> 0) */
 } janus_config;
 
 JANUS_API void janus_table_config(const janus_table *table, janus_config *out);
@@ -225,9 +237,23 @@ JANUS_API const char *janus_scheduler_codec(const janus_scheduler *sched);
  * ``rtt_ms`` (finite, >= 0) and ``margin`` ([0, 1)) count in JANUS_MODE_DEPLOY only. */
 JANUS_API int janus_decide(const janus_scheduler *sched, int mode, double bandwidth_mbps, double rtt_ms,
                            double margin, double sla_ms, janus_decision *out, janus_error *err);
+/** janus_decide with the server's load: every option that sends is predicted to spend
+ * ``cloud_factor`` × (decode + tail) + ``cloud_extra_ms`` on the server (Scheduler.decide's
+ * cloud_factor / cloud_extra_ms; JANUS_MODE_DEPLOY only; 1 and 0: janus_decide, bit for bit). */
+JANUS_API int janus_decide_loaded(const janus_scheduler *sched, int mode, double bandwidth_mbps, double rtt_ms,
+                                  double margin, double sla_ms, double cloud_factor, double cloud_extra_ms,
+                                  janus_decision *out, janus_error *err);
+/** What the profile expects the server to spend on option (level_index, split) idle: decode +
+ * tail, 0 at device only (Scheduler.server_ms; an observation's expected_ms). */
+JANUS_API int janus_server_ms_expected(const janus_scheduler *sched, int level_index, int split, double *out,
+                                       janus_error *err);
 /** A baseline (JANUS_SYSTEM_DEVICE_ONLY, _CLOUD_ONLY or _MIXED) at the table's constant level. */
 JANUS_API int janus_baseline(const janus_scheduler *sched, int system, double bandwidth_mbps, double rtt_ms,
                              double sla_ms, janus_decision *out, janus_error *err);
+/** janus_baseline with the server's load (as janus_decide_loaded; mixed compares the loaded costs). */
+JANUS_API int janus_baseline_loaded(const janus_scheduler *sched, int system, double bandwidth_mbps, double rtt_ms,
+                                    double sla_ms, double cloud_factor, double cloud_extra_ms, janus_decision *out,
+                                    janus_error *err);
 /** The predicted latency of one given option (level_index, split): Scheduler.evaluate. */
 JANUS_API int janus_evaluate(const janus_scheduler *sched, int mode, int level_index, int split,
                              double bandwidth_mbps, double rtt_ms, double sla_ms, janus_decision *out,
@@ -253,6 +279,10 @@ typedef struct janus_observation {
     double rtt_ms;     /* an RTT sample; NaN: none */
     int server_ok;     /* 1: answered usably, 0: failed after the upload, −1: says nothing */
     int probe;         /* 1 for a probe */
+    /* the server's time (appended in 1.1; NaN: unknown): what it reported for this request, what
+     * the profile expects it to spend idle (janus_server_ms_expected), and of server_ms its decode +
+     * compute when it says (the built-in server's janus_decode_ms + janus_compute_ms) */
+    double server_ms, expected_ms, server_compute_ms;
 } janus_observation;
 
 /** An observation of ``kind`` at ``t`` with every other field "none". */
@@ -272,6 +302,8 @@ typedef struct janus_choice {
     double rtt_ms;
     double recent_error;   /* what the deflation divided by (positive estimates' error; robustmpc: its own) */
     int reason;            /* janus_reason */
+    double cloud_factor;   /* the server's load the decision was made with (appended in 1.1) */
+    double cloud_extra_ms;
 } janus_choice;
 
 typedef struct janus_controller_state {

@@ -31,6 +31,10 @@ static void ring_push(ring *r, double x) {
 
 static double ring_at(const ring *r, int i) { return r->v[(r->head + i) % r->cap]; }
 
+typedef struct cl_sample { /* CloudSample */
+    double t, value, fixed;
+} cl_sample;
+
 struct janus_controller {
     const janus_table *t;
     janus_scheduler *sched;
@@ -50,6 +54,10 @@ struct janus_controller {
     int reprobes; /* probes in a row that made another one due at once */
     double last_link_t;
     long long observations, nsamples;
+    /* the server's load (CloudLoad): a ring of the last cloud_window samples, oldest first */
+    cl_sample *cl;
+    int cl_len, cl_head;
+    long long cl_count;
 };
 
 #define OUTAGE_PROBE_S 0.25 /* controller.OUTAGE_PROBE_S */
@@ -124,6 +132,71 @@ static int observe_rate(janus_controller *c, double mbps, janus_error *err) {
         ring_push(&c->samples, mbps);
     }
     return JANUS_OK;
+}
+
+/* ------------------------------------------------------------------------------ cloud load */
+
+#define MIN_EXPECTED_MS 1.0 /* cloud_load.MIN_EXPECTED_MS */
+
+static void cl_push(janus_controller *c, double t, double value, double fixed) {
+    int cap = c->cfg.cloud_window;
+    cl_sample x = {t, value, fixed};
+    if (c->cl_len < cap) {
+        c->cl[(c->cl_head + c->cl_len) % cap] = x;
+        c->cl_len++;
+    } else {
+        c->cl[c->cl_head] = x;
+        c->cl_head = (c->cl_head + 1) % cap;
+    }
+    c->cl_count++;
+}
+
+/* CloudLoad.observe */
+static void cl_observe(janus_controller *c, double t, double server_ms, double expected_ms, double compute_ms) {
+    if (c->cfg.cloud_load == JANUS_CLOUD_LOAD_OFF ||
+        !(isfinite(server_ms) && server_ms >= 0 && isfinite(expected_ms) && expected_ms >= 0))
+        return;
+    if (c->cfg.cloud_load == JANUS_CLOUD_LOAD_FACTOR) {
+        double part = server_ms, fixed = 0.0;
+        if (isfinite(compute_ms) && compute_ms >= 0) {
+            part = compute_ms;
+            fixed = server_ms - compute_ms > 0.0 ? server_ms - compute_ms : 0.0;
+        }
+        double ratio = part / (expected_ms > MIN_EXPECTED_MS ? expected_ms : MIN_EXPECTED_MS);
+        cl_push(c, t, ratio - 1.0, fixed);
+        return;
+    }
+    cl_push(c, t, server_ms - expected_ms, 0.0);
+}
+
+/* CloudLoad.estimate: (factor, extra ms) */
+static void cl_estimate(const janus_controller *c, double t, double *factor, double *extra) {
+    *factor = 1.0;
+    *extra = 0.0;
+    if (c->cfg.cloud_load == JANUS_CLOUD_LOAD_OFF || c->cl_len == 0) return;
+    double best = 0.0, fixed = 0.0;
+    for (int i = 0; i < c->cl_len; i++) {
+        const cl_sample *x = &c->cl[(c->cl_head + i) % c->cfg.cloud_window];
+        if (x->value > 0 || x->fixed > 0) {
+            double age = t - x->t > 0.0 ? t - x->t : 0.0;
+            double decay = pow(0.5, age / c->cfg.cloud_half_life_s);
+            if (x->value > 0) {
+                double v = x->value * decay;
+                if (v > best) best = v;
+            }
+            if (x->fixed > 0) {
+                double v = x->fixed * decay;
+                if (v > fixed) fixed = v;
+            }
+        }
+    }
+    if (best == 0.0 && fixed == 0.0) return;
+    if (c->cfg.cloud_load == JANUS_CLOUD_LOAD_FACTOR) {
+        *factor = 1.0 + best;
+        *extra = fixed;
+    } else {
+        *extra = best;
+    }
 }
 
 /* ------------------------------------------------------------------------------ RTT, breaker */
@@ -201,6 +274,10 @@ static int check_config(const janus_table *t, const janus_config *c, janus_error
         return jn_fail(err, JANUS_E_INVALID, "breaker settings: failures >= 0 and 0 < open_s <= max_open_s");
     if (!(isfinite(c->sla_ms) && c->sla_ms > 0))
         return jn_fail(err, JANUS_E_INVALID, "the SLA must be a positive number of ms, got %g", c->sla_ms);
+    if (c->cloud_load < JANUS_CLOUD_LOAD_EXTRA || c->cloud_load > JANUS_CLOUD_LOAD_OFF)
+        return jn_fail(err, JANUS_E_INVALID, "unknown cloud-load mode %d", c->cloud_load);
+    if (c->cloud_window < 1 || c->cloud_window > (1 << 20) || !(isfinite(c->cloud_half_life_s) && c->cloud_half_life_s > 0))
+        return jn_fail(err, JANUS_E_INVALID, "cloud-load settings: window in 1..2^20 and half-life > 0 s");
     if (c->system <= JANUS_SYSTEM_MIXED && t->baseline_level < 0)
         return jn_fail(err, JANUS_E_INVALID, "baselines need exactly one constant-policy (ToMe r) level; the table "
                        "has none chosen");
@@ -215,6 +292,7 @@ void janus_controller_free(janus_controller *c) {
     free(c->live.v);
     free(c->rtt.v);
     free(c->rtt_sorted);
+    free(c->cl);
     free(c);
 }
 
@@ -236,8 +314,9 @@ int janus_controller_new(const janus_table *t, const janus_config *config, janus
     }
     c->cfg.codec = janus_scheduler_codec(c->sched); /* owned by the table, not the caller */
     c->rtt_sorted = calloc((size_t)cfg.rtt_window, sizeof(double));
+    c->cl = calloc((size_t)cfg.cloud_window, sizeof(cl_sample));
     if (ring_init(&c->samples, cfg.window) || ring_init(&c->errors, cfg.window) || ring_init(&c->live, cfg.window) || ring_init(&c->rtt, cfg.rtt_window) ||
-        !c->rtt_sorted) {
+        !c->rtt_sorted || !c->cl) {
         janus_controller_free(c);
         return jn_fail(err, JANUS_E_NOMEM, "out of memory");
     }
@@ -249,7 +328,7 @@ int janus_controller_new(const janus_table *t, const janus_config *config, janus
 const janus_scheduler *janus_controller_scheduler(const janus_controller *c) { return c ? c->sched : NULL; }
 
 int janus_controller_decide(const janus_controller *c, double t, janus_choice *out, janus_error *err) {
-    (void)t; /* decisions depend on observations only, as in Python */
+    /* decisions depend on the observations and their times only (t: the load's decay), as in Python */
     if (!c || !out) return jn_fail(err, JANUS_E_INVALID, "janus_controller_decide: NULL argument");
     const janus_config *cfg = &c->cfg;
     int discounts = cfg->estimator == JANUS_ESTIMATOR_ROBUSTMPC;
@@ -257,19 +336,23 @@ int janus_controller_decide(const janus_controller *c, double t, janus_choice *o
     double bw = scheduler_bandwidth(c);
     int reason = JANUS_REASON_SCHEDULER;
     if (c->config_error || c->open) reason = c->config_error ? JANUS_REASON_UNAUTHORIZED : JANUS_REASON_BREAKER_OPEN;
+    double factor, extra;
+    cl_estimate(c, t, &factor, &extra);
     double cold_bw = bw;
     if (cold(c)) bw = 0.0; /* the cold start: the device, if it meets the budget (Controller.decide) */
     int rc;
     if (cfg->system <= JANUS_SYSTEM_MIXED) {
         int system = reason != JANUS_REASON_SCHEDULER ? JANUS_SYSTEM_DEVICE_ONLY : cfg->system;
-        rc = janus_baseline(c->sched, system, bw, rtt, cfg->sla_ms, &out->decision, err);
+        rc = janus_baseline_loaded(c->sched, system, bw, rtt, cfg->sla_ms, factor, extra, &out->decision, err);
     } else if (cfg->system == JANUS_SYSTEM_JANUS_PAPER) {
         rc = janus_decide(c->sched, JANUS_MODE_PAPER, bw, 0.0, 0.0, cfg->sla_ms, &out->decision, err);
     } else {
-        rc = janus_decide(c->sched, JANUS_MODE_DEPLOY, bw, rtt, cfg->margin, cfg->sla_ms, &out->decision, err);
+        rc = janus_decide_loaded(c->sched, JANUS_MODE_DEPLOY, bw, rtt, cfg->margin, cfg->sla_ms, factor, extra,
+                                 &out->decision, err);
         if (!rc && cold(c) && !(out->decision.predicted_ms <= cfg->sla_ms * (1.0 - cfg->margin))) {
             bw = cold_bw; /* the device alone misses the budget: the cold-start estimate */
-            rc = janus_decide(c->sched, JANUS_MODE_DEPLOY, bw, rtt, cfg->margin, cfg->sla_ms, &out->decision, err);
+            rc = janus_decide_loaded(c->sched, JANUS_MODE_DEPLOY, bw, rtt, cfg->margin, cfg->sla_ms, factor, extra,
+                                     &out->decision, err);
         }
     }
     if (rc) return rc;
@@ -278,6 +361,8 @@ int janus_controller_decide(const janus_controller *c, double t, janus_choice *o
     out->rtt_ms = rtt;
     out->recent_error = e;
     out->reason = reason;
+    out->cloud_factor = factor;
+    out->cloud_extra_ms = extra;
     return JANUS_OK;
 }
 
@@ -291,6 +376,7 @@ void janus_observation_init(janus_observation *o, double t, int kind) {
     o->rtt_ms = NAN;
     o->server_ok = -1;
     o->probe = 0;
+    o->server_ms = o->expected_ms = o->server_compute_ms = NAN;
 }
 
 int janus_controller_observe(janus_controller *c, const janus_observation *o, double *sample_out, janus_error *err) {
@@ -345,6 +431,7 @@ int janus_controller_observe(janus_controller *c, const janus_observation *o, do
     }
     if (isfinite(o->rtt_ms) && o->rtt_ms >= 0) rtt_add(c, o->rtt_ms);
     if (o->server_ok == 0 || o->server_ok == 1) server_health(c, o->t, o->server_ok, o->probe);
+    if (!isnan(o->server_ms) && !isnan(o->expected_ms)) cl_observe(c, o->t, o->server_ms, o->expected_ms, o->server_compute_ms);
     jn_ok(err);
     return JANUS_OK;
 }
