@@ -35,10 +35,12 @@ A probe that finds the link up while the estimate (the outage's 0 still in the w
 samples) or the bandwidth the scheduler gets (deflated by the error of a dip the link has left)
 is under half its sample makes another one due at once, at most ``window`` times in a row: the
 windows then hold only new samples (without it, a dip kept the edge on the device until
-``window`` probes at ``probe_interval_s`` had flushed it: 10 s). The deflation divides by the
-error of estimates made from samples only (:meth:`Estimator.live_error`): an estimate of 0
-against a working link is a relative error of 1, which halved the bandwidth of a link that had
-come back for ``window`` more samples, and the cold-start guess is no estimate. Otherwise a probe
+``window`` probes at ``probe_interval_s`` had flushed it: 10 s). The deflation divides by
+1 + the largest *overshoot* of the last ``window`` estimates made from samples
+(:meth:`Estimator.overshoot_error`): an estimate above what the link gave makes a request late,
+one below only keeps the edge on the device; counted both ways, the undershoot of an estimate of
+0 (or of a dip's samples) against a link that had come back (a relative error of up to 1) halved
+its bandwidth for ``window`` more samples; the cold-start guess is no estimate. Otherwise a probe
 is due when no link sample has arrived for ``probe_interval_s``.
 
 Server load: answers that report the server's own time (an :class:`Observation`'s ``server_ms``
@@ -209,7 +211,7 @@ class Choice:
     estimate_mbps: float  # the estimator's raw estimate
     bandwidth_mbps: float  # what the scheduler was given (deflated; 0 while offloading is off)
     rtt_ms: float
-    recent_error: float  # the error the deflation divides by (Estimator.live_error; robustmpc: its own)
+    recent_error: float  # what the deflation divides by, 1 + this (Estimator.overshoot_error; robustmpc: its own)
     reason: str  # "scheduler", "breaker-open", "unauthorized"
     cloud_factor: float = 1.0  # the server load the decision was made with (cloud_load)
     cloud_extra_ms: float = 0.0
@@ -294,7 +296,7 @@ class Controller:
     def _deflated(self, est: float) -> float:
         cfg = self.config
         if cfg.system == "janus-deploy" and cfg.deflate and not self.estimator.discounts_error:
-            return est / (1.0 + self.estimator.live_error())
+            return est / (1.0 + self.estimator.overshoot_error())
         return est
 
     @property
@@ -316,7 +318,7 @@ class Controller:
         (:meth:`Scheduler.decide`; janus-deploy only: the baselines and Algorithm 1 ignore them)."""
         cfg = self.config
         est = self.estimator.estimate()
-        err = self.estimator.recent_error() if self.estimator.discounts_error else self.estimator.live_error()
+        err = self.estimator.recent_error() if self.estimator.discounts_error else self.estimator.overshoot_error()
         rtt = self.rtt_estimate()
         bw = self.scheduler_bandwidth()
         cold_bw, bw = bw, (0.0 if self.cold else bw)  # the cold start: the device, if it meets the budget

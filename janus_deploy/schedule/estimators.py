@@ -56,7 +56,7 @@ class Estimator:
         self.cold_start_mbps = float(cold_start_mbps)
         self.window = int(window)
         self._errors: deque[float] = deque(maxlen=self.window)
-        self._live: deque[float] = deque(maxlen=self.window)  # the same, 0 where the prediction was 0
+        self._over: deque[float] = deque(maxlen=self.window)  # the same where the estimate overshot, else 0
         self._count = 0
 
     # ---- protocol
@@ -74,7 +74,7 @@ class Estimator:
         pred = self._raw_prediction()
         err = _rel_error(pred, mbps)
         self._errors.append(err)
-        self._live.append(err if pred > 0 and self._count > 0 else 0.0)
+        self._over.append(err if pred > mbps and self._count > 0 else 0.0)
         self._count += 1
         self._update(float(mbps))
 
@@ -86,14 +86,14 @@ class Estimator:
         """Max absolute relative error of the last ``window`` point predictions (0 before any)."""
         return max(self._errors) if self._errors else 0.0
 
-    def live_error(self) -> float:
-        """As :meth:`recent_error`, over the predictions made from samples that were > 0 only (0
-        before any): an outage estimate (0) sends nothing, so its error (always 1 against a
-        working link) says nothing about how far a positive estimate may be off, nor does the
-        cold-start guess's; the controller's deflation uses this, so that the first samples of a
-        link that came back (or of a run) are not divided by 2 (or by 1 + the guess's error) for
-        ``window`` more."""
-        return max(self._live) if self._live else 0.0
+    def overshoot_error(self) -> float:
+        """As :meth:`recent_error`, over the estimates that overshot the sample (predicted more
+        than the link gave) and were made from samples (0 before any): what janus-deploy's
+        deflation divides by. An overshoot makes a request late; an undershoot (an estimate of 0
+        against a link that came back, a dip's low samples against the recovered link) only keeps
+        the edge on the device, and counted, its error (up to 1) halved the bandwidth of a link that
+        had come back for ``window`` more samples; the cold-start value is a guess, not an estimate."""
+        return max(self._over) if self._over else 0.0
 
     @property
     def observations(self) -> int:

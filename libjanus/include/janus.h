@@ -182,7 +182,7 @@ typedef struct janus_config {
     double cold_start_mbps;  /* the estimate before any sample (> 0) */
     double ewma_alpha;       /* EWMA weight of the newest sample, (0, 1] */
     double margin;           /* fraction of the SLA held back (janus-deploy), [0, 1) */
-    int deflate;             /* divide the estimate by 1 + the recent error of estimates from samples (janus-deploy) */
+    int deflate;             /* divide the estimate by 1 + the recent overshoot of estimates from samples (janus-deploy) */
     double rtt_cold_ms;      /* RTT before any sample (>= 0) */
     int rtt_fixed;           /* keep rtt_cold_ms whatever is observed */
     int rtt_window;          /* RTT samples kept (>= 1) */
@@ -300,7 +300,7 @@ typedef struct janus_choice {
     double estimate_mbps;  /* the estimator's raw estimate */
     double bandwidth_mbps; /* what the scheduler was given (deflated; 0 while offloading is off) */
     double rtt_ms;
-    double recent_error;   /* what the deflation divided by (positive estimates' error; robustmpc: its own) */
+    double recent_error;   /* the deflation divided by 1 + this (the recent overshoot; robustmpc: its own error) */
     int reason;            /* janus_reason */
     double cloud_factor;   /* the server's load the decision was made with (appended in 1.1) */
     double cloud_extra_ms;

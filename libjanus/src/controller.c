@@ -40,7 +40,7 @@ struct janus_controller {
     janus_scheduler *sched;
     janus_config cfg;
     /* estimator */
-    ring samples, errors, live; /* live: the errors, 0 where the prediction was 0 (Estimator.live_error) */
+    ring samples, errors, over; /* over: the errors where the estimate overshot, else 0 (Estimator.overshoot_error) */
     int has_value;
     double value; /* EWMA */
     /* RTT tracker: the window and a sorted copy for the median */
@@ -87,11 +87,11 @@ static double recent_error(const janus_controller *c) {
     return m;
 }
 
-static double live_error(const janus_controller *c) {
-    if (c->live.len == 0) return 0.0;
-    double m = ring_at(&c->live, 0);
-    for (int i = 1; i < c->live.len; i++)
-        if (ring_at(&c->live, i) > m) m = ring_at(&c->live, i);
+static double overshoot_error(const janus_controller *c) {
+    if (c->over.len == 0) return 0.0;
+    double m = ring_at(&c->over, 0);
+    for (int i = 1; i < c->over.len; i++)
+        if (ring_at(&c->over, i) > m) m = ring_at(&c->over, i);
     return m;
 }
 
@@ -106,7 +106,7 @@ static double scheduler_bandwidth(const janus_controller *c) {
     if (c->config_error || c->open) return 0.0;
     double est = estimate(c);
     if (c->cfg.system == JANUS_SYSTEM_JANUS_DEPLOY && c->cfg.deflate && c->cfg.estimator != JANUS_ESTIMATOR_ROBUSTMPC)
-        return est / (1.0 + live_error(c));
+        return est / (1.0 + overshoot_error(c));
     return est;
 }
 
@@ -122,7 +122,7 @@ static int observe_rate(janus_controller *c, double mbps, janus_error *err) {
                        "got %g", mbps);
     double pred = raw_prediction(c), e = rel_error(pred, mbps);
     ring_push(&c->errors, e);
-    ring_push(&c->live, pred > 0 && c->nsamples > 0 ? e : 0.0); /* estimates made from samples only */
+    ring_push(&c->over, pred > mbps && c->nsamples > 0 ? e : 0.0); /* overshoots of estimates from samples */
     c->nsamples++;
     if (c->cfg.estimator == JANUS_ESTIMATOR_EWMA) {
         double a = c->cfg.ewma_alpha;
@@ -289,7 +289,7 @@ void janus_controller_free(janus_controller *c) {
     janus_scheduler_free(c->sched);
     free(c->samples.v);
     free(c->errors.v);
-    free(c->live.v);
+    free(c->over.v);
     free(c->rtt.v);
     free(c->rtt_sorted);
     free(c->cl);
@@ -315,7 +315,7 @@ int janus_controller_new(const janus_table *t, const janus_config *config, janus
     c->cfg.codec = janus_scheduler_codec(c->sched); /* owned by the table, not the caller */
     c->rtt_sorted = calloc((size_t)cfg.rtt_window, sizeof(double));
     c->cl = calloc((size_t)cfg.cloud_window, sizeof(cl_sample));
-    if (ring_init(&c->samples, cfg.window) || ring_init(&c->errors, cfg.window) || ring_init(&c->live, cfg.window) || ring_init(&c->rtt, cfg.rtt_window) ||
+    if (ring_init(&c->samples, cfg.window) || ring_init(&c->errors, cfg.window) || ring_init(&c->over, cfg.window) || ring_init(&c->rtt, cfg.rtt_window) ||
         !c->rtt_sorted || !c->cl) {
         janus_controller_free(c);
         return jn_fail(err, JANUS_E_NOMEM, "out of memory");
@@ -332,7 +332,7 @@ int janus_controller_decide(const janus_controller *c, double t, janus_choice *o
     if (!c || !out) return jn_fail(err, JANUS_E_INVALID, "janus_controller_decide: NULL argument");
     const janus_config *cfg = &c->cfg;
     int discounts = cfg->estimator == JANUS_ESTIMATOR_ROBUSTMPC;
-    double est = estimate(c), e = discounts ? recent_error(c) : live_error(c), rtt = rtt_estimate(c);
+    double est = estimate(c), e = discounts ? recent_error(c) : overshoot_error(c), rtt = rtt_estimate(c);
     double bw = scheduler_bandwidth(c);
     int reason = JANUS_REASON_SCHEDULER;
     if (c->config_error || c->open) reason = c->config_error ? JANUS_REASON_UNAUTHORIZED : JANUS_REASON_BREAKER_OPEN;
