@@ -360,7 +360,7 @@ def test_link_fidelity_constant(plan, local, server, frames):
     pairs = _fidelity(plan, local, server, frames, Trace([20.0], 1.0, name="const20"), 5)
     sys.stderr.write("\nconstant 20 Mbit/s, receiver/sender: "
                      + ", ".join(f"{g:.2f}/{s:.2f}" for g, _, s in pairs) + "\n")
-    for got, want, sender in pairs:
+    for _got, want, sender in pairs:
         assert want == pytest.approx(20.0)
         assert sender == pytest.approx(want, rel=0.07)
     # the receiver's clock starts when the server dispatches the request: one late dispatch on a
