@@ -28,6 +28,7 @@ ESTIMATORS = ("harmonic", "ewma", "robustmpc")
 KINDS = ("transfer", "rate", "outage", "server", "unauthorized")
 REASONS = ("scheduler", "breaker-open", "unauthorized")
 MODE = {"janus-deploy": 0, "paper": 1}
+CLOUD_LOADS = ("extra", "factor", "off")  # janus_cloud_load
 
 
 def ensure_built() -> Path:
@@ -83,17 +84,20 @@ class Config(C.Structure):
                 ("ewma_alpha", C.c_double), ("margin", C.c_double), ("deflate", C.c_int),
                 ("rtt_cold_ms", C.c_double), ("rtt_fixed", C.c_int), ("rtt_window", C.c_int),
                 ("rtt_estimate", C.c_int), ("probe_interval_s", C.c_double), ("breaker_failures", C.c_int),
-                ("breaker_open_s", C.c_double), ("breaker_max_open_s", C.c_double)]
+                ("breaker_open_s", C.c_double), ("breaker_max_open_s", C.c_double), ("cloud_load", C.c_int),
+                ("cloud_window", C.c_int), ("cloud_half_life_s", C.c_double)]
 
 
 class Choice(C.Structure):
     _fields_ = [("decision", Decision), ("estimate_mbps", C.c_double), ("bandwidth_mbps", C.c_double),
-                ("rtt_ms", C.c_double), ("recent_error", C.c_double), ("reason", C.c_int)]
+                ("rtt_ms", C.c_double), ("recent_error", C.c_double), ("reason", C.c_int),
+                ("cloud_factor", C.c_double), ("cloud_extra_ms", C.c_double)]
 
 
 class Observation(C.Structure):
     _fields_ = [("t", C.c_double), ("kind", C.c_int), ("nbytes", C.c_double), ("seconds", C.c_double),
-                ("mbps", C.c_double), ("rtt_ms", C.c_double), ("server_ok", C.c_int), ("probe", C.c_int)]
+                ("mbps", C.c_double), ("rtt_ms", C.c_double), ("server_ok", C.c_int), ("probe", C.c_int),
+                ("server_ms", C.c_double), ("expected_ms", C.c_double), ("server_compute_ms", C.c_double)]
 
 
 class State(C.Structure):
@@ -157,6 +161,9 @@ class Lib:
             "janus_scheduler_codec": (C.c_char_p, [vp]),
             "janus_decide": (ip, [vp, ip, dp, dp, dp, dp, C.POINTER(Decision), E]),
             "janus_baseline": (ip, [vp, ip, dp, dp, dp, C.POINTER(Decision), E]),
+            "janus_decide_loaded": (ip, [vp, ip, dp, dp, dp, dp, dp, dp, C.POINTER(Decision), E]),
+            "janus_baseline_loaded": (ip, [vp, ip, dp, dp, dp, dp, dp, C.POINTER(Decision), E]),
+            "janus_server_ms_expected": (ip, [vp, ip, ip, C.POINTER(dp), E]),
             "janus_evaluate": (ip, [vp, ip, ip, ip, dp, dp, dp, C.POINTER(Decision), E]),
             "janus_controller_new": (ip, [vp, C.POINTER(Config), C.POINTER(vp), E]),
             "janus_controller_free": (None, [vp]),
@@ -194,12 +201,12 @@ class Lib:
         if rc:
             raise JanusCError(rc, err.message.decode())
 
-    def load_table(self, data: bytes) -> "Table":
+    def load_table(self, data: bytes) -> Table:
         h, err = C.c_void_p(), Error()
         self.check(self.lib.janus_table_load_memory(data, len(data), C.byref(h), C.byref(err)), err)
         return Table(self, h)
 
-    def load_table_file(self, path: Path) -> "Table":
+    def load_table_file(self, path: Path) -> Table:
         h, err = C.c_void_p(), Error()
         self.check(self.lib.janus_table_load(str(path).encode(), C.byref(h), C.byref(err)), err)
         return Table(self, h)
@@ -227,13 +234,13 @@ class Table:
         self.lib.lib.janus_table_config(self.h, C.byref(out))
         return out
 
-    def scheduler(self, codec: str | None = None, frame_bytes: int = -1) -> "CScheduler":
+    def scheduler(self, codec: str | None = None, frame_bytes: int = -1) -> CScheduler:
         h, err = C.c_void_p(), Error()
         self.lib.check(self.lib.lib.janus_scheduler_new(self.h, codec.encode() if codec else None, frame_bytes,
                                                         C.byref(h), C.byref(err)), err)
         return CScheduler(self, h)
 
-    def controller(self, **changes) -> "CController":
+    def controller(self, **changes) -> CController:
         cfg = self.config()
         for k, v in changes.items():
             if k == "system":
@@ -242,6 +249,8 @@ class Table:
                 v = ESTIMATORS.index(v)
             elif k == "rtt_estimate":
                 v = ("max", "median").index(v)
+            elif k == "cloud_load":
+                v = CLOUD_LOADS.index(v)
             elif k == "probe_interval_s" and v is None:
                 v = 0.0
             elif k == "codec" and v is not None:
@@ -278,6 +287,24 @@ class CScheduler:
                                                C.byref(err)), err)
         return d
 
+    def decide_loaded(self, mode: str, bw: float, rtt: float, margin: float, sla: float, factor: float,
+                      extra: float) -> Decision:
+        d, err = Decision(), Error()
+        self.L.check(self.L.lib.janus_decide_loaded(self.h, MODE[mode], bw, rtt, margin, sla, factor, extra, C.byref(d),
+                                                    C.byref(err)), err)
+        return d
+
+    def baseline_loaded(self, system: str, bw: float, rtt: float, sla: float, factor: float, extra: float) -> Decision:
+        d, err = Decision(), Error()
+        self.L.check(self.L.lib.janus_baseline_loaded(self.h, SYSTEMS.index(system), bw, rtt, sla, factor, extra,
+                                                      C.byref(d), C.byref(err)), err)
+        return d
+
+    def server_ms(self, level: int, split: int) -> float:
+        out, err = C.c_double(), Error()
+        self.L.check(self.L.lib.janus_server_ms_expected(self.h, level, split, C.byref(out), C.byref(err)), err)
+        return out.value
+
     def evaluate(self, mode: str, level: int, split: int, bw: float, rtt: float, sla: float) -> Decision:
         d, err = Decision(), Error()
         self.L.check(self.L.lib.janus_evaluate(self.h, MODE[mode], level, split, bw, rtt, sla, C.byref(d),
@@ -308,6 +335,9 @@ class CController:
         o.rtt_ms = math.nan if obs.rtt_ms is None else obs.rtt_ms
         o.server_ok = -1 if obs.server_ok is None else int(obs.server_ok)
         o.probe = int(obs.probe)
+        for name in ("server_ms", "expected_ms", "server_compute_ms"):
+            v = getattr(obs, name, None)
+            setattr(o, name, math.nan if v is None else v)
         sample, err = C.c_double(), Error()
         self.L.check(self.L.lib.janus_controller_observe(self.h, C.byref(o), C.byref(sample), C.byref(err)), err)
         return None if math.isnan(sample.value) else sample.value
@@ -392,7 +422,7 @@ def run_parity(lib, edge, cloud, accuracy, n, seed, codecs, frame_bytes=None):
     exact = 0
     total = 0
     bad = []
-    for ci, codec in enumerate(codecs):
+    for codec in codecs:
         py = {m: Scheduler(edge, cloud, accuracy, m, codec, 100.0, frame_bytes=frame_bytes)
               for m in ("janus-deploy", "paper")}
         cs = table.scheduler(codec, -1 if frame_bytes is None else frame_bytes)

@@ -172,3 +172,53 @@ def test_the_edge_s_server_time_samples():
     late = Exchange(False, 12500, 12500, 0.0002, 0.3, kind="timeout", reason="late")
     assert server_time(late, 10.0, 20.0, mbps=1.0) == {"server_ms": pytest.approx(180.0), "expected_ms": 10.0}
     assert server_time(Exchange(False, 0, 12500, 0.0, 0.01, kind="unreachable", reason="x"), 10.0, 20.0) == {}
+
+
+def test_factor_learns_the_compute_s_ratio_and_the_rest_apart():
+    """Measured on the demo's loopback server (docs/runtime.md): a 2.0 ms tail took 2.7 ms of
+    compute and 3.09 ms in all, a 0.05 ms tail 0.06 ms of compute and 0.34 ms in all: the rest
+    (parsing, thread hops) is the same ~0.3 ms at every option. With the compute reported, the
+    ratio is the compute's and the rest an extra wait; one ratio of the whole read 1.54x."""
+    f = CloudLoad("factor", window=3, half_life_s=1.0)
+    assert f.observe(0.0, 3.09, 2.0, compute_ms=2.7) == pytest.approx(1.35)
+    assert f.estimate(0.0) == (pytest.approx(1.35), pytest.approx(0.39))
+    assert f.estimate(1.0) == (pytest.approx(1.175), pytest.approx(0.195))  # both halve in one half-life
+    tiny = CloudLoad("factor", window=3, half_life_s=1.0)
+    assert tiny.observe(0.0, 0.34, 0.05, compute_ms=0.06) == pytest.approx(0.06)  # over the 1 ms floor: no load
+    assert tiny.estimate(0.0) == (1.0, pytest.approx(0.28))  # the fixed part alone
+    whole = CloudLoad("factor", window=3, half_life_s=1.0)  # without the split (Triton, the fleet): as before
+    assert whole.observe(0.0, 3.09, 2.0) == pytest.approx(1.545) and whole.estimate(0.0) == (pytest.approx(1.545), 0.0)
+    for bad in (float("nan"), -1.0):  # an unusable compute time: the whole time, as without one
+        b = CloudLoad("factor", window=3, half_life_s=1.0)
+        assert b.observe(0.0, 3.09, 2.0, compute_ms=bad) == pytest.approx(1.545)
+    extra = CloudLoad("extra", window=3, half_life_s=1.0)  # the additive mode ignores the split
+    assert extra.observe(0.0, 3.09, 2.0, compute_ms=2.7) == pytest.approx(1.09)
+
+
+def test_the_controller_charges_both_parts_and_replay_reproduces_them(tiny):
+    c = make(tiny, cloud_load="factor")
+    ch = c.decide(0.0)
+    obs = Observation(0.5, "transfer", nbytes=48, seconds=0.001, server_ok=True, server_ms=53.0,
+                      expected_ms=42.0, server_compute_ms=50.0)
+    c.observe(obs)
+    after = c.decide(0.5)
+    assert (after.cloud_factor, after.cloud_extra_ms) == (pytest.approx(50 / 42), pytest.approx(3.0))
+    d = after.decision
+    assert d.split == 0  # still sent: predicted at the load, decode + tail scaled plus the rest
+    idle = c.deploy.evaluate(d.level_index, d.split, after.bandwidth_mbps, after.rtt_ms)
+    assert d.predicted_ms == pytest.approx(idle.predicted_ms + (50 / 42 - 1) * 42.0 + 3.0)
+    assert Observation.from_dict(obs.to_dict()) == obs  # the log keeps server_compute_ms
+    def rec(d):
+        return {"policy": d.policy, "alpha": d.alpha, "split": d.split, "codec": d.codec}
+
+    steps = [(0.0, rec(ch.decision), [obs]), (0.5, rec(after.decision), [])]
+    assert replay(make(tiny, cloud_load="factor"), steps)["decisions_reproduced"] == 1.0
+
+
+def test_the_edge_reports_the_built_in_server_s_compute():
+    from janus_deploy.runtime.edge import server_time
+    from janus_deploy.runtime.transport import Exchange
+
+    parts = {"janus_server_ms": 3.09, "janus_decode_ms": 0.051, "janus_compute_ms": 2.7, "janus_parse_ms": 0.184}
+    ok = Exchange(True, 12500, 12500, 0.001, 0.05, server=parts, network_s=0.04)
+    assert server_time(ok, 2.0, 1.0) == {"server_ms": 3.09, "expected_ms": 2.0, "server_compute_ms": 2.751}

@@ -72,12 +72,12 @@ def test_deflation_margin_and_rtt(tiny):
     c = make(tiny, cold_start_mbps=10.0)
     c.observe(Observation(1.0, "transfer", nbytes=1_250_000, seconds=1.0, rtt_ms=10.0))  # 10 Mbit/s, error 0
     assert c.decide(1.0).bandwidth_mbps == pytest.approx(10.0)
-    c.observe(Observation(2.0, "transfer", nbytes=2_500_000, seconds=1.0, rtt_ms=50.0))  # 20: error 0.5
-    c.observe(Observation(3.0, "rate", mbps=20.0, rtt_ms=20.0))  # predicted HM(10,20)=13.33: error 0.5
-    hm = 3 / (1 / 10 + 1 / 20 + 1 / 20)
+    c.observe(Observation(2.0, "transfer", nbytes=1_250_000, seconds=2.0, rtt_ms=50.0))  # 5: 10 overshot by 1
+    c.observe(Observation(3.0, "rate", mbps=20.0, rtt_ms=20.0))  # HM(10,5)=6.67 undershot 20: not counted
+    hm = 3 / (1 / 10 + 1 / 5 + 1 / 20)
     ch = c.decide(3.0)
-    assert ch.estimate_mbps == pytest.approx(hm) and ch.recent_error == pytest.approx(0.5)
-    assert ch.bandwidth_mbps == pytest.approx(hm / 1.5) and ch.rtt_ms == 50.0  # max of the last RTTs
+    assert ch.estimate_mbps == pytest.approx(hm) and ch.recent_error == pytest.approx(1.0)
+    assert ch.bandwidth_mbps == pytest.approx(hm / 2.0) and ch.rtt_ms == 50.0  # max of the last RTTs
     paper = make(tiny, cold_start_mbps=10.0, system="janus-paper")
     for o in (Observation(1.0, "rate", mbps=10.0), Observation(2.0, "rate", mbps=20.0)):
         paper.observe(o)
@@ -137,3 +137,81 @@ def test_exchanges_in_flight_when_the_breaker_opened_do_not_back_it_off(tiny):
     c.observe(Observation(1.3, "server", server_ok=False))  # in flight: not a failed probe
     assert not c.probe_due(2.19) and c.probe_due(2.2)  # still open for 1 s from 1.2
     assert c.breaker.failures == 3
+
+
+def test_cold_start_runs_on_the_device_and_probes_at_once(tiny):
+    # SLA 300, margin 0: before any link sample the device is taken where it alone fits (α = 0.5:
+    # 255 ms; α = 0 takes 310), whatever the cold-start estimate (1000 Mbit/s) promises
+    c = make(tiny)
+    ch = c.decide(0.0)
+    assert (ch.decision.split, ch.decision.alpha, ch.bandwidth_mbps, ch.estimate_mbps) == (4, 0.5, 0.0, 1000.0)
+    assert c.probe_due(0.0)  # the probe after that request measures the link
+    c.observe(Observation(0.3, "rate", mbps=1000.0, probe=True))
+    ch = c.decide(0.3)
+    assert (ch.decision.split, ch.decision.alpha, ch.bandwidth_mbps) == (0, 0.0, 1000.0) and not c.probe_due(0.3)
+    # probes off: nothing would measure the link, so the first request trusts the cold start
+    assert make(tiny, probe_interval_s=None).decide(0.0).decision.split == 0
+    # the device alone misses the budget (SLA 150): the cold-start estimate decides, as before
+    edge, cloud = tiny
+    tight = Controller(Scheduler(edge, cloud, sla_ms=150), ControllerConfig(cold_start_mbps=1000.0, margin=0.0))
+    ch = tight.decide(0.0)
+    assert ch.decision.split == 0 and ch.bandwidth_mbps == 1000.0 and tight.probe_due(0.0)
+    # the baselines have no cold-start rule
+    assert make(tiny, system="cloud-only").decide(0.0).decision.split == 0
+
+
+def test_after_an_outage_probes_come_soon_and_back_off(tiny):
+    c = make(tiny, probe_interval_s=2.0)
+    c.observe(Observation(0.0, "rate", mbps=1000.0))
+    assert not c.probe_due(1.9) and c.probe_due(2.1)  # a working link: every probe_interval_s
+    c.observe(Observation(1.0, "outage"))
+    assert not c.probe_due(1.24) and c.probe_due(1.26)  # OUTAGE_PROBE_S after the outage
+    for k, (t, wait) in enumerate([(1.3, 0.5), (1.9, 1.0), (3.0, 2.0), (5.1, 2.0)]):
+        c.observe(Observation(t, "outage", probe=True))  # still down: twice as long, at most 2 s
+        assert not c.probe_due(t + wait - 0.01) and c.probe_due(t + wait + 0.01), k
+    c.observe(Observation(7.2, "rate", mbps=1000.0, probe=True))  # back: the window still holds 0s
+    assert c.estimator.estimate() == 0.0 and c.probe_due(7.2)  # so another probe, at once
+    for i in range(4):
+        c.observe(Observation(7.3 + 0.1 * i, "rate", mbps=1000.0, probe=True))
+    assert c.estimator.estimate() == pytest.approx(1000.0) and not c.probe_due(7.7)
+
+
+def test_deflation_counts_only_overshoots_of_estimates_made_from_samples(tiny):
+    c = make(tiny, cold_start_mbps=100.0)
+    c.observe(Observation(0.1, "rate", mbps=10.0))  # the cold-start guess was 9x off: no estimate of the link
+    assert c.estimator.recent_error() == pytest.approx(9.0) and c.decide(0.1).bandwidth_mbps == pytest.approx(10.0)
+    c.observe(Observation(0.2, "outage"))
+    for i in range(5):  # the link comes back: its first 5 samples were "predicted" 0 (error 1 each)
+        c.observe(Observation(0.3 + 0.1 * i, "rate", mbps=10.0, probe=True))
+    assert c.estimator.recent_error() == 1.0
+    ch = c.decide(0.8)
+    assert ch.estimate_mbps == pytest.approx(10.0) and ch.recent_error == 0.0
+    assert ch.bandwidth_mbps == pytest.approx(10.0)  # not halved
+    c.observe(Observation(0.9, "rate", mbps=20.0))  # an undershoot (10 vs 20) makes no request late
+    assert c.decide(0.9).bandwidth_mbps == pytest.approx(c.estimator.estimate())
+    prior = c.estimator.estimate()
+    c.observe(Observation(1.0, "rate", mbps=5.0))  # an overshoot deflates
+    over = (prior - 5) / 5
+    assert c.decide(1.0).bandwidth_mbps == pytest.approx(c.estimator.estimate() / (1 + over))
+
+
+def test_a_dip_s_error_is_flushed_by_probes_at_most_window_in_a_row(tiny):
+    c = make(tiny, window=3, probe_interval_s=2.0)
+    for t in (0.0, 0.1):
+        c.observe(Observation(t, "rate", mbps=10.0))
+    c.observe(Observation(0.2, "rate", mbps=2.0))  # a dip: 10 predicted, 2 seen (error 4)
+    assert c.scheduler_bandwidth() == pytest.approx((3 / (1 / 10 + 1 / 10 + 1 / 2)) / 5)
+    assert not c.probe_due(0.44) and c.probe_due(0.46)  # a dip (under half the estimate): probe soon
+    c.observe(Observation(2.3, "rate", mbps=10.0, probe=True))  # the link is back; the error is not
+    assert c.scheduler_bandwidth() < 5.0 and c.probe_due(2.3)  # deflated under half the sample: again
+    c.observe(Observation(2.35, "rate", mbps=10.0, probe=True))
+    c.observe(Observation(2.4, "rate", mbps=10.0, probe=True))  # the dip has left both windows
+    assert c.scheduler_bandwidth() == pytest.approx(10.0) and not c.probe_due(2.4)
+    # a link that keeps outrunning its estimate (10x per probe): at most `window` (3) probes in a row
+    j = make(tiny, window=3, probe_interval_s=2.0)
+    j.observe(Observation(0.0, "rate", mbps=1.0))
+    due = []
+    for i in range(6):
+        j.observe(Observation(2.1 + 0.01 * i, "rate", mbps=10.0 ** (i + 1), probe=True))
+        due.append(j.probe_due(2.1 + 0.01 * i))
+    assert due == [True, True, True, False, True, True]

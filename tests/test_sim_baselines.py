@@ -90,7 +90,8 @@ def test_replay_compares_the_codec(profiles):
     codecs = ["fp16", "int4", "jpeg70"]
 
     def ctrl():
-        return build_controller(edge, cloud, ControllerConfig(), sla_ms=120.0, codecs=codecs)
+        # probes off: no cold-start probe, so the first decision is made at the cold-start estimate
+        return build_controller(edge, cloud, ControllerConfig(probe_interval_s=None), sla_ms=120.0, codecs=codecs)
 
     d = ctrl().decide(0.0).decision
     assert d.codec is not None  # the cold start (100 Mbit/s) sends something

@@ -74,8 +74,11 @@ def test_probe_takes_its_time_before_the_next_request():
 
 def test_probe_in_an_outage_is_cancelled_at_the_deadline():
     # the link is down until 5 s: the probe at 2.24 s gets nothing through by its 300 ms deadline
+    # (an outage sample at 2.54 s); the next probe is due OUTAGE_PROBE_S (0.25 s) after it, so the
+    # request ending at 2.82 s probes again (another 300 ms); the next would be due 0.5 s later
     res = device_only([0.0] * 5 + [1.0], requests=10, rtt_ms=20.0, probe_bytes=1000, timeout_factor=1.0)
-    assert res.log.start_s[8] == pytest.approx(2.54) and res.log.elapsed_s == pytest.approx(3.1)
+    assert res.log.start_s[8] == pytest.approx(2.54) and res.log.start_s[9] == pytest.approx(3.12)
+    assert res.log.elapsed_s == pytest.approx(3.4)
 
 
 def test_probe_exchange_cost():

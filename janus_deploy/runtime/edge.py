@@ -492,11 +492,15 @@ class EdgeRuntime:
 
 def server_time(ex: Exchange, expected_ms: float, rtt_ms: float, mbps: float = 0.0) -> dict[str, float]:
     """The server-load sample of an exchange as Observation fields ({} without one): the server's
-    reported ``janus_server_ms``, or on a timeout the least the server took: elapsed − the body's
-    transfer (the upload, or the body at the estimated ``mbps`` when longer: a kernel socket takes
-    a body at once) − RTT."""
+    reported ``janus_server_ms`` (and of it, ``server_compute_ms``, its decode + compute when it
+    reports them), or on a timeout the least the server took: elapsed − the body's transfer (the
+    upload, or the body at the estimated ``mbps`` when longer: a kernel socket takes a body at
+    once) − RTT."""
     if ex.ok and "janus_server_ms" in ex.server:
-        return {"server_ms": round(ex.server["janus_server_ms"], 3), "expected_ms": round(expected_ms, 3)}
+        out = {"server_ms": round(ex.server["janus_server_ms"], 3), "expected_ms": round(expected_ms, 3)}
+        if "janus_compute_ms" in ex.server:  # the built-in server says which part is decode + tail
+            out["server_compute_ms"] = round(ex.server["janus_compute_ms"] + ex.server.get("janus_decode_ms", 0.0), 3)
+        return out
     if not ex.ok and ex.kind == "timeout":  # the whole body went up; the answer never came
         sent_s = max(ex.upload_s, ex.body_bytes * 8 / (mbps * 1e6) if mbps > 0 and math.isfinite(mbps) else 0.0)
         waited = (ex.elapsed_s - sent_s) * 1e3 - rtt_ms

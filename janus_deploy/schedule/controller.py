@@ -22,6 +22,27 @@ probe that the server answers closes the breaker, one that fails re-opens it for
 (at most ``breaker_max_open_s``). A 401/403 answer disables offloading for good: it is a
 configuration error (wrong or missing token), reported once (:attr:`Controller.config_error`).
 
+Probes (with ``probe_interval_s`` set) and the cold start: before its first link sample the
+controller does not know the link (the cold-start estimate is a long-run mean, not what the link
+does now: sent into a trace's start it met 0.01 Mbit/s or a 220 ms RTT), so janus-deploy runs the
+request on the device when the device alone is predicted within the SLA's budget, and a probe is
+due at once. After a surprise (the last link sample was an outage, or the estimate standing before
+it missed it by half of the sample or more, so that the deflation cuts the bandwidth by a third
+or more; an outage keeps the harmonic estimate at 0 until ``window`` samples have replaced it) a
+probe is due :data:`OUTAGE_PROBE_S` after it, then after twice as long at every further surprise,
+up to ``probe_interval_s``: the LTE trace's dips last a few hundred ms, the interval is 2 s.
+A probe that finds the link up while the estimate (the outage's 0 still in the window, stale low
+samples) or the bandwidth the scheduler gets (deflated by the error of a dip the link has left)
+is under half its sample makes another one due at once, at most ``window`` times in a row: the
+windows then hold only new samples (without it, a dip kept the edge on the device until
+``window`` probes at ``probe_interval_s`` had flushed it: 10 s). The deflation divides by
+1 + the largest *overshoot* of the last ``window`` estimates made from samples
+(:meth:`Estimator.overshoot_error`): an estimate above what the link gave makes a request late,
+one below only keeps the edge on the device; counted both ways, the undershoot of an estimate of
+0 (or of a dip's samples) against a link that had come back (a relative error of up to 1) halved
+its bandwidth for ``window`` more samples; the cold-start guess is no estimate. Otherwise a probe
+is due when no link sample has arrived for ``probe_interval_s``.
+
 Server load: answers that report the server's own time (an :class:`Observation`'s ``server_ms``
 next to the profile's ``expected_ms``) feed a :class:`~janus_deploy.schedule.cloud_load.CloudLoad`,
 whose estimate every decision adds to the cloud's share of each option (``cloud_load``:
@@ -44,6 +65,7 @@ from janus_deploy.schedule.scheduler import Decision, Scheduler, SchedulerError
 SYSTEMS = ("device-only", "cloud-only", "mixed", "janus-paper", "janus-deploy")
 RTT_ESTIMATES = ("max", "median")
 COLD_START_MBPS = 100.0  # the cold start when no trace is known (ControllerConfig.for_trace)
+OUTAGE_PROBE_S = 0.25  # after an outage (or a surprise), the first probe this soon, doubling up to probe_interval_s
 OBSERVATION_KINDS = ("transfer", "rate", "outage", "server", "unauthorized")
 
 
@@ -151,6 +173,9 @@ class Observation:
     the server. ``server_ms``: the time the server reported for this request (or, on a timeout
     after the whole upload, the least it took), next to ``expected_ms``, what the profile expects
     it to spend on the same option idle (:meth:`Scheduler.server_ms`); both None when unknown.
+    ``server_compute_ms``: the part of ``server_ms`` the server reports as its decode + tail (the
+    built-in server's ``janus_decode_ms + janus_compute_ms``; None when it does not say), so that
+    the load's proportional and fixed parts are learnt apart (:mod:`~janus_deploy.schedule.cloud_load`).
     """
 
     t: float
@@ -163,6 +188,7 @@ class Observation:
     probe: bool = False
     server_ms: float | None = None
     expected_ms: float | None = None
+    server_compute_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field that is set (None left out); zeros and False are values here (an RTT
@@ -185,7 +211,7 @@ class Choice:
     estimate_mbps: float  # the estimator's raw estimate
     bandwidth_mbps: float  # what the scheduler was given (deflated; 0 while offloading is off)
     rtt_ms: float
-    recent_error: float
+    recent_error: float  # what the deflation divides by, 1 + this (Estimator.overshoot_error; robustmpc: its own)
     reason: str  # "scheduler", "breaker-open", "unauthorized"
     cloud_factor: float = 1.0  # the server load the decision was made with (cloud_load)
     cloud_extra_ms: float = 0.0
@@ -251,6 +277,8 @@ class Controller:
         self.config_error: str | None = None
         self._last_link_t: float | None = None
         self._probe_again = False
+        self._surprises = 0  # consecutive link samples that were outages or missed by half or more
+        self._reprobes = 0  # probes in a row that made another one due at once
         self.observations = 0
 
     # ------------------------------------------------------------------ decide
@@ -261,13 +289,22 @@ class Controller:
         """The bandwidth (Mbit/s) :meth:`decide` gives the scheduler now: the estimate, deflated by
         its recent error (janus-deploy), 0 while offloading is off; the pipeline's uplink wait is
         predicted at it."""
-        est = self.estimator.estimate()
         if not self.offloading:
             return 0.0
+        return self._deflated(self.estimator.estimate())
+
+    def _deflated(self, est: float) -> float:
         cfg = self.config
         if cfg.system == "janus-deploy" and cfg.deflate and not self.estimator.discounts_error:
-            return est / (1.0 + self.estimator.recent_error())
+            return est / (1.0 + self.estimator.overshoot_error())
         return est
+
+    @property
+    def cold(self) -> bool:
+        """True before the first link sample while probes are on (janus-deploy): the request then
+        runs on the device if that alone meets the budget, and a probe is due (module docstring)."""
+        return (self._last_link_t is None and self.config.probe_interval_s is not None
+                and self.config.system == "janus-deploy")
 
     @property
     def offloading(self) -> bool:
@@ -281,9 +318,10 @@ class Controller:
         (:meth:`Scheduler.decide`; janus-deploy only: the baselines and Algorithm 1 ignore them)."""
         cfg = self.config
         est = self.estimator.estimate()
-        err = self.estimator.recent_error()
+        err = self.estimator.recent_error() if self.estimator.discounts_error else self.estimator.overshoot_error()
         rtt = self.rtt_estimate()
         bw = self.scheduler_bandwidth()
+        cold_bw, bw = bw, (0.0 if self.cold else bw)  # the cold start: the device, if it meets the budget
         reason = "scheduler" if self.offloading else ("unauthorized" if self.config_error else "breaker-open")
         factor, extra = self.cloud.estimate(t)
         try:
@@ -296,6 +334,12 @@ class Controller:
                 d = self.deploy.decide(bw, rtt, cfg.margin, edge_wait_ms=edge_wait_ms,
                                        uplink_wait_ms=uplink_wait_ms, sla_ms=sla_ms,
                                        cloud_factor=factor, cloud_extra_ms=extra)
+                budget = (self.deploy.sla_ms if sla_ms is None else sla_ms) * (1.0 - cfg.margin)
+                if self.cold and not d.predicted_ms <= budget:
+                    bw = cold_bw  # the device alone misses the budget: the cold-start estimate
+                    d = self.deploy.decide(bw, rtt, cfg.margin, edge_wait_ms=edge_wait_ms,
+                                           uplink_wait_ms=uplink_wait_ms, sla_ms=sla_ms,
+                                           cloud_factor=factor, cloud_extra_ms=extra)
         except SchedulerError as exc:
             raise ControllerError(str(exc)) from None
         return Choice(d, est, bw, rtt, err, reason, factor, extra)
@@ -310,6 +354,7 @@ class Controller:
         """Learn from one observation; returns the link sample in Mbit/s it gave (None: none)."""
         self.observations += 1
         sample: float | None = None
+        prior = self.estimator.estimate()  # what this observation's link sample is measured against
         try:
             if obs.kind == "transfer":
                 sample = self.estimator.observe(obs.nbytes, obs.seconds)
@@ -327,15 +372,23 @@ class Controller:
             raise ControllerError(f"bad observation {obs}: {exc}") from None
         if sample is not None:
             self._last_link_t = obs.t
-            est = self.estimator.estimate()
-            # the link answers but the window still holds stale low samples: probe again soon
-            self._probe_again = bool(obs.probe and sample > 0 and est < 0.5 * sample)
+            # a surprise: an outage, or a sample the standing estimate missed by half of it or more (the
+            # deflation then cuts the bandwidth by a third or more); probes then come soon (probe_due)
+            surprise = sample == 0 or abs(prior - sample) >= 0.5 * sample
+            self._surprises = self._surprises + 1 if surprise else 0
+            # the link answers but the estimate (stale low samples, an outage's 0) or the bandwidth the
+            # scheduler gets (deflated by a dip's error) is under half of it: probe again, at most
+            # `window` times in a row (then the windows hold only the new samples)
+            low = min(self.estimator.estimate(), self.scheduler_bandwidth()) < 0.5 * sample
+            self._probe_again = bool(obs.probe and sample > 0 and low and self._reprobes < self.config.window)
+            self._reprobes = self._reprobes + 1 if self._probe_again else 0
         if obs.rtt_ms is not None and math.isfinite(obs.rtt_ms) and obs.rtt_ms >= 0:
             self.rtt.add(obs.rtt_ms)
         if obs.server_ok is not None:
             self._server(obs.t, obs.server_ok, obs.probe)
         if obs.server_ms is not None and obs.expected_ms is not None:
-            self.cloud.observe(obs.t, float(obs.server_ms), float(obs.expected_ms))
+            self.cloud.observe(obs.t, float(obs.server_ms), float(obs.expected_ms),
+                               None if obs.server_compute_ms is None else float(obs.server_compute_ms))
         return sample
 
     def _server(self, t: float, ok: bool, probe: bool) -> None:
@@ -358,17 +411,27 @@ class Controller:
 
     def probe_due(self, t: float) -> bool:
         """Should the caller probe the server after the request at ``t``? While the breaker is
-        open: once its open time is over. Otherwise: when no link sample has arrived for
-        ``probe_interval_s`` (e.g. every request ran device-only) or the last probe left stale low
-        samples in the estimator's window."""
+        open: once its open time is over. Otherwise (probes on): before the first link sample
+        (janus-deploy); at once after a probe that found the link up while the estimate or the
+        deflated bandwidth is under half its sample (at most ``window`` in a row); after a
+        surprise (an outage, or a sample the estimate missed by half of it or more),
+        :data:`OUTAGE_PROBE_S` after it, doubling per further one up to ``probe_interval_s``; else when no link sample has
+        arrived for ``probe_interval_s`` (e.g. every request ran device-only)."""
         if self.config_error is not None:
             return False
         if self.breaker.open_until is not None:
             return t >= self.breaker.open_until
-        if self.config.probe_interval_s is None:
+        interval = self.config.probe_interval_s
+        if interval is None:
             return False
         last = self._last_link_t
-        return self._probe_again or (t - (last if last is not None else 0.0)) > self.config.probe_interval_s
+        if self._probe_again or self.cold:
+            return True
+        if last is None:
+            last = 0.0
+        if self._surprises:
+            interval = min(interval, OUTAGE_PROBE_S * 2.0 ** min(self._surprises - 1, 60))  # capped: no float overflow
+        return (t - last) > interval
 
     def state(self) -> dict[str, Any]:
         b = self.breaker
@@ -394,4 +457,5 @@ def build_controller(edge: Any, cloud: Any, config: ControllerConfig, *, accurac
 
 
 __all__ = ["Choice", "Controller", "ControllerConfig", "ControllerError", "Observation", "OBSERVATION_KINDS",
+           "OUTAGE_PROBE_S",
            "RTT_ESTIMATES", "SYSTEMS", "build_controller"]

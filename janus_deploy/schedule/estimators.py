@@ -56,6 +56,7 @@ class Estimator:
         self.cold_start_mbps = float(cold_start_mbps)
         self.window = int(window)
         self._errors: deque[float] = deque(maxlen=self.window)
+        self._over: deque[float] = deque(maxlen=self.window)  # the same where the estimate overshot, else 0
         self._count = 0
 
     # ---- protocol
@@ -70,7 +71,10 @@ class Estimator:
         if not math.isfinite(mbps) or mbps < 0:
             raise EstimatorError(f"a throughput sample must be a finite Mbit/s >= 0, got {mbps!r}")
         # score the point prediction that was standing (the cold-start guess included)
-        self._errors.append(_rel_error(self._raw_prediction(), mbps))
+        pred = self._raw_prediction()
+        err = _rel_error(pred, mbps)
+        self._errors.append(err)
+        self._over.append(err if pred > mbps and self._count > 0 else 0.0)
         self._count += 1
         self._update(float(mbps))
 
@@ -81,6 +85,15 @@ class Estimator:
     def recent_error(self) -> float:
         """Max absolute relative error of the last ``window`` point predictions (0 before any)."""
         return max(self._errors) if self._errors else 0.0
+
+    def overshoot_error(self) -> float:
+        """As :meth:`recent_error`, over the estimates that overshot the sample (predicted more
+        than the link gave) and were made from samples (0 before any): what janus-deploy's
+        deflation divides by. An overshoot makes a request late; an undershoot (an estimate of 0
+        against a link that came back, a dip's low samples against the recovered link) only keeps
+        the edge on the device, and counted, its error (up to 1) halved the bandwidth of a link that
+        had come back for ``window`` more samples; the cold-start value is a guess, not an estimate."""
+        return max(self._over) if self._over else 0.0
 
     @property
     def observations(self) -> int:

@@ -33,7 +33,7 @@ HEADERS = ("janus.h", "janus_embed.h")
 #: -ffp-contract=off: no fused multiply-adds, so results match Python's bit for bit (aarch64 GCC
 #: contracts by default); -fvisibility=hidden: only the JANUS_API functions are exported
 CFLAGS = ("-std=c11", "-O2", "-fPIC", "-ffp-contract=off", "-fvisibility=hidden", "-Wall", "-Wextra")
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 
 
 class NativeError(RuntimeError):

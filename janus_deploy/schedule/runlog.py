@@ -78,7 +78,8 @@ class ControllerState(_Rec):
     estimate_mbps: float = Field(description="the estimator's raw estimate")
     bandwidth_mbps: float = Field(description="what the scheduler was given (deflated; 0 while offloading is off)")
     rtt_ms: float = Field(description="the RTT estimate used")
-    recent_error: float = Field(description="the recent relative prediction error (the deflation)")
+    recent_error: float = Field(description="the relative error the deflation divided by (1 + this): the "
+                                            "estimates' recent overshoot (robustmpc: its own error)")
     reason: str = Field(description="`scheduler`, `breaker-open` or `unauthorized`")
     cloud_factor: float = Field(default=1.0, description="the server load the decision used: a factor over the profile's "
                                                  "decode + tail (1 when idle or `--cloud-load off`)")

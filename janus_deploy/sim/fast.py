@@ -54,7 +54,8 @@ class _Config(C.Structure):  # janus_config
                 ("ewma_alpha", C.c_double), ("margin", C.c_double), ("deflate", C.c_int),
                 ("rtt_cold_ms", C.c_double), ("rtt_fixed", C.c_int), ("rtt_window", C.c_int),
                 ("rtt_estimate", C.c_int), ("probe_interval_s", C.c_double), ("breaker_failures", C.c_int),
-                ("breaker_open_s", C.c_double), ("breaker_max_open_s", C.c_double)]
+                ("breaker_open_s", C.c_double), ("breaker_max_open_s", C.c_double), ("cloud_load", C.c_int),
+                ("cloud_window", C.c_int), ("cloud_half_life_s", C.c_double)]
 
 
 class _Trace(C.Structure):

@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 #define JANUS_VERSION_MAJOR 1
-#define JANUS_VERSION_MINOR 0
+#define JANUS_VERSION_MINOR 1
 #define JANUS_VERSION_PATCH 0
 /** The decision-table format version this library reads (docs/decision-table.md). */
 #define JANUS_TABLE_VERSION 1
@@ -72,7 +72,7 @@ typedef struct janus_error {
 
 /** "JANUS_OK", "JANUS_E_FORMAT", ... ("JANUS_E_UNKNOWN" for other values). */
 JANUS_API const char *janus_status_name(int code);
-/** The library version, "1.0.0". */
+/** The library version, "1.1.0". */
 JANUS_API const char *janus_version(void);
 
 /* ------------------------------------------------------------------------------ enums */
@@ -108,6 +108,13 @@ typedef enum janus_rtt_estimate {
     JANUS_RTT_MAX = 0,   /* max of the last `rtt_window` RTT samples */
     JANUS_RTT_MEDIAN = 1
 } janus_rtt_estimate;
+
+/** How the controller learns the server's load (ControllerConfig.cloud_load, schedule/cloud_load.py). */
+typedef enum janus_cloud_load {
+    JANUS_CLOUD_LOAD_EXTRA = 0,  /* an additive wait: server_ms - expected_ms */
+    JANUS_CLOUD_LOAD_FACTOR = 1, /* a ratio over the profile (of the compute, the rest additive, when reported) */
+    JANUS_CLOUD_LOAD_OFF = 2     /* the profile's idle costs (load-unaware) */
+} janus_cloud_load;
 
 /* ------------------------------------------------------------------------------ table */
 
@@ -175,7 +182,7 @@ typedef struct janus_config {
     double cold_start_mbps;  /* the estimate before any sample (> 0) */
     double ewma_alpha;       /* EWMA weight of the newest sample, (0, 1] */
     double margin;           /* fraction of the SLA held back (janus-deploy), [0, 1) */
-    int deflate;             /* divide the estimate by 1 + recent error (janus-deploy) */
+    int deflate;             /* divide the estimate by 1 + the recent overshoot of estimates from samples (janus-deploy) */
     double rtt_cold_ms;      /* RTT before any sample (>= 0) */
     int rtt_fixed;           /* keep rtt_cold_ms whatever is observed */
     int rtt_window;          /* RTT samples kept (>= 1) */
@@ -184,6 +191,11 @@ typedef struct janus_config {
     int breaker_failures;    /* consecutive server failures that open the breaker; 0: off */
     double breaker_open_s;   /* first open period */
     double breaker_max_open_s; /* cap of the doubling open period */
+    /* the server's load (appended in 1.1; the table does not store them: janus_table_config gives
+     * ControllerConfig's defaults, factor / 5 / 4 s) */
+    int cloud_load;            /* janus_cloud_load */
+    int cloud_window;          /* samples kept (>= 1) */
+    double cloud_half_life_s;  /* each sample decays towards no load with this half-life (> 0) */
 } janus_config;
 
 JANUS_API void janus_table_config(const janus_table *table, janus_config *out);
@@ -225,9 +237,23 @@ JANUS_API const char *janus_scheduler_codec(const janus_scheduler *sched);
  * ``rtt_ms`` (finite, >= 0) and ``margin`` ([0, 1)) count in JANUS_MODE_DEPLOY only. */
 JANUS_API int janus_decide(const janus_scheduler *sched, int mode, double bandwidth_mbps, double rtt_ms,
                            double margin, double sla_ms, janus_decision *out, janus_error *err);
+/** janus_decide with the server's load: every option that sends is predicted to spend
+ * ``cloud_factor`` × (decode + tail) + ``cloud_extra_ms`` on the server (Scheduler.decide's
+ * cloud_factor / cloud_extra_ms; JANUS_MODE_DEPLOY only; 1 and 0: janus_decide, bit for bit). */
+JANUS_API int janus_decide_loaded(const janus_scheduler *sched, int mode, double bandwidth_mbps, double rtt_ms,
+                                  double margin, double sla_ms, double cloud_factor, double cloud_extra_ms,
+                                  janus_decision *out, janus_error *err);
+/** What the profile expects the server to spend on option (level_index, split) idle: decode +
+ * tail, 0 at device only (Scheduler.server_ms; an observation's expected_ms). */
+JANUS_API int janus_server_ms_expected(const janus_scheduler *sched, int level_index, int split, double *out,
+                                       janus_error *err);
 /** A baseline (JANUS_SYSTEM_DEVICE_ONLY, _CLOUD_ONLY or _MIXED) at the table's constant level. */
 JANUS_API int janus_baseline(const janus_scheduler *sched, int system, double bandwidth_mbps, double rtt_ms,
                              double sla_ms, janus_decision *out, janus_error *err);
+/** janus_baseline with the server's load (as janus_decide_loaded; mixed compares the loaded costs). */
+JANUS_API int janus_baseline_loaded(const janus_scheduler *sched, int system, double bandwidth_mbps, double rtt_ms,
+                                    double sla_ms, double cloud_factor, double cloud_extra_ms, janus_decision *out,
+                                    janus_error *err);
 /** The predicted latency of one given option (level_index, split): Scheduler.evaluate. */
 JANUS_API int janus_evaluate(const janus_scheduler *sched, int mode, int level_index, int split,
                              double bandwidth_mbps, double rtt_ms, double sla_ms, janus_decision *out,
@@ -253,6 +279,10 @@ typedef struct janus_observation {
     double rtt_ms;     /* an RTT sample; NaN: none */
     int server_ok;     /* 1: answered usably, 0: failed after the upload, −1: says nothing */
     int probe;         /* 1 for a probe */
+    /* the server's time (appended in 1.1; NaN: unknown): what it reported for this request, what
+     * the profile expects it to spend idle (janus_server_ms_expected), and of server_ms its decode +
+     * compute when it says (the built-in server's janus_decode_ms + janus_compute_ms) */
+    double server_ms, expected_ms, server_compute_ms;
 } janus_observation;
 
 /** An observation of ``kind`` at ``t`` with every other field "none". */
@@ -270,8 +300,10 @@ typedef struct janus_choice {
     double estimate_mbps;  /* the estimator's raw estimate */
     double bandwidth_mbps; /* what the scheduler was given (deflated; 0 while offloading is off) */
     double rtt_ms;
-    double recent_error;
+    double recent_error;   /* the deflation divided by 1 + this (the recent overshoot; robustmpc: its own error) */
     int reason;            /* janus_reason */
+    double cloud_factor;   /* the server's load the decision was made with (appended in 1.1) */
+    double cloud_extra_ms;
 } janus_choice;
 
 typedef struct janus_controller_state {
@@ -297,7 +329,12 @@ JANUS_API int janus_controller_decide(const janus_controller *ctl, double t, jan
 /** Learn from one observation; *sample_mbps (may be NULL) gets the link sample it gave, NaN if none. */
 JANUS_API int janus_controller_observe(janus_controller *ctl, const janus_observation *obs, double *sample_mbps,
                                        janus_error *err);
-/** Should the caller probe the server after the request at ``t``? */
+/** Should the caller probe the server after the request at ``t``? (Controller.probe_due: before
+ * the first link sample, during which janus-deploy runs on the device when that alone meets the
+ * budget; at once after a probe that found the link up while the estimate or the deflated
+ * bandwidth is under half its sample, at most `window` times in a row; 0.25 s after a surprise (an
+ * outage, or a sample the estimate missed by half of it or more), doubling per further one up to probe_interval_s; else
+ * after probe_interval_s without a link sample.) */
 JANUS_API int janus_controller_probe_due(const janus_controller *ctl, double t);
 JANUS_API void janus_controller_get_state(const janus_controller *ctl, janus_controller_state *out);
 

@@ -31,12 +31,16 @@ static void ring_push(ring *r, double x) {
 
 static double ring_at(const ring *r, int i) { return r->v[(r->head + i) % r->cap]; }
 
+typedef struct cl_sample { /* CloudSample */
+    double t, value, fixed;
+} cl_sample;
+
 struct janus_controller {
     const janus_table *t;
     janus_scheduler *sched;
     janus_config cfg;
     /* estimator */
-    ring samples, errors;
+    ring samples, errors, over; /* over: the errors where the estimate overshot, else 0 (Estimator.overshoot_error) */
     int has_value;
     double value; /* EWMA */
     /* RTT tracker: the window and a sorted copy for the median */
@@ -46,9 +50,22 @@ struct janus_controller {
     int failures, open, opened, config_error;
     double open_until, open_s;
     int has_last_link, probe_again;
+    int surprises; /* consecutive link samples that were outages or missed by half or more */
+    int reprobes; /* probes in a row that made another one due at once */
     double last_link_t;
-    long long observations;
+    long long observations, nsamples;
+    /* the server's load (CloudLoad): a ring of the last cloud_window samples, oldest first */
+    cl_sample *cl;
+    int cl_len, cl_head;
+    long long cl_count;
 };
+
+#define OUTAGE_PROBE_S 0.25 /* controller.OUTAGE_PROBE_S */
+
+/* before the first link sample with probes on, janus-deploy runs on the device (Controller.cold) */
+static int cold(const janus_controller *c) {
+    return !c->has_last_link && c->cfg.probe_interval_s > 0 && c->cfg.system == JANUS_SYSTEM_JANUS_DEPLOY;
+}
 
 /* ------------------------------------------------------------------------------ estimator */
 
@@ -70,9 +87,27 @@ static double recent_error(const janus_controller *c) {
     return m;
 }
 
+static double overshoot_error(const janus_controller *c) {
+    if (c->over.len == 0) return 0.0;
+    double m = ring_at(&c->over, 0);
+    for (int i = 1; i < c->over.len; i++)
+        if (ring_at(&c->over, i) > m) m = ring_at(&c->over, i);
+    return m;
+}
+
 static double estimate(const janus_controller *c) {
     if (c->cfg.estimator == JANUS_ESTIMATOR_ROBUSTMPC) return raw_prediction(c) / (1.0 + recent_error(c));
     return raw_prediction(c);
+}
+
+/* Controller.scheduler_bandwidth: the estimate deflated by the error of estimates from samples
+ * (janus-deploy), 0 while offloading is off */
+static double scheduler_bandwidth(const janus_controller *c) {
+    if (c->config_error || c->open) return 0.0;
+    double est = estimate(c);
+    if (c->cfg.system == JANUS_SYSTEM_JANUS_DEPLOY && c->cfg.deflate && c->cfg.estimator != JANUS_ESTIMATOR_ROBUSTMPC)
+        return est / (1.0 + overshoot_error(c));
+    return est;
 }
 
 static double rel_error(double predicted, double actual) {
@@ -85,7 +120,10 @@ static int observe_rate(janus_controller *c, double mbps, janus_error *err) {
     if (!(isfinite(mbps) && mbps >= 0))
         return jn_fail(err, JANUS_E_INVALID, "bad observation: a throughput sample must be a finite Mbit/s >= 0, "
                        "got %g", mbps);
-    ring_push(&c->errors, rel_error(raw_prediction(c), mbps));
+    double pred = raw_prediction(c), e = rel_error(pred, mbps);
+    ring_push(&c->errors, e);
+    ring_push(&c->over, pred > mbps && c->nsamples > 0 ? e : 0.0); /* overshoots of estimates from samples */
+    c->nsamples++;
     if (c->cfg.estimator == JANUS_ESTIMATOR_EWMA) {
         double a = c->cfg.ewma_alpha;
         c->value = c->has_value ? a * mbps + (1 - a) * c->value : mbps;
@@ -94,6 +132,71 @@ static int observe_rate(janus_controller *c, double mbps, janus_error *err) {
         ring_push(&c->samples, mbps);
     }
     return JANUS_OK;
+}
+
+/* ------------------------------------------------------------------------------ cloud load */
+
+#define MIN_EXPECTED_MS 1.0 /* cloud_load.MIN_EXPECTED_MS */
+
+static void cl_push(janus_controller *c, double t, double value, double fixed) {
+    int cap = c->cfg.cloud_window;
+    cl_sample x = {t, value, fixed};
+    if (c->cl_len < cap) {
+        c->cl[(c->cl_head + c->cl_len) % cap] = x;
+        c->cl_len++;
+    } else {
+        c->cl[c->cl_head] = x;
+        c->cl_head = (c->cl_head + 1) % cap;
+    }
+    c->cl_count++;
+}
+
+/* CloudLoad.observe */
+static void cl_observe(janus_controller *c, double t, double server_ms, double expected_ms, double compute_ms) {
+    if (c->cfg.cloud_load == JANUS_CLOUD_LOAD_OFF ||
+        !(isfinite(server_ms) && server_ms >= 0 && isfinite(expected_ms) && expected_ms >= 0))
+        return;
+    if (c->cfg.cloud_load == JANUS_CLOUD_LOAD_FACTOR) {
+        double part = server_ms, fixed = 0.0;
+        if (isfinite(compute_ms) && compute_ms >= 0) {
+            part = compute_ms;
+            fixed = server_ms - compute_ms > 0.0 ? server_ms - compute_ms : 0.0;
+        }
+        double ratio = part / (expected_ms > MIN_EXPECTED_MS ? expected_ms : MIN_EXPECTED_MS);
+        cl_push(c, t, ratio - 1.0, fixed);
+        return;
+    }
+    cl_push(c, t, server_ms - expected_ms, 0.0);
+}
+
+/* CloudLoad.estimate: (factor, extra ms) */
+static void cl_estimate(const janus_controller *c, double t, double *factor, double *extra) {
+    *factor = 1.0;
+    *extra = 0.0;
+    if (c->cfg.cloud_load == JANUS_CLOUD_LOAD_OFF || c->cl_len == 0) return;
+    double best = 0.0, fixed = 0.0;
+    for (int i = 0; i < c->cl_len; i++) {
+        const cl_sample *x = &c->cl[(c->cl_head + i) % c->cfg.cloud_window];
+        if (x->value > 0 || x->fixed > 0) {
+            double age = t - x->t > 0.0 ? t - x->t : 0.0;
+            double decay = pow(0.5, age / c->cfg.cloud_half_life_s);
+            if (x->value > 0) {
+                double v = x->value * decay;
+                if (v > best) best = v;
+            }
+            if (x->fixed > 0) {
+                double v = x->fixed * decay;
+                if (v > fixed) fixed = v;
+            }
+        }
+    }
+    if (best == 0.0 && fixed == 0.0) return;
+    if (c->cfg.cloud_load == JANUS_CLOUD_LOAD_FACTOR) {
+        *factor = 1.0 + best;
+        *extra = fixed;
+    } else {
+        *extra = best;
+    }
 }
 
 /* ------------------------------------------------------------------------------ RTT, breaker */
@@ -171,6 +274,10 @@ static int check_config(const janus_table *t, const janus_config *c, janus_error
         return jn_fail(err, JANUS_E_INVALID, "breaker settings: failures >= 0 and 0 < open_s <= max_open_s");
     if (!(isfinite(c->sla_ms) && c->sla_ms > 0))
         return jn_fail(err, JANUS_E_INVALID, "the SLA must be a positive number of ms, got %g", c->sla_ms);
+    if (c->cloud_load < JANUS_CLOUD_LOAD_EXTRA || c->cloud_load > JANUS_CLOUD_LOAD_OFF)
+        return jn_fail(err, JANUS_E_INVALID, "unknown cloud-load mode %d", c->cloud_load);
+    if (c->cloud_window < 1 || c->cloud_window > (1 << 20) || !(isfinite(c->cloud_half_life_s) && c->cloud_half_life_s > 0))
+        return jn_fail(err, JANUS_E_INVALID, "cloud-load settings: window in 1..2^20 and half-life > 0 s");
     if (c->system <= JANUS_SYSTEM_MIXED && t->baseline_level < 0)
         return jn_fail(err, JANUS_E_INVALID, "baselines need exactly one constant-policy (ToMe r) level; the table "
                        "has none chosen");
@@ -182,8 +289,10 @@ void janus_controller_free(janus_controller *c) {
     janus_scheduler_free(c->sched);
     free(c->samples.v);
     free(c->errors.v);
+    free(c->over.v);
     free(c->rtt.v);
     free(c->rtt_sorted);
+    free(c->cl);
     free(c);
 }
 
@@ -205,8 +314,9 @@ int janus_controller_new(const janus_table *t, const janus_config *config, janus
     }
     c->cfg.codec = janus_scheduler_codec(c->sched); /* owned by the table, not the caller */
     c->rtt_sorted = calloc((size_t)cfg.rtt_window, sizeof(double));
-    if (ring_init(&c->samples, cfg.window) || ring_init(&c->errors, cfg.window) || ring_init(&c->rtt, cfg.rtt_window) ||
-        !c->rtt_sorted) {
+    c->cl = calloc((size_t)cfg.cloud_window, sizeof(cl_sample));
+    if (ring_init(&c->samples, cfg.window) || ring_init(&c->errors, cfg.window) || ring_init(&c->over, cfg.window) || ring_init(&c->rtt, cfg.rtt_window) ||
+        !c->rtt_sorted || !c->cl) {
         janus_controller_free(c);
         return jn_fail(err, JANUS_E_NOMEM, "out of memory");
     }
@@ -218,25 +328,32 @@ int janus_controller_new(const janus_table *t, const janus_config *config, janus
 const janus_scheduler *janus_controller_scheduler(const janus_controller *c) { return c ? c->sched : NULL; }
 
 int janus_controller_decide(const janus_controller *c, double t, janus_choice *out, janus_error *err) {
-    (void)t; /* decisions depend on observations only, as in Python */
+    /* decisions depend on the observations and their times only (t: the load's decay), as in Python */
     if (!c || !out) return jn_fail(err, JANUS_E_INVALID, "janus_controller_decide: NULL argument");
     const janus_config *cfg = &c->cfg;
-    double est = estimate(c), e = recent_error(c), rtt = rtt_estimate(c), bw = est;
-    if (cfg->system == JANUS_SYSTEM_JANUS_DEPLOY && cfg->deflate && cfg->estimator != JANUS_ESTIMATOR_ROBUSTMPC)
-        bw = est / (1.0 + e);
+    int discounts = cfg->estimator == JANUS_ESTIMATOR_ROBUSTMPC;
+    double est = estimate(c), e = discounts ? recent_error(c) : overshoot_error(c), rtt = rtt_estimate(c);
+    double bw = scheduler_bandwidth(c);
     int reason = JANUS_REASON_SCHEDULER;
-    if (c->config_error || c->open) {
-        bw = 0.0;
-        reason = c->config_error ? JANUS_REASON_UNAUTHORIZED : JANUS_REASON_BREAKER_OPEN;
-    }
+    if (c->config_error || c->open) reason = c->config_error ? JANUS_REASON_UNAUTHORIZED : JANUS_REASON_BREAKER_OPEN;
+    double factor, extra;
+    cl_estimate(c, t, &factor, &extra);
+    double cold_bw = bw;
+    if (cold(c)) bw = 0.0; /* the cold start: the device, if it meets the budget (Controller.decide) */
     int rc;
     if (cfg->system <= JANUS_SYSTEM_MIXED) {
         int system = reason != JANUS_REASON_SCHEDULER ? JANUS_SYSTEM_DEVICE_ONLY : cfg->system;
-        rc = janus_baseline(c->sched, system, bw, rtt, cfg->sla_ms, &out->decision, err);
+        rc = janus_baseline_loaded(c->sched, system, bw, rtt, cfg->sla_ms, factor, extra, &out->decision, err);
     } else if (cfg->system == JANUS_SYSTEM_JANUS_PAPER) {
         rc = janus_decide(c->sched, JANUS_MODE_PAPER, bw, 0.0, 0.0, cfg->sla_ms, &out->decision, err);
     } else {
-        rc = janus_decide(c->sched, JANUS_MODE_DEPLOY, bw, rtt, cfg->margin, cfg->sla_ms, &out->decision, err);
+        rc = janus_decide_loaded(c->sched, JANUS_MODE_DEPLOY, bw, rtt, cfg->margin, cfg->sla_ms, factor, extra,
+                                 &out->decision, err);
+        if (!rc && cold(c) && !(out->decision.predicted_ms <= cfg->sla_ms * (1.0 - cfg->margin))) {
+            bw = cold_bw; /* the device alone misses the budget: the cold-start estimate */
+            rc = janus_decide_loaded(c->sched, JANUS_MODE_DEPLOY, bw, rtt, cfg->margin, cfg->sla_ms, factor, extra,
+                                     &out->decision, err);
+        }
     }
     if (rc) return rc;
     out->estimate_mbps = est;
@@ -244,6 +361,8 @@ int janus_controller_decide(const janus_controller *c, double t, janus_choice *o
     out->rtt_ms = rtt;
     out->recent_error = e;
     out->reason = reason;
+    out->cloud_factor = factor;
+    out->cloud_extra_ms = extra;
     return JANUS_OK;
 }
 
@@ -257,13 +376,14 @@ void janus_observation_init(janus_observation *o, double t, int kind) {
     o->rtt_ms = NAN;
     o->server_ok = -1;
     o->probe = 0;
+    o->server_ms = o->expected_ms = o->server_compute_ms = NAN;
 }
 
 int janus_controller_observe(janus_controller *c, const janus_observation *o, double *sample_out, janus_error *err) {
     if (sample_out) *sample_out = NAN;
     if (!c || !o) return jn_fail(err, JANUS_E_INVALID, "janus_controller_observe: NULL argument");
     c->observations++;
-    double sample = NAN;
+    double prior = estimate(c), sample = NAN; /* what this observation's link sample is measured against */
     int has_sample = 0, rc = JANUS_OK;
     switch (o->kind) {
     case JANUS_OBS_TRANSFER:
@@ -299,13 +419,19 @@ int janus_controller_observe(janus_controller *c, const janus_observation *o, do
     if (has_sample) {
         c->last_link_t = o->t;
         c->has_last_link = 1;
-        double est = estimate(c);
-        /* the link answers but the window still holds stale low samples: probe again soon */
-        c->probe_again = o->probe && sample > 0 && est < 0.5 * sample;
+        /* a surprise (an outage, or missed by half the sample or more): probes come soon */
+        c->surprises = (sample == 0 || fabs(prior - sample) >= 0.5 * sample) ? c->surprises + 1 : 0;
+        /* the link answers but the estimate or the deflated bandwidth is under half of it: probe again,
+         * at most `window` times in a row (Controller.observe) */
+        double est = estimate(c), bw = scheduler_bandwidth(c);
+        int low = (est < bw ? est : bw) < 0.5 * sample;
+        c->probe_again = o->probe && sample > 0 && low && c->reprobes < c->cfg.window;
+        c->reprobes = c->probe_again ? c->reprobes + 1 : 0;
         if (sample_out) *sample_out = sample;
     }
     if (isfinite(o->rtt_ms) && o->rtt_ms >= 0) rtt_add(c, o->rtt_ms);
     if (o->server_ok == 0 || o->server_ok == 1) server_health(c, o->t, o->server_ok, o->probe);
+    if (!isnan(o->server_ms) && !isnan(o->expected_ms)) cl_observe(c, o->t, o->server_ms, o->expected_ms, o->server_compute_ms);
     jn_ok(err);
     return JANUS_OK;
 }
@@ -313,9 +439,14 @@ int janus_controller_observe(janus_controller *c, const janus_observation *o, do
 int janus_controller_probe_due(const janus_controller *c, double t) {
     if (!c || c->config_error) return 0;
     if (c->open) return t >= c->open_until;
-    if (c->cfg.probe_interval_s <= 0) return 0;
-    double last = c->has_last_link ? c->last_link_t : 0.0;
-    return c->probe_again || (t - last) > c->cfg.probe_interval_s;
+    double interval = c->cfg.probe_interval_s;
+    if (interval <= 0) return 0;
+    if (c->probe_again || cold(c)) return 1;
+    if (c->surprises) {
+        double o = OUTAGE_PROBE_S * pow(2.0, (double)(c->surprises - 1 < 60 ? c->surprises - 1 : 60)); /* Python's cap */
+        if (o < interval) interval = o;
+    }
+    return (t - (c->has_last_link ? c->last_link_t : 0.0)) > interval;
 }
 
 void janus_controller_get_state(const janus_controller *c, janus_controller_state *o) {

@@ -551,6 +551,105 @@ static int decide_deploy(const janus_scheduler *s, double bw, double rtt, double
     return JANUS_OK;
 }
 
+/* The server's load per option (Scheduler._load): ((factor - 1)·(tail + dec) + extra)·sends. */
+static inline double load_of(double factor, double extra, double tail, double dec, double sends) {
+    return ((factor - 1.0) * (tail + dec) + extra) * sends;
+}
+
+/* Add the load to a filled decision (Scheduler._decision): cloud_ms and the total, where it sends. */
+static void add_load(janus_decision *o, double factor, double extra, double tail, double dec, double sends,
+                     double sla) {
+    if (sends == 0.0) return;
+    double x = (factor - 1.0) * (tail + dec) + extra;
+    o->cloud_ms += x;
+    o->predicted_ms += x;
+    o->meets_sla = o->predicted_ms <= sla;
+}
+
+/* janus-deploy under load: the numpy argmin over every option of lat + load (no screening). */
+static void decide_loaded(const janus_scheduler *s, double bw, double rtt, double margin, double sla,
+                          double factor, double extra, janus_decision *o) {
+    const janus_table *t = s->t;
+    const js_columns *cc = s->cols;
+    const js_mode_table *m = &s->mode[JANUS_MODE_DEPLOY];
+    const int E = s->E, n = cc ? cc->n : t->C;
+    const double budget = sla * (1.0 - margin);
+    long best = -1, fast = -1;
+    double best_score = INFINITY, fast_lat = INFINITY;
+    for (int r = 0; r < E; r++) {
+        int li = s->rows[r];
+        for (int col = 0; col < n; col++) {
+            int j = cc ? cc->j[col] : col;
+            size_t q = (size_t)li * (size_t)t->C + (size_t)j, e = (size_t)r * (size_t)n + (size_t)col;
+            double fx = cc ? cc->fixed[e] : m->fixed[q], kb = cc ? cc->kbits[e] : m->kbits[q];
+            double dec = cc ? cc->dec[e] : m->dec[q], snd = cc ? cc->sends[col] : s->sends[j];
+            double lat = ((fx + comm_of(kb, bw)) + rtt * snd) + load_of(factor, extra, t->tail[q], dec, snd);
+            if (lat <= budget) {
+                double score = lat + (cc ? cc->rank_off[e] : s->rank_offset[r]);
+                if (best < 0 || score < best_score) {
+                    best = (long)e;
+                    best_score = score;
+                }
+            }
+            if (fast < 0 || lat < fast_lat) {
+                fast = (long)e;
+                fast_lat = lat;
+            }
+        }
+    }
+    long k = best >= 0 ? best : fast;
+    int r = (int)(k / n), col = (int)(k % n), li = s->rows[r];
+    int j = cc ? cc->j[col] : col;
+    size_t q = (size_t)li * (size_t)t->C + (size_t)j;
+    double snd = cc ? cc->sends[col] : s->sends[j];
+    if (cc) {
+        fill_column(s, r, col, comm_of(cc->kbits[k], bw), snd != 0.0 ? rtt : 0.0, sla, o);
+        add_load(o, factor, extra, t->tail[q], cc->dec[k], snd, sla);
+    } else {
+        js_fill(s, JANUS_MODE_DEPLOY, li, j, comm_of(m->kbits[q], bw), snd != 0.0 ? rtt : 0.0, sla, o);
+        add_load(o, factor, extra, t->tail[q], m->dec[q], snd, sla);
+    }
+}
+
+static int check_load(double factor, double extra, janus_error *err) {
+    if (!(isfinite(factor) && factor > 0 && isfinite(extra)))
+        return jn_fail(err, JANUS_E_INVALID, "the cloud load must be a finite factor > 0 and a finite extra, got "
+                       "factor %g, extra %g ms", factor, extra);
+    return JANUS_OK;
+}
+
+int janus_decide_loaded(const janus_scheduler *s, int mode, double bw, double rtt, double margin, double sla,
+                        double factor, double extra, janus_decision *out, janus_error *err) {
+    if (factor == 1.0 && extra == 0.0) return janus_decide(s, mode, bw, rtt, margin, sla, out, err);
+    if (!s || !out) return jn_fail(err, JANUS_E_INVALID, "janus_decide_loaded: NULL argument");
+    int rc = js_check_inputs(bw, mode == JANUS_MODE_PAPER ? 0.0 : rtt, sla, err);
+    if (rc) return rc;
+    if (mode == JANUS_MODE_PAPER) return janus_decide(s, mode, bw, rtt, margin, sla, out, err); /* no load */
+    if (mode != JANUS_MODE_DEPLOY) return jn_fail(err, JANUS_E_INVALID, "unknown scheduler mode %d", mode);
+    if (!(margin >= 0.0 && margin < 1.0))
+        return jn_fail(err, JANUS_E_INVALID, "the SLA margin must be in [0, 1), got %g", margin);
+    rc = check_load(factor, extra, err);
+    if (rc) return rc;
+    decide_loaded(s, bw, rtt, margin, sla, factor, extra, out);
+    jn_ok(err);
+    return JANUS_OK;
+}
+
+int janus_server_ms_expected(const janus_scheduler *s, int level, int split, double *out, janus_error *err) {
+    if (!s || !out) return jn_fail(err, JANUS_E_INVALID, "janus_server_ms_expected: NULL argument");
+    const janus_table *t = s->t;
+    if (level < 0 || level >= t->L)
+        return jn_fail(err, JANUS_E_INVALID, "level index %d out of range (0..%d)", level, t->L - 1);
+    int j = -1;
+    for (int q = 0; q < t->C; q++)
+        if (t->cands[q] == split) j = q;
+    if (j < 0) return jn_fail(err, JANUS_E_INVALID, "split %d is not a candidate split point", split);
+    size_t q = (size_t)level * (size_t)t->C + (size_t)j;
+    *out = split > t->n ? 0.0 : s->mode[JANUS_MODE_DEPLOY].dec[q] + t->tail[q];
+    jn_ok(err);
+    return JANUS_OK;
+}
+
 int janus_decide(const janus_scheduler *s, int mode, double bw, double rtt, double margin, double sla,
                  janus_decision *out, janus_error *err) {
     if (!s || !out) return jn_fail(err, JANUS_E_INVALID, "janus_decide: NULL argument");
@@ -572,6 +671,11 @@ int janus_decide(const janus_scheduler *s, int mode, double bw, double rtt, doub
 
 int janus_baseline(const janus_scheduler *s, int system, double bw, double rtt, double sla, janus_decision *out,
                    janus_error *err) {
+    return janus_baseline_loaded(s, system, bw, rtt, sla, 1.0, 0.0, out, err);
+}
+
+int janus_baseline_loaded(const janus_scheduler *s, int system, double bw, double rtt, double sla, double factor,
+                          double extra, janus_decision *out, janus_error *err) {
     if (!s || !out) return jn_fail(err, JANUS_E_INVALID, "janus_baseline: NULL argument");
     const janus_table *t = s->t;
     if (t->baseline_level < 0)
@@ -581,6 +685,8 @@ int janus_baseline(const janus_scheduler *s, int system, double bw, double rtt, 
         return jn_fail(err, JANUS_E_INVALID, "unknown baseline %d; choose device-only, cloud-only or mixed", system);
     int rc = js_check_inputs(bw, rtt, sla, err);
     if (rc) return rc;
+    int loaded = !(factor == 1.0 && extra == 0.0);
+    if (loaded && (rc = check_load(factor, extra, err))) return rc;
     const js_mode_table *m = &s->mode[JANUS_MODE_DEPLOY];
     int li = t->baseline_level, C = t->C, dev = C - 1, cloud = 0, j;
     const double *fx = m->fixed + (size_t)li * (size_t)C, *kb = m->kbits + (size_t)li * (size_t)C;
@@ -589,11 +695,20 @@ int janus_baseline(const janus_scheduler *s, int system, double bw, double rtt, 
     } else if (system == JANUS_SYSTEM_CLOUD_ONLY) {
         j = cloud;
     } else {
+        size_t qc = (size_t)li * (size_t)C + (size_t)cloud, qd = (size_t)li * (size_t)C + (size_t)dev;
         double lc = (fx[cloud] + comm_of(kb[cloud], bw)) + rtt * s->sends[cloud];
         double ld = (fx[dev] + comm_of(kb[dev], bw)) + rtt * s->sends[dev];
+        if (loaded) {
+            lc = lc + load_of(factor, extra, t->tail[qc], m->dec[qc], s->sends[cloud]);
+            ld = ld + load_of(factor, extra, t->tail[qd], m->dec[qd], s->sends[dev]);
+        }
         j = lc < ld ? cloud : dev;
     }
     js_fill(s, JANUS_MODE_DEPLOY, li, j, comm_of(kb[j], bw), s->sends[j] != 0.0 ? rtt : 0.0, sla, out);
+    if (loaded) {
+        size_t q = (size_t)li * (size_t)C + (size_t)j;
+        add_load(out, factor, extra, t->tail[q], m->dec[q], s->sends[j], sla);
+    }
     jn_ok(err);
     return JANUS_OK;
 }

@@ -245,6 +245,9 @@ static int parse_ctrl(loader *ld) {
     c->rtt_estimate = (int)rest;
     c->breaker_failures = (int)bf;
     c->codec = NULL;
+    c->cloud_load = JANUS_CLOUD_LOAD_FACTOR; /* not stored: ControllerConfig's defaults */
+    c->cloud_window = 5;
+    c->cloud_half_life_s = 4.0;
     if (!(isfinite(c->sla_ms) && c->sla_ms > 0) || !(isfinite(c->cold_start_mbps) && c->cold_start_mbps > 0) ||
         !(c->ewma_alpha > 0 && c->ewma_alpha <= 1) || !(c->margin >= 0 && c->margin < 1) ||
         !finite_ge0(c->rtt_cold_ms) || !finite_ge0(c->probe_interval_s) ||

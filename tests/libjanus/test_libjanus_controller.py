@@ -28,9 +28,29 @@ def lib():
     return Lib()
 
 
-def random_observations(rng: np.random.Generator, n: int, outages: bool = True):
+def server_times(rng: np.random.Generator) -> dict:
+    """The server's reported time next to the profile's (sometimes with its compute part, sometimes
+    faster than the profile, sometimes unusable)."""
+    expected = float(rng.choice([0.05, 0.8, 2.0, 40.0, 300.0]))
+    server = expected * float(rng.uniform(0.5, 4.0)) + float(rng.uniform(0, 30))
+    u = rng.random()
+    compute = (None if u < 0.4 else float("nan") if u < 0.45 else -1.0 if u < 0.5
+               else server * float(rng.uniform(0.3, 1.1)))
+    return {"server_ms": server if rng.random() > 0.03 else float("inf"), "expected_ms": expected,
+            "server_compute_ms": compute}
+
+
+def random_observations(rng: np.random.Generator, n: int, outages: bool = True, server: bool = False):
     """A plausible and sometimes hostile stream: transfers, rates, outages, server failures,
-    probes, RTT samples, an occasional invalid observation and (rarely) a 401."""
+    probes, RTT samples, an occasional invalid observation and (rarely) a 401; ``server``: the
+    answers' server times (the load's samples) on some transfers and failures."""
+    for obs in _random_observations(rng, n, outages):
+        if server and obs.kind in ("transfer", "server") and rng.random() < 0.6:
+            obs = dataclasses.replace(obs, **server_times(rng))
+        yield obs
+
+
+def _random_observations(rng: np.random.Generator, n: int, outages: bool = True):
     t = 0.0
     for _ in range(n):
         t += float(rng.uniform(0.01, 0.6))
@@ -56,20 +76,23 @@ def random_observations(rng: np.random.Generator, n: int, outages: bool = True):
                               server_ok=True, probe=probe)
 
 
-def run_sequence(lib, edge, cloud, accuracy, cfg: ControllerConfig, sla: float, seed: int, steps: int) -> int:
+def run_sequence(lib, edge, cloud, accuracy, cfg: ControllerConfig, sla: float, seed: int, steps: int,
+                 server: bool = False) -> int:
     py = build_controller(edge, cloud, cfg, accuracy=accuracy, sla_ms=sla)
     table = lib.load_table(build_table(edge, cloud, accuracy=accuracy, sla_ms=sla, controller=cfg))
-    c = table.controller()
+    c = table.controller(cloud_load=cfg.cloud_load, cloud_window=cfg.cloud_window,
+                         cloud_half_life_s=cfg.cloud_half_life_s)
     rng = np.random.default_rng(seed)
     checked = 0
     try:
-        for i, obs in enumerate(random_observations(rng, steps, outages=seed % 3 != 0)):
+        for i, obs in enumerate(random_observations(rng, steps, outages=seed % 3 != 0, server=server)):
             want, got = py.decide(obs.t), c.decide(obs.t)
             where = f"{cfg.system}/{cfg.estimator}/{cfg.rtt_estimate}/deflate={cfg.deflate} step {i}"
             why = compare(want.decision, got.decision)
             assert why is None, f"{where}: {why}"
             assert (want.estimate_mbps, want.bandwidth_mbps, want.rtt_ms, want.recent_error) == \
                 (got.estimate_mbps, got.bandwidth_mbps, got.rtt_ms, got.recent_error), where
+            assert (want.cloud_factor, want.cloud_extra_ms) == (got.cloud_factor, got.cloud_extra_ms), where
             assert want.reason == REASONS[got.reason], where
             assert py.probe_due(obs.t) == c.probe_due(obs.t), where
             try:
@@ -109,6 +132,61 @@ def test_same_observations_same_decisions_tiny_plan(lib):
                                breaker_open_s=0.5, breaker_max_open_s=3.0)
         total += run_sequence(lib, edge, cloud, acc, cfg, sla=300.0, seed=k, steps=250)
     assert total > 5000
+
+
+def test_same_server_times_same_load_and_decisions(lib):
+    """The server's load (schedule/cloud_load.py) in C: every mode, window and half-life, with the
+    compute part reported or not, on the hand-written plan (where the load flips decisions between
+    the cloud and the device) and on ViT-B; every system (the baselines charge it too)."""
+    edge, cloud = profiles(enc_ms=0.5, dec_ms=0.25)
+    acc = {("exponential", 0.0): 0.8, ("exponential", 0.5): 0.8, ("constant", 1.0): 0.7}
+    total, loaded = 0, 0
+    for k, (mode, system) in enumerate(itertools.product(("factor", "extra", "off"),
+                                                         ("janus-deploy", "mixed", "cloud-only"))):
+        cfg = ControllerConfig(system=system, cloud_load=mode, cloud_window=1 + k % 5, cloud_half_life_s=(0.3, 2.0, 8.0)[k % 3],
+                               cold_start_mbps=0.05, margin=0.05 * (k % 3), rtt_cold_ms=5.0,
+                               probe_interval_s=None if k % 4 == 0 else 0.8, breaker_failures=k % 3)
+        total += run_sequence(lib, edge, cloud, acc, cfg, sla=300.0, seed=500 + k, steps=250, server=True)
+        loaded += mode != "off"
+    assert total > 2000 and loaded == 6
+    vb_edge = resolve_profile("vit_base_patch16_224-jetson-orin-nano")
+    vb_cloud = resolve_profile("vit_base_patch16_224-v100")
+    cfg = ControllerConfig(cold_start_mbps=20.0, margin=0.1, cloud_load="factor", cloud_half_life_s=1.0)
+    assert run_sequence(lib, vb_edge, vb_cloud, vitb_accuracy(vb_edge), cfg, sla=120.0, seed=7, steps=600, server=True) > 500
+
+
+def test_loaded_decisions_and_expected_server_time(lib):
+    """janus_decide_loaded / janus_baseline_loaded against Scheduler.decide / baseline with
+    cloud_factor and cloud_extra_ms, and janus_server_ms_expected against Scheduler.server_ms."""
+    from janus_deploy.schedule.scheduler import Scheduler
+
+    edge, cloud = profiles(enc_ms=0.5, dec_ms=0.25)
+    acc = {("exponential", 0.0): 0.8, ("exponential", 0.5): 0.8, ("constant", 1.0): 0.7}
+    py = Scheduler(edge, cloud, acc, sla_ms=300.0)
+    table = lib.load_table(build_table(edge, cloud, accuracy=acc, sla_ms=300.0))
+    s = table.scheduler()
+    rng = np.random.default_rng(3)
+    flips = set()
+    try:
+        for _ in range(1500):
+            bw, rtt, margin = float(10 ** rng.uniform(-4, 2)), float(rng.uniform(0, 40)), float(rng.choice([0.0, 0.1]))
+            factor, extra = float(rng.choice([1.0, rng.uniform(0.5, 6.0)])), float(rng.choice([0.0, rng.uniform(0, 200)]))
+            want = py.decide(bw, rtt, margin, cloud_factor=factor, cloud_extra_ms=extra)
+            got = s.decide_loaded("janus-deploy", bw, rtt, margin, 300.0, factor, extra)
+            assert compare(want, got) is None, (bw, rtt, margin, factor, extra, compare(want, got))
+            flips.add(want.split)
+            for system in ("mixed", "cloud-only", "device-only"):
+                w = py.baseline(system, bw, rtt, cloud_factor=factor, cloud_extra_ms=extra)
+                assert compare(w, s.baseline_loaded(system, bw, rtt, 300.0, factor, extra)) is None, (system, bw, factor)
+        assert {0, 4} <= flips  # the load moved decisions between the cloud and the device
+        for li in range(len(edge.levels)):
+            for split in edge.candidates:
+                assert s.server_ms(li, split) == py.server_ms(li, split)
+        with pytest.raises(JanusCError, match="cloud load"):
+            s.decide_loaded("janus-deploy", 1.0, 0.0, 0.0, 300.0, 0.0, 0.0)
+    finally:
+        s.close()
+        table.close()
 
 
 def test_same_observations_same_decisions_vit_base(lib):

@@ -147,8 +147,9 @@ def test_server_killed_mid_run(plan, local, frames, tmp_path):
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.1)
         # slow edge, fast cloud: the scheduler sends everything to the cloud while it is up
+        # (probes off: no cold-start probe, so the first request is sent too)
         with make_edge(plan, local, url, profile_ms=((30.0, 0.5), (0.1, 0.001)), sla_ms=3000, timeout_factor=5,
-                       log=tmp_path / "kill.jsonl") as rt:
+                       log=tmp_path / "kill.jsonl", controller={"probe_interval_s": None}) as rt:
             before = [rt.infer(frames[i % 3]) for i in range(3)]
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -182,8 +183,10 @@ def test_probe_recovers_after_outage(plan, local, frames):
     port = _free_port()
     with make_edge(plan, local, f"http://127.0.0.1:{port}", profile_ms=((30.0, 0.5), (0.1, 0.001)),
                    sla_ms=3000, controller={"probe_interval_s": 0.05}) as rt:
-        first = rt.infer(frames[0])
-        assert first.fallback.kind == "unreachable" and first.error is None
+        first = rt.infer(frames[0])  # the cold start: on the device, then a probe, which finds no server
+        assert first.record.decision.split == manifest.num_blocks + 1 and first.error is None
+        assert first.record.probe is not None and not first.record.probe.ok
+        assert first.record.probe.kind == "unreachable" and first.fallback is None
         down = rt.infer(frames[1])
         assert down.record.decision.split == manifest.num_blocks + 1
         app = create_app(plan_dir, engines, runner=local)
@@ -357,7 +360,7 @@ def test_link_fidelity_constant(plan, local, server, frames):
     pairs = _fidelity(plan, local, server, frames, Trace([20.0], 1.0, name="const20"), 5)
     sys.stderr.write("\nconstant 20 Mbit/s, receiver/sender: "
                      + ", ".join(f"{g:.2f}/{s:.2f}" for g, _, s in pairs) + "\n")
-    for got, want, sender in pairs:
+    for _got, want, sender in pairs:
         assert want == pytest.approx(20.0)
         assert sender == pytest.approx(want, rel=0.07)
     # the receiver's clock starts when the server dispatches the request: one late dispatch on a
@@ -499,7 +502,8 @@ def test_edge_sends_with_each_decisions_codec(plan, local, server, frames, tmp_p
     edge, cloud = (_with_codecs(p) for p in profiles(manifest))
     log = tmp_path / "run.jsonl"
     with EdgeRuntime(manifest, local, edge, cloud, server_url=server.url, sla_ms=2000, codec="fp32",
-                     codecs=["fp32", "jpeg70", "int4"], log=log) as rt:
+                     codecs=["fp32", "jpeg70", "int4"], log=log,
+                     controller=ControllerConfig(probe_interval_s=None)) as rt:  # no cold-start probe: it sends
         res = rt.infer(frames[0])
         forced = rt.infer(frames[1], force=(1, 5))  # a forced option is priced with the main codec
     assert res.error is None and res.fallback is None, res.record

@@ -11,6 +11,7 @@ from janus_deploy.runtime.server import BackgroundServer, create_app
 from janus_deploy.runtime.session import open_source, parse_source
 from janus_deploy.runtime.streams import StreamRuntime
 from janus_deploy.runtime.transport import TransportOptions
+from janus_deploy.schedule.controller import ControllerConfig
 from janus_deploy.schedule.pipeline import PipelineConfig
 from janus_deploy.sim.simulator import replay_log
 
@@ -164,7 +165,8 @@ def test_failed_exchanges_fall_back_on_the_edge(plan, local, tmp_path):
     manifest = plan[0]
     e, c = profiles(manifest)
     with EdgeRuntime(manifest, local, e, c, server_url=f"http://127.0.0.1:{port}", sla_ms=2000.0, codec="fp32",
-                     transport=TransportOptions(probe_rtt=False), log=tmp_path / "down.jsonl") as rt:
+                     transport=TransportOptions(probe_rtt=False), log=tmp_path / "down.jsonl",
+                     controller=ControllerConfig(probe_interval_s=None)) as rt:  # no cold-start probe: it sends
         sr = StreamRuntime(rt, sources(manifest, 2, 3, 20.0), PipelineConfig(drop="none"))
         records = [r for r in sr.run() if r.kind != "probe"]
     assert len(records) == 6 and all(r.top1 is not None and r.error is None for r in records)
