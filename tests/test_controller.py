@@ -215,3 +215,21 @@ def test_a_dip_s_error_is_flushed_by_probes_at_most_window_in_a_row(tiny):
         j.observe(Observation(2.1 + 0.01 * i, "rate", mbps=10.0 ** (i + 1), probe=True))
         due.append(j.probe_due(2.1 + 0.01 * i))
     assert due == [True, True, True, False, True, True]
+
+
+def test_a_probe_burst_goes_on_until_the_windows_hold_only_new_samples(tiny):
+    """The demo's case: two dip samples (3 and 6 against 10); the burst of probes that the first
+    (deflated under half the sample) starts used to stop as soon as the deflated bandwidth passed
+    half the sample, leaving the second dip's error in the window: the edge stayed on the device,
+    the link deflated 1.3x, until the next probe interval. Now the burst makes `window` samples."""
+    c = make(tiny, window=5, probe_interval_s=2.0)
+    for i, mbps in enumerate([10, 10, 10, 10, 10, 3, 6]):
+        c.observe(Observation(0.1 * i, "rate", mbps=float(mbps)))
+    due = []
+    for k in range(5):
+        c.observe(Observation(1.0 + 0.05 * k, "rate", mbps=10.0, probe=True))
+        due.append(c.probe_due(1.0 + 0.05 * k))
+        if k == 3:  # no longer "low" (over half the sample) but still deflated by the dip
+            assert 5.0 <= c.scheduler_bandwidth() < 0.8 * 10.0
+    assert due == [True, True, True, True, False]
+    assert c.scheduler_bandwidth() == pytest.approx(10.0) and c.estimator.estimate() == pytest.approx(10.0)

@@ -33,7 +33,8 @@ probe is due :data:`OUTAGE_PROBE_S` after it, then after twice as long at every 
 up to ``probe_interval_s``: the LTE trace's dips last a few hundred ms, the interval is 2 s.
 A probe that finds the link up while the estimate (the outage's 0 still in the window, stale low
 samples) or the bandwidth the scheduler gets (deflated by the error of a dip the link has left)
-is under half its sample makes another one due at once, at most ``window`` times in a row: the
+is under half its sample makes another one due at once, and the burst goes on until it has made
+``window`` samples (at most ``window`` times in a row): the
 windows then hold only new samples (without it, a dip kept the edge on the device until
 ``window`` probes at ``probe_interval_s`` had flushed it: 10 s). The deflation divides by
 1 + the largest *overshoot* of the last ``window`` estimates made from samples
@@ -377,10 +378,13 @@ class Controller:
             surprise = sample == 0 or abs(prior - sample) >= 0.5 * sample
             self._surprises = self._surprises + 1 if surprise else 0
             # the link answers but the estimate (stale low samples, an outage's 0) or the bandwidth the
-            # scheduler gets (deflated by a dip's error) is under half of it: probe again, at most
-            # `window` times in a row (then the windows hold only the new samples)
+            # scheduler gets (deflated by a dip's error) is under half of it: probe again, and once such a
+            # burst started, go on until it made `window` samples (then the windows hold only the new
+            # samples: a burst that stopped as soon as the bandwidth passed half the sample left the
+            # dip's error in the window, deflating it by 1.8x for another probe interval, 3 s of the demo)
             low = min(self.estimator.estimate(), self.scheduler_bandwidth()) < 0.5 * sample
-            self._probe_again = bool(obs.probe and sample > 0 and low and self._reprobes < self.config.window)
+            burst = 0 < self._reprobes < self.config.window - 1  # this burst has not yet made `window` samples
+            self._probe_again = bool(obs.probe and sample > 0 and (low or burst) and self._reprobes < self.config.window)
             self._reprobes = self._reprobes + 1 if self._probe_again else 0
         if obs.rtt_ms is not None and math.isfinite(obs.rtt_ms) and obs.rtt_ms >= 0:
             self.rtt.add(obs.rtt_ms)

@@ -421,11 +421,12 @@ int janus_controller_observe(janus_controller *c, const janus_observation *o, do
         c->has_last_link = 1;
         /* a surprise (an outage, or missed by half the sample or more): probes come soon */
         c->surprises = (sample == 0 || fabs(prior - sample) >= 0.5 * sample) ? c->surprises + 1 : 0;
-        /* the link answers but the estimate or the deflated bandwidth is under half of it: probe again,
-         * at most `window` times in a row (Controller.observe) */
+        /* the link answers but the estimate or the deflated bandwidth is under half of it: probe again;
+         * a burst once started goes on until it made `window` samples (Controller.observe) */
         double est = estimate(c), bw = scheduler_bandwidth(c);
         int low = (est < bw ? est : bw) < 0.5 * sample;
-        c->probe_again = o->probe && sample > 0 && low && c->reprobes < c->cfg.window;
+        int burst = c->reprobes > 0 && c->reprobes < c->cfg.window - 1; /* not yet `window` samples */
+        c->probe_again = o->probe && sample > 0 && (low || burst) && c->reprobes < c->cfg.window;
         c->reprobes = c->probe_again ? c->reprobes + 1 : 0;
         if (sample_out) *sample_out = sample;
     }
