@@ -257,11 +257,7 @@ class StreamRuntime:
                 else:
                     self._run_head(f)
             except Exception as exc:  # noqa: BLE001 - one clear per-frame error, never a crash
-                with self.cond:
-                    f.info["rec"].error = f"{type(exc).__name__}: {exc}"
-                    self.pipe.abandon(f, rt.now())
-                    self._write(f)
-                    self.cond.notify_all()
+                self._abandon(f, exc)
                 continue
             with self.cond:
                 self.pipe.edge_done(f, rt.now())
@@ -357,11 +353,7 @@ class StreamRuntime:
                 try:
                     self._run_head(f)
                 except Exception as exc:  # noqa: BLE001 - one clear per-frame error, never a crash
-                    with self.cond:
-                        f.info["rec"].error = f"{type(exc).__name__}: {exc}"
-                        self.pipe.abandon(f, rt.now())
-                        self._write(f)
-                        self.cond.notify_all()
+                    self._abandon(f, exc)
                     continue
             with self.cond:
                 elapsed_ms = (rt.now() - f.arrival_s) * 1e3
@@ -436,6 +428,14 @@ class StreamRuntime:
             rec = f.info["rec"] = RequestRecord(id=0, t=round(now, 6), source=f.info.get("source"), sla_ms=f.sla_ms,
                                                 stream=spec.name, seq=f.seq, arrival_t=round(f.arrival_s, 6))
         return rec
+
+    def _abandon(self, f: Frame, exc: Exception) -> None:
+        """A frame's own step raised: its record says why, the pipeline drops it, the run goes on."""
+        with self.cond:
+            f.info["rec"].error = f"{type(exc).__name__}: {exc}"
+            self.pipe.abandon(f, self.rt.now())
+            self._write(f)
+            self.cond.notify_all()
 
     def _write(self, f: Frame) -> None:
         """The frame's outcome is known: finish its record, log it (under the lock)."""

@@ -279,6 +279,23 @@ static void fill_column(const janus_scheduler *s, int r, int col, double comm, d
     o->codec = c->codec[col] >= 0 ? t->codec_names[c->codec[col]] : NULL;
 }
 
+/* One option of a full scan: the best (lowest latency + rank offset) within the budget, and the
+ * fastest overall for when nothing fits; the first in scan order wins ties. */
+static inline void consider(long e, double lat, double rank_off, double budget, long *best, double *best_score,
+                            long *fast, double *fast_lat) {
+    if (lat <= budget) {
+        double score = lat + rank_off;
+        if (*best < 0 || score < *best_score) {
+            *best = e;
+            *best_score = score;
+        }
+    }
+    if (*fast < 0 || lat < *fast_lat) {
+        *fast = e;
+        *fast_lat = lat;
+    }
+}
+
 /* janus-deploy over the (split, codec) columns: the first option in row-major order with the
  * least (rank·1e9 + latency) among those within the budget; none: the first fastest. */
 static void decide_columns(const janus_scheduler *s, double bw, double rtt, double margin, double sla,
@@ -291,17 +308,7 @@ static void decide_columns(const janus_scheduler *s, double bw, double rtt, doub
         for (int col = 0; col < c->n; col++) {
             size_t e = (size_t)r * (size_t)c->n + (size_t)col;
             double lat = (c->fixed[e] + comm_of(c->kbits[e], bw)) + rtt * c->sends[col];
-            if (lat <= budget) {
-                double score = lat + c->rank_off[e];
-                if (best < 0 || score < best_score) {
-                    best = (long)e;
-                    best_score = score;
-                }
-            }
-            if (fast < 0 || lat < fast_lat) {
-                fast = (long)e;
-                fast_lat = lat;
-            }
+            consider((long)e, lat, c->rank_off[e], budget, &best, &best_score, &fast, &fast_lat);
         }
     }
     long k = best >= 0 ? best : fast;
@@ -584,17 +591,7 @@ static void decide_loaded(const janus_scheduler *s, double bw, double rtt, doubl
             double fx = cc ? cc->fixed[e] : m->fixed[q], kb = cc ? cc->kbits[e] : m->kbits[q];
             double dec = cc ? cc->dec[e] : m->dec[q], snd = cc ? cc->sends[col] : s->sends[j];
             double lat = ((fx + comm_of(kb, bw)) + rtt * snd) + load_of(factor, extra, t->tail[q], dec, snd);
-            if (lat <= budget) {
-                double score = lat + (cc ? cc->rank_off[e] : s->rank_offset[r]);
-                if (best < 0 || score < best_score) {
-                    best = (long)e;
-                    best_score = score;
-                }
-            }
-            if (fast < 0 || lat < fast_lat) {
-                fast = (long)e;
-                fast_lat = lat;
-            }
+            consider((long)e, lat, cc ? cc->rank_off[e] : s->rank_offset[r], budget, &best, &best_score, &fast, &fast_lat);
         }
     }
     long k = best >= 0 ? best : fast;
