@@ -258,13 +258,17 @@ class Netns:
         a, b = list(net.hosts())[:2]
         v = Veth(f"{base}e", f"{base}c", str(a), str(b))
         self.extra.append(v)  # from here on, down() deletes it
-        run_cmd(["ip", "link", "add", v.host_if, "type", "veth", "peer", "name", v.ns_if])
-        run_cmd(["ip", "link", "set", v.ns_if, "netns", self.name])
-        run_cmd(["ip", "addr", "add", f"{a}/30", "dev", v.host_if])
-        run_cmd(["ip", "link", "set", v.host_if, "up"])
-        run_cmd(["ip", "-n", self.name, "addr", "add", f"{b}/30", "dev", v.ns_if])
-        run_cmd(["ip", "-n", self.name, "link", "set", v.ns_if, "up"])
+        self._wire(v.host_if, v.ns_if, str(a), str(b))
         return v
+
+    def _wire(self, host_if: str, ns_if: str, host_ip: str, ns_ip: str) -> None:
+        """A veth pair: ``host_if`` here at ``host_ip``/30, ``ns_if`` in the namespace at ``ns_ip``/30, both up."""
+        run_cmd(["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if])
+        run_cmd(["ip", "link", "set", ns_if, "netns", self.name])
+        run_cmd(["ip", "addr", "add", f"{host_ip}/30", "dev", host_if])
+        run_cmd(["ip", "link", "set", host_if, "up"])
+        run_cmd(["ip", "-n", self.name, "addr", "add", f"{ns_ip}/30", "dev", ns_if])
+        run_cmd(["ip", "-n", self.name, "link", "set", ns_if, "up"])
 
     def up(self) -> Netns:
         net = _free_subnet()
@@ -272,12 +276,7 @@ class Netns:
         self.host_ip, self.ns_ip = str(a), str(b)
         self.created = True  # from here on, down() has something to undo
         run_cmd(["ip", "netns", "add", self.name])
-        run_cmd(["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if])
-        run_cmd(["ip", "link", "set", self.ns_if, "netns", self.name])
-        run_cmd(["ip", "addr", "add", f"{a}/30", "dev", self.host_if])
-        run_cmd(["ip", "link", "set", self.host_if, "up"])
-        run_cmd(["ip", "-n", self.name, "addr", "add", f"{b}/30", "dev", self.ns_if])
-        run_cmd(["ip", "-n", self.name, "link", "set", self.ns_if, "up"])
+        self._wire(self.host_if, self.ns_if, str(a), str(b))
         run_cmd(["ip", "-n", self.name, "link", "set", "lo", "up"])
         return self
 
