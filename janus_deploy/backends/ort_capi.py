@@ -97,7 +97,6 @@ _TABLE_LEN = max(i for i, _, _ in _FUNCS.values()) + 1
 _ELEM_TO_NP = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_,
                10: np.float16, 11: np.float64}
 _NP_TO_ELEM = {np.dtype(v): k for k, v in _ELEM_TO_NP.items()}
-_ORT_ENABLE_ALL = 99
 _ORT_LOGGING_LEVEL_ERROR = 3
 _ORT_DEVICE_ALLOCATOR, _ORT_ARENA_ALLOCATOR, _ORT_MEM_TYPE_DEFAULT = 0, 1, 0
 
@@ -289,6 +288,31 @@ class _Name:
         self.name = name
 
 
+# the config entries session_options may set (ORT cannot list a SessionOptions' entries)
+_CONFIG_KEYS = ("session.intra_op.allow_spinning", "session.disable_prepacking")
+
+
+def _python_options(threads: int, prepacking: bool, mem_pattern: bool, config: Mapping[str, str] | None) -> Any:
+    """The Python ``onnxruntime.SessionOptions`` of a janus-deploy session (the one rule,
+    :func:`janus_deploy.backends.ort_session.session_options`), with this session's additions."""
+    import onnxruntime
+
+    from janus_deploy.backends.ort_session import session_options
+
+    py = session_options(onnxruntime, threads, prepacking=prepacking)
+    py.enable_mem_pattern = mem_pattern
+    for key, val in (config or {}).items():
+        py.add_session_config_entry(key, str(val))
+    return py
+
+
+def _config_entry(py: Any, key: str) -> str | None:
+    try:
+        return py.get_session_config_entry(key)
+    except RuntimeError:  # not set
+        return None
+
+
 class CSession:
     """A session created through the C API with a :class:`SharedWeights`: the part of
     ``onnxruntime.InferenceSession``'s interface the runner uses (``get_inputs``, ``get_outputs``,
@@ -299,19 +323,23 @@ class CSession:
                  config: Mapping[str, str] | None = None) -> None:
         a = self.api = shared.api
         self.shared = shared
+        py = _python_options(threads, prepacking, mem_pattern, config)
         opts = _P()
         a.call("CreateSessionOptions", ctypes.byref(opts))
         try:
-            a.call("SetSessionGraphOptimizationLevel", opts, _ORT_ENABLE_ALL)
-            a.call("SetIntraOpNumThreads", opts, int(threads))
-            a.call("SetInterOpNumThreads", opts, 1)
-            a.call("SetSessionLogSeverityLevel", opts, _ORT_LOGGING_LEVEL_ERROR)
-            a.call("EnableMemPattern" if mem_pattern else "DisableMemPattern", opts)
-            a.call("EnableCpuMemArena", opts)
-            entries = {"session.intra_op.allow_spinning": "0", "session.use_env_allocators": "1",
-                       **({} if prepacking else {"session.disable_prepacking": "1"}), **(config or {})}
+            # the settings of every janus-deploy session (backends.ort_session.session_options),
+            # read back from the Python options it made and applied through the C API
+            a.call("SetSessionGraphOptimizationLevel", opts, int(py.graph_optimization_level))
+            a.call("SetIntraOpNumThreads", opts, py.intra_op_num_threads)
+            a.call("SetInterOpNumThreads", opts, py.inter_op_num_threads)
+            a.call("SetSessionLogSeverityLevel", opts, py.log_severity_level)
+            a.call("EnableMemPattern" if py.enable_mem_pattern else "DisableMemPattern", opts)
+            a.call("EnableCpuMemArena" if py.enable_cpu_mem_arena else "DisableCpuMemArena", opts)
+            entries = {k: _config_entry(py, k) for k in (*_CONFIG_KEYS, *(config or {}))}
+            entries["session.use_env_allocators"] = "1"  # the env's shared CPU arena (made in env())
             for key, val in entries.items():
-                a.call("AddSessionConfigEntry", opts, key.encode(), str(val).encode())
+                if val is not None:
+                    a.call("AddSessionConfigEntry", opts, key.encode(), str(val).encode())
             for name, array in initializers.items():
                 a.call("AddInitializer", opts, name.encode(), shared.value(name, array))
             out = _P()
